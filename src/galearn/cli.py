@@ -1,0 +1,322 @@
+"""The ``galearn`` command line: a thin layer over the library API.
+
+Each command parses its options, resolves the configuration and calls one
+library function. Bad input exits with status 2 and a one-line message that
+names the file, row or option at fault; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import RunConfig, load_config, parse_overrides, section
+from .errors import GalearnInputError
+from .store import Workspace
+
+DEFAULT_WORKSPACE = "galearn-workspace"
+
+
+class _Ctx:
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+
+
+def _config(config: str | None, extra: tuple[str, ...] | list[str]) -> RunConfig:
+    return load_config(config, parse_overrides(list(extra)))
+
+
+_workspace_option = click.option(
+    "--workspace", "-w", type=click.Path(file_okay=False), default=DEFAULT_WORKSPACE, show_default=True,
+    help="Workspace folder that every stage reads from and writes to.",
+)
+_config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None,
+    help="TOML configuration file (see `galearn run --dry-run`).",
+)
+_extra = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="galearn")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def app(ctx: click.Context, debug: bool) -> None:
+    """galearn: galaxy stamps -> conditional GAN -> CNN features -> t-SNE/UMAP maps -> UVJ agreement."""
+    ctx.obj = _Ctx(debug)
+
+
+# ----------------------------------------------------------------------------- data in
+
+
+@app.command()
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--n-galaxies", type=int, default=None, help="Number of galaxies (50 .. 20000).")
+@click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same files).")
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def simulate(out: str, n_galaxies: int | None, random_state: int | None, config: str | None, overrides) -> None:
+    """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
+    from .mock import simulate_field
+
+    cfg = section(_config(config, overrides), "simulate", n_galaxies=n_galaxies, random_state=random_state)
+    paths = simulate_field(Path(out), cfg)
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _parse_images(values: tuple[str, ...]) -> dict[str, str]:
+    images: dict[str, str] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not BAND=PATH (e.g. F160W=goodss_f160w.fits)", param_hint="--image")
+        band, path = item.split("=", 1)
+        if not band or not path:
+            raise click.BadParameter(f"{item!r} is not BAND=PATH", param_hint="--image")
+        if band in images:
+            raise click.BadParameter(f"band {band} given twice", param_hint="--image")
+        images[band] = path
+    return images
+
+
+@app.command()
+@click.option("--catalog", type=click.Path(dir_okay=False), required=True, help="Catalogue (FITS, ECSV, CSV, Parquet).")
+@click.option("--image", "images", multiple=True, required=True, help="BAND=PATH of a mosaic; repeat per band.")
+@_workspace_option
+@click.option("--select", default=None, help='Selection cuts, e.g. "zbest > 0.01 and zbest < 1 and Hmag < 25".')
+@click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
+@click.option("--preset", default=None, help="Column-name preset (candels, galearn-mock).")
+@click.option("--column", "column_map", multiple=True, help="ROLE=COLUMN override, e.g. z=zphot.")
+@click.option("--stretch", type=click.Choice(["asinh", "minmax-asinh"]), default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, config, overrides) -> None:
+    """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
+    from .survey import make_sample_from_mosaics
+
+    columns = dict(_parse_images(column_map)) if column_map else None
+    cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
+                  preset=preset, columns=columns, stretch=stretch)
+    sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
+    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
+
+
+@app.command("ingest-images")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), required=True, help="Folder of JPEG/PNG images.")
+@click.option("--labels", type=click.Path(dir_okay=False), required=True, help="CSV of labels keyed by file stem or id.")
+@_workspace_option
+@click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
+@click.option("--id-column", default=None, help="Label column holding the file stem (default: id).")
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def ingest_images(images_dir, labels, workspace, stamp_size, id_column, config, overrides) -> None:
+    """Stamps from a folder of RGB galaxy images plus a label table."""
+    from .survey import make_sample_from_images
+
+    cfg = section(_config(config, overrides), "ingest", stamp_size=stamp_size, id_column=id_column)
+    sample = make_sample_from_images(images_dir, labels, Workspace(workspace), cfg)
+    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
+
+
+# ----------------------------------------------------------------------------- features, maps, classes
+
+
+@app.command()
+@_workspace_option
+@click.option("--backbone", default=None, help="auto, resnet18, resnet50, efficientnet-lite0, random-resnet18, adapted.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file for the backbone.")
+@click.option("--library", is_flag=True, help="Features of the generated library (library.h5) instead of the sample.")
+@click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def features(workspace, backbone, weights, library, device, config, overrides) -> None:
+    """One feature vector per stamp from a pre-trained CNN."""
+    from .features import run_features
+
+    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device)
+    path = run_features(Workspace(workspace), cfg, library=library)
+    click.echo(f"wrote {path}")
+
+
+@app.command()
+@_workspace_option
+@click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--epochs", type=int, default=None)
+@click.option("--budget-minutes", type=float, default=None)
+@click.option("--device", default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def adapt(workspace, backbone, weights, epochs, budget_minutes, device, config, overrides) -> None:
+    """Self-supervised fine-tuning of a backbone on the workspace's own stamps (no labels)."""
+    from .features import run_adapt
+
+    cfg = section(_config(config, overrides), "adapt", backbone=backbone, weights=weights, epochs=epochs,
+                  budget_minutes=budget_minutes, device=device)
+    path = run_adapt(Workspace(workspace), cfg)
+    click.echo(f"wrote {path}")
+
+
+@app.command()
+@_workspace_option
+@click.option("--method", type=click.Choice(["tsne", "umap", "pca"]), default=None)
+@click.option("--backbone", default=None, help="Feature file to map (default: the one `features` wrote last).")
+@click.option("--perplexity", type=float, default=None)
+@click.option("--seed", "random_state", type=int, default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def embed(workspace, method, backbone, perplexity, random_state, config, overrides) -> None:
+    """2-D map (t-SNE, UMAP or PCA) of the features."""
+    from .maps import run_embed
+
+    cfg = section(_config(config, overrides), "embed", method=method, backbone=backbone,
+                  perplexity=perplexity, random_state=random_state)
+    path = run_embed(Workspace(workspace), cfg)
+    click.echo(f"wrote {path}")
+
+
+@app.command()
+@_workspace_option
+@click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
+@click.option("--backbone", default=None)
+@click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
+@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "hdbscan"]), default=None)
+@click.option("--seed", "random_state", type=int, default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def classify(workspace, compare, backbone, method, clusterer, random_state, config, overrides) -> None:
+    """Clusters and their agreement with UVJ classes and label columns."""
+    from .evaluate import run_classify
+
+    cfg = section(_config(config, overrides), "classify", compare=tuple(compare) or None, backbone=backbone,
+                  method=method, clusterer=clusterer, random_state=random_state)
+    metrics = run_classify(Workspace(workspace), cfg)
+    for column, m in metrics.get("agreement", {}).items():
+        click.echo(f"{column}: kNN {m['knn_balanced_accuracy']:.3f}  linear {m['linear_balanced_accuracy']:.3f}  "
+                   f"ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  cluster acc {m['cluster_accuracy']:.3f}")
+
+
+# ----------------------------------------------------------------------------- GAN
+
+
+@app.group()
+def gan() -> None:
+    """Conditional GAN: train, sample a library, evaluate realism."""
+
+
+@gan.command("train")
+@_workspace_option
+@click.option("--condition", default=None, help="Categorical column to condition on (default: UVJ class).")
+@click.option("--steps", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
+@click.option("--device", default=None)
+@click.option("--seed", "random_state", type=int, default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def gan_train(workspace, condition, steps, resume, device, random_state, config, overrides) -> None:
+    """Train the conditional GAN, checkpointing as it goes."""
+    from .gan import run_train
+
+    cfg = section(_config(config, overrides), "gan", condition=condition, steps=steps, device=device,
+                  random_state=random_state)
+    path = run_train(Workspace(workspace), cfg, resume=resume)
+    click.echo(f"wrote {path}")
+
+
+@gan.command("sample")
+@_workspace_option
+@click.option("--balance/--no-balance", default=None, help="Fill every class up to the largest.")
+@click.option("--n", "n_per_class", type=int, default=None, help="Stamps per class.")
+@click.option("--seed", "random_state", type=int, default=None)
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def gan_sample(workspace, balance, n_per_class, random_state, config, overrides) -> None:
+    """Generate a library of synthetic stamps (library.h5)."""
+    from .gan import run_sample
+
+    cfg = section(_config(config, overrides), "gan", balance=balance, n_per_class=n_per_class,
+                  random_state=random_state)
+    path = run_sample(Workspace(workspace), cfg)
+    click.echo(f"wrote {path}")
+
+
+@gan.command("evaluate")
+@_workspace_option
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def gan_evaluate(workspace, config, overrides) -> None:
+    """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
+    from .gan import run_evaluate
+
+    cfg = _config(config, overrides)
+    metrics = run_evaluate(Workspace(workspace), cfg)
+    for key in ("fid", "fid_real_baseline", "kid", "precision", "recall", "memorised_fraction"):
+        if key in metrics:
+            click.echo(f"{key}: {metrics[key]:.4g}")
+
+
+# ----------------------------------------------------------------------------- report + run
+
+
+@app.command()
+@_workspace_option
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def report(workspace, config, overrides) -> None:
+    """Figures and a self-contained HTML page."""
+    from .report import run_report
+
+    path = run_report(Workspace(workspace), _config(config, overrides).report)
+    click.echo(f"wrote {path}")
+
+
+@app.command()
+@_workspace_option
+@_config_option
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and stop.")
+@click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def run(workspace, config, dry_run, force, overrides) -> None:
+    """All stages; with no arguments, on a freshly simulated mock field.
+
+    Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
+    """
+    cfg = _config(config, overrides)
+    if dry_run:
+        click.echo(cfg.to_toml())
+        return
+    from .pipeline import run_all
+
+    run_all(Workspace(workspace), cfg, force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: exit 0 on success, 2 on bad input (one line, no traceback)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app.main(args=argv, prog_name="galearn", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("galearn: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        exc.show()
+        return 2
+    except (GalearnInputError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        click.echo(f"galearn: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("galearn: interrupted (finished stages and checkpoints are kept; re-run to resume)", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Typed configuration: one frozen dataclass per stage, read from / written to TOML.
+
+A run writes its fully resolved configuration (``WS/config.toml``) before any
+work. Values can be overridden with dotted keys, e.g. ``embed.perplexity=50``.
+Every random step takes ``random_state`` (int), the same name everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import BadValueError, MissingInputError
+
+__all__ = [
+    "SimulateConfig",
+    "CutoutConfig",
+    "IngestConfig",
+    "FeatureConfig",
+    "AdaptConfig",
+    "EmbedConfig",
+    "ClassifyConfig",
+    "GanConfig",
+    "ReportConfig",
+    "RunConfig",
+    "load_config",
+    "parse_overrides",
+]
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Mock HST GOODS-S field (``galearn simulate``)."""
+
+    n_galaxies: int = 1500
+    random_state: int = 0
+    pixel_scale_arcsec: float = 0.06
+    field_size_pix: int | None = None  # None: sized from n_galaxies
+    n_stars: int | None = None  # None: a few per cent of n_galaxies
+    ra_center_deg: float = 53.12
+    dec_center_deg: float = -27.81
+
+
+@dataclass(frozen=True)
+class CutoutConfig:
+    """Stamps from mosaics (``galearn cutouts``)."""
+
+    stamp_size: int = 64  # pixels at the first band's scale
+    preset: str = "candels"  # column-name preset, see galearn.survey.catalog
+    columns: dict = field(default_factory=dict)  # role -> column overrides
+    select: str | None = None  # expression over columns, e.g. "zbest < 1 and Hmag < 25"
+    max_bad_fraction: float = 0.05  # NaN / zero-weight pixels allowed in a stamp
+    require_central_brightest: bool = False
+    stretch: str = "asinh"  # "asinh" (noise-based) or "minmax-asinh"
+    softening_sigmas: float = 2.0
+    max_percentile: float = 99.9
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Stamps from a folder of RGB images (``galearn ingest-images``)."""
+
+    stamp_size: int = 64
+    crop_fraction: float = 0.5  # central fraction of the image kept before resizing
+    id_column: str = "id"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """CNN features (``galearn features``)."""
+
+    backbone: str = "auto"
+    weights: str | None = None  # local weights file
+    input_size: int | None = None  # None: the measured default of galearn.features
+    tta: bool = True  # average over the 8 flips / 90-degree rotations
+    batch_size: int = 64
+    device: str | None = None  # None: CUDA when present
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Self-supervised fine-tuning of a backbone (``galearn adapt``)."""
+
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None
+    epochs: int = 10
+    budget_minutes: float = 8.0
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    random_state: int = 0
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """2-D map (``galearn embed``)."""
+
+    method: str = "tsne"  # tsne | umap | pca
+    backbone: str | None = None  # None: the newest feature file
+    perplexity: float = 30.0
+    n_neighbors: int = 15  # umap
+    pca_components: int = 50
+    n_jobs: int = -1
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Clusters and agreement (``galearn classify``)."""
+
+    compare: tuple = ()  # columns; () -> UVJ class + every truth class column
+    backbone: str | None = None
+    method: str = "tsne"
+    clusterer: str = "kmeans"  # kmeans | gmm | hdbscan
+    n_clusters: int | None = None  # None: as many as the compared column has classes
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Conditional GAN (``galearn gan train / sample / evaluate``)."""
+
+    condition: str | None = None  # None: UVJ class where available, else truth_class
+    steps: int = 600
+    batch_size: int = 32
+    z_dim: int = 128
+    channels: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    ema_beta: float = 0.999
+    diffaugment: str = "flip,rot90,translation"
+    checkpoint_every: int = 200
+    grid_every: int = 200
+    n_per_class: int | None = None  # gan sample --n
+    balance: bool = True
+    device: str | None = None
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Figures and HTML page (``galearn report``)."""
+
+    method: str = "tsne"
+    thumbnail_grid: int = 40  # cells per side of the thumbnail map
+    max_points_html: int = 20000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``galearn run`` needs. ``simulate`` is used when no data is given."""
+
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    cutouts: CutoutConfig = field(default_factory=CutoutConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    run_gan: bool = True
+    run_adapt: bool = False
+    catalog: str | None = None  # real data: catalogue file
+    images: dict = field(default_factory=dict)  # real data: band -> mosaic path
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(self.to_dict()))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _drop_none(obj: Any) -> Any:
+    # TOML has no null: an absent key means "default" (None).
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    return obj
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise BadValueError(f"unknown configuration key {where}{key!r}; known: {', '.join(known)}")
+        f = known[key]
+        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
+            sub = _SECTION_TYPES[key]
+            if not isinstance(value, dict):
+                raise BadValueError(f"configuration section {where}{key} must be a table")
+            kwargs[key] = _build(sub, value, f"{where}{key}.")
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, BadValueError) as exc:
+        raise BadValueError(f"bad configuration in {where or 'top level'}: {exc}") from exc
+
+
+_SECTION_TYPES = {
+    "simulate": SimulateConfig,
+    "cutouts": CutoutConfig,
+    "ingest": IngestConfig,
+    "features": FeatureConfig,
+    "adapt": AdaptConfig,
+    "embed": EmbedConfig,
+    "classify": ClassifyConfig,
+    "gan": GanConfig,
+    "report": ReportConfig,
+}
+
+
+def parse_overrides(args: list[str] | tuple[str, ...]) -> dict:
+    """``["embed.perplexity=50", "--gan.steps", "100"]`` -> nested dict; values parsed as JSON, else strings."""
+    out: dict = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i].lstrip("-")
+        if "=" in arg:
+            key, raw = arg.split("=", 1)
+        elif i + 1 < len(items):
+            key, raw = arg, items[i + 1]
+            i += 1
+        else:
+            raise BadValueError(f"override {items[i]!r} has no value (use key=value)")
+        i += 1
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.replace("-", "_").split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a TOML configuration file (optional) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise MissingInputError(f"configuration file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise BadValueError(f"{path}: not valid TOML: {exc}") from exc
+    if overrides:
+        data = _merge(data, overrides)
+    return _build(RunConfig, data, "")
+
+
+def section(cfg: RunConfig, name: str, **overrides: Any) -> Any:
+    """``cfg.<name>`` with the non-None ``overrides`` applied (CLI flags)."""
+    sub = getattr(cfg, name)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(sub, **changes) if changes else sub

@@ -1,0 +1,1 @@
+"""galearn.maps."""

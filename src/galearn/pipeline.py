@@ -1,0 +1,1 @@
+"""`galearn run`: chains the stages, skipping those whose inputs did not change."""

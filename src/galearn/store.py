@@ -1,0 +1,661 @@
+"""The on-disk layout of a galearn workspace.
+
+This is the only module that knows where files live inside a workspace and
+what is inside them. Every other module reads and writes through it.
+
+Layout of a workspace folder ``WS``::
+
+    WS/config.toml                 resolved configuration of the last run
+    WS/sample.h5                   stamps + catalogue of the real galaxies
+    WS/library.h5                  generated (GAN) library, same layout as sample.h5
+    WS/features/<backbone>.h5      one feature vector per stamp (+ library_<backbone>.h5)
+    WS/maps/<method>.h5            2-D map coordinates (+ <method>.pkl: fitted model)
+    WS/backbones/adapted.pt        self-supervised fine-tuned backbone
+    WS/gan/                        GAN run directory (config.json, stats.jsonl, ckpt-*.pt, grids)
+    WS/report/metrics.json         machine-readable metrics (stages merge their keys)
+    WS/report/index.html, *.png    figures and the HTML page
+
+A stamp file (``sample.h5`` / ``library.h5``) holds
+
+* ``stamps/physical``  float32 ``(N, C, H, W)`` in the mosaics' own units
+  (e.g. electrons/s or nJy per pixel); for RGB image folders the 8-bit pixel
+  values divided by 255;
+* ``stamps/stretched`` float32 ``(N, C, H, W)``, the display/learning stretch
+  (roughly 0..1), see :mod:`galearn.survey.stretch`;
+* ``catalog``          the kept catalogue rows (astropy Table, all original
+  columns, units and meta), in stamp order;
+* ``rejected``         one row per input row that did not become a stamp:
+  ``row`` (index in the input catalogue), ``id`` and ``reason``;
+* attributes: ``bands`` (band order of axis C), ``pixel_scale_arcsec``,
+  ``stamp_size`` (pixels), ``stretch`` (JSON), ``columns`` (JSON: role ->
+  catalogue column), ``inputs`` (JSON: files and SHA-256), ``kind``
+  (``survey``, ``images``, ``mock``, ``library``), ``galearn_version``,
+  ``checksum`` (SHA-256 of the stretched stamps and ids) and ``extra`` (JSON).
+
+All writes go to a temporary file in the same folder that is renamed into
+place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from astropy.table import Table
+
+from . import __version__
+from .errors import BadValueError, MissingInputError
+
+__all__ = [
+    "Workspace",
+    "atomic_path",
+    "atomic_write_text",
+    "SampleWriter",
+    "Sample",
+    "open_sample",
+    "write_sample",
+    "FeatureWriter",
+    "Features",
+    "read_features",
+    "write_map",
+    "read_map",
+    "load_map_model",
+    "read_metrics",
+    "update_metrics",
+    "file_sha256",
+]
+
+STAMP_ARRAYS = ("physical", "stretched")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths inside a workspace folder. Creating one does not touch the disk."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def sample(self) -> Path:
+        return self.root / "sample.h5"
+
+    @property
+    def library(self) -> Path:
+        return self.root / "library.h5"
+
+    def features(self, backbone: str, *, library: bool = False) -> Path:
+        """Feature file of ``backbone`` for the sample, or for the GAN library."""
+        name = f"library_{backbone}.h5" if library else f"{backbone}.h5"
+        return self.root / "features" / name
+
+    def map(self, method: str) -> Path:
+        return self.root / "maps" / f"{method}.h5"
+
+    def map_model(self, method: str) -> Path:
+        return self.root / "maps" / f"{method}.pkl"
+
+    @property
+    def backbones(self) -> Path:
+        return self.root / "backbones"
+
+    @property
+    def adapted_backbone(self) -> Path:
+        return self.backbones / "adapted.pt"
+
+    @property
+    def gan(self) -> Path:
+        return self.root / "gan"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def metrics(self) -> Path:
+        return self.report / "metrics.json"
+
+    @property
+    def state(self) -> Path:
+        """Pipeline bookkeeping (input fingerprints of finished stages)."""
+        return self.root / ".galearn-state.json"
+
+    def require(self, path: Path, producer: str) -> Path:
+        """Return ``path`` or raise a clear error naming the command that makes it."""
+        if not path.exists():
+            raise MissingInputError(f"{path} does not exist: run `galearn {producer}` first")
+        return path
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks (hex string)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- tables in HDF5
+
+
+def _write_table(group: h5py.Group, name: str, table: Table) -> None:
+    table = Table(table, copy=False)
+    # astropy cannot store object columns; make them strings.
+    for col in table.colnames:
+        if table[col].dtype == object:
+            table[col] = np.array([str(v) for v in table[col]])
+    table.write(group, path=name, serialize_meta=True)
+
+
+def _read_table(group: h5py.Group, name: str) -> Table:
+    if name not in group:
+        return Table()
+    return Table.read(group, path=name, character_as_bytes=False)
+
+
+def _json_attr(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------- stamp files
+
+
+class SampleWriter:
+    """Stream stamps into a new ``sample.h5``-layout file, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Final file name (e.g. ``Workspace.sample``).
+    n : int
+        Number of stamps that will be written.
+    bands : list of str
+        Band names in the order of axis C (e.g. ``["F435W", "F850LP", "F160W"]``).
+    stamp_size : int
+        Stamp side in pixels (stamps are ``(C, stamp_size, stamp_size)``).
+    kind : str
+        ``survey``, ``mock``, ``images`` or ``library``.
+    pixel_scale_arcsec : float or None
+        Pixel scale of the stamps in arcsec/pixel (None for image folders).
+    physical : bool
+        Whether a ``stamps/physical`` array is written (default True).
+
+    Use as a context manager: write batches with :meth:`write`, then call
+    :meth:`finish` with the catalogue; the file appears only after a clean exit.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n: int,
+        bands: list[str],
+        stamp_size: int,
+        *,
+        kind: str,
+        pixel_scale_arcsec: float | None = None,
+        physical: bool = True,
+        chunk_stamps: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.n = int(n)
+        self.bands = list(bands)
+        self.stamp_size = int(stamp_size)
+        self.kind = kind
+        self.pixel_scale_arcsec = pixel_scale_arcsec
+        self.physical = physical
+        self.chunk_stamps = chunk_stamps
+        self._ctx: contextlib.AbstractContextManager | None = None
+        self._file: h5py.File | None = None
+        self._finished = False
+        self._written = np.zeros(self.n, dtype=bool)
+
+    def __enter__(self) -> "SampleWriter":
+        self._ctx = atomic_path(self.path, suffix=".h5.tmp")
+        tmp = self._ctx.__enter__()
+        self._file = h5py.File(tmp, "w")
+        shape = (self.n, len(self.bands), self.stamp_size, self.stamp_size)
+        chunks = (max(1, min(self.n, self.chunk_stamps)),) + shape[1:] if self.n else None
+        grp = self._file.create_group("stamps")
+        for name in STAMP_ARRAYS:
+            if name == "physical" and not self.physical:
+                continue
+            grp.create_dataset(name, shape=shape, dtype="f4", chunks=chunks)
+        return self
+
+    def write(self, start: int, stretched: np.ndarray, physical: np.ndarray | None = None) -> None:
+        """Write stamps ``start:start+len(stretched)`` (arrays ``(n, C, H, W)``)."""
+        assert self._file is not None, "use SampleWriter as a context manager"
+        stop = start + len(stretched)
+        self._file["stamps/stretched"][start:stop] = np.asarray(stretched, dtype="f4")
+        if self.physical:
+            if physical is None:
+                raise BadValueError("physical stamps are required for this file")
+            self._file["stamps/physical"][start:stop] = np.asarray(physical, dtype="f4")
+        self._written[start:stop] = True
+
+    def finish(
+        self,
+        catalog: Table,
+        *,
+        rejected: Table | None = None,
+        stretch: dict | None = None,
+        columns: dict | None = None,
+        inputs: list | None = None,
+        extra: dict | None = None,
+    ) -> None:
+        """Store the catalogue (stamp order), rejected rows and provenance."""
+        assert self._file is not None
+        if len(catalog) != self.n:
+            raise BadValueError(f"catalogue has {len(catalog)} rows for {self.n} stamps")
+        if not self._written.all():
+            raise BadValueError(f"{(~self._written).sum()} of {self.n} stamps were never written")
+        f = self._file
+        _write_table(f, "catalog", catalog)
+        _write_table(f, "rejected", rejected if rejected is not None else empty_rejected())
+        f.attrs["bands"] = _json_attr(self.bands)
+        f.attrs["stamp_size"] = self.stamp_size
+        f.attrs["pixel_scale_arcsec"] = (
+            np.nan if self.pixel_scale_arcsec is None else float(self.pixel_scale_arcsec)
+        )
+        f.attrs["kind"] = self.kind
+        f.attrs["stretch"] = _json_attr(stretch or {})
+        f.attrs["columns"] = _json_attr(columns or {})
+        f.attrs["inputs"] = _json_attr(inputs or [])
+        f.attrs["extra"] = _json_attr(extra or {})
+        f.attrs["galearn_version"] = __version__
+        f.attrs["checksum"] = _stamp_checksum(f["stamps/stretched"], catalog)
+        self._finished = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._file is not None and self._ctx is not None
+        self._file.close()
+        if exc_type is None and not self._finished:
+            err = BadValueError(f"{self.path}: SampleWriter closed without finish()")
+            self._ctx.__exit__(BadValueError, err, None)  # removes the temporary file
+            raise err
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
+def empty_rejected() -> Table:
+    """An empty ``rejected`` table with its columns (row, id, reason)."""
+    return Table(
+        {"row": np.zeros(0, dtype=np.int64), "id": np.zeros(0, dtype="U1"), "reason": np.zeros(0, dtype="U1")}
+    )
+
+
+def _stamp_checksum(dset: h5py.Dataset, catalog: Table, batch: int = 1024) -> str:
+    h = hashlib.sha256()
+    for start in range(0, dset.shape[0], batch):
+        h.update(np.ascontiguousarray(dset[start : start + batch]).tobytes())
+    h.update(str(len(catalog)).encode())
+    return h.hexdigest()
+
+
+def write_sample(
+    path: str | os.PathLike,
+    stretched: np.ndarray,
+    catalog: Table,
+    *,
+    physical: np.ndarray | None,
+    bands: list[str],
+    kind: str,
+    pixel_scale_arcsec: float | None = None,
+    **finish_kwargs: Any,
+) -> None:
+    """Write a whole in-memory sample at once (see :class:`SampleWriter`)."""
+    stretched = np.asarray(stretched, dtype="f4")
+    if stretched.ndim != 4:
+        raise BadValueError(f"stamps must be (N, C, H, W), got shape {stretched.shape}")
+    with SampleWriter(
+        path,
+        len(stretched),
+        bands,
+        stretched.shape[-1],
+        kind=kind,
+        pixel_scale_arcsec=pixel_scale_arcsec,
+        physical=physical is not None,
+    ) as w:
+        if len(stretched):
+            w.write(0, stretched, physical)
+        w.finish(catalog, **finish_kwargs)
+
+
+@dataclass
+class Sample:
+    """Read access to a stamp file; arrays are read lazily, in batches.
+
+    Attributes
+    ----------
+    path : Path
+    n : int
+        Number of stamps.
+    bands : list of str
+        Band order of axis C.
+    stamp_size : int
+        Stamp side (pixels).
+    pixel_scale_arcsec : float or None
+    kind, stretch, columns, inputs, extra, checksum, galearn_version
+        Provenance, see the module docstring.
+    """
+
+    path: Path
+    n: int
+    bands: list[str]
+    stamp_size: int
+    pixel_scale_arcsec: float | None
+    kind: str
+    stretch: dict
+    columns: dict
+    inputs: list
+    extra: dict
+    checksum: str
+    galearn_version: str
+    _catalog: Table | None = field(default=None, repr=False)
+    _rejected: Table | None = field(default=None, repr=False)
+
+    @property
+    def catalog(self) -> Table:
+        """Kept catalogue rows, in stamp order (astropy Table)."""
+        if self._catalog is None:
+            with h5py.File(self.path, "r") as f:
+                self._catalog = _read_table(f, "catalog")
+        return self._catalog
+
+    @property
+    def rejected(self) -> Table:
+        """Rows that did not become stamps: ``row``, ``id``, ``reason``."""
+        if self._rejected is None:
+            with h5py.File(self.path, "r") as f:
+                self._rejected = _read_table(f, "rejected")
+        return self._rejected
+
+    def has(self, which: str) -> bool:
+        with h5py.File(self.path, "r") as f:
+            return f"stamps/{which}" in f
+
+    def read(self, which: str = "stretched", index: slice | np.ndarray | None = None) -> np.ndarray:
+        """Stamps ``(n, C, H, W)`` float32; ``which`` is ``stretched`` or ``physical``."""
+        if which not in STAMP_ARRAYS:
+            raise BadValueError(f"which must be one of {STAMP_ARRAYS}, got {which!r}")
+        with h5py.File(self.path, "r") as f:
+            key = f"stamps/{which}"
+            if key not in f:
+                raise MissingInputError(f"{self.path} has no {which} stamps")
+            dset = f[key]
+            if index is None:
+                return dset[...]
+            if isinstance(index, slice):
+                return dset[index]
+            index = np.asarray(index)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            order = np.argsort(index)
+            out = np.empty((len(index),) + dset.shape[1:], dtype=dset.dtype)
+            if len(index):
+                out[order] = dset[index[order]]  # h5py needs increasing indices
+            return out
+
+    def iter_batches(self, batch_size: int = 256, which: str = "stretched") -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(slice, stamps)`` batches in order, never holding more than one batch."""
+        for start in range(0, self.n, batch_size):
+            sl = slice(start, min(start + batch_size, self.n))
+            yield sl, self.read(which, sl)
+
+    def column(self, role: str) -> str | None:
+        """Catalogue column name that plays ``role`` (e.g. ``id``, ``z``, ``u_mag``), if any."""
+        name = self.columns.get(role)
+        return name if name in self.catalog.colnames else None
+
+    def ids(self) -> np.ndarray:
+        """Galaxy identifiers as strings (the ``id`` role, else the row number)."""
+        col = self.column("id")
+        if col is None:
+            return np.array([str(i) for i in range(self.n)])
+        return np.array([str(v) for v in self.catalog[col]])
+
+
+def open_sample(path: str | os.PathLike) -> Sample:
+    """Open a ``sample.h5``/``library.h5`` file for reading."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            n, _, _, _ = f["stamps/stretched"].shape
+            scale = float(a["pixel_scale_arcsec"])
+            return Sample(
+                path=path,
+                n=int(n),
+                bands=json.loads(a["bands"]),
+                stamp_size=int(a["stamp_size"]),
+                pixel_scale_arcsec=None if np.isnan(scale) else scale,
+                kind=str(a["kind"]),
+                stretch=json.loads(a["stretch"]),
+                columns=json.loads(a["columns"]),
+                inputs=json.loads(a["inputs"]),
+                extra=json.loads(a["extra"]),
+                checksum=str(a["checksum"]),
+                galearn_version=str(a["galearn_version"]),
+            )
+    except (OSError, KeyError) as exc:
+        raise BadValueError(f"{path} is not a galearn stamp file: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass
+class Features:
+    """Feature vectors of a stamp file: ``values`` is ``(N, D)`` float32, row i = stamp i."""
+
+    values: np.ndarray
+    ids: np.ndarray
+    attrs: dict
+
+
+class FeatureWriter:
+    """Write features in chunks to ``<path>.partial``; resume an interrupted run.
+
+    ``attrs`` must include ``sample_checksum``; a partial file made for another
+    sample or with other attributes is discarded. Call :meth:`finish` to rename
+    the completed file into place.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, dim: int, ids: np.ndarray, attrs: dict) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.n, self.dim = int(n), int(dim)
+        self.attrs = dict(attrs)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fingerprint = _json_attr(self.attrs)
+        self._file: h5py.File | None = None
+        if self.partial.exists():
+            try:
+                f = h5py.File(self.partial, "a")
+                if f.attrs.get("fingerprint") == fingerprint and f["features"].shape == (self.n, self.dim):
+                    self._file = f
+                else:
+                    f.close()
+            except OSError:
+                pass
+            if self._file is None:
+                self.partial.unlink()
+        if self._file is None:
+            f = h5py.File(self.partial, "w")
+            f.create_dataset("features", shape=(self.n, self.dim), dtype="f4")
+            f.create_dataset("ids", data=np.asarray(ids, dtype="S"))
+            f.attrs["fingerprint"] = fingerprint
+            f.attrs["n_done"] = 0
+            self._file = f
+
+    @property
+    def n_done(self) -> int:
+        """Rows already written (a resumed run starts here)."""
+        return int(self._file.attrs["n_done"])
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write rows ``start:start+len(values)``; rows must arrive in order."""
+        stop = start + len(values)
+        self._file["features"][start:stop] = values
+        self._file.attrs["n_done"] = stop
+        self._file.flush()
+
+    def finish(self, extra_attrs: dict | None = None) -> None:
+        attrs = dict(self.attrs, **(extra_attrs or {}))
+        self._file.attrs["attrs"] = _json_attr(attrs)
+        self._file.close()
+        os.replace(self.partial, self.path)
+
+    def close(self) -> None:
+        if self._file is not None and self._file.id.valid:
+            self._file.close()
+
+
+def read_features(path: str | os.PathLike) -> Features:
+    """Read a feature file written by :class:`FeatureWriter`."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: run `galearn features` first")
+    with h5py.File(path, "r") as f:
+        return Features(
+            values=f["features"][...],
+            ids=f["ids"][...].astype(str),
+            attrs=json.loads(f.attrs["attrs"]),
+        )
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def write_map(
+    path: str | os.PathLike,
+    embedding: np.ndarray,
+    ids: np.ndarray,
+    attrs: dict,
+    *,
+    model: Any = None,
+    model_path: str | os.PathLike | None = None,
+) -> None:
+    """Write 2-D map coordinates ``(N, 2)`` (and optionally the fitted model, pickled)."""
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embedding", data=np.asarray(embedding, dtype="f8"))
+            f.create_dataset("ids", data=np.asarray(ids, dtype="S"))
+            f.attrs["attrs"] = _json_attr(attrs)
+    if model is not None:
+        if model_path is None:
+            raise BadValueError("model_path is required to store a fitted map model")
+        with atomic_path(model_path) as tmp:
+            with open(tmp, "wb") as fh:
+                pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return ``(embedding (N, 2), ids, attrs)`` of a map file."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: run `galearn embed` first")
+    with h5py.File(path, "r") as f:
+        return f["embedding"][...], f["ids"][...].astype(str), json.loads(f.attrs["attrs"])
+
+
+def load_map_model(path: str | os.PathLike) -> Any:
+    """Load a pickled fitted map model (only load files you wrote yourself)."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: run `galearn embed` first")
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def read_metrics(path: str | os.PathLike) -> dict:
+    """The metrics.json object ({} if the file does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _deep_merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ...] = ()) -> dict:
+    """Merge ``new`` into metrics.json atomically and return the result.
+
+    Nested dictionaries are merged key by key; top-level keys named in
+    ``replace`` are replaced whole.
+    """
+    metrics = read_metrics(path)
+    for key in replace:
+        metrics.pop(key, None)
+    metrics = _deep_merge(metrics, new)
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return metrics

@@ -1,0 +1,220 @@
+"""Intensity stretches for learning and display.
+
+The learning/display stretch is a per-band asinh whose softening is a fixed
+number of noise sigmas of that band, and whose upper end is a robust bright
+level of that band over the whole sample. The same transform is applied to
+every galaxy, so band ratios (colours) stay comparable between galaxies --
+unlike a min/max stretch per stamp, which is kept only as an option
+(:func:`minmax_asinh`, what the science case's notebook did).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.stats import mad_std
+
+from ..errors import BadValueError
+
+__all__ = [
+    "AsinhStretch",
+    "minmax_asinh",
+    "robust_noise",
+    "band_wavelength_nm",
+    "rgb_order",
+    "stamps_to_rgb",
+    "lupton_rgb",
+]
+
+# Pivot wavelengths (nm) of common filters; others are parsed from the name.
+_KNOWN_WAVELENGTHS_NM = {
+    "F435W": 432.0, "F606W": 592.0, "F775W": 769.0, "F814W": 806.0, "F850LP": 903.0,
+    "F105W": 1055.0, "F125W": 1249.0, "F140W": 1392.0, "F160W": 1537.0,
+    "U": 365.0, "B": 445.0, "G": 530.0, "V": 551.0, "R": 640.0, "I": 806.0,
+    "Z": 900.0, "Y": 1020.0, "J": 1220.0, "H": 1630.0, "K": 2190.0,
+}
+
+
+def band_wavelength_nm(band: str) -> float:
+    """Approximate central wavelength (nm) of a band name such as ``F160W`` or ``R``."""
+    key = band.upper()
+    if key in _KNOWN_WAVELENGTHS_NM:
+        return _KNOWN_WAVELENGTHS_NM[key]
+    m = re.fullmatch(r"F(\d{3,4})[A-Z]+", key)
+    if m:
+        value = float(m.group(1))
+        # HST names: 3 digits in nm for UVIS/ACS, F0xx-F1xx in 10 nm for the IR channel.
+        return value * 10.0 if value < 200 else value
+    raise BadValueError(f"unknown band {band!r}: cannot tell its wavelength; name bands like F435W or R/G/B")
+
+
+def rgb_order(bands: list[str]) -> list[int]:
+    """Indices of the bands to show as (R, G, B): reddest to bluest of the last three.
+
+    With fewer than three bands the reddest/bluest are repeated.
+    """
+    if [b.upper() for b in bands] == ["R", "G", "B"]:
+        return [0, 1, 2]
+    try:
+        lam = [band_wavelength_nm(b) for b in bands]
+        order = list(np.argsort(lam)[::-1])  # reddest first
+    except BadValueError:
+        order = list(range(len(bands)))[::-1]
+    if len(order) >= 3:
+        return [int(order[0]), int(order[len(order) // 2]), int(order[-1])]
+    if len(order) == 2:
+        return [int(order[0]), int(order[0]), int(order[1])]
+    return [int(order[0])] * 3
+
+
+def robust_noise(pixels: np.ndarray) -> float:
+    """Robust standard deviation (median absolute deviation) of finite, non-zero pixels."""
+    values = np.asarray(pixels, dtype="f8").ravel()
+    values = values[np.isfinite(values) & (values != 0)]
+    if values.size == 0:
+        return float("nan")
+    # Clip bright sources away before measuring the noise.
+    med = np.median(values)
+    sig = mad_std(values)
+    keep = np.abs(values - med) < 5 * sig if sig > 0 else slice(None)
+    return float(mad_std(values[keep]))
+
+
+@dataclass
+class AsinhStretch:
+    """Per-band asinh stretch with a noise-based softening.
+
+    ``s = asinh(x / a_b) / asinh(m_b / a_b)``, clipped to ``[0, 1]``, where
+    ``a_b`` (the softening, in the band's physical units per pixel) is
+    ``softening_sigmas`` times the band's noise sigma and ``m_b`` is the bright
+    level mapped to 1.
+
+    Parameters
+    ----------
+    softening : array of shape (C,)
+        ``a_b`` per band (physical units per pixel).
+    maximum : array of shape (C,)
+        ``m_b`` per band (physical units per pixel).
+    """
+
+    softening: np.ndarray
+    maximum: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.softening = np.asarray(self.softening, dtype="f8")
+        self.maximum = np.asarray(self.maximum, dtype="f8")
+        if np.any(~np.isfinite(self.softening)) or np.any(self.softening <= 0):
+            raise BadValueError(f"asinh softening must be finite and > 0 per band, got {self.softening}")
+        if np.any(self.maximum <= self.softening):
+            self.maximum = np.maximum(self.maximum, 10 * self.softening)
+
+    @classmethod
+    def fit(
+        cls,
+        stamps: np.ndarray,
+        *,
+        noise_sigma: np.ndarray | None = None,
+        softening_sigmas: float = 2.0,
+        max_percentile: float = 99.9,
+    ) -> "AsinhStretch":
+        """Choose softening and maximum per band from physical stamps ``(N, C, H, W)``.
+
+        ``noise_sigma`` (per band, physical units) is measured from the stamps'
+        pixels with a clipped MAD when not given (prefer the mosaic's own).
+        """
+        stamps = np.asarray(stamps)
+        if stamps.ndim != 4:
+            raise BadValueError(f"stamps must be (N, C, H, W), got shape {stamps.shape}")
+        n_bands = stamps.shape[1]
+        if noise_sigma is None:
+            noise_sigma = np.array([robust_noise(stamps[:, b]) for b in range(n_bands)])
+        noise_sigma = np.asarray(noise_sigma, dtype="f8")
+        bad = ~np.isfinite(noise_sigma) | (noise_sigma <= 0)
+        if np.any(bad):
+            # Noise-free inputs (e.g. simulations without noise): fall back to a
+            # small fraction of the bright level.
+            for b in np.flatnonzero(bad):
+                finite = stamps[:, b][np.isfinite(stamps[:, b])]
+                noise_sigma[b] = 1e-3 * max(np.percentile(np.abs(finite), 99.9), 1e-30) if finite.size else 1.0
+        maximum = np.array(
+            [np.nanpercentile(stamps[:, b], max_percentile) for b in range(n_bands)], dtype="f8"
+        )
+        return cls(softening=softening_sigmas * noise_sigma, maximum=maximum)
+
+    def _shape(self, values: np.ndarray, ndim: int) -> np.ndarray:
+        # Broadcast a per-band vector over (..., C, H, W).
+        return values.reshape((-1, 1, 1)) if ndim >= 3 else values
+
+    def forward(self, physical: np.ndarray) -> np.ndarray:
+        """Physical stamps ``(..., C, H, W)`` -> stretched float32 in ``[0, 1]``; NaN -> 0."""
+        x = np.asarray(physical, dtype="f8")
+        a = self._shape(self.softening, x.ndim)
+        m = self._shape(self.maximum, x.ndim)
+        s = np.arcsinh(x / a) / np.arcsinh(m / a)
+        return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0).astype("f4")
+
+    def inverse(self, stretched: np.ndarray) -> np.ndarray:
+        """Stretched values ``(..., C, H, W)`` -> physical units (float32)."""
+        s = np.asarray(stretched, dtype="f8")
+        a = self._shape(self.softening, s.ndim)
+        m = self._shape(self.maximum, s.ndim)
+        return (a * np.sinh(s * np.arcsinh(m / a))).astype("f4")
+
+    def to_dict(self) -> dict:
+        return {"method": "asinh", "softening": self.softening.tolist(), "maximum": self.maximum.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AsinhStretch":
+        if d.get("method") != "asinh":
+            raise BadValueError(f"not an asinh stretch: {d.get('method')!r}")
+        return cls(softening=d["softening"], maximum=d["maximum"])
+
+
+def minmax_asinh(physical: np.ndarray) -> np.ndarray:
+    """asinh then min/max scaling per stamp and band (the science notebook's stretch).
+
+    Not invertible and not comparable between galaxies; kept as an option.
+    """
+    y = np.arcsinh(np.nan_to_num(np.asarray(physical, dtype="f8")))
+    lo = y.min(axis=(-2, -1), keepdims=True)
+    hi = y.max(axis=(-2, -1), keepdims=True)
+    return ((y - lo) / np.where(hi > lo, hi - lo, 1.0)).astype("f4")
+
+
+def stamps_to_rgb(stretched: np.ndarray, bands: list[str]) -> np.ndarray:
+    """Stretched stamps ``(N, C, H, W)`` -> uint8 RGB ``(N, H, W, 3)``, reddest band as R."""
+    idx = rgb_order(bands)
+    rgb = np.asarray(stretched)[:, idx].transpose(0, 2, 3, 1)
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def lupton_rgb(
+    physical: np.ndarray,
+    bands: list[str],
+    *,
+    stretch: float | None = None,
+    Q: float = 8.0,
+    minimum: float = 0.0,
+) -> np.ndarray:
+    """Lupton et al. (2004) colour composite of physical stamps ``(N, C, H, W)``.
+
+    Bands are taken reddest -> R. Each band is first divided by its robust
+    noise so that the composite does not depend on the units per band.
+    ``stretch`` (in noise units) defaults to 20% of the 99.5th percentile.
+    Returns uint8 ``(N, H, W, 3)``.
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    x = np.nan_to_num(np.asarray(physical, dtype="f8"))
+    idx = rgb_order(bands)
+    noise = np.array([robust_noise(x[:, b]) for b in idx])
+    noise = np.where(np.isfinite(noise) & (noise > 0), noise, 1.0)
+    chans = [x[:, b] / s for b, s in zip(idx, noise)]
+    if stretch is None:
+        stretch = max(0.2 * float(np.percentile(np.stack(chans), 99.5)), 1e-6)
+    out = np.empty(x.shape[:1] + x.shape[2:] + (3,), dtype=np.uint8)
+    for i in range(x.shape[0]):
+        out[i] = make_lupton_rgb(chans[0][i], chans[1][i], chans[2][i], minimum=minimum, stretch=stretch, Q=Q)
+    return out
