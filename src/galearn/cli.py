@@ -67,16 +67,17 @@ def simulate(out: str, n_galaxies: int | None, random_state: int | None, config:
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
-def _parse_images(values: tuple[str, ...]) -> dict[str, str]:
+def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
+                  form: str = "BAND=PATH (e.g. F160W=goodss_f160w.fits)") -> dict[str, str]:
     images: dict[str, str] = {}
     for item in values:
         if "=" not in item:
-            raise click.BadParameter(f"{item!r} is not BAND=PATH (e.g. F160W=goodss_f160w.fits)", param_hint="--image")
+            raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
         band, path = item.split("=", 1)
         if not band or not path:
-            raise click.BadParameter(f"{item!r} is not BAND=PATH", param_hint="--image")
+            raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
         if band in images:
-            raise click.BadParameter(f"band {band} given twice", param_hint="--image")
+            raise click.BadParameter(f"{band} given twice", param_hint=param_hint)
         images[band] = path
     return images
 
@@ -96,7 +97,7 @@ def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, 
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
-    columns = dict(_parse_images(column_map)) if column_map else None
+    columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
     cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
                   preset=preset, columns=columns, stretch=stretch)
     sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
@@ -129,14 +130,22 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, config, 
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file for the backbone.")
 @click.option("--library", is_flag=True, help="Features of the generated library (library.h5) instead of the sample.")
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
+@click.option("--input-size", type=int, default=None, help="Network input side in pixels (0: the stamps' native size).")
+@click.option("--tta", type=click.Choice(["0", "1", "2", "4", "8"]), default=None,
+              help="Dihedral transforms (flips / quarter turns) averaged per stamp.")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, config, overrides) -> None:
+def features(workspace, backbone, weights, library, device, input_size, tta, config, overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
+    from .store import read_features
 
-    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device)
+    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
+                  input_size=input_size, tta=None if tta is None else int(tta))
     path = run_features(Workspace(workspace), cfg, library=library)
+    a = read_features(path).attrs
+    click.echo(f"backbone {a['backbone']} ({a['weights']}), {a['dim']} dims, input {a['input_size']} px, "
+               f"tta x{a['tta']}, {a['images_per_second']:.1f} img/s")
     click.echo(f"wrote {path}")
 
 

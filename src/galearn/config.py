@@ -58,6 +58,9 @@ class CutoutConfig:
     stretch: str = "asinh"  # "asinh" (noise-based) or "minmax-asinh"
     softening_sigmas: float = 2.0
     max_percentile: float = 99.9
+    resample: str = "adaptive"  # bands on another pixel grid: "adaptive" (reproject_adaptive) or "exact"
+    batch_size: int = 1024  # stamps cut and written per batch (memory ~ batch * bands * size^2 * 8 bytes)
+    random_state: int = 0  # noise sample of the mosaics, stamps used to fit the stretch
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ class FeatureConfig:
 
     backbone: str = "auto"
     weights: str | None = None  # local weights file
-    input_size: int | None = None  # None: the measured default of galearn.features
-    tta: bool = True  # average over the 8 flips / 90-degree rotations
+    input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
+    tta: bool | int = True  # average over flips / 90-degree rotations: True (measured default), False, 2, 4, 8
+    layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present
     random_state: int = 0
@@ -148,7 +152,11 @@ class ReportConfig:
 
     method: str = "tsne"
     thumbnail_grid: int = 40  # cells per side of the thumbnail map
-    max_points_html: int = 20000
+    thumbnail_pixels: int = 40  # pixels per thumbnail (cell) in thumbnail_map.png
+    thumbnail_crop: float = 1.0  # central fraction of each stamp shown in the thumbnails
+    max_points_html: int = 20000  # galaxies in the interactive map (a seeded random subset beyond)
+    sprite_pixels: int = 48  # hover stamp size in index.html (32 beyond 5000 galaxies)
+    random_state: int = 0  # subset of the HTML map, example stamps per class
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,7 @@ def _build(cls: type, data: dict, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in known:
-            raise BadValueError(f"unknown configuration key {where}{key!r}; known: {', '.join(known)}")
+            raise BadValueError(f"unknown configuration key '{where}{key}'; known: {', '.join(known)}")
         f = known[key]
         if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
             sub = _SECTION_TYPES[key]

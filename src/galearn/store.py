@@ -70,6 +70,8 @@ __all__ = [
     "write_map",
     "read_map",
     "load_map_model",
+    "write_table",
+    "read_table",
     "read_metrics",
     "update_metrics",
     "file_sha256",
@@ -107,11 +109,32 @@ class Workspace:
         name = f"library_{backbone}.h5" if library else f"{backbone}.h5"
         return self.root / "features" / name
 
+    def feature_backbones(self, *, library: bool = False) -> list[str]:
+        """Backbones with a finished feature file (sample, or GAN library), sorted by name."""
+        folder = self.root / "features"
+        if not folder.is_dir():
+            return []
+        names = []
+        for path in sorted(folder.glob("*.h5")):
+            is_library = path.stem.startswith("library_")
+            if is_library == library:
+                names.append(path.stem[len("library_"):] if is_library else path.stem)
+        return names
+
     def map(self, method: str) -> Path:
         return self.root / "maps" / f"{method}.h5"
 
     def map_model(self, method: str) -> Path:
         return self.root / "maps" / f"{method}.pkl"
+
+    def library_map(self, method: str) -> Path:
+        """The GAN library placed onto the sample's map (``transform``, no refit)."""
+        return self.root / "maps" / f"library_{method}.h5"
+
+    @property
+    def classes(self) -> Path:
+        """Per-galaxy classes: id, UVJ class, cluster, map position (ECSV)."""
+        return self.root / "classes.ecsv"
 
     @property
     def backbones(self) -> Path:
@@ -276,8 +299,21 @@ class SampleWriter:
         for name in STAMP_ARRAYS:
             if name == "physical" and not self.physical:
                 continue
-            grp.create_dataset(name, shape=shape, dtype="f4", chunks=chunks)
+            grp.create_dataset(name, shape=shape, dtype="f4", chunks=chunks, maxshape=(None,) + shape[1:])
         return self
+
+    def truncate(self, n: int) -> None:
+        """Shrink the file to its first ``n`` stamps (when fewer passed late checks than planned)."""
+        assert self._file is not None, "use SampleWriter as a context manager"
+        n = int(n)
+        if not 0 <= n <= self.n:
+            raise BadValueError(f"cannot truncate {self.n} stamps to {n}")
+        for name in STAMP_ARRAYS:
+            key = f"stamps/{name}"
+            if key in self._file:
+                self._file[key].resize(n, axis=0)
+        self.n = n
+        self._written = self._written[:n]
 
     def write(self, start: int, stretched: np.ndarray, physical: np.ndarray | None = None) -> None:
         """Write stamps ``start:start+len(stretched)`` (arrays ``(n, C, H, W)``)."""
@@ -624,6 +660,23 @@ def load_map_model(path: str | os.PathLike) -> Any:
         raise MissingInputError(f"{path} does not exist: run `galearn embed` first")
     with open(path, "rb") as fh:
         return pickle.load(fh)
+
+
+# --------------------------------------------------------------------------- small tables
+
+
+def write_table(path: str | os.PathLike, table: Table) -> None:
+    """Write a small table as ECSV (keeps units and meta), atomically."""
+    with atomic_path(path, suffix=".ecsv") as tmp:
+        Table(table).write(tmp, format="ascii.ecsv", overwrite=True)
+
+
+def read_table(path: str | os.PathLike) -> Table:
+    """Read a table written by :func:`write_table`."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist")
+    return Table.read(path, format="ascii.ecsv")
 
 
 # --------------------------------------------------------------------------- metrics

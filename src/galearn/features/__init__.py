@@ -1,1 +1,52 @@
-"""galearn.features."""
+"""galearn.features: backbone registry (pre-trained CNNs) and batched feature extraction.
+
+Public names are imported lazily so that ``import galearn.features`` stays
+cheap (torch is imported on first use)::
+
+    from galearn.features import load_backbone, extract_features
+    bb = load_backbone("efficientnet-lite0")
+    feats = extract_features(stretched_stamps, ["F435W", "F850LP", "F160W"], bb)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Backbone",
+    "load_backbone",
+    "build_architecture",
+    "register_backbone",
+    "list_backbones",
+    "prepare_batch",
+    "extract_features",
+    "run_features",
+    "run_adapt",
+    "load_adapted",
+]
+
+_WHERE = {
+    "Backbone": ".backbones",
+    "load_backbone": ".backbones",
+    "build_architecture": ".backbones",
+    "register_backbone": ".backbones",
+    "list_backbones": ".backbones",
+    "prepare_batch": ".extract",
+    "extract_features": ".extract",
+    "run_features": ".extract",
+    "run_adapt": ".adapt",
+    "load_adapted": ".adapt",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

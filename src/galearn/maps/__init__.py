@@ -1,1 +1,64 @@
-"""galearn.maps."""
+"""galearn.maps: 2-D maps (t-SNE, UMAP, PCA) of feature vectors, and clustering.
+
+Public names are imported lazily so that ``import galearn.maps`` stays cheap
+(scikit-learn, openTSNE and umap-learn load on first use)::
+
+    from galearn.maps import TSNEMap
+    m = TSNEMap(random_state=0).fit(features)      # m.embedding_: (N, 2)
+    xy_new = m.transform(new_features)             # same map, no refit
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "TSNEMap",
+    "UMAPMap",
+    "PCAMap",
+    "MAP_METHODS",
+    "make_map",
+    "run_embed",
+    "check_features",
+    "pca_dimension",
+    "make_reducer",
+    "reduce_features",
+    "CLUSTERERS",
+    "cluster_features",
+    "cluster_map",
+    "match_clusters",
+    "resolve_backbone",
+    "load_features",
+]
+
+_WHERE = {
+    "TSNEMap": ".embed",
+    "UMAPMap": ".embed",
+    "PCAMap": ".embed",
+    "MAP_METHODS": ".embed",
+    "make_map": ".embed",
+    "run_embed": ".embed",
+    "check_features": ".reduce",
+    "pca_dimension": ".reduce",
+    "make_reducer": ".reduce",
+    "reduce_features": ".reduce",
+    "CLUSTERERS": ".clusters",
+    "cluster_features": ".clusters",
+    "cluster_map": ".clusters",
+    "match_clusters": ".clusters",
+    "resolve_backbone": "._workspace",
+    "load_features": "._workspace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,48 @@
-"""galearn.report."""
+"""galearn.report: figures (thumbnail map, coloured maps, UVJ diagram, confusion
+matrices, GAN library comparisons) and the self-contained HTML page.
+
+``run_report(ws, cfg)`` reads only workspace files (through :mod:`galearn.store`)
+and writes ``WS/report/*.png`` and ``WS/report/index.html``. matplotlib and
+jinja2 are imported lazily, so ``import galearn.report`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = [
+    "run_report",
+    "render_html",
+    "build_page_data",
+    "metrics_rows",
+    "load_report_data",
+    "ReportData",
+    "thumbnail_cells",
+    "thumbnail_mosaic",
+    "write_figures",
+    "agreement_entries",
+]
+
+_WHERE = {
+    "run_report": "html",
+    "render_html": "html",
+    "build_page_data": "html",
+    "metrics_rows": "html",
+    "load_report_data": "data",
+    "ReportData": "data",
+    "thumbnail_cells": "figures",
+    "thumbnail_mosaic": "figures",
+    "write_figures": "figures",
+    "agreement_entries": "figures",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        module = importlib.import_module(f".{_WHERE[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

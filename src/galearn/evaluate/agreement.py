@@ -1,0 +1,293 @@
+"""Agreement between feature space and a classification (UVJ class, truth class, a label column).
+
+Definitions (DESIGN.md, "metrics.json contract"):
+
+* ``knn_balanced_accuracy``: 5-fold stratified cross-validation
+  (``StratifiedKFold(shuffle=True, random_state)``); inside each fold a
+  ``StandardScaler`` and a ``PCA`` to ``min(50, n_features, n_train - 1)``
+  components are fitted on the training fold only, then a k = 10
+  nearest-neighbour classifier. The value is the mean over the folds of the
+  balanced accuracy (mean per-class recall), i.e. what
+  ``cross_val_score(Pipeline(...), scoring="balanced_accuracy")`` returns.
+* ``linear_balanced_accuracy``: the same folds and reduction, multinomial
+  logistic regression (lbfgs, C = 1).
+* ``ari``, ``nmi``, ``cluster_accuracy``: unsupervised clusters, as many as
+  the column has classes (k-means, ``n_init=10``, or a Gaussian mixture) of
+  the standardised + PCA-reduced features, against the column; the cluster
+  accuracy counts the galaxies whose cluster is paired with their class by the
+  best one-to-one matching (``scipy.optimize.linear_sum_assignment``).
+
+Rows without a label (empty string, masked, NaN) are left out of a column's
+comparison, never guessed; classes with fewer than ``min_class_size`` (5)
+members are left out too and listed under ``excluded_classes``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BadValueError, EmptySelectionError
+from ..maps.clusters import cluster_features, match_clusters
+from ..maps.reduce import as_seed, blas_threads, check_features, make_reducer, pca_dimension, reduce_features
+
+__all__ = ["agreement_metrics", "compare_labels", "label_array", "AgreementResult",
+           "N_NEIGHBORS", "N_SPLITS", "MIN_CLASS_SIZE", "MAX_COMPONENTS"]
+
+N_NEIGHBORS = 10
+N_SPLITS = 5
+MIN_CLASS_SIZE = 5
+MAX_COMPONENTS = 50
+
+
+def label_array(values, *, name: str = "labels") -> np.ndarray:
+    """Class labels as a string array; ``""`` means *no label*.
+
+    Masked entries, ``None``, NaN and blank strings become ``""``. Integer and
+    boolean labels become their decimal strings; floats are accepted only if
+    every finite value is a whole number (class codes), since a continuous
+    quantity is not a classification.
+
+    Raises
+    ------
+    BadValueError
+        A float column with non-integer values, or a multi-dimensional column.
+    """
+    arr = np.ma.asarray(values)
+    if arr.ndim != 1:
+        raise BadValueError(f"{name} must be one label per galaxy (1-D), got shape {arr.shape}")
+    mask = np.ma.getmaskarray(arr).copy()
+    data = np.asarray(arr.data)
+    kind = data.dtype.kind
+    if kind == "f":
+        finite = np.isfinite(data)
+        mask |= ~finite
+        vals = np.where(finite & ~mask, data, 0.0)
+        if np.any(vals != np.round(vals)):
+            raise BadValueError(
+                f"{name} holds non-integer numbers (e.g. {vals[vals != np.round(vals)][0]!r}); "
+                "a comparison column must be categorical (strings or integer class codes)"
+            )
+        out = vals.astype(np.int64).astype(str)
+    elif kind in "iub":
+        out = data.astype(np.int64).astype(str) if kind == "b" else data.astype(str)
+    elif kind == "S":
+        out = np.char.decode(data, "utf-8", errors="replace")
+    elif kind == "O":
+        none = np.frompyfunc(lambda v: v is None or (isinstance(v, float) and not np.isfinite(v)), 1, 1)(data)
+        mask |= none.astype(bool)
+        out = data.astype(str)
+    else:
+        out = data.astype(str)
+    out = np.char.strip(np.asarray(out, dtype=str))
+    out[mask] = ""
+    return out
+
+
+@dataclass
+class AgreementResult:
+    """Everything :func:`compare_labels` computed.
+
+    Attributes
+    ----------
+    metrics : dict
+        The dictionary :func:`agreement_metrics` returns.
+    included : numpy.ndarray of bool, shape (N,)
+        Rows that took part (labelled, in a class with enough members).
+    knn_prediction : numpy.ndarray of str, shape (N,)
+        Cross-validated kNN prediction per included row (``""`` elsewhere).
+    clusters : numpy.ndarray of int, shape (N,)
+        Unsupervised cluster per included row (-1 elsewhere).
+    """
+
+    metrics: dict
+    included: np.ndarray
+    knn_prediction: np.ndarray
+    clusters: np.ndarray
+
+
+def compare_labels(
+    features,
+    labels,
+    *,
+    random_state=0,
+    clusterer: str = "kmeans",
+    n_neighbors: int = N_NEIGHBORS,
+    n_splits: int = N_SPLITS,
+    min_class_size: int = MIN_CLASS_SIZE,
+    max_components: int = MAX_COMPONENTS,
+    name: str = "labels",
+    threads: int | None = 1,
+) -> AgreementResult:
+    """Agreement metrics plus the per-galaxy predictions and clusters behind them.
+
+    See :func:`agreement_metrics` for the parameters; ``name`` is used in
+    error messages (e.g. the column name); ``threads`` limits the BLAS/OpenMP
+    pools (see :func:`galearn.maps.reduce.blas_threads`; None: no limit).
+    """
+    with blas_threads(threads):
+        return _compare_labels(features, labels, random_state=random_state, clusterer=clusterer,
+                               n_neighbors=n_neighbors, n_splits=n_splits, min_class_size=min_class_size,
+                               max_components=max_components, name=name)
+
+
+def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n_splits, min_class_size,
+                    max_components, name) -> AgreementResult:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import (adjusted_rand_score, balanced_accuracy_score, confusion_matrix,
+                                 normalized_mutual_info_score)
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = check_features(features)
+    y_all = label_array(labels, name=name)
+    if len(y_all) != len(X):
+        raise BadValueError(f"{name} has {len(y_all)} labels for {len(X)} feature vectors")
+    if int(min_class_size) < int(n_splits):
+        raise BadValueError(f"min_class_size ({min_class_size}) must be >= n_splits ({n_splits})")
+    seed = as_seed(random_state)
+
+    labelled = y_all != ""
+    names, counts = np.unique(y_all[labelled], return_counts=True)
+    small = counts < int(min_class_size)
+    classes = names[~small]
+    excluded_classes = {str(c): int(n) for c, n in zip(names[small], counts[small])}
+    if len(classes) < 2:
+        have = ", ".join(f"{c!s}: {n}" for c, n in zip(names, counts)) or "no labelled rows"
+        raise EmptySelectionError(
+            f"{name}: needs at least 2 classes with >= {min_class_size} members to compare ({have})"
+        )
+    included = labelled & np.isin(y_all, classes)
+    Xi = X[included]
+    yi = np.searchsorted(classes, y_all[included])
+    n, n_classes = len(yi), len(classes)
+
+    # ----------------------------------------------------------- supervised, cross-validated
+    folds = StratifiedKFold(n_splits=int(n_splits), shuffle=True, random_state=seed)
+    knn_pred = np.empty(n, dtype=np.int64)
+    lin_pred = np.empty(n, dtype=np.int64)
+    knn_scores, lin_scores = [], []
+    for train, test in folds.split(Xi, yi):
+        n_comp = pca_dimension(Xi.shape[1], len(train), max_components)
+        reducer = make_reducer(n_comp, seed).fit(Xi[train])
+        z_train, z_test = reducer.transform(Xi[train]), reducer.transform(Xi[test])
+        knn = KNeighborsClassifier(n_neighbors=min(int(n_neighbors), len(train))).fit(z_train, yi[train])
+        knn_pred[test] = knn.predict(z_test)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)  # sklearn notes on multinomial defaults
+            linear = LogisticRegression(max_iter=5000, random_state=seed).fit(z_train, yi[train])
+        lin_pred[test] = linear.predict(z_test)
+        knn_scores.append(balanced_accuracy_score(yi[test], knn_pred[test]))
+        lin_scores.append(balanced_accuracy_score(yi[test], lin_pred[test]))
+
+    # ----------------------------------------------------------- unsupervised
+    Z, _ = reduce_features(Xi, max_components=max_components, random_state=seed)
+    clusters = cluster_features(Z, n_classes, method=clusterer, random_state=seed)
+    cluster_acc, table, matched = match_clusters(clusters, yi, n_classes, n_classes)
+
+    labels_out = [str(c) for c in classes]
+    cm_knn = confusion_matrix(yi, knn_pred, labels=np.arange(n_classes))
+    cm_lin = confusion_matrix(yi, lin_pred, labels=np.arange(n_classes))
+    metrics = {
+        "n_classes": int(n_classes),
+        "n_galaxies": int(n),
+        "classes": labels_out,
+        "class_counts": {c: int(k) for c, k in zip(labels_out, np.bincount(yi, minlength=n_classes))},
+        "excluded_classes": excluded_classes,
+        "n_unlabelled": int((~labelled).sum()),
+        "chance_balanced_accuracy": 1.0 / n_classes,
+        "knn_balanced_accuracy": float(np.mean(knn_scores)),
+        "knn_balanced_accuracy_std": float(np.std(knn_scores)),
+        "linear_balanced_accuracy": float(np.mean(lin_scores)),
+        "linear_balanced_accuracy_std": float(np.std(lin_scores)),
+        "ari": float(adjusted_rand_score(yi, clusters)),
+        "nmi": float(normalized_mutual_info_score(yi, clusters)),
+        "cluster_accuracy": float(cluster_acc),
+        "per_class_recall": {
+            "knn": _recall(cm_knn, labels_out),
+            "linear": _recall(cm_lin, labels_out),
+        },
+        "confusion": {
+            "classes": labels_out,
+            "knn": cm_knn.tolist(),  # rows: true class, columns: cross-validated kNN prediction
+            "linear": cm_lin.tolist(),
+            "clusters": {
+                "rows": [f"cluster {i}" for i in range(n_classes)],
+                "columns": labels_out,
+                "counts": table.tolist(),  # rows: cluster, columns: class
+                "matched": {f"cluster {k}": labels_out[v] for k, v in matched.items()},
+            },
+        },
+        "clusterer": clusterer,
+        "n_neighbors": int(n_neighbors),
+        "n_splits": int(n_splits),
+        "pca_components": int(pca_dimension(Xi.shape[1], n - int(np.ceil(n / n_splits)), max_components)),
+        "random_state": seed,
+    }
+    knn_out = np.full(len(y_all), "", dtype=classes.dtype)
+    knn_out[included] = classes[knn_pred]
+    clusters_out = np.full(len(y_all), -1, dtype=np.int64)
+    clusters_out[included] = clusters
+    return AgreementResult(metrics=metrics, included=included, knn_prediction=knn_out, clusters=clusters_out)
+
+
+def _recall(cm: np.ndarray, labels: list[str]) -> dict:
+    support = cm.sum(axis=1)
+    recall = np.divide(np.diag(cm), support, out=np.zeros(len(labels)), where=support > 0)
+    return {c: float(r) for c, r in zip(labels, recall)}
+
+
+def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=0, clusterer: str = "kmeans",
+                      n_neighbors: int = N_NEIGHBORS, n_splits: int = N_SPLITS,
+                      min_class_size: int = MIN_CLASS_SIZE, max_components: int = MAX_COMPONENTS) -> dict:
+    """How well the feature space agrees with a classification.
+
+    Parameters
+    ----------
+    features : array-like, shape (N, D)
+        One feature vector per galaxy (raw; standardised and PCA-reduced here,
+        inside each cross-validation fold).
+    labels : array-like, shape (N,)
+        Class per galaxy (strings or integer codes); ``""``, masked, None or
+        NaN mean *no label*: the row is left out, never guessed.
+    random_state : int, numpy.random.Generator or None
+        Seed of the folds, the PCA and the clustering; same seed, same numbers.
+    clusterer : {"kmeans", "gmm"}
+        Unsupervised clustering for ``ari``, ``nmi`` and ``cluster_accuracy``.
+    n_neighbors, n_splits, min_class_size, max_components : int
+        k of the kNN classifier (10), folds (5), the smallest class kept (5),
+        most PCA components (50). The defaults are the DESIGN definitions.
+
+    Returns
+    -------
+    dict
+        ``n_classes``, ``n_galaxies``, ``knn_balanced_accuracy``,
+        ``linear_balanced_accuracy`` (means over folds, with ``*_std``),
+        ``ari``, ``nmi``, ``cluster_accuracy``, ``per_class_recall``
+        (``knn``/``linear``: class -> recall), ``confusion`` (``knn`` and
+        ``linear``: rows true class, columns predicted; ``clusters``: the
+        cluster-vs-class contingency matrix with its labels and the matching),
+        ``classes``, ``class_counts``, ``excluded_classes`` (class -> members,
+        for classes too small to compare), ``n_unlabelled``,
+        ``chance_balanced_accuracy`` and the settings used.
+
+    Raises
+    ------
+    EmptySelectionError
+        Fewer than two classes with at least ``min_class_size`` members.
+    BadValueError
+        Shapes that do not match, non-finite features, continuous labels.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_blobs
+    >>> X, y = make_blobs(n_samples=200, centers=3, n_features=20, random_state=0)
+    >>> m = agreement_metrics(X, y, random_state=0)
+    >>> m["n_classes"], m["knn_balanced_accuracy"] > 0.95
+    (3, True)
+    """
+    return compare_labels(features, labels, random_state=random_state, clusterer=clusterer,
+                          n_neighbors=n_neighbors, n_splits=n_splits, min_class_size=min_class_size,
+                          max_components=max_components).metrics

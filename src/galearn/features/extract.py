@@ -1,0 +1,296 @@
+"""Batched feature extraction: stretched stamps -> RGB network input -> pooled CNN features.
+
+The hot path is batched: stamps are read, mapped to RGB, resized and
+normalised a batch at a time, run through the backbone under
+``torch.inference_mode`` in channels-last memory layout (CUDA when present),
+and written to the feature file in chunks so that an interrupted run resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import BadValueError
+from ..store import FeatureWriter, Workspace, open_sample, update_metrics
+from ..survey.stretch import rgb_order
+from .backbones import Backbone, load_backbone
+
+__all__ = [
+    "prepare_batch",
+    "extract_features",
+    "run_features",
+    "dihedral",
+    "tta_count",
+    "DEFAULT_INPUT_SIZE",
+    "DEFAULT_TTA",
+]
+
+log = logging.getLogger("galearn.features")
+
+# Measured defaults (benchmarks/bench_feature_choices.py, docs/features.md).
+DEFAULT_INPUT_SIZE = 224  # None would mean: the stamps' native size
+DEFAULT_TTA = 8  # transforms averaged when FeatureConfig.tta is True
+
+
+def tta_count(tta: bool | int | None) -> int:
+    """Number of dihedral transforms averaged: None/False/0/1 -> 1, True -> 8, 2/4/8 as given."""
+    if tta is None or tta is False:
+        return 1
+    if tta is True:
+        return DEFAULT_TTA
+    n = int(tta)
+    if n not in (0, 1, 2, 4, 8):
+        raise BadValueError(f"tta must be a bool or one of 1, 2, 4, 8 (transforms averaged), got {tta!r}")
+    return max(n, 1)
+
+
+def dihedral(x: torch.Tensor, j: int) -> torch.Tensor:
+    """The j-th (0..7) dihedral transform of ``x`` (..., H, W): ``j % 4`` quarter turns, then a left-right flip if ``j >= 4``."""
+    if not 0 <= int(j) < 8:
+        raise BadValueError(f"dihedral transform index must be 0..7, got {j}")
+    rot, flip = int(j) % 4, int(j) >= 4
+    y = torch.rot90(x, rot, dims=(-2, -1)) if rot else x
+    return torch.flip(y, dims=(-1,)) if flip else y
+
+
+def _transform_ids(n: int) -> list[int]:
+    # n=2: identity + flip; n=4: the 4 rotations; n=8: the whole dihedral group
+    return {1: [0], 2: [0, 4], 4: [0, 1, 2, 3], 8: list(range(8))}[n]
+
+
+def prepare_batch(
+    stamps: np.ndarray | torch.Tensor,
+    bands: list[str],
+    backbone: Backbone,
+    *,
+    input_size: int | None = None,
+) -> torch.Tensor:
+    """Stretched stamps -> normalised network input.
+
+    Parameters
+    ----------
+    stamps : array (N, C, H, W)
+        Stretched stamps, float, roughly 0..1 (values are clipped to 0..1).
+    bands : list of str
+        Band names of axis C; mapped to the network's (R, G, B) in wavelength
+        order, reddest to R (e.g. F160W -> R, F850LP -> G, F435W -> B; an
+        R, G, B image stays as it is), see :func:`galearn.survey.stretch.rgb_order`.
+    backbone : Backbone
+        Supplies the normalisation (mean, std) and the device.
+    input_size : int or None
+        Side (pixels) the stamps are resized to (bilinear, antialiased);
+        None keeps the native size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3, input_size, input_size)`` float32 on ``backbone.device``,
+        channels-last.
+    """
+    x = torch.as_tensor(np.asarray(stamps, dtype=np.float32) if not torch.is_tensor(stamps) else stamps)
+    if x.ndim != 4:
+        raise BadValueError(f"stamps must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != len(bands):
+        raise BadValueError(f"stamps have {x.shape[1]} channels but {len(bands)} bands were named: {bands}")
+    x = x.to(backbone.device, dtype=torch.float32, non_blocking=True)
+    x = x[:, rgb_order(list(bands))]
+    x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    if input_size is not None and int(input_size) != x.shape[-1]:
+        size = int(input_size)
+        if size < 16:
+            raise BadValueError(f"input_size must be >= 16 pixels, got {input_size}")
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    mean = torch.tensor(backbone.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _features_of_batch(
+    stamps: np.ndarray, bands: list[str], backbone: Backbone, input_size: int | None, n_tta: int
+) -> np.ndarray:
+    """Features of one batch, averaged over ``n_tta`` dihedral transforms (one forward pass)."""
+    x = prepare_batch(stamps, bands, backbone, input_size=input_size)
+    ids = _transform_ids(n_tta)
+    if len(ids) > 1:
+        # all transforms of the batch in one forward pass
+        x = torch.cat([dihedral(x, j) for j in ids], dim=0).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        f = backbone.model(x).float()
+    if len(ids) > 1:
+        f = f.view(len(ids), -1, f.shape[1]).mean(dim=0)
+    return f.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _prepare_model(backbone: Backbone) -> None:
+    backbone.model.eval()
+    backbone.model.to(device=backbone.device, memory_format=torch.channels_last)
+
+
+def _batches(n: int, batch_size: int, start: int = 0) -> Iterator[slice]:
+    for s in range(start, n, batch_size):
+        yield slice(s, min(s + batch_size, n))
+
+
+def _tta_batch(batch_size: int, n_tta: int) -> int:
+    # keep the images per forward pass near batch_size
+    return max(1, int(batch_size) // n_tta) if n_tta > 1 else int(batch_size)
+
+
+def extract_features(
+    stamps: np.ndarray,
+    bands: list[str],
+    backbone: Backbone,
+    *,
+    batch_size: int = 64,
+    tta: bool | int | None = None,
+    input_size: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Pooled CNN features of stretched stamps.
+
+    Parameters
+    ----------
+    stamps : array (N, C, H, W)
+        Stretched stamps in 0..1 (any number of bands C, see :func:`prepare_batch`).
+    bands : list of str
+        Band names of axis C.
+    backbone : Backbone
+        From :func:`galearn.features.load_backbone`.
+    batch_size : int
+        Images per forward pass (with TTA, transformed copies count).
+    tta : bool or int or None
+        Average the features over dihedral transforms of each stamp (flips and
+        quarter turns are symmetries of galaxy images): None/False -> none,
+        True -> 8, or 2 / 4 / 8.
+    input_size : int or None
+        Resize stamps to this side (pixels) before the network; None: native.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, backbone.dim)`` float32.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise BadValueError(f"batch_size must be >= 1, got {batch_size}")
+    stamps = np.asarray(stamps)
+    if stamps.ndim != 4:
+        raise BadValueError(f"stamps must be (N, C, H, W), got shape {stamps.shape}")
+    n_tta = tta_count(tta)
+    _prepare_model(backbone)
+    out = np.empty((len(stamps), backbone.dim), dtype=np.float32)
+    step = _tta_batch(batch_size, n_tta)
+    with tqdm(total=len(stamps), desc=f"features {backbone.name}", unit="img", disable=None if progress else True) as bar:
+        for sl in _batches(len(stamps), step):
+            out[sl] = _features_of_batch(stamps[sl], bands, backbone, input_size, n_tta)
+            bar.update(sl.stop - sl.start)
+    return out
+
+
+def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
+    """``galearn features``: one feature vector per stamp of the sample (or GAN library).
+
+    Reads ``WS/sample.h5`` (``library=True``: ``WS/library.h5``), writes
+    ``WS/features/<backbone>.h5`` (``library_<backbone>.h5``) in chunks; an
+    interrupted run resumes from the rows already written. For the sample,
+    the ``features`` key of metrics.json records the backbone, weights,
+    dimension, throughput, input size, TTA and layers.
+
+    Parameters
+    ----------
+    ws : Workspace
+    cfg : FeatureConfig
+    library : bool
+        Features of the generated library instead of the sample.
+
+    Returns
+    -------
+    Path
+        The feature file.
+    """
+    from tqdm.auto import tqdm
+
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    src = ws.require(ws.library, "gan sample") if library else ws.require(ws.sample, "cutouts` or `galearn ingest-images")
+    sample = open_sample(src)
+    if cfg.batch_size < 1:
+        raise BadValueError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
+    torch.manual_seed(int(cfg.random_state))
+    backbone = load_backbone(
+        cfg.backbone,
+        weights=cfg.weights,
+        workspace=ws,
+        device=cfg.device,
+        layers=tuple(getattr(cfg, "layers", ()) or ()) or None,
+        random_state=cfg.random_state,
+    )
+    if str(cfg.backbone).lower() == "auto":
+        log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
+    input_size = DEFAULT_INPUT_SIZE if cfg.input_size is None else int(cfg.input_size)
+    if input_size <= 0:
+        input_size = None  # 0: native size
+    n_tta = tta_count(cfg.tta)
+    path = ws.features(backbone.name, library=library)
+    info = backbone.describe()
+    attrs = {
+        **info,
+        "requested": str(cfg.backbone),
+        "input_size": input_size if input_size is not None else sample.stamp_size,
+        "tta": n_tta,
+        "bands": list(sample.bands),
+        "rgb_order": [sample.bands[i] for i in rgb_order(list(sample.bands))],
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+        "sample_checksum": sample.checksum,
+        "source": "library" if library else "sample",
+        "random_state": int(cfg.random_state),
+        "galearn_version": __version__,
+    }
+    _prepare_model(backbone)
+    writer = FeatureWriter(path, sample.n, backbone.dim, sample.ids(), attrs)
+    start = writer.n_done
+    if start:
+        log.warning("resuming %s at row %d of %d", path, start, sample.n)
+    step = _tta_batch(cfg.batch_size, n_tta)
+    t0 = time.perf_counter()
+    try:
+        with tqdm(total=sample.n, initial=start, desc=f"features {backbone.name}", unit="img", disable=None) as bar:
+            for sl in _batches(sample.n, step, start):
+                values = _features_of_batch(sample.read("stretched", sl), sample.bands, backbone, input_size, n_tta)
+                writer.write(sl.start, values)
+                bar.update(sl.stop - sl.start)
+        seconds = time.perf_counter() - t0
+        rate = (sample.n - start) / seconds if seconds > 0 and sample.n > start else 0.0
+        writer.finish({"images_per_second": round(rate, 2), "seconds": round(seconds, 2)})
+    finally:
+        writer.close()
+    if not library:
+        entry = {
+            "backbone": backbone.name,
+            "pretrained": bool(backbone.pretrained),
+            "weights": backbone.weights,
+            "dim": int(backbone.dim),
+            "images_per_second": round(rate, 2),
+            "input_size": attrs["input_size"],
+            "tta": n_tta,
+            "layers": list(backbone.layers),
+            "device": backbone.device,
+            "n_images": int(sample.n),
+        }
+        if backbone.base:
+            entry["base"] = backbone.base
+        update_metrics(ws.metrics, {"features": entry}, replace=("features",))
+    return path

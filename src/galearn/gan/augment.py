@@ -1,0 +1,98 @@
+"""Differentiable augmentation for the discriminator (DiffAugment, Zhao et al. 2020).
+
+The same random transformation family is applied to real and generated
+stamps, inside :meth:`galearn.gan.loss.GanLoss.run_D`, so the generator
+cannot learn the augmentation. Policies (comma-separated names):
+
+``flip``
+    random horizontal and vertical flips (a true symmetry of galaxy images);
+``rot90``
+    random multiples of 90 degrees (a true symmetry);
+``translation``
+    random integer shifts of up to 1/16 of the stamp side in x and y,
+    filling with the background value ``-1`` (stretched 0).
+
+There is deliberately no colour/brightness policy: band ratios (colours) are
+what the UVJ evaluation depends on, so they must not be augmented away.
+
+Every function takes a ``torch.Generator`` so the augmentation of a step is
+a function of the step's seed (exact resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import BadValueError
+
+__all__ = ["POLICIES", "parse_policy", "diff_augment"]
+
+
+def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    fx = torch.rand(n, generator=gen, device="cpu").to(x.device) < 0.5
+    fy = torch.rand(n, generator=gen, device="cpu").to(x.device) < 0.5
+    x = torch.where(fx[:, None, None, None], x.flip(3), x)
+    return torch.where(fy[:, None, None, None], x.flip(2), x)
+
+
+def _rot90(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if x.shape[-1] != x.shape[-2]:
+        raise BadValueError(f"rot90 augmentation needs square stamps, got {tuple(x.shape[-2:])}")
+    k = torch.randint(0, 4, (x.shape[0],), generator=gen, device="cpu").to(x.device)
+    out = x
+    for quarter in (1, 2, 3):
+        rotated = torch.rot90(x, quarter, dims=(2, 3))
+        out = torch.where((k == quarter)[:, None, None, None], rotated, out)
+    return out
+
+
+def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 1 / 16) -> torch.Tensor:
+    n, _, h, w = x.shape
+    sy, sx = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+    ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen, device="cpu").to(x.device)
+    tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen, device="cpu").to(x.device)
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
+    )
+    # Source pixel of each output pixel, +1 for the one-pixel padding ring.
+    src_y = torch.clamp(gy[None] - ty + sy, 0, h + 2 * sy - 1)
+    src_x = torch.clamp(gx[None] - tx + sx, 0, w + 2 * sx - 1)
+    padded = torch.nn.functional.pad(x, (sx, sx, sy, sy), value=-1.0)
+    flat = padded.reshape(n, x.shape[1], -1)
+    index = (src_y * (w + 2 * sx) + src_x).reshape(n, 1, -1).expand(-1, x.shape[1], -1)
+    return torch.gather(flat, 2, index).reshape(x.shape)
+
+
+POLICIES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "flip": _flip,
+    "rot90": _rot90,
+    "translation": _translation,
+}
+
+
+def parse_policy(policy: str | None) -> list[str]:
+    """Split ``"flip,rot90,translation"`` into known policy names (``""``/None: none)."""
+    if not policy:
+        return []
+    names = [p.strip() for p in str(policy).split(",") if p.strip()]
+    for name in names:
+        if name not in POLICIES:
+            raise BadValueError(
+                f"unknown diffaugment policy {name!r} in gan.diffaugment={policy!r}; "
+                f"known: {', '.join(POLICIES)} (colour policies are not offered: colours matter)"
+            )
+    return names
+
+
+def diff_augment(x: torch.Tensor, policy: list[str] | str | None, gen: torch.Generator) -> torch.Tensor:
+    """Apply the named policies, in order, to a batch ``(N, C, H, W)`` in ``[-1, 1]``.
+
+    Differentiable with respect to ``x`` (flips, rotations and gathers only).
+    """
+    names = parse_policy(policy) if isinstance(policy, str) or policy is None else policy
+    for name in names:
+        x = POLICIES[name](x, gen)
+    return x

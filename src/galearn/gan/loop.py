@@ -1,0 +1,330 @@
+"""Training loop of the conditional GAN (``galearn gan train``).
+
+One G+D step: a batch of real training stamps (indices drawn from
+``default_rng([seed, step])``), a discriminator hinge step on augmented real
+and generated stamps, a generator step, and an update of the exponential
+moving average (EMA) of G's weights. Everything random in a step -- batch
+indices, latents, augmentation -- is a function of ``(random_state, step)``,
+so a run resumed from a checkpoint continues exactly as an uninterrupted run.
+
+Files in ``WS/gan/``: ``config.json`` (resolved config, classes, bands),
+``split.json`` (held-out stamps, see :mod:`galearn.gan.data`),
+``ckpt-<step>.pt`` (newest three), ``stats.csv`` (one row per step: step,
+loss_G, loss_D, D_real, D_fake, seconds), ``grids/step-<step>.png`` (one row
+per class, fixed latents, from the EMA generator) and ``grids/<class>.png``
+(an 8x8 grid per class at the end).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import GanConfig
+from ..errors import BadValueError
+from ..store import Workspace, atomic_path, atomic_write_text, open_sample
+from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import condition_labels, load_or_make_split, step_seed
+from .loss import GanLoss
+from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
+
+__all__ = ["run_train", "build_networks", "resolve_device", "set_threads", "save_grid", "class_filename"]
+
+log = logging.getLogger(__name__)
+
+# Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
+_FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
+           "random_state", "heldout_fraction")
+STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` or CUDA when present, else CPU."""
+    if device:
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise BadValueError(f"gan.device={device!r} is not a torch device: {exc}") from exc
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads() -> int:
+    """Use every CPU core this process may run on for torch's intra-op threads."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))
+    return n
+
+
+def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanConfig) -> tuple[Generator, Discriminator, Generator]:
+    """G, D and the EMA copy of G (eval mode, no gradients)."""
+    check_stamp_size(stamp_size)
+    G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
+    D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    return G, D, G_ema
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _validate(cfg: GanConfig) -> None:
+    for name in ("steps", "batch_size", "z_dim", "channels", "checkpoint_every", "grid_every"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise BadValueError(f"gan.{name} must be a positive integer, got {value!r}")
+    for name in ("lr_g", "lr_d"):
+        if not getattr(cfg, name) > 0:
+            raise BadValueError(f"gan.{name} must be > 0, got {getattr(cfg, name)!r}")
+    if not 0.0 <= cfg.ema_beta < 1.0:
+        raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
+
+
+@torch.no_grad()
+def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def ema_beta_at(step: int, beta: float) -> float:
+    """EMA decay with a ramp-up: ``min(beta, (1 + step) / (10 + step))``.
+
+    Short runs (a few hundred steps) would otherwise sample from weights still
+    dominated by the random initialisation.
+    """
+    return min(beta, (1.0 + step) / (10.0 + step))
+
+
+def class_filename(name: str) -> str:
+    """A class label as a safe file-name stem."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, labels: np.ndarray, z: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
+    """Stretched stamps ``(N, C, H, W)`` in ``[0, 1]`` from latents ``z (N, z_dim)`` and class indices."""
+    G.eval()
+    out = []
+    for start in range(0, len(z), batch):
+        zz = torch.as_tensor(z[start : start + batch], dtype=torch.float32, device=device)
+        yy = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
+        out.append(to_stretched(G(zz, yy)).clamp_(0.0, 1.0).cpu().numpy())
+    if not out:
+        return np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4")
+    return np.concatenate(out).astype("f4")
+
+
+def save_grid(path: Path, stretched: np.ndarray, bands: list[str], n_cols: int) -> Path:
+    """Save stamps ``(N, C, H, W)`` as an RGB PNG grid, row-major, ``n_cols`` per row."""
+    from PIL import Image
+
+    from ..survey.stretch import stamps_to_rgb
+
+    rgb = stamps_to_rgb(stretched, bands)
+    n, h, w, _ = rgb.shape
+    n_rows = -(-n // n_cols)
+    gap = 2
+    canvas = np.full((n_rows * (h + gap) + gap, n_cols * (w + gap) + gap, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, n_cols)
+        canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = rgb[i]
+    scale = max(1, 128 // h)
+    img = Image.fromarray(canvas)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def _grid_latents(seed: int, n: int, z_dim: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), 424242]).standard_normal((n, z_dim)).astype("f4")
+
+
+def _read_stats(path: Path, up_to_step: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [row for row in csv.DictReader(fh) if int(row["step"]) <= up_to_step]
+
+
+def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: bool | None = None) -> Path:
+    """Train the conditional GAN on the workspace's sample; write ``WS/gan/``.
+
+    Parameters
+    ----------
+    ws : Workspace
+        Reads ``WS/sample.h5``.
+    cfg : GanConfig
+        Training settings (steps, batch size, widths, learning rates, EMA, augmentation,
+        checkpoint / grid intervals, device, ``random_state``).
+    resume : bool
+        Continue from the newest checkpoint in ``WS/gan/`` (exactly: the next
+        step is the one an uninterrupted run would take). Without a
+        checkpoint, training starts from scratch.
+    progress : bool or None
+        tqdm progress bar (None: only on a terminal).
+
+    Returns
+    -------
+    Path
+        The run directory ``WS/gan``.
+    """
+    from tqdm.auto import tqdm
+
+    _validate(cfg)
+    _seed_everything(cfg.random_state)
+    device = resolve_device(cfg.device)
+    n_threads = set_threads()
+    sample = open_sample(ws.require(ws.sample, "cutouts"))
+    check_stamp_size(sample.stamp_size)
+    condition, labels = condition_labels(sample, cfg.condition)
+    run_dir = ws.gan
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    ckpt_file = latest_checkpoint(run_dir) if resume else None
+    ckpt = load_checkpoint(ckpt_file) if ckpt_file is not None else None
+    if ckpt is not None:
+        old = ckpt["config"]
+        for name in _FROZEN:
+            if old.get(name) != getattr(cfg, name):
+                raise BadValueError(
+                    f"cannot resume {ckpt_file}: gan.{name} was {old.get(name)!r}, now {getattr(cfg, name)!r} "
+                    f"(train without --resume to start again)"
+                )
+        if ckpt.get("sample_checksum") != sample.checksum:
+            raise BadValueError(f"cannot resume {ckpt_file}: {sample.path} changed since that checkpoint")
+    elif resume:
+        log.warning("no checkpoint in %s: training from scratch", run_dir)
+    if ckpt is None:  # fresh run: forget an older run's files
+        for old_file in run_dir.glob("ckpt-*.pt"):
+            old_file.unlink()
+        (run_dir / "stats.csv").unlink(missing_ok=True)
+
+    split = load_or_make_split(ws, sample, condition, labels, heldout_fraction=cfg.heldout_fraction,
+                               random_state=cfg.random_state)
+    classes = split["classes"]
+    train_idx = split["train"]
+    if len(train_idx) < 2:
+        raise BadValueError(f"{sample.path}: only {len(train_idx)} labelled training stamps for the GAN")
+    class_index = {c: i for i, c in enumerate(classes)}
+    y_all = np.array([class_index[c] for c in labels[train_idx]], dtype=np.int64)
+    stamps = sample.read("stretched", train_idx)  # (n_train, C, H, W), 0..1
+    bands, size = sample.bands, sample.stamp_size
+
+    G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
+    G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(0.0, 0.999))
+    start, seconds = 0, 0.0
+    if ckpt is not None:
+        G.load_state_dict(ckpt["G"])
+        D.load_state_dict(ckpt["D"])
+        G_ema.load_state_dict(ckpt["G_ema"])
+        opt_G.load_state_dict(ckpt["opt_G"])
+        opt_D.load_state_dict(ckpt["opt_D"])
+        start, seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
+        set_rng_state(ckpt["rng"])
+
+    info = {
+        "config": dataclasses.asdict(cfg), "condition": condition, "classes": classes, "bands": bands,
+        "stamp_size": size, "n_train": int(len(train_idx)), "n_heldout": int(len(split["heldout"])),
+        "class_counts_train": {c: int((y_all == i).sum()) for i, c in enumerate(classes)},
+        "device": str(device), "threads": n_threads, "sample": str(sample.path),
+        "sample_checksum": sample.checksum, "galearn_version": __version__,
+        "parameters": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
+    }
+    atomic_write_text(run_dir / "config.json", json.dumps(info, indent=2) + "\n")
+
+    stats_path = run_dir / "stats.csv"
+    rows = _read_stats(stats_path, start)
+    with atomic_path(stats_path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    loss = GanLoss(G, D, cfg.diffaugment)
+    grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
+    n_train = len(train_idx)
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
+            "config": dataclasses.asdict(cfg), "version": __version__, "rng": rng_state(),
+            "classes": list(classes), "bands": list(bands), "stamp_size": int(size), "n_bands": len(bands),
+            "condition": condition, "sample_checksum": sample.checksum, "seconds": seconds,
+        }
+        save_checkpoint(checkpoint_path(run_dir, step), state)
+
+    def grid(step: int) -> None:
+        y = np.repeat(np.arange(len(classes)), len(grid_z))
+        z = np.tile(grid_z, (len(classes), 1))
+        save_grid(run_dir / "grids" / f"step-{step:06d}.png", generate(G_ema, y, z, device), bands, len(grid_z))
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="gan train", disable=progress is False
+               if progress is not None else None)
+    with open(stats_path, "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
+        G.train()
+        D.train()
+        for step in bar:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.random_state, step])
+            pick = rng.integers(0, n_train, cfg.batch_size)
+            gen = torch.Generator().manual_seed(step_seed(cfg.random_state, step))
+            real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
+            y = torch.from_numpy(y_all[pick]).to(device)
+
+            z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
+            loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen)
+            opt_D.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_D.step()
+
+            z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
+            loss_g = loss.g_loss(y, z, gen)
+            opt_G.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_G.step()
+            _update_ema(G_ema, G, ema_beta_at(step, cfg.ema_beta))
+
+            seconds += time.perf_counter() - t0
+            done = step + 1
+            row = {"step": done, "loss_G": f"{float(loss_g):.5f}", "loss_D": f"{float(loss_d):.5f}",
+                   "D_real": f"{d_real:.5f}", "D_fake": f"{d_fake:.5f}", "seconds": f"{seconds:.2f}"}
+            writer.writerow(row)
+            bar.set_postfix(loss_G=row["loss_G"], loss_D=row["loss_D"], refresh=False)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                fh.flush()
+                checkpoint(done)
+            if done % cfg.grid_every == 0 or done == cfg.steps:
+                grid(done)
+    bar.close()
+
+    # Final per-class grids (8 x 8) from the EMA generator.
+    if start < cfg.steps or not (run_dir / "grids").exists():
+        z64 = np.random.default_rng([cfg.random_state, 424243]).standard_normal((64, cfg.z_dim)).astype("f4")
+        for i, c in enumerate(classes):
+            stamps_c = generate(G_ema, np.full(64, i), z64, device)
+            save_grid(run_dir / "grids" / f"{class_filename(c)}.png", stamps_c, bands, 8)
+    return run_dir

@@ -1,0 +1,66 @@
+"""Hinge loss for the conditional GAN, with augmentation in one place.
+
+:class:`GanLoss` runs G and D. Every stamp shown to D -- real or generated --
+goes through :meth:`GanLoss.run_D`, which applies the differentiable
+augmentation first, so real and fake are augmented identically (STYLE.md §7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from .augment import diff_augment, parse_policy
+
+__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss"]
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """``E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]`` (Lim & Ye 2017; Miyato et al. 2018)."""
+    return F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean()
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """``-E[D(G(z))]``."""
+    return -logits_fake.mean()
+
+
+@dataclass
+class GanLoss:
+    """Runs the networks for one G+D step.
+
+    Parameters
+    ----------
+    G, D : torch.nn.Module
+        Generator and (projection) discriminator.
+    policy : str
+        DiffAugment policies, e.g. ``"flip,rot90,translation"``.
+    """
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    policy: str = "flip,rot90,translation"
+
+    def __post_init__(self) -> None:
+        self._names = parse_policy(self.policy)
+
+    def run_G(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.G(z, y)
+
+    def run_D(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Augment ``x`` (``[-1, 1]``) with the step's generator, then score it."""
+        return self.D(diff_augment(x, self._names, gen), y)
+
+    def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float, float]:
+        """Discriminator hinge loss and the mean logits on real and fake."""
+        with torch.no_grad():
+            fake = self.run_G(z, y)
+        logits_real = self.run_D(real, y, gen)
+        logits_fake = self.run_D(fake, y, gen)
+        return hinge_d_loss(logits_real, logits_fake), float(logits_real.mean()), float(logits_fake.mean())
+
+    def g_loss(self, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Generator hinge loss."""
+        return hinge_g_loss(self.run_D(self.run_G(z, y), y, gen))

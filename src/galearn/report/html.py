@@ -1,0 +1,308 @@
+"""The self-contained HTML report (``WS/report/index.html``) and :func:`run_report`.
+
+One page, no network access needed: figures are inline base64 PNG data URIs,
+the hover stamps are one inline JPEG sprite sheet, the map data is an inline
+JSON block and the interactive map is plain JavaScript drawn on a canvas.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import ReportConfig
+from ..errors import BadValueError
+from ..store import Workspace, atomic_write_text
+from .data import ReportData, load_report_data, read_stamps_rgb
+from .figures import AGREEMENT_KEYS, agreement_entries, category_colours, viridis_hex, write_figures
+
+__all__ = ["run_report", "build_page_data", "metrics_rows", "render_html"]
+
+FIGURE_CAPTIONS = {
+    "thumbnail_map": "Thumbnail map: true-colour stamps at their map positions, one galaxy per grid cell "
+                     "(the one nearest the cell centre), so dense regions do not pile up.",
+    "map_colourings": "The map coloured by UVJ class, redshift, stellar mass, SFR, cluster and truth / label "
+                      "columns (grey: no value).",
+    "uvj_diagram": "Rest-frame UVJ diagram coloured by cluster; lines: the Williams et al. (2009) quiescent "
+                   "box for each redshift bin.",
+    "confusion": "Confusion matrices of the compared columns (rows) against the unsupervised clusters (columns), "
+                 "from metrics.json; colour: fraction of the row.",
+    "library_map": "Left: real galaxies. Right: the GAN library placed onto the same map with the fitted "
+                   "map's transform (no refit), same grid and extent.",
+    "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
+    "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
+}
+
+_JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
+
+
+# --------------------------------------------------------------------------- data for the page
+
+
+def _round(values: np.ndarray, digits: int = 4) -> list:
+    v = np.asarray(values, dtype="f8")
+    out = np.round(v, digits).astype(object)
+    out[~np.isfinite(v)] = None
+    return out.tolist()
+
+
+def _sig(values: np.ndarray, sig: int = 4) -> list:
+    v = np.asarray(values, dtype="f8")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(np.isfinite(v) & (v != 0), np.floor(np.log10(np.abs(v))), 0)
+    scale = 10.0 ** (sig - 1 - mag)
+    out = (np.round(v * scale) / scale).astype(object)
+    out[~np.isfinite(v)] = None
+    return out.tolist()
+
+
+def _encode_field(f, sel: np.ndarray) -> dict:
+    values = f.values[sel]
+    rec = {"name": f.name, "label": f.label, "kind": f.kind, "colour": bool(f.colour)}
+    if f.kind == "cat":
+        colours = category_colours(values)
+        cats = list(colours)
+        lut = {c: i for i, c in enumerate(cats)}
+        rec["categories"] = cats
+        rec["colours"] = [colours[c] for c in cats]
+        rec["values"] = [lut[v] for v in values.tolist()]
+    else:
+        v = values[np.isfinite(values)]
+        lo, hi = (np.percentile(v, [1, 99]).tolist() if v.size else [0.0, 1.0])
+        rec["range"] = [lo, hi if hi > lo else lo + 1e-9]
+        rec["values"] = _sig(values)
+    return rec
+
+
+def _sprite_sheet(rgb: np.ndarray, quality: int = 88) -> tuple[str, int]:
+    """Pack thumbnails ``(n, px, px, 3)`` into one JPEG; returns (data URI, columns)."""
+    from PIL import Image
+
+    n, px = rgb.shape[0], rgb.shape[1]
+    cols = max(1, min(n, int(math.ceil(math.sqrt(n)))))
+    rows = max(1, int(math.ceil(n / cols)))
+    sheet = np.zeros((rows * cols, px, px, 3), dtype=np.uint8)
+    sheet[:n] = rgb
+    sheet = sheet.reshape(rows, cols, px, px, 3).transpose(0, 2, 1, 3, 4).reshape(rows * px, cols * px, 3)
+    buf = io.BytesIO()
+    Image.fromarray(sheet).save(buf, format="JPEG", quality=quality, subsampling=0, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), cols
+
+
+def build_page_data(data: ReportData, cfg: ReportConfig) -> tuple[dict, dict[str, str]]:
+    """The JSON object the page's script reads, and the sprite-sheet data URIs.
+
+    At most ``cfg.max_points_html`` galaxies are included (a seeded random subset beyond).
+    """
+    rng = np.random.default_rng(cfg.random_state)
+    n = data.n
+    cap = int(cfg.max_points_html)
+    if cap < 1:
+        raise BadValueError(f"report.max_points_html must be >= 1, got {cap}")
+    sel = np.sort(rng.choice(n, size=cap, replace=False)) if n > cap else np.arange(n)
+    px = int(cfg.sprite_pixels if len(sel) <= 5000 else min(cfg.sprite_pixels, 32))
+    sprite_uri, cols = _sprite_sheet(read_stamps_rgb(data.sample, data.index[sel], size=px))
+    page = {
+        "version": __version__,
+        "method": data.method,
+        "n_total": int(n),
+        "n": int(len(sel)),
+        "x": _round(data.xy[sel, 0]),
+        "y": _round(data.xy[sel, 1]),
+        "fields": [_encode_field(f, sel) for f in data.fields.values() if len(f.values) == n],
+        "viridis": viridis_hex(64),
+        "sprite": {"id": "sprite-real", "size": px, "cols": cols},
+        "library": None,
+    }
+    sprites = {"sprite-real": sprite_uri}
+    if data.library is not None and data.library_xy is not None and len(data.library_xy):
+        m = len(data.library_xy)
+        lsel = np.sort(rng.choice(m, size=cap, replace=False)) if m > cap else np.arange(m)
+        lib_uri, lcols = _sprite_sheet(read_stamps_rgb(data.library, data.library_index[lsel], size=px))
+        labels = data.library_labels[lsel]
+        colours = category_colours(labels)
+        cats = list(colours)
+        lut = {c: i for i, c in enumerate(cats)}
+        page["library"] = {
+            "n": int(len(lsel)),
+            "n_total": int(m),
+            "condition": data.library_condition or "",
+            "x": _round(data.library_xy[lsel, 0]),
+            "y": _round(data.library_xy[lsel, 1]),
+            "ids": [str(v) for v in data.library.ids()[data.library_index[lsel]]],
+            "categories": cats,
+            "colours": [colours[c] for c in cats],
+            "values": [lut[v] for v in labels.tolist()],
+            "sprite": {"id": "sprite-library", "size": px, "cols": lcols},
+        }
+        sprites["sprite-library"] = lib_uri
+    return page, sprites
+
+
+# --------------------------------------------------------------------------- metrics table
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _cell(path: list[str], value) -> dict:
+    return {"path": json.dumps(path), "value": json.dumps(value), "text": _fmt(value)}
+
+
+def metrics_rows(metrics: dict) -> dict:
+    """The metrics table: an agreement pivot plus one row per other scalar (or short list).
+
+    Every cell carries ``data-path`` (JSON list of keys into metrics.json) and
+    ``data-value`` (the exact JSON value), so the table can be checked against the file.
+    Long lists (confusion matrices, morphology samples) are shown as figures instead.
+    """
+    pivot_cols = ["n_classes", "n_galaxies", *AGREEMENT_KEYS, "chance_balanced_accuracy"]
+    shown: set[tuple] = set()
+    pivot = []
+    for label, rec in agreement_entries(metrics):
+        path = label.split(".")
+        # agreement_entries joins keys with "."; recover the real key path from the metrics object.
+        path = _find_path(metrics, rec) or path
+        cells = []
+        for key in pivot_cols:
+            if key in rec and isinstance(rec[key], (int, float)) and not isinstance(rec[key], bool):
+                cells.append(_cell(path + [key], rec[key]))
+                shown.add(tuple(path + [key]))
+            else:
+                cells.append(None)
+        pivot.append({"label": ".".join(path[1:]) if path[0] == "agreement" else ".".join(path), "cells": cells})
+
+    sections: dict[str, list] = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, path + [str(k)])
+            return
+        if tuple(path) in shown or "confusion" in path:
+            return
+        if isinstance(node, list):
+            if len(node) > _JSON_SHORT_LIST or any(isinstance(v, (dict, list)) for v in node):
+                return
+        sections.setdefault(path[0], []).append({"key": ".".join(path[1:]) or path[0], **_cell(path, node)})
+
+    for top, node in metrics.items():
+        walk(node, [str(top)])
+    order = ["sample", "features", "agreement", "baseline", "gan", "timing"]
+    ordered = {k: sections[k] for k in order if k in sections}
+    ordered.update({k: v for k, v in sections.items() if k not in ordered})
+    return {"pivot_columns": pivot_cols, "pivot": pivot, "sections": ordered}
+
+
+def _find_path(node, target, path=None) -> list[str] | None:
+    path = path or []
+    if node is target:
+        return path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            got = _find_path(v, target, path + [str(k)])
+            if got is not None:
+                return got
+    return None
+
+
+# --------------------------------------------------------------------------- page
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _script_json(obj) -> str:
+    # Safe inside <script type="application/json">: no "</" sequence can close the element.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -> str:
+    """Render ``index.html`` (a string) from the report data and written figures."""
+    import jinja2
+
+    tmpl_dir = resources.files("galearn.report") / "templates"
+    env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    template = env.from_string((tmpl_dir / "index.html.j2").read_text(encoding="utf-8"))
+    script = (tmpl_dir / "map.js").read_text(encoding="utf-8")
+    style = (tmpl_dir / "style.css").read_text(encoding="utf-8")
+    page, sprites = build_page_data(data, cfg)
+    sample = data.sample
+    summary = {
+        "workspace": str(data.ws.root),
+        "kind": sample.kind,
+        "n_sample": sample.n,
+        "n_map": data.n,
+        "bands": ", ".join(sample.bands),
+        "stamp_size": sample.stamp_size,
+        "pixel_scale": sample.pixel_scale_arcsec,
+        "method": data.method,
+        "map_attrs": {k: v for k, v in data.map_attrs.items() if isinstance(v, (str, int, float))},
+        "library": None if data.library is None else data.library.n,
+    }
+    return template.render(
+        title=f"galearn report: {data.ws.root.name}",
+        version=__version__,
+        summary=summary,
+        figures=[{"name": k, "uri": _png_uri(p), "caption": FIGURE_CAPTIONS.get(k, k)} for k, p in figures.items()],
+        metrics=metrics_rows(data.metrics),
+        page_json=_script_json(page),
+        sprites=sprites,
+        script=script,
+        style=style,
+        has_library=page["library"] is not None,
+    )
+
+
+def run_report(ws: Workspace, cfg: ReportConfig) -> Path:
+    """Write the figures (``WS/report/*.png``) and the self-contained ``WS/report/index.html``.
+
+    Reads only workspace files: ``sample.h5``, ``maps/<method>.h5``,
+    ``classes.ecsv`` and ``report/metrics.json`` when present, and the GAN
+    ``library.h5`` with ``maps/library_<method>.h5`` when present.
+
+    Parameters
+    ----------
+    ws : Workspace
+    cfg : ReportConfig
+        ``method`` (which map), ``thumbnail_grid`` (cells per side),
+        ``thumbnail_pixels`` / ``thumbnail_crop`` (thumbnail size in pixels /
+        central fraction of a stamp), ``max_points_html`` (galaxies on the
+        interactive map), ``sprite_pixels`` (hover stamp size in pixels),
+        ``random_state`` (subset and example stamps).
+
+    Returns
+    -------
+    Path
+        ``WS/report/index.html``.
+    """
+    for name in ("thumbnail_grid", "thumbnail_pixels", "sprite_pixels"):
+        if int(getattr(cfg, name)) < 1:
+            raise BadValueError(f"report.{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.thumbnail_crop <= 1:
+        raise BadValueError(f"report.thumbnail_crop must be in (0, 1], got {cfg.thumbnail_crop}")
+    data = load_report_data(ws, cfg.method)
+    figures = write_figures(data, cfg, ws.report)
+    text = render_html(data, cfg, figures)
+    path = ws.report / "index.html"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,914 @@
+"""Postage stamps from survey mosaics, through each mosaic's WCS.
+
+Geometry (axis order ``(x, y)`` for positions, ``(ny, nx)`` for shapes)
+-----------------------------------------------------------------------
+Pixel coordinates are 0-based with pixel centres at integers (numpy / astropy
+``origin=0``). A catalogue position ``(x, y)`` in the FIRST band's mosaic is
+cut at the integer pixel grid, like :class:`astropy.nddata.Cutout2D`:
+
+    x0 = floor(x + 0.5) - size // 2        (same for y)
+
+so the stamp is ``mosaic[y0:y0+size, x0:x0+size]`` and the galaxy lies in
+stamp pixel ``(size // 2, size // 2)`` -- pixel (32, 32) of a 64-pixel stamp --
+within half a pixel of that pixel's centre: ``size//2 - 0.5 <= x - x0 <
+size//2 + 0.5``. No sub-pixel shift is applied (an interpolating shift would
+smooth the noise and break flux conservation); the exact position of the
+catalogue coordinate in the stamp is kept in the output catalogue columns
+``galearn_x`` / ``galearn_y``.
+
+Other bands
+-----------
+A band whose pixel grid is the first band's grid up to an integer offset
+(checked by mapping points across the whole mosaic through both WCSs) is cut
+by direct slicing. Any other band is resampled onto the first band's stamp
+grid with :func:`reproject.reproject_adaptive` (``conserve_flux=True``, the
+default) or :func:`reproject.reproject_exact` times the pixel-area ratio, so
+the flux summed over a stamp is conserved. The method is recorded in the
+provenance (``extra["resample"]``).
+
+Streaming
+---------
+Mosaics are memory-mapped (the FITS data block is mapped with :mod:`mmap`;
+astropy reads the header and gives the data offset), never read whole. The
+pixel positions of all rows are computed at once (``all_world2pix``), rows are
+processed in order of mosaic row ``y`` in batches, each batch of same-grid
+stamps is gathered with one vectorised ``numpy.take`` per band, and after each
+batch the mapped pages are released (``madvise(MADV_DONTNEED)``), so the
+resident memory stays at a few batches whatever the mosaic size. Integer
+images with ``BSCALE`` / ``BZERO`` / ``BLANK`` are scaled per stamp (astropy's
+own scaling would load the whole array). Gzip-compressed or tile-compressed
+files cannot be mapped; they are read stamp by stamp through ``hdu.section``.
+
+Quality checks (reasons in the ``rejected`` table)
+-------------------------------------------------
+``non-finite ra/dec``; ``cut: <expression>``; ``centre off mosaic`` (first
+band); ``band missing: B (off its mosaic)``; ``stamp partly off mosaic (B)``;
+``band missing: B`` (every pixel, or the central 3x3 pixels, NaN or exactly 0
+= zero weight); ``too many bad pixels (B)`` (more than ``max_bad_fraction``
+of NaN / zero pixels); ``central source not the brightest`` (optional).
+Pixels that are NaN or 0 in a kept stamp are set to 0.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
+
+from .. import __version__
+from ..config import CutoutConfig
+from ..errors import BadValueError, EmptySelectionError, MissingInputError
+from ..store import SampleWriter, Workspace, empty_rejected, file_sha256, open_sample, update_metrics
+from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
+from .stretch import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
+
+__all__ = [
+    "Mosaic",
+    "open_mosaic",
+    "CutoutResult",
+    "cut_stamps",
+    "make_sample_from_mosaics",
+    "HASH_LIMIT_BYTES",
+]
+
+#: Inputs larger than this are identified by size + modification time, not SHA-256.
+HASH_LIMIT_BYTES = 2 * 1024**3
+
+_BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+_RESAMPLE = ("adaptive", "exact")
+
+
+# --------------------------------------------------------------------------- mosaics
+
+
+@dataclass
+class Mosaic:
+    """One band's image: WCS plus lazy, memory-mapped pixel access.
+
+    Use :func:`open_mosaic`; call :meth:`close` (or use as a context manager).
+
+    Attributes
+    ----------
+    band : str
+    path : Path or None
+        None for in-memory arrays.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the image.
+    shape : tuple
+        ``(ny, nx)`` pixels.
+    unit : str
+        ``BUNIT`` of the header ('' when absent).
+    """
+
+    band: str
+    path: Path | None
+    wcs: WCS
+    shape: tuple[int, int]
+    unit: str = ""
+    hdu_index: int = 0
+    _data: np.ndarray | None = field(default=None, repr=False)  # raw (unscaled) 2-D array
+    _section: Any = field(default=None, repr=False)  # fallback: astropy section (scaled)
+    _mm: mmap.mmap | None = field(default=None, repr=False)
+    _fh: Any = field(default=None, repr=False)
+    _hdul: Any = field(default=None, repr=False)
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+    def __enter__(self) -> "Mosaic":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def memmapped(self) -> bool:
+        return self._mm is not None
+
+    @property
+    def pixel_scales_arcsec(self) -> np.ndarray:
+        """Pixel side along x and y (arcsec), from the WCS."""
+        return proj_plane_pixel_scales(self.wcs) * 3600.0
+
+    @property
+    def pixel_area_arcsec2(self) -> float:
+        return float(proj_plane_pixel_area(self.wcs) * 3600.0**2)
+
+    def _scale(self, raw: np.ndarray) -> np.ndarray:
+        out = raw.astype("f4")
+        if self.blank is not None and raw.dtype.kind in "iu":
+            out[raw == self.blank] = np.nan
+        if self.bscale != 1.0 or self.bzero != 0.0:
+            out = out * np.float32(self.bscale) + np.float32(self.bzero)
+        return out
+
+    def gather(self, y0: np.ndarray, x0: np.ndarray, ny: int, nx: int | None = None) -> np.ndarray:
+        """Boxes ``mosaic[y0:y0+ny, x0:x0+nx]`` for arrays of corners -> float32 ``(n, ny, nx)``.
+
+        Pixels outside the mosaic are NaN. One vectorised gather for memory-mapped
+        or in-memory data; a loop over boxes for compressed files.
+        """
+        nx = ny if nx is None else nx
+        y0 = np.asarray(y0, dtype=np.int64)
+        x0 = np.asarray(x0, dtype=np.int64)
+        n = len(y0)
+        H, W = self.shape
+        if n == 0:
+            return np.zeros((0, ny, nx), dtype="f4")
+        if self._data is not None:
+            yy = y0[:, None] + np.arange(ny)[None, :]  # (n, ny)
+            xx = x0[:, None] + np.arange(nx)[None, :]  # (n, nx)
+            inside = ((yy >= 0) & (yy < H))[:, :, None] & ((xx >= 0) & (xx < W))[:, None, :]
+            flat = np.clip(yy, 0, H - 1)[:, :, None] * W + np.clip(xx, 0, W - 1)[:, None, :]
+            raw = np.take(self._data.reshape(-1), flat)
+            out = self._scale(raw)
+            if not inside.all():
+                out[~inside] = np.nan
+            return out
+        out = np.full((n, ny, nx), np.nan, dtype="f4")
+        for i in range(n):  # compressed files: no random access to pixels, read box by box
+            ya, yb = max(int(y0[i]), 0), min(int(y0[i]) + ny, H)
+            xa, xb = max(int(x0[i]), 0), min(int(x0[i]) + nx, W)
+            if ya < yb and xa < xb:
+                out[i, ya - y0[i] : yb - y0[i], xa - x0[i] : xb - x0[i]] = self._section[ya:yb, xa:xb]
+        return out
+
+    def release(self) -> None:
+        """Drop mapped pages from this process's resident memory (they stay in the page cache)."""
+        if self._mm is not None and hasattr(self._mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED)
+            except OSError:  # pragma: no cover - platform dependent
+                pass
+
+    def noise_sigma(self, random_state: int | np.random.Generator | None = 0, *,
+                    n_segments: int = 400, segment: int = 256) -> float:
+        """Robust per-pixel noise sigma (mosaic units) from random row segments.
+
+        ``n_segments`` segments of ``segment`` pixels at seeded random places
+        (a random pixel subsample that touches few pages of the file); NaN and
+        zero (no-coverage) pixels are ignored, sources are clipped at 5 sigma
+        before the median absolute deviation (:func:`robust_noise`).
+        """
+        rng = np.random.default_rng(random_state)
+        H, W = self.shape
+        seg = min(segment, W)
+        values = np.zeros(0, dtype="f4")
+        for _ in range(4):  # sparse coverage: try again with more segments
+            ys = rng.integers(0, H, n_segments)
+            xs = rng.integers(0, W - seg + 1, n_segments)
+            values = np.concatenate([values, self.gather(ys, xs, 1, seg).ravel()])
+            good = np.isfinite(values) & (values != 0)
+            if good.sum() >= 20000:
+                break
+        self.release()
+        return robust_noise(values)
+
+    def close(self) -> None:
+        self._data = None
+        self._section = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # pragma: no cover - a view is still alive; the GC closes it
+                pass
+            self._mm = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._hdul is not None:
+            self._hdul.close()
+            self._hdul = None
+
+
+def _celestial_wcs(header: fits.Header, where: str) -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            w = WCS(header)
+        except Exception as exc:  # astropy raises several types for broken headers
+            raise BadValueError(f"{where}: cannot read its WCS ({type(exc).__name__}: {exc})") from exc
+    if not w.has_celestial:
+        raise BadValueError(
+            f"{where}: no celestial WCS in the header (need CTYPE1/CTYPE2 such as RA---TAN/DEC--TAN, "
+            "CRVAL, CRPIX and CD or CDELT)"
+        )
+    w = w.celestial
+    if w.naxis != 2:  # pragma: no cover - has_celestial implies 2 axes
+        raise BadValueError(f"{where}: celestial WCS has {w.naxis} axes")
+    return w
+
+
+def open_mosaic(source: Any, band: str) -> Mosaic:
+    """Open one band's image for stamp cutting.
+
+    Parameters
+    ----------
+    source : path-like, ``(array, WCS or Header)`` or ``ImageHDU``
+        A FITS file (the first HDU with a 2-D image is used), or in-memory
+        data with its WCS.
+    band : str
+        Band name, e.g. ``F160W``.
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist.
+    BadValueError
+        Not a FITS image, or no celestial WCS (the message names the file).
+    """
+    if isinstance(source, tuple) and len(source) == 2:
+        data, w = source
+        data = np.asarray(data)
+        if data.ndim != 2:
+            raise BadValueError(f"band {band}: image must be 2-D (ny, nx), got shape {data.shape}")
+        w = _celestial_wcs(w, f"band {band}") if isinstance(w, fits.Header) else w
+        if not getattr(w, "has_celestial", False):
+            raise BadValueError(f"band {band}: the WCS given has no celestial axes")
+        return Mosaic(band=band, path=None, wcs=w.celestial, shape=data.shape, _data=data)
+    if isinstance(source, (fits.PrimaryHDU, fits.ImageHDU)):
+        return open_mosaic((source.data, source.header), band)
+    path = Path(source)
+    if not path.exists():
+        raise MissingInputError(f"mosaic for band {band}: {path} does not exist")
+    if path.is_dir():
+        raise BadValueError(f"mosaic for band {band}: {path} is a folder, not a FITS file")
+    try:
+        hdul = fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True)
+        index, hdu = None, None
+        for i, h in enumerate(hdul):
+            if h.is_image and h.header.get("NAXIS", 0) == 2 and h.header.get("NAXIS1", 0) > 0:
+                index, hdu = i, h
+                break
+    except Exception as exc:
+        raise BadValueError(f"mosaic for band {band}: {path} is not a readable FITS file ({exc})") from exc
+    if hdu is None:
+        hdul.close()
+        raise BadValueError(f"mosaic for band {band}: {path} has no 2-D image HDU")
+    header = hdu.header
+    where = f"mosaic {path} (band {band}, HDU {index})"
+    try:
+        w = _celestial_wcs(header, where)
+    except BadValueError:
+        hdul.close()
+        raise
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    m = Mosaic(band=band, path=path, wcs=w, shape=shape, unit=str(header.get("BUNIT", "")).strip(),
+               hdu_index=index)
+    plain = isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and not path.name.lower().endswith((".gz", ".bz2", ".zip"))
+    if plain and header.get("BITPIX") in _BITPIX:
+        m.bscale = float(header.get("BSCALE", 1.0))
+        m.bzero = float(header.get("BZERO", 0.0))
+        m.blank = int(header["BLANK"]) if "BLANK" in header and header["BITPIX"] > 0 else None
+        offset = int(hdu.fileinfo()["datLoc"])
+        dtype = np.dtype(_BITPIX[header["BITPIX"]])
+        hdul.close()
+        fh = open(path, "rb")
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if offset + dtype.itemsize * shape[0] * shape[1] > len(mm):
+            mm.close()
+            fh.close()
+            raise BadValueError(f"{where}: file is truncated (data block ends beyond the file)")
+        m._data = np.ndarray(shape=shape, dtype=dtype, buffer=mm, offset=offset)
+        m._mm, m._fh = mm, fh
+    else:
+        # Compressed data: read through astropy's section (applies the scaling itself).
+        hdul.close()
+        hdul = fits.open(path, memmap=False)
+        m._hdul = hdul
+        m._section = hdul[index].section
+    return m
+
+
+def _same_grid(ref: Mosaic, other: Mosaic) -> tuple[int, int] | None:
+    """Integer pixel offset ``(dx, dy)`` from ``ref``'s grid to ``other``'s, or None if the grids differ."""
+    H, W = ref.shape
+    gx, gy = np.meshgrid(np.linspace(0, W - 1, 5), np.linspace(0, H - 1, 5))
+    ra, dec = ref.wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+    ox, oy = other.wcs.all_world2pix(ra, dec, 0, quiet=True)
+    dx, dy = ox - gx.ravel(), oy - gy.ravel()
+    if not (np.all(np.isfinite(dx)) and np.all(np.isfinite(dy))):
+        return None
+    rx, ry = np.round(dx[0]), np.round(dy[0])
+    if np.max(np.abs(dx - rx)) < 1e-3 and np.max(np.abs(dy - ry)) < 1e-3:
+        return int(rx), int(ry)
+    return None
+
+
+def _shifted_wcs(w: WCS, x0: int, y0: int) -> WCS:
+    """WCS of the sub-image whose pixel (0, 0) is ``(x0, y0)`` of ``w`` (handles SIP)."""
+    return w.slice((slice(int(y0), None), slice(int(x0), None)))
+
+
+# --------------------------------------------------------------------------- the cutter
+
+
+class CutoutResult(NamedTuple):
+    """In-memory result of :func:`cut_stamps`.
+
+    stamps : float32 ``(N, C, H, W)`` in the mosaics' own units (bad pixels set to 0).
+    catalog : kept catalogue rows (all original columns, units, meta) in stamp order,
+        plus ``galearn_row``, ``galearn_x``, ``galearn_y``.
+    rejected : ``row``, ``id``, ``reason`` for every other input row.
+    info : provenance (bands, pixel scale, resampling, grids, units).
+    """
+
+    stamps: np.ndarray
+    catalog: Table
+    rejected: Table
+    info: dict
+
+
+class _Cutter:
+    """Geometry of every row (vectorised) and batched cutting in mosaic-row order."""
+
+    def __init__(self, catalog: Table, mosaics: list[Mosaic], columns: dict, *, size: int, select: str | None,
+                 max_bad_fraction: float, require_central_brightest: bool, resample: str) -> None:
+        if not isinstance(size, (int, np.integer)) or size < 4:
+            raise BadValueError(f"stamp size must be an integer >= 4 pixels, got {size!r}")
+        if not 0 <= max_bad_fraction <= 1:
+            raise BadValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if resample not in _RESAMPLE:
+            raise BadValueError(f"resample must be one of {_RESAMPLE}, got {resample!r}")
+        self.catalog = catalog
+        self.mosaics = mosaics
+        self.columns = columns
+        self.size = int(size)
+        self.max_bad_fraction = float(max_bad_fraction)
+        self.require_central_brightest = require_central_brightest
+        self.resample = resample
+        n = len(catalog)
+        self.n = n
+        self.reason = np.full(n, "", dtype=object)
+        ra = column_values(catalog, columns["ra"])
+        dec = column_values(catalog, columns["dec"])
+        self.ra, self.dec = self._degrees(ra, "ra"), self._degrees(dec, "dec")
+        finite = np.isfinite(self.ra) & np.isfinite(self.dec) & (np.abs(self.dec) <= 90)
+        self.reason[~finite] = "non-finite ra/dec"
+        if select:
+            passed = evaluate_selection(catalog, select)
+            self.reason[(self.reason == "") & ~passed] = f"cut: {select}"
+        self.n_selected = int(np.sum(self.reason == ""))
+        S = self.size
+        ref = mosaics[0]
+        x = np.full(n, np.nan)
+        y = np.full(n, np.nan)
+        ok = self.reason == ""
+        if ok.any():
+            x[ok], y[ok] = ref.wcs.all_world2pix(self.ra[ok], self.dec[ok], 0, quiet=True)
+        self.x, self.y = x, y
+        H, W = ref.shape
+        with np.errstate(invalid="ignore"):
+            ix = np.floor(x + 0.5)
+            iy = np.floor(y + 0.5)
+            centre_on = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+        self.reason[ok & ~centre_on] = "centre off mosaic"
+        ix = np.where(np.isfinite(ix), ix, 0).astype(np.int64)
+        iy = np.where(np.isfinite(iy), iy, 0).astype(np.int64)
+        self.x0, self.y0 = ix - S // 2, iy - S // 2
+        inside = (self.x0 >= 0) & (self.y0 >= 0) & (self.x0 + S <= W) & (self.y0 + S <= H)
+        self.reason[(self.reason == "") & ~inside] = f"stamp partly off mosaic ({ref.band})"
+        # Other bands: same grid (integer offset) or resampled.
+        self.grids: list[dict] = [{"band": ref.band, "grid": "reference", "offset": [0, 0]}]
+        self.offsets: list[tuple[int, int] | None] = [(0, 0)]
+        for m in mosaics[1:]:
+            off = _same_grid(ref, m)
+            self.offsets.append(off)
+            todo = self.reason == ""
+            Hb, Wb = m.shape
+            if off is not None:
+                self.grids.append({"band": m.band, "grid": "same", "offset": list(off)})
+                cx, cy = ix + off[0], iy + off[1]
+                on = (cx >= 0) & (cx < Wb) & (cy >= 0) & (cy < Hb)
+                bx0, by0 = self.x0 + off[0], self.y0 + off[1]
+                full = (bx0 >= 0) & (by0 >= 0) & (bx0 + S <= Wb) & (by0 + S <= Hb)
+            else:
+                self.grids.append({"band": m.band, "grid": "resampled", "method": self._method_name()})
+                on = np.zeros(n, dtype=bool)
+                full = np.zeros(n, dtype=bool)
+                if todo.any():
+                    bx, by = m.wcs.all_world2pix(self.ra[todo], self.dec[todo], 0, quiet=True)
+                    with np.errstate(invalid="ignore"):
+                        on[todo] = (np.floor(bx + 0.5) >= 0) & (np.floor(bx + 0.5) < Wb) & \
+                            (np.floor(by + 0.5) >= 0) & (np.floor(by + 0.5) < Hb)
+                    box = self._footprint(m, np.flatnonzero(todo), margin=0)
+                    full[todo] = (box[0] >= 0) & (box[1] >= 0) & (box[2] <= Wb) & (box[3] <= Hb)
+            self.reason[todo & ~on] = f"band missing: {m.band} (off its mosaic)"
+            self.reason[(self.reason == "") & ~full] = f"stamp partly off mosaic ({m.band})"
+        self.candidates = np.flatnonzero(self.reason == "")
+        # Process in mosaic-row order: neighbouring stamps share pages of the file.
+        order = np.lexsort((self.x0[self.candidates], self.y0[self.candidates]))
+        self.candidates = self.candidates[order]
+
+    def _degrees(self, values: np.ndarray, role: str) -> np.ndarray:
+        """Column values in degrees (columns with an angle unit are converted; bare numbers are degrees)."""
+        import astropy.units as u
+
+        unit = getattr(self.catalog[self.columns[role]], "unit", None)
+        values = np.asarray(values, dtype="f8")
+        if unit is None or unit == u.dimensionless_unscaled:
+            return values
+        try:
+            return (values * u.Unit(unit)).to_value(u.deg)
+        except (u.UnitConversionError, ValueError, TypeError) as exc:
+            raise BadValueError(
+                f"column {self.columns[role]!r} ({role}) has unit {unit}, not an angle") from exc
+
+    def _method_name(self) -> str:
+        if self.resample == "adaptive":
+            return "reproject.reproject_adaptive(conserve_flux=True, kernel='gaussian', boundary_mode='strict')"
+        return "reproject.reproject_exact * pixel-area ratio"
+
+    def _footprint(self, m: Mosaic, rows: np.ndarray, margin: int) -> tuple[np.ndarray, ...]:
+        """Bounding box ``(x_min, y_min, x_max, y_max)`` (exclusive max) in ``m``'s pixels of each stamp."""
+        S = self.size
+        ref = self.mosaics[0]
+        cx = np.array([-0.5, S - 0.5, -0.5, S - 0.5])
+        cy = np.array([-0.5, -0.5, S - 0.5, S - 0.5])
+        px = (self.x0[rows][:, None] + cx[None, :]).ravel()
+        py = (self.y0[rows][:, None] + cy[None, :]).ravel()
+        ra, dec = ref.wcs.all_pix2world(px, py, 0)
+        bx, by = m.wcs.all_world2pix(ra, dec, 0, quiet=True)
+        bx, by = bx.reshape(-1, 4), by.reshape(-1, 4)
+        xmin = np.floor(bx.min(axis=1) + 0.5).astype(np.int64) - margin
+        ymin = np.floor(by.min(axis=1) + 0.5).astype(np.int64) - margin
+        xmax = np.floor(bx.max(axis=1) + 0.5).astype(np.int64) + 1 + margin
+        ymax = np.floor(by.max(axis=1) + 0.5).astype(np.int64) + 1 + margin
+        return xmin, ymin, xmax, ymax
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Physical stamps ``(n, C, S, S)`` of ``rows`` (NaN outside data), in the first band's grid."""
+        S = self.size
+        out = np.empty((len(rows), len(self.mosaics), S, S), dtype="f4")
+        for b, (m, off) in enumerate(zip(self.mosaics, self.offsets)):
+            if off is not None:
+                out[:, b] = m.gather(self.y0[rows] + off[1], self.x0[rows] + off[0], S)
+            else:
+                out[:, b] = self._resample(m, rows)
+            m.release()
+        return out
+
+    def _resample(self, m: Mosaic, rows: np.ndarray) -> np.ndarray:
+        from reproject import reproject_adaptive, reproject_exact
+
+        S = self.size
+        ref = self.mosaics[0]
+        Hb, Wb = m.shape
+        xmin, ymin, xmax, ymax = self._footprint(m, rows, margin=4)
+        xmin, ymin = np.maximum(xmin, 0), np.maximum(ymin, 0)
+        xmax, ymax = np.minimum(xmax, Wb), np.minimum(ymax, Hb)
+        area_ratio = ref.pixel_area_arcsec2 / m.pixel_area_arcsec2
+        out = np.full((len(rows), S, S), np.nan, dtype="f4")
+        for i, r in enumerate(rows):  # one loop over galaxies for this band
+            data = m.gather(ymin[i : i + 1], xmin[i : i + 1], int(ymax[i] - ymin[i]), int(xmax[i] - xmin[i]))[0]
+            w_in = _shifted_wcs(m.wcs, xmin[i], ymin[i])
+            w_out = _shifted_wcs(ref.wcs, self.x0[r], self.y0[r])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                if self.resample == "adaptive":
+                    res = reproject_adaptive((data, w_in), w_out, shape_out=(S, S), conserve_flux=True,
+                                             kernel="gaussian", boundary_mode="strict", return_footprint=False)
+                else:
+                    res = reproject_exact((data, w_in), w_out, shape_out=(S, S), return_footprint=False)
+                    res = res * area_ratio
+            out[i] = res
+        return out
+
+    def check(self, stamps: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """Reasons (object array, '' = kept) for a batch of physical stamps; sets bad pixels to 0."""
+        S = self.size
+        n = len(stamps)
+        reasons = np.full(n, "", dtype=object)
+        bad = ~np.isfinite(stamps) | (stamps == 0)
+        frac = bad.mean(axis=(2, 3))  # (n, C)
+        c = S // 2
+        centre_bad = bad[:, :, c - 1 : c + 2, c - 1 : c + 2].all(axis=(2, 3))
+        for b in range(stamps.shape[1] - 1, -1, -1):  # the first band's reason wins
+            band = self.mosaics[b].band
+            reasons[frac[:, b] > self.max_bad_fraction] = f"too many bad pixels ({band})"
+        for b in range(stamps.shape[1] - 1, -1, -1):
+            band = self.mosaics[b].band
+            reasons[(frac[:, b] >= 1) | centre_bad[:, b]] = f"band missing: {band}"
+        stamps[bad] = 0.0
+        if self.require_central_brightest:
+            reasons[(reasons == "") & ~_central_is_brightest(stamps, noise)] = "central source not the brightest"
+        return reasons
+
+
+def _central_is_brightest(stamps: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+    """True where the brightest smoothed peak of the stamp lies near its centre.
+
+    Detection image: sum over bands of stamp / noise (3x3 box smoothed). The
+    peak within ``max(2, size/16)`` pixels of the centre must be at least the
+    maximum outside that radius.
+    """
+    from scipy.ndimage import uniform_filter
+
+    n, C, S, _ = stamps.shape
+    scale = np.ones(C) if noise is None else np.where(np.asarray(noise) > 0, noise, 1.0)
+    det = (stamps / scale[None, :, None, None]).sum(axis=1)
+    det = uniform_filter(det, size=(1, 3, 3), mode="nearest")
+    yy, xx = np.mgrid[0:S, 0:S]
+    r = np.hypot(xx - S // 2, yy - S // 2)
+    radius = max(2.0, S / 16)
+    inner = r <= radius
+    return det[:, inner].max(axis=1) >= det[:, ~inner].max(axis=1)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_bands(images: dict) -> list[str]:
+    if not isinstance(images, dict) or not images:
+        raise BadValueError("no mosaics given: pass one --image BAND=PATH per band")
+    bands = [str(b) for b in images]
+    for band in bands:
+        try:
+            band_wavelength_nm(band)
+        except BadValueError as exc:
+            raise BadValueError(f"--image {band}=...: {exc}") from exc
+    return bands
+
+
+def _ids(catalog: Table, columns: dict, rows: np.ndarray) -> np.ndarray:
+    col = columns.get("id")
+    if col is None:
+        return np.array([str(r) for r in rows], dtype=str)
+    values = catalog[col]
+    return np.array([str(values[r]) for r in rows], dtype=str) if len(rows) else np.zeros(0, dtype=str)
+
+
+def _rejected_table(catalog: Table, columns: dict, reason: np.ndarray) -> Table:
+    rows = np.flatnonzero(reason != "")
+    if len(rows) == 0:
+        return empty_rejected()
+    return Table({"row": rows.astype(np.int64), "id": _ids(catalog, columns, rows),
+                  "reason": np.array([str(r) for r in reason[rows]], dtype=str)})
+
+
+def _kept_table(catalog: Table, rows: np.ndarray, cutter: _Cutter) -> Table:
+    kept = catalog[rows]
+    S = cutter.size
+    kept["galearn_row"] = rows.astype(np.int64)
+    kept["galearn_x"] = cutter.x[rows] - cutter.x0[rows]
+    kept["galearn_y"] = cutter.y[rows] - cutter.y0[rows]
+    kept["galearn_x"].description = f"x of the catalogue position in the stamp (pixels, 0-based; centre pixel {S // 2})"
+    kept["galearn_y"].description = f"y of the catalogue position in the stamp (pixels, 0-based; centre pixel {S // 2})"
+    kept["galearn_row"].description = "row of the input catalogue"
+    return kept
+
+
+def _open_all(images: dict) -> list[Mosaic]:
+    mosaics: list[Mosaic] = []
+    try:
+        for band, src in images.items():
+            mosaics.append(open_mosaic(src, str(band)))
+    except Exception:
+        for m in mosaics:
+            m.close()
+        raise
+    return mosaics
+
+
+def _info(mosaics: list[Mosaic], cutter: _Cutter) -> dict:
+    scales = mosaics[0].pixel_scales_arcsec
+    return {
+        "bands": [m.band for m in mosaics],
+        "pixel_scale_arcsec": float(np.sqrt(scales[0] * scales[1])),
+        "pixel_scales_xy_arcsec": [float(s) for s in scales],
+        "stamp_size": cutter.size,
+        "centring": f"catalogue position in stamp pixel ({cutter.size // 2}, {cutter.size // 2}) "
+                    "(0-based, within 0.5 pixel; integer-pixel cut, no sub-pixel shift)",
+        "grids": cutter.grids,
+        "resample": cutter._method_name() if any(g["grid"] == "resampled" for g in cutter.grids) else "none",
+        "units": {m.band: m.unit for m in mosaics},
+        "memmap": {m.band: m.memmapped for m in mosaics},
+        "bad_pixels": "NaN or exactly 0 (zero weight); set to 0 in kept stamps",
+    }
+
+
+def _batches(idx: np.ndarray, batch_size: int):
+    for start in range(0, len(idx), batch_size):
+        yield idx[start : start + batch_size]
+
+
+def _progress(total: int, progress: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=None if progress else True, desc=desc, unit="stamp")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def cut_stamps(
+    catalog: Table | str | os.PathLike,
+    images: dict[str, Any],
+    *,
+    size: int = 64,
+    preset: str | None = "candels",
+    columns: dict | None = None,
+    select: str | None = None,
+    max_bad_fraction: float = 0.05,
+    require_central_brightest: bool = False,
+    resample: str = "adaptive",
+    batch_size: int = 1024,
+    progress: bool | None = False,
+) -> CutoutResult:
+    """Cut multi-band stamps around catalogue positions, in memory.
+
+    Parameters
+    ----------
+    catalog : Table or path-like
+        Catalogue with RA/Dec in degrees (columns named by ``preset`` /
+        ``columns``).
+    images : dict
+        ``band -> mosaic`` in band order; a mosaic is a FITS path, an
+        ``(array, WCS)`` pair or an image HDU. The first band sets the stamp
+        grid.
+    size : int
+        Stamp side in pixels of the first band (default 64).
+    preset, columns : str, dict
+        Column roles (see :func:`galearn.survey.resolve_columns`).
+    select : str, optional
+        Selection expression over columns (see :func:`evaluate_selection`).
+    max_bad_fraction : float
+        Largest fraction of NaN / zero pixels allowed per band.
+    require_central_brightest : bool
+        Reject stamps whose brightest source is not the central one.
+    resample : {"adaptive", "exact"}
+        Flux-conserving method for bands on another pixel grid.
+    batch_size : int
+        Stamps cut per batch.
+    progress : bool or None
+        tqdm progress bar (None: only on a terminal).
+
+    Returns
+    -------
+    CutoutResult
+        ``(stamps (N, C, H, W) float32 physical, kept catalogue, rejected, info)``.
+        Stamps are in order of the first mosaic's row ``y`` (then ``x``); the
+        input row of each stamp is ``catalog["galearn_row"]``.
+
+    Raises
+    ------
+    MissingInputError, BadValueError
+        Missing files, no celestial WCS, missing columns, bad expression.
+    """
+    source = str(catalog) if not isinstance(catalog, Table) else "catalogue"
+    table = catalog if isinstance(catalog, Table) else read_catalog(catalog)
+    bands = _check_bands(images)
+    cols = resolve_columns(table, preset, columns, source=source)
+    mosaics = _open_all(images)
+    try:
+        cutter = _Cutter(table, mosaics, cols, size=size, select=select, max_bad_fraction=max_bad_fraction,
+                         require_central_brightest=require_central_brightest, resample=resample)
+        noise = np.array([m.noise_sigma(0) for m in mosaics]) if require_central_brightest else None
+        chunks, kept_rows = [], []
+        bar = _progress(len(cutter.candidates), progress, "cutouts")
+        for rows in _batches(cutter.candidates, batch_size):
+            stamps = cutter.read(rows)
+            reasons = cutter.check(stamps, noise)
+            good = reasons == ""
+            cutter.reason[rows] = reasons
+            chunks.append(stamps[good])
+            kept_rows.append(rows[good])
+            bar.update(len(rows))
+        bar.close()
+        info = _info(mosaics, cutter)
+    finally:
+        for m in mosaics:
+            m.close()
+    S = cutter.size
+    stamps = np.concatenate(chunks) if chunks else np.zeros((0, len(bands), S, S), dtype="f4")
+    rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
+    return CutoutResult(stamps, _kept_table(table, rows, cutter), _rejected_table(table, cols, cutter.reason), info)
+
+
+def _input_record(path: Path, role: str) -> dict:
+    st = path.stat()
+    rec = {"role": role, "path": str(path), "name": path.name, "size_bytes": st.st_size}
+    if st.st_size < HASH_LIMIT_BYTES:
+        rec["sha256"] = file_sha256(path)
+    else:
+        rec["sha256"] = None
+        rec["mtime"] = st.st_mtime
+        rec["note"] = f"not hashed: larger than {HASH_LIMIT_BYTES / 1024**3:.0f} GiB (identified by size + mtime)"
+    return rec
+
+
+def _fit_stretch(cutter: _Cutter, cfg: CutoutConfig) -> tuple[Any, dict]:
+    """Asinh stretch: noise from the mosaics, bright level from a seeded subsample of stamps."""
+    rng = np.random.default_rng(cfg.random_state)
+    mosaics = cutter.mosaics
+    noise_native = np.array([m.noise_sigma(rng) for m in mosaics])
+    ratio = np.array([mosaics[0].pixel_area_arcsec2 / m.pixel_area_arcsec2 for m in mosaics])
+    # A resampled band carries flux per first-band pixel: scale by the pixel-area ratio.
+    noise = noise_native * ratio
+    cand = cutter.candidates
+    pick = np.sort(rng.choice(len(cand), size=min(len(cand), 1000), replace=False)) if len(cand) else cand
+    rows = cand[pick]
+    maximum = np.full(len(mosaics), np.nan)
+    ref = mosaics[0]
+    for b, (m, off) in enumerate(zip(mosaics, cutter.offsets)):
+        if len(rows) == 0:
+            break
+        if off is not None:
+            px = m.gather(cutter.y0[rows] + off[1], cutter.x0[rows] + off[0], cutter.size)
+        else:  # native pixels of the same sky area (cheap; no resampling for the fit)
+            side = max(4, int(np.ceil(cutter.size * ref.pixel_scales_arcsec.mean() / m.pixel_scales_arcsec.mean())))
+            bx, by = m.wcs.all_world2pix(cutter.ra[rows], cutter.dec[rows], 0, quiet=True)
+            px = m.gather(np.floor(by + 0.5).astype(np.int64) - side // 2,
+                          np.floor(bx + 0.5).astype(np.int64) - side // 2, side) * ratio[b]
+        m.release()
+        good = px[np.isfinite(px) & (px != 0)]
+        if good.size:
+            maximum[b] = np.percentile(good, cfg.max_percentile)
+    bad = ~np.isfinite(noise) | (noise <= 0)
+    for b in np.flatnonzero(bad):  # noise-free images: a small fraction of the bright level
+        noise[b] = 1e-3 * maximum[b] if np.isfinite(maximum[b]) and maximum[b] > 0 else 1.0
+    maximum = np.where(np.isfinite(maximum), maximum, 10 * cfg.softening_sigmas * noise)
+    stretch = AsinhStretch(softening=cfg.softening_sigmas * noise, maximum=maximum)
+    params = stretch.to_dict()
+    params.update({
+        "noise_sigma": noise.tolist(),
+        "noise_from": "mosaic: clipped MAD of a seeded random subsample of pixels (row segments); "
+                      "resampled bands scaled by the pixel-area ratio",
+        "softening_sigmas": cfg.softening_sigmas,
+        "max_percentile": cfg.max_percentile,
+        "maximum_from": f"{cfg.max_percentile} percentile of {len(rows)} random stamps",
+        "random_state": cfg.random_state,
+        "formula": "clip(asinh(x / softening) / asinh(maximum / softening), 0, 1) per band",
+    })
+    return stretch, params
+
+
+def make_sample_from_mosaics(
+    catalog_path: str | os.PathLike,
+    images: dict[str, str | os.PathLike],
+    workspace: Workspace,
+    cfg: CutoutConfig,
+    *,
+    progress: bool | None = None,
+):
+    """Cut stamps from one mosaic per band and stream them into ``WS/sample.h5``.
+
+    Parameters
+    ----------
+    catalog_path : path-like
+        Catalogue (FITS, ECSV, CSV, Parquet) with RA/Dec in degrees.
+    images : dict
+        ``band -> FITS path`` in band order (first band = stamp grid).
+    workspace : Workspace
+    cfg : CutoutConfig
+        Stamp size (pixels), column preset/overrides, selection, checks, stretch.
+    progress : bool or None
+        tqdm progress bar (None: only on a terminal).
+
+    Returns
+    -------
+    galearn.store.Sample
+        The written sample. Also merges ``sample`` into ``WS/report/metrics.json``.
+
+    Raises
+    ------
+    MissingInputError
+        Catalogue or mosaic missing.
+    BadValueError
+        No celestial WCS, missing columns, unknown band, bad selection.
+    EmptySelectionError
+        No row passed the selection, or no stamp passed the checks.
+    """
+    t_start = time.perf_counter()
+    if cfg.stretch not in ("asinh", "minmax-asinh"):
+        raise BadValueError(f"unknown stretch {cfg.stretch!r} (--stretch); choose asinh or minmax-asinh")
+    bands = _check_bands(images)
+    catalog_path = Path(catalog_path)
+    table = read_catalog(catalog_path)
+    cols = resolve_columns(table, cfg.preset, cfg.columns, source=f"catalogue {catalog_path}")
+    mosaics = _open_all({b: images[b] for b in bands})
+    timing: dict[str, float] = {}
+    try:
+        cutter = _Cutter(table, mosaics, cols, size=cfg.stamp_size, select=cfg.select,
+                         max_bad_fraction=cfg.max_bad_fraction,
+                         require_central_brightest=cfg.require_central_brightest, resample=cfg.resample)
+        if cutter.n_selected == 0:
+            what = f"selection {cfg.select!r}" if cfg.select else "the catalogue's finite RA/Dec"
+            raise EmptySelectionError(f"{catalog_path}: {what} kept 0 of {len(table)} rows")
+        if len(cutter.candidates) == 0:
+            raise EmptySelectionError(f"{catalog_path}: no row falls on the mosaics ({_reason_counts(cutter.reason)})")
+        t0 = time.perf_counter()
+        if cfg.stretch == "asinh":
+            stretch, stretch_params = _fit_stretch(cutter, cfg)
+            noise = np.asarray(stretch_params["noise_sigma"])
+        else:
+            stretch, stretch_params = None, {"method": "minmax-asinh",
+                                             "formula": "asinh(x) scaled to [0, 1] per stamp and band"}
+            noise = np.array([m.noise_sigma(cfg.random_state) for m in mosaics]) \
+                if cfg.require_central_brightest else None
+        timing["stretch_fit_s"] = time.perf_counter() - t0
+        info = _info(mosaics, cutter)
+        t0 = time.perf_counter()
+        kept_rows: list[np.ndarray] = []
+        n_written = 0
+        with SampleWriter(workspace.sample, len(cutter.candidates), bands, cutter.size, kind="survey",
+                          pixel_scale_arcsec=info["pixel_scale_arcsec"]) as writer:
+            bar = _progress(len(cutter.candidates), progress, "cutouts")
+            for rows in _batches(cutter.candidates, cfg.batch_size):
+                stamps = cutter.read(rows)
+                reasons = cutter.check(stamps, noise)
+                cutter.reason[rows] = reasons
+                good = reasons == ""
+                phys = stamps[good]
+                if len(phys):
+                    stretched = stretch.forward(phys) if stretch is not None else minmax_asinh(phys)
+                    writer.write(n_written, stretched, phys)
+                    n_written += len(phys)
+                kept_rows.append(rows[good])
+                bar.update(len(rows))
+            bar.close()
+            timing["cut_s"] = time.perf_counter() - t0
+            if n_written == 0:
+                raise EmptySelectionError(
+                    f"{catalog_path}: no stamp passed the quality checks ({_reason_counts(cutter.reason)})")
+            writer.truncate(n_written)
+            rows = np.concatenate(kept_rows)
+            t0 = time.perf_counter()
+            inputs = [_input_record(catalog_path, "catalog")] + [
+                dict(_input_record(m.path, "image"), band=m.band) for m in mosaics if m.path is not None]
+            timing["hash_s"] = time.perf_counter() - t0
+            rejected = _rejected_table(table, cols, cutter.reason)
+            extra = dict(info, selection=cfg.select, preset=cfg.preset, max_bad_fraction=cfg.max_bad_fraction,
+                         require_central_brightest=cfg.require_central_brightest,
+                         reason_counts=_reason_counts(cutter.reason), n_input=len(table),
+                         galearn_version=__version__,
+                         order="stamps sorted by the first mosaic's row y, then x; input row in galearn_row",
+                         timing=timing)
+            writer.finish(_kept_table(table, rows, cutter), rejected=rejected, stretch=stretch_params,
+                          columns=cols, inputs=inputs, extra=extra)
+    finally:
+        for m in mosaics:
+            m.close()
+    timing["total_s"] = time.perf_counter() - t_start
+    sample = open_sample(workspace.sample)
+    update_metrics(workspace.metrics, {"sample": {
+        "n_images": sample.n, "n_rejected": len(rejected), "bands": bands, "stamp_size": cutter.size,
+        "n_input": len(table), "rejection_reasons": _reason_counts(cutter.reason), "kind": "survey",
+        "pixel_scale_arcsec": info["pixel_scale_arcsec"], "stretch": stretch_params["method"],
+    }}, replace=("sample",))
+    return sample
+
+
+def _reason_counts(reason: np.ndarray) -> dict[str, int]:
+    return dict(sorted(Counter(str(r) for r in reason if r != "").items()))

@@ -1,0 +1,44 @@
+"""Configuration: TOML round trip, dotted overrides, clear errors."""
+
+import pytest
+
+from galearn.cli import main
+from galearn.config import RunConfig, load_config, parse_overrides
+from galearn.errors import BadValueError, MissingInputError
+
+
+def test_overrides_are_parsed_as_json_with_string_fallback():
+    got = parse_overrides(["embed.perplexity=50", "--gan.steps", "7", "features.backbone=resnet18"])
+    assert got == {"embed": {"perplexity": 50}, "gan": {"steps": 7}, "features": {"backbone": "resnet18"}}
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = load_config(None, parse_overrides(["embed.perplexity=12.5", "gan.steps=3", "classify.compare=[\"a\",\"b\"]"]))
+    path = tmp_path / "cfg.toml"
+    path.write_text(cfg.to_toml())
+    again = load_config(path)
+    assert again == cfg
+    assert again.embed.perplexity == 12.5 and again.classify.compare == ("a", "b")
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(BadValueError, match="embed.perplexityy"):
+        load_config(None, {"embed": {"perplexityy": 3}})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(MissingInputError, match="nope.toml"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_dry_run_prints_resolved_config(capsys):
+    assert main(["run", "--dry-run", "embed.perplexity=42"]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity = 42" in out
+    assert RunConfig().simulate.n_galaxies > 0
+
+
+def test_cli_bad_override_exits_2_with_one_line(capsys):
+    assert main(["run", "--dry-run", "embed.nonsense=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "embed.nonsense" in err[0]
