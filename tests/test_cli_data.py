@@ -77,6 +77,14 @@ def test_cutouts_column_override_and_config_override(data, capsys):
     assert code == 0, err
     s = open_sample(ws / "sample.h5")
     assert s.columns["z"] == "zphot" and s.extra["max_bad_fraction"] == 0.5
+    code, out, err = _run(["cutouts", "--catalog", data["cat"], *_images(data), "--workspace", ws,
+                           "--max-bad-fraction", "0.2", "--central-brightest", "--resample", "exact"], capsys)
+    assert code == 0, err
+    s = open_sample(ws / "sample.h5")
+    assert s.extra["max_bad_fraction"] == 0.2 and s.extra["require_central_brightest"] is True
+    code, _, err = _run(["cutouts", "--catalog", data["cat"], *_images(data), "--workspace", ws,
+                         "--column", "zbest"], capsys)
+    assert code == 2 and "--column" in err and "ROLE=COLUMN" in err
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:

@@ -84,10 +84,10 @@ def make_workspace(root, n=240, *, library=True, size=32, seed=0, metrics=True, 
                 "uvj_class": {"n_classes": 2, "knn_balanced_accuracy": 0.87, "linear_balanced_accuracy": 0.9,
                               "ari": 0.5, "nmi": 0.45, "cluster_accuracy": 0.8, "confusion": [[50, 10], [5, 100]]},
             },
-            "baseline": {"backbone": "random-resnet18",
-                         "agreement": {"truth_class": {"n_classes": 3, "knn_balanced_accuracy": 0.52,
-                                                       "linear_balanced_accuracy": 0.6, "ari": 0.1, "nmi": 0.1,
-                                                       "cluster_accuracy": 0.45}}},
+            "agreement_by_backbone": {"random-resnet18": {"truth_class": {
+                "n_classes": 3, "knn_balanced_accuracy": 0.52, "linear_balanced_accuracy": 0.6, "ari": 0.1,
+                "nmi": 0.1, "cluster_accuracy": 0.45}}},
+            "baseline": {"backbone": "random-resnet18", "features": {"backbone": "random-resnet18", "dim": 512}},
             "timing": {"cutouts": 1.5, "features": 20.25},
         })
     if library:
@@ -232,7 +232,8 @@ def test_metrics_table_equals_metrics_json(built):
     for col in ("truth_class", "uvj_class"):
         for key in ("knn_balanced_accuracy", "linear_balanced_accuracy", "ari", "nmi", "cluster_accuracy"):
             assert ("agreement", col, key) in paths
-    assert ("baseline", "agreement", "truth_class", "knn_balanced_accuracy") in paths
+    assert ("agreement_by_backbone", "random-resnet18", "truth_class", "knn_balanced_accuracy") in paths
+    assert ("baseline", "features", "dim") in paths
     assert ("gan", "fid") in paths and ("timing", "features") in paths and ("sample", "bands") in paths
 
 
@@ -311,3 +312,57 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", "--workspace", str(ws.root), "report.thumbnail_grid=5", "report.thumbnail_pixels=8"]) == 0
     assert "index.html" in capsys.readouterr().out
     assert main(["report", "--workspace", str(tmp_path / "nothing")]) == 2
+
+
+def _chromium():
+    import shutil
+
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs a headless Chromium (Debian package chromium)")
+def test_hover_and_selector_in_headless_chromium(built, tmp_path):
+    """Dispatch a real mousemove at a galaxy's position: the hover panel shows its catalogue row."""
+    import subprocess
+
+    ws, _, path, text, page = built
+    data = json.loads(page.scripts["galearn-data"])
+    fields = {f["name"]: f for f in data["fields"]}
+    k = 17
+    probe = """<script>
+    (function () {
+      var p = window.galearnToScreen(%d);
+      document.getElementById("map-canvas").dispatchEvent(
+        new MouseEvent("mousemove", {clientX: p[0], clientY: p[1], bubbles: true}));
+      var sel = document.getElementById("colour-by");
+      sel.value = "z"; sel.dispatchEvent(new Event("change"));
+      document.body.setAttribute("data-legend", document.getElementById("legend").textContent);
+    })();
+    </script></body>""" % k
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(text.replace("</body>", probe), encoding="utf-8")
+    out = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1400,1000", "--dump-dom", probe_page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    table = re.search(r'<table id="hover-table">(.*?)</table>', out, re.S).group(1)
+    rows = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table))
+    gid = fields["id"]["categories"][fields["id"]["values"][k]]
+    assert rows["id"] == gid
+    assert rows[fields["truth_class"]["label"]] == fields["truth_class"]["categories"][fields["truth_class"]["values"][k]]
+    assert float(rows[fields["z"]["label"]]) == pytest.approx(fields["z"]["values"][k])
+    assert "redshift" in re.search(r'data-legend="([^"]*)"', out).group(1)
+
+
+def test_read_stamps_rgb_keeps_the_requested_order(tmp_path):
+    from galearn.report.data import read_stamps_rgb
+    from galearn.survey.stretch import stamps_to_rgb
+
+    ws = make_workspace(tmp_path, n=50, library=False, metrics=False, size=16)
+    sample = store.open_sample(ws.sample)
+    idx = np.array([33, 2, 49, 2, 17, 0])
+    got = read_stamps_rgb(sample, idx, batch_size=8)
+    assert np.array_equal(got, stamps_to_rgb(sample.read()[idx], sample.bands))
+    assert read_stamps_rgb(sample, idx, size=8).shape == (6, 8, 8, 3)

@@ -507,3 +507,39 @@ def test_galaxy_zoo_dev_subset(tmp_path):
     centre = st[:, :, 24:40, 24:40].mean()
     border = np.concatenate([st[:, :, :8].ravel(), st[:, :, -8:].ravel()]).mean()
     assert centre > 2 * border
+
+
+def test_weight_map_extension_marks_bad_pixels(field, tmp_path):
+    # Same science image plus a WHT extension that is 0 over the left third of the first source's stamp.
+    with fits.open(field["p1"]) as hdul:
+        data, hdr = hdul[0].data, hdul[0].header
+    wht = np.ones_like(data)
+    src = field["sources"][0]
+    x, y = int(round(src["x"])), int(round(src["y"]))
+    wht[y - 32 : y + 32, x - 32 : x - 12] = 0.0
+    p = tmp_path / "with_wht.fits"
+    fits.HDUList([fits.PrimaryHDU(data, header=hdr), fits.ImageHDU(wht, header=hdr, name="WHT")]).writeto(p)
+    res = cut_stamps(field["cat"][:2], {"F435W": p}, size=SIZE)
+    assert res.info["weight_maps"] == {"F435W": 1}
+    assert list(res.rejected["reason"]) == ["too many bad pixels (F435W)"]
+    ok = cut_stamps(field["cat"][:2], {"F435W": p}, size=SIZE, max_bad_fraction=0.5)
+    assert len(ok.catalog) == 2
+    k = list(ok.catalog["ID"]).index(1)
+    assert np.all(ok.stamps[k, 0, :, :20] == 0)  # bad pixels set to 0
+
+
+def test_compressed_weight_map_next_to_mapped_science(field, tmp_path):
+    # The mock field's layout: float32 science in the primary HDU, tile-compressed WHT extension.
+    with fits.open(field["p1"]) as hdul:
+        data, hdr = hdul[0].data, hdul[0].header
+    wht = np.ones_like(data)
+    wht[:, :100] = 0.0  # no coverage left of x = 100
+    p = tmp_path / "comp_wht.fits"
+    fits.HDUList([fits.PrimaryHDU(data, header=hdr), fits.CompImageHDU(wht, header=hdr, name="WHT")]).writeto(p)
+    m = open_mosaic(p, "F435W")
+    assert m.memmapped and m.weight is not None
+    m.close()
+    res = cut_stamps(field["cat"][:5], {"F435W": p}, size=SIZE)
+    reasons = dict(zip(res.rejected["id"], res.rejected["reason"]))
+    # sources 1 and 4 sit at x ~ 81-83: their stamps (x 49..113) are mostly without weight
+    assert reasons == {"1": "band missing: F435W", "4": "band missing: F435W"}

@@ -56,15 +56,23 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--n-galaxies", type=int, default=None, help="Number of galaxies (50 .. 20000).")
 @click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same files).")
+@click.option("--preview", is_flag=True,
+              help="Also draw DIR/preview_rgb.png (Lupton RGB of a patch) and DIR/preview_stamps.png (stamps per class).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def simulate(out: str, n_galaxies: int | None, random_state: int | None, config: str | None, overrides) -> None:
+def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, config: str | None,
+             overrides) -> None:
     """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
     from .mock import simulate_field
 
     cfg = section(_config(config, overrides), "simulate", n_galaxies=n_galaxies, random_state=random_state)
     paths = simulate_field(Path(out), cfg)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if preview:
+        from .mock import write_previews
+
+        figs = write_previews(Path(out))
+        click.echo(f"wrote {', '.join(str(p) for p in figs.values())}")
 
 
 def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
@@ -91,15 +99,23 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
 @click.option("--preset", default=None, help="Column-name preset (candels, galearn-mock).")
 @click.option("--column", "column_map", multiple=True, help="ROLE=COLUMN override, e.g. z=zphot.")
 @click.option("--stretch", type=click.Choice(["asinh", "minmax-asinh"]), default=None)
+@click.option("--max-bad-fraction", type=float, default=None,
+              help="Largest fraction of NaN / zero-weight pixels per band (default 0.05).")
+@click.option("--central-brightest/--no-central-brightest", "require_central_brightest", default=None,
+              help="Reject stamps whose brightest source is not the central one (default off).")
+@click.option("--resample", type=click.Choice(["adaptive", "exact"]), default=None,
+              help="Flux-conserving method for bands on another pixel grid (default adaptive).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, config, overrides) -> None:
+def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
+            require_central_brightest, resample, config, overrides) -> None:
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
     cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
-                  preset=preset, columns=columns, stretch=stretch)
+                  preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
+                  require_central_brightest=require_central_brightest, resample=resample)
     sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
@@ -110,13 +126,16 @@ def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, 
 @_workspace_option
 @click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
 @click.option("--id-column", default=None, help="Label column holding the file stem (default: id).")
+@click.option("--crop-fraction", type=float, default=None,
+              help="Central fraction of the image side kept before resizing (default 0.5).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def ingest_images(images_dir, labels, workspace, stamp_size, id_column, config, overrides) -> None:
+def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fraction, config, overrides) -> None:
     """Stamps from a folder of RGB galaxy images plus a label table."""
     from .survey import make_sample_from_images
 
-    cfg = section(_config(config, overrides), "ingest", stamp_size=stamp_size, id_column=id_column)
+    cfg = section(_config(config, overrides), "ingest", stamp_size=stamp_size, id_column=id_column,
+                  crop_fraction=crop_fraction)
     sample = make_sample_from_images(images_dir, labels, Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
@@ -191,20 +210,44 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
 @click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
 @click.option("--backbone", default=None)
 @click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
-@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "hdbscan"]), default=None)
+@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "hdbscan"]), default=None,
+              help="Workspace clusters: kmeans/gmm in PCA space, hdbscan on the map.")
+@click.option("--n-clusters", type=int, default=None, help="Number of clusters (default: number of UVJ classes).")
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def classify(workspace, compare, backbone, method, clusterer, random_state, config, overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
     cfg = section(_config(config, overrides), "classify", compare=tuple(compare) or None, backbone=backbone,
-                  method=method, clusterer=clusterer, random_state=random_state)
+                  method=method, clusterer=clusterer, n_clusters=n_clusters, random_state=random_state)
     metrics = run_classify(Workspace(workspace), cfg)
-    for column, m in metrics.get("agreement", {}).items():
-        click.echo(f"{column}: kNN {m['knn_balanced_accuracy']:.3f}  linear {m['linear_balanced_accuracy']:.3f}  "
-                   f"ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  cluster acc {m['cluster_accuracy']:.3f}")
+    groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
+    for backbone_name, agreement in groups:
+        for column, m in agreement.items():
+            label = f"{column} [{m.get('backbone', backbone_name)}]"
+            click.echo(f"{label}: kNN {m['knn_balanced_accuracy']:.3f}  linear {m['linear_balanced_accuracy']:.3f}  "
+                       f"ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  cluster acc {m['cluster_accuracy']:.3f}  "
+                       f"({m['n_galaxies']} galaxies, {m['n_classes']} classes)")
+
+
+@app.command()
+@_workspace_option
+@click.option("--id", "galaxy_id", required=True, help="Galaxy id (the catalogue's id column).")
+@click.option("--k", type=int, default=10, show_default=True, help="Number of neighbours.")
+@click.option("--backbone", default=None, help="Feature file to search (default: the one `features` wrote last).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the table (format from the suffix: .ecsv, .csv, .fits).")
+def similar(workspace, galaxy_id, k, backbone, out) -> None:
+    """Galaxies like this one: nearest neighbours of a galaxy in feature space."""
+    from .evaluate import similar_galaxies
+
+    table = similar_galaxies(Workspace(workspace), galaxy_id, k, backbone=backbone)
+    if out:
+        table.write(out, overwrite=True)
+    shown = [c for c in table.colnames if c != "row"][:12]
+    table[shown].pprint(max_lines=-1, max_width=-1)
 
 
 # ----------------------------------------------------------------------------- GAN
@@ -261,9 +304,15 @@ def gan_evaluate(workspace, config, overrides) -> None:
 
     cfg = _config(config, overrides)
     metrics = run_evaluate(Workspace(workspace), cfg)
-    for key in ("fid", "fid_real_baseline", "kid", "precision", "recall", "memorised_fraction"):
+    for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall",
+                "morphology_wasserstein", "morphology_wasserstein_real_baseline", "memorised_fraction"):
         if key in metrics:
-            click.echo(f"{key}: {metrics[key]:.4g}")
+            value = metrics[key]
+            click.echo(f"{key}: {value:.4g}" if isinstance(value, (int, float)) else f"{key}: {value}")
+    balancing = metrics.get("balancing", {})
+    if "balanced_accuracy_real_only" in balancing:
+        click.echo(f"balanced accuracy: real only {balancing['balanced_accuracy_real_only']:.3f}, "
+                   f"with GAN {balancing['balanced_accuracy_with_gan']:.3f}")
 
 
 # ----------------------------------------------------------------------------- report + run

@@ -43,6 +43,11 @@ class SimulateConfig:
     n_stars: int | None = None  # None: a few per cent of n_galaxies
     ra_center_deg: float = 53.12
     dec_center_deg: float = -27.81
+    density_per_arcmin2: float = 70.0  # catalogue galaxies per arcmin^2 (sets the field size)
+    mag_limit: float = 25.0  # faint limit of the catalogue, F160W AB
+    merger_fraction: float = 0.06  # fraction of sources that are close pairs / mergers
+    noise: bool = True  # False: noise-free mosaics (tests)
+    n_jobs: int = -1  # worker processes for rendering (-1: all cores); result independent of it
 
 
 @dataclass(frozen=True)
@@ -93,11 +98,15 @@ class AdaptConfig:
     backbone: str = "efficientnet-lite0"
     weights: str | None = None
     epochs: int = 10
-    budget_minutes: float = 8.0
+    budget_minutes: float = 8.0  # wall-time cap of one call; a re-run continues from the checkpoint
     batch_size: int = 64
     learning_rate: float = 1e-4
     random_state: int = 0
     device: str | None = None
+    input_size: int = 64  # pixels the stamps are resized to for training (and the adapted native size)
+    freeze_stages: int = 5  # leading backbone stages kept fixed (weights + BatchNorm statistics)
+    bn: str = "train"  # "train": BatchNorm statistics adapt to the stamps; "frozen": ImageNet statistics
+    temperature: float = 0.2  # NT-Xent temperature (SimCLR)
 
 
 @dataclass(frozen=True)
@@ -120,8 +129,9 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm | hdbscan
-    n_clusters: int | None = None  # None: as many as the compared column has classes
+    clusterer: str = "kmeans"  # kmeans | gmm (PCA space) | hdbscan (on the map)
+    n_clusters: int | None = None  # None: as many as the UVJ classes, else the first compared column's
+    min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
     random_state: int = 0
 
 
@@ -130,20 +140,23 @@ class GanConfig:
     """Conditional GAN (``galearn gan train / sample / evaluate``)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 600
+    steps: int = 300  # fits the `galearn run` budget on 2 cores; full quality: see docs/gan.md
     batch_size: int = 32
     z_dim: int = 128
-    channels: int = 64
+    channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    ema_beta: float = 0.999
-    diffaugment: str = "flip,rot90,translation"
-    checkpoint_every: int = 200
-    grid_every: int = 200
+    ema_beta: float = 0.999  # ramped up as min(beta, (1+step)/(10+step))
+    diffaugment: str = "flip,rot90,translation"  # no colour policy: band ratios matter
+    checkpoint_every: int = 100
+    grid_every: int = 100
     n_per_class: int | None = None  # gan sample --n
     balance: bool = True
     device: str | None = None
     random_state: int = 0
+    heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
+    eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
+    eval_morphology_n: int = 100  # statmorph stamps per compared set (~0.15 s each)
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,9 @@ class RunConfig:
     run_adapt: bool = False
     catalog: str | None = None  # real data: catalogue file
     images: dict = field(default_factory=dict)  # real data: band -> mosaic path
+    image_folder: str | None = None  # real data: folder of RGB images (ingest-images) ...
+    labels: str | None = None  # ... and its label CSV
+    baseline_backbone: str = "random-resnet18"  # honest baseline features + agreement; "" to skip
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:

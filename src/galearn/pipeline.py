@@ -1,1 +1,471 @@
-"""`galearn run`: chains the stages, skipping those whose inputs did not change."""
+"""`galearn run`: chains the stages, skipping those whose inputs did not change.
+
+With no data given (``cfg.catalog`` is None and no image folder) it simulates
+the mock GOODS-S field into ``WS/mock/`` and runs on it::
+
+    simulate -> cutouts -> [adapt] -> features -> features_baseline -> embed
+      -> classify -> [gan_train -> gan_sample -> library_features
+      -> library_map -> gan_evaluate] -> report
+
+With ``cfg.catalog`` + ``cfg.images`` (band -> mosaic) the cutouts come from
+real mosaics; with ``cfg.image_folder`` + ``cfg.labels`` from a folder of RGB
+images (``ingest-images``).
+
+Skipping
+--------
+Each stage has a *fingerprint*: a SHA-256 of its configuration (the stage's
+section of the resolved configuration, plus anything the pipeline resolved for
+it, such as the backbone) and of the contents of its input files. Content
+hashes are cached by (size, mtime) so unchanged files are not re-read. The
+fingerprints of finished stages live in ``WS/.galearn-state.json``. A stage
+runs again when its fingerprint changed or one of its outputs is missing
+(``force=True`` runs everything). A stage that re-runs rewrites its outputs,
+which changes the fingerprints of the stages reading them, so changes
+propagate downstream and nothing else re-runs. An interrupted run resumes:
+finished stages are skipped, the interrupted one starts again (features and
+the GAN resume from their own partial files / checkpoints).
+
+The wall time of every stage that ran is merged into ``metrics.json``
+(``timing``: {stage: seconds}).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import BadValueError, MissingInputError
+from .store import Workspace, atomic_write_text, file_sha256, read_metrics, update_metrics
+
+__all__ = ["run_all", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
+
+#: Bands of the mock field (galearn.mock.simulate_field), blue to red.
+MOCK_BANDS = ("F435W", "F850LP", "F160W")
+#: Default selection on the mock catalogue: drop stars (SExtractor CLASS_STAR).
+DEFAULT_MOCK_SELECT = "CLASS_STAR < 0.9"
+_STATE_VERSION = 1
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class _Hasher:
+    """Content hashes of input files, cached by (size, mtime_ns) across runs."""
+
+    def __init__(self, cache: dict) -> None:
+        self.cache = cache
+
+    def file(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        hit = self.cache.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = file_sha256(path)
+        self.cache[key] = [st.st_size, st.st_mtime_ns, digest]
+        return digest
+
+    def input(self, item: str | Path) -> str:
+        """Hash of one input: a file, a folder (names, sizes, mtimes) or ``metrics:KEY``."""
+        path = Path(item)
+        if path.is_dir():
+            h = hashlib.sha256()
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    st = p.stat()
+                    h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            return "dir:" + h.hexdigest()
+        if path.is_file():
+            return self.file(path)
+        return "absent"
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class _Runner:
+    def __init__(self, ws: Workspace, *, force: bool, echo: Callable[[str], None], total: int) -> None:
+        self.ws = ws
+        self.force = force
+        self.echo = echo
+        self.total = total
+        self.count = 0
+        state = _read_state(ws.state)
+        self.stages: dict = state.get("stages", {})
+        self.hasher = _Hasher(state.get("files", {}))
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def save(self) -> None:
+        atomic_write_text(self.ws.state, json.dumps(
+            {"version": _STATE_VERSION, "stages": self.stages, "files": self.hasher.cache},
+            indent=1, sort_keys=True, default=_json_default) + "\n")
+
+    def _metrics_hash(self, key: str) -> str:
+        metrics = read_metrics(self.ws.metrics)
+        if key == "*":
+            metrics.pop("timing", None)
+            value = metrics
+        else:
+            value = metrics.get(key)
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+    def fingerprint(self, name: str, config: Any, inputs: list) -> str:
+        items = []
+        for item in inputs:
+            if isinstance(item, str) and item.startswith("metrics:"):
+                items.append([item, self._metrics_hash(item.split(":", 1)[1])])
+            else:
+                items.append([str(item), self.hasher.input(item)])
+        blob = json.dumps({"stage": name, "config": _plain(config), "inputs": items},
+                          sort_keys=True, default=_json_default)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _outputs_exist(self, outputs: dict) -> bool:
+        metrics = None
+        for value in outputs.values():
+            if isinstance(value, str) and value.startswith("metrics:"):
+                metrics = read_metrics(self.ws.metrics) if metrics is None else metrics
+                if value.split(":", 1)[1] not in metrics:
+                    return False
+            elif not Path(value).exists():
+                return False
+        return True
+
+    def stage(self, name: str, fn: Callable[..., dict], *, config: Any, inputs: list,
+              resumable: bool = False) -> dict:
+        """Run ``fn`` (returns ``{output_name: path or "metrics:KEY"}``) unless it is up to date."""
+        self.count += 1
+        tag = f"[{self.count:2d}/{self.total}] {name:<19s}"
+        fp = self.fingerprint(name, config, inputs)
+        rec = self.stages.get(name, {})
+        if (not self.force and rec.get("fingerprint") == fp and rec.get("outputs") is not None
+                and self._outputs_exist(rec["outputs"])):
+            self.echo(f"{tag} skipped (up to date)")
+            self.skipped.append(name)
+            return rec["outputs"]
+        resume = resumable and not self.force and rec.get("started") == fp and rec.get("fingerprint") != fp
+        self.echo(f"{tag} running{' (resuming)' if resume else ''} ...")
+        self.stages[name] = {"started": fp}
+        self.save()
+        t0 = time.perf_counter()
+        outputs = fn(resume=True) if resume else fn()
+        seconds = time.perf_counter() - t0
+        outputs = {k: str(v) for k, v in (outputs or {}).items()}
+        # Hash the outputs now (caches them for the next stage's fingerprint).
+        self.stages[name] = {"fingerprint": fp, "started": fp, "outputs": outputs, "seconds": round(seconds, 3),
+                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        update_metrics(self.ws.metrics, {"timing": {name: round(seconds, 3)}})
+        self.save()
+        self.ran.append(name)
+        self.echo(f"{tag} done in {seconds:.1f} s")
+        return outputs
+
+
+def _read_state(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # a damaged state file only costs a re-run
+    return state if state.get("version") == _STATE_VERSION else {}
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _source(cfg: RunConfig) -> str:
+    if cfg.image_folder:
+        if not cfg.labels:
+            raise BadValueError("image_folder is set but labels (the label CSV) is not; set both")
+        if cfg.catalog:
+            raise BadValueError("set either catalog + images (mosaics) or image_folder + labels, not both")
+        return "images"
+    if cfg.catalog:
+        if not cfg.images:
+            raise BadValueError(f"catalog = {cfg.catalog!r} is set but images (band -> mosaic) is empty; "
+                                "give e.g. images = {F160W = \"h.fits\", F850LP = \"z.fits\", F435W = \"b.fits\"}")
+        return "mosaics"
+    if cfg.images:
+        raise BadValueError("images (mosaics) are set but catalog is not; set both")
+    return "mock"
+
+
+def stage_names(cfg: RunConfig) -> list[str]:
+    """The stages ``run_all`` goes through for ``cfg``, in order."""
+    src = _source(cfg)
+    names = {"mock": ["simulate", "cutouts"], "mosaics": ["cutouts"], "images": ["ingest"]}[src]
+    if cfg.run_adapt:
+        names.append("adapt")
+    names.append("features")
+    if cfg.baseline_backbone:
+        names.append("features_baseline")
+    names += ["embed", "classify"]
+    if cfg.run_gan:
+        names += ["gan_train", "gan_sample", "library_features", "library_map", "gan_evaluate"]
+    names.append("report")
+    return names
+
+
+def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
+            echo: Callable[[str], None] | None = None) -> None:
+    """Run every stage of ``cfg`` in ``ws``, skipping those that are up to date.
+
+    Parameters
+    ----------
+    ws : Workspace
+        Workspace folder (created if needed).
+    cfg : RunConfig
+        Resolved configuration; written to ``WS/config.toml`` before any work.
+    force : bool
+        Re-run every stage even if its inputs did not change.
+    echo : callable, optional
+        Receives one line per stage event (default: print to stdout).
+
+    Raises
+    ------
+    BadValueError
+        Inconsistent data options (e.g. a catalogue without mosaics).
+    ImportError
+        A stage's module is not installed / not available (never skipped silently).
+    """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    echo = echo or _echo
+    names = stage_names(cfg)
+    src = _source(cfg)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ws.config, cfg.to_toml())
+    echo(f"galearn run: workspace {ws.root} ({src} data; {len(names)} stages; configuration in {ws.config})")
+    r = _Runner(ws, force=force, echo=echo, total=len(names))
+    t_start = time.perf_counter()
+    try:
+        _run_stages(ws, cfg, r, src)
+    finally:
+        r.save()
+    echo(f"galearn run: {len(r.ran)} stages ran, {len(r.skipped)} up to date, "
+         f"{time.perf_counter() - t_start:.1f} s; report: {ws.report / 'index.html'}")
+
+
+def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
+    replace = dataclasses.replace
+
+    # ---------------------------------------------------------------- data in
+    if src == "images":
+        from .survey import make_sample_from_images
+
+        def ingest():
+            make_sample_from_images(cfg.image_folder, cfg.labels, ws, cfg.ingest)
+            return {"sample": ws.sample}
+
+        r.stage("ingest", ingest, config={"ingest": cfg.ingest, "images": cfg.image_folder, "labels": cfg.labels},
+                inputs=[Path(cfg.image_folder), Path(cfg.labels)])
+    else:
+        if src == "mock":
+            from .mock import simulate_field
+
+            mock_dir = ws.root / "mock"
+
+            def simulate():
+                return {k: Path(v) for k, v in simulate_field(mock_dir, cfg.simulate).items()}
+
+            paths = r.stage("simulate", simulate, config=cfg.simulate, inputs=[])
+            missing = [b for b in (*MOCK_BANDS, "catalog") if b not in paths]
+            if missing:
+                raise BadValueError(f"simulate_field returned no {', '.join(missing)} (got {', '.join(paths)})")
+            catalog = paths["catalog"]
+            images = {b: paths[b] for b in MOCK_BANDS}
+            cut_cfg = cfg.cutouts if cfg.cutouts.select is not None else replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
+        else:
+            catalog, images, cut_cfg = cfg.catalog, dict(cfg.images), cfg.cutouts
+            for what in [catalog, *images.values()]:
+                if not Path(what).exists():
+                    raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
+        from .survey import make_sample_from_mosaics
+
+        def cutouts():
+            make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            return {"sample": ws.sample}
+
+        r.stage("cutouts", cutouts, config={"cutouts": cut_cfg, "catalog": str(catalog),
+                                            "images": {k: str(v) for k, v in images.items()}},
+                inputs=[Path(catalog), *(Path(images[b]) for b in sorted(images))])
+
+    # ---------------------------------------------------------------- features
+    feat_cfg = cfg.features
+    if cfg.run_adapt:
+        from .features import run_adapt
+
+        r.stage("adapt", lambda: {"backbone": run_adapt(ws, cfg.adapt)}, config=cfg.adapt, inputs=[ws.sample])
+        if str(feat_cfg.backbone).lower() == "auto":
+            feat_cfg = replace(feat_cfg, backbone="adapted")
+    from .features import run_features
+
+    feat_inputs: list = [ws.sample]
+    if feat_cfg.backbone == "adapted":
+        feat_inputs.append(ws.adapted_backbone)
+    if feat_cfg.weights:
+        feat_inputs.append(Path(feat_cfg.weights))
+    out = r.stage("features", lambda: {"features": run_features(ws, feat_cfg)}, config=feat_cfg, inputs=feat_inputs)
+    feat_path = Path(out["features"])
+    backbone = feat_path.stem
+
+    baseline = cfg.baseline_backbone if cfg.baseline_backbone and cfg.baseline_backbone != backbone else ""
+    # Same input size and seed as the main features, but no flip/rotation averaging: 8x cheaper
+    # (ResNet-18 at 224 px with 8x TTA alone would take ~4 min on 2 cores for the default field).
+    base_cfg = replace(cfg.features, backbone=baseline, weights=None, tta=False)
+    if cfg.baseline_backbone:
+        def features_baseline():
+            if not baseline:
+                return {"features": feat_path}
+            return {"features": _baseline_features(ws, base_cfg)}
+
+        out = r.stage("features_baseline", features_baseline, config={"features": base_cfg, "main": backbone},
+                      inputs=[ws.sample])
+        base_path = Path(out["features"])
+
+    # ---------------------------------------------------------------- map + classes
+    from .maps import run_embed
+
+    emb_cfg = cfg.embed if cfg.embed.backbone else replace(cfg.embed, backbone=backbone)
+    emb_backbone = emb_cfg.backbone
+    emb_features = ws.features(emb_backbone)
+    r.stage("embed", lambda: {"map": run_embed(ws, emb_cfg), "model": ws.map_model(emb_cfg.method)},
+            config=emb_cfg, inputs=[emb_features])
+
+    from .evaluate import run_classify
+
+    cls_cfg = replace(cfg.classify, backbone=cfg.classify.backbone or emb_backbone, method=emb_cfg.method)
+
+    def classify():
+        run_classify(ws, cls_cfg)
+        out = {"agreement": "metrics:agreement"}
+        if ws.classes.exists():
+            out["classes"] = ws.classes
+        return out
+
+    # classify also compares every other feature file of the sample (the baseline) into
+    # metrics.json `agreement_by_backbone`, so the baseline's features are an input too.
+    cls_inputs = [ws.sample, ws.features(cls_cfg.backbone), ws.map(emb_cfg.method)]
+    if cfg.baseline_backbone:
+        cls_inputs.append(base_path)
+    r.stage("classify", classify, config=cls_cfg, inputs=cls_inputs)
+
+
+    # ---------------------------------------------------------------- GAN
+    if cfg.run_gan:
+        from .gan import run_evaluate, run_sample, run_train
+
+        gan_cfg = cfg.gan
+        train_cfg = {k: v for k, v in dataclasses.asdict(gan_cfg).items() if k not in ("n_per_class", "balance")}
+
+        def gan_train(resume: bool = False):
+            return {"run": run_train(ws, gan_cfg, resume=resume)}
+
+        out = r.stage("gan_train", gan_train, config=train_cfg, inputs=[ws.sample], resumable=True)
+        r.stage("gan_sample", lambda: {"library": run_sample(ws, gan_cfg)}, config=gan_cfg,
+                inputs=[ws.sample, *_checkpoints(ws, out)])
+        lib_feat_cfg = replace(feat_cfg, backbone=backbone, weights=feat_cfg.weights)
+        r.stage("library_features", lambda: {"features": run_features(ws, lib_feat_cfg, library=True)},
+                config=lib_feat_cfg, inputs=[ws.library, *feat_inputs[1:]])
+
+        def library_map():
+            return {"map": _place_library(ws, backbone, emb_cfg.method)}
+
+        r.stage("library_map", library_map, config={"method": emb_cfg.method, "backbone": backbone},
+                inputs=[ws.features(backbone, library=True), ws.map_model(emb_cfg.method)])
+        def gan_evaluate():
+            run_evaluate(ws, cfg)
+            return {"gan": "metrics:gan"}
+
+        r.stage("gan_evaluate", gan_evaluate,
+                config={"gan": gan_cfg, "features": feat_cfg},
+                inputs=[ws.sample, ws.library, ws.features(backbone), ws.features(backbone, library=True),
+                        *_checkpoints(ws, out), ws.gan / "split.json"])
+
+    # ---------------------------------------------------------------- report
+    from .report import run_report
+
+    rep_cfg = replace(cfg.report, method=emb_cfg.method)
+    report_inputs: list = [ws.sample, ws.map(emb_cfg.method), ws.classes, "metrics:*"]
+    if cfg.run_gan:
+        report_inputs += [ws.library, ws.library_map(emb_cfg.method)]
+    r.stage("report", lambda: {"html": run_report(ws, rep_cfg)}, config=rep_cfg, inputs=report_inputs)
+
+
+# --------------------------------------------------------------------------- helpers of stages
+
+
+def _checkpoints(ws: Workspace, train_out: dict) -> list[Path]:
+    """Checkpoint files of the GAN run (what gan sample reads)."""
+    run = Path(train_out.get("run", ws.gan))
+    folder = run if run.is_dir() else run.parent
+    return sorted(folder.glob("ckpt-*.pt")) or [folder]
+
+
+def _baseline_features(ws: Workspace, cfg) -> Path:
+    """Features of the baseline backbone, keeping metrics.json's ``features`` entry for the main one.
+
+    ``run_features`` records the backbone it ran in ``metrics.json`` (``features``);
+    the baseline's entry is moved to ``baseline.features``.
+    """
+    from .features import run_features
+
+    before = read_metrics(ws.metrics).get("features")
+    path = run_features(ws, cfg)
+    after = read_metrics(ws.metrics).get("features")
+    if before is not None:
+        update_metrics(ws.metrics, {"features": before}, replace=("features",))
+    if after is not None:
+        update_metrics(ws.metrics, {"baseline": {"backbone": Path(path).stem, "features": after}})
+    return Path(path)
+
+
+def _place_library(ws: Workspace, backbone: str, method: str) -> Path:
+    """Place the GAN library's features on the real map with the fitted map's ``transform`` (no refit)."""
+    from .store import load_map_model, read_features, write_map
+
+    model = load_map_model(ws.require(ws.map_model(method), "embed"))
+    lib = read_features(ws.features(backbone, library=True))
+    if not hasattr(model, "transform"):
+        raise BadValueError(f"{ws.map_model(method)}: the {method} map model cannot place new points (no transform)")
+    xy = model.transform(lib.values)
+    path = ws.library_map(method)
+    write_map(path, xy, lib.ids, {"method": method, "backbone": backbone, "placed_with": "transform",
+                                  "source": str(ws.library)})
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `galearn run`")

@@ -228,9 +228,11 @@ def morphology_wasserstein(reference: Table, other: Table, *, min_values: int = 
     Returns
     -------
     mean : float
-        Mean of the scaled distances (NaN if no statistic could be compared).
+        Mean of the scaled distances; NaN when no statistic could be compared,
+        or when a statistic measurable on ``reference`` could not be measured
+        on ``other`` (e.g. statmorph failed on most of its stamps).
     per_statistic : dict
-        ``{statistic: scaled distance}``.
+        ``{statistic: scaled distance}`` (NaN: not measurable on ``other``).
     """
     from scipy.stats import wasserstein_distance
 
@@ -241,7 +243,10 @@ def morphology_wasserstein(reference: Table, other: Table, *, min_values: int = 
         a = np.asarray(reference[name], dtype="f8")
         b = np.asarray(other[name], dtype="f8")
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-        if len(a) < min_values or len(b) < min_values:
+        if len(a) < min_values:
+            continue
+        if len(b) < min_values:  # the reference has it, ``other`` cannot be measured: no distance
+            per[name] = float("nan")
             continue
         q75, q25 = np.percentile(a, [75, 25])
         scale = q75 - q25
@@ -250,7 +255,7 @@ def morphology_wasserstein(reference: Table, other: Table, *, min_values: int = 
         if not scale > 0:
             continue
         per[name] = float(wasserstein_distance(a, b) / scale)
-    mean = float(np.mean(list(per.values()))) if per else float("nan")
+    mean = float(np.mean(list(per.values()))) if per else float("nan")  # NaN propagates
     return mean, per
 
 

@@ -524,3 +524,84 @@ def load_backbone(
     bb.model.to(dev).eval()
     bb.device = dev
     return bb
+
+
+# --------------------------------------------------------------------------- inference copy
+
+
+def _fuse_conv_bn(module: nn.Module) -> int:
+    """Fold every BatchNorm2d registered right after a Conv2d (same channels) into it; returns the count."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = 0
+    for parent in module.modules():
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.num_features == conv.out_channels
+                and bn.track_running_stats
+            ):
+                new = fuse_conv_bn_eval(conv, bn)
+                new.__class__ = conv.__class__  # keep e.g. the 'same'-padding forward
+                parent._modules[a] = new
+                parent._modules[b] = nn.Identity()
+                fused += 1
+    return fused
+
+
+def _static_same_padding(module: nn.Module) -> None:
+    """Stride-1 TensorFlow-'SAME' convolutions with odd kernels -> plain symmetric padding (no F.pad copy)."""
+    for parent in module.modules():
+        for name, conv in list(parent._modules.items()):
+            if type(conv).__name__ in ("Conv2dDynamicSamePadding", "Conv2dStaticSamePadding"):
+                k, s, d = conv.kernel_size, tuple(conv.stride), conv.dilation
+                if s == (1, 1) and d == (1, 1) and k[0] % 2 == 1 and k[1] % 2 == 1:
+                    plain = nn.Conv2d(
+                        conv.in_channels, conv.out_channels, k, stride=1, padding=(k[0] // 2, k[1] // 2),
+                        groups=conv.groups, bias=conv.bias is not None,
+                    )
+                    plain.weight = conv.weight
+                    plain.bias = conv.bias
+                    plain.train(conv.training)
+                    parent._modules[name] = plain
+
+
+def inference_copy(model: nn.Module, *, check_size: int = 32, device: str | None = None) -> nn.Module:
+    """A frozen, faster copy of a feature model for inference (the original is untouched).
+
+    Batch norms are folded into the convolutions before them, stride-1 'same'
+    paddings become plain symmetric paddings and ReLU6 runs in place; the copy
+    is checked against the original on a random input and the plain copy is
+    returned if they disagree (relative difference > 1e-3).
+    """
+    import copy
+
+    was_training = model.training
+    model.eval()
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    plain = copy.deepcopy(fast)
+    try:
+        _static_same_padding(fast)
+        fast.eval()
+        _fuse_conv_bn(fast)
+        for m in fast.modules():
+            if isinstance(m, (nn.ReLU6, nn.ReLU)):
+                m.inplace = True
+        dev = device or next(model.parameters()).device
+        x = torch.rand(2, 3, check_size, check_size, generator=torch.Generator().manual_seed(0)).to(dev) * 4 - 2
+        with torch.inference_mode():
+            ref, got = model(x), fast(x)
+        ok = bool(torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max().clamp_min(1e-6))))
+    except Exception:  # noqa: BLE001 - an architecture the rewrites do not fit
+        ok = False
+    finally:
+        model.train(was_training)
+    if not ok:
+        log.debug("inference_copy: rewrites changed the output; using a plain copy")
+        fast = plain
+    return fast.to(memory_format=torch.channels_last)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .. import __version__
 from ..errors import BadValueError
 from ..store import FeatureWriter, Workspace, open_sample, update_metrics
 from ..survey.stretch import rgb_order
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, inference_copy, load_backbone
 
 __all__ = [
     "prepare_batch",
@@ -124,16 +125,37 @@ def _features_of_batch(
     if len(ids) > 1:
         # all transforms of the batch in one forward pass
         x = torch.cat([dihedral(x, j) for j in ids], dim=0).contiguous(memory_format=torch.channels_last)
+    model = _inference_model(backbone)
     with torch.inference_mode():
-        f = backbone.model(x).float()
+        f = model(x).float()
     if len(ids) > 1:
         f = f.view(len(ids), -1, f.shape[1]).mean(dim=0)
     return f.cpu().numpy().astype(np.float32, copy=False)
 
 
-def _prepare_model(backbone: Backbone) -> None:
-    backbone.model.eval()
-    backbone.model.to(device=backbone.device, memory_format=torch.channels_last)
+_FAST: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _inference_model(backbone: Backbone) -> torch.nn.Module:
+    """A cached fast inference copy of ``backbone.model`` (BN folded, channels-last).
+
+    The cache key includes every parameter's and buffer's in-place version
+    counter, so a model that was trained further (e.g. fine-tuned) since is
+    copied again; the original module is never modified.
+    """
+    model = backbone.model
+    key = (
+        str(backbone.device),
+        tuple(p._version for p in model.parameters()),
+        tuple(b._version for b in model.buffers()),
+        tuple(id(p) for p in model.parameters()),
+    )
+    hit = _FAST.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = inference_copy(model, device=backbone.device).to(backbone.device)
+    _FAST[model] = (key, fast)
+    return fast
 
 
 def _batches(n: int, batch_size: int, start: int = 0) -> Iterator[slice]:
@@ -190,7 +212,6 @@ def extract_features(
     if stamps.ndim != 4:
         raise BadValueError(f"stamps must be (N, C, H, W), got shape {stamps.shape}")
     n_tta = tta_count(tta)
-    _prepare_model(backbone)
     out = np.empty((len(stamps), backbone.dim), dtype=np.float32)
     step = _tta_batch(batch_size, n_tta)
     with tqdm(total=len(stamps), desc=f"features {backbone.name}", unit="img", disable=None if progress else True) as bar:
@@ -259,7 +280,6 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         "random_state": int(cfg.random_state),
         "galearn_version": __version__,
     }
-    _prepare_model(backbone)
     writer = FeatureWriter(path, sample.n, backbone.dim, sample.ids(), attrs)
     start = writer.n_done
     if start:

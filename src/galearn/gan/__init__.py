@@ -1,1 +1,58 @@
-"""galearn.gan."""
+"""galearn.gan: class-conditional GAN for multi-band galaxy stamps.
+
+* :func:`run_train` (``galearn gan train``): train G / projection D, write ``WS/gan/``.
+* :func:`run_sample` (``galearn gan sample``): write the generated library ``WS/library.h5``.
+* :func:`run_evaluate` (``galearn gan evaluate``): realism + balancing metrics (metrics.json ``gan``).
+
+Submodules: :mod:`.networks`, :mod:`.augment`, :mod:`.loss`, :mod:`.loop`,
+:mod:`.checkpoint`, :mod:`.data`, :mod:`.sample`, :mod:`.evaluate`. torch is
+imported lazily, on first use of a name below, so ``import galearn.gan`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "run_train",
+    "run_sample",
+    "run_evaluate",
+    "Generator",
+    "Discriminator",
+    "GanLoss",
+    "diff_augment",
+    "load_generator",
+    "library_counts",
+    "condition_labels",
+    "make_split",
+    "read_split",
+]
+
+_WHERE = {
+    "run_train": "loop",
+    "run_sample": "sample",
+    "run_evaluate": "evaluate",
+    "Generator": "networks",
+    "Discriminator": "networks",
+    "GanLoss": "loss",
+    "diff_augment": "augment",
+    "load_generator": "sample",
+    "library_counts": "sample",
+    "condition_labels": "data",
+    "make_split": "data",
+    "read_split": "data",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        from .._optional import require
+
+        require("torch", "gan")
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -310,7 +310,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
 
             seconds += time.perf_counter() - t0
             done = step + 1
-            row = {"step": done, "loss_G": f"{float(loss_g):.5f}", "loss_D": f"{float(loss_d):.5f}",
+            row = {"step": done, "loss_G": f"{loss_g.item():.5f}", "loss_D": f"{loss_d.item():.5f}",
                    "D_real": f"{d_real:.5f}", "D_fake": f"{d_fake:.5f}", "seconds": f"{seconds:.2f}"}
             writer.writerow(row)
             bar.set_postfix(loss_G=row["loss_G"], loss_D=row["loss_D"], refresh=False)

@@ -59,7 +59,7 @@ class GanLoss:
             fake = self.run_G(z, y)
         logits_real = self.run_D(real, y, gen)
         logits_fake = self.run_D(fake, y, gen)
-        return hinge_d_loss(logits_real, logits_fake), float(logits_real.mean()), float(logits_fake.mean())
+        return hinge_d_loss(logits_real, logits_fake), float(logits_real.detach().mean()), float(logits_fake.detach().mean())
 
     def g_loss(self, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Generator hinge loss."""

@@ -15,7 +15,9 @@ import numpy as np
 
 from ..errors import BadValueError
 
-__all__ = ["check_features", "pca_dimension", "make_reducer", "reduce_features", "as_seed", "blas_threads"]
+MAX_COMPONENTS_DEFAULT = 50
+
+__all__ = ["MAX_COMPONENTS_DEFAULT", "check_features", "pca_dimension", "make_reducer", "reduce_features", "as_seed", "blas_threads"]
 
 
 def blas_threads(n: int | None = 1):

@@ -11,7 +11,6 @@ when ``classify`` has not written one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
@@ -196,7 +195,8 @@ def _catalog_fields(cat: Table, columns: dict, rows: np.ndarray, classes: Table 
             continue
         if np.asarray(vals).dtype.kind in "US":
             if 1 < len(np.unique(vals)) <= MAX_CATEGORIES:
-                fields[name] = Field(name, name, "cat", vals)
+                label = f"kNN prediction of {name[4:]} (cross-validated)" if name.startswith("knn_") else name
+                fields[name] = Field(name, label, "cat", vals)
         else:
             fields[name] = Field(name, name, "num", vals, colour=False)
 
@@ -286,12 +286,14 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
 
 
 def read_stamps_rgb(sample: Sample, index: np.ndarray, *, size: int | None = None,
-                    crop: float = 1.0, batch_size: int = 512) -> np.ndarray:
-    """True-colour uint8 thumbnails ``(n, size, size, 3)`` of stamps ``index``.
+                    crop: float = 1.0, batch_size: int = 1024) -> np.ndarray:
+    """True-colour uint8 thumbnails ``(n, size, size, 3)`` of stamps ``index`` (in the order given).
 
     Stretched stamps go through :func:`galearn.survey.stretch.stamps_to_rgb`
     (reddest band as R); ``crop`` keeps the central fraction of each stamp
-    before resizing to ``size`` pixels (Lanczos). Read in batches.
+    before resizing to ``size`` pixels (block average for integer factors,
+    else Lanczos). The file is read in contiguous slices of ``batch_size``
+    stamps (HDF5 point selections are slow), keeping only the wanted rows.
     """
     from PIL import Image
 
@@ -303,18 +305,24 @@ def read_stamps_rgb(sample: Sample, index: np.ndarray, *, size: int | None = Non
     lo = (side - c) // 2
     size = int(size or c)
     out = np.empty((len(index), size, size, 3), dtype=np.uint8)
-    for start in range(0, len(index), batch_size):
-        sel = index[start:start + batch_size]
-        rgb = stamps_to_rgb(sample.read("stretched", sel), sample.bands)[:, lo:lo + c, lo:lo + c]
+    if not len(index):
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_idx = index[order]
+    starts = np.arange(sorted_idx[0] // batch_size * batch_size, sorted_idx[-1] + 1, batch_size)
+    for start in starts:
+        a, b = np.searchsorted(sorted_idx, [start, start + batch_size])
+        if a == b:
+            continue
+        rows = sorted_idx[a:b]
+        block = sample.read("stretched", slice(int(rows[0]), int(rows[-1]) + 1))
+        rgb = stamps_to_rgb(block[rows - rows[0]], sample.bands)[:, lo:lo + c, lo:lo + c]
         if size == c:
-            out[start:start + len(sel)] = rgb
+            small = rgb
         elif c % size == 0:  # integer factor: block average, vectorised
             f = c // size
-            out[start:start + len(sel)] = rgb.reshape(len(sel), size, f, size, f, 3).mean(axis=(2, 4)).round().astype(np.uint8)
+            small = rgb.reshape(len(rows), size, f, size, f, 3).mean(axis=(2, 4)).round().astype(np.uint8)
         else:
-            out[start:start + len(sel)] = np.stack(
-                [np.asarray(Image.fromarray(im).resize((size, size), Image.LANCZOS)) for im in rgb]
-            ) if len(sel) else out[:0]
+            small = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.LANCZOS)) for im in rgb])
+        out[order[a:b]] = small
     return out
-
-

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -70,10 +71,16 @@ def _plt():
 # --------------------------------------------------------------------------- geometry
 
 
-def square_extent(xy: np.ndarray, pad: float = 0.02) -> tuple[float, float, float]:
-    """``(x0, y0, side)`` of a square box around the points (map units), padded by ``pad`` of the side."""
+def square_extent(xy: np.ndarray, pad: float = 0.03, clip: float = 0.5) -> tuple[float, float, float]:
+    """``(x0, y0, side)`` of a square box around the points (map units).
+
+    The box spans the ``clip``-th to ``(100 - clip)``-th percentile of each axis
+    (so a few outliers do not shrink the populated part of the map), is made
+    square about its centre and padded by ``pad`` of its side.
+    """
     xy = np.asarray(xy, dtype="f8")
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    xy = xy[np.isfinite(xy).all(axis=1)]
+    lo, hi = np.percentile(xy, [clip, 100 - clip], axis=0) if len(xy) else (np.zeros(2), np.ones(2))
     side = float(max(hi - lo)) or 1.0
     side *= 1 + 2 * pad
     centre = (lo + hi) / 2
@@ -179,9 +186,9 @@ def agreement_entries(metrics: dict) -> list[tuple[str, dict]]:
     """``(label, metrics)`` for every agreement record in ``metrics.json``.
 
     A record is a dictionary holding any of the agreement keys
-    (``knn_balanced_accuracy`` ...). They are searched under ``agreement`` and
-    under ``baseline`` (the honest random-weights backbone), at any depth, so
-    both ``agreement.<column>`` and ``agreement.<backbone>.<column>`` layouts work.
+    (``knn_balanced_accuracy`` ...). They are searched under ``agreement``
+    (the primary backbone), ``agreement_by_backbone`` (every other feature file,
+    e.g. the random-weights baseline) and ``baseline``, at any depth.
     """
     out: list[tuple[str, dict]] = []
 
@@ -194,7 +201,7 @@ def agreement_entries(metrics: dict) -> list[tuple[str, dict]]:
         for k, v in node.items():
             walk(v, path + [str(k)])
 
-    for top in ("agreement", "baseline"):
+    for top in ("agreement", "agreement_by_backbone", "baseline"):
         if top in metrics:
             walk(metrics[top], [top])
     return out
@@ -234,8 +241,7 @@ def confusion_of(record: dict) -> list[tuple[str, np.ndarray, list[str], list[st
     if not isinstance(conf, dict):
         return out
     classes = conf.get("classes") or conf.get("labels") or record.get("classes")
-    for kind, title in (("clusters", "clusters vs classes"), ("knn", "kNN prediction (rows: true)"),
-                        ("linear", "linear prediction (rows: true)")):
+    for kind, title in (("clusters", "clusters vs classes"), ("knn", "kNN prediction (rows: true)")):
         node = conf.get(kind)
         if isinstance(node, dict):
             mat = next((node[k] for k in ("counts", "matrix", "values") if k in node), None)
@@ -328,36 +334,42 @@ def _save(fig, path: Path, dpi: int = 100) -> Path:
     return path
 
 
-def _thumb_axes(ax, data, xy, index, sample, cfg, extent, title):
+def _thumb_mosaic(xy, index, sample, cfg, extent):
     from .data import read_stamps_rgb
 
     grid = cfg.thumbnail_grid
     chosen, col, row = thumbnail_cells(xy, grid, extent)
     rgb = read_stamps_rgb(sample, index[chosen], size=cfg.thumbnail_pixels, crop=cfg.thumbnail_crop)
-    mosaic = thumbnail_mosaic(rgb, col, row, grid)
-    x0, y0, side = extent
-    ax.imshow(mosaic, extent=(x0, x0 + side, y0, y0 + side), origin="upper", interpolation="nearest")
-    ax.set_facecolor("black")
-    ax.set_xlim(x0, x0 + side)
-    ax.set_ylim(y0, y0 + side)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"{title}\n{len(chosen)} of {len(xy)} galaxies, one per cell ({grid}x{grid})",
-                 color="white", fontsize=11)
-    return chosen, col, row
+    return thumbnail_mosaic(rgb, col, row, grid), (chosen, col, row)
+
+
+def _mosaic_figure(panels: list[tuple[np.ndarray, str]], *, gap: int = 8, title_px: int = 46):
+    """A black figure showing mosaics pixel for pixel (``figimage``: no resampling), titles above."""
+    plt = _plt()
+    dpi = 100
+    h = max(m.shape[0] for m, _ in panels)
+    w = sum(m.shape[1] for m, _ in panels) + gap * (len(panels) - 1)
+    fig = plt.figure(figsize=(w / dpi, (h + title_px) / dpi), dpi=dpi, facecolor="black")
+    x = 0
+    for k, (mosaic, title) in enumerate(panels):
+        if k:  # grey separator between panels
+            fig.figimage(np.full((h, gap, 3), 90, dtype=np.uint8), xo=x - gap, yo=0, origin="upper")
+        fig.figimage(mosaic, xo=x, yo=0, origin="upper")
+        fig.text((x + mosaic.shape[1] / 2) / w, 1 - 4 / (h + title_px), title, color="white", ha="center",
+                 va="top", fontsize=10 if mosaic.shape[1] >= 600 else 8)
+        x += mosaic.shape[1] + gap
+    return fig
 
 
 def fig_thumbnail_map(data, cfg, path: Path) -> tuple[Path, dict]:
     """The real thumbnail map; returns the path and the chosen cells (for tests/HTML)."""
-    plt = _plt()
-    px = cfg.thumbnail_pixels * cfg.thumbnail_grid
-    inches = max(6.0, px / 100)
-    fig, ax = plt.subplots(figsize=(inches, inches + 0.5), facecolor="black")
     extent = square_extent(data.xy)
-    chosen, col, row = _thumb_axes(ax, data, data.xy, data.index, data.sample, cfg, extent,
-                                   f"{data.method} map of {data.n} galaxies (true colour: "
-                                   f"{', '.join(_rgb_bands(data.sample.bands))} as R, G, B)")
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.5 / (inches + 0.5))
+    mosaic, (chosen, col, row) = _thumb_mosaic(data.xy, data.index, data.sample, cfg, extent)
+    grid = cfg.thumbnail_grid
+    title = (f"{data.method} map of {data.n} galaxies, true colour ({', '.join(_rgb_bands(data.sample.bands))} "
+             f"as R, G, B)\n{len(chosen)} shown: one per cell of a {grid}x{grid} grid, the galaxy nearest "
+             "the cell centre")
+    fig = _mosaic_figure([(mosaic, title)])
     _save(fig, path)
     return path, {"chosen": chosen, "col": col, "row": row, "extent": extent}
 
@@ -498,15 +510,15 @@ def fig_library_map(data, cfg, path: Path) -> Path | None:
     """Real thumbnail map beside the generated library placed on the same map (same extent and grid)."""
     if data.library is None or data.library_xy is None or len(data.library_xy) == 0:
         return None
-    plt = _plt()
     extent = square_extent(data.xy)
-    px = cfg.thumbnail_pixels * cfg.thumbnail_grid
-    inches = max(6.0, min(px / 100, 11.0))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * inches, inches + 0.6), facecolor="black")
-    _thumb_axes(axes[0], data, data.xy, data.index, data.sample, cfg, extent, "real galaxies")
-    _thumb_axes(axes[1], data, data.library_xy, data.library_index, data.library, cfg, extent,
-                "GAN library placed on the real map (transform, no refit)")
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.6 / (inches + 0.6), wspace=0.01)
+    # two panels: keep the figure at most ~2400 px wide
+    cfg = dataclasses.replace(cfg, thumbnail_pixels=max(8, min(cfg.thumbnail_pixels, 1200 // cfg.thumbnail_grid)))
+    real, (rc, _, _) = _thumb_mosaic(data.xy, data.index, data.sample, cfg, extent)
+    gen, (gc, _, _) = _thumb_mosaic(data.library_xy, data.library_index, data.library, cfg, extent)
+    fig = _mosaic_figure([
+        (real, f"real galaxies ({len(rc)} of {data.n} shown)"),
+        (gen, f"GAN library placed on the real map, no refit ({len(gc)} of {len(data.library_xy)} shown)"),
+    ])
     return _save(fig, path)
 
 
@@ -522,7 +534,7 @@ def _real_condition(data) -> tuple[str, np.ndarray] | None:
 
 
 def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int = 0) -> Path | None:
-    """Per condition class: ``per_class`` real stamps (left) and generated stamps (right)."""
+    """Per condition class: ``per_class`` real stamps (left) and generated stamps (right), drawn at random."""
     from .data import read_stamps_rgb
 
     if data.library is None or data.library_labels is None:
@@ -533,35 +545,40 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
     if not classes:
         return None
     rng = np.random.default_rng(random_state)
-    plt = _plt()
-    fig, axes = plt.subplots(len(classes), 2 * per_class + 1, figsize=(1.1 * (2 * per_class + 1), 1.25 * len(classes) + 0.6),
-                             squeeze=False, facecolor="white")
-    for r, cls in enumerate(classes):
+    px, pad = 64, 2
+    rows = []
+    for cls in classes:
         gen_idx = data.library_index[lib_labels == cls]
-        gen_pick = rng.choice(gen_idx, size=min(per_class, len(gen_idx)), replace=False) if len(gen_idx) else gen_idx
+        gen_pick = rng.choice(gen_idx, size=min(per_class, len(gen_idx)), replace=False)
         real_pick = np.zeros(0, dtype=np.int64)
         if real is not None:
             ridx = data.index[real[1] == cls]
             if len(ridx):
                 real_pick = rng.choice(ridx, size=min(per_class, len(ridx)), replace=False)
-        real_rgb = read_stamps_rgb(data.sample, np.sort(real_pick)) if len(real_pick) else []
-        gen_rgb = read_stamps_rgb(data.library, np.sort(gen_pick)) if len(gen_pick) else []
-        for c in range(2 * per_class + 1):
+        row = []
+        for sample, pick in ((data.sample, real_pick), (data.library, gen_pick)):
+            tiles = np.full((per_class, px + 2 * pad, px + 2 * pad, 3), 255, dtype=np.uint8)
+            if len(pick):
+                tiles[: len(pick), pad:-pad, pad:-pad] = read_stamps_rgb(sample, pick, size=px)
+            row.append(np.concatenate(list(tiles), axis=1))
+        rows.append(row)
+    plt = _plt()
+    w = rows[0][0].shape[1]
+    fig, axes = plt.subplots(len(classes), 2, figsize=(2 * w / 100 + 1.6, len(classes) * (px + 2 * pad) / 100 + 0.7),
+                             squeeze=False, dpi=100)
+    for r, cls in enumerate(classes):
+        for c in range(2):
             ax = axes[r, c]
+            ax.imshow(rows[r][c], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if c < per_class and c < len(real_rgb):
-                ax.imshow(real_rgb[c])
-            elif c > per_class and c - per_class - 1 < len(gen_rgb):
-                ax.imshow(gen_rgb[c - per_class - 1])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
         axes[r, 0].set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=9)
-    axes[0, per_class // 2].set_title("real", fontsize=11)
-    axes[0, per_class + 1 + per_class // 2].set_title("generated", fontsize=11)
+    axes[0, 0].set_title("real", fontsize=10)
+    axes[0, 1].set_title("generated", fontsize=10)
     fig.suptitle(f"real vs generated stamps per {data.library_condition or 'class'}", fontsize=11)
-    fig.subplots_adjust(left=0.12, right=0.99, bottom=0.01, top=1 - 0.6 / (1.25 * len(classes) + 0.6),
-                        wspace=0.05, hspace=0.05)
+    fig.tight_layout()
     return _save(fig, path)
 
 

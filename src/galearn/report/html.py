@@ -188,7 +188,7 @@ def metrics_rows(metrics: dict) -> dict:
                 shown.add(tuple(path + [key]))
             else:
                 cells.append(None)
-        pivot.append({"label": ".".join(path[1:]) if path[0] == "agreement" else ".".join(path), "cells": cells})
+        pivot.append({"label": _agreement_label(metrics, path), "cells": cells})
 
     sections: dict[str, list] = {}
 
@@ -210,6 +210,16 @@ def metrics_rows(metrics: dict) -> dict:
     ordered = {k: sections[k] for k in order if k in sections}
     ordered.update({k: v for k, v in sections.items() if k not in ordered})
     return {"pivot_columns": pivot_cols, "pivot": pivot, "sections": ordered}
+
+
+def _agreement_label(metrics: dict, path: list[str]) -> str:
+    """``backbone: column`` for agreement records (the primary backbone from ``features.backbone``)."""
+    if path[0] == "agreement" and len(path) == 2:
+        primary = (metrics.get("features") or {}).get("backbone")
+        return f"{primary}: {path[1]}" if primary else path[1]
+    if path[0] == "agreement_by_backbone" and len(path) == 3:
+        return f"{path[1]}: {path[2]}"
+    return ".".join(path)
 
 
 def _find_path(node, target, path=None) -> list[str] | None:

@@ -183,7 +183,7 @@ def make_sample_from_images(
     batch: list[np.ndarray] = []
     batch_size = 256
     with SampleWriter(workspace.sample, len(matched), BANDS, size, kind="images", pixel_scale_arcsec=None) as w:
-        for i, p in tqdm(matched, disable=None if progress else True, desc="ingest", unit="image"):
+        for i, p in tqdm(matched, disable=None if progress is None else not progress, desc="ingest", unit="image"):
             try:
                 stamp = load_image_stamp(p, size, cfg.crop_fraction)
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for broken files

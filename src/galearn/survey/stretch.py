@@ -148,12 +148,31 @@ class AsinhStretch:
         return values.reshape((-1, 1, 1)) if ndim >= 3 else values
 
     def forward(self, physical: np.ndarray) -> np.ndarray:
-        """Physical stamps ``(..., C, H, W)`` -> stretched float32 in ``[0, 1]``; NaN -> 0."""
-        x = np.asarray(physical, dtype="f8")
-        a = self._shape(self.softening, x.ndim)
-        m = self._shape(self.maximum, x.ndim)
-        s = np.arcsinh(x / a) / np.arcsinh(m / a)
-        return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0).astype("f4")
+        """Physical stamps ``(..., C, H, W)`` -> stretched float32 in ``[0, 1]``; NaN -> 0.
+
+        Computed in float32 as ``log(u + sqrt(1 + u^2))`` for ``u = max(x / a, 0)``
+        (``asinh(u)`` to ~1e-7; several times faster than ``numpy.arcsinh``
+        on large arrays; negative values map to 0 anyway).
+        """
+        x = np.asarray(physical)
+        a = self._shape(self.softening, x.ndim).astype("f4")
+        norm = self._shape(1.0 / np.arcsinh(self.maximum / self.softening), x.ndim).astype("f4")
+        if x.ndim == 4 and x.shape[0] > 16:  # cache-sized blocks of stamps: several times faster
+            out = np.empty(x.shape, dtype="f4")
+            for start in range(0, x.shape[0], 16):
+                out[start : start + 16] = self._forward_block(x[start : start + 16], a, norm)
+            return out
+        return self._forward_block(x, a, norm)
+
+    @staticmethod
+    def _forward_block(x: np.ndarray, a: np.ndarray, norm: np.ndarray) -> np.ndarray:
+        u = np.divide(x, a, dtype="f4")
+        np.nan_to_num(u, copy=False, nan=0.0)
+        np.maximum(u, 0.0, out=u)
+        s = _asinh_nonneg(u)
+        s *= norm
+        np.minimum(s, 1.0, out=s)
+        return s
 
     def inverse(self, stretched: np.ndarray) -> np.ndarray:
         """Stretched values ``(..., C, H, W)`` -> physical units (float32)."""
@@ -170,6 +189,21 @@ class AsinhStretch:
         if d.get("method") != "asinh":
             raise BadValueError(f"not an asinh stretch: {d.get('method')!r}")
         return cls(softening=d["softening"], maximum=d["maximum"])
+
+
+def _asinh_nonneg(u: np.ndarray) -> np.ndarray:
+    """``asinh(u)`` for ``u >= 0`` (float32, in place on a temporary)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.square(u)
+        q += np.float32(1.0)
+        np.sqrt(q, out=q)
+        q += u
+        np.log(q, out=q)  # float32 log is SIMD-vectorised; absolute error ~1e-7
+    # u**2 overflows above ~1.8e19: asinh(u) ~ log(2u) there.
+    big = ~np.isfinite(q)
+    if big.any():
+        q[big] = np.log(np.float64(2.0) * u[big].astype("f8")).astype("f4")
+    return q
 
 
 def minmax_asinh(physical: np.ndarray) -> np.ndarray:

@@ -1,0 +1,155 @@
+"""Benchmark: conditional GAN on the default mock field, every `gan` metric.
+
+Steps (each skipped when its output already exists in the workspace):
+simulate the mock field -> cutouts (WS/sample.h5) -> features of the sample ->
+GAN training for a wall-clock budget (trained in chunks of ``--chunk`` steps
+through ``--resume``, which continues exactly) -> a balanced library ->
+``galearn gan evaluate``. Prints the metrics, checks them against the aims of
+issue 5, and writes ``benchmarks/out/bench_gan.json``.
+
+Example (the numbers in docs/gan.md)::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_gan.py --minutes 12 --channels 32
+
+Timings on a shared machine are noisy; the JSON records the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+AIMS = {
+    "fid <= 3 x fid_real_baseline": lambda m: m.get("fid") is not None and m["fid"] <= 3 * m["fid_real_baseline"],
+    "precision >= 0.6": lambda m: (m.get("precision") or 0) >= 0.6,
+    "recall >= 0.5": lambda m: (m.get("recall") or 0) >= 0.5,
+    "morphology_wasserstein <= 2 x baseline": lambda m: m.get("morphology_wasserstein") is not None
+    and m["morphology_wasserstein"] <= 2 * m["morphology_wasserstein_real_baseline"],
+    "memorised_fraction <= 0.01": lambda m: m.get("memorised_fraction") is not None and m["memorised_fraction"] <= 0.01,
+    "balanced accuracy with library > without": lambda m: m.get("balancing", {}).get("balanced_accuracy_with_gan", 0)
+    > m.get("balancing", {}).get("balanced_accuracy_real_only", 1),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", default="benchmarks/out/gan_ws", help="workspace (reused between runs)")
+    p.add_argument("--n-galaxies", type=int, default=1500, help="mock field size (the `galearn run` default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of GAN training")
+    p.add_argument("--max-steps", type=int, default=100000)
+    p.add_argument("--chunk", type=int, default=100, help="steps between checkpoints / budget checks")
+    p.add_argument("--channels", type=int, default=None, help="GAN width (default: GanConfig)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--condition", default=None, help="condition column (default: UVJ class)")
+    p.add_argument("--backbone", default=None, help="feature backbone (default: FeatureConfig)")
+    p.add_argument("--input-size", type=int, default=None, help="feature input size (0: native)")
+    p.add_argument("--tta", type=int, default=None, help="feature TTA copies (0: none)")
+    p.add_argument("--morphology-n", type=int, default=None, help="statmorph stamps per set")
+    p.add_argument("--prepare-only", action="store_true", help="stop after simulate / cutouts / features")
+    p.add_argument("--restart", action="store_true", help="train from scratch even if checkpoints exist")
+    p.add_argument("--out", default="benchmarks/out/bench_gan.json")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from galearn.config import RunConfig
+    from galearn.gan import run_evaluate, run_sample, run_train
+    from galearn.gan.checkpoint import latest_checkpoint, load_checkpoint
+    from galearn.store import Workspace, read_metrics
+
+    ws = Workspace(Path(args.workspace))
+    ws.root.mkdir(parents=True, exist_ok=True)
+    cfg = RunConfig()
+    feat_changes = {k: v for k, v in {"backbone": args.backbone, "input_size": args.input_size,
+                                       "tta": None if args.tta is None else (args.tta or False)}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, **feat_changes),
+                              simulate=dataclasses.replace(cfg.simulate, n_galaxies=args.n_galaxies,
+                                                           random_state=args.seed))
+    gan_changes = {k: v for k, v in {"channels": args.channels, "batch_size": args.batch_size,
+                                      "condition": args.condition, "eval_morphology_n": args.morphology_n}.items()
+                   if v is not None}
+    gcfg = dataclasses.replace(cfg.gan, random_state=args.seed, checkpoint_every=args.chunk,
+                               grid_every=args.chunk, **gan_changes)
+    cfg = dataclasses.replace(cfg, gan=gcfg)
+    timing: dict[str, float] = {}
+
+    t = time.perf_counter()
+    mock = ws.root / "mock"
+    if not (mock / "catalog.fits").exists():
+        from galearn.mock import simulate_field
+
+        simulate_field(mock, cfg.simulate)
+        timing["simulate"] = time.perf_counter() - t
+    if not ws.sample.exists():
+        t = time.perf_counter()
+        from galearn.survey import make_sample_from_mosaics
+
+        images = {b: mock / f"{b}.fits" for b in ("F435W", "F850LP", "F160W")}
+        make_sample_from_mosaics(mock / "catalog.fits", images, ws, cfg.cutouts)
+        timing["cutouts"] = time.perf_counter() - t
+    if not read_metrics(ws.metrics).get("features"):
+        t = time.perf_counter()
+        from galearn.features import run_features
+
+        run_features(ws, cfg.features)
+        timing["features"] = time.perf_counter() - t
+
+    if args.prepare_only:
+        print(f"prepared {ws.root}: {json.dumps({k: round(v, 1) for k, v in timing.items()})}")
+        return 0
+
+    # Train in chunks until the budget is spent (resume is exact, so chunks change nothing).
+    t = time.perf_counter()
+    step = 0
+    if not args.restart and (last := latest_checkpoint(ws.gan)) is not None:
+        step = int(load_checkpoint(last)["step"])
+    resume = not args.restart
+    while step < args.max_steps and time.perf_counter() - t < args.minutes * 60:
+        step = min(args.max_steps, step + args.chunk)
+        run_train(ws, dataclasses.replace(gcfg, steps=step), resume=resume)
+        resume = True
+    timing["gan_train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_sample(ws, dataclasses.replace(gcfg, balance=True))
+    timing["gan_sample"] = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics = run_evaluate(ws, cfg)
+    timing["gan_evaluate"] = time.perf_counter() - t
+
+    info = json.loads((ws.gan / "config.json").read_text())
+    aims = {name: bool(check(metrics)) for name, check in AIMS.items()}
+    result = {
+        "metrics": metrics, "aims": aims, "timing_seconds": timing, "steps": step,
+        "gan_parameters": info.get("parameters"), "train_seconds_per_step": None,
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(), "args": vars(args), "grids": sorted(str(p) for p in (ws.gan / "grids").glob("*.png")),
+    }
+    stats = (ws.gan / "stats.csv").read_text().splitlines()
+    if len(stats) > 1:
+        result["train_seconds_per_step"] = float(stats[-1].split(",")[-1]) / (len(stats) - 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    print(f"steps {step}, {result['train_seconds_per_step']} s/step, timing {json.dumps({k: round(v, 1) for k, v in timing.items()})}")
+    for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "precision_real_baseline",
+                "recall", "recall_real_baseline", "morphology_wasserstein", "morphology_wasserstein_real_baseline",
+                "memorised_fraction"):
+        print(f"{key:40s} {metrics.get(key)}")
+    print("balancing", json.dumps(metrics.get("balancing"), indent=1))
+    for c, m in metrics.get("per_class", {}).items():
+        print(f"class {c}: " + ", ".join(f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, float)))
+    for name, ok in aims.items():
+        print(f"[{'x' if ok else ' '}] {name}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

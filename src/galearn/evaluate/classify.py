@@ -1,0 +1,272 @@
+"""``galearn classify``: UVJ classes, clusters, and agreement for every compared column.
+
+Reads the sample (catalogue), the feature file(s) and, when present, the map;
+writes
+
+* ``metrics.json`` key ``agreement``: ``{column: {...}}`` for the primary
+  backbone (:func:`galearn.evaluate.agreement_metrics` per column);
+* ``agreement_by_backbone``: ``{backbone: {column: {...}}}`` for every other
+  feature file of the same sample (e.g. ``random-resnet18`` next to
+  ``efficientnet-lite0``);
+* ``clusters``: the workspace-wide clustering used by the report (method,
+  number, sizes, and its ARI / NMI / cluster accuracy against each column);
+* ``WS/classes.ecsv``: one row per galaxy: ``id``, ``uvj_class``, ``cluster``,
+  ``map_x``, ``map_y``, every compared column and its cross-validated kNN
+  prediction (``knn_<column>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import numpy as np
+from astropy.table import Table
+
+from ..config import ClassifyConfig
+from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
+from ..maps._workspace import load_features, require_sample, resolve_backbone
+from ..maps.clusters import CLUSTERERS, cluster_features, cluster_map, match_clusters
+from ..maps.reduce import blas_threads, reduce_features
+from ..store import Sample, Workspace, read_map, update_metrics, write_table
+from .agreement import compare_labels, label_array
+from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+
+__all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
+
+log = logging.getLogger(__name__)
+
+TRUTH_PREFIX = "truth_"
+
+
+def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
+    """The classifications to compare with, as ``{column: labels}`` (``""`` = no label).
+
+    Parameters
+    ----------
+    sample : Sample
+    compare : sequence of str
+        Column names; ``uvj_class`` means the UVJ class computed from the
+        catalogue's rest-frame U, V, J and redshift. Empty: the UVJ class
+        (where U, V, J and z exist) and every string column whose name starts
+        with ``truth_``.
+
+    Raises
+    ------
+    BadValueError
+        A named column does not exist or is not categorical.
+    EmptySelectionError
+        Nothing to compare (no UVJ columns, no truth columns, none named).
+    """
+    catalog = sample.catalog
+    uvj = uvj_class_of_catalog(catalog, sample.columns)
+    out: dict[str, np.ndarray] = {}
+    if compare:
+        for name in compare:
+            if name in out:
+                continue
+            if name == UVJ_COLUMN and name not in catalog.colnames:
+                if uvj is None:
+                    raise BadValueError(
+                        f"--compare {name}: {sample.path} has no rest-frame U, V, J and redshift columns "
+                        "(roles u_mag, v_mag, j_mag, z), so there is no UVJ class"
+                    )
+                out[name] = uvj
+            elif name in catalog.colnames:
+                out[name] = label_array(catalog[name], name=f"column {name!r} of {sample.path}")
+            else:
+                raise BadValueError(
+                    f"--compare {name}: no column {name!r} in the catalogue of {sample.path} "
+                    f"(columns: {', '.join(catalog.colnames)}; or {UVJ_COLUMN})"
+                )
+        return out
+    if uvj is not None:
+        out[UVJ_COLUMN] = uvj
+    for name in catalog.colnames:
+        col = catalog[name]
+        if name.startswith(TRUTH_PREFIX) and col.ndim == 1 and col.dtype.kind in "USO":
+            out[name] = label_array(col, name=f"column {name!r} of {sample.path}")
+    if not out:
+        raise EmptySelectionError(
+            f"nothing to compare in {sample.path}: no rest-frame U, V, J + redshift columns and no "
+            f"{TRUTH_PREFIX}* columns; name a label column with --compare COLUMN "
+            f"(columns: {', '.join(catalog.colnames)})"
+        )
+    return out
+
+
+def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, backbone: str,
+                   explicit: bool, skipped: dict):
+    clusterer = cfg.clusterer if cfg.clusterer in ("kmeans", "gmm") else "kmeans"
+    results = {}
+    for column, labels in columns.items():
+        try:
+            res = compare_labels(features, labels, random_state=cfg.random_state, clusterer=clusterer,
+                                 name=f"column {column!r}")
+        except EmptySelectionError as exc:
+            if explicit:
+                raise
+            skipped[column] = str(exc)
+            warnings.warn(f"classify: skipping {column}: {exc}", stacklevel=3)
+            continue
+        res.metrics["backbone"] = backbone
+        results[column] = res
+    return results
+
+
+def _read_map_for(ws: Workspace, method: str, sample: Sample):
+    path = ws.map(method)
+    if not path.exists():
+        return None, None
+    xy, ids, attrs = read_map(path)
+    if len(ids) != sample.n or not np.array_equal(ids, sample.ids()):
+        raise BadValueError(f"{path} does not match the stamps of {sample.path}: re-run `galearn embed`")
+    return np.asarray(xy, dtype=np.float64), attrs
+
+
+def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
+    """``galearn classify``: agreement of the features (and map) with each compared column.
+
+    Parameters
+    ----------
+    ws : Workspace
+        Needs ``sample.h5`` and at least one feature file; the map
+        ``maps/<cfg.method>.h5`` is used when present (required for
+        ``clusterer="hdbscan"``).
+    cfg : ClassifyConfig
+        ``compare`` (columns; empty = UVJ class + ``truth_*`` columns),
+        ``backbone`` (primary feature file; None = the one ``features``
+        recorded), ``method`` (map), ``clusterer`` (``kmeans``/``gmm`` in PCA
+        space, ``hdbscan`` on the map), ``n_clusters`` (None: as many as the
+        UVJ classes, else as the first column's classes), ``random_state``.
+
+    Returns
+    -------
+    dict
+        The metrics merged into metrics.json: ``agreement``, ``clusters``,
+        ``timing`` and, with several feature files, ``agreement_by_backbone``.
+
+    Raises
+    ------
+    MissingInputError, BadValueError, EmptySelectionError
+        Missing inputs, unknown columns or options, nothing to compare.
+    """
+    t0 = time.perf_counter()
+    if cfg.clusterer not in CLUSTERERS:
+        raise BadValueError(f"unknown clusterer {cfg.clusterer!r} (option --clusterer); "
+                            f"choose one of {', '.join(CLUSTERERS)}")
+    if cfg.n_clusters is not None and int(cfg.n_clusters) < 1:
+        raise BadValueError(f"--n-clusters must be >= 1, got {cfg.n_clusters}")
+    sample = require_sample(ws)
+    explicit = bool(cfg.compare)
+    columns = comparison_columns(sample, tuple(cfg.compare or ()))
+    primary = resolve_backbone(ws, cfg.backbone)
+    feats = load_features(ws, primary, sample=sample)
+    xy, map_attrs = _read_map_for(ws, cfg.method, sample)
+    if map_attrs is not None and map_attrs.get("backbone") not in (None, primary):
+        warnings.warn(f"classify: {ws.map(cfg.method)} was made from {map_attrs.get('backbone')} features, "
+                      f"the agreement uses {primary}", stacklevel=2)
+    if cfg.clusterer == "hdbscan" and xy is None:
+        raise MissingInputError(f"{ws.map(cfg.method)} does not exist: --clusterer hdbscan clusters the map; "
+                                f"run `galearn embed --workspace {ws.root} --method {cfg.method}` first")
+
+    skipped: dict[str, str] = {}
+    results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped)
+    if not results:
+        raise EmptySelectionError(f"no column could be compared: {'; '.join(skipped.values())}")
+
+    by_backbone: dict[str, dict] = {}
+    for other in ws.feature_backbones():
+        if other == primary:
+            continue
+        try:
+            other_feats = load_features(ws, other, sample=sample)
+        except GalearnInputError as exc:
+            warnings.warn(f"classify: not comparing backbone {other}: {exc}", stacklevel=2)
+            continue
+        other_results = _agreement_for(other_feats.values, {c: columns[c] for c in results}, cfg, other,
+                                       explicit, {})
+        by_backbone[other] = {c: r.metrics for c, r in other_results.items()}
+
+    # ------------------------------------------------------------ workspace-wide clusters
+    uvj = uvj_class_of_catalog(sample.catalog, sample.columns)
+    if cfg.n_clusters is not None:
+        n_clusters = int(cfg.n_clusters)
+    elif UVJ_COLUMN in results:
+        n_clusters = results[UVJ_COLUMN].metrics["n_classes"]
+    elif uvj is not None and len(np.unique(uvj[uvj != ""])) >= 2:
+        n_clusters = len(np.unique(uvj[uvj != ""]))
+    else:
+        n_clusters = next(iter(results.values())).metrics["n_classes"]
+    if cfg.clusterer == "hdbscan":
+        with blas_threads(1):
+            cluster = cluster_map(xy, min_cluster_size=cfg.min_cluster_size)
+        space = f"map:{cfg.method}"
+    else:
+        with blas_threads(1):
+            Z, _ = reduce_features(feats.values, random_state=cfg.random_state)
+            cluster = cluster_features(Z, min(n_clusters, sample.n), method=cfg.clusterer,
+                                       random_state=cfg.random_state)
+        space = "pca"
+    found = np.unique(cluster[cluster >= 0])
+    clusters_metrics = {
+        "backbone": primary,
+        "clusterer": cfg.clusterer,
+        "space": space,
+        "n_clusters": int(len(found)),
+        "sizes": {str(int(c)): int((cluster == c).sum()) for c in found},
+        "n_noise": int((cluster < 0).sum()),
+        "agreement": {},
+    }
+    if cfg.clusterer != "hdbscan":
+        clusters_metrics["n_clusters_requested"] = int(n_clusters)
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    for column, res in results.items():
+        keep = res.included
+        classes = res.metrics["classes"]
+        yi = np.searchsorted(np.asarray(classes), columns[column][keep])
+        acc, table, _ = match_clusters(cluster[keep], yi, int(cluster.max(initial=-1)) + 1, len(classes))
+        clusters_metrics["agreement"][column] = {
+            "ari": float(adjusted_rand_score(yi, cluster[keep])),
+            "nmi": float(normalized_mutual_info_score(yi, cluster[keep])),
+            "cluster_accuracy": float(acc),
+            "contingency": {"rows": [f"cluster {i}" for i in range(table.shape[0])], "columns": classes,
+                            "counts": table.tolist()},
+        }
+    if skipped:
+        clusters_metrics["skipped_columns"] = skipped
+
+    # ------------------------------------------------------------ per-galaxy table
+    table = Table()
+    table["id"] = sample.ids()
+    table["uvj_class"] = uvj if uvj is not None else np.full(sample.n, "", dtype="U1")
+    table["cluster"] = cluster
+    table["map_x"] = xy[:, 0] if xy is not None else np.full(sample.n, np.nan)
+    table["map_y"] = xy[:, 1] if xy is not None else np.full(sample.n, np.nan)
+    for column in columns:
+        if column != UVJ_COLUMN:
+            table[column] = columns[column]
+        if column in results:
+            table[f"knn_{column}"] = results[column].knn_prediction
+    table.meta.update(
+        backbone=primary,
+        map=cfg.method if xy is not None else None,
+        clusterer=cfg.clusterer,
+        cluster_space=space,
+        description="One row per stamp of sample.h5 (same order). Empty class strings mean no class; "
+                    "cluster -1 means noise (hdbscan); knn_<column> is the 5-fold cross-validated "
+                    "kNN prediction (empty where the galaxy was not compared).",
+    )
+    write_table(ws.classes, table)
+
+    agreement = {c: r.metrics for c, r in results.items()}
+    new = {"agreement": agreement, "clusters": clusters_metrics,
+           "timing": {"classify": round(time.perf_counter() - t0, 3)}}
+    if by_backbone:
+        new["agreement_by_backbone"] = by_backbone
+    update_metrics(ws.metrics, new, replace=("agreement", "agreement_by_backbone", "clusters"))
+    log.info("classify: %s", ", ".join(f"{c} kNN {m['knn_balanced_accuracy']:.3f}" for c, m in agreement.items()))
+    return new
+

@@ -1,0 +1,353 @@
+"""Realism and balancing metrics of the generated library (``galearn gan evaluate``).
+
+Protocol (numbers written to metrics.json key ``gan``):
+
+Sets. ``H``: the real stamps held out from GAN training (``WS/gan/split.json``,
+stratified by class, at most ``gan.eval_max_n``). ``T``: real training stamps
+with exactly the class counts of ``H``. ``G``: library stamps with exactly the
+class counts of ``H``. So every comparison is between sets of the same size
+and the same class mix, and the real baseline is "two disjoint real halves of
+equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
+
+* ``fid`` / ``kid`` / ``precision`` / ``recall``: ``G`` against ``H`` in the
+  feature space of the run's backbone (stretched stamps through
+  :func:`galearn.features.extract_features`); ``*_real_baseline``: ``T``
+  against ``H``. KID: polynomial kernel, unbiased MMD^2, mean over 100 subsets.
+  Precision / recall: k = 3 nearest neighbours (Kynkäänniemi et al. 2019).
+* ``memorised_fraction``: fraction of ``G`` whose nearest neighbour among ALL
+  training stamps (feature space) is nearer than the 1st percentile of the
+  held-out stamps' nearest-training-stamp distances (~0.01 for a generator
+  that does not copy).
+* ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
+  physical stamps (:mod:`galearn.evaluate.morphology`) of seeded subsets of
+  ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
+* ``per_class``: the same per condition class.
+* ``balancing``: a class-balanced real test set (``split.json``
+  ``balanced_test``, never seen by the GAN); training set = GAN training stamps
+  with the minority class cut to 10 % of the majority; logistic regression on
+  standardised features, real only vs. real + generated minority stamps up to
+  the majority count; balanced accuracy on the test set. The GAN itself was
+  trained on the FULL minority class of the training split, so the generated
+  stamps carry information from real minority stamps that the cut classifier
+  does not see; the test stamps were never seen by either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from ..config import RunConfig
+from ..errors import BadValueError
+from ..store import Sample, Workspace, open_sample, read_features, read_metrics, update_metrics, write_table
+from .data import condition_labels, read_split
+
+__all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like"]
+
+log = logging.getLogger(__name__)
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]
+
+
+def stratified_like(labels: np.ndarray, pool: np.ndarray, target_counts: dict[str, int], rng: np.random.Generator) -> np.ndarray:
+    """Indices from ``pool`` with (at most) ``target_counts[c]`` rows of each class ``c``, sorted."""
+    out = []
+    for c, n in target_counts.items():
+        cand = pool[labels[pool] == c]
+        out.append(cand[rng.permutation(len(cand))[: min(n, len(cand))]])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *, random_state: int = 0, k: int = 3) -> dict:
+    """FID, KID, precision and recall of ``f_gen`` and of the real baseline ``f_base``, both against ``f_held``."""
+    from ..evaluate.realism import frechet_distance, kernel_distance, precision_recall
+
+    out: dict = {"n": int(len(f_held))}
+    if min(len(f_gen), len(f_held), len(f_base)) < k + 2:
+        return out
+    out["fid"] = frechet_distance(f_gen, f_held)
+    out["fid_real_baseline"] = frechet_distance(f_base, f_held)
+    out["kid"], out["kid_std"] = kernel_distance(f_gen, f_held, random_state=random_state)
+    out["kid_real_baseline"], _ = kernel_distance(f_base, f_held, random_state=random_state)
+    out["precision"], out["recall"] = precision_recall(f_held, f_gen, k=k)
+    out["precision_real_baseline"], out["recall_real_baseline"] = precision_recall(f_held, f_base, k=k)
+    return out
+
+
+def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
+                      f_gen: np.ndarray, y_gen: np.ndarray, *, minority_fraction: float = 0.1,
+                      random_state: int = 0) -> dict:
+    """Does adding generated minority stamps help a classifier trained on an imbalanced set?
+
+    The smallest class of ``y_train`` is cut (seeded) to ``minority_fraction``
+    of the largest; a standardised logistic regression is trained on that set
+    alone and with generated stamps of the minority class added up to the
+    majority count; both are scored by balanced accuracy on ``(f_test, y_test)``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    classes, counts = np.unique(y_train, return_counts=True)
+    if len(classes) < 2 or len(np.unique(y_test)) < 2:
+        return {"skipped": "needs at least two classes in the training and test sets"}
+    majority, minority = classes[np.argmax(counts)], classes[np.argmin(counts)]
+    n_major = int(counts.max())
+    n_keep = max(2, int(np.ceil(minority_fraction * n_major)))
+    rng = np.random.default_rng([int(random_state), 303])
+    minority_idx = np.flatnonzero(y_train == minority)
+    kept_minority = minority_idx[rng.permutation(len(minority_idx))[: min(n_keep, len(minority_idx))]]
+    keep = np.sort(np.concatenate([np.flatnonzero(y_train != minority), kept_minority]))
+    X, y = f_train[keep], y_train[keep]
+    gen_pool = np.flatnonzero(y_gen == minority)
+    n_add = max(0, n_major - len(kept_minority))
+    add = gen_pool[rng.permutation(len(gen_pool))[: min(n_add, len(gen_pool))]]
+
+    def fit_score(Xt, yt) -> float:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state))
+        clf.fit(Xt, yt)
+        return float(balanced_accuracy_score(y_test, clf.predict(f_test)))
+
+    real_only = fit_score(X, y)
+    with_gan = fit_score(np.concatenate([X, f_gen[add]]), np.concatenate([y, y_gen[add]]))
+    return {
+        "balanced_accuracy_real_only": real_only,
+        "balanced_accuracy_with_gan": with_gan,
+        "minority_class": str(minority),
+        "majority_class": str(majority),
+        "n_train_majority": n_major,
+        "n_train_minority_real": int(len(kept_minority)),
+        "n_train_minority_generated": int(len(add)),
+        "n_test": int(len(y_test)),
+        "n_test_per_class": {str(c): int((y_test == c).sum()) for c in np.unique(y_test)},
+        "classifier": "StandardScaler + LogisticRegression (lbfgs, max_iter=2000) on backbone features",
+        "minority_fraction": minority_fraction,
+    }
+
+
+class _FeatureSource:
+    """Features of stamps of one file: from the workspace's feature file when it matches, else computed."""
+
+    def __init__(self, sample: Sample, path, compute: FeatureFn) -> None:
+        self.sample = sample
+        self.compute = compute
+        self.cached = None
+        if path is not None and path.exists():
+            feats = read_features(path)
+            if feats.attrs.get("sample_checksum") == sample.checksum and len(feats.values) == sample.n:
+                self.cached = feats.values
+            else:
+                log.info("%s is not for %s: computing features", path, sample.path)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.cached is not None:
+            return self.cached[idx].astype("f8")
+        out = np.zeros((len(idx), 0))
+        if len(idx):
+            uniq, inv = np.unique(idx, return_inverse=True)
+            out = np.asarray(self.compute(self.sample.read("stretched", uniq)), dtype="f8")[inv]
+        return out
+
+
+def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tuple[str, FeatureFn, dict]:
+    from ..features.extract import DEFAULT_INPUT_SIZE
+
+    fcfg = cfg.features
+    name = read_metrics(ws.metrics).get("features", {}).get("backbone") or fcfg.backbone
+    input_size = DEFAULT_INPUT_SIZE if fcfg.input_size is None else int(fcfg.input_size)
+    settings = {"tta": fcfg.tta, "input_size": input_size if input_size > 0 else None}
+    real_path = ws.features(name)
+    if real_path.exists():  # the sample's feature file fixes the feature space
+        attrs = read_features(real_path).attrs
+        settings = {"tta": attrs.get("tta", settings["tta"]), "input_size": attrs.get("input_size", settings["input_size"])}
+    state: dict = {}
+
+    def fn(stretched: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..features import extract_features, load_backbone
+
+        if "backbone" not in state:
+            torch.manual_seed(int(fcfg.random_state))
+            state["backbone"] = load_backbone(name, weights=fcfg.weights, workspace=ws, device=fcfg.device,
+                                              layers=tuple(getattr(fcfg, "layers", ()) or ()) or None,
+                                              random_state=fcfg.random_state)
+        return extract_features(stretched, bands, state["backbone"], batch_size=fcfg.batch_size,
+                                tta=settings["tta"], input_size=settings["input_size"], progress=False)
+
+    return name, fn, settings
+
+
+def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None = None, progress: bool | None = None) -> dict:
+    """Realism + balancing metrics of ``WS/library.h5``; merged into metrics.json key ``gan``.
+
+    Parameters
+    ----------
+    ws : Workspace
+        Reads ``sample.h5``, ``library.h5``, ``gan/split.json``, ``gan/ckpt-*.pt``
+        and the feature files when present; writes ``gan/morphology.ecsv`` and
+        ``report/metrics.json``.
+    cfg : RunConfig
+        ``cfg.gan`` (``eval_morphology_n``, ``eval_max_n``, ``random_state``) and
+        ``cfg.features`` (backbone, when metrics.json has none).
+    feature_fn : callable, optional
+        ``stretched (N, C, H, W) -> features (N, D)``; default: the run's backbone.
+        Feature files in the workspace are used only with the default.
+
+    Returns
+    -------
+    dict
+        The ``gan`` metrics (see the module docstring).
+    """
+    from ..evaluate.morphology import measure_morphology, morphology_wasserstein, statistic_histograms
+    from ..evaluate.realism import memorised_fraction
+    from ..survey.stretch import robust_noise
+
+    t0 = time.perf_counter()
+    gcfg = cfg.gan
+    seed = gcfg.random_state
+    sample = open_sample(ws.require(ws.sample, "cutouts"))
+    library = open_sample(ws.require(ws.library, "gan sample"))
+    split = read_split(ws)
+    if split["sample_checksum"] != sample.checksum:
+        raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan / 'split.json'}: train again")
+    condition = split["condition"]
+    _, labels = condition_labels(sample, condition)
+    if condition not in library.catalog.colnames:
+        raise BadValueError(f"{library.path} has no column {condition!r}: run `galearn gan sample` again")
+    lib_labels = np.asarray(library.catalog[condition]).astype(str)
+    classes = split["classes"]
+    rng = np.random.default_rng([int(seed), 909])
+
+    if feature_fn is None:
+        backbone, fn, feat_settings = _backbone_feature_fn(ws, cfg, sample.bands)
+        real_feats = _FeatureSource(sample, ws.features(backbone), fn)
+        lib_feats = _FeatureSource(library, ws.features(backbone, library=True), fn)
+    else:
+        backbone, feat_settings = "custom", {}
+        real_feats = _FeatureSource(sample, None, feature_fn)
+        lib_feats = _FeatureSource(library, None, feature_fn)
+
+    # -- the three equal-sized sets H (held out), T (train), G (generated)
+    heldout, train = split["heldout"], split["train"]
+    held_counts = {c: int((labels[heldout] == c).sum()) for c in classes}
+    if sum(held_counts.values()) > gcfg.eval_max_n:
+        scale = gcfg.eval_max_n / sum(held_counts.values())
+        held_counts = {c: max(1, int(n * scale)) for c, n in held_counts.items()}
+    lib_pool = np.arange(library.n)
+    counts = {c: min(n, int((labels[train] == c).sum()), int((lib_labels == c).sum())) for c, n in held_counts.items()}
+    if sum(counts.values()) < 5:
+        raise BadValueError(f"too few stamps to evaluate: held-out/train/library class counts {counts}")
+    idx_H = stratified_like(labels, heldout, counts, rng)
+    idx_T = stratified_like(labels, train, counts, rng)
+    idx_G = stratified_like(lib_labels, lib_pool, counts, rng)
+
+    # Balancing needs generated minority stamps, up to the majority training count.
+    train_counts = {c: int((labels[train] == c).sum()) for c in classes}
+    minority = min(train_counts, key=train_counts.get)
+    gen_minority = lib_pool[lib_labels == minority][: max(train_counts.values())]
+    lib_needed = np.union1d(idx_G, gen_minority)
+    real_needed = np.union1d(np.union1d(idx_H, train), split["balanced_test"])
+
+    f_real_all = real_feats(real_needed)
+    f_lib_all = lib_feats(lib_needed)
+    pos_real = {int(i): k for k, i in enumerate(real_needed)}
+    pos_lib = {int(i): k for k, i in enumerate(lib_needed)}
+
+    def fr(idx: np.ndarray) -> np.ndarray:
+        return f_real_all[[pos_real[int(i)] for i in idx]]
+
+    def fl(idx: np.ndarray) -> np.ndarray:
+        return f_lib_all[[pos_lib[int(i)] for i in idx]]
+
+    f_H, f_T, f_G, f_train = fr(idx_H), fr(idx_T), fl(idx_G), fr(train)
+    metrics: dict = {"condition": condition, "classes": classes, "backbone": backbone, "feature_settings": feat_settings}
+    ckpt_steps = np.unique(np.asarray(library.catalog["checkpoint_step"])) if "checkpoint_step" in library.catalog.colnames else []
+    metrics["steps"] = int(ckpt_steps[-1]) if len(ckpt_steps) else None
+    overall = realism_metrics(f_G, f_H, f_T, random_state=seed)
+    metrics.update({k: v for k, v in overall.items() if k != "n"})
+    metrics["n_eval"] = int(len(idx_H))
+    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(f_G, f_train, f_H)
+
+    per_class: dict = {}
+    for c in classes:
+        h, t, g = idx_H[labels[idx_H] == c], idx_T[labels[idx_T] == c], idx_G[lib_labels[idx_G] == c]
+        entry = realism_metrics(fl(g), fr(h), fr(t), random_state=seed)
+        if len(g) and len(h):
+            entry["memorised_fraction"], _ = memorised_fraction(fl(g), f_train, fr(h))
+        per_class[c] = entry
+
+    # -- morphology on physical stamps (seeded subsets of the same sets)
+    n_morph = int(gcfg.eval_morphology_n)
+    morph_sets = {}
+    if n_morph > 0:
+        frac = min(1.0, n_morph / max(1, len(idx_H)))
+        mcounts = {c: max(1, int(round(n * frac))) for c, n in counts.items() if n > 0}
+        m_idx = {
+            "real_heldout": stratified_like(labels, idx_H, mcounts, rng),
+            "real_train": stratified_like(labels, idx_T, mcounts, rng),
+            "generated": stratified_like(lib_labels, idx_G, mcounts, rng),
+        }
+        noise_rows = np.sort(rng.permutation(sample.n)[: min(sample.n, 256)])
+        real_phys = sample.read("physical", noise_rows)
+        noise = np.array([robust_noise(real_phys[:, b]) for b in range(real_phys.shape[1])])
+        for key, idx in m_idx.items():
+            src = library if key == "generated" else sample
+            lab = lib_labels if key == "generated" else labels
+            table = measure_morphology(src.read("physical", idx), sample.bands, noise_sigma=noise, progress=progress)
+            table.add_column(np.asarray(lab[idx], dtype=str), name="class", index=0)
+            table.add_column(np.full(len(idx), key), name="set", index=0)
+            table.add_column(np.asarray(idx, dtype=np.int64), name="index", index=1)
+            morph_sets[key] = table
+        m_gen, per_stat_gen = morphology_wasserstein(morph_sets["real_heldout"], morph_sets["generated"])
+        m_base, per_stat_base = morphology_wasserstein(morph_sets["real_heldout"], morph_sets["real_train"])
+        metrics["morphology_wasserstein"] = m_gen
+        metrics["morphology_wasserstein_real_baseline"] = m_base
+        metrics["morphology_per_statistic"] = {
+            s: {"generated": per_stat_gen.get(s), "real_baseline": per_stat_base.get(s)}
+            for s in sorted(set(per_stat_gen) | set(per_stat_base))
+        }
+        metrics["morphology_n"] = {k: int(len(t)) for k, t in morph_sets.items()}
+        metrics["morphology_failed_fraction"] = {k: float(np.mean(~np.asarray(t["ok"]))) for k, t in morph_sets.items()}
+        metrics["morphology_stats"] = statistic_histograms(
+            {"real": morph_sets["real_heldout"], "real_train": morph_sets["real_train"], "generated": morph_sets["generated"]},
+            reference="real",
+        )
+        for c in classes:
+            sel = {k: t[np.asarray(t["class"]) == c] for k, t in morph_sets.items()}
+            per_class[c]["morphology_wasserstein"], _ = morphology_wasserstein(sel["real_heldout"], sel["generated"])
+            per_class[c]["morphology_wasserstein_real_baseline"], _ = morphology_wasserstein(sel["real_heldout"], sel["real_train"])
+        all_rows = vstack([morph_sets[k] for k in ("real_heldout", "real_train", "generated")], metadata_conflicts="silent")
+        all_rows.meta["description"] = ("statmorph statistics + colours per stamp; set: real_heldout / real_train / "
+                                        "generated; index: row in sample.h5 (real) or library.h5 (generated)")
+        write_table(ws.gan / "morphology.ecsv", all_rows)
+    metrics["per_class"] = per_class
+
+    # -- balancing
+    test = split["balanced_test"]
+    y_train, y_test = labels[train], labels[test]
+    metrics["balancing"] = balancing_metrics(f_train, y_train, fr(test), y_test, fl(gen_minority),
+                                             lib_labels[gen_minority], random_state=seed)
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    metrics = _json_safe(metrics)
+    update_metrics(ws.metrics, {"gan": metrics}, replace=("gan",))
+    return metrics
+
+
+def _json_safe(obj):
+    """NaN / inf -> None (JSON has no NaN); numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

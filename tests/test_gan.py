@@ -1,0 +1,174 @@
+"""Conditional GAN: networks, augmentation, exact resume, reproducible library, --balance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from astropy.table import Table  # noqa: E402
+
+from galearn.config import GanConfig  # noqa: E402
+from galearn.errors import BadValueError  # noqa: E402
+from galearn.store import Workspace, open_sample, write_sample  # noqa: E402
+from galearn.survey.stretch import AsinhStretch  # noqa: E402
+
+BANDS = ["F435W", "F850LP", "F160W"]
+
+
+def synthetic_galaxies(n: int, seed: int, size: int = 32, *, classes=("disk", "spheroid"), weights=(0.6, 0.4)):
+    """Physical stamps (N, 3, size, size) of noisy exponential profiles and their classes.
+
+    ``spheroid``: compact, round, red; ``disk``: larger, elongated, blue.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(np.array(classes), size=n, p=np.asarray(weights) / np.sum(weights))
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    out = np.empty((n, 3, size, size), dtype="f8")
+    disk = labels == classes[0]
+    re = np.where(disk, rng.uniform(3, 6, n), rng.uniform(1.5, 3, n)) * size / 32
+    q = np.where(disk, rng.uniform(0.25, 0.6, n), rng.uniform(0.75, 1.0, n))
+    th = rng.uniform(0, np.pi, n)
+    dx, dy = rng.normal(0, 0.7, (2, n))
+    flux = 10 ** rng.uniform(0.3, 1.0, n)
+    colours = np.where(disk[:, None], [1.0, 0.8, 0.6], [0.3, 0.8, 1.4]) * rng.uniform(0.85, 1.15, (n, 3))
+    x = xx[None] - dx[:, None, None]
+    y = yy[None] - dy[:, None, None]
+    c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
+    r = np.hypot(x * c + y * s, (-x * s + y * c) / q[:, None, None])
+    prof = flux[:, None, None] * np.exp(-1.68 * r / re[:, None, None])
+    out[:] = prof[:, None] * colours[:, :, None, None]
+    out += rng.normal(0, 0.02, out.shape)
+    return out.astype("f4"), labels.astype(str)
+
+
+def make_workspace(tmp_path, n: int = 80, seed: int = 0, size: int = 32) -> Workspace:
+    ws = Workspace(tmp_path / "ws")
+    physical, labels = synthetic_galaxies(n, seed, size)
+    stretch = AsinhStretch.fit(physical)
+    cat = Table({"ID": np.arange(n) + 1, "truth_class": labels})
+    write_sample(ws.sample, stretch.forward(physical), cat, physical=physical, bands=BANDS, kind="mock",
+                 pixel_scale_arcsec=0.06, stretch=stretch.to_dict(), columns={"id": "ID"})
+    return ws
+
+
+TINY = GanConfig(steps=4, batch_size=8, z_dim=8, channels=4, checkpoint_every=2, grid_every=2, random_state=3)
+
+
+def _states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"parameter {k} differs")
+
+
+def test_networks_shapes_any_bands_and_power_of_two_sizes():
+    from galearn.gan.networks import Discriminator, Generator
+
+    for c, size in [(1, 32), (5, 64)]:
+        G = Generator(3, c, size, z_dim=8, channels=4)
+        D = Discriminator(3, c, size, channels=4)
+        y = torch.tensor([0, 2])
+        x = G(torch.randn(2, 8), y)
+        assert x.shape == (2, c, size, size) and x.abs().max() <= 1
+        assert D(x, y).shape == (2,)
+    with pytest.raises(BadValueError, match="power of two"):
+        Generator(2, 3, 48)
+
+
+def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
+    from galearn.gan.augment import diff_augment, parse_policy
+
+    x = torch.rand(16, 3, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    y = diff_augment(x, "flip,rot90", g)
+    # Flips / rotations permute pixels: per-stamp, per-band pixel values are unchanged.
+    torch.testing.assert_close(y.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
+    assert not torch.equal(x, y)
+    t = diff_augment(x, "translation", torch.Generator().manual_seed(1))
+    assert t.shape == x.shape
+    # Same generator seed -> same augmentation (resumable), and gradients flow.
+    xr = x.clone().requires_grad_(True)
+    a = diff_augment(xr, "flip,rot90,translation", torch.Generator().manual_seed(5))
+    b = diff_augment(x, "flip,rot90,translation", torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.detach(), b)
+    a.sum().backward()
+    assert xr.grad is not None
+    with pytest.raises(BadValueError, match="color"):
+        parse_policy("flip,color")
+
+
+def test_resumed_training_matches_uninterrupted_run(tmp_path):
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+
+    ws_a = make_workspace(tmp_path / "a")
+    ws_b = make_workspace(tmp_path / "b")
+    run_train(ws_a, TINY, progress=False)
+    run_train(ws_b, dataclasses.replace(TINY, steps=2), progress=False)
+    assert sorted(p.name for p in ws_b.gan.glob("ckpt-*.pt")) == ["ckpt-000002.pt"]
+    run_train(ws_b, TINY, resume=True, progress=False)
+
+    a = load_checkpoint(ws_a.gan / "ckpt-000004.pt")
+    b = torch.load(ws_b.gan / "ckpt-000004.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for key in ("G", "D", "G_ema"):
+        _states_equal(a[key], b[key])
+    assert a["classes"] == ["disk", "spheroid"] and a["bands"] == BANDS and a["stamp_size"] == 32
+    assert set(a["rng"]) == {"torch", "numpy", "python"}
+    # The training log is continuous and the same.
+    log_a = (ws_a.gan / "stats.csv").read_text().splitlines()
+    log_b = (ws_b.gan / "stats.csv").read_text().splitlines()
+    assert log_a[0].split(",") == ["step", "loss_G", "loss_D", "D_real", "D_fake", "seconds"]
+    assert [r.split(",")[:5] for r in log_a] == [r.split(",")[:5] for r in log_b]
+    assert len(log_a) == 5
+    assert (ws_a.gan / "grids" / "step-000004.png").exists() and (ws_a.gan / "grids" / "disk.png").exists()
+    info = json.loads((ws_a.gan / "config.json").read_text())
+    assert info["condition"] == "truth_class"
+    # Held-out stamps never reach training.
+    split = json.loads((ws_a.gan / "split.json").read_text())
+    assert not set(split["heldout"]) & set(split["train"])
+    # Resuming with a changed network is refused.
+    with pytest.raises(BadValueError, match="channels"):
+        run_train(ws_a, dataclasses.replace(TINY, channels=8, steps=6), resume=True, progress=False)
+
+
+def test_condition_errors_name_the_column(tmp_path):
+    from galearn.gan import run_train
+
+    ws = make_workspace(tmp_path, n=20)
+    with pytest.raises(BadValueError, match="'nope'"):
+        run_train(ws, dataclasses.replace(TINY, condition="nope"), progress=False)
+    with pytest.raises(BadValueError, match="uvj_class"):
+        run_train(ws, dataclasses.replace(TINY, condition="uvj_class"), progress=False)
+
+
+def test_library_is_reproducible_balanced_and_in_sample_layout(tmp_path):
+    from galearn.gan import run_sample, run_train
+
+    ws = make_workspace(tmp_path, n=60)
+    run_train(ws, TINY, progress=False)
+    real = open_sample(ws.sample)
+    counts = {c: int((np.asarray(real.catalog["truth_class"]) == c).sum()) for c in ("disk", "spheroid")}
+
+    run_sample(ws, dataclasses.replace(TINY, balance=True), progress=False)
+    lib = open_sample(ws.library)
+    first = lib.read("stretched")
+    assert lib.kind == "library" and lib.bands == BANDS and lib.stamp_size == 32
+    got = {c: int((np.asarray(lib.catalog["truth_class"]) == c).sum()) for c in ("disk", "spheroid")}
+    assert got["disk"] == got["spheroid"] == max(counts.values())
+    assert lib.catalog["synthetic"].all() and lib.catalog["id"][0] == "gan-000001"
+    assert set(lib.catalog["checkpoint"]) == {"ckpt-000004.pt"} and set(lib.catalog["checkpoint_step"]) == {4}
+    assert lib.columns == {"id": "id"} and lib.stretch == real.stretch
+    np.testing.assert_allclose(lib.read("physical"), AsinhStretch.from_dict(real.stretch).inverse(first), rtol=1e-6)
+    assert 0 <= first.min() and first.max() <= 1
+
+    run_sample(ws, dataclasses.replace(TINY, balance=True), progress=False)
+    np.testing.assert_array_equal(open_sample(ws.library).read("stretched"), first)
+    run_sample(ws, dataclasses.replace(TINY, random_state=4, n_per_class=3), progress=False)
+    other = open_sample(ws.library)
+    assert other.n == 6
+    assert not np.array_equal(other.read("stretched")[:3], first[:3])

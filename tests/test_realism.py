@@ -1,0 +1,160 @@
+"""Realism metrics: real-vs-real sits at the baseline, visibly different sets sit far from it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from galearn.config import GanConfig, RunConfig
+from galearn.errors import BadValueError
+from galearn.evaluate.morphology import measure_morphology, morphology_wasserstein
+from galearn.evaluate.realism import frechet_distance, kernel_distance, memorised_fraction, precision_recall
+from galearn.store import open_sample, read_metrics, read_table, write_sample
+from galearn.survey.stretch import AsinhStretch
+
+from test_gan import BANDS, make_workspace, synthetic_galaxies
+
+
+def pooled_features(stretched: np.ndarray) -> np.ndarray:
+    """A cheap feature map: 4x4 average pooling per band, plus per-band totals."""
+    x = np.asarray(stretched, dtype="f8")
+    n, c, h, w = x.shape
+    pooled = x.reshape(n, c, 4, h // 4, 4, w // 4).mean(axis=(3, 5)).reshape(n, -1)
+    return np.concatenate([pooled, x.mean(axis=(2, 3))], axis=1)
+
+
+def shuffle_pixels(stamps: np.ndarray, seed: int) -> np.ndarray:
+    """Same pixel values per stamp and band, randomly permuted positions."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = stamps.shape
+    flat = stamps.reshape(n, c, h * w).copy()
+    perm = np.argsort(rng.random((n, 1, h * w)), axis=-1)
+    return np.take_along_axis(flat, np.broadcast_to(perm, flat.shape), axis=-1).reshape(stamps.shape)
+
+
+def test_metric_functions_on_gaussians():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    far = rng.normal(size=(400, 8)) * 2 + 1.5
+    assert frechet_distance(a, b) < 0.5 < 10 < frechet_distance(a, far)
+    # FID of N(0, I) against N(mu, I) is |mu|^2.
+    assert frechet_distance(a, b + 2.0) == pytest.approx(32.0, rel=0.1)
+    kid_same, _ = kernel_distance(a, b, n_subsets=20, subset_size=200, random_state=1)
+    kid_far, _ = kernel_distance(a, far, n_subsets=20, subset_size=200, random_state=1)
+    assert abs(kid_same) < 0.05 < kid_far
+    assert kernel_distance(a, far, n_subsets=5, random_state=3) == kernel_distance(a, far, n_subsets=5, random_state=3)
+    p, r = precision_recall(a, b)
+    assert p > 0.8 and r > 0.8
+    # A collapsed generator: precise but no recall.
+    p, r = precision_recall(a, np.repeat(a[:1], 50, axis=0) + rng.normal(0, 0.01, (50, 8)))
+    assert p == 1.0 and r < 0.1
+    frac, _ = memorised_fraction(b[:200], a, b[200:])
+    assert frac < 0.05
+    frac, _ = memorised_fraction(a[:100] + 1e-6, a, b)
+    assert frac == 1.0
+    with pytest.raises(BadValueError, match="2-D"):
+        frechet_distance(a[0], b)
+
+
+def test_morphology_measures_and_separates_classes():
+    phys, labels = synthetic_galaxies(12, 5, 32)
+    table = measure_morphology(phys, BANDS, progress=False)
+    assert table["ok"].mean() > 0.8
+    assert {"gini", "m20", "concentration", "asymmetry", "half_light_radius", "ellipticity",
+            "colour_F435W-F850LP", "colour_F850LP-F160W"} <= set(table.colnames)
+    disk = labels == "disk"
+    r50 = np.asarray(table["half_light_radius"])
+    ell = np.asarray(table["ellipticity"])
+    col = np.asarray(table["colour_F850LP-F160W"])
+    assert np.nanmedian(r50[disk]) > np.nanmedian(r50[~disk])
+    assert np.nanmedian(ell[disk]) > np.nanmedian(ell[~disk])
+    assert np.nanmedian(col[disk]) < np.nanmedian(col[~disk])  # spheroids are redder
+    same, _ = morphology_wasserstein(table, table)
+    assert same == 0.0
+    shuffled = measure_morphology(shuffle_pixels(phys, 1), BANDS, noise_sigma=table.meta["noise_sigma"], progress=False)
+    far, per = morphology_wasserstein(table, shuffled)
+    assert shuffled["ok"].mean() < 0.5
+    assert np.isnan(far)  # no central galaxy to measure
+    assert per["colour_F435W-F850LP"] < 0.5  # shuffling keeps each pixel's colour
+
+
+def _evaluation_workspace(tmp_path, make_library, n: int = 240):
+    """A sample of ``n`` synthetic galaxies with its split, and ``make_library(sample) -> (stretched, labels)``."""
+    from galearn.gan.data import condition_labels, load_or_make_split
+
+    ws = make_workspace(tmp_path, n=n, seed=11)
+    sample = open_sample(ws.sample)
+    cond, labels = condition_labels(sample, "truth_class")
+    load_or_make_split(ws, sample, cond, labels, heldout_fraction=0.3, random_state=0)
+    library_stretched, library_labels = make_library(sample)
+    stretch = AsinhStretch.from_dict(sample.stretch)
+    m = len(library_stretched)
+    cat = Table({"id": [f"gan-{i + 1:06d}" for i in range(m)], "synthetic": np.ones(m, bool),
+                 "truth_class": library_labels, "checkpoint_step": np.full(m, 7)})
+    write_sample(ws.library, library_stretched, cat, physical=stretch.inverse(library_stretched), bands=BANDS,
+                 kind="library", stretch=sample.stretch, columns={"id": "id"})
+    return ws
+
+
+def _run(ws, n_morph=10):
+    from galearn.gan import run_evaluate
+
+    cfg = dataclasses.replace(RunConfig(), gan=GanConfig(eval_morphology_n=n_morph, condition="truth_class"))
+    return run_evaluate(ws, cfg, feature_fn=pooled_features, progress=False)
+
+
+def _fresh_real(shuffle: bool):
+    def make(sample):
+        # New galaxies from the same distribution as the sample (never trained on).
+        phys, labels = synthetic_galaxies(200, 99, 32)
+        stretched = AsinhStretch.from_dict(sample.stretch).forward(phys)
+        return (shuffle_pixels(stretched, 3) if shuffle else stretched), labels
+    return make
+
+
+def test_evaluate_real_against_real_sits_at_the_baseline_and_shuffled_far_from_it(tmp_path):
+    ws = _evaluation_workspace(tmp_path / "real", _fresh_real(False))
+    m = _run(ws, n_morph=8)
+    assert m["fid"] < 2.0 * m["fid_real_baseline"]
+    assert m["precision"] > m["precision_real_baseline"] - 0.15 and m["recall"] > m["recall_real_baseline"] - 0.15
+    assert m["precision"] > 0.6 and m["recall"] > 0.6
+    assert m["memorised_fraction"] < 0.1
+    assert m["morphology_wasserstein"] < 2.5 * m["morphology_wasserstein_real_baseline"] + 0.1
+    assert m["steps"] == 7 and m["condition"] == "truth_class"
+    assert set(m["per_class"]) == {"disk", "spheroid"}
+    bal = m["balancing"]
+    assert 0 <= bal["balanced_accuracy_real_only"] <= 1 and 0 <= bal["balanced_accuracy_with_gan"] <= 1
+    assert bal["n_train_minority_real"] < bal["n_train_majority"]
+    stored = read_metrics(ws.metrics)["gan"]
+    assert stored["fid"] == m["fid"] and "gini" in stored["morphology_stats"]
+    table = read_table(ws.gan / "morphology.ecsv")
+    assert set(table["set"]) == {"real_heldout", "real_train", "generated"}
+
+    # Shuffled-pixel "generated" stamps: same pixel values, no galaxies (the morphology
+    # of shuffled stamps is tested in test_morphology_measures_and_separates_classes).
+    s = _run(_evaluation_workspace(tmp_path / "shuffled", _fresh_real(True)), n_morph=0)
+    assert s["fid"] > 5 * s["fid_real_baseline"]
+    assert s["kid"] > 5 * max(s["kid_real_baseline"], 1e-3)
+    assert s["precision"] < 0.2 and s["recall"] < 0.2
+    assert "morphology_wasserstein" not in s
+
+
+def test_copied_training_stamps_count_as_memorised(tmp_path):
+    from galearn.gan.data import read_split
+
+    def copies(sample):
+        train = read_split(ws_holder[0])["train"][:150]
+        return sample.read("stretched", train), np.asarray(sample.catalog["truth_class"])[train]
+
+    ws_holder = [make_workspace(tmp_path / "copy", n=240, seed=11)]
+    from galearn.gan.data import condition_labels, load_or_make_split
+
+    sample = open_sample(ws_holder[0].sample)
+    cond, labels = condition_labels(sample, "truth_class")
+    load_or_make_split(ws_holder[0], sample, cond, labels, heldout_fraction=0.3, random_state=0)
+    ws = _evaluation_workspace(tmp_path / "copy", copies)
+    m = _run(ws, n_morph=0)
+    assert m["memorised_fraction"] > 0.9
