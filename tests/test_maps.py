@@ -55,9 +55,9 @@ def make_workspace(root, n=120, dim=16, backbones=("efficientnet-lite0",), libra
 
 def test_tsne_same_seed_same_map_and_different_seed_differs():
     X, _ = blobs(n=100)
-    a = TSNEMap(perplexity=15, random_state=3).fit(X).embedding_
-    b = TSNEMap(perplexity=15, random_state=3).fit(X).embedding_
-    c = TSNEMap(perplexity=15, random_state=4).fit(X).embedding_
+    a = TSNEMap(perplexity=15, n_jobs=1, random_state=3).fit(X).embedding_
+    b = TSNEMap(perplexity=15, n_jobs=1, random_state=3).fit(X).embedding_
+    c = TSNEMap(perplexity=15, n_jobs=1, random_state=4).fit(X).embedding_
     assert a.shape == (100, 2)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
@@ -65,7 +65,7 @@ def test_tsne_same_seed_same_map_and_different_seed_differs():
 
 def test_tsne_separates_blobs_and_transform_places_copies_next_to_originals():
     X, y = blobs(n=150, dim=20)
-    m = TSNEMap(perplexity=20, random_state=0).fit(X)
+    m = TSNEMap(perplexity=20, n_jobs=1, random_state=0).fit(X)
     emb = m.embedding_.copy()
     # blobs stay apart on the map: each point's nearest map neighbour is from its own blob
     d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
@@ -104,7 +104,7 @@ def test_tsne_constructor_parameters_reach_opentsne(monkeypatch):
 
 def test_tsne_small_sample_lowers_perplexity():
     X, _ = blobs(n=30, dim=6)
-    m = TSNEMap(perplexity=30, random_state=0).fit(X)
+    m = TSNEMap(perplexity=30, n_jobs=1, random_state=0).fit(X)
     assert m.perplexity_ == pytest.approx(29 / 3)
     assert np.isfinite(m.embedding_).all()
 
@@ -116,7 +116,7 @@ def test_pca_map_transform_matches_embedding():
     assert m.explained_variance_ratio_[0] >= m.explained_variance_ratio_[1] > 0
 
 
-@pytest.mark.parametrize("estimator", [TSNEMap(random_state=0), PCAMap(random_state=0)])
+@pytest.mark.parametrize("estimator", [TSNEMap(n_jobs=1, n_iter=50, random_state=0), PCAMap(random_state=0)])
 def test_bad_input(estimator):
     X, _ = blobs(n=40, dim=8)
     with pytest.raises(NotFittedError):
@@ -148,7 +148,7 @@ def test_umap_seeded_and_transform():
 
 def test_run_embed_writes_map_model_and_library_map(tmp_path):
     ws, X, _ = make_workspace(tmp_path / "ws", library=6)
-    out = run_embed(ws, EmbedConfig(method="tsne", perplexity=15, random_state=0))
+    out = run_embed(ws, EmbedConfig(method="tsne", perplexity=15, n_jobs=1, random_state=0))
     assert out == ws.map("tsne")
     emb, ids, attrs = read_map(out)
     assert emb.shape == (120, 2) and list(ids[:2]) == ["100", "101"]

@@ -543,3 +543,40 @@ def test_compressed_weight_map_next_to_mapped_science(field, tmp_path):
     reasons = dict(zip(res.rejected["id"], res.rejected["reason"]))
     # sources 1 and 4 sit at x ~ 81-83: their stamps (x 49..113) are mostly without weight
     assert reasons == {"1": "band missing: F435W", "4": "band missing: F435W"}
+
+
+@pytest.mark.slow
+def test_streaming_keeps_resident_memory_below_the_mosaic(tmp_path):
+    """A 6000^2 float32 mosaic (144 MB) and 3000 scattered rows: the cut adds far less than the mosaic."""
+    import json
+    import subprocess
+    import sys
+
+    n = 6000
+    w = tan_wcs(0.06, (n, n))
+    hdr = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": n, "NAXIS2": n})
+    hdr.update(w.to_header())
+    p = tmp_path / "big.fits"
+    shdu = fits.StreamingHDU(p, hdr)
+    rng = np.random.default_rng(0)
+    for _ in range(0, n, 1000):
+        shdu.write(rng.normal(0, 1, (1000, n)).astype(">f4"))
+    shdu.close()
+    ra, dec = w.all_pix2world(rng.uniform(40, n - 40, 3000), rng.uniform(40, n - 40, 3000), 0)
+    Table({"RA_1": ra, "DEC_1": dec}).write(tmp_path / "cat.fits")
+    code = f"""
+import json, resource
+from galearn.config import CutoutConfig
+from galearn.store import Workspace
+from galearn.survey import make_sample_from_mosaics
+import reproject, h5py  # imports before the baseline
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+s = make_sample_from_mosaics({str(tmp_path / 'cat.fits')!r}, {{"F435W": {str(p)!r}}}, Workspace({str(tmp_path / 'ws')!r}),
+                             CutoutConfig(batch_size=256), progress=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"n": s.n, "base": base, "peak": peak}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["n"] == 3000
+    assert res["peak"] - res["base"] < 80, res  # the mosaic is 144 MB; stamps of one batch are 4 MB

@@ -343,7 +343,7 @@ def _thumb_mosaic(xy, index, sample, cfg, extent):
     return thumbnail_mosaic(rgb, col, row, grid), (chosen, col, row)
 
 
-def _mosaic_figure(panels: list[tuple[np.ndarray, str]], *, gap: int = 8, title_px: int = 46):
+def _mosaic_figure(panels: list[tuple[np.ndarray, str]], *, gap: int = 8, title_px: int = 56):
     """A black figure showing mosaics pixel for pixel (``figimage``: no resampling), titles above."""
     plt = _plt()
     dpi = 100
@@ -356,7 +356,7 @@ def _mosaic_figure(panels: list[tuple[np.ndarray, str]], *, gap: int = 8, title_
             fig.figimage(np.full((h, gap, 3), 90, dtype=np.uint8), xo=x - gap, yo=0, origin="upper")
         fig.figimage(mosaic, xo=x, yo=0, origin="upper")
         fig.text((x + mosaic.shape[1] / 2) / w, 1 - 4 / (h + title_px), title, color="white", ha="center",
-                 va="top", fontsize=10 if mosaic.shape[1] >= 600 else 8)
+                 va="top", fontsize=float(np.clip(mosaic.shape[1] / 90, 7, 14)))
         x += mosaic.shape[1] + gap
     return fig
 
@@ -464,6 +464,9 @@ def fig_uvj(data, path: Path) -> Path | None:
     span = hi - lo
     ax.set_xlim(lo[0] - 0.1 * span[0], hi[0] + 0.1 * span[0])
     ax.set_ylim(lo[1] - 0.1 * span[1], hi[1] + 0.1 * span[1])
+    # keep the whole box in view (its corner is at V-J = 1.6, U-V = 1.3)
+    ax.set_xlim(min(ax.get_xlim()[0], 0.0), max(ax.get_xlim()[1], 1.9))
+    ax.set_ylim(min(ax.get_ylim()[0], 0.5), max(ax.get_ylim()[1], 2.3))
     _williams_box(ax, ax.get_xlim()[0], ax.get_ylim()[1])
     handles, labels = ax.get_legend_handles_labels()
     old = ax.get_legend()

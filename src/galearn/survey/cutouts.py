@@ -551,10 +551,15 @@ class _Cutter:
         ra, dec = ref.wcs.all_pix2world(px, py, 0)
         bx, by = m.wcs.all_world2pix(ra, dec, 0, quiet=True)
         bx, by = bx.reshape(-1, 4), by.reshape(-1, 4)
-        xmin = np.floor(bx.min(axis=1) + 0.5).astype(np.int64) - margin
-        ymin = np.floor(by.min(axis=1) + 0.5).astype(np.int64) - margin
-        xmax = np.floor(bx.max(axis=1) + 0.5).astype(np.int64) + 1 + margin
-        ymax = np.floor(by.max(axis=1) + 0.5).astype(np.int64) + 1 + margin
+        # Positions that do not project (NaN) get an empty box far outside every mosaic.
+        lo_x = np.nan_to_num(np.floor(bx.min(axis=1) + 0.5), nan=-1e12)
+        lo_y = np.nan_to_num(np.floor(by.min(axis=1) + 0.5), nan=-1e12)
+        hi_x = np.nan_to_num(np.floor(bx.max(axis=1) + 0.5), nan=-1e12)
+        hi_y = np.nan_to_num(np.floor(by.max(axis=1) + 0.5), nan=-1e12)
+        xmin = lo_x.astype(np.int64) - margin
+        ymin = lo_y.astype(np.int64) - margin
+        xmax = hi_x.astype(np.int64) + 1 + margin
+        ymax = hi_y.astype(np.int64) + 1 + margin
         return xmin, ymin, xmax, ymax
 
     def read(self, rows: np.ndarray) -> np.ndarray:
