@@ -192,3 +192,15 @@ def test_cli_embed(tmp_path, capsys):
     assert "pca.h5" in capsys.readouterr().out
     assert main(["embed", "--workspace", str(tmp_path / "empty")]) == 2
     assert "galearn features" in capsys.readouterr().err
+
+
+def test_run_embed_skips_stale_library_features(tmp_path):
+    ws, _, _ = make_workspace(tmp_path / "ws", library=6)
+    run_embed(ws, EmbedConfig(method="pca"))
+    assert ws.library_map("pca").exists()
+    # the library is regenerated; its old features no longer match it
+    write_sample(ws.library, np.zeros((4, 3, 8, 8)), Table({"ID": ["x1", "x2", "x3", "x4"]}), physical=None,
+                 bands=["B", "G", "R"], kind="library", columns={"id": "ID"})
+    with pytest.warns(UserWarning, match="not placing the GAN library"):
+        run_embed(ws, EmbedConfig(method="pca"))
+    assert ws.map("pca").exists() and not ws.library_map("pca").exists()

@@ -276,3 +276,16 @@ def test_cli_run(tmp_path, fakes, capsys):
     assert main(["run", "--workspace", str(ws), "catalog=nope.fits"]) == 2
     state = json.loads((ws / ".galearn-state.json").read_text())
     assert set(state["stages"]) == {"simulate", "cutouts", "features", "embed", "classify", "report"}
+
+
+def test_cli_run_interrupted_says_how_to_resume(tmp_path, fakes, capsys):
+    from galearn.cli import main
+
+    _, fail = fakes
+    fail["classify"] = 1
+    ws = tmp_path / "ws"
+    assert main(["run", "--workspace", str(ws), "run_gan=false"]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert main(["run", "--workspace", str(ws), "run_gan=false"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (up to date)") == 5 and "classify            done in" in out

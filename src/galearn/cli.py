@@ -171,18 +171,26 @@ def features(workspace, backbone, weights, library, device, input_size, tta, con
 @app.command()
 @_workspace_option
 @click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None)
-@click.option("--epochs", type=int, default=None)
-@click.option("--budget-minutes", type=float, default=None)
-@click.option("--device", default=None)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file of that backbone.")
+@click.option("--epochs", type=int, default=None, help="Passes over the stamps (default 10).")
+@click.option("--budget-minutes", type=float, default=None,
+              help="Wall-time cap of this call (default 8); re-running continues from the checkpoint.")
+@click.option("--input-size", type=int, default=None, help="Training input side in pixels (default 64).")
+@click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same weights).")
+@click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def adapt(workspace, backbone, weights, epochs, budget_minutes, device, config, overrides) -> None:
-    """Self-supervised fine-tuning of a backbone on the workspace's own stamps (no labels)."""
+def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, random_state, device, config,
+          overrides) -> None:
+    """Self-supervised (SimCLR) fine-tuning of a backbone on the workspace's own stamps (no labels).
+
+    Writes WS/backbones/adapted.pt; use it with `galearn features --backbone adapted`.
+    """
     from .features import run_adapt
 
     cfg = section(_config(config, overrides), "adapt", backbone=backbone, weights=weights, epochs=epochs,
-                  budget_minutes=budget_minutes, device=device)
+                  budget_minutes=budget_minutes, input_size=input_size, random_state=random_state,
+                  device=device)
     path = run_adapt(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -246,7 +254,13 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
     table = similar_galaxies(Workspace(workspace), galaxy_id, k, backbone=backbone)
     if out:
         table.write(out, overwrite=True)
-    shown = [c for c in table.colnames if c != "row"][:12]
+    roles = table.meta.get("roles", {})
+    preferred = [roles.get(r) for r in ("z", "mass", "sfr", "mag")] + ["uvj_class"]
+    preferred += [c for c in table.colnames if table[c].dtype.kind in "US" and c not in ("id",)]
+    shown = ["rank", "id", "distance"] + [c for c in dict.fromkeys(preferred) if c in table.colnames
+                                          and c not in ("rank", "id", "distance")]
+    if len(shown) == 3:
+        shown += [c for c in table.colnames if c not in shown and c != "row"][:8]
     table[shown].pprint(max_lines=-1, max_width=-1)
 
 
@@ -347,7 +361,12 @@ def run(workspace, config, dry_run, force, overrides) -> None:
         return
     from .pipeline import run_all
 
-    run_all(Workspace(workspace), cfg, force=force)
+    try:
+        run_all(Workspace(workspace), cfg, force=force)
+    except KeyboardInterrupt:
+        click.echo(f"galearn run: interrupted; finished stages are kept in {workspace} "
+                   "(run the same command again to resume)", err=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,7 +114,7 @@ class EmbedConfig:
     """2-D map (``galearn embed``)."""
 
     method: str = "tsne"  # tsne | umap | pca
-    backbone: str | None = None  # None: the newest feature file
+    backbone: str | None = None  # None: metrics.json features.backbone, else the only feature file
     perplexity: float = 30.0
     n_neighbors: int = 15  # umap
     pca_components: int = 50

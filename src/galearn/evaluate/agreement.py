@@ -155,7 +155,9 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
     classes = names[~small]
     excluded_classes = {str(c): int(n) for c, n in zip(names[small], counts[small])}
     if len(classes) < 2:
-        have = ", ".join(f"{c!s}: {n}" for c, n in zip(names, counts)) or "no labelled rows"
+        have = ", ".join(f"{c!s}: {n}" for c, n in zip(names[:8], counts[:8])) or "no labelled rows"
+        if len(names) > 8:
+            have += f", ... ({len(names)} distinct values)"
         raise EmptySelectionError(
             f"{name}: needs at least 2 classes with >= {min_class_size} members to compare ({have})"
         )
@@ -205,6 +207,10 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
         "ari": float(adjusted_rand_score(yi, clusters)),
         "nmi": float(normalized_mutual_info_score(yi, clusters)),
         "cluster_accuracy": float(cluster_acc),
+        # with unequal classes the cluster accuracy is dominated by the largest class: these two
+        # put it in context (mean per-class recall after the same matching; all-in-the-largest-class)
+        "cluster_balanced_accuracy": _matched_balanced_accuracy(table, matched),
+        "majority_fraction": float(np.bincount(yi).max() / n),
         "per_class_recall": {
             "knn": _recall(cm_knn, labels_out),
             "linear": _recall(cm_lin, labels_out),
@@ -231,6 +237,15 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
     clusters_out = np.full(len(y_all), -1, dtype=np.int64)
     clusters_out[included] = clusters
     return AgreementResult(metrics=metrics, included=included, knn_prediction=knn_out, clusters=clusters_out)
+
+
+def _matched_balanced_accuracy(table: np.ndarray, matched: dict) -> float:
+    """Mean over classes of the fraction of the class inside its matched cluster (0 if unmatched)."""
+    support = table.sum(axis=0)
+    hits = np.zeros(table.shape[1])
+    for cluster, cls in matched.items():
+        hits[cls] = table[cluster, cls]
+    return float(np.mean(np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)))
 
 
 def _recall(cm: np.ndarray, labels: list[str]) -> dict:
@@ -265,7 +280,10 @@ def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=
     dict
         ``n_classes``, ``n_galaxies``, ``knn_balanced_accuracy``,
         ``linear_balanced_accuracy`` (means over folds, with ``*_std``),
-        ``ari``, ``nmi``, ``cluster_accuracy``, ``per_class_recall``
+        ``ari``, ``nmi``, ``cluster_accuracy`` (with, for context,
+        ``cluster_balanced_accuracy``: mean per-class recall under the same
+        matching, and ``majority_fraction``: the accuracy of putting every
+        galaxy in the largest class), ``per_class_recall``
         (``knn``/``linear``: class -> recall), ``confusion`` (``knn`` and
         ``linear``: rows true class, columns predicted; ``clusters``: the
         cluster-vs-class contingency matrix with its labels and the matching),

@@ -255,7 +255,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         map=cfg.method if xy is not None else None,
         clusterer=cfg.clusterer,
         cluster_space=space,
-        description="One row per stamp of sample.h5 (same order). Empty class strings mean no class; "
+        description="One row per stamp of sample.h5 (same order). Empty class strings (read back from ECSV as masked) mean no class; "
                     "cluster -1 means noise (hdbscan); knn_<column> is the 5-fold cross-validated "
                     "kNN prediction (empty where the galaxy was not compared).",
     )

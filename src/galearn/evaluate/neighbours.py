@@ -72,7 +72,17 @@ def similar_galaxies(
         backbone = resolve_backbone(ws, backbone)
         feats = load_features(ws, backbone, sample=sample)
         values, ids = feats.values, feats.ids
-        catalog = sample.catalog if catalog is None else catalog
+        if catalog is None:
+            from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+
+            catalog = sample.catalog.copy(copy_data=False)
+            id_column = sample.column("id")
+            if id_column is not None:
+                del catalog[id_column]  # shown as ``id``
+            uvj = uvj_class_of_catalog(sample.catalog, sample.columns)
+            if uvj is not None and UVJ_COLUMN not in catalog.colnames:
+                catalog[UVJ_COLUMN] = uvj
+            meta["roles"] = {r: c for r, c in sample.columns.items() if c in catalog.colnames}
         meta["backbone"] = backbone
     elif isinstance(source, Features):
         values, ids = source.values, source.ids if ids is None else ids

@@ -313,9 +313,9 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
             row = {"step": done, "loss_G": f"{loss_g.item():.5f}", "loss_D": f"{loss_d.item():.5f}",
                    "D_real": f"{d_real:.5f}", "D_fake": f"{d_fake:.5f}", "seconds": f"{seconds:.2f}"}
             writer.writerow(row)
+            fh.flush()
             bar.set_postfix(loss_G=row["loss_G"], loss_D=row["loss_D"], refresh=False)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                fh.flush()
                 checkpoint(done)
             if done % cfg.grid_every == 0 or done == cfg.steps:
                 grid(done)

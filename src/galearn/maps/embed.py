@@ -34,7 +34,7 @@ from sklearn.exceptions import NotFittedError
 from .. import __version__
 from .._optional import require
 from ..config import EmbedConfig
-from ..errors import BadValueError
+from ..errors import BadValueError, GalearnInputError
 from ..store import Workspace
 from .reduce import as_seed, blas_threads, check_features, reduce_features
 
@@ -101,8 +101,9 @@ class TSNEMap(_MapBase):
     n_jobs : int
         Threads for openTSNE (-1: all cores).
     random_state : int, numpy.random.Generator or None
-        Seed of the PCA and of openTSNE (which gets a plain int); same seed,
-        same map.
+        Seed of the PCA and of openTSNE (which gets a plain int); same seed
+        and same ``n_jobs``, same map (another thread count changes openTSNE's
+        summation order and hence the map).
     n_iter : int
         Iterations after the early-exaggeration phase (openTSNE default 500).
 
@@ -287,7 +288,6 @@ def make_map(method: str, *, perplexity=30.0, n_neighbors=15, pca_components=50,
     raise BadValueError(f"unknown map method {method!r} (option --method); choose one of {', '.join(MAP_METHODS)}")
 
 
-
 # --------------------------------------------------------------------------- workspace stage
 
 
@@ -353,14 +353,20 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
 
     lib_features = ws.features(backbone, library=True)
     lib_map = ws.library_map(cfg.method)
+    placed_library = False
     if lib_features.exists():
-        library = open_sample(ws.library) if ws.library.exists() else None
-        lib = load_features(ws, backbone, library=True, sample=library)
-        placed = estimator.transform(lib.values)
-        write_map(lib_map, placed, lib.ids, dict(attrs, n=int(len(lib.ids)), placed_with="transform",
-                                                  reference_map=out.name,
-                                                  sample_checksum=lib.attrs.get("sample_checksum")))
-    elif lib_map.exists():
+        try:
+            library = open_sample(ws.library) if ws.library.exists() else None
+            lib = load_features(ws, backbone, library=True, sample=library)
+            placed = estimator.transform(lib.values)
+        except GalearnInputError as exc:  # e.g. library regenerated, its features not yet
+            warnings.warn(f"embed: not placing the GAN library on the map: {exc}", stacklevel=2)
+        else:
+            write_map(lib_map, placed, lib.ids, dict(attrs, n=int(len(lib.ids)), placed_with="transform",
+                                                      reference_map=out.name,
+                                                      sample_checksum=lib.attrs.get("sample_checksum")))
+            placed_library = True
+    if not placed_library and lib_map.exists():
         lib_map.unlink()  # placed on a map that no longer exists
 
     seconds = time.perf_counter() - t0

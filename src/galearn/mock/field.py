@@ -563,7 +563,8 @@ def render_mosaics(truth: dict, cfg: SimulateConfig, *,
         else:
             import multiprocessing as mp
 
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            # "spawn": forking a process whose thread pools (FFT, OpenMP) hold locks can deadlock.
+            ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
                 # imap keeps the order, so the sum into the mosaic is the same for any number of workers.
                 for i, res in enumerate(pool.imap(render_source, tasks, chunksize=4)):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingInputError
-from ..survey.stretch import lupton_rgb
+from ..survey.stretch import robust_noise
 
-__all__ = ["write_previews", "read_stamps"]
+__all__ = ["write_previews", "read_stamps", "calibrated_lupton_rgb"]
 
 BANDS = ("F435W", "F850LP", "F160W")
 CLASS_ORDER = ("elliptical", "spiral", "edge-on", "irregular", "merger", "star")
@@ -31,6 +31,26 @@ def _load(out_dir: Path) -> tuple[dict[str, np.ndarray], object]:
     return images, Table.read(cat_path, character_as_bytes=False)
 
 
+def calibrated_lupton_rgb(physical: np.ndarray, zero_points: list[float], *, stretch: float = 15.0,
+                          Q: float = 6.0) -> np.ndarray:
+    """Lupton et al. (2004) RGB of stamps ``(N, 3, H, W)`` in band order (F435W, F850LP, F160W) -> uint8 (N, H, W, 3).
+
+    Each band is converted to flux density (microJy per pixel) with its AB zero point, so a source
+    with a flat f_nu spectrum is grey; ``stretch`` is in units of the median sky noise of the three bands.
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    x = np.nan_to_num(np.asarray(physical, dtype="f8"))
+    x = x * (10.0 ** (0.4 * (23.9 - np.asarray(zero_points, dtype="f8"))))[None, :, None, None]
+    noise = np.nanmedian([robust_noise(x[:, c]) for c in range(3)])
+    scale = stretch * (noise if np.isfinite(noise) and noise > 0 else 1.0)
+    out = np.empty(x.shape[:1] + x.shape[2:] + (3,), np.uint8)
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where all bands are 0
+        for i in range(len(x)):
+            out[i] = make_lupton_rgb(x[i, 2], x[i, 1], x[i, 0], minimum=0.0, stretch=scale, Q=Q)
+    return out
+
+
 def read_stamps(images: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
     """Stamps ``(N, C, size, size)`` centred on 1-based pixel positions (x, y); zero outside the mosaic."""
     half = size // 2
@@ -50,7 +70,8 @@ def read_stamps(images: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, siz
 
 
 def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_size: int = 80, per_class: int = 8,
-                   bright_mag: float = 23.5, random_state: int = 0) -> dict[str, Path]:
+                   bright_mag: float = 23.5, stretch: float = 15.0, Q: float = 6.0,
+                   random_state: int = 0) -> dict[str, Path]:
     """Draw ``preview_rgb.png`` (Lupton RGB F160W/F850LP/F435W of a patch) and ``preview_stamps.png``.
 
     Parameters
@@ -65,6 +86,9 @@ def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_siz
         Stamps per truth class (one row each).
     bright_mag : float
         Prefer galaxies brighter than this F160W magnitude (AB) in the grid.
+    stretch, Q : float
+        Lupton et al. (2004) parameters; bands are flux-calibrated (flat f_nu = grey) and ``stretch``
+        is in units of the median sky noise (see :func:`calibrated_lupton_rgb`).
     random_state : int
         Seed for picking the stamps.
 
@@ -86,6 +110,7 @@ def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_siz
     from astropy.io import fits
 
     hdr = fits.getheader(out_dir / "F160W.fits")
+    zps = [float(fits.getheader(out_dir / f"{b}.fits").get("PHOTZP", 0.0)) for b in BANDS]
     pix = abs(float(hdr.get("CD2_2", hdr.get("PC2_2", 1.0) * hdr.get("CDELT2", 1.0)))) * 3600.0
     ny, nx = images["F160W"].shape
     side = int(min(patch_arcsec / pix, nx, ny))
@@ -94,7 +119,7 @@ def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_siz
     # Patch centre: the catalogue source nearest the median position (inside the footprint).
     k = int(np.argmin(np.hypot(x - np.median(x), y - np.median(y))))
     patch = read_stamps(images, x[[k]], y[[k]], side)
-    rgb = lupton_rgb(patch, list(BANDS), Q=8.0)[0]
+    rgb = calibrated_lupton_rgb(patch, zps, stretch=stretch, Q=Q)[0]
     paths = {"rgb": out_dir / "preview_rgb.png", "stamps": out_dir / "preview_stamps.png"}
     fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
     ax.imshow(rgb, origin="lower", interpolation="nearest")
@@ -118,7 +143,7 @@ def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_siz
         picks.append(np.sort(pick))
     allp = np.concatenate(picks)
     stamps = read_stamps(images, x[allp], y[allp], stamp_size)
-    rgbs = lupton_rgb(stamps, list(BANDS), Q=8.0)
+    rgbs = calibrated_lupton_rgb(stamps, zps, stretch=stretch, Q=Q)
     pos = 0
     for r, (c, pick) in enumerate(zip(classes, picks)):
         for j in range(per_class):

@@ -31,6 +31,7 @@ __all__ = [
     "category_colours",
     "viridis_hex",
     "agreement_entries",
+    "agreement_label",
     "confusion_of",
     "morphology_samples",
     "morphology_histograms",
@@ -221,6 +222,17 @@ def _matrix(mat, rows=None, cols=None):
     if cols is None or len(cols) != mat.shape[1]:
         cols = rows if mat.shape[0] == mat.shape[1] else [str(i) for i in range(mat.shape[1])]
     return mat, rows, cols
+
+
+def agreement_label(metrics: dict, label: str) -> str:
+    """``backbone: column`` for an :func:`agreement_entries` label (primary backbone from ``features.backbone``)."""
+    path = label.split(".")
+    if path[0] == "agreement" and len(path) == 2:
+        primary = (metrics.get("features") or {}).get("backbone")
+        return f"{primary}: {path[1]}" if primary else path[1]
+    if path[0] == "agreement_by_backbone" and len(path) == 3:
+        return f"{path[1]}: {path[2]}"
+    return label
 
 
 def confusion_of(record: dict) -> list[tuple[str, np.ndarray, list[str], list[str]]]:
@@ -423,7 +435,7 @@ def fig_colour_maps(data, path: Path) -> Path | None:
     for ax in axes.flat[len(fields):]:
         ax.set_visible(False)
     fig.suptitle(f"{data.method} map of {data.n} galaxies, coloured by catalogue and class columns", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return _save(fig, path)
 
 
@@ -485,13 +497,18 @@ def fig_uvj(data, path: Path) -> Path | None:
 
 def fig_confusions(metrics: dict, path: Path) -> Path | None:
     """Confusion matrices of every agreement record (clusters vs classes, kNN predictions ...)."""
-    entries = [(label, *c) for label, rec in agreement_entries(metrics) for c in confusion_of(rec)]
+    entries = []
+    for label, rec in agreement_entries(metrics):
+        mats = confusion_of(rec)
+        if not label.startswith("agreement."):  # other backbones: the kNN matrix is enough
+            mats = [m for m in mats if m[0].startswith("kNN")] or mats[:1]
+        entries += [(agreement_label(metrics, label), *m) for m in mats]
     if not entries:
         return None
     plt = _plt()
-    ncol = min(3, len(entries))
+    ncol = min(4, len(entries))
     nrow = int(np.ceil(len(entries) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.8 * ncol, 4.4 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 3.9 * nrow), squeeze=False)
     for ax, (label, kind, mat, rows, cols) in zip(axes.flat, entries):
         norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -500,12 +517,11 @@ def fig_confusions(metrics: dict, path: Path) -> Path | None:
                     fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
-        name = label.removeprefix("agreement.")
-        ax.set_title(f"{name}: {kind}" if kind else name, fontsize=9)
+        ax.set_title(f"{label}\n{kind}" if kind else label, fontsize=8)
     for ax in axes.flat[len(entries):]:
         ax.set_visible(False)
     fig.suptitle("confusion matrices (colour: fraction of the row)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return _save(fig, path)
 
 
@@ -626,7 +642,7 @@ def fig_morphology(gan: dict, path: Path) -> Path | None:
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     fig.suptitle("morphology statistics (statmorph), real vs generated", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return _save(fig, path)
 
 

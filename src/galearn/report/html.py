@@ -21,7 +21,8 @@ from ..config import ReportConfig
 from ..errors import BadValueError
 from ..store import Workspace, atomic_write_text
 from .data import ReportData, load_report_data, read_stamps_rgb
-from .figures import AGREEMENT_KEYS, agreement_entries, category_colours, viridis_hex, write_figures
+from .figures import (AGREEMENT_KEYS, agreement_entries, agreement_label, category_colours, viridis_hex,
+                      write_figures)
 
 __all__ = ["run_report", "build_page_data", "metrics_rows", "render_html"]
 
@@ -188,7 +189,7 @@ def metrics_rows(metrics: dict) -> dict:
                 shown.add(tuple(path + [key]))
             else:
                 cells.append(None)
-        pivot.append({"label": _agreement_label(metrics, path), "cells": cells})
+        pivot.append({"label": agreement_label(metrics, ".".join(path)), "cells": cells})
 
     sections: dict[str, list] = {}
 
@@ -210,16 +211,6 @@ def metrics_rows(metrics: dict) -> dict:
     ordered = {k: sections[k] for k in order if k in sections}
     ordered.update({k: v for k, v in sections.items() if k not in ordered})
     return {"pivot_columns": pivot_cols, "pivot": pivot, "sections": ordered}
-
-
-def _agreement_label(metrics: dict, path: list[str]) -> str:
-    """``backbone: column`` for agreement records (the primary backbone from ``features.backbone``)."""
-    if path[0] == "agreement" and len(path) == 2:
-        primary = (metrics.get("features") or {}).get("backbone")
-        return f"{primary}: {path[1]}" if primary else path[1]
-    if path[0] == "agreement_by_backbone" and len(path) == 3:
-        return f"{path[1]}: {path[2]}"
-    return ".".join(path)
 
 
 def _find_path(node, target, path=None) -> list[str] | None:
@@ -264,7 +255,7 @@ def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -
         "n_map": data.n,
         "bands": ", ".join(sample.bands),
         "stamp_size": sample.stamp_size,
-        "pixel_scale": sample.pixel_scale_arcsec,
+        "pixel_scale": None if sample.pixel_scale_arcsec is None else float(f"{sample.pixel_scale_arcsec:.4g}"),
         "method": data.method,
         "map_attrs": {k: v for k, v in data.map_attrs.items() if isinstance(v, (str, int, float))},
         "library": None if data.library is None else data.library.n,
