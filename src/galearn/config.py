@@ -84,7 +84,7 @@ class FeatureConfig:
     backbone: str = "auto"
     weights: str | None = None  # local weights file
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
-    tta: bool | int = True  # average over flips / 90-degree rotations: True (measured default), False, 2, 4, 8
+    tta: bool | int = False  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present
@@ -164,7 +164,7 @@ class ReportConfig:
     """Figures and HTML page (``galearn report``)."""
 
     method: str = "tsne"
-    thumbnail_grid: int = 40  # cells per side of the thumbnail map
+    thumbnail_grid: int = 40  # most cells per side of the thumbnail map (fewer for small samples)
     thumbnail_pixels: int = 40  # pixels per thumbnail (cell) in thumbnail_map.png
     thumbnail_crop: float = 1.0  # central fraction of each stamp shown in the thumbnails
     max_points_html: int = 20000  # galaxies in the interactive map (a seeded random subset beyond)

@@ -67,7 +67,7 @@ def label_array(values, *, name: str = "labels") -> np.ndarray:
         vals = np.where(finite & ~mask, data, 0.0)
         if np.any(vals != np.round(vals)):
             raise BadValueError(
-                f"{name} holds non-integer numbers (e.g. {vals[vals != np.round(vals)][0]!r}); "
+                f"{name} holds non-integer numbers (e.g. {float(vals[vals != np.round(vals)][0]):g}); "
                 "a comparison column must be categorical (strings or integer class codes)"
             )
         out = vals.astype(np.int64).astype(str)

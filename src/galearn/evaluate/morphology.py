@@ -91,7 +91,9 @@ def _central_segment(image: np.ndarray, threshold: float, n_pixels: int):
     from scipy import ndimage
 
     smooth = ndimage.gaussian_filter(image, 1.0)
-    segm = detect_sources(smooth, threshold, n_pixels=n_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NoDetectionsWarning: a stamp without a source is a failed measurement
+        segm = detect_sources(smooth, threshold, n_pixels=n_pixels)
     if segm is None:
         return None
     data = segm.data

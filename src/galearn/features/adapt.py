@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +229,8 @@ def _step_seed(random_state: int, *keys: int) -> int:
                % (2**63 - 1))
 
 
-def _freeze(model: nn.Module, n_frozen: int, bn: str) -> list[str]:
-    """Freeze the first ``n_frozen`` stages (``model.stages`` when present); ``bn='frozen'`` keeps BN stats."""
+def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
+    """Freeze the first ``n_frozen`` stages of ``model.stages`` (at most all but the last); return their names."""
     frozen: list[str] = []
     stages = getattr(model, "stages", None)
     if n_frozen > 0:
@@ -342,7 +342,7 @@ def adapt_backbone(
     total = epochs * steps_per_epoch
     device = torch.device(backbone.device)
     model = backbone.model.to(device, memory_format=torch.channels_last)
-    frozen = _freeze(model, freeze_stages, bn)
+    frozen = _freeze(model, freeze_stages)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_step_seed(random_state, 0))
         head = ProjectionHead(backbone.dim).to(device)
@@ -395,9 +395,9 @@ def adapt_backbone(
             idx = torch.from_numpy(np.sort(order[k * batch:(k + 1) * batch]))
             gen = torch.Generator().manual_seed(_step_seed(random_state, 1, step))
             torch.manual_seed(_step_seed(random_state, 2, step))  # drop-connect etc. inside the model
-            x = images[idx]
+            x = images[idx].to(device, non_blocking=True)  # random numbers come from the CPU generator
             views = torch.cat([augment_views(x, augment, gen, std=std), augment_views(x, augment, gen, std=std)])
-            views = views.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            views = views.contiguous(memory_format=torch.channels_last)
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             _set_train_mode(model, frozen, bn)

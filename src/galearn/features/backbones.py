@@ -249,7 +249,10 @@ _SPECS: dict[str, _Spec] = {
     "random-resnet18": _Spec(
         lambda: _resnet_trunk("resnet18"), _resnet_stages, ("layer4",), IMAGENET_MEAN, IMAGENET_STD
     ),
-    "efficientnet-lite0": _Spec(_efficientnet_trunk, _efficientnet_stages, ("head",), LITE_MEAN, LITE_STD),
+    # last block stage (320 ch) + head (1280 ch): clearly better cluster accuracy on real images
+    "efficientnet-lite0": _Spec(
+        _efficientnet_trunk, _efficientnet_stages, ("stage7", "head"), LITE_MEAN, LITE_STD
+    ),
 }
 
 

@@ -133,13 +133,14 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
 class _FeatureSource:
     """Features of stamps of one file: from the workspace's feature file when it matches, else computed."""
 
-    def __init__(self, sample: Sample, path, compute: FeatureFn) -> None:
+    def __init__(self, sample: Sample, path, compute: FeatureFn, expect: dict | None = None) -> None:
         self.sample = sample
         self.compute = compute
         self.cached = None
         if path is not None and path.exists():
             feats = read_features(path)
-            if feats.attrs.get("sample_checksum") == sample.checksum and len(feats.values) == sample.n:
+            same_space = all(feats.attrs.get(k) == v for k, v in (expect or {}).items())
+            if feats.attrs.get("sample_checksum") == sample.checksum and len(feats.values) == sample.n and same_space:
                 self.cached = feats.values
             else:
                 log.info("%s is not for %s: computing features", path, sample.path)
@@ -161,11 +162,12 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
     fcfg = cfg.features
     name = read_metrics(ws.metrics).get("features", {}).get("backbone") or fcfg.backbone
     input_size = DEFAULT_INPUT_SIZE if fcfg.input_size is None else int(fcfg.input_size)
-    settings = {"tta": fcfg.tta, "input_size": input_size if input_size > 0 else None}
+    settings = {"tta": fcfg.tta, "input_size": input_size if input_size > 0 else None,
+                "layers": list(getattr(fcfg, "layers", ()) or ())}
     real_path = ws.features(name)
     if real_path.exists():  # the sample's feature file fixes the feature space
         attrs = read_features(real_path).attrs
-        settings = {"tta": attrs.get("tta", settings["tta"]), "input_size": attrs.get("input_size", settings["input_size"])}
+        settings = {key: attrs.get(key, value) for key, value in settings.items()}
     state: dict = {}
 
     def fn(stretched: np.ndarray) -> np.ndarray:
@@ -176,7 +178,7 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
         if "backbone" not in state:
             torch.manual_seed(int(fcfg.random_state))
             state["backbone"] = load_backbone(name, weights=fcfg.weights, workspace=ws, device=fcfg.device,
-                                              layers=tuple(getattr(fcfg, "layers", ()) or ()) or None,
+                                              layers=tuple(settings["layers"] or ()) or None,
                                               random_state=fcfg.random_state)
         return extract_features(stretched, bands, state["backbone"], batch_size=fcfg.batch_size,
                                 tta=settings["tta"], input_size=settings["input_size"], progress=False)
@@ -228,7 +230,7 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     if feature_fn is None:
         backbone, fn, feat_settings = _backbone_feature_fn(ws, cfg, sample.bands)
         real_feats = _FeatureSource(sample, ws.features(backbone), fn)
-        lib_feats = _FeatureSource(library, ws.features(backbone, library=True), fn)
+        lib_feats = _FeatureSource(library, ws.features(backbone, library=True), fn, expect=feat_settings)
     else:
         backbone, feat_settings = "custom", {}
         real_feats = _FeatureSource(sample, None, feature_fn)

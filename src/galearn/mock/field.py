@@ -281,8 +281,6 @@ def _body_objects(body: dict, gsrng, nrng: np.random.Generator) -> list:
 @functools.lru_cache(maxsize=None)
 def _psf_kernel(band: str, scale: float, radius_arcsec: float = 1.5) -> np.ndarray:
     """Pixel-integrated PSF image on the mosaic grid, centred, normalised to a sum of 1 (for point-like knots)."""
-    import galsim
-
     half = int(math.ceil(radius_arcsec / scale))
     img = band_psf(band).drawImage(nx=2 * half + 1, ny=2 * half + 1, scale=scale).array.astype("f8")
     return img / img.sum()

@@ -106,7 +106,6 @@ def write_previews(out_dir: str | Path, *, patch_arcsec: float = 45.0, stamp_siz
 
     out_dir = Path(out_dir)
     images, cat = _load(out_dir)
-    pix = None
     from astropy.io import fits
 
     hdr = fits.getheader(out_dir / "F160W.fits")

@@ -346,6 +346,18 @@ def _save(fig, path: Path, dpi: int = 100) -> Path:
     return path
 
 
+def effective_grid(cfg, n: int, stamp_size: int):
+    """``cfg`` with the thumbnail grid adapted to ``n`` galaxies.
+
+    ``thumbnail_grid`` is the most cells per side; small samples get
+    ``max(8, ceil(1.5 sqrt(n)))`` cells so the map is not mostly empty, with
+    bigger cells (up to the stamp size) keeping the figure's width.
+    """
+    grid = int(min(cfg.thumbnail_grid, max(8, np.ceil(1.5 * np.sqrt(max(n, 1))))))
+    px = int(max(cfg.thumbnail_pixels, min(stamp_size, cfg.thumbnail_grid * cfg.thumbnail_pixels // grid)))
+    return dataclasses.replace(cfg, thumbnail_grid=grid, thumbnail_pixels=px)
+
+
 def _thumb_mosaic(xy, index, sample, cfg, extent):
     from .data import read_stamps_rgb
 
@@ -376,6 +388,7 @@ def _mosaic_figure(panels: list[tuple[np.ndarray, str]], *, gap: int = 8, title_
 def fig_thumbnail_map(data, cfg, path: Path) -> tuple[Path, dict]:
     """The real thumbnail map; returns the path and the chosen cells (for tests/HTML)."""
     extent = square_extent(data.xy)
+    cfg = effective_grid(cfg, data.n, data.sample.stamp_size)
     mosaic, (chosen, col, row) = _thumb_mosaic(data.xy, data.index, data.sample, cfg, extent)
     grid = cfg.thumbnail_grid
     title = (f"{data.method} map of {data.n} galaxies, true colour ({', '.join(_rgb_bands(data.sample.bands))} "
@@ -531,6 +544,7 @@ def fig_library_map(data, cfg, path: Path) -> Path | None:
         return None
     extent = square_extent(data.xy)
     # two panels: keep the figure at most ~2400 px wide
+    cfg = effective_grid(cfg, data.n, data.sample.stamp_size)
     cfg = dataclasses.replace(cfg, thumbnail_pixels=max(8, min(cfg.thumbnail_pixels, 1200 // cfg.thumbnail_grid)))
     real, (rc, _, _) = _thumb_mosaic(data.xy, data.index, data.sample, cfg, extent)
     gen, (gc, _, _) = _thumb_mosaic(data.library_xy, data.library_index, data.library, cfg, extent)
