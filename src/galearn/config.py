@@ -105,7 +105,7 @@ class AdaptConfig:
     device: str | None = None
     input_size: int = 64  # pixels the stamps are resized to for training (and the adapted native size)
     freeze_stages: int = 5  # leading backbone stages kept fixed (weights + BatchNorm statistics)
-    bn: str = "train"  # "train": BatchNorm statistics adapt to the stamps; "frozen": ImageNet statistics
+    bn: str = "frozen"  # "frozen": ImageNet BatchNorm statistics kept (measured better); "train": they adapt
     temperature: float = 0.2  # NT-Xent temperature (SimCLR)
 
 
