@@ -260,7 +260,12 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     )
     if str(cfg.backbone).lower() == "auto":
         log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
-    input_size = DEFAULT_INPUT_SIZE if cfg.input_size is None else int(cfg.input_size)
+    if cfg.input_size is not None:
+        input_size = int(cfg.input_size)
+    elif backbone.base is not None:
+        input_size = int(backbone.native_size)  # an adapted backbone: the size it was trained at
+    else:
+        input_size = DEFAULT_INPUT_SIZE
     if input_size <= 0:
         input_size = None  # 0: native size
     n_tta = tta_count(cfg.tta)

@@ -391,6 +391,9 @@ def fig_thumbnail_map(data, cfg, path: Path) -> tuple[Path, dict]:
     cfg = effective_grid(cfg, data.n, data.sample.stamp_size)
     mosaic, (chosen, col, row) = _thumb_mosaic(data.xy, data.index, data.sample, cfg, extent)
     grid = cfg.thumbnail_grid
+    if len(row):  # drop empty cell rows above and below (a flat map would leave black bands)
+        px = cfg.thumbnail_pixels
+        mosaic = mosaic[(grid - 1 - row.max()) * px:(grid - row.min()) * px]
     title = (f"{data.method} map of {data.n} galaxies, true colour ({', '.join(_rgb_bands(data.sample.bands))} "
              f"as R, G, B)\n{len(chosen)} shown: one per cell of a {grid}x{grid} grid, the galaxy nearest "
              "the cell centre")
