@@ -9,8 +9,8 @@ cannot learn the augmentation. Policies (comma-separated names):
 ``rot90``
     random multiples of 90 degrees (a true symmetry);
 ``translation``
-    random integer shifts of up to 1/16 of the stamp side in x and y,
-    filling with the background value ``-1`` (stretched 0).
+    random integer circular shifts (per-stamp ``torch.roll``) of up to 1/16
+    of the stamp side in x and y; no fill value, so no artificial edge.
 
 There is deliberately no colour/brightness policy: band ratios (colours) are
 what the UVJ evaluation depends on, so they must not be augmented away.
@@ -50,6 +50,10 @@ def _rot90(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 1 / 16) -> torch.Tensor:
+    # Circular integer shift per stamp (a per-sample ``torch.roll``). Galaxy
+    # stamps have noise backgrounds, so wrapping is harmless -- whereas a
+    # constant fill gives D a sharp edge ``shift`` pixels inside the border
+    # that no real stamp has, and G learnt to paint that frame.
     n, _, h, w = x.shape
     sy, sx = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
     ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen, device="cpu").to(x.device)
@@ -57,12 +61,10 @@ def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 1 / 16) -
     gy, gx = torch.meshgrid(
         torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
     )
-    # Source pixel of each output pixel, +1 for the one-pixel padding ring.
-    src_y = torch.clamp(gy[None] - ty + sy, 0, h + 2 * sy - 1)
-    src_x = torch.clamp(gx[None] - tx + sx, 0, w + 2 * sx - 1)
-    padded = torch.nn.functional.pad(x, (sx, sx, sy, sy), value=-1.0)
-    flat = padded.reshape(n, x.shape[1], -1)
-    index = (src_y * (w + 2 * sx) + src_x).reshape(n, 1, -1).expand(-1, x.shape[1], -1)
+    src_y = torch.remainder(gy[None] - ty, h)
+    src_x = torch.remainder(gx[None] - tx, w)
+    flat = x.reshape(n, x.shape[1], -1)
+    index = (src_y * w + src_x).reshape(n, 1, -1).expand(-1, x.shape[1], -1)
     return torch.gather(flat, 2, index).reshape(x.shape)
 
 
