@@ -153,6 +153,7 @@ class GanConfig:
     n_per_class: int | None = None  # gan sample --n
     balance: bool = True
     device: str | None = None
+    threads: int | None = None  # torch CPU threads; None: all cores (1 is ~3x faster on a loaded shared machine)
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics

@@ -59,8 +59,13 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def set_threads() -> int:
-    """Use every CPU core this process may run on for torch's intra-op threads."""
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads: ``threads``, or every core this process may run on."""
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise BadValueError(f"gan.threads must be a positive integer or None, got {threads!r}")
+        torch.set_num_threads(threads)
+        return threads
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -193,7 +198,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     _validate(cfg)
     _seed_everything(cfg.random_state)
     device = resolve_device(cfg.device)
-    n_threads = set_threads()
+    n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
     condition, labels = condition_labels(sample, cfg.condition)

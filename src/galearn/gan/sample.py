@@ -99,7 +99,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
 
     from ..survey.stretch import AsinhStretch
 
-    set_threads()
+    set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     G_ema, ckpt, ckpt_path = load_generator(ws, device=cfg.device)
     classes, condition, bands = list(ckpt["classes"]), str(ckpt["condition"]), list(ckpt["bands"])

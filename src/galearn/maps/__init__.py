@@ -10,9 +10,9 @@ Public names are imported lazily so that ``import galearn.maps`` stays cheap
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from .._lazy import lazy_exports
 
 # OpenMP runtimes (scikit-learn's and openTSNE's shared libgomp) read this once, when first
 # loaded: idle threads then sleep instead of spinning. On a loaded 2-core machine spinning made
@@ -58,13 +58,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -8,20 +8,18 @@ speclite are imported only when these are called.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
+
 
 __all__ = ["simulate_field", "build_truth", "render_source", "write_previews", "sample_population"]
 
 _WHERE = {
-    "simulate_field": "field",
-    "build_truth": "field",
-    "render_source": "field",
-    "write_previews": "figures",
-    "sample_population": "populations",
+    "simulate_field": ".field",
+    "build_truth": ".field",
+    "render_source": ".field",
+    "write_previews": ".figures",
+    "sample_population": ".populations",
 }
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

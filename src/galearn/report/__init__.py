@@ -8,7 +8,8 @@ jinja2 are imported lazily, so ``import galearn.report`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
+
 
 __all__ = [
     "run_report",
@@ -24,25 +25,17 @@ __all__ = [
 ]
 
 _WHERE = {
-    "run_report": "html",
-    "render_html": "html",
-    "build_page_data": "html",
-    "metrics_rows": "html",
-    "load_report_data": "data",
-    "ReportData": "data",
-    "thumbnail_cells": "figures",
-    "thumbnail_mosaic": "figures",
-    "write_figures": "figures",
-    "agreement_entries": "figures",
+    "run_report": ".html",
+    "render_html": ".html",
+    "build_page_data": ".html",
+    "metrics_rows": ".html",
+    "load_report_data": ".data",
+    "ReportData": ".data",
+    "thumbnail_cells": ".figures",
+    "thumbnail_mosaic": ".figures",
+    "write_figures": ".figures",
+    "agreement_entries": ".figures",
 }
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        module = importlib.import_module(f".{_WHERE[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
