@@ -90,6 +90,10 @@ def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
     assert not torch.equal(x, y)
     t = diff_augment(x, "translation", torch.Generator().manual_seed(1))
     assert t.shape == x.shape
+    # Translation is a circular shift (no fill value, hence no artificial frame at the
+    # shift's reach that G would learn to paint): pixel values are only permuted.
+    torch.testing.assert_close(t.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
+    assert not torch.equal(t, x)
     # Same generator seed -> same augmentation (resumable), and gradients flow.
     xr = x.clone().requires_grad_(True)
     a = diff_augment(xr, "flip,rot90,translation", torch.Generator().manual_seed(5))

@@ -70,7 +70,7 @@ def fakes(monkeypatch):
 
     def make_sample_from_mosaics(catalog, images, workspace, cfg):
         hit("cutouts")
-        assert cfg.select == "CLASS_STAR < 0.9"  # the pipeline's default for the mock field
+        assert cfg.select == galearn.pipeline.DEFAULT_MOCK_SELECT  # the pipeline's default for the mock field
         cat = store.read_table(catalog)
         seed = sum(_digest(p) for p in images.values()) % 2**32
         rng = np.random.default_rng(seed)

@@ -84,7 +84,7 @@ class FeatureConfig:
     backbone: str = "auto"
     weights: str | None = None  # local weights file
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
-    tta: bool | int = False  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost)
+    tta: bool | int = 4  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost); 4 measured best (docs/features.md)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present

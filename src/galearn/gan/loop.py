@@ -118,6 +118,21 @@ def ema_beta_at(step: int, beta: float) -> float:
     return min(beta, (1.0 + step) / (10.0 + step))
 
 
+@torch.no_grad()
+def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, limit: float = 0.95) -> np.ndarray:
+    """Set the output conv's bias of G and G_ema to ``atanh(2 * median - 1)`` per band.
+
+    ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1 (a seeded
+    subset is not needed: the median over all pixels is deterministic).
+    ``limit`` keeps the tanh argument finite. Returns the bias.
+    """
+    med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
+    bias = np.arctanh(np.clip(2.0 * med - 1.0, -limit, limit)).astype("f4")
+    for net in (G, G_ema):
+        net.to_img.bias.copy_(torch.from_numpy(bias))
+    return bias
+
+
 def class_filename(name: str) -> str:
     """A class label as a safe file-name stem."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
@@ -236,6 +251,11 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     bands, size = sample.bands, sample.stamp_size
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
+    # Start G at the data's background level: the stretched stamps are mostly sky
+    # (about half the pixels clipped to exactly 0, i.e. -1 = tanh saturation), so an
+    # output bias at atanh(2 * median - 1) per band spares the first steps of
+    # learning "dark". Overwritten by a checkpoint on resume.
+    init_output_bias(G, G_ema, stamps)
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(0.0, 0.999))

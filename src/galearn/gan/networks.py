@@ -6,7 +6,7 @@ networks; :func:`to_stretched` / :func:`from_stretched` convert to and from the
 stretched ``0..1`` range of :mod:`galearn.survey.stretch`.
 
 * :class:`Generator`: latent ``z`` -> linear -> ``(ch_0, 4, 4)`` -> up-sampling
-  blocks (nearest x2, 3x3 conv, conditional BatchNorm whose gain and bias come
+  blocks (nearest x2, 3x3 conv with reflect padding, conditional BatchNorm whose gain and bias come
   from a class embedding, ReLU) -> 3x3 conv -> ``tanh``.
 * :class:`Discriminator`: strided 4x4 convolutions with spectral normalisation
   and LeakyReLU down to 4x4, global sum pooling, then the projection output of
@@ -82,7 +82,10 @@ class ConditionalBatchNorm2d(nn.Module):
 class _GBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, n_classes: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+        # Reflect padding: zero padding after every x2 up-sampling gives G a border
+        # signal at each resolution; at 16x16 it surfaced as a bright square frame
+        # 64/16 = 4 pixels inside the stamp edge (docs/gan.md).
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="reflect")
         self.bn = ConditionalBatchNorm2d(c_out, n_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,7 +117,7 @@ class Generator(nn.Module):
         self.fc = nn.Linear(z_dim, widths[0] * 16)
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
-        self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1)
+        self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
         self._w0 = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

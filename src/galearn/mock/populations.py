@@ -77,9 +77,6 @@ EDGE_ON_INCLINATION_DEG = 75.0
 _VDW_Z = np.array([0.25, 0.75, 1.25, 1.75, 2.25])
 _VDW_EARLY = np.array([[0.60, 0.75, 0.10], [0.42, 0.71, 0.11], [0.22, 0.76, 0.12],
                        [0.09, 0.76, 0.14], [-0.05, 0.76, 0.14]])
-#: Below this stellar mass (log Msun) early-type sizes follow a shallow slope (see van_der_wel_radius_kpc).
-_EARLY_PIVOT_LOG_MASS = 10.3
-_EARLY_LOW_MASS_SLOPE = 0.1
 _VDW_LATE = np.array([[0.86, 0.25, 0.16], [0.78, 0.22, 0.16], [0.70, 0.22, 0.17],
                       [0.65, 0.23, 0.18], [0.55, 0.22, 0.19]])
 
@@ -87,10 +84,6 @@ _VDW_LATE = np.array([[0.86, 0.25, 0.16], [0.78, 0.22, 0.16], [0.70, 0.22, 0.17]
 def van_der_wel_radius_kpc(log_mass: np.ndarray, z: np.ndarray, early: np.ndarray,
                            rng: np.random.Generator | None = None) -> np.ndarray:
     """Semi-major-axis half-light radius (kpc), van der Wel et al. (2014): R = A (M / 5e10)^alpha.
-
-    Early types below 10^10.3 Msun (outside vdW14's fitted range) follow a
-    slope of 0.1 instead (Mowla et al. 2019), so low-mass quiescent galaxies
-    stay ~1-2 kpc instead of shrinking to point sources.
 
     Parameters are interpolated linearly in redshift between the paper's bins;
     with ``rng`` the intrinsic log-normal scatter is added.
@@ -102,15 +95,6 @@ def van_der_wel_radius_kpc(log_mass: np.ndarray, z: np.ndarray, early: np.ndarra
         alpha = np.interp(z[sel], _VDW_Z, table[:, 1])
         sigma = np.interp(z[sel], _VDW_Z, table[:, 2])
         log_r = log_a + alpha * (log_mass[sel] - np.log10(5e10))
-        if table is _VDW_EARLY:
-            # vdW14 fit early types above ~2e10 Msun only; below, quiescent sizes
-            # flatten (vdW14 Fig. 5; Mowla et al. 2019, ApJ 880, L57: broken power
-            # law, slope ~0.1 below ~10^10.2-10.3). Without this, a 10^9 Msun
-            # quiescent galaxy would be a 0.3 kpc point source.
-            low = log_mass[sel] < _EARLY_PIVOT_LOG_MASS
-            log_r_pivot = log_a + alpha * (_EARLY_PIVOT_LOG_MASS - np.log10(5e10))
-            log_r = np.where(low, log_r_pivot + _EARLY_LOW_MASS_SLOPE * (log_mass[sel] - _EARLY_PIVOT_LOG_MASS),
-                             log_r)
         if rng is not None:
             log_r = log_r + rng.normal(0.0, 1.0, sel.sum()) * sigma
         out[sel] = 10.0**log_r
