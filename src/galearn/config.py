@@ -140,7 +140,7 @@ class GanConfig:
     """Conditional GAN (``galearn gan train / sample / evaluate``)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 300  # fits the `galearn run` budget on 2 cores; full quality: see docs/gan.md
+    steps: int = 300  # ~300 s at 1 s/step (1 thread, loaded 2-core machine); full quality: see docs/gan.md
     batch_size: int = 32
     z_dim: int = 128
     channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
@@ -153,7 +153,7 @@ class GanConfig:
     n_per_class: int | None = None  # gan sample --n
     balance: bool = True
     device: str | None = None
-    threads: int | None = None  # torch CPU threads; None: all cores (1 is ~3x faster on a loaded shared machine)
+    threads: int = 1  # torch CPU threads, 0: all cores (2 threads were 3-5x SLOWER than 1 on the shared 2-core machine)
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics

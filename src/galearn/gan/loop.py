@@ -60,10 +60,14 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op CPU threads: ``threads``, or every core this process may run on."""
-    if threads is not None:
+    """Set torch's intra-op CPU threads: ``threads``, or (None / 0) every core this process may run on.
+
+    One thread is the default of :class:`GanConfig`: on a shared 2-core machine
+    two threads were 3-5x slower per G+D step than one (docs/gan.md).
+    """
+    if threads:
         if not isinstance(threads, int) or threads < 1:
-            raise BadValueError(f"gan.threads must be a positive integer or None, got {threads!r}")
+            raise BadValueError(f"gan.threads must be a positive integer or 0 (all cores), got {threads!r}")
         torch.set_num_threads(threads)
         return threads
     try:
