@@ -140,7 +140,7 @@ class GanConfig:
     """Conditional GAN (``galearn gan train / sample / evaluate``)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 300  # ~300 s at 1 s/step (1 thread, loaded 2-core machine); full quality: see docs/gan.md
+    steps: int = 120  # ~1 s/step on 2 CPU cores: fits the 10-min `galearn run`; NOT enough to learn galaxies (docs/gan.md)
     batch_size: int = 32
     z_dim: int = 128
     channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
@@ -148,8 +148,8 @@ class GanConfig:
     lr_d: float = 2e-4
     ema_beta: float = 0.999  # ramped up as min(beta, (1+step)/(10+step))
     diffaugment: str = "flip,rot90,translation"  # no colour policy: band ratios matter
-    checkpoint_every: int = 100
-    grid_every: int = 100
+    checkpoint_every: int = 60
+    grid_every: int = 60
     n_per_class: int | None = None  # gan sample --n
     balance: bool = True
     device: str | None = None
@@ -157,7 +157,7 @@ class GanConfig:
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
-    eval_morphology_n: int = 100  # statmorph stamps per compared set (~0.15 s each)
+    eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ imported lazily, on first use of a name below, so ``import galearn.gan`` stays c
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
+
 
 __all__ = [
     "run_train",
@@ -30,29 +30,25 @@ __all__ = [
 ]
 
 _WHERE = {
-    "run_train": "loop",
-    "run_sample": "sample",
-    "run_evaluate": "evaluate",
-    "Generator": "networks",
-    "Discriminator": "networks",
-    "GanLoss": "loss",
-    "diff_augment": "augment",
-    "load_generator": "sample",
-    "library_counts": "sample",
-    "condition_labels": "data",
-    "make_split": "data",
-    "read_split": "data",
+    "run_train": ".loop",
+    "run_sample": ".sample",
+    "run_evaluate": ".evaluate",
+    "Generator": ".networks",
+    "Discriminator": ".networks",
+    "GanLoss": ".loss",
+    "diff_augment": ".augment",
+    "load_generator": ".sample",
+    "library_counts": ".sample",
+    "condition_labels": ".data",
+    "make_split": ".data",
+    "read_split": ".data",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        from .._optional import require
+def _require_torch() -> None:
+    from .._optional import require
 
-        require("torch", "gan")
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    require("torch", "torch")
 
 
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__, before_import=_require_torch)
