@@ -7,6 +7,8 @@ import pytest
 from astropy.table import MaskedColumn, Table
 from sklearn.datasets import make_blobs
 
+from _helpers import write_feature_files
+
 from galearn.cli import main
 from galearn.config import ClassifyConfig, EmbedConfig
 from galearn.errors import BadValueError, EmptySelectionError, MissingInputError
@@ -44,11 +46,7 @@ def make_workspace(root, n=150, dim=32, seed=0, backbones=("efficientnet-lite0",
                  columns={"id": "ID", "z": "zbest", "u_mag": "restUXbessel", "v_mag": "restVbessel",
                           "j_mag": "restJpalomar", "mag": "Hmag"})
     sample = open_sample(ws.sample)
-    for i, bb in enumerate(backbones):
-        values = X if i == 0 else rng.normal(size=(n, dim))
-        w = FeatureWriter(ws.features(bb), n, dim, sample.ids(), {"sample_checksum": sample.checksum})
-        w.write(0, values.astype("f4"))
-        w.finish({"backbone": bb})
+    write_feature_files(ws, sample, backbones, X, rng)
     update_metrics(ws.metrics, {"features": {"backbone": backbones[0]}})
     return ws, X, y
 

@@ -8,6 +8,8 @@ from astropy.table import Table
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 
+from _helpers import write_feature_files
+
 from galearn.cli import main
 from galearn.config import EmbedConfig
 from galearn.errors import BadValueError, MissingInputError
@@ -33,11 +35,7 @@ def make_workspace(root, n=120, dim=16, backbones=("efficientnet-lite0",), libra
     write_sample(ws.sample, rng.uniform(0, 1, (n, 3, 8, 8)), cat, physical=None, bands=["B", "G", "R"],
                  kind="mock", columns={"id": "ID"})
     sample = open_sample(ws.sample)
-    for i, bb in enumerate(backbones):
-        values = X if i == 0 else rng.normal(size=(n, dim))
-        w = FeatureWriter(ws.features(bb), n, dim, sample.ids(), {"sample_checksum": sample.checksum})
-        w.write(0, values.astype("f4"))
-        w.finish({"backbone": bb})
+    write_feature_files(ws, sample, backbones, X, rng)
     if library:
         lib_cat = Table({"ID": [f"gan-{i}" for i in range(library)]})
         write_sample(ws.library, rng.uniform(0, 1, (library, 3, 8, 8)), lib_cat, physical=None,

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import vstack
 
 from ..config import RunConfig
 from ..errors import BadValueError
