@@ -7,7 +7,6 @@ names the file, row or option at fault; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -372,9 +371,6 @@ def run(workspace, config, dry_run, force, overrides) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 0 on success, 2 on bad input (one line, no traceback)."""
-    # Idle OpenMP threads (scikit-learn, openTSNE, torch) must not spin: on a
-    # busy 2-core machine spinning slows t-SNE by 30x. Set before they load.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         app.main(args=argv, prog_name="galearn", standalone_mode=False)

@@ -9,14 +9,9 @@ cheap (scikit-learn loads on first use)::
 
 from __future__ import annotations
 
-import os
 
 from .._lazy import lazy_exports
 
-# OpenMP runtimes (scikit-learn's and openTSNE's shared libgomp) read this once, when first
-# loaded: idle threads then sleep instead of spinning. On a loaded 2-core machine spinning made
-# a 2-thread t-SNE of 150 points take 57 s instead of 1.5 s. A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
     # uvj

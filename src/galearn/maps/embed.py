@@ -73,17 +73,7 @@ class _MapBase(BaseEstimator):
 
 
 def _import_opentsne():
-    """Import openTSNE, asking its OpenMP runtime to let idle threads sleep (see ``galearn.maps``).
-
-    openTSNE's libgomp (the same file scikit-learn loads) reads
-    ``OMP_WAIT_POLICY`` once, when first loaded; ``galearn.maps`` sets it to
-    ``PASSIVE`` on import unless the user chose a value.
-    """
-    import os
-    import sys
-
-    if "openTSNE" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Import openTSNE (``import galearn`` already asked OpenMP to let idle threads sleep)."""
     return require("openTSNE", "maps")
 
 
