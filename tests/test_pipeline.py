@@ -289,3 +289,12 @@ def test_cli_run_interrupted_says_how_to_resume(tmp_path, fakes, capsys):
     assert main(["run", "--workspace", str(ws), "run_gan=false"]) == 0
     out = capsys.readouterr().out
     assert out.count("skipped (up to date)") == 5 and "classify            done in" in out
+
+
+def test_a_new_galearn_version_reruns_every_stage(tmp_path, fakes, monkeypatch):
+    calls, _ = fakes
+    ws = Workspace(tmp_path / "ws")
+    _run(ws)
+    assert set(_status(_run(ws)).values()) == {"skipped"}
+    monkeypatch.setattr(galearn.pipeline, "__version__", "99.0.0")
+    assert set(_status(_run(ws)).values()) == {"done"}

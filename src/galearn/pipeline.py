@@ -13,9 +13,10 @@ images (``ingest-images``).
 
 Skipping
 --------
-Each stage has a *fingerprint*: a SHA-256 of its configuration (the stage's
-section of the resolved configuration, plus anything the pipeline resolved for
-it, such as the backbone) and of the contents of its input files. Content
+Each stage has a *fingerprint*: a SHA-256 of galearn's version, of its
+configuration (the stage's section of the resolved configuration, plus anything
+the pipeline resolved for it, such as the backbone) and of the contents of its
+input files, so upgrading galearn re-runs every stage. Content
 hashes are cached by (size, mtime) so unchanged files are not re-read. The
 fingerprints of finished stages live in ``WS/.galearn-state.json``. A stage
 runs again when its fingerprint changed or one of its outputs is missing
@@ -40,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import RunConfig
 from .errors import BadValueError, MissingInputError
 from .store import Workspace, atomic_write_text, file_sha256, read_metrics, update_metrics
@@ -149,7 +151,7 @@ class _Runner:
                 items.append([item, self._metrics_hash(item.split(":", 1)[1])])
             else:
                 items.append([str(item), self.hasher.input(item)])
-        blob = json.dumps({"stage": name, "config": _plain(config), "inputs": items},
+        blob = json.dumps({"stage": name, "galearn": __version__, "config": _plain(config), "inputs": items},
                           sort_keys=True, default=_json_default)
         return hashlib.sha256(blob.encode()).hexdigest()
 
