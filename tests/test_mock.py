@@ -171,6 +171,22 @@ def test_population_classes_and_sizes():
     assert np.median(ssfr[q]) < -11 < -10 < np.median(ssfr[~q])
 
 
+def test_size_mass_relation_follows_van_der_wel_and_flattens_for_low_mass_early_types():
+    from galearn.mock.populations import van_der_wel_radius_kpc
+
+    # Table 1 of van der Wel et al. (2014) at its redshift bins, M = 5e10 Msun.
+    np.testing.assert_allclose(van_der_wel_radius_kpc(np.log10(5e10), 0.25, True), 10**0.60)
+    np.testing.assert_allclose(van_der_wel_radius_kpc(np.log10(5e10), 0.75, False), 10**0.78)
+    # Below 2e10 Msun early types follow a flat relation, continuous at the pivot:
+    # a 1e9 Msun elliptical at z = 0.5 is ~1 kpc, resolved by HST, not ~0.2 kpc.
+    lm = np.log10(2e10)
+    np.testing.assert_allclose(van_der_wel_radius_kpc(lm - 1e-9, 0.5, True),
+                               van_der_wel_radius_kpc(lm + 1e-9, 0.5, True), rtol=1e-6)
+    r9 = van_der_wel_radius_kpc(9.0, 0.5, True)
+    assert 0.7 < r9 < 1.5
+    assert r9 < van_der_wel_radius_kpc(9.0, 0.5, False)
+
+
 def test_photometry_grid_matches_galsim():
     grid = photometry_grid()
     share = galsim.meta_data.share_dir

@@ -24,7 +24,9 @@ Published relations used (all in :func:`sample_population`):
 * dust A_V rising with stellar mass (cf. Garn & Best 2010, MNRAS 409, 421);
 * half-light radius versus mass and redshift for early- and late-type
   galaxies, van der Wel et al. (2014, ApJ 788, 28, Table 1), with their
-  intrinsic scatter;
+  intrinsic scatter; their early-type fit holds above 2e10 Msun, below which
+  the relation flattens (their Sect. 5; cf. Mowla et al. 2019, ApJ 872, L13),
+  so there the early-type slope is 0.15;
 * clumpy (knot) light fractions rising with redshift (cf. Shibuya et al.
   2016, ApJ 821, 72; Guo et al. 2015, ApJ 800, 39);
 * mass-to-light ratio from rest-frame B-V colour, Bell et al. (2003, ApJS
@@ -79,6 +81,9 @@ _VDW_EARLY = np.array([[0.60, 0.75, 0.10], [0.42, 0.71, 0.11], [0.22, 0.76, 0.12
                        [0.09, 0.76, 0.14], [-0.05, 0.76, 0.14]])
 _VDW_LATE = np.array([[0.86, 0.25, 0.16], [0.78, 0.22, 0.16], [0.70, 0.22, 0.17],
                       [0.65, 0.23, 0.18], [0.55, 0.22, 0.19]])
+# The early-type fits hold above 2e10 Msun; below it the relation flattens.
+_EARLY_PIVOT_LOG_MASS = np.log10(2e10)
+_EARLY_LOW_MASS_SLOPE = 0.15
 
 
 def van_der_wel_radius_kpc(log_mass: np.ndarray, z: np.ndarray, early: np.ndarray,
@@ -86,7 +91,10 @@ def van_der_wel_radius_kpc(log_mass: np.ndarray, z: np.ndarray, early: np.ndarra
     """Semi-major-axis half-light radius (kpc), van der Wel et al. (2014): R = A (M / 5e10)^alpha.
 
     Parameters are interpolated linearly in redshift between the paper's bins;
-    with ``rng`` the intrinsic log-normal scatter is added.
+    with ``rng`` the intrinsic log-normal scatter is added. Early types below
+    2e10 Msun, where the paper's fit does not reach, follow a flatter slope
+    (0.15) from the fit's value at 2e10 Msun instead of its steep extrapolation
+    (which made 1e9 Msun ellipticals ~0.2 kpc, unresolved by HST).
     """
     log_mass, z, early = np.broadcast_arrays(np.asarray(log_mass, "f8"), np.asarray(z, "f8"), np.asarray(early, bool))
     out = np.empty(log_mass.shape)
@@ -95,6 +103,9 @@ def van_der_wel_radius_kpc(log_mass: np.ndarray, z: np.ndarray, early: np.ndarra
         alpha = np.interp(z[sel], _VDW_Z, table[:, 1])
         sigma = np.interp(z[sel], _VDW_Z, table[:, 2])
         log_r = log_a + alpha * (log_mass[sel] - np.log10(5e10))
+        if table is _VDW_EARLY:
+            below = log_mass[sel] - _EARLY_PIVOT_LOG_MASS
+            log_r = log_r + np.where(below < 0, (_EARLY_LOW_MASS_SLOPE - alpha) * below, 0.0)
         if rng is not None:
             log_r = log_r + rng.normal(0.0, 1.0, sel.sum()) * sigma
         out[sel] = 10.0**log_r
