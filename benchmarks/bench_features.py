@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=128, help="stamps for the batched path")
     ap.add_argument("--naive-images", type=int, default=32, help="stamps for the naive loop")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each path is kept")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "features_throughput.json"))
@@ -128,14 +129,18 @@ def main() -> None:
             size = size or None
             side = size or args.stamp_size
             flops = flops_per_image(bb.model, side)
-            # warm-up (allocator, oneDNN kernels), then the timed batched run
+            # warm-up (allocator, oneDNN kernels), then --repeats interleaved rounds of the
+            # batched path and the naive loop; the best round of each is kept, so that a
+            # burst of load from other jobs on a shared machine hits both alike.
             extract_features(stamps[: min(8, len(stamps))], bands, bb, batch_size=args.batch_size,
                              input_size=size, progress=False)
-            t0 = time.perf_counter()
-            extract_features(stamps, bands, bb, batch_size=args.batch_size, input_size=size, progress=False)
-            batched = len(stamps) / (time.perf_counter() - t0)
-            naive_loop(bb.model, stamps[:2], size, bb.mean, bb.std)  # warm-up
-            naive = naive_loop(bb.model, stamps[: args.naive_images], size, bb.mean, bb.std)
+            naive_loop(bb.model, stamps[:2], size, bb.mean, bb.std)
+            batched = naive = 0.0
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                extract_features(stamps, bands, bb, batch_size=args.batch_size, input_size=size, progress=False)
+                batched = max(batched, len(stamps) / (time.perf_counter() - t0))
+                naive = max(naive, naive_loop(bb.model, stamps[: args.naive_images], size, bb.mean, bb.std))
             achieved = flops * batched / 1e9
             row = {
                 "backbone": name, "weights": weights, "input_size": side, "gflops_per_image": flops / 1e9,
@@ -150,13 +155,20 @@ def main() -> None:
                 flush=True,
             )
 
+    # The matmul peak again at the end: on a shared machine the better of the two
+    # is the nearer to what the cores can do (fractions above were taken against the first).
+    peak_end = matmul_gflops(args.threads)
+    if peak_end > peak:
+        print(f"matmul at the end {peak_end:.1f} GFLOP/s; fractions of that: "
+              + ", ".join(f"{r['backbone']}@{r['input_size']} {100 * r['achieved_gflops'] / peak_end:.0f}%" for r in rows))
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "threads": args.threads, "batch_size": args.batch_size, "n_images": args.n_images,
-        "naive_images": args.naive_images, "matmul_gflops": peak,
-        "note": "shared machine: other jobs were running; repeat runs vary by 10-30 %",
+        "naive_images": args.naive_images, "repeats": args.repeats, "matmul_gflops": peak, "matmul_gflops_end": peak_end,
+        "note": "shared machine: best of interleaved rounds; repeat runs still vary by 10-30 %",
         "results": rows,
     }, indent=2))
     print(f"wrote {out}")
