@@ -1,25 +1,36 @@
-"""Does self-supervised adaptation (``galearn adapt``) make better galaxy features?
+"""ImageNet vs flip/rotation-averaged vs adapted vs fused features, on real images AND the mock field.
 
-Side by side, on real images (``../shared/data/galaxy-zoo-dev``: 600 SDSS
-galaxies, elliptical vs spiral) and on the mock field (``galearn simulate`` +
-cutouts: UVJ class and truth classes), for
+One run prints, side by side for each data set,
 
-(a) the ImageNet backbone,
-(b) the ImageNet backbone with features averaged over the 8 flips / quarter turns,
-(c) the adapted backbone (SimCLR on the same stamps, no labels), with and without that averaging,
+(a) ``imagenet``       the ImageNet backbone (galearn's input size and layers), no averaging,
+(b) ``imagenet+tta``   the same, features averaged over the dihedral transforms (galearn's default, ``--tta``),
+(c) ``adapted``        the backbone after ``galearn adapt`` (SimCLR on the same stamps, no labels),
+                       at its training size, plain and ``+tta``,
+(d) ``fused``          (b) + colours + statmorph morphology (``galearn features --fuse morphology``),
 
-it prints and writes (``benchmarks/out/bench_adapt.json``)
-``knn_balanced_accuracy``, ``linear_balanced_accuracy`` and
+with ``knn_balanced_accuracy``, ``linear_balanced_accuracy`` and
 ``cluster_accuracy`` (``galearn.evaluate.agreement_metrics``, DESIGN
-definitions), plus the adaptation's wall time and steps.
+definitions, seed ``--seed``) for every label column, plus the adaptation's
+wall time and steps and the seconds each feature set took. Data sets:
+
+* ``real``: ``../shared/data/galaxy-zoo-dev`` (600 SDSS images, elliptical / spiral),
+  ingested with ``galearn ingest-images`` defaults;
+* ``mock``: ``galearn simulate --n-galaxies N`` + ``galearn cutouts`` with the
+  selection ``galearn run`` uses (``pipeline.DEFAULT_MOCK_SELECT``); labels
+  ``uvj_class``, ``truth_morph``, ``truth_class``.
+
+(b) and (d) go through ``run_features`` (the code path of ``galearn features``),
+so they are exactly what a user gets.
 
 Examples
 --------
-    nice -n 10 .venv/bin/python benchmarks/bench_adapt.py --datasets real
-    nice -n 10 .venv/bin/python benchmarks/bench_adapt.py --datasets real mock --budget-minutes 8
+    nice -n 10 .venv/bin/python benchmarks/bench_adapt.py --budget-minutes 8 --mock-galaxies 1500 --fuse-jobs 2
+    nice -n 10 .venv/bin/python benchmarks/bench_adapt.py --datasets real --skip adapted
+    nice -n 10 .venv/bin/python benchmarks/bench_adapt.py --datasets mock --skip fused --adapt-input-size 64
 
-Timings depend on the machine's load (the reference machine is shared): the
-JSON records the number of CPU threads and the load average at the start.
+Writes ``benchmarks/out/bench_adapt.json``. Timings depend on the machine's
+load (the reference machine is shared): the JSON records the number of torch
+threads and the load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -37,31 +48,34 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "galaxy-zoo-dev"
+KEYS = ("knn_balanced_accuracy", "linear_balanced_accuracy", "cluster_accuracy")
 
 
 def _metrics(features: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     from galearn.evaluate import agreement_metrics
 
     m = agreement_metrics(features, labels, random_state=seed)
-    return {k: round(float(m[k]), 4) for k in ("knn_balanced_accuracy", "linear_balanced_accuracy",
-                                               "cluster_accuracy", "ari", "nmi")} | {"n_classes": m["n_classes"]}
+    return {k: round(float(m[k]), 4) for k in (*KEYS, "ari", "nmi")} | {"n_classes": m["n_classes"],
+                                                                       "n_galaxies": m["n_galaxies"]}
 
 
-def _real_workspace(root: Path, real_dir: Path, stamp_size: int):
+def _real_workspace(root: Path, real_dir: Path):
     from galearn.config import IngestConfig
     from galearn.store import Workspace
     from galearn.survey import make_sample_from_images
 
     ws = Workspace(root / "real")
     if not ws.sample.exists():
-        make_sample_from_images(real_dir / "images", real_dir / "labels.csv", ws,
-                                IngestConfig(stamp_size=stamp_size), progress=False)
+        make_sample_from_images(real_dir / "images", real_dir / "labels.csv", ws, IngestConfig(), progress=False)
     return ws, {"morph": "morph"}
 
 
 def _mock_workspace(root: Path, n_galaxies: int, seed: int):
+    from dataclasses import replace
+
     from galearn.config import CutoutConfig, SimulateConfig
     from galearn.mock import simulate_field
+    from galearn.pipeline import DEFAULT_MOCK_SELECT
     from galearn.store import Workspace
     from galearn.survey import make_sample_from_mosaics
 
@@ -69,8 +83,8 @@ def _mock_workspace(root: Path, n_galaxies: int, seed: int):
     if not ws.sample.exists():
         files = simulate_field(root / "mock-field", SimulateConfig(n_galaxies=n_galaxies, random_state=seed))
         images = {b: files[b] for b in ("F435W", "F850LP", "F160W")}
-        make_sample_from_mosaics(files["catalog"], images, ws, CutoutConfig())
-    return ws, {"uvj": None, "truth_class": "truth_class", "truth_morph": "truth_morph"}
+        make_sample_from_mosaics(files["catalog"], images, ws, replace(CutoutConfig(), select=DEFAULT_MOCK_SELECT))
+    return ws, {"uvj_class": None, "truth_morph": "truth_morph", "truth_class": "truth_class"}
 
 
 def _labels(sample, spec: dict) -> dict[str, np.ndarray]:
@@ -78,22 +92,23 @@ def _labels(sample, spec: dict) -> dict[str, np.ndarray]:
 
     out = {}
     for key, col in spec.items():
-        if key == "uvj":
+        if col is None:
             values = uvj_class_of_catalog(sample.catalog, sample.columns)
             if values is not None:
                 out[key] = np.asarray(values)
         elif col in sample.catalog.colnames:
-            out[key] = np.asarray([str(v) for v in sample.catalog[col]])
+            out[key] = sample.catalog[col]  # masked entries = no label (agreement_metrics leaves them out)
     return out
 
 
 def run(dataset: str, ws, spec: dict, args) -> dict:
     import torch
 
-    from galearn.config import AdaptConfig
-    from galearn.features import extract_features, load_backbone
+    from galearn.config import AdaptConfig, FeatureConfig
+    from galearn.features import extract_features, load_backbone, run_features
     from galearn.features.adapt import run_adapt
-    from galearn.store import open_sample
+    from galearn.features.extract import DEFAULT_INPUT_SIZE, DEFAULT_TTA
+    from galearn.store import open_sample, read_features
 
     torch.manual_seed(args.seed)
     sample = open_sample(ws.sample)
@@ -108,32 +123,66 @@ def run(dataset: str, ws, spec: dict, args) -> dict:
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
 
+    size = DEFAULT_INPUT_SIZE
     base = load_backbone(args.backbone, device=args.device)
-    for size in args.imagenet_sizes:
-        for tta in (None, 8):
-            t = time.perf_counter()
-            f = extract_features(stamps, bands, base, input_size=size, tta=tta, progress=False)
-            add("imagenet" + ("+tta8" if tta else ""), f, time.perf_counter() - t, input_size=size)
-
-    cfg = AdaptConfig(backbone=args.backbone, epochs=args.epochs, budget_minutes=args.budget_minutes,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate, random_state=args.seed,
-                      device=args.device, input_size=args.input_size, freeze_stages=args.freeze_stages,
-                      bn=args.bn, temperature=args.temperature)
     t = time.perf_counter()
-    path = run_adapt(ws, cfg, progress=False)
-    wall = time.perf_counter() - t
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    hist = state["history"]
-    result["adapt"] = {"wall_seconds": round(wall, 1), "steps": hist["step"], "total_steps": hist["total_steps"],
-                       "finished": hist["finished"], "epoch_losses": [round(v, 4) for v in hist["losses"]],
-                       "settings": state["settings"]}
-    print(json.dumps({"dataset": dataset, "adapt": result["adapt"]}), flush=True)
-    adapted = load_backbone("adapted", workspace=ws, device=args.device)
-    for tta in (None, 8):
+    add("imagenet", extract_features(stamps, bands, base, input_size=size, tta=None, progress=False),
+        time.perf_counter() - t, input_size=size, tta=1)
+
+    # (b) and (d): the `galearn features` code path (defaults: input size, layers, TTA)
+    fuse = "fused" not in args.skip
+    cfg = FeatureConfig(backbone=args.backbone, device=args.device, random_state=args.seed,
+                        fuse="morphology" if fuse else "none", fuse_jobs=args.fuse_jobs)
+    t = time.perf_counter()
+    path = run_features(ws, cfg)
+    seconds = time.perf_counter() - t
+    plain = read_features(ws.features(base.name))
+    add("imagenet+tta", plain.values, float(plain.attrs.get("seconds", seconds)), input_size=size,
+        tta=int(plain.attrs["tta"]))
+    if fuse:
+        fused = read_features(path)
+        info = fused.attrs["fused"]
+        add("fused", fused.values, seconds, input_size=size, tta=int(plain.attrs["tta"]),
+            fused={k: info[k] for k in ("with", "columns", "weight", "repeats", "n_failed")},
+            statmorph_and_fuse_seconds=round(seconds - float(plain.attrs.get("seconds", 0.0)), 1))
+
+    if "adapted" not in args.skip:
+        acfg = AdaptConfig(backbone=args.backbone, epochs=args.epochs, budget_minutes=args.budget_minutes,
+                           random_state=args.seed, device=args.device,
+                           input_size=args.adapt_input_size or AdaptConfig().input_size)
         t = time.perf_counter()
-        f = extract_features(stamps, bands, adapted, input_size=args.input_size, tta=tta, progress=False)
-        add("adapted" + ("+tta8" if tta else ""), f, time.perf_counter() - t, input_size=args.input_size)
+        apath = run_adapt(ws, acfg, progress=False)
+        wall = time.perf_counter() - t
+        state = torch.load(apath, map_location="cpu", weights_only=True)
+        hist = state["history"]
+        result["adapt"] = {"wall_seconds": round(wall, 1), "steps": hist["step"],
+                           "total_steps": hist["total_steps"], "finished": hist["finished"],
+                           "epoch_losses": [round(v, 4) for v in hist["losses"]], "settings": state["settings"]}
+        print(json.dumps({"dataset": dataset, "adapt": result["adapt"]}), flush=True)
+        adapted = load_backbone("adapted", workspace=ws, device=args.device)
+        for tta in (None, DEFAULT_TTA):
+            t = time.perf_counter()
+            f = extract_features(stamps, bands, adapted, input_size=adapted.native_size, tta=tta, progress=False)
+            add("adapted" + ("+tta" if tta else ""), f, time.perf_counter() - t,
+                input_size=adapted.native_size, tta=tta or 1, adapt_wall_seconds=round(wall, 1))
     return result
+
+
+def _table(results: dict) -> str:
+    lines = []
+    for name, res in results["datasets"].items():
+        cols = sorted({r["column"] for r in res["rows"]}, key=lambda c: (c != "morph", c != "uvj_class", c))
+        lines.append(f"\n{name} ({res['n_stamps']} stamps of {res['stamp_size']} px)"
+                     + (f"; adaptation {res['adapt']['wall_seconds']} s, {res['adapt']['steps']}/"
+                        f"{res['adapt']['total_steps']} steps" if "adapt" in res else ""))
+        lines.append(f"{'features':<14}" + "".join(f"{c + ' knn/lin/clu':>32}" for c in cols))
+        for feat in dict.fromkeys(r["features"] for r in res["rows"]):
+            cells = []
+            for c in cols:
+                r = next((r for r in res["rows"] if r["features"] == feat and r["column"] == c), None)
+                cells.append("" if r is None else "/".join(f"{r[k]:.3f}" for k in KEYS))
+            lines.append(f"{feat:<14}" + "".join(f"{v:>32}" for v in cells))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,20 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=["real", "mock"], default=["real", "mock"])
     p.add_argument("--real-dir", type=Path, default=DEFAULT_REAL)
-    p.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: a temporary folder)")
-    p.add_argument("--stamp-size", type=int, default=64, help="real images: stamp side after ingest (pixels)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep workspaces here (a re-run reuses their stamps and statmorph tables)")
     p.add_argument("--mock-galaxies", type=int, default=1500)
     p.add_argument("--backbone", default=d.backbone)
-    p.add_argument("--imagenet-sizes", type=int, nargs="+", default=[64, 224],
-                   help="input sizes (pixels) at which the ImageNet baseline is measured")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--budget-minutes", type=float, default=d.budget_minutes)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--input-size", type=int, default=d.input_size)
-    p.add_argument("--freeze-stages", type=int, default=d.freeze_stages)
-    p.add_argument("--bn", default=d.bn, choices=["train", "frozen"])
-    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--budget-minutes", type=float, default=d.budget_minutes, help="adaptation cap per data set")
+    p.add_argument("--adapt-input-size", type=int, default=None,
+                   help="adaptation training size in pixels (default: AdaptConfig's)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["adapted", "fused"])
+    p.add_argument("--fuse-jobs", type=int, default=1, help="statmorph worker processes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE / "out" / "bench_adapt.json")
@@ -170,20 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench_adapt_") if args.workdir is None else None
     root = Path(tmp.name) if tmp else args.workdir
     root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     try:
         for name in args.datasets:
             if name == "real":
                 if not (args.real_dir / "labels.csv").exists():
                     print(f"skipping real images: {args.real_dir} not found", file=sys.stderr)
                     continue
-                ws, spec = _real_workspace(root, args.real_dir, args.stamp_size)
+                ws, spec = _real_workspace(root, args.real_dir)
             else:
                 ws, spec = _mock_workspace(root, args.mock_galaxies, args.seed)
             results["datasets"][name] = run(name, ws, spec, args)
     finally:
         info["load_average_end"] = os.getloadavg()
+        info["wall_seconds"] = round(time.perf_counter() - t0, 1)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(_table(results))
         print(f"wrote {args.out}")
         if tmp:
             tmp.cleanup()

@@ -152,19 +152,27 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels (0: the stamps' native size).")
 @click.option("--tta", type=click.Choice(["0", "1", "2", "4", "8"]), default=None,
               help="Dihedral transforms (flips / quarter turns) averaged per stamp.")
+@click.option("--fuse", default=None,
+              help="Append hand-made quantities to the CNN vector: none (default) or morphology "
+                   "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, input_size, tta, config, overrides) -> None:
+def features(workspace, backbone, weights, library, device, input_size, tta, fuse, config, overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
     from .store import read_features
 
     cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
-                  input_size=input_size, tta=None if tta is None else int(tta))
+                  input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse)
     path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
-    click.echo(f"backbone {a['backbone']} ({a['weights']}), {a['dim']} dims, input {a['input_size']} px, "
-               f"tta x{a['tta']}, {a['images_per_second']:.1f} img/s")
+    fused = a.get("fused")
+    click.echo(f"backbone {a.get('cnn_backbone', a['backbone'])} ({a['weights']}), {a['dim']} dims, "
+               f"input {a['input_size']} px, tta x{a['tta']}"
+               + (f", {a['images_per_second']:.1f} img/s" if "images_per_second" in a else ""))
+    if fused:
+        click.echo(f"fused with {fused['with']}: {fused['block_dim']} columns x {fused['repeats']} "
+                   f"(weight {fused['weight']}), {fused['n_failed']} stamps not measured")
     click.echo(f"wrote {path}")
 
 
@@ -175,7 +183,7 @@ def features(workspace, backbone, weights, library, device, input_size, tta, con
 @click.option("--epochs", type=int, default=None, help="Passes over the stamps (default 10).")
 @click.option("--budget-minutes", type=float, default=None,
               help="Wall-time cap of this call (default 8); re-running continues from the checkpoint.")
-@click.option("--input-size", type=int, default=None, help="Training input side in pixels (default 64).")
+@click.option("--input-size", type=int, default=None, help="Training input side in pixels (default 128).")
 @click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same weights).")
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @_config_option

@@ -89,6 +89,9 @@ class FeatureConfig:
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present
     random_state: int = 0
+    fuse: str = "none"  # "morphology": append colours + statmorph statistics (explicit option, docs/features.md)
+    fuse_weight: float | None = None  # share of the standardised variance of the fused block; None: measured default
+    fuse_jobs: int = 1  # worker processes for statmorph when fusing (-1: all cores)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class AdaptConfig:
     learning_rate: float = 1e-4
     random_state: int = 0
     device: str | None = None
-    input_size: int = 64  # pixels the stamps are resized to for training (and the adapted native size)
+    input_size: int = 128  # pixels the stamps are resized to for training (and the adapted native size); 128 beat 64 on real + mock (docs/adapt.md)
     freeze_stages: int = 5  # leading backbone stages kept fixed (weights + BatchNorm statistics)
     bn: str = "frozen"  # "frozen": ImageNet BatchNorm statistics kept (measured better); "train": they adapt
     temperature: float = 0.2  # NT-Xent temperature (SimCLR)
@@ -140,16 +143,22 @@ class GanConfig:
     """Conditional GAN (``galearn gan train / sample / evaluate``)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 120  # ~1 s/step on 2 CPU cores: fits the 10-min `galearn run`; NOT enough to learn galaxies (docs/gan.md)
+    steps: int = 100  # ~1-1.2 s/step on 1 CPU thread: ~125 s, fits `galearn run`; blurry blobs, not full quality (docs/gan.md)
     batch_size: int = 32
     z_dim: int = 128
     channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    adam_beta1: float = 0.5  # Adam betas of G and D (DCGAN's 0.5; SNGAN's 0.0 not compared with these networks)
+    adam_beta2: float = 0.999
+    d_steps: int = 1  # D steps per G step
+    d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)
+    r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
+    r1_every: int = 16
     ema_beta: float = 0.999  # ramped up as min(beta, (1+step)/(10+step))
     diffaugment: str = "flip,rot90,translation"  # no colour policy: band ratios matter
-    checkpoint_every: int = 60
-    grid_every: int = 60
+    checkpoint_every: int = 50
+    grid_every: int = 50
     n_per_class: int | None = None  # gan sample --n
     balance: bool = True
     device: str | None = None

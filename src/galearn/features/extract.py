@@ -24,6 +24,7 @@ from ..errors import BadValueError
 from ..store import FeatureWriter, Workspace, open_sample, update_metrics
 from ..survey.stretch import rgb_order
 from .backbones import Backbone, inference_copy, load_backbone
+from .fuse import check_fuse, write_fused_features
 
 __all__ = [
     "prepare_batch",
@@ -249,6 +250,8 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     sample = open_sample(src)
     if cfg.batch_size < 1:
         raise BadValueError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
+    # checked before the slow part, so a bad option fails at once
+    fuse, fuse_weight = check_fuse(getattr(cfg, "fuse", "none"), getattr(cfg, "fuse_weight", None))
     torch.manual_seed(int(cfg.random_state))
     backbone = load_backbone(
         cfg.backbone,
@@ -302,6 +305,12 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         writer.finish({"images_per_second": round(rate, 2), "seconds": round(seconds, 2)})
     finally:
         writer.close()
+    fused_info = None
+    if fuse != "none":
+        path, fused_info = write_fused_features(
+            ws, sample, path, fuse=fuse, weight=fuse_weight, library=library,
+            n_jobs=int(getattr(cfg, "fuse_jobs", 1) or 1),
+        )
     if not library:
         entry = {
             "backbone": backbone.name,
@@ -317,5 +326,11 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         }
         if backbone.base:
             entry["base"] = backbone.base
+        if fused_info is not None:
+            # the fused file is what embed / classify read: name it, and say what was fused
+            entry["backbone"] = path.stem
+            entry["cnn_backbone"] = backbone.name
+            entry["dim"] = int(fused_info["cnn_dim"] + fused_info["block_dim"] * fused_info["repeats"])
+            entry["fused"] = {k: v for k, v in fused_info.items() if k not in ("center", "scale")}
         update_metrics(ws.metrics, {"features": entry}, replace=("features",))
     return path
