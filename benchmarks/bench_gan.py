@@ -9,7 +9,7 @@ issue 5, and writes ``benchmarks/out/bench_gan.json``.
 
 Example (the numbers in docs/gan.md)::
 
-    nice -n 10 .venv/bin/python benchmarks/bench_gan.py --minutes 12 --channels 32
+    nice -n 10 .venv/bin/python benchmarks/bench_gan.py --restart --minutes 30 --chunk 200 --morphology-n 150
 
 Timings on a shared machine are noisy; the JSON records the load average.
 """
@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=100, help="steps between checkpoints / budget checks")
     p.add_argument("--channels", type=int, default=None, help="GAN width (default: GanConfig)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr-g", type=float, default=None)
+    p.add_argument("--lr-d", type=float, default=None)
+    p.add_argument("--d-steps", type=int, default=None, help="D steps per G step (default: GanConfig)")
+    p.add_argument("--d-head", default=None, help="D epilogue: sum or dense (default: GanConfig)")
+    p.add_argument("--r1-gamma", type=float, default=None, help="R1 penalty weight (default: GanConfig, 0 = off)")
+    p.add_argument("--r1-every", type=int, default=None, help="lazy R1 interval in D updates")
+    p.add_argument("--diffaugment", default=None, help="DiffAugment policies, e.g. flip,rot90,translation32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: GanConfig, 1)")
     p.add_argument("--condition", default=None, help="condition column (default: UVJ class)")
     p.add_argument("--backbone", default=None, help="feature backbone (default: FeatureConfig)")
     p.add_argument("--input-size", type=int, default=None, help="feature input size (0: native)")
@@ -72,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                               simulate=dataclasses.replace(cfg.simulate, n_galaxies=args.n_galaxies,
                                                            random_state=args.seed))
     gan_changes = {k: v for k, v in {"channels": args.channels, "batch_size": args.batch_size,
+                                      "lr_g": args.lr_g, "lr_d": args.lr_d, "threads": args.threads,
+                                      "d_steps": args.d_steps, "d_head": args.d_head, "r1_gamma": args.r1_gamma,
+                                      "r1_every": args.r1_every, "diffaugment": args.diffaugment,
                                       "condition": args.condition, "eval_morphology_n": args.morphology_n}.items()
                    if v is not None}
     gcfg = dataclasses.replace(cfg.gan, random_state=args.seed, checkpoint_every=args.chunk,
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "metrics": metrics, "aims": aims, "timing_seconds": timing, "steps": step,
         "gan_parameters": info.get("parameters"), "train_seconds_per_step": None,
+        "gan_config": dataclasses.asdict(gcfg),
         "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
         "loadavg": os.getloadavg(), "args": vars(args), "grids": sorted(str(p) for p in (ws.gan / "grids").glob("*.png")),
     }

@@ -56,7 +56,7 @@ def make_workspace(tmp_path, n: int = 80, seed: int = 0, size: int = 32) -> Work
     return ws
 
 
-TINY = GanConfig(steps=4, batch_size=8, z_dim=8, channels=4, checkpoint_every=2, grid_every=2, random_state=3)
+TINY = GanConfig(steps=4, batch_size=8, z_dim=8, channels=4, checkpoint_every=2, grid_every=2, random_state=3, d_steps=2)
 
 
 def _states_equal(a: dict, b: dict) -> None:
@@ -94,6 +94,10 @@ def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
     # shift's reach that G would learn to paint): pixel values are only permuted.
     torch.testing.assert_close(t.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
     assert not torch.equal(t, x)
+    # translation32: at most 1 pixel at a 32-pixel side -- each stamp is one of the 9 rolls.
+    t32 = diff_augment(x, "translation32", torch.Generator().manual_seed(1))
+    rolls = [torch.roll(x, (dy, dx), (2, 3)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    assert all(any(torch.equal(t32[i], r[i]) for r in rolls) for i in range(len(x)))
     # Same generator seed -> same augmentation (resumable), and gradients flow.
     xr = x.clone().requires_grad_(True)
     a = diff_augment(xr, "flip,rot90,translation", torch.Generator().manual_seed(5))
@@ -176,3 +180,132 @@ def test_library_is_reproducible_balanced_and_in_sample_layout(tmp_path):
     other = open_sample(ws.library)
     assert other.n == 6
     assert not np.array_equal(other.read("stretched")[:3], first[:3])
+
+
+def test_generator_noise_is_seeded_and_output_is_clipped_like_the_data():
+    from galearn.gan.networks import Generator
+
+    G = Generator(2, 3, 32, z_dim=8, channels=4).eval()
+    z, y = torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        a = G(z, y, torch.Generator().manual_seed(1))
+        b = G(z, y, torch.Generator().manual_seed(1))
+        c = G(z, y, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)  # per-pixel noise reaches the output
+    assert a.min() >= -1 and a.max() <= 1
+    # The output is clipped, not squashed: a strongly negative bias gives exactly -1 (clipped sky).
+    with torch.no_grad():
+        G.to_img.bias.fill_(-50.0)
+        assert torch.all(G(z, y, torch.Generator().manual_seed(1)) == -1)
+
+
+def test_standing_stats_are_deterministic_and_independent_of_G_buffers(tmp_path):
+    from galearn.gan.loop import standing_stats
+    from galearn.gan.networks import Generator
+
+    G1 = Generator(2, 3, 32, z_dim=8, channels=4)
+    G2 = Generator(2, 3, 32, z_dim=8, channels=4)
+    G2.load_state_dict(G1.state_dict())
+    with torch.no_grad():  # G2's running statistics are garbage before standing_stats
+        for m in G2.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(5.0)
+    standing_stats(G1, 3, torch.device("cpu"), n_batches=2, batch=8)
+    standing_stats(G2, 3, torch.device("cpu"), n_batches=2, batch=8)
+    _states_equal(G1.state_dict(), G2.state_dict())
+    assert not G1.training
+    means = [m.running_mean for m in G1.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert means and all(torch.isfinite(m).all() and m.abs().max() < 5 for m in means)
+
+
+def test_parallel_morphology_equals_serial():
+    from galearn.evaluate.morphology import measure_morphology
+    from galearn.gan.evaluate import measure_morphology_parallel
+
+    physical, _ = synthetic_galaxies(8, 5, 32)
+    noise = np.full(3, 0.02)
+    serial = measure_morphology(physical, BANDS, noise_sigma=noise, progress=False)
+    par = measure_morphology_parallel(physical, BANDS, noise_sigma=noise, n_jobs=2, min_chunk=2, progress=False)
+    assert len(par) == 8 and par.colnames == serial.colnames
+    assert int(np.sum(serial["ok"])) >= 4  # real measurements are compared, not NaN placeholders
+    for name in serial.colnames:
+        np.testing.assert_array_equal(np.asarray(par[name]), np.asarray(serial[name]))
+    assert par.meta["noise_sigma"] == serial.meta["noise_sigma"]
+
+
+def test_r1_penalty_is_the_squared_input_gradient_and_zero_for_a_flat_D():
+    from galearn.gan.loss import r1_penalty
+
+    x = torch.randn(5, 3, 8, 8, requires_grad=True)
+    w = torch.randn(3, 8, 8)
+    # D linear in x: grad = w for every stamp, penalty = ||w||^2 exactly.
+    torch.testing.assert_close(r1_penalty((x * w).sum(dim=(1, 2, 3)), x), w.square().sum())
+    # D flat around the reals (constant in x): zero penalty, zero gradient.
+    flat = (x * 0).sum(dim=(1, 2, 3)) + 1.5
+    assert float(r1_penalty(flat, x)) == 0.0
+    # The penalty back-propagates into D's weights (create_graph).
+    wp = w.clone().requires_grad_(True)
+    r1_penalty((x * wp).sum(dim=(1, 2, 3)), x).backward()
+    torch.testing.assert_close(wp.grad, 2 * w)
+
+
+def test_dense_head_minibatch_stddev_and_position_awareness():
+    from galearn.gan.networks import Discriminator, minibatch_stddev
+
+    h = torch.randn(6, 5, 4, 4)
+    out = minibatch_stddev(h)  # 6 is not divisible by 4: groups of 2
+    assert out.shape == (6, 6, 4, 4)
+    same = minibatch_stddev(torch.ones(8, 5, 4, 4))
+    assert float(same[:, -1].abs().max()) < 1e-3  # identical members: (almost) zero std
+    torch.manual_seed(0)
+    x = torch.zeros(4, 3, 32, 32) - 1
+    x[:, :, 14:18, 14:18] = 1  # a centred source ...
+    shifted = torch.roll(x, shifts=(8, 8), dims=(2, 3))  # ... and the same source off-centre
+    y = torch.zeros(4, dtype=torch.int64)
+    D = Discriminator(2, 3, 32, channels=4, head="dense").eval()
+    with torch.no_grad():
+        # The flattened dense head sees where the source is (a sum-pooling head
+        # only through the zero padding of its convolutions).
+        assert (D(x, y) - D(shifted, y)).abs().max() > 1e-4
+        assert D(x, y).shape == (4,)
+    with pytest.raises(BadValueError, match="d_head"):
+        Discriminator(2, 3, 32, channels=4, head="mean")
+
+
+def test_resume_is_exact_with_lazy_r1_and_dense_head(tmp_path):
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+
+    cfg = dataclasses.replace(TINY, d_head="dense", r1_gamma=1.0, r1_every=3, diffaugment="flip,rot90,translation32")
+    ws_a = make_workspace(tmp_path / "a", n=40)
+    ws_b = make_workspace(tmp_path / "b", n=40)
+    run_train(ws_a, cfg, progress=False)
+    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
+    run_train(ws_b, cfg, resume=True, progress=False)
+    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
+    for key in ("G", "D", "G_ema"):
+        _states_equal(a[key], b[key])
+    # R1 changes training (same seed, gamma 0 vs 1 give different D weights) ...
+    ws_c = make_workspace(tmp_path / "c", n=40)
+    run_train(ws_c, dataclasses.replace(cfg, r1_gamma=0.0), progress=False)
+    c = load_checkpoint(ws_c.gan / "ckpt-000004.pt")
+    assert any(not torch.equal(a["D"][k], c["D"][k]) for k in a["D"])
+    # ... and resuming with another gamma is refused.
+    with pytest.raises(BadValueError, match="r1_gamma"):
+        run_train(ws_a, dataclasses.replace(cfg, r1_gamma=0.5, steps=6), resume=True, progress=False)
+
+
+def test_realism_uses_the_cnn_feature_space_when_features_are_fused(tmp_path):
+    from galearn import store
+    from galearn.config import load_config
+    from galearn.gan.evaluate import _backbone_feature_fn
+
+    ws = store.Workspace(tmp_path / "ws")
+    ws.report.mkdir(parents=True)
+    store.update_metrics(ws.metrics, {"features": {"backbone": "random-resnet18+morphology",
+                                                   "cnn_backbone": "random-resnet18"}})
+    name, fn, _ = _backbone_feature_fn(ws, load_config(None, {"features": {"tta": 1}}), ["F435W", "F850LP", "F160W"])
+    assert name == "random-resnet18"
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 32, 32)).astype("f4")
+    assert fn(x).shape[0] == 2  # loads the CNN through the registry, not "...+morphology"

@@ -11,6 +11,9 @@ cannot learn the augmentation. Policies (comma-separated names):
 ``translation``
     random integer circular shifts (per-stamp ``torch.roll``) of up to 1/16
     of the stamp side in x and y; no fill value, so no artificial edge.
+``translation32``
+    the same, up to 1/32 of the side (2 pixels at 64): real galaxies sit at
+    the stamp centre, and a large shift lets G place sources off-centre.
 
 There is deliberately no colour/brightness policy: band ratios (colours) are
 what the UVJ evaluation depends on, so they must not be augmented away.
@@ -68,10 +71,15 @@ def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 1 / 16) -
     return torch.gather(flat, 2, index).reshape(x.shape)
 
 
+def _translation32(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return _translation(x, gen, ratio=1 / 32)
+
+
 POLICIES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "flip": _flip,
     "rot90": _rot90,
     "translation": _translation,
+    "translation32": _translation32,
 }
 
 

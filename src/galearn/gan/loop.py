@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
-           "random_state", "heldout_fraction")
+           "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
+           "r1_every")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds")
 
 
@@ -82,7 +83,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanConfig
     """G, D and the EMA copy of G (eval mode, no gradients)."""
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
-    D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels)
+    D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     return G, D, G_ema
 
@@ -94,23 +95,57 @@ def _seed_everything(seed: int) -> None:
 
 
 def _validate(cfg: GanConfig) -> None:
-    for name in ("steps", "batch_size", "z_dim", "channels", "checkpoint_every", "grid_every"):
+    for name in ("steps", "batch_size", "z_dim", "channels", "checkpoint_every", "grid_every", "d_steps", "r1_every"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             raise BadValueError(f"gan.{name} must be a positive integer, got {value!r}")
     for name in ("lr_g", "lr_d"):
         if not getattr(cfg, name) > 0:
             raise BadValueError(f"gan.{name} must be > 0, got {getattr(cfg, name)!r}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise BadValueError(f"gan.{name} must be in [0, 1), got {getattr(cfg, name)!r}")
+    if not cfg.r1_gamma >= 0:
+        raise BadValueError(f"gan.r1_gamma must be >= 0, got {cfg.r1_gamma!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
         raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
 
 
 @torch.no_grad()
 def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    # Weights only: BatchNorm statistics of G belong to G's weights, not to their
+    # average; G_ema gets its own ("standing") statistics from standing_stats().
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
         p_ema.lerp_(p, 1.0 - beta)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+
+
+@torch.no_grad()
+def standing_stats(G_ema: Generator, seed: int, device: torch.device, *, n_batches: int = 8, batch: int = 64) -> None:
+    """Recompute the BatchNorm statistics of the EMA generator from its own outputs.
+
+    G's running BatchNorm statistics describe G's current weights; the EMA
+    weights are an average over many steps, and with G's statistics the EMA
+    generator's samples came out too bright / saturated. Here the statistics
+    are the exact average over ``n_batches`` batches of seeded latents with
+    classes drawn in turn (BigGAN's "standing statistics", Brock et al. 2019).
+    Deterministic in ``seed``; leaves G_ema in eval mode.
+    """
+    bns = [m for m in G_ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    gen = torch.Generator().manual_seed(step_seed(seed, 0, 6006))
+    G_ema.train()
+    for i in range(n_batches):
+        z = torch.randn(batch, G_ema.z_dim, generator=gen).to(device)
+        y = (torch.arange(batch) + i * batch).remainder(G_ema.n_classes).to(device)
+        G_ema(z, y, gen)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    G_ema.eval()
 
 
 def ema_beta_at(step: int, beta: float) -> float:
@@ -123,15 +158,15 @@ def ema_beta_at(step: int, beta: float) -> float:
 
 
 @torch.no_grad()
-def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, limit: float = 0.95) -> np.ndarray:
-    """Set the output conv's bias of G and G_ema to ``atanh(2 * median - 1)`` per band.
+def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray) -> np.ndarray:
+    """Set the output conv's bias of G and G_ema to ``2 * median - 1`` per band (network units).
 
-    ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1 (a seeded
-    subset is not needed: the median over all pixels is deterministic).
-    ``limit`` keeps the tanh argument finite. Returns the bias.
+    ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1. About half
+    of all stretched pixels are sky clipped to exactly 0, so G starts at the
+    sky level instead of mid-grey. Returns the bias.
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
-    bias = np.arctanh(np.clip(2.0 * med - 1.0, -limit, limit)).astype("f4")
+    bias = (2.0 * med - 1.0).astype("f4")
     for net in (G, G_ema):
         net.to_img.bias.copy_(torch.from_numpy(bias))
     return bias
@@ -143,14 +178,20 @@ def class_filename(name: str) -> str:
 
 
 @torch.no_grad()
-def generate(G: torch.nn.Module, labels: np.ndarray, z: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
-    """Stretched stamps ``(N, C, H, W)`` in ``[0, 1]`` from latents ``z (N, z_dim)`` and class indices."""
+def generate(G: torch.nn.Module, labels: np.ndarray, z: np.ndarray, device: torch.device, batch: int = 256,
+             *, noise_seed: int = 0) -> np.ndarray:
+    """Stretched stamps ``(N, C, H, W)`` in ``[0, 1]`` from latents ``z (N, z_dim)`` and class indices.
+
+    G's per-pixel noise comes from a torch generator seeded with ``noise_seed``
+    (same ``z``, labels and seed: identical stamps).
+    """
     G.eval()
+    gen = torch.Generator().manual_seed(int(noise_seed) & ((1 << 63) - 1))
     out = []
     for start in range(0, len(z), batch):
         zz = torch.as_tensor(z[start : start + batch], dtype=torch.float32, device=device)
         yy = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
-        out.append(to_stretched(G(zz, yy)).clamp_(0.0, 1.0).cpu().numpy())
+        out.append(to_stretched(G(zz, yy, gen)).clamp_(0.0, 1.0).cpu().numpy())
     if not out:
         return np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4")
     return np.concatenate(out).astype("f4")
@@ -228,8 +269,10 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     ckpt = load_checkpoint(ckpt_file) if ckpt_file is not None else None
     if ckpt is not None:
         old = ckpt["config"]
+        defaults = {f.name: f.default for f in dataclasses.fields(GanConfig)}
         for name in _FROZEN:
-            if old.get(name) != getattr(cfg, name):
+            # Checkpoints of older versions lack newer fields: they were trained with the default.
+            if old.get(name, defaults[name]) != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {old.get(name)!r}, now {getattr(cfg, name)!r} "
                     f"(train without --resume to start again)"
@@ -239,7 +282,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     elif resume:
         log.warning("no checkpoint in %s: training from scratch", run_dir)
     if ckpt is None:  # fresh run: forget an older run's files
-        for old_file in run_dir.glob("ckpt-*.pt"):
+        for old_file in [*run_dir.glob("ckpt-*.pt"), *run_dir.glob("grids/*.png")]:
             old_file.unlink()
         (run_dir / "stats.csv").unlink(missing_ok=True)
 
@@ -256,20 +299,25 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
     # Start G at the data's background level: the stretched stamps are mostly sky
-    # (about half the pixels clipped to exactly 0, i.e. -1 = tanh saturation), so an
-    # output bias at atanh(2 * median - 1) per band spares the first steps of
-    # learning "dark". Overwritten by a checkpoint on resume.
+    # (about half the pixels clipped to exactly 0, i.e. -1 here), so an output bias
+    # at 2 * median - 1 per band spares the first steps of learning "dark".
+    # Overwritten by a checkpoint on resume.
     init_output_bias(G, G_ema, stamps)
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(0.0, 0.999))
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
     start, seconds = 0, 0.0
     if ckpt is not None:
-        G.load_state_dict(ckpt["G"])
-        D.load_state_dict(ckpt["D"])
-        G_ema.load_state_dict(ckpt["G_ema"])
-        opt_G.load_state_dict(ckpt["opt_G"])
-        opt_D.load_state_dict(ckpt["opt_D"])
+        try:
+            G.load_state_dict(ckpt["G"])
+            D.load_state_dict(ckpt["D"])
+            G_ema.load_state_dict(ckpt["G_ema"])
+            opt_G.load_state_dict(ckpt["opt_G"])
+            opt_D.load_state_dict(ckpt["opt_D"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise BadValueError(f"cannot resume {ckpt_file}: its networks do not match this galearn version's "
+                                f"({type(exc).__name__}); train without --resume") from exc
         start, seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
         set_rng_state(ckpt["rng"])
 
@@ -296,6 +344,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     n_train = len(train_idx)
 
     def checkpoint(step: int) -> None:
+        standing_stats(G_ema, cfg.random_state, device)
         state = {
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
@@ -308,7 +357,9 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     def grid(step: int) -> None:
         y = np.repeat(np.arange(len(classes)), len(grid_z))
         z = np.tile(grid_z, (len(classes), 1))
-        save_grid(run_dir / "grids" / f"step-{step:06d}.png", generate(G_ema, y, z, device), bands, len(grid_z))
+        standing_stats(G_ema, cfg.random_state, device)
+        save_grid(run_dir / "grids" / f"step-{step:06d}.png", generate(G_ema, y, z, device, noise_seed=cfg.random_state),
+                  bands, len(grid_z))
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="gan train", disable=progress is False
                if progress is not None else None)
@@ -324,11 +375,19 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
             real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
             y = torch.from_numpy(y_all[pick]).to(device)
 
-            z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
-            loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen)
-            opt_D.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_D.step()
+            for d_step in range(cfg.d_steps):
+                if d_step:  # further D steps of the same G step: fresh real stamps
+                    pick = rng.integers(0, n_train, cfg.batch_size)
+                    real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
+                    y = torch.from_numpy(y_all[pick]).to(device)
+                z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
+                # Lazy R1 (StyleGAN2): every r1_every-th D update, weighted by the interval.
+                n_d = step * cfg.d_steps + d_step
+                r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every if cfg.r1_gamma and n_d % cfg.r1_every == 0 else 0.0
+                loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen, r1_weight=r1_weight)
+                opt_D.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_D.step()
 
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
             loss_g = loss.g_loss(y, z, gen)
@@ -354,6 +413,6 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     if start < cfg.steps or not (run_dir / "grids").exists():
         z64 = np.random.default_rng([cfg.random_state, 424243]).standard_normal((64, cfg.z_dim)).astype("f4")
         for i, c in enumerate(classes):
-            stamps_c = generate(G_ema, np.full(64, i), z64, device)
+            stamps_c = generate(G_ema, np.full(64, i), z64, device, noise_seed=cfg.random_state)
             save_grid(run_dir / "grids" / f"{class_filename(c)}.png", stamps_c, bands, 8)
     return run_dir

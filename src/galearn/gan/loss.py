@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from .augment import diff_augment, parse_policy
 
-__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss"]
+__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -25,6 +25,17 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
 def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     """``-E[D(G(z))]``."""
     return -logits_fake.mean()
+
+
+def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 gradient penalty ``E[||grad_x D(x)||^2]`` on real stamps (Mescheder et al. 2018).
+
+    ``real`` must require gradients and ``logits_real`` be computed from it;
+    the graph is kept (``create_graph``) so the penalty can be back-propagated
+    into D's weights. Zero where D is locally flat around the real stamps.
+    """
+    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+    return grad.square().sum(dim=(1, 2, 3)).mean()
 
 
 @dataclass
@@ -46,21 +57,34 @@ class GanLoss:
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
 
-    def run_G(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.G(z, y)
+    def run_G(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """Generate from latents ``z`` and classes ``y``; G's per-pixel noise comes from ``gen``."""
+        return self.G(z, y, gen)
 
     def run_D(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Augment ``x`` (``[-1, 1]``) with the step's generator, then score it."""
         return self.D(diff_augment(x, self._names, gen), y)
 
-    def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float, float]:
-        """Discriminator hinge loss and the mean logits on real and fake."""
+    def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator, *,
+               r1_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
+        """Discriminator hinge loss (+ ``r1_weight`` x R1 penalty) and the mean logits on real and fake.
+
+        ``r1_weight``: ``gamma / 2 * interval`` on the steps of a lazy R1
+        regularisation (StyleGAN2), else 0. The gradient is taken with respect
+        to the un-augmented real stamps; the augmentations only permute pixels,
+        so its norm is that with respect to the augmented ones.
+        """
         with torch.no_grad():
-            fake = self.run_G(z, y)
+            fake = self.run_G(z, y, gen)
+        if r1_weight > 0:
+            real = real.detach().requires_grad_(True)
         logits_real = self.run_D(real, y, gen)
         logits_fake = self.run_D(fake, y, gen)
-        return hinge_d_loss(logits_real, logits_fake), float(logits_real.detach().mean()), float(logits_fake.detach().mean())
+        loss = hinge_d_loss(logits_real, logits_fake)
+        if r1_weight > 0:
+            loss = loss + r1_weight * r1_penalty(logits_real, real)
+        return loss, float(logits_real.detach().mean()), float(logits_fake.detach().mean())
 
     def g_loss(self, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Generator hinge loss."""
-        return hinge_g_loss(self.run_D(self.run_G(z, y), y, gen))
+        return hinge_g_loss(self.run_D(self.run_G(z, y, gen), y, gen))

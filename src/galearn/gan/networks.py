@@ -6,8 +6,9 @@ networks; :func:`to_stretched` / :func:`from_stretched` convert to and from the
 stretched ``0..1`` range of :mod:`galearn.survey.stretch`.
 
 * :class:`Generator`: latent ``z`` -> linear -> ``(ch_0, 4, 4)`` -> up-sampling
-  blocks (nearest x2, 3x3 conv with reflect padding, conditional BatchNorm whose gain and bias come
-  from a class embedding, ReLU) -> 3x3 conv -> ``tanh``.
+  blocks (nearest x2, 3x3 conv with reflect padding, per-pixel noise, conditional BatchNorm whose
+  gain and bias come from a class embedding, ReLU) -> 3x3 conv -> + per-band pixel noise -> clip
+  to ``[-1, 1]`` (the stretch clips the data the same way).
 * :class:`Discriminator`: strided 4x4 convolutions with spectral normalisation
   and LeakyReLU down to 4x4, global sum pooling, then the projection output of
   Miyato & Koyama (2018): ``psi(h) + <embed(y), h>``.
@@ -27,7 +28,7 @@ from torch.nn.utils import spectral_norm
 
 from ..errors import BadValueError
 
-__all__ = ["Generator", "Discriminator", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters"]
+__all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters"]
 
 
 def check_stamp_size(stamp_size: int) -> int:
@@ -79,6 +80,32 @@ class ConditionalBatchNorm2d(nn.Module):
         return h * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
+def _noise(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``like``'s device, from ``gen`` (seeded) or torch's global RNG."""
+    if gen is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
+
+
+class NoiseInjection(nn.Module):
+    """``h + w_c * n`` with per-pixel standard normal noise ``n`` and a learnt gain per channel.
+
+    ``per_channel=False``: one noise map shared by all channels (StyleGAN,
+    Karras et al. 2019); ``True``: independent noise per channel (used on the
+    output bands, whose sky noise is independent from band to band). The gain
+    starts at ``init``.
+    """
+
+    def __init__(self, channels: int, *, per_channel: bool = False, init: float = 0.0) -> None:
+        super().__init__()
+        self.per_channel = bool(per_channel)
+        self.weight = nn.Parameter(torch.full((1, channels, 1, 1), float(init)))
+
+    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        n, c, height, width = h.shape
+        return h + self.weight * _noise((n, c if self.per_channel else 1, height, width), h, gen)
+
+
 class _GBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, n_classes: int) -> None:
         super().__init__()
@@ -86,15 +113,24 @@ class _GBlock(nn.Module):
         # signal at each resolution; at 16x16 it surfaced as a bright square frame
         # 64/16 = 4 pixels inside the stamp edge (docs/gan.md).
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="reflect")
+        self.noise = NoiseInjection(c_out)
         self.bn = ConditionalBatchNorm2d(c_out, n_classes)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return F.relu(self.bn(self.conv(x), y))
+        return F.relu(self.bn(self.noise(self.conv(x), gen), y))
 
 
 class Generator(nn.Module):
     """Class-conditional generator: ``(z (N, z_dim), y (N,) int64) -> (N, C, H, W)`` in ``[-1, 1]``.
+
+    Per-pixel noise is injected after every convolution (StyleGAN-style, learnt
+    gains starting at 0) and, independently per band, before the output
+    non-linearity: it gives G a direct way to paint the pixel-to-pixel sky
+    noise of real stamps, which a stack of up-sampled smooth feature maps can
+    only imitate with streaks and checkerboards (docs/gan.md). The noise comes
+    from ``gen`` (a seeded ``torch.Generator``) when given, so training steps
+    and sampled libraries are reproducible.
 
     Parameters
     ----------
@@ -118,14 +154,39 @@ class Generator(nn.Module):
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
         self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
+        self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self._w0 = widths[0]
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self._w0, 4, 4)
         h = F.relu(self.bn0(h, y))
         for block in self.blocks:
-            h = block(h, y)
-        return torch.tanh(self.to_img(h))
+            h = block(h, y, gen)
+        # Linear output, clipped to [-1, 1] like the data themselves: a stretched stamp
+        # is clip(asinh(flux / s) / asinh(max / s), 0, 1), so about half of all (sky)
+        # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
+        # saturation to make them, where its gradient vanishes (docs/gan.md).
+        return self.out_noise(self.to_img(h), gen).clamp(-1.0, 1.0)
+
+
+D_HEADS = ("sum", "dense")
+
+
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Append the minibatch standard deviation as one extra feature map (Karras et al. 2018).
+
+    The batch is split into groups of ``group`` stamps (the largest of 4, 2, 1
+    that divides the batch); per group, the standard deviation over its members
+    of every feature and pixel, averaged over features and pixels, becomes a
+    constant map appended to each member. A generator that collapses to a few
+    modes gives batches with a small value, which D can see.
+    """
+    n, c, height, width = h.shape
+    g = next(k for k in (min(group, n), 2, 1) if k >= 1 and n % k == 0)
+    y = h.reshape(g, n // g, c, height, width)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # (n/g, c, H, W)
+    y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, height, width)  # (n, 1, H, W)
+    return torch.cat([h, y], dim=1)
 
 
 class Discriminator(nn.Module):
@@ -136,18 +197,38 @@ class Discriminator(nn.Module):
     n_classes, n_bands, stamp_size, channels
         As for :class:`Generator` (``channels`` is the width of the first,
         highest-resolution block).
+    head : {"sum", "dense"}
+        ``"sum"``: global sum pooling of the 4x4 features (SNGAN / BigGAN); D
+        then knows a source's position only through the convolutions' zero
+        padding. ``"dense"``: the StyleGAN epilogue -- minibatch standard
+        deviation (:func:`minibatch_stddev`), a 3x3 conv, and a dense layer on the
+        FLATTENED 4x4 map, so D can tell a centred source from an off-centre
+        one and a varied batch from a collapsed one (docs/gan.md).
     """
 
-    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, channels: int = 32) -> None:
+    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, channels: int = 32,
+                 head: str = "sum") -> None:
         super().__init__()
+        if head not in D_HEADS:
+            raise BadValueError(f"gan.d_head must be one of {', '.join(D_HEADS)}, got {head!r}")
+        self.head = head
         widths = _widths(stamp_size, channels)[::-1]  # stamp_size/2 ... 4
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(n_bands, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
-        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
-        self.embed = spectral_norm(nn.Embedding(n_classes, widths[-1]))
+        w = widths[-1]
+        if head == "dense":
+            self.epilogue_conv = spectral_norm(nn.Conv2d(w + 1, w, 3, padding=1))
+            self.epilogue_dense = spectral_norm(nn.Linear(w * 16, w))
+        self.linear = spectral_norm(nn.Linear(w, 1))
+        self.embed = spectral_norm(nn.Embedding(n_classes, w))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.features(x).sum(dim=(2, 3))  # global sum pooling
+        h = self.features(x)
+        if self.head == "dense":
+            h = F.leaky_relu(self.epilogue_conv(minibatch_stddev(h)), 0.2)
+            h = F.leaky_relu(self.epilogue_dense(h.flatten(1)), 0.2)
+        else:
+            h = h.sum(dim=(2, 3))  # global sum pooling
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)

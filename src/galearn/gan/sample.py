@@ -19,7 +19,7 @@ from ..config import GanConfig
 from ..errors import BadValueError, MissingInputError
 from ..store import SampleWriter, Workspace, open_sample
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import condition_labels
+from .data import condition_labels, step_seed
 from .loop import build_networks, generate, resolve_device, set_threads
 
 __all__ = ["run_sample", "library_counts", "load_generator", "sample_class"]
@@ -49,17 +49,23 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     cfg = _Cfg(**known)
     dev = resolve_device(device)
     _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg)
-    G_ema.load_state_dict(ckpt["G_ema"])
+    try:
+        G_ema.load_state_dict(ckpt["G_ema"])
+    except (RuntimeError, KeyError) as exc:
+        raise BadValueError(f"{path} holds a generator of an older network layout ({type(exc).__name__}): "
+                            f"run `galearn gan train` again") from exc
     return G_ema.to(dev).eval(), ckpt, path
 
 
 def sample_class(G_ema, class_index: int, n: int, z_dim: int, *, random_state: int, device=None) -> np.ndarray:
-    """``n`` stretched stamps of one class; latents from ``default_rng([random_state, class_index])``."""
+    """``n`` stretched stamps of one class; latents from ``default_rng([random_state, 7001, class_index])``,
+    G's pixel noise from ``step_seed(random_state, class_index, 7002)``."""
     import torch
 
     z = np.random.default_rng([int(random_state), 7001, int(class_index)]).standard_normal((n, z_dim)).astype("f4")
     dev = next(G_ema.parameters()).device if device is None else torch.device(device)
-    return generate(G_ema, np.full(n, class_index, dtype=np.int64), z, dev)
+    return generate(G_ema, np.full(n, class_index, dtype=np.int64), z, dev,
+                    noise_seed=step_seed(random_state, int(class_index), 7002))
 
 
 def library_counts(real_counts: dict[str, int], *, n_per_class: int | None, balance: bool) -> dict[str, int]:
