@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +103,6 @@ def subtract_border_background(stamps: np.ndarray, width: int | None = None) -> 
     return x - np.median(frame, axis=-1)[..., None, None]
 
 
-def _measure_chunk(args: tuple) -> Table:
-    from ..evaluate.morphology import measure_morphology
-
-    stamps, bands, noise = args
-    return measure_morphology(stamps, bands, noise_sigma=noise, progress=False)
-
-
 def measure_stamp_morphology(
     physical: np.ndarray,
     bands: list[str],
@@ -134,18 +126,17 @@ def measure_stamp_morphology(
         Worker processes (statmorph is single-threaded, ~0.1-0.4 s per stamp);
         1: in this process; -1: all cores. The result does not depend on it.
     chunk : int
-        Stamps per task.
+        Fewest stamps per worker task
+        (:func:`galearn.evaluate.morphology.measure_morphology_parallel`).
     progress : bool or None
-        tqdm bar over chunks (None: only on a terminal).
+        tqdm bar when measured in this process (None: only on a terminal).
 
     Returns
     -------
     astropy.table.Table
         As :func:`galearn.evaluate.morphology.measure_morphology` (one row per stamp).
     """
-    from astropy.table import vstack
-    from tqdm.auto import tqdm
-
+    from ..evaluate.morphology import measure_morphology_parallel
     from ..survey.stretch import robust_noise
 
     x = np.asarray(physical, dtype="f8")
@@ -155,16 +146,9 @@ def measure_stamp_morphology(
         x = subtract_border_background(x)
     # one noise level for all chunks (the same segmentation threshold everywhere)
     noise = np.array([robust_noise(x[:, b]) for b in range(x.shape[1])])
-    tasks = [(x[s:s + chunk], list(bands), noise) for s in range(0, len(x), chunk)]
     jobs = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
-    bar = dict(total=len(tasks), desc="statmorph", unit="chunk", disable=None if progress is None else not progress)
-    if jobs == 1 or len(tasks) == 1:
-        parts = [_measure_chunk(t) for t in tqdm(tasks, **bar)]
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            parts = list(tqdm(pool.map(_measure_chunk, tasks), **bar))
-    table = vstack(parts, metadata_conflicts="silent")
-    table.meta.update(parts[0].meta)
+    table = measure_morphology_parallel(x, list(bands), noise_sigma=noise, n_jobs=jobs, min_chunk=chunk,
+                                        progress=progress)
     table.meta["background_subtracted"] = bool(background)
     return table
 
