@@ -2,11 +2,13 @@
 
 One run prints, side by side for each data set,
 
-(a) ``imagenet``       the ImageNet backbone (galearn's input size and layers), no averaging,
-(b) ``imagenet+tta``   the same, features averaged over the dihedral transforms (galearn's default, ``--tta``),
-(c) ``adapted``        the backbone after ``galearn adapt`` (SimCLR on the same stamps, no labels),
-                       at its training size, plain and ``+tta``,
-(d) ``fused``          (b) + colours + statmorph morphology (``galearn features --fuse morphology``),
+(a) ``imagenet``       the ImageNet backbone (galearn's input size and layers), the whole stamp, no averaging,
+(b) ``imagenet+tta``   the same, features averaged over the dihedral transforms (``--tta``),
+(c) ``default``        (b) at two scales, the whole stamp + its central quarter, concatenated
+                       (``--scales``; ``galearn features`` defaults),
+(d) ``adapted``        the backbone after ``galearn adapt`` (SimCLR on the same stamps, no labels),
+                       at its training size, plain, ``+tta`` and ``+tta+scales``,
+(e) ``fused``          (c) + colours + statmorph morphology (``galearn features --fuse morphology``),
 
 with ``knn_balanced_accuracy``, ``linear_balanced_accuracy`` and
 ``cluster_accuracy`` (``galearn.evaluate.agreement_metrics``, DESIGN
@@ -19,7 +21,7 @@ wall time and steps and the seconds each feature set took. Data sets:
   selection ``galearn run`` uses (``pipeline.DEFAULT_MOCK_SELECT``); labels
   ``uvj_class``, ``truth_morph``, ``truth_class``.
 
-(b) and (d) go through ``run_features`` (the code path of ``galearn features``),
+(c) and (e) go through ``run_features`` (the code path of ``galearn features``),
 so they are exactly what a user gets.
 
 Examples
@@ -107,7 +109,7 @@ def run(dataset: str, ws, spec: dict, args) -> dict:
     from galearn.config import AdaptConfig, FeatureConfig
     from galearn.features import extract_features, load_backbone, run_features
     from galearn.features.adapt import run_adapt
-    from galearn.features.extract import DEFAULT_INPUT_SIZE, DEFAULT_TTA
+    from galearn.features.extract import DEFAULT_INPUT_SIZE, DEFAULT_SCALES, DEFAULT_TTA
     from galearn.store import open_sample, read_features
 
     torch.manual_seed(args.seed)
@@ -127,9 +129,12 @@ def run(dataset: str, ws, spec: dict, args) -> dict:
     base = load_backbone(args.backbone, device=args.device)
     t = time.perf_counter()
     add("imagenet", extract_features(stamps, bands, base, input_size=size, tta=None, progress=False),
-        time.perf_counter() - t, input_size=size, tta=1)
+        time.perf_counter() - t, input_size=size, tta=1, scales=[1.0])
+    t = time.perf_counter()
+    add("imagenet+tta", extract_features(stamps, bands, base, input_size=size, tta=DEFAULT_TTA, progress=False),
+        time.perf_counter() - t, input_size=size, tta=DEFAULT_TTA, scales=[1.0])
 
-    # (b) and (d): the `galearn features` code path (defaults: input size, layers, TTA)
+    # (c) and (e): the `galearn features` code path (defaults: input size, layers, TTA, scales)
     fuse = "fused" not in args.skip
     cfg = FeatureConfig(backbone=args.backbone, device=args.device, random_state=args.seed,
                         fuse="morphology" if fuse else "none", fuse_jobs=args.fuse_jobs)
@@ -137,12 +142,13 @@ def run(dataset: str, ws, spec: dict, args) -> dict:
     path = run_features(ws, cfg)
     seconds = time.perf_counter() - t
     plain = read_features(ws.features(base.name))
-    add("imagenet+tta", plain.values, float(plain.attrs.get("seconds", seconds)), input_size=size,
-        tta=int(plain.attrs["tta"]))
+    add("default", plain.values, float(plain.attrs.get("seconds", seconds)), input_size=size,
+        tta=int(plain.attrs["tta"]), scales=list(plain.attrs["scales"]))
     if fuse:
         fused = read_features(path)
         info = fused.attrs["fused"]
         add("fused", fused.values, seconds, input_size=size, tta=int(plain.attrs["tta"]),
+            scales=list(plain.attrs["scales"]),
             fused={k: info[k] for k in ("with", "columns", "weight", "repeats", "n_failed")},
             statmorph_and_fuse_seconds=round(seconds - float(plain.attrs.get("seconds", 0.0)), 1))
 
@@ -160,11 +166,13 @@ def run(dataset: str, ws, spec: dict, args) -> dict:
                            "epoch_losses": [round(v, 4) for v in hist["losses"]], "settings": state["settings"]}
         print(json.dumps({"dataset": dataset, "adapt": result["adapt"]}), flush=True)
         adapted = load_backbone("adapted", workspace=ws, device=args.device)
-        for tta in (None, DEFAULT_TTA):
+        for name, tta, scales in (("adapted", None, None), ("adapted+tta", DEFAULT_TTA, None),
+                                  ("adapted+tta+scales", DEFAULT_TTA, DEFAULT_SCALES)):
             t = time.perf_counter()
-            f = extract_features(stamps, bands, adapted, input_size=adapted.native_size, tta=tta, progress=False)
-            add("adapted" + ("+tta" if tta else ""), f, time.perf_counter() - t,
-                input_size=adapted.native_size, tta=tta or 1, adapt_wall_seconds=round(wall, 1))
+            f = extract_features(stamps, bands, adapted, input_size=adapted.native_size, tta=tta, scales=scales,
+                                 progress=False)
+            add(name, f, time.perf_counter() - t, input_size=adapted.native_size, tta=tta or 1,
+                scales=list(scales or (1.0,)), adapt_wall_seconds=round(wall, 1))
     return result
 
 
@@ -175,13 +183,13 @@ def _table(results: dict) -> str:
         lines.append(f"\n{name} ({res['n_stamps']} stamps of {res['stamp_size']} px)"
                      + (f"; adaptation {res['adapt']['wall_seconds']} s, {res['adapt']['steps']}/"
                         f"{res['adapt']['total_steps']} steps" if "adapt" in res else ""))
-        lines.append(f"{'features':<14}" + "".join(f"{c + ' knn/lin/clu':>32}" for c in cols))
+        lines.append(f"{'features':<20}" + "".join(f"{c + ' knn/lin/clu':>32}" for c in cols))
         for feat in dict.fromkeys(r["features"] for r in res["rows"]):
             cells = []
             for c in cols:
                 r = next((r for r in res["rows"] if r["features"] == feat and r["column"] == c), None)
                 cells.append("" if r is None else "/".join(f"{r[k]:.3f}" for k in KEYS))
-            lines.append(f"{feat:<14}" + "".join(f"{v:>32}" for v in cells))
+            lines.append(f"{feat:<20}" + "".join(f"{v:>32}" for v in cells))
     return "\n".join(lines)
 
 

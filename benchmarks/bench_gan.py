@@ -33,6 +33,9 @@ AIMS = {
     "memorised_fraction <= 0.01": lambda m: m.get("memorised_fraction") is not None and m["memorised_fraction"] <= 0.01,
     "balanced accuracy with library > without": lambda m: m.get("balancing", {}).get("balanced_accuracy_with_gan", 0)
     > m.get("balancing", {}).get("balanced_accuracy_real_only", 1),
+    # the gain is more than the draw of the few real minority stamps (paired over the repeats)
+    "... by more than 2 standard errors": lambda m: (g := m.get("balancing", {}).get("gain_with_gan_over_real_only"))
+    is not None and g.get("standard_error") is not None and g["mean"] > 2 * g["standard_error"],
 }
 
 

@@ -83,7 +83,7 @@ def test_weights_file_is_loaded_and_used(tmp_path, empty_torch_home):
     # ... and through the command line, the same path users use
     ws = _workspace(tmp_path)
     res = _run_cli(["features", "-w", str(ws.root), "--backbone", "resnet18", "--weights", str(weights),
-                    "--input-size", "0", "--tta", "1"])
+                    "--input-size", "0", "--tta", "1", "--scales", "1"])
     assert res.exit_code == 0, res.output
     feats = read_features(ws.features("resnet18"))
     assert feats.attrs["weights"] == str(weights.resolve())
@@ -159,7 +159,7 @@ def test_batch_size_and_tta_invariance():
 
 def test_resume_after_interruption_gives_same_features(tmp_path, monkeypatch):
     ws = _workspace(tmp_path, n=10)
-    cfg = FeatureConfig(backbone="random-resnet18", batch_size=4, input_size=32, tta=False)
+    cfg = FeatureConfig(backbone="random-resnet18", batch_size=4, input_size=32, tta=False, scales=(1.0,))
     full = read_features(run_features(ws, cfg)).values
     ws.features("random-resnet18").unlink()
 
@@ -199,8 +199,46 @@ def test_library_features_keep_sample_metrics(tmp_path):
                  kind="library", columns={"id": "ID"})
     path = run_features(ws, cfg, library=True)
     assert path == ws.features("random-resnet18", library=True)
-    assert read_features(path).values.shape == (5, 512)
+    assert read_features(path).values.shape == (5, 1024)  # two scales by default, like the sample's
     assert read_metrics(ws.metrics)["features"] == before
+
+
+def test_scales_concatenate_central_crops(tmp_path):
+    bb = load_backbone("random-resnet18")
+    x = _stamps(5, 32)
+    two = extract_features(x, BANDS, bb, input_size=32, tta=4, scales=(1.0, 0.5), progress=False)
+    whole = extract_features(x, BANDS, bb, input_size=32, tta=4, progress=False)
+    centre = extract_features(x[:, :, 8:24, 8:24], BANDS, bb, input_size=32, tta=4, progress=False)
+    assert two.shape == (5, 1024)
+    np.testing.assert_allclose(two[:, :512], whole, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(two[:, 512:], centre, rtol=1e-4, atol=1e-5)
+    # native size: the central half goes in at its own size (one pass per scale)
+    native = extract_features(x, BANDS, bb, input_size=None, scales=(1.0, 0.5), progress=False)
+    np.testing.assert_allclose(native[:, 512:], extract_features(x[:, :, 8:24, 8:24], BANDS, bb, progress=False),
+                               rtol=1e-4, atol=1e-5)
+
+    ws = _workspace(tmp_path, n=4)
+    path = run_features(ws, FeatureConfig(backbone="random-resnet18", input_size=32, tta=False))
+    f = read_features(path)
+    assert f.values.shape == (4, 1024) and f.attrs["scales"] == [1.0, 0.25] and f.attrs["dim"] == 1024
+    m = read_metrics(ws.metrics)["features"]
+    assert m["scales"] == [1.0, 0.25] and m["dim"] == 1024
+
+    res = _run_cli(["features", "-w", str(ws.root), "--backbone", "random-resnet18", "--scales", "1",
+                    "--input-size", "32", "--tta", "1"])
+    assert res.exit_code == 0, res.output
+    assert read_features(ws.features("random-resnet18")).values.shape == (4, 512)
+
+
+
+@pytest.mark.parametrize("extra", [["--scales", "1,1.5"], ["--scales", "1,1"], ["features.scales=[0, 0.5]"]])
+def test_bad_scales_exit_2_naming_the_option(tmp_path, capsys, extra):
+    from galearn.cli import main
+
+    ws = _workspace(tmp_path, n=2)
+    assert main(["features", "-w", str(ws.root), "--backbone", "random-resnet18", *extra]) == 2
+    assert "scales" in capsys.readouterr().err
+    assert not ws.features("random-resnet18").exists()
 
 
 def test_efficientnet_any_input_size():

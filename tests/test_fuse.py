@@ -44,7 +44,7 @@ def _workspace(tmp_path, n: int = 12) -> tuple[Workspace, np.ndarray]:
     return ws, width
 
 
-CFG = dict(backbone="random-resnet18", input_size=32, tta=1, batch_size=16)
+CFG = dict(backbone="random-resnet18", input_size=32, tta=1, batch_size=16, scales=(1.0,))
 
 
 def test_fused_features_have_the_block_and_are_flagged(tmp_path):
@@ -94,7 +94,7 @@ def test_fuse_option_round_trips_through_the_cli(tmp_path, capsys):
     # the same through a configuration override, with another weight
     assert main([*args, "features.fuse=morphology", "features.fuse_weight=0.1"]) == 0
     fused = read_metrics(ws.metrics)["features"]["fused"]
-    assert fused["weight"] == 0.1 and fused["repeats"] == fuse_repeats(512, 8, 0.1)
+    assert fused["weight"] == 0.1 and fused["repeats"] == fuse_repeats(1024, 8, 0.1)  # two scales of 512
 
 
 @pytest.mark.parametrize("extra", [["--fuse", "texture"], ["features.fuse_weight=1.5", "--fuse", "morphology"]])

@@ -171,7 +171,8 @@ def test_library_is_reproducible_balanced_and_in_sample_layout(tmp_path):
     assert lib.catalog["synthetic"].all() and lib.catalog["id"][0] == "gan-000001"
     assert set(lib.catalog["checkpoint"]) == {"ckpt-000004.pt"} and set(lib.catalog["checkpoint_step"]) == {4}
     assert lib.columns == {"id": "id"} and lib.stretch == real.stretch
-    np.testing.assert_allclose(lib.read("physical"), AsinhStretch.from_dict(real.stretch).inverse(first), rtol=1e-6)
+    above = first > 0  # clip-floor pixels get negative sky-noise draws (tests/test_gan_physical.py)
+    np.testing.assert_allclose(lib.read("physical")[above], AsinhStretch.from_dict(real.stretch).inverse(first)[above], rtol=1e-6)
     assert 0 <= first.min() and first.max() <= 1
 
     run_sample(ws, dataclasses.replace(TINY, balance=True), progress=False)

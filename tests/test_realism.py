@@ -158,3 +158,19 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
     ws = _evaluation_workspace(tmp_path / "copy", copies)
     m = _run(ws, n_morph=0)
     assert m["memorised_fraction"] > 0.9
+
+
+def test_frechet_low_rank_path_equals_the_covariance_path():
+    """N < D takes the exact low-rank formula; it must equal the full covariance computation."""
+    from galearn.evaluate import realism
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(40, 120)) @ rng.normal(size=(120, 120)) * 0.1
+    b = rng.normal(size=(55, 120)) * 0.5 + 0.2
+    mu = ((a.mean(0) - b.mean(0)) ** 2).sum()
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    s = realism._sqrt_psd(ca)
+    tr = np.sqrt(np.clip(np.linalg.eigvalsh(s @ cb @ s), 0, None)).sum()
+    full = mu + np.trace(ca) + np.trace(cb) - 2 * tr
+    assert frechet_distance(a, b) == pytest.approx(full, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)

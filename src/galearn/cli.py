@@ -152,23 +152,28 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels (0: the stamps' native size).")
 @click.option("--tta", type=click.Choice(["0", "1", "2", "4", "8"]), default=None,
               help="Dihedral transforms (flips / quarter turns) averaged per stamp.")
+@click.option("--scales", default=None,
+              help="Central fractions of each stamp fed to the network, features concatenated "
+                   "(default 1,0.25: the whole stamp and its central quarter; 1: the whole stamp only).")
 @click.option("--fuse", default=None,
               help="Append hand-made quantities to the CNN vector: none (default) or morphology "
                    "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, input_size, tta, fuse, config, overrides) -> None:
+def features(workspace, backbone, weights, library, device, input_size, tta, scales, fuse, config, overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
+    from .features.extract import check_scales
     from .store import read_features
 
     cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
-                  input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse)
+                  input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
+                  scales=None if scales is None else check_scales(scales))
     path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
     fused = a.get("fused")
     click.echo(f"backbone {a.get('cnn_backbone', a['backbone'])} ({a['weights']}), {a['dim']} dims, "
-               f"input {a['input_size']} px, tta x{a['tta']}"
+               f"input {a['input_size']} px, tta x{a['tta']}, scales {a.get('scales', [1.0])}"
                + (f", {a['images_per_second']:.1f} img/s" if "images_per_second" in a else ""))
     if fused:
         click.echo(f"fused with {fused['with']}: {fused['block_dim']} columns x {fused['repeats']} "
@@ -333,8 +338,12 @@ def gan_evaluate(workspace, config, overrides) -> None:
             click.echo(f"{key}: {value:.4g}" if isinstance(value, (int, float)) else f"{key}: {value}")
     balancing = metrics.get("balancing", {})
     if "balanced_accuracy_real_only" in balancing:
+        gain = balancing.get("gain_with_gan_over_real_only") or {}
         click.echo(f"balanced accuracy: real only {balancing['balanced_accuracy_real_only']:.3f}, "
-                   f"with GAN {balancing['balanced_accuracy_with_gan']:.3f}")
+                   f"reweighted {balancing.get('balanced_accuracy_reweighted', float('nan')):.3f}, "
+                   f"with GAN {balancing['balanced_accuracy_with_gan']:.3f}"
+                   + (f" (gain {gain['mean']:+.3f} +- {gain['standard_error']:.3f} over "
+                      f"{balancing.get('n_repeats')} cuts)" if gain.get("standard_error") is not None else ""))
 
 
 # ----------------------------------------------------------------------------- report + run

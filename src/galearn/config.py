@@ -86,6 +86,7 @@ class FeatureConfig:
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
     tta: bool | int = 4  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost); 4 measured best (docs/features.md)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
+    scales: tuple = ()  # central fractions of the stamp, each resized + featurised, concatenated; (): measured default (1.0, 0.25)
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present
     random_state: int = 0
@@ -166,6 +167,7 @@ class GanConfig:
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
+    balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
 
 

@@ -52,10 +52,9 @@ __all__ = ["run_all", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
 MOCK_BANDS = ("F435W", "F850LP", "F160W")
 #: Default selection on the mock catalogue: the science case's sample (issue 2) --
 #: resolved (CLASS_STAR < 0.9), low-redshift (0.01 < z < 1) galaxies with H < 25.
-#: On the default field (seed 0) this keeps 571 of 1545 sources; measured in
-#: docs/features.md ("Agreement on the mock field"): kNN balanced accuracy vs
-#: early-type/disk truth 0.83 (all 1301 galaxies, no TTA) -> 0.89 (this cut +
-#: features.tta = 4), vs UVJ 0.84 -> 0.91.
+#: On the default field (seed 0) this keeps 571 of 1545 sources; the cut, TTA
+#: and the two feature scales are measured in docs/features.md ("Agreement on
+#: the mock field", "Two scales").
 DEFAULT_MOCK_SELECT = "zbest > 0.01 and zbest < 1 and CLASS_STAR < 0.9 and Hmag < 25"
 _STATE_VERSION = 1
 

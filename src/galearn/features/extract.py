@@ -34,6 +34,8 @@ __all__ = [
     "tta_count",
     "DEFAULT_INPUT_SIZE",
     "DEFAULT_TTA",
+    "DEFAULT_SCALES",
+    "check_scales",
 ]
 
 log = logging.getLogger("galearn.features")
@@ -41,6 +43,39 @@ log = logging.getLogger("galearn.features")
 # Measured defaults (benchmarks/bench_feature_choices.py, docs/features.md).
 DEFAULT_INPUT_SIZE = 128  # pixels; 64 px stamps are upsampled 2x (beat native 64 and 224 on real images)
 DEFAULT_TTA = 4  # transforms averaged when tta is True (the 4 quarter turns)
+# Central fractions of the stamp, each resized to the input size; their features are
+# concatenated. The whole stamp + its central quarter (a 4x zoom on the core) beat
+# the whole stamp alone on the mock field and in cluster accuracy on real images
+# (docs/features.md, "Two scales").
+DEFAULT_SCALES = (1.0, 0.25)
+
+
+def check_scales(scales) -> tuple[float, ...]:
+    """Validate ``scales`` (central fractions of the stamp side, each in (0, 1], no repeats).
+
+    None or empty -> :data:`DEFAULT_SCALES`; a comma-separated string is accepted (CLI).
+    """
+    if scales is None or (not isinstance(scales, str) and len(scales) == 0):
+        return DEFAULT_SCALES
+    if isinstance(scales, str):
+        scales = [p for p in scales.replace(" ", "").split(",") if p]
+    try:
+        out = tuple(float(v) for v in (scales if isinstance(scales, (list, tuple)) else [scales]))
+    except (TypeError, ValueError):
+        raise BadValueError(f"features scales must be numbers in (0, 1] (central fractions of the stamp), got {scales!r}") from None
+    if not out or any(not 0 < v <= 1 for v in out) or len(set(out)) != len(out):
+        raise BadValueError(f"features scales must be distinct numbers in (0, 1] (central fractions of the stamp), got {scales!r}")
+    return out
+
+
+def central_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The central ``fraction`` of the side of ``x`` (..., H, W), rounded to whole pixels (at least 4)."""
+    h, w = x.shape[-2:]
+    ch, cw = max(4, int(round(h * fraction))), max(4, int(round(w * fraction)))
+    if ch >= h and cw >= w:
+        return x
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top : top + ch, left : left + cw]
 
 
 def tta_count(tta: bool | int | None) -> int:
@@ -75,6 +110,7 @@ def prepare_batch(
     backbone: Backbone,
     *,
     input_size: int | None = None,
+    crop: float = 1.0,
 ) -> torch.Tensor:
     """Stretched stamps -> normalised network input.
 
@@ -91,6 +127,8 @@ def prepare_batch(
     input_size : int or None
         Side (pixels) the stamps are resized to (bilinear, antialiased);
         None keeps the native size.
+    crop : float
+        Central fraction of the stamp side kept before resizing (1: all).
 
     Returns
     -------
@@ -106,6 +144,8 @@ def prepare_batch(
     x = x.to(backbone.device, dtype=torch.float32, non_blocking=True)
     x = x[:, rgb_order(list(bands))]
     x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    if crop != 1.0:
+        x = central_crop(x, crop)
     if input_size is not None and int(input_size) != x.shape[-1]:
         size = int(input_size)
         if size < 16:
@@ -118,19 +158,29 @@ def prepare_batch(
 
 
 def _features_of_batch(
-    stamps: np.ndarray, bands: list[str], backbone: Backbone, input_size: int | None, n_tta: int
+    stamps: np.ndarray, bands: list[str], backbone: Backbone, input_size: int | None, n_tta: int,
+    scales: tuple[float, ...] = (1.0,),
 ) -> np.ndarray:
-    """Features of one batch, averaged over ``n_tta`` dihedral transforms (one forward pass)."""
-    x = prepare_batch(stamps, bands, backbone, input_size=input_size)
+    """Features of one batch: per scale, averaged over ``n_tta`` dihedral transforms; scales concatenated.
+
+    Every (scale, transform) copy of the batch goes through the network in one
+    forward pass when the scales share an input size.
+    """
     ids = _transform_ids(n_tta)
-    if len(ids) > 1:
-        # all transforms of the batch in one forward pass
-        x = torch.cat([dihedral(x, j) for j in ids], dim=0).contiguous(memory_format=torch.channels_last)
+    xs = [prepare_batch(stamps, bands, backbone, input_size=input_size, crop=s) for s in scales]
     model = _inference_model(backbone)
+    views = [dihedral(x, j) for x in xs for j in ids]
     with torch.inference_mode():
-        f = model(x).float()
-    if len(ids) > 1:
-        f = f.view(len(ids), -1, f.shape[1]).mean(dim=0)
+        if all(v.shape == views[0].shape for v in views):
+            x = torch.cat(views, dim=0).contiguous(memory_format=torch.channels_last) if len(views) > 1 else views[0]
+            f = model(x).float()
+        else:  # native sizes differ between scales: one pass per scale
+            f = torch.cat([model(torch.cat(views[k * len(ids):(k + 1) * len(ids)], dim=0)
+                                 .contiguous(memory_format=torch.channels_last)).float()
+                           for k in range(len(scales))], dim=0)
+    n = len(stamps)
+    f = f.view(len(scales), len(ids), n, f.shape[1]).mean(dim=1)  # (scales, N, D)
+    f = f.permute(1, 0, 2).reshape(n, -1)
     return f.cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -164,9 +214,9 @@ def _batches(n: int, batch_size: int, start: int = 0) -> Iterator[slice]:
         yield slice(s, min(s + batch_size, n))
 
 
-def _tta_batch(batch_size: int, n_tta: int) -> int:
+def _tta_batch(batch_size: int, n_tta: int, n_scales: int = 1) -> int:
     # keep the images per forward pass near batch_size
-    return max(1, int(batch_size) // n_tta) if n_tta > 1 else int(batch_size)
+    return max(1, int(batch_size) // (n_tta * n_scales))
 
 
 def extract_features(
@@ -177,6 +227,7 @@ def extract_features(
     batch_size: int = 64,
     tta: bool | int | None = None,
     input_size: int | None = None,
+    scales: tuple[float, ...] | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """Pooled CNN features of stretched stamps.
@@ -197,13 +248,18 @@ def extract_features(
         True -> 4 (quarter turns), or 2 (identity + flip) / 4 / 8 (all).
     input_size : int or None
         Resize stamps to this side (pixels) before the network; None: native.
+    scales : tuple of float or None
+        Central fractions of the stamp side, each cropped, resized to
+        ``input_size`` and run through the network; their features are
+        concatenated in this order. None: the whole stamp only (``galearn
+        features`` uses :data:`DEFAULT_SCALES`).
     progress : bool
         Show a tqdm progress bar.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, backbone.dim)`` float32.
+        ``(N, backbone.dim * len(scales))`` float32.
     """
     from tqdm.auto import tqdm
 
@@ -213,11 +269,12 @@ def extract_features(
     if stamps.ndim != 4:
         raise BadValueError(f"stamps must be (N, C, H, W), got shape {stamps.shape}")
     n_tta = tta_count(tta)
-    out = np.empty((len(stamps), backbone.dim), dtype=np.float32)
-    step = _tta_batch(batch_size, n_tta)
+    scales = (1.0,) if scales is None else check_scales(scales)
+    out = np.empty((len(stamps), backbone.dim * len(scales)), dtype=np.float32)
+    step = _tta_batch(batch_size, n_tta, len(scales))
     with tqdm(total=len(stamps), desc=f"features {backbone.name}", unit="img", disable=None if progress else True) as bar:
         for sl in _batches(len(stamps), step):
-            out[sl] = _features_of_batch(stamps[sl], bands, backbone, input_size, n_tta)
+            out[sl] = _features_of_batch(stamps[sl], bands, backbone, input_size, n_tta, scales)
             bar.update(sl.stop - sl.start)
     return out
 
@@ -252,6 +309,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         raise BadValueError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
     # checked before the slow part, so a bad option fails at once
     fuse, fuse_weight = check_fuse(getattr(cfg, "fuse", "none"), getattr(cfg, "fuse_weight", None))
+    scales = check_scales(getattr(cfg, "scales", ()))
     torch.manual_seed(int(cfg.random_state))
     backbone = load_backbone(
         cfg.backbone,
@@ -279,6 +337,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         "requested": str(cfg.backbone),
         "input_size": input_size if input_size is not None else sample.stamp_size,
         "tta": n_tta,
+        "scales": list(scales),
         "bands": list(sample.bands),
         "rgb_order": [sample.bands[i] for i in rgb_order(list(sample.bands))],
         "mean": list(backbone.mean),
@@ -288,16 +347,19 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         "random_state": int(cfg.random_state),
         "galearn_version": __version__,
     }
-    writer = FeatureWriter(path, sample.n, backbone.dim, sample.ids(), attrs)
+    dim = backbone.dim * len(scales)
+    attrs["dim"] = dim
+    writer = FeatureWriter(path, sample.n, dim, sample.ids(), attrs)
     start = writer.n_done
     if start:
         log.warning("resuming %s at row %d of %d", path, start, sample.n)
-    step = _tta_batch(cfg.batch_size, n_tta)
+    step = _tta_batch(cfg.batch_size, n_tta, len(scales))
     t0 = time.perf_counter()
     try:
         with tqdm(total=sample.n, initial=start, desc=f"features {backbone.name}", unit="img", disable=None) as bar:
             for sl in _batches(sample.n, step, start):
-                values = _features_of_batch(sample.read("stretched", sl), sample.bands, backbone, input_size, n_tta)
+                values = _features_of_batch(sample.read("stretched", sl), sample.bands, backbone, input_size, n_tta,
+                                            scales)
                 writer.write(sl.start, values)
                 bar.update(sl.stop - sl.start)
         seconds = time.perf_counter() - t0
@@ -316,10 +378,11 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
             "backbone": backbone.name,
             "pretrained": bool(backbone.pretrained),
             "weights": backbone.weights,
-            "dim": int(backbone.dim),
+            "dim": int(dim),
             "images_per_second": round(rate, 2),
             "input_size": attrs["input_size"],
             "tta": n_tta,
+            "scales": list(scales),
             "layers": list(backbone.layers),
             "device": backbone.device,
             "n_images": int(sample.n),

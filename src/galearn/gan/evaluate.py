@@ -25,8 +25,10 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
 * ``balancing``: a class-balanced real test set (``split.json``
   ``balanced_test``, never seen by the GAN); training set = GAN training stamps
   with the minority class cut to 10 % of the majority; logistic regression on
-  standardised features, real only vs. real + generated minority stamps up to
-  the majority count; balanced accuracy on the test set. The GAN itself was
+  standardised, PCA-reduced (<= 50) features (as ``linear_balanced_accuracy``), real only vs. real with class weights vs. real +
+  generated minority stamps up to the majority count; balanced accuracy on the
+  test set, averaged over ``gan.balancing_repeats`` seeded cuts, with the
+  paired gains and their standard errors. The GAN itself was
   trained on the FULL minority class of the training split, so the generated
   stamps carry information from real minority stamps that the cut classifier
   does not see; the test stamps were never seen by either.
@@ -81,52 +83,87 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
 
 def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
                       f_gen: np.ndarray, y_gen: np.ndarray, *, minority_fraction: float = 0.1,
-                      random_state: int = 0) -> dict:
+                      n_repeats: int = 10, random_state: int = 0) -> dict:
     """Does adding generated minority stamps help a classifier trained on an imbalanced set?
 
     The smallest class of ``y_train`` is cut (seeded) to ``minority_fraction``
     of the largest; a standardised logistic regression is trained on that set
-    alone and with generated stamps of the minority class added up to the
-    majority count; both are scored by balanced accuracy on ``(f_test, y_test)``.
+    alone (``real_only``), on it with class weights inversely proportional to
+    the class counts (``reweighted``: the usual remedy without a generator),
+    and on it with generated stamps of the minority class added up to the
+    majority count (``with_gan``); each is scored by balanced accuracy on
+    ``(f_test, y_test)``. The cut and the generated stamps drawn are repeated
+    ``n_repeats`` times with different seeds, and the headline numbers are the
+    means (one draw of a few real minority stamps decides a lot); the paired
+    differences and their standard errors say whether the gain is more than
+    the draw.
     """
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from ..evaluate.agreement import MAX_COMPONENTS
+
     classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) < 2 or len(np.unique(y_test)) < 2:
         return {"skipped": "needs at least two classes in the training and test sets"}
+    if n_repeats < 1:
+        raise BadValueError(f"balancing n_repeats must be >= 1, got {n_repeats}")
     majority, minority = classes[np.argmax(counts)], classes[np.argmin(counts)]
     n_major = int(counts.max())
     n_keep = max(2, int(np.ceil(minority_fraction * n_major)))
-    rng = np.random.default_rng([int(random_state), 303])
     minority_idx = np.flatnonzero(y_train == minority)
-    kept_minority = minority_idx[rng.permutation(len(minority_idx))[: min(n_keep, len(minority_idx))]]
-    keep = np.sort(np.concatenate([np.flatnonzero(y_train != minority), kept_minority]))
-    X, y = f_train[keep], y_train[keep]
+    others = np.flatnonzero(y_train != minority)
     gen_pool = np.flatnonzero(y_gen == minority)
-    n_add = max(0, n_major - len(kept_minority))
-    add = gen_pool[rng.permutation(len(gen_pool))[: min(n_add, len(gen_pool))]]
 
-    def fit_score(Xt, yt) -> float:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state))
+    def fit_score(Xt, yt, class_weight=None) -> float:
+        # the classifier of `linear_balanced_accuracy`: standardise, PCA to <= 50 dimensions, logistic regression
+        n_comp = int(min(MAX_COMPONENTS, Xt.shape[1], len(Xt) - 1))
+        clf = make_pipeline(StandardScaler(), PCA(n_comp, random_state=random_state),
+                            LogisticRegression(max_iter=2000, class_weight=class_weight, random_state=random_state))
         clf.fit(Xt, yt)
         return float(balanced_accuracy_score(y_test, clf.predict(f_test)))
 
-    real_only = fit_score(X, y)
-    with_gan = fit_score(np.concatenate([X, f_gen[add]]), np.concatenate([y, y_gen[add]]))
+    scores: dict[str, list[float]] = {"real_only": [], "reweighted": [], "with_gan": []}
+    n_add = 0
+    for r in range(int(n_repeats)):
+        rng = np.random.default_rng([int(random_state), 303, r])
+        kept_minority = minority_idx[rng.permutation(len(minority_idx))[: min(n_keep, len(minority_idx))]]
+        keep = np.sort(np.concatenate([others, kept_minority]))
+        X, y = f_train[keep], y_train[keep]
+        n_add = max(0, n_major - len(kept_minority))
+        add = gen_pool[rng.permutation(len(gen_pool))[: min(n_add, len(gen_pool))]]
+        n_add = len(add)
+        scores["real_only"].append(fit_score(X, y))
+        scores["reweighted"].append(fit_score(X, y, class_weight="balanced"))
+        scores["with_gan"].append(fit_score(np.concatenate([X, f_gen[add]]), np.concatenate([y, y_gen[add]])))
+
+    arr = {k: np.asarray(v) for k, v in scores.items()}
+
+    def paired(a: np.ndarray, b: np.ndarray) -> dict:
+        d = a - b
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+        return {"mean": float(d.mean()), "standard_error": se, "fraction_of_repeats_better": float(np.mean(d > 0))}
+
     return {
-        "balanced_accuracy_real_only": real_only,
-        "balanced_accuracy_with_gan": with_gan,
+        "balanced_accuracy_real_only": float(arr["real_only"].mean()),
+        "balanced_accuracy_with_gan": float(arr["with_gan"].mean()),
+        "balanced_accuracy_reweighted": float(arr["reweighted"].mean()),
+        "std_over_repeats": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in arr.items()},
+        "gain_with_gan_over_real_only": paired(arr["with_gan"], arr["real_only"]),
+        "gain_with_gan_over_reweighted": paired(arr["with_gan"], arr["reweighted"]),
+        "per_repeat": {k: [round(float(x), 4) for x in v] for k, v in arr.items()},
+        "n_repeats": int(n_repeats),
         "minority_class": str(minority),
         "majority_class": str(majority),
         "n_train_majority": n_major,
-        "n_train_minority_real": int(len(kept_minority)),
-        "n_train_minority_generated": int(len(add)),
+        "n_train_minority_real": int(min(n_keep, len(minority_idx))),
+        "n_train_minority_generated": int(n_add),
         "n_test": int(len(y_test)),
         "n_test_per_class": {str(c): int((y_test == c).sum()) for c in np.unique(y_test)},
-        "classifier": "StandardScaler + LogisticRegression (lbfgs, max_iter=2000) on backbone features",
+        "classifier": "StandardScaler + PCA (<= 50) + LogisticRegression (lbfgs) on backbone features",
         "minority_fraction": minority_fraction,
     }
 
@@ -158,7 +195,7 @@ class _FeatureSource:
 
 
 def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tuple[str, FeatureFn, dict]:
-    from ..features.extract import DEFAULT_INPUT_SIZE
+    from ..features.extract import DEFAULT_INPUT_SIZE, check_scales
 
     fcfg = cfg.features
     entry = read_metrics(ws.metrics).get("features", {})
@@ -167,10 +204,12 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
     name = entry.get("cnn_backbone") or entry.get("backbone") or fcfg.backbone
     input_size = DEFAULT_INPUT_SIZE if fcfg.input_size is None else int(fcfg.input_size)
     settings = {"tta": fcfg.tta, "input_size": input_size if input_size > 0 else None,
-                "layers": list(getattr(fcfg, "layers", ()) or ())}
+                "layers": list(getattr(fcfg, "layers", ()) or ()),
+                "scales": list(check_scales(getattr(fcfg, "scales", ())))}
     real_path = ws.features(name)
     if real_path.exists():  # the sample's feature file fixes the feature space
         attrs = read_features(real_path).attrs
+        attrs.setdefault("scales", [1.0])  # files from before scales existed: the whole stamp
         settings = {key: attrs.get(key, value) for key, value in settings.items()}
     state: dict = {}
 
@@ -185,7 +224,8 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
                                               layers=tuple(settings["layers"] or ()) or None,
                                               random_state=fcfg.random_state)
         return extract_features(stretched, bands, state["backbone"], batch_size=fcfg.batch_size,
-                                tta=settings["tta"], input_size=settings["input_size"], progress=False)
+                                tta=settings["tta"], input_size=settings["input_size"],
+                                scales=tuple(settings["scales"]), progress=False)
 
     return name, fn, settings
 
@@ -345,7 +385,8 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     test = split["balanced_test"]
     y_train, y_test = labels[train], labels[test]
     metrics["balancing"] = balancing_metrics(f_train, y_train, fr(test), y_test, fl(gen_minority),
-                                             lib_labels[gen_minority], random_state=seed)
+                                             lib_labels[gen_minority], random_state=seed,
+                                             n_repeats=int(getattr(cfg.gan, "balancing_repeats", 10)))
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     metrics = _json_safe(metrics)
     update_metrics(ws.metrics, {"gan": metrics}, replace=("gan",))

@@ -2,7 +2,10 @@
 
 ``WS/library.h5`` has the layout of ``WS/sample.h5`` (see :mod:`galearn.store`):
 stretched stamps from the EMA generator, physical stamps through the inverse of
-the sample's stretch, and a catalogue with ``id`` (``gan-000001`` ...),
+the sample's stretch (pixels at the stretch's clip floor, i.e. censored
+"physical <= 0", filled with seeded draws of the band's sky noise conditioned
+on <= 0, see :meth:`galearn.survey.stretch.AsinhStretch.inverse`), and a
+catalogue with ``id`` (``gan-000001`` ...),
 ``synthetic`` (True), the condition column with each stamp's class,
 ``checkpoint`` (file name) and ``checkpoint_step``.
 """
@@ -103,7 +106,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
     """
     from tqdm.auto import tqdm
 
-    from ..survey.stretch import AsinhStretch
+    from ..survey.stretch import AsinhStretch, stretch_noise_sigma
 
     set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
@@ -120,8 +123,25 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
 
     stretch = sample.stretch or {}
     if stretch.get("method") == "asinh":
-        inverse = AsinhStretch.from_dict(stretch).inverse
-        physical_note = "physical = inverse asinh stretch of the stretched stamps (units of the sample's physical stamps)"
+        # A stretched 0 means "physical <= 0" (forward clips): restore the negative half of
+        # the sky noise, else statmorph's sky / asymmetry estimates break on generated stamps.
+        sky_sigma = stretch_noise_sigma(stretch)
+        asinh = AsinhStretch.from_dict(stretch)
+
+        def inverse(stretched: np.ndarray, class_index: int) -> np.ndarray:
+            return asinh.inverse(stretched, censored_noise_sigma=sky_sigma,
+                                 random_state=[int(cfg.random_state), 7003, int(class_index)])
+
+        stored = stretch.get("noise_sigma")
+        from_stored = stored is not None and np.allclose(sky_sigma, np.asarray(stored, dtype="f8"))
+        sigma_from = "stored noise_sigma" if from_stored else "softening / softening_sigmas"
+        physical_note = (
+            "physical = inverse asinh stretch of the stretched stamps (units of the sample's physical stamps); "
+            "pixels at the clip floor (stretched 0, i.e. censored physical <= 0) = draws of N(mu, noise_sigma_b) "
+            "truncated to <= 0 (mu >= 0: local level, 1.5-pixel Gaussian smoothing of a first pass of "
+            "-|N(0, noise_sigma_b)| draws), seeded by default_rng([random_state, 7003, class_index]), "
+            f"noise_sigma per band = {[float(s) for s in sky_sigma]} ({sigma_from} of the sample's stretch)"
+        )
     else:
         inverse = None
         physical_note = (f"the sample's stretch {stretch.get('method')!r} is not invertible: "
@@ -134,7 +154,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
         for k, c in enumerate(tqdm(classes, desc="gan sample", disable=progress is False if progress is not None else None)):
             n = counts[c]
             stretched = sample_class(G_ema, k, n, z_dim, random_state=cfg.random_state)
-            physical = inverse(stretched) if inverse is not None else stretched
+            physical = inverse(stretched, k) if inverse is not None else stretched
             writer.write(start, stretched, physical)
             rows_class += [c] * n
             rows_index += [k] * n

@@ -22,6 +22,7 @@ __all__ = [
     "AsinhStretch",
     "minmax_asinh",
     "robust_noise",
+    "stretch_noise_sigma",
     "band_wavelength_nm",
     "rgb_order",
     "stamps_to_rgb",
@@ -174,12 +175,78 @@ class AsinhStretch:
         np.minimum(s, 1.0, out=s)
         return s
 
-    def inverse(self, stretched: np.ndarray) -> np.ndarray:
-        """Stretched values ``(..., C, H, W)`` -> physical units (float32)."""
+    def inverse(
+        self,
+        stretched: np.ndarray,
+        *,
+        censored_noise_sigma: np.ndarray | None = None,
+        random_state: int | np.random.Generator | list | tuple | None = None,
+        censored_smoothing_pixels: float = 1.5,
+    ) -> np.ndarray:
+        """Stretched values ``(..., C, H, W)`` -> physical units (float32).
+
+        :meth:`forward` clips at 0, so a stretched value of exactly 0 only says
+        "physical value <= 0" (censored): the plain inverse maps it to 0, and a
+        stamp's sky loses the negative half of its noise (its mean becomes
+        ~0.4 sigma, its spread 0.58 sigma), which biases statmorph's sky and
+        asymmetry estimates. With ``censored_noise_sigma`` those pixels get
+        seeded draws of the pixel's value conditioned on ``<= 0``: first
+        ``-|N(0, sigma_b)|`` (pure sky: a negative half-normal, mean
+        ``-sigma_b sqrt(2 / pi)``); then, with ``censored_smoothing_pixels > 0``,
+        a draw from ``N(mu, sigma_b)`` truncated to ``<= 0``, where ``mu >= 0``
+        is the local mean level (the first pass smoothed with a Gaussian of
+        that many pixels), so censored pixels on a faint source's outskirts
+        are not as negative as pure sky (on round-tripped real stamps this
+        brings statmorph's Gini back to the real distribution; for
+        ``mu = 0`` it is the half-normal). The draws are independent per pixel
+        (correlated noise of resampled mosaics is not restored). Values at
+        the upper clip (1) stay at ``maximum``.
+
+        Parameters
+        ----------
+        stretched : ndarray, shape (..., C, H, W)
+            Stretched values in ``[0, 1]``.
+        censored_noise_sigma : array of shape (C,), optional
+            Per-band pixel noise sigma (physical units per pixel, e.g.
+            electrons/s), see :func:`stretch_noise_sigma`. ``None``: censored
+            pixels stay 0 (the plain inverse).
+        random_state : int, sequence of int or numpy Generator, optional
+            Seed of the draws (same seed and input: identical output).
+        censored_smoothing_pixels : float
+            Gaussian sigma (pixels) of the local mean level ``mu`` of the
+            truncated draws; 0: pure-sky half-normal draws only.
+
+        Returns
+        -------
+        ndarray, float32, the shape of ``stretched``
+            Physical values per pixel.
+        """
         s = np.asarray(stretched, dtype="f8")
         a = self._shape(self.softening, s.ndim)
         m = self._shape(self.maximum, s.ndim)
-        return (a * np.sinh(s * np.arcsinh(m / a))).astype("f4")
+        out = (a * np.sinh(s * np.arcsinh(m / a))).astype("f4")
+        if censored_noise_sigma is not None:
+            sigma = np.asarray(censored_noise_sigma, dtype="f8").ravel()
+            if sigma.shape != self.softening.shape or np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
+                raise BadValueError(f"censored_noise_sigma must be finite and > 0 for each of the "
+                                    f"{self.softening.size} bands, got {sigma.tolist()}")
+            censored = s <= 0
+            n_censored = int(censored.sum())
+            if n_censored:
+                rng = (random_state if isinstance(random_state, np.random.Generator)
+                       else np.random.default_rng(random_state))
+                per_pixel = np.broadcast_to(self._shape(sigma, s.ndim), s.shape)[censored]
+                out[censored] = (-np.abs(rng.standard_normal(n_censored)) * per_pixel).astype("f4")
+                if censored_smoothing_pixels > 0 and s.ndim >= 2:
+                    from scipy import ndimage, special
+
+                    width = (0,) * (s.ndim - 2) + (float(censored_smoothing_pixels),) * 2
+                    mu = np.maximum(ndimage.gaussian_filter(out.astype("f8"), width), 0.0)[censored] / per_pixel
+                    # inverse CDF of N(mu, 1) truncated to <= 0, in noise units
+                    u = rng.uniform(size=n_censored) * special.ndtr(-mu)
+                    z = mu + special.ndtri(np.maximum(u, 1e-300))
+                    out[censored] = (np.minimum(z, 0.0) * per_pixel).astype("f4")
+        return out
 
     def to_dict(self) -> dict:
         return {"method": "asinh", "softening": self.softening.tolist(), "maximum": self.maximum.tolist()}
@@ -189,6 +256,24 @@ class AsinhStretch:
         if d.get("method") != "asinh":
             raise BadValueError(f"not an asinh stretch: {d.get('method')!r}")
         return cls(softening=d["softening"], maximum=d["maximum"])
+
+
+def stretch_noise_sigma(stretch: dict) -> np.ndarray:
+    """Per-band pixel noise sigma (physical units per pixel) behind a stretch's description.
+
+    The stored ``noise_sigma`` (what ``cutouts`` measured on the mosaics) when
+    present, else ``softening / softening_sigmas`` (default 2, as in
+    :meth:`AsinhStretch.fit`).
+    """
+    if stretch.get("method") != "asinh":
+        raise BadValueError(f"not an asinh stretch: {stretch.get('method')!r}")
+    softening = np.asarray(stretch["softening"], dtype="f8")
+    stored = stretch.get("noise_sigma")
+    if stored is not None:
+        sigma = np.asarray(stored, dtype="f8")
+        if sigma.shape == softening.shape and np.all(np.isfinite(sigma)) and np.all(sigma > 0):
+            return sigma
+    return softening / float(stretch.get("softening_sigmas", 2.0))
 
 
 def _asinh_nonneg(u: np.ndarray) -> np.ndarray:
