@@ -174,3 +174,10 @@ def test_frechet_low_rank_path_equals_the_covariance_path():
     full = mu + np.trace(ca) + np.trace(cb) - 2 * tr
     assert frechet_distance(a, b) == pytest.approx(full, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kid_spread_is_not_zero_for_small_sets():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(120, 16)), rng.normal(size=(150, 16)) + 0.3
+    mean, std = kernel_distance(a, b, n_subsets=30, random_state=0)
+    assert mean > 0 and std > 0

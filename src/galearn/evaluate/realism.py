@@ -98,7 +98,10 @@ def kernel_distance(
     """Kernel distance (KID): mean and standard deviation of the unbiased MMD^2 over subsets.
 
     Polynomial kernel ``k(x, y) = (x.y / D + 1)^3``. Each subset draws
-    ``m = min(subset_size, N_a, N_b)`` rows of each set without replacement.
+    ``m = min(subset_size, N_a // 2, N_b // 2)`` rows of each set without
+    replacement (at most half of each set, so that the subsets differ and the
+    standard deviation measures the sampling spread even for small sets; the
+    estimate is unbiased for any ``m``).
 
     Returns
     -------
@@ -109,7 +112,7 @@ def kernel_distance(
         raise BadValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     rng = np.random.default_rng(random_state)
     d = a.shape[1]
-    m = min(int(subset_size), len(a), len(b))
+    m = max(2, min(int(subset_size), len(a) // 2, len(b) // 2))
     values = np.empty(int(n_subsets))
     for i in range(int(n_subsets)):
         x = a[rng.choice(len(a), m, replace=False)]
