@@ -86,7 +86,8 @@ class FeatureConfig:
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
     tta: bool | int = 4  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost); 4 measured best (docs/features.md)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
-    scales: tuple = ()  # central fractions of the stamp, each resized + featurised, concatenated; (): measured default (1.0, 0.25)
+    # central fractions of the stamp, each resized + featurised, concatenated; (): measured default (1.0, 0.25)
+    scales: tuple = ()
     batch_size: int = 64
     device: str | None = None  # None: CUDA when present
     random_state: int = 0

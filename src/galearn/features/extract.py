@@ -59,12 +59,13 @@ def check_scales(scales) -> tuple[float, ...]:
         return DEFAULT_SCALES
     if isinstance(scales, str):
         scales = [p for p in scales.replace(" ", "").split(",") if p]
+    what = f"features scales must be distinct numbers in (0, 1] (central fractions of the stamp), got {scales!r}"
     try:
         out = tuple(float(v) for v in (scales if isinstance(scales, (list, tuple)) else [scales]))
     except (TypeError, ValueError):
-        raise BadValueError(f"features scales must be numbers in (0, 1] (central fractions of the stamp), got {scales!r}") from None
+        raise BadValueError(what) from None
     if not out or any(not 0 < v <= 1 for v in out) or len(set(out)) != len(out):
-        raise BadValueError(f"features scales must be distinct numbers in (0, 1] (central fractions of the stamp), got {scales!r}")
+        raise BadValueError(what)
     return out
 
 

@@ -25,10 +25,11 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
 * ``balancing``: a class-balanced real test set (``split.json``
   ``balanced_test``, never seen by the GAN); training set = GAN training stamps
   with the minority class cut to 10 % of the majority; logistic regression on
-  standardised, PCA-reduced (<= 50) features (as ``linear_balanced_accuracy``), real only vs. real with class weights vs. real +
-  generated minority stamps up to the majority count; balanced accuracy on the
-  test set, averaged over ``gan.balancing_repeats`` seeded cuts, with the
-  paired gains and their standard errors. The GAN itself was
+  standardised, PCA-reduced (<= 50) features (as ``linear_balanced_accuracy``):
+  real only vs. real with class weights vs. real + generated minority stamps
+  up to the majority count; balanced accuracy on the test set, averaged over
+  ``gan.balancing_repeats`` seeded cuts, with the paired gains and their
+  standard errors. The GAN itself was
   trained on the FULL minority class of the training split, so the generated
   stamps carry information from real minority stamps that the cut classifier
   does not see; the test stamps were never seen by either.
@@ -133,8 +134,7 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
         kept_minority = minority_idx[rng.permutation(len(minority_idx))[: min(n_keep, len(minority_idx))]]
         keep = np.sort(np.concatenate([others, kept_minority]))
         X, y = f_train[keep], y_train[keep]
-        n_add = max(0, n_major - len(kept_minority))
-        add = gen_pool[rng.permutation(len(gen_pool))[: min(n_add, len(gen_pool))]]
+        add = gen_pool[rng.permutation(len(gen_pool))[: max(0, n_major - len(kept_minority))]]
         n_add = len(add)
         scores["real_only"].append(fit_score(X, y))
         scores["reweighted"].append(fit_score(X, y, class_weight="balanced"))
