@@ -99,13 +99,12 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
     differences and their standard errors say whether the gain is more than
     the draw.
     """
-    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from ..evaluate.agreement import MAX_COMPONENTS
+    from ..maps.reduce import make_reducer, pca_dimension
 
     classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) < 2 or len(np.unique(y_test)) < 2:
@@ -121,9 +120,8 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
 
     def fit_score(Xt, yt, class_weight=None) -> float:
         # the classifier of `linear_balanced_accuracy`: standardise, PCA to <= 50 dimensions, logistic regression
-        n_comp = int(min(MAX_COMPONENTS, Xt.shape[1], len(Xt) - 1))
-        clf = make_pipeline(StandardScaler(), PCA(n_comp, random_state=random_state),
-                            LogisticRegression(max_iter=2000, class_weight=class_weight, random_state=random_state))
+        reducer = make_reducer(pca_dimension(Xt.shape[1], len(Xt), MAX_COMPONENTS), random_state)
+        clf = make_pipeline(reducer, LogisticRegression(max_iter=2000, class_weight=class_weight, random_state=random_state))
         clf.fit(Xt, yt)
         return float(balanced_accuracy_score(y_test, clf.predict(f_test)))
 
