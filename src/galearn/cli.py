@@ -40,6 +40,23 @@ _config_option = click.option(
 _extra = {"ignore_unknown_options": True, "allow_extra_args": False}
 
 
+def _scheduler_options(fn):
+    """``--scheduler`` / ``--scheduler-file``: where the command's heavy work runs (docs/scaling.md)."""
+    fn = click.option("--scheduler-file", "scheduler_file", type=click.Path(dir_okay=False), default=None,
+                      help="Dask scheduler file (written by `dask scheduler --scheduler-file`, dask-mpi).")(fn)
+    fn = click.option("--scheduler", "scheduler", default=None,
+                      help="Where heavy work runs: none (this process), local, local:N (N worker processes), "
+                           "tcp://HOST:PORT (a running dask scheduler), auto (default: none for small "
+                           "samples, local beyond [compute] auto_threshold).")(fn)
+    return fn
+
+
+def _compute(cfg: RunConfig, scheduler: str | None, scheduler_file: str | None):
+    from .compute import compute_session
+
+    return compute_session(cfg.compute, scheduler=scheduler, scheduler_file=scheduler_file)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="galearn")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
@@ -105,18 +122,21 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
               help="Reject stamps whose brightest source is not the central one (default off).")
 @click.option("--resample", type=click.Choice(["adaptive", "exact"]), default=None,
               help="Flux-conserving method for bands on another pixel grid (default adaptive).")
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
-            require_central_brightest, resample, config, overrides) -> None:
+            require_central_brightest, resample, scheduler, scheduler_file, config, overrides) -> None:
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
-    cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
+    run_cfg = _config(config, overrides)
+    cfg = section(run_cfg, "cutouts", select=select, stamp_size=stamp_size,
                   preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
                   require_central_brightest=require_central_brightest, resample=resample)
-    sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
+    with _compute(run_cfg, scheduler, scheduler_file):
+        sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
 
@@ -158,18 +178,22 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
 @click.option("--fuse", default=None,
               help="Append hand-made quantities to the CNN vector: none (default) or morphology "
                    "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, input_size, tta, scales, fuse, config, overrides) -> None:
+def features(workspace, backbone, weights, library, device, input_size, tta, scales, fuse, scheduler, scheduler_file,
+             config, overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
     from .features.extract import check_scales
     from .store import read_features
 
-    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
+    run_cfg = _config(config, overrides)
+    cfg = section(run_cfg, "features", backbone=backbone, weights=weights, device=device,
                   input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
                   scales=None if scales is None else check_scales(scales))
-    path = run_features(Workspace(workspace), cfg, library=library)
+    with _compute(run_cfg, scheduler, scheduler_file):
+        path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
     fused = a.get("fused")
     click.echo(f"backbone {a.get('cnn_backbone', a['backbone'])} ({a['weights']}), {a['dim']} dims, "
@@ -214,15 +238,18 @@ def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, rand
 @click.option("--backbone", default=None, help="Feature file to map (default: the one `features` wrote last).")
 @click.option("--perplexity", type=float, default=None)
 @click.option("--seed", "random_state", type=int, default=None)
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def embed(workspace, method, backbone, perplexity, random_state, config, overrides) -> None:
+def embed(workspace, method, backbone, perplexity, random_state, scheduler, scheduler_file, config, overrides) -> None:
     """2-D map (t-SNE, UMAP or PCA) of the features."""
     from .maps import run_embed
 
-    cfg = section(_config(config, overrides), "embed", method=method, backbone=backbone,
+    run_cfg = _config(config, overrides)
+    cfg = section(run_cfg, "embed", method=method, backbone=backbone,
                   perplexity=perplexity, random_state=random_state)
-    path = run_embed(Workspace(workspace), cfg)
+    with _compute(run_cfg, scheduler, scheduler_file):
+        path = run_embed(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
 
@@ -235,15 +262,19 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
               help="Workspace clusters: kmeans/gmm in PCA space, hdbscan on the map.")
 @click.option("--n-clusters", type=int, default=None, help="Number of clusters (default: number of UVJ classes).")
 @click.option("--seed", "random_state", type=int, default=None)
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, config, overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, scheduler, scheduler_file,
+             config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
-    cfg = section(_config(config, overrides), "classify", compare=tuple(compare) or None, backbone=backbone,
+    run_cfg = _config(config, overrides)
+    cfg = section(run_cfg, "classify", compare=tuple(compare) or None, backbone=backbone,
                   method=method, clusterer=clusterer, n_clusters=n_clusters, random_state=random_state)
-    metrics = run_classify(Workspace(workspace), cfg)
+    with _compute(run_cfg, scheduler, scheduler_file):
+        metrics = run_classify(Workspace(workspace), cfg)
     groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
     for backbone_name, agreement in groups:
         for column, m in agreement.items():
@@ -323,14 +354,16 @@ def gan_sample(workspace, balance, n_per_class, random_state, config, overrides)
 
 @gan.command("evaluate")
 @_workspace_option
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def gan_evaluate(workspace, config, overrides) -> None:
+def gan_evaluate(workspace, scheduler, scheduler_file, config, overrides) -> None:
     """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
     from .gan import run_evaluate
 
     cfg = _config(config, overrides)
-    metrics = run_evaluate(Workspace(workspace), cfg)
+    with _compute(cfg, scheduler, scheduler_file):
+        metrics = run_evaluate(Workspace(workspace), cfg)
     for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall",
                 "morphology_wasserstein", "morphology_wasserstein_real_baseline", "memorised_fraction"):
         if key in metrics:
@@ -366,13 +399,23 @@ def report(workspace, config, overrides) -> None:
 @_config_option
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and stop.")
 @click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
+@_scheduler_options
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def run(workspace, config, dry_run, force, overrides) -> None:
+def run(workspace, config, dry_run, force, scheduler, scheduler_file, overrides) -> None:
     """All stages; with no arguments, on a freshly simulated mock field.
 
     Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
     """
     cfg = _config(config, overrides)
+    if scheduler is not None or scheduler_file is not None:
+        import dataclasses
+
+        from .compute import parse_scheduler
+
+        parse_scheduler(scheduler, scheduler_file)  # a bad value fails before any work
+        cfg = dataclasses.replace(cfg, compute=dataclasses.replace(
+            cfg.compute, **{k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file))
+                            if v is not None}))
     if dry_run:
         click.echo(cfg.to_toml())
         return

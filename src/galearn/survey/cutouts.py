@@ -71,7 +71,10 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 from .. import __version__
 from ..config import CutoutConfig
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
-from ..store import SampleWriter, Workspace, empty_rejected, file_sha256, open_sample, update_metrics
+from ..compute import current_session, file_key, map_partitions, setting, worker_cached
+from ..store import (Workspace, check_shard, empty_rejected, file_sha256, open_sample,
+                     read_shard, remove_stale_shards, shard_path, update_metrics, write_shard,
+                     write_sharded_sample)
 from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
 from .stretch import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
 
@@ -946,43 +949,42 @@ def make_sample_from_mosaics(
         timing["stretch_fit_s"] = time.perf_counter() - t0
         info = _info(mosaics, cutter)
         t0 = time.perf_counter()
-        kept_rows: list[np.ndarray] = []
-        n_written = 0
-        with SampleWriter(workspace.sample, len(cutter.candidates), bands, cutter.size, kind="survey",
-                          pixel_scale_arcsec=info["pixel_scale_arcsec"]) as writer:
-            bar = _progress(len(cutter.candidates), progress, "cutouts")
-            for rows in _batches(cutter.candidates, cfg.batch_size):
-                stamps = cutter.read(rows)
-                reasons = cutter.check(stamps, noise)
-                cutter.reason[rows] = reasons
-                good = reasons == ""
-                phys = stamps[good]
-                if len(phys):
-                    stretched = stretch.forward(phys) if stretch is not None else minmax_asinh(phys)
-                    writer.write(n_written, stretched, phys)
-                    n_written += len(phys)
-                kept_rows.append(rows[good])
-                bar.update(len(rows))
-            bar.close()
-            timing["cut_s"] = time.perf_counter() - t0
-            if n_written == 0:
-                raise EmptySelectionError(
-                    f"{catalog_path}: no stamp passed the quality checks ({_reason_counts(cutter.reason)})")
-            writer.truncate(n_written)
-            rows = np.concatenate(kept_rows)
-            t0 = time.perf_counter()
-            inputs = [_input_record(catalog_path, "catalog")] + [
-                dict(_input_record(m.path, "image"), band=m.band) for m in mosaics if m.path is not None]
-            timing["hash_s"] = time.perf_counter() - t0
-            rejected = _rejected_table(table, cols, cutter.reason)
-            extra = dict(info, selection=cfg.select, preset=cfg.preset, max_bad_fraction=cfg.max_bad_fraction,
-                         require_central_brightest=cfg.require_central_brightest,
-                         reason_counts=_reason_counts(cutter.reason), n_input=len(table),
-                         galearn_version=__version__,
-                         order="stamps sorted by the first mosaic's row y, then x; input row in galearn_row",
-                         timing=timing)
-            writer.finish(_kept_table(table, rows, cutter), rejected=rejected, stretch=stretch_params,
-                          columns=cols, inputs=inputs, extra=extra)
+        job = {
+            "images": {m.band: str(m.path) for m in mosaics}, "size": cutter.size, "offsets": cutter.offsets,
+            "max_bad_fraction": cutter.max_bad_fraction, "resample": cutter.resample,
+            "require_central_brightest": cutter.require_central_brightest,
+            "noise": None if noise is None else np.asarray(noise, dtype="f8"),
+            "stretch": stretch, "batch_size": int(cfg.batch_size),
+        }
+        job_fp = _job_fingerprint(job, stretch_params, mosaics)
+        tile = int(setting("cutout_tile_pix", 4096))
+        parts = tile_partitions(cutter.x0[cutter.candidates], cutter.y0[cutter.candidates], cutter.candidates,
+                                tile_pix=tile, max_rows=int(setting("cutout_partition", 2048)))
+        shards, counts, checksums, kept_rows, partitions = _run_cutout_partitions(
+            workspace.sample, cutter, parts, job, job_fp)
+        timing["cut_s"] = time.perf_counter() - t0
+        n_written = int(sum(counts))
+        if n_written == 0:
+            raise EmptySelectionError(
+                f"{catalog_path}: no stamp passed the quality checks ({_reason_counts(cutter.reason)})")
+        rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
+        t0 = time.perf_counter()
+        inputs = [_input_record(catalog_path, "catalog")] + [
+            dict(_input_record(m.path, "image"), band=m.band) for m in mosaics if m.path is not None]
+        timing["hash_s"] = time.perf_counter() - t0
+        rejected = _rejected_table(table, cols, cutter.reason)
+        extra = dict(info, selection=cfg.select, preset=cfg.preset, max_bad_fraction=cfg.max_bad_fraction,
+                     require_central_brightest=cfg.require_central_brightest,
+                     reason_counts=_reason_counts(cutter.reason), n_input=len(table),
+                     galearn_version=__version__,
+                     order=f"stamps grouped by sky tile ({tile} x {tile} first-band pixels, tiles in row-major "
+                           "order), then sorted by the first mosaic's row y, then x; input row in galearn_row",
+                     timing=timing, compute=partitions)
+        write_sharded_sample(workspace.sample, shards, counts, checksums, _kept_table(table, rows, cutter),
+                             bands=bands, stamp_size=cutter.size, kind="survey",
+                             pixel_scale_arcsec=info["pixel_scale_arcsec"], rejected=rejected,
+                             stretch=stretch_params, columns=cols, inputs=inputs, extra=extra)
+        remove_stale_shards(workspace.sample, shards)
     finally:
         for m in mosaics:
             m.close()
@@ -994,6 +996,146 @@ def make_sample_from_mosaics(
         "pixel_scale_arcsec": info["pixel_scale_arcsec"], "stretch": stretch_params["method"],
     }}, replace=("sample",))
     return sample
+
+
+# --------------------------------------------------------------------------- partitions (galearn.compute)
+
+
+def tile_partitions(x0: np.ndarray, y0: np.ndarray, rows: np.ndarray, *, tile_pix: int = 4096,
+                    max_rows: int = 2048) -> list[np.ndarray]:
+    """Group catalogue ``rows`` (stamp corners ``x0``, ``y0`` in first-band pixels) by sky tile.
+
+    Tiles are ``tile_pix`` x ``tile_pix`` squares of the first mosaic, taken in
+    row-major order; within a tile rows are sorted by ``y0`` then ``x0`` (so a
+    task reads one region of the memory-mapped mosaics, front to back). A tile
+    with more than ``max_rows`` rows is split into consecutive runs. The result
+    depends only on the positions, never on the scheduler.
+    """
+    if tile_pix < 1 or max_rows < 1:
+        raise BadValueError(f"cutout_tile_pix and cutout_partition must be >= 1, got {tile_pix}, {max_rows}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return []
+    tx, ty = np.floor_divide(x0, tile_pix), np.floor_divide(y0, tile_pix)
+    order = np.lexsort((x0, y0, tx, ty))
+    rows, tx, ty = rows[order], tx[order], ty[order]
+    edges = np.flatnonzero((np.diff(tx) != 0) | (np.diff(ty) != 0)) + 1
+    parts = []
+    for chunk in np.split(rows, edges):
+        parts.extend(chunk[s : s + max_rows] for s in range(0, len(chunk), max_rows))
+    return parts
+
+
+def _job_fingerprint(job: dict, stretch_params: dict, mosaics: list[Mosaic]) -> str:
+    import hashlib
+    import json
+
+    desc = {k: v for k, v in job.items() if k not in ("stretch", "noise", "images")}
+    desc["noise"] = None if job["noise"] is None else [float(v) for v in job["noise"]]
+    desc["stretch"] = stretch_params
+    desc["images"] = {m.band: list(file_key(m.path)) for m in mosaics}
+    text = json.dumps(desc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_cached(images: dict[str, str]) -> list[Mosaic]:
+    key = ("mosaics",) + tuple((b, file_key(p)) for b, p in images.items())
+    return worker_cached(key, lambda: _open_all(images))
+
+
+def _cutter_view(mosaics: list[Mosaic], x0: np.ndarray, y0: np.ndarray, job: dict) -> _Cutter:
+    """A :class:`_Cutter` over one partition's rows (local indices 0..n-1), without the catalogue."""
+    c = object.__new__(_Cutter)
+    c.mosaics, c.offsets, c.size = mosaics, job["offsets"], int(job["size"])
+    c.x0, c.y0 = np.asarray(x0, dtype=np.int64), np.asarray(y0, dtype=np.int64)
+    c.max_bad_fraction, c.resample = job["max_bad_fraction"], job["resample"]
+    c.require_central_brightest = job["require_central_brightest"]
+    return c
+
+
+def _cutout_task(part: dict, *, job: dict) -> dict:
+    """One cutout partition (runs on a worker): cut, check and stretch its rows; write one shard.
+
+    Returns the partition's per-row reasons ('' = kept) and the shard's size and checksum.
+    """
+    t0 = time.perf_counter()
+    mosaics = _open_cached(job["images"])
+    rows = np.asarray(part["rows"], dtype=np.int64)
+    view = _cutter_view(mosaics, part["x0"], part["y0"], job)
+    S, C = view.size, len(mosaics)
+    reasons = np.full(len(rows), "", dtype=object)
+    phys_out, str_out = [], []
+    stretch = job["stretch"]
+    for local in _batches(np.arange(len(rows)), job["batch_size"]):
+        stamps = view.read(local)
+        r = view.check(stamps, job["noise"])
+        reasons[local] = r
+        good = r == ""
+        phys = stamps[good]
+        if len(phys):
+            phys_out.append(phys)
+            str_out.append(stretch.forward(phys) if stretch is not None else minmax_asinh(phys))
+    empty = np.zeros((0, C, S, S), dtype="f4")
+    physical = np.concatenate(phys_out).astype("f4", copy=False) if phys_out else empty
+    stretched = np.concatenate(str_out).astype("f4", copy=False) if str_out else empty
+    reason_arr = np.array([str(v) for v in reasons], dtype="U")
+    checksum = write_shard(part["shard"], {"physical": physical, "stretched": stretched, "rows": rows,
+                                           "reason": reason_arr},
+                           n_rows=len(physical), fingerprint=part["fingerprint"],
+                           attrs={"n_input_rows": len(rows)})
+    return {"reasons": reason_arr, "n": len(physical), "checksum": checksum,
+            "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+
+def _partition_fingerprint(job_fp: str, rows: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(job_fp.encode() + np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()
+
+
+def _run_cutout_partitions(sample_path: Path, cutter: _Cutter, parts: list[np.ndarray], job: dict, job_fp: str):
+    """Cut every partition not already complete (checked shards are reused); collect reasons and shards."""
+    todo, results, skipped = [], {}, 0
+    for i, rows in enumerate(parts):
+        fp = _partition_fingerprint(job_fp, rows)
+        shard = shard_path(sample_path, i)
+        ok = check_shard(shard, fp)
+        if ok is not None:
+            results[i] = {"reasons": read_shard(shard, "reason").astype(str), "n": ok["n_rows"],
+                          "checksum": ok["checksum"]}
+            skipped += 1
+            continue
+        todo.append({"index": i, "rows": rows, "x0": cutter.x0[rows], "y0": cutter.y0[rows],
+                     "shard": str(shard), "fingerprint": fp})
+
+    def failed(k: int, exc: BaseException) -> dict:
+        # bad data in this partition: its rows stay in the catalogue's rejected table, with the reason
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        return {"reasons": np.full(len(todo[k]["rows"]), f"partition {todo[k]['index']} failed: {msg}"),
+                "n": 0, "checksum": None}
+
+    for k, res in map_partitions(_cutout_task, todo, desc="cutouts", stage="cutouts",
+                                 n_items=sum(len(t["rows"]) for t in todo), shared={"job": job}, on_error=failed):
+        results[todo[k]["index"]] = res
+    shards, counts, checksums, kept = [], [], [], []
+    n_failed = 0
+    for i, rows in enumerate(parts):
+        res = results[i]
+        reasons = np.asarray(res["reasons"], dtype=object)
+        cutter.reason[rows] = reasons
+        if res["checksum"] is None:
+            n_failed += 1
+            continue
+        shards.append(shard_path(sample_path, i))
+        counts.append(int(res["n"]))
+        checksums.append(res["checksum"])
+        kept.append(rows[reasons == ""])
+    session = current_session()
+    info = dict(session.stages.get("cutouts", {}), n_partitions=len(parts), n_partitions_run=len(todo),
+                n_partitions_skipped=skipped, n_partitions_failed=n_failed,
+                partition_rows_max=int(max((len(p) for p in parts), default=0)))
+    info.setdefault("scheduler", session.spec.describe())
+    return shards, counts, checksums, kept, info
 
 
 def _reason_counts(reason: np.ndarray) -> dict[str, int]:
