@@ -211,3 +211,30 @@ def test_bad_data_partition_rows_rejected_with_reason(field, reference, tmp_path
     assert s.n + len(s.rejected) == n_input
     assert len(set(s.catalog["galearn_row"]) | set(s.rejected["row"])) == n_input
     assert s.n == s0.n - len(bad)
+
+
+def test_map_fit_on_subsample_then_transform(cluster, tmp_path):
+    """Maps of millions: fit on a seeded subsample, place the rest in partitions; same on any scheduler."""
+    from galearn.maps.embed import TSNEMap
+    from galearn.maps.scale import fit_on_subsample
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (300, 20)), rng.normal(6, 1, (300, 20))]).astype("f4")
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f["features"] = X
+    runs = {}
+    for sched in ("none", cluster["address"]):
+        cfg = ComputeConfig(scheduler=sched)
+        with compute_session(cfg):
+            est = TSNEMap(perplexity=20, pca_components=10, n_jobs=1, random_state=0, n_iter=250)
+            xy, info = fit_on_subsample(est, X, feature_path=path, subsample=200, partition=128, random_state=1)
+        runs[sched] = xy
+        assert info["n_fit"] == 200 and info["n_placed"] == 400 and info["n_partitions"] == 5
+        assert np.isfinite(xy).all()
+    a, b = runs.values()
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # the two groups stay apart on the map, placed points included
+    centre = lambda rows: a[rows].mean(axis=0)  # noqa: E731
+    sep = np.linalg.norm(centre(slice(0, 300)) - centre(slice(300, 600)))
+    assert sep > 3 * a[:300].std(axis=0).mean()

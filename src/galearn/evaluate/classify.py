@@ -125,6 +125,22 @@ def _read_map_for(ws: Workspace, method: str, sample: Sample):
     return np.asarray(xy, dtype=np.float64), attrs
 
 
+def assign_nearest_centre(Z: np.ndarray, Z_fit: np.ndarray, labels_fit: np.ndarray,
+                          chunk: int = 65536) -> np.ndarray:
+    """Labels for every row of ``Z``: the nearest centre (mean of ``Z_fit`` per label >= 0), in chunks."""
+    found = np.unique(labels_fit[labels_fit >= 0])
+    if len(found) == 0:
+        return np.full(len(Z), -1, dtype=np.int64)
+    centres = np.stack([Z_fit[labels_fit == c].mean(axis=0) for c in found])
+    out = np.empty(len(Z), dtype=np.int64)
+    c2 = (centres**2).sum(axis=1)
+    for s in range(0, len(Z), chunk):
+        block = Z[s : s + chunk]
+        d = c2[None, :] - 2.0 * block @ centres.T
+        out[s : s + chunk] = found[np.argmin(d, axis=1)]
+    return out
+
+
 def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     """``galearn classify``: agreement of the features (and map) with each compared column.
 
@@ -171,8 +187,18 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         raise MissingInputError(f"{ws.map(cfg.method)} does not exist: --clusterer hdbscan clusters the map; "
                                 f"run `galearn embed --workspace {ws.root} --method {cfg.method}` first")
 
+    from ..compute import setting, subsample_indices
+
+    # Maps of millions: agreement metrics on a stated seeded subsample of rows (all rows up to it).
+    sub_n = int(setting("cluster_fit_subsample", 50000))
+    sub = subsample_indices(sample.n, sub_n, cfg.random_state)
+    subsampled = len(sub) < sample.n
     skipped: dict[str, str] = {}
-    results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped)
+    if subsampled:
+        sub_columns = {c: np.asarray(v)[sub] for c, v in columns.items()}
+        results = _agreement_for(feats.values[sub], sub_columns, cfg, primary, explicit, skipped)
+    else:
+        results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped)
     if not results:
         raise EmptySelectionError(f"no column could be compared: {'; '.join(skipped.values())}")
 
@@ -185,8 +211,9 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         except GalearnInputError as exc:
             warnings.warn(f"classify: not comparing backbone {other}: {exc}", stacklevel=2)
             continue
-        other_results = _agreement_for(other_feats.values, {c: columns[c] for c in results}, cfg, other,
-                                       explicit, {})
+        rows = sub if subsampled else slice(None)
+        other_results = _agreement_for(other_feats.values[rows], {c: np.asarray(columns[c])[rows] for c in results},
+                                       cfg, other, explicit, {})
         by_backbone[other] = {c: r.metrics for c, r in other_results.items()}
 
     # ------------------------------------------------------------ workspace-wide clusters
@@ -206,8 +233,13 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     else:
         with blas_threads(1):
             Z, _ = reduce_features(feats.values, random_state=cfg.random_state)
-            cluster = cluster_features(Z, min(n_clusters, sample.n), method=cfg.clusterer,
-                                       random_state=cfg.random_state)
+            if subsampled:  # fit on the subsample, assign every other galaxy to its nearest cluster centre
+                fitted = cluster_features(Z[sub], min(n_clusters, len(sub)), method=cfg.clusterer,
+                                          random_state=cfg.random_state)
+                cluster = assign_nearest_centre(Z, Z[sub], fitted)
+            else:
+                cluster = cluster_features(Z, min(n_clusters, sample.n), method=cfg.clusterer,
+                                           random_state=cfg.random_state)
         space = "pca"
     found = np.unique(cluster[cluster >= 0])
     clusters_metrics = {
@@ -223,8 +255,15 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         clusters_metrics["n_clusters_requested"] = int(n_clusters)
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    if subsampled:
+        clusters_metrics["fit_subsample"] = {"n_fit": int(len(sub)), "n_assigned": int(sample.n - len(sub)),
+                                             "assigned_by": "nearest cluster centre (PCA space)",
+                                             "agreement_on": f"seeded subsample of {len(sub)} rows"}
     for column, res in results.items():
         keep = res.included
+        if subsampled:
+            keep = np.zeros(sample.n, dtype=bool)
+            keep[sub[res.included]] = True
         classes = res.metrics["classes"]
         yi = np.searchsorted(np.asarray(classes), columns[column][keep])
         acc, table, _ = match_clusters(cluster[keep], yi, int(cluster.max(initial=-1)) + 1, len(classes))
@@ -249,7 +288,13 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         if column != UVJ_COLUMN:
             table[column] = columns[column]
         if column in results:
-            table[f"knn_{column}"] = results[column].knn_prediction
+            pred = results[column].knn_prediction
+            if subsampled:
+                full = np.full(sample.n, "", dtype=np.asarray(pred).dtype if np.asarray(pred).dtype.kind == "U"
+                               else object)
+                full[sub] = pred
+                pred = full
+            table[f"knn_{column}"] = pred
     table.meta.update(
         backbone=primary,
         map=cfg.method if xy is not None else None,
@@ -262,6 +307,9 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     write_table(ws.classes, table)
 
     agreement = {c: r.metrics for c, r in results.items()}
+    if subsampled:
+        for m in agreement.values():
+            m["subsample"] = int(len(sub))
     new = {"agreement": agreement, "clusters": clusters_metrics,
            "timing": {"classify": round(time.perf_counter() - t0, 3)}}
     if by_backbone:
