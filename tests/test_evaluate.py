@@ -15,7 +15,7 @@ from galearn.errors import BadValueError, EmptySelectionError, MissingInputError
 from galearn.evaluate import (agreement_metrics, compare_labels, label_array, match_clusters, run_classify,
                               similar_galaxies)
 from galearn.maps import run_embed
-from galearn.maps.reduce import blas_threads
+from galearn.runtime import blas_threads
 from galearn.store import (FeatureWriter, Workspace, open_sample, read_metrics, read_table, update_metrics,
                            write_sample)
 

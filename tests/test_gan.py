@@ -15,7 +15,7 @@ from astropy.table import Table  # noqa: E402
 from galearn.config import GanConfig  # noqa: E402
 from galearn.errors import BadValueError  # noqa: E402
 from galearn.store import Workspace, open_sample, write_sample  # noqa: E402
-from galearn.survey.stretch import AsinhStretch  # noqa: E402
+from galearn.imaging import AsinhStretch  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 

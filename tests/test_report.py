@@ -358,7 +358,7 @@ def test_hover_and_selector_in_headless_chromium(built, tmp_path):
 
 def test_read_stamps_rgb_keeps_the_requested_order(tmp_path):
     from galearn.report.data import read_stamps_rgb
-    from galearn.survey.stretch import stamps_to_rgb
+    from galearn.imaging import stamps_to_rgb
 
     ws = make_workspace(tmp_path, n=50, library=False, metrics=False, size=16)
     sample = store.open_sample(ws.sample)

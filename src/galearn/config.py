@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadValueError, MissingInputError
+from .runtime import deep_merge
 
 __all__ = [
     "SimulateConfig",
@@ -296,13 +297,6 @@ def parse_overrides(args: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def _merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read a TOML configuration file (optional) and apply overrides."""
     data: dict = {}
@@ -315,7 +309,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         except tomllib.TOMLDecodeError as exc:
             raise BadValueError(f"{path}: not valid TOML: {exc}") from exc
     if overrides:
-        data = _merge(data, overrides)
+        data = deep_merge(data, overrides)
     return _build(RunConfig, data, "")
 
 

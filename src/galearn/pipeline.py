@@ -44,6 +44,7 @@ from typing import Any
 from . import __version__
 from .config import RunConfig
 from .errors import BadValueError, MissingInputError
+from .runtime import json_default
 from .store import Workspace, atomic_write_text, file_sha256, read_metrics, update_metrics
 
 __all__ = ["run_all", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
@@ -60,14 +61,6 @@ _STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- fingerprints
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _plain(obj: Any) -> Any:
@@ -132,7 +125,7 @@ class _Runner:
     def save(self) -> None:
         atomic_write_text(self.ws.state, json.dumps(
             {"version": _STATE_VERSION, "stages": self.stages, "files": self.hasher.cache},
-            indent=1, sort_keys=True, default=_json_default) + "\n")
+            indent=1, sort_keys=True, default=json_default) + "\n")
 
     def _metrics_hash(self, key: str) -> str:
         metrics = read_metrics(self.ws.metrics)
@@ -151,7 +144,7 @@ class _Runner:
             else:
                 items.append([str(item), self.hasher.input(item)])
         blob = json.dumps({"stage": name, "galearn": __version__, "config": _plain(config), "inputs": items},
-                          sort_keys=True, default=_json_default)
+                          sort_keys=True, default=json_default)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _outputs_exist(self, outputs: dict) -> bool:

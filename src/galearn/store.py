@@ -21,7 +21,7 @@ A stamp file (``sample.h5`` / ``library.h5``) holds
   (e.g. electrons/s or nJy per pixel); for RGB image folders the 8-bit pixel
   values divided by 255;
 * ``stamps/stretched`` float32 ``(N, C, H, W)``, the display/learning stretch
-  (roughly 0..1), see :mod:`galearn.survey.stretch`;
+  (roughly 0..1), see :mod:`galearn.imaging`;
 * ``catalog``          the kept catalogue rows (astropy Table, all original
   columns, units and meta), in stamp order;
 * ``rejected``         one row per input row that did not become a stamp:
@@ -55,6 +55,7 @@ from astropy.table import Table
 
 from . import __version__
 from .errors import BadValueError, MissingInputError
+from .runtime import deep_merge, json_default
 
 __all__ = [
     "Workspace",
@@ -227,17 +228,7 @@ def _read_table(group: h5py.Group, name: str) -> Table:
 
 
 def _json_attr(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return json.dumps(obj, default=json_default)
 
 
 # --------------------------------------------------------------------------- stamp files
@@ -693,16 +684,6 @@ def read_metrics(path: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _deep_merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ...] = ()) -> dict:
     """Merge ``new`` into metrics.json atomically and return the result.
 
@@ -712,6 +693,6 @@ def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ..
     metrics = read_metrics(path)
     for key in replace:
         metrics.pop(key, None)
-    metrics = _deep_merge(metrics, new)
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n")
+    metrics = deep_merge(metrics, new)
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=json_default) + "\n")
     return metrics

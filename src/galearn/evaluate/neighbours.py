@@ -9,7 +9,8 @@ import numpy as np
 from astropy.table import QTable, Table
 
 from ..errors import BadValueError
-from ..maps.reduce import MAX_COMPONENTS_DEFAULT, blas_threads, check_features, reduce_features
+from ..maps.reduce import MAX_COMPONENTS_DEFAULT, check_features, reduce_features
+from ..runtime import blas_threads
 from ..store import Features, Workspace
 
 __all__ = ["similar_galaxies"]

@@ -54,7 +54,10 @@ from torch import nn
 
 from .. import __version__
 from ..errors import BadValueError, MissingInputError
+from ..runtime import derive_seed, resolve_device
 from ..store import Workspace, atomic_path, open_sample
+from .backbones import Backbone, build_architecture, load_backbone, register_backbone
+from .preprocess import prepare_batch
 
 __all__ = [
     "AugmentSettings",
@@ -224,11 +227,6 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -
 # --------------------------------------------------------------------------- training
 
 
-def _step_seed(random_state: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([int(random_state), *map(int, keys)]).generate_state(1, dtype=np.uint64)[0]
-               % (2**63 - 1))
-
-
 def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
     """Freeze the first ``n_frozen`` stages of ``model.stages`` (at most all but the last); return their names."""
     frozen: list[str] = []
@@ -344,7 +342,7 @@ def adapt_backbone(
     model = backbone.model.to(device, memory_format=torch.channels_last)
     frozen = _freeze(model, freeze_stages)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_step_seed(random_state, 0))
+        torch.manual_seed(derive_seed(random_state, 0))
         head = ProjectionHead(backbone.dim).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": learning_rate},
@@ -393,8 +391,8 @@ def adapt_backbone(
             epoch, k = divmod(step, steps_per_epoch)
             order = np.random.default_rng([int(random_state), epoch]).permutation(n)
             idx = torch.from_numpy(np.sort(order[k * batch:(k + 1) * batch]))
-            gen = torch.Generator().manual_seed(_step_seed(random_state, 1, step))
-            torch.manual_seed(_step_seed(random_state, 2, step))  # drop-connect etc. inside the model
+            gen = torch.Generator().manual_seed(derive_seed(random_state, 1, step))
+            torch.manual_seed(derive_seed(random_state, 2, step))  # drop-connect etc. inside the model
             x = images[idx].to(device, non_blocking=True)  # random numbers come from the CPU generator
             views = torch.cat([augment_views(x, augment, gen, std=std), augment_views(x, augment, gen, std=std)])
             views = views.contiguous(memory_format=torch.channels_last)
@@ -499,9 +497,6 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         running again with the same settings continues from there. A finished
         run with the same settings and stamps returns at once.
     """
-    from .backbones import load_backbone
-    from .extract import prepare_batch
-
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     if str(cfg.backbone).lower() == "adapted":
         raise BadValueError("--backbone adapted cannot be adapted again; name its base (e.g. efficientnet-lite0)")
@@ -558,8 +553,6 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     state dict is loaded into ``Backbone.model``. ``native_size`` is the input
     size the adaptation was trained at.
     """
-    from .backbones import build_architecture, resolve_device
-
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
@@ -585,3 +578,21 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     bb.native_size = int(state.get("settings", {}).get("input_size", bb.native_size))
     bb.device = dev
     return bb
+
+
+def _adapted(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
+    """Registry builder of ``adapted``: ``weights`` (an adapted.pt) or ``WS/backbones/adapted.pt``."""
+    if weights is not None:
+        path = Path(weights)
+    elif workspace is not None:
+        path = (workspace if isinstance(workspace, Workspace) else Workspace(workspace)).adapted_backbone
+    else:
+        raise BadValueError("backbone 'adapted' needs a workspace (or --weights pointing at an adapted.pt)")
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
+    return load_adapted(path, device="cpu")
+
+
+# The adapted backbone registers itself; importing galearn.features.extract (which
+# every feature stage does) imports this module, so the name is always available there.
+register_backbone("adapted", _adapted)

@@ -137,7 +137,7 @@ def measure_stamp_morphology(
         As :func:`galearn.evaluate.morphology.measure_morphology` (one row per stamp).
     """
     from ..evaluate.morphology import measure_morphology_parallel
-    from ..survey.stretch import robust_noise
+    from ..imaging import robust_noise
 
     x = np.asarray(physical, dtype="f8")
     if x.ndim != 4 or x.shape[1] != len(bands):

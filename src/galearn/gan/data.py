@@ -16,15 +16,9 @@ from ..errors import BadValueError, MissingInputError
 from ..evaluate.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, atomic_write_text
 
-__all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split", "step_seed"]
+__all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split"]
 
 _NO_CLASS = {"", "nan", "none", "--", "n/a", "null"}
-
-
-def step_seed(random_state: int, step: int, stream: int = 0) -> int:
-    """A 63-bit seed that depends only on ``(random_state, step, stream)``."""
-    state = np.random.SeedSequence([int(random_state), int(step), int(stream)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def condition_labels(sample: Sample, condition: str | None) -> tuple[str, np.ndarray]:

@@ -251,7 +251,7 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     """
     from ..evaluate.morphology import morphology_wasserstein, statistic_histograms
     from ..evaluate.realism import memorised_fraction
-    from ..survey.stretch import robust_noise
+    from ..imaging import robust_noise
 
     t0 = time.perf_counter()
     gcfg = cfg.gan

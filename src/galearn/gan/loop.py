@@ -33,13 +33,14 @@ import torch
 from .. import __version__
 from ..config import GanConfig
 from ..errors import BadValueError
+from ..runtime import derive_seed, resolve_device
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import condition_labels, load_or_make_split, step_seed
+from .data import condition_labels, load_or_make_split
 from .loss import GanLoss
 from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
-__all__ = ["run_train", "build_networks", "resolve_device", "set_threads", "save_grid", "class_filename"]
+__all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` or CUDA when present, else CPU."""
-    if device:
-        try:
-            return torch.device(device)
-        except RuntimeError as exc:
-            raise BadValueError(f"gan.device={device!r} is not a torch device: {exc}") from exc
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -137,7 +128,7 @@ def standing_stats(G_ema: Generator, seed: int, device: torch.device, *, n_batch
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    gen = torch.Generator().manual_seed(step_seed(seed, 0, 6006))
+    gen = torch.Generator().manual_seed(derive_seed(seed, 0, 6006))
     G_ema.train()
     for i in range(n_batches):
         z = torch.randn(batch, G_ema.z_dim, generator=gen).to(device)
@@ -201,7 +192,7 @@ def save_grid(path: Path, stretched: np.ndarray, bands: list[str], n_cols: int) 
     """Save stamps ``(N, C, H, W)`` as an RGB PNG grid, row-major, ``n_cols`` per row."""
     from PIL import Image
 
-    from ..survey.stretch import stamps_to_rgb
+    from ..imaging import stamps_to_rgb
 
     rgb = stamps_to_rgb(stretched, bands)
     n, h, w, _ = rgb.shape
@@ -257,7 +248,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
 
     _validate(cfg)
     _seed_everything(cfg.random_state)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, option="gan.device")
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
@@ -371,7 +362,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.random_state, step])
             pick = rng.integers(0, n_train, cfg.batch_size)
-            gen = torch.Generator().manual_seed(step_seed(cfg.random_state, step))
+            gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
             real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
             y = torch.from_numpy(y_all[pick]).to(device)
 

@@ -35,8 +35,9 @@ from .. import __version__
 from .._optional import require
 from ..config import EmbedConfig
 from ..errors import BadValueError, GalearnInputError
+from ..runtime import as_seed, blas_threads
 from ..store import Workspace
-from .reduce import as_seed, blas_threads, check_features, reduce_features
+from .reduce import check_features, reduce_features
 
 __all__ = ["TSNEMap", "UMAPMap", "PCAMap", "MAP_METHODS", "make_map", "run_embed"]
 

@@ -403,7 +403,7 @@ def fig_thumbnail_map(data, cfg, path: Path) -> tuple[Path, dict]:
 
 
 def _rgb_bands(bands: list[str]) -> list[str]:
-    from ..survey.stretch import rgb_order
+    from ..imaging import rgb_order
 
     return [bands[i] for i in rgb_order(bands)]
 
