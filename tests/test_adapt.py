@@ -145,7 +145,7 @@ def test_checkpoint_file_contents(adapted_ws):
     assert state["settings"]["input_size"] == 32
     assert state["settings"]["augment"]["rotate"] is True
     assert "galearn_version" in state and state["settings"]["method"] == "simclr"
-    assert (ws.backbones / "adapt-ckpt.pt").exists()
+    assert ws.adapt_checkpoint.exists()
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):

@@ -16,7 +16,7 @@ from galearn.evaluate import (agreement_metrics, compare_labels, label_array, ma
                               similar_galaxies)
 from galearn.maps import run_embed
 from galearn.runtime import blas_threads
-from galearn.store import (FeatureWriter, Workspace, open_sample, read_metrics, read_table, update_metrics,
+from galearn.store import (FeatureWriter, Workspace, open_sample, read_metrics, read_table, update_manifest,
                            write_sample)
 
 HEADLINE = ("knn_balanced_accuracy", "linear_balanced_accuracy", "ari", "nmi", "cluster_accuracy")
@@ -47,7 +47,7 @@ def make_workspace(root, n=150, dim=32, seed=0, backbones=("efficientnet-lite0",
                           "j_mag": "restJpalomar", "mag": "Hmag"})
     sample = open_sample(ws.sample)
     write_feature_files(ws, sample, backbones, X, rng)
-    update_metrics(ws.metrics, {"features": {"backbone": backbones[0]}})
+    update_manifest(ws, {"features": {"backbone": backbones[0]}})
     return ws, X, y
 
 

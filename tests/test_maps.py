@@ -15,7 +15,7 @@ from galearn.config import EmbedConfig
 from galearn.errors import BadValueError, MissingInputError
 from galearn.maps import PCAMap, TSNEMap, UMAPMap, run_embed
 from galearn.store import (FeatureWriter, Workspace, load_map_model, open_sample, read_map, read_metrics,
-                           update_metrics, write_sample)
+                           update_manifest, write_sample)
 
 
 def blobs(n=150, dim=20, centers=3, seed=0, std=1.5):
@@ -165,7 +165,7 @@ def test_run_embed_chooses_the_feature_file(tmp_path):
     ws, _, _ = make_workspace(tmp_path / "ws", backbones=("efficientnet-lite0", "random-resnet18"))
     with pytest.raises(BadValueError, match="several feature files"):
         run_embed(ws, EmbedConfig(method="pca"))
-    update_metrics(ws.metrics, {"features": {"backbone": "random-resnet18"}})
+    update_manifest(ws, {"features": {"backbone": "random-resnet18"}})
     run_embed(ws, EmbedConfig(method="pca"))
     assert read_map(ws.map("pca"))[2]["backbone"] == "random-resnet18"
     run_embed(ws, EmbedConfig(method="pca", backbone="efficientnet-lite0"))

@@ -66,7 +66,7 @@ def similar_galaxies(
     """
     meta = {"query_id": str(galaxy_id), "space": "standardised features, PCA <= 50 components"}
     if isinstance(source, (Workspace, str, os.PathLike)):
-        from ..maps._workspace import load_features, require_sample, resolve_backbone
+        from ..store import load_features, require_sample, resolve_backbone
 
         ws = source if isinstance(source, Workspace) else Workspace(Path(source))
         sample = require_sample(ws)

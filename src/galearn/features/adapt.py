@@ -45,7 +45,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..config import AdaptConfig
 from ..errors import BadValueError, MissingInputError
 from ..runtime import derive_seed, resolve_device
 from ..store import Workspace, atomic_path, open_sample
@@ -72,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger("galearn.features")
 
-CKPT_NAME = "adapt-ckpt.pt"
 DEFAULT_ADAPT_INPUT_SIZE = 128  # measured: 128 beat 64 on real images and the mock field (docs/adapt.md)
 
 
@@ -426,20 +425,15 @@ def adapt_backbone(
 # --------------------------------------------------------------------------- stage
 
 
-def _cfg(cfg: Any, name: str, default: Any) -> Any:
-    value = getattr(cfg, name, None)
-    return default if value is None else value
-
-
-def resolve_settings(cfg: Any) -> dict:
+def resolve_settings(cfg: AdaptConfig) -> dict:
     """The full, JSON-friendly adaptation settings of an :class:`~galearn.config.AdaptConfig`."""
     aug = AugmentSettings(
         flip=True,
         rotate=True,
-        max_shift=float(_cfg(cfg, "max_shift", AugmentSettings.max_shift)),
-        scale=tuple(_cfg(cfg, "scale", AugmentSettings.scale)),
-        blur_sigma=tuple(_cfg(cfg, "blur_sigma", AugmentSettings.blur_sigma)),
-        noise_sigma=tuple(_cfg(cfg, "noise_sigma", AugmentSettings.noise_sigma)),
+        max_shift=float(cfg.max_shift),
+        scale=tuple(float(v) for v in cfg.scale),
+        blur_sigma=tuple(float(v) for v in cfg.blur_sigma),
+        noise_sigma=tuple(float(v) for v in cfg.noise_sigma),
     )
     aug.validate()
     settings = {
@@ -449,12 +443,12 @@ def resolve_settings(cfg: Any) -> dict:
         "epochs": int(cfg.epochs),
         "batch_size": int(cfg.batch_size),
         "learning_rate": float(cfg.learning_rate),
-        "head_learning_rate": float(_cfg(cfg, "head_learning_rate", 1e-3)),
-        "weight_decay": float(_cfg(cfg, "weight_decay", 1e-5)),
-        "temperature": float(_cfg(cfg, "temperature", 0.2)),
-        "freeze_stages": int(_cfg(cfg, "freeze_stages", 0)),
-        "bn": str(_cfg(cfg, "bn", "frozen")),
-        "input_size": int(_cfg(cfg, "input_size", DEFAULT_ADAPT_INPUT_SIZE)),
+        "head_learning_rate": float(cfg.head_learning_rate),
+        "weight_decay": float(cfg.weight_decay),
+        "temperature": float(cfg.temperature),
+        "freeze_stages": int(cfg.freeze_stages),
+        "bn": str(cfg.bn),
+        "input_size": int(DEFAULT_ADAPT_INPUT_SIZE if cfg.input_size is None else cfg.input_size),
         "random_state": int(cfg.random_state),
         "augment": aug.to_dict(),
     }
@@ -475,7 +469,7 @@ def resolve_settings(cfg: Any) -> dict:
     return settings
 
 
-def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
+def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path:
     """``galearn adapt``: SimCLR fine-tuning of a backbone on ``WS/sample.h5`` (no labels).
 
     Parameters
@@ -527,7 +521,7 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         augment=AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in settings["augment"].items()}),
         random_state=settings["random_state"], budget_minutes=cfg.budget_minutes,
-        checkpoint=ws.backbones / CKPT_NAME, fingerprint=fingerprint, progress=progress,
+        checkpoint=ws.adapt_checkpoint, fingerprint=fingerprint, progress=progress,
     )
     state = {
         "base": backbone.name,

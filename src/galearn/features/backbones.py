@@ -57,6 +57,7 @@ __all__ = [
     "build_architecture",
     "register_backbone",
     "list_backbones",
+    "auto_backbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -433,8 +434,13 @@ def list_backbones() -> list[str]:
     return ["auto", *_BUILDERS]
 
 
+def auto_backbone(weights: str | os.PathLike | None = None) -> str:
+    """The registry name ``auto`` stands for here: ``resnet50`` when its weights are at hand, else ``efficientnet-lite0``."""
+    return "resnet50" if resnet_weights_at_hand("resnet50", weights) is not None else "efficientnet-lite0"
+
+
 def _auto(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
-    if resnet_weights_at_hand("resnet50", weights) is not None:
+    if auto_backbone(weights) == "resnet50":
         picked = _load_resnet("resnet50", weights, layers)
     else:
         if weights is not None:

@@ -9,6 +9,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -21,7 +22,8 @@ import torch
 from .. import __version__
 from ..errors import BadValueError
 from ..imaging import rgb_order
-from ..store import FeatureWriter, Workspace, open_sample, update_metrics
+from ..config import FeatureConfig
+from ..store import FeatureWriter, Workspace, open_sample, relative_to_workspace, update_manifest, update_metrics
 from . import adapt as _adapt  # noqa: F401 - registers the "adapted" backbone
 from .backbones import Backbone, inference_copy, load_backbone
 from .preprocess import prepare_batch
@@ -217,13 +219,15 @@ def extract_features(
     return out
 
 
-def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
+def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, baseline: bool = False) -> Path:
     """``galearn features``: one feature vector per stamp of the sample (or GAN library).
 
     Reads ``WS/sample.h5`` (``library=True``: ``WS/library.h5``), writes
     ``WS/features/<backbone>.h5`` (``library_<backbone>.h5``) in chunks; an
     interrupted run resumes from the rows already written. For the sample,
-    the ``features`` key of metrics.json records the backbone, weights,
+    the workspace manifest's ``features`` entry names the file as the active
+    one (what embed, classify and gan evaluate read) with the settings that
+    made it, and metrics.json ``features`` reports the backbone, weights,
     dimension, throughput, input size, TTA and layers.
 
     Parameters
@@ -232,6 +236,10 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     cfg : FeatureConfig
     library : bool
         Features of the generated library instead of the sample.
+    baseline : bool
+        A comparison (baseline) backbone: recorded as manifest
+        ``features_baseline`` and metrics.json ``baseline``, leaving the active
+        feature file as it was.
 
     Returns
     -------
@@ -246,15 +254,15 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     if cfg.batch_size < 1:
         raise BadValueError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
     # checked before the slow part, so a bad option fails at once
-    fuse, fuse_weight = check_fuse(getattr(cfg, "fuse", "none"), getattr(cfg, "fuse_weight", None))
-    scales = check_scales(getattr(cfg, "scales", ()))
+    fuse, fuse_weight = check_fuse(cfg.fuse, cfg.fuse_weight)
+    scales = check_scales(cfg.scales)
     torch.manual_seed(int(cfg.random_state))
     backbone = load_backbone(
         cfg.backbone,
         weights=cfg.weights,
         workspace=ws,
         device=cfg.device,
-        layers=tuple(getattr(cfg, "layers", ()) or ()) or None,
+        layers=tuple(cfg.layers or ()) or None,
         random_state=cfg.random_state,
     )
     if str(cfg.backbone).lower() == "auto":
@@ -309,7 +317,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     if fuse != "none":
         path, fused_info = write_fused_features(
             ws, sample, path, fuse=fuse, weight=fuse_weight, library=library,
-            n_jobs=int(getattr(cfg, "fuse_jobs", 1) or 1),
+            n_jobs=int(cfg.fuse_jobs or 1),
         )
     if not library:
         entry = {
@@ -333,5 +341,11 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
             entry["cnn_backbone"] = backbone.name
             entry["dim"] = int(fused_info["cnn_dim"] + fused_info["block_dim"] * fused_info["repeats"])
             entry["fused"] = {k: v for k, v in fused_info.items() if k not in ("center", "scale")}
-        update_metrics(ws.metrics, {"features": entry}, replace=("features",))
+        update_manifest(ws, {"features_baseline" if baseline else "features": {
+            "backbone": path.stem, "cnn_backbone": backbone.name, "path": relative_to_workspace(ws, path),
+            "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg)}})
+        if baseline:
+            update_metrics(ws.metrics, {"baseline": {"backbone": path.stem, "features": entry}}, replace=("baseline",))
+        else:
+            update_metrics(ws.metrics, {"features": entry}, replace=("features",))
     return path

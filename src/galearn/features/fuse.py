@@ -55,7 +55,6 @@ __all__ = [
     "fuse_blocks",
     "fuse_repeats",
     "fused_name",
-    "morphology_path",
     "sample_morphology",
     "write_fused_features",
 ]
@@ -216,11 +215,6 @@ def fuse_blocks(cnn: np.ndarray, block: np.ndarray, weight: float) -> tuple[np.n
     return np.concatenate([cnn, np.tile(block, (1, r))], axis=1), r
 
 
-def morphology_path(features_dir: Path, *, library: bool = False) -> Path:
-    """Cached morphology table of the sample (or library): ``WS/features/[library_]morphology.ecsv``."""
-    return Path(features_dir) / ("library_morphology.ecsv" if library else "morphology.ecsv")
-
-
 def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, progress: bool | None = None) -> Table:
     """The morphology table of a sample (or GAN library), cached in ``WS/features/[library_]morphology.ecsv``.
 
@@ -231,7 +225,7 @@ def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, pro
     """
     from ..store import read_table, write_table
 
-    cache = morphology_path(ws.root / "features", library=library)
+    cache = ws.morphology(library=library)
     if cache.exists():
         try:
             table = read_table(cache)

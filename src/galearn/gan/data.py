@@ -128,16 +128,12 @@ def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int
     return {"classes": classes, "heldout": heldout, "balanced_test": balanced, "train": train}
 
 
-def split_path(ws: Workspace) -> Path:
-    return ws.gan / "split.json"
-
-
 def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np.ndarray, *,
                        heldout_fraction: float, random_state: int) -> dict:
     """Read ``WS/gan/split.json`` when it matches this sample/condition/seed, else make and write it."""
     key = {"sample_checksum": sample.checksum, "condition": condition, "heldout_fraction": heldout_fraction,
            "random_state": random_state}
-    path = split_path(ws)
+    path = ws.gan_split
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         if all(stored.get(k) == v for k, v in key.items()):
@@ -155,7 +151,7 @@ def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np
 
 def read_split(ws: Workspace) -> dict:
     """The split written by ``galearn gan train``."""
-    path = split_path(ws)
+    path = ws.gan_split
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run `galearn gan train` first")
     doc = json.loads(path.read_text(encoding="utf-8"))

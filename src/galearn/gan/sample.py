@@ -12,17 +12,19 @@ catalogue with ``id`` (``gan-000001`` ...),
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
-from ..config import GanConfig
+from ..config import GanConfig, GanSampleConfig, GanTrainConfig, step_config
 from ..errors import BadValueError, MissingInputError
-from ..store import SampleWriter, Workspace, open_sample
-from .checkpoint import latest_checkpoint, load_checkpoint
 from ..runtime import derive_seed, resolve_device
+from ..store import SampleWriter, Workspace, open_sample, relative_to_workspace, update_manifest
+from .checkpoint import latest_checkpoint, load_checkpoint
 from .data import condition_labels
 from .loop import build_networks, generate, set_threads
 
@@ -43,14 +45,12 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     path : Path
         The checkpoint file.
     """
-    from ..config import GanConfig as _Cfg
-
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(ws.gan)
     if path is None:
         raise MissingInputError(f"no checkpoint in {ws.gan}: run `galearn gan train` first")
     ckpt = load_checkpoint(path)
-    known = {k: v for k, v in ckpt["config"].items() if k in _Cfg.__dataclass_fields__}
-    cfg = _Cfg(**known)
+    known = {k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}
+    cfg = GanTrainConfig(**known)
     dev = resolve_device(device, option="gan.device")
     _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg)
     try:
@@ -89,14 +89,14 @@ def library_counts(real_counts: dict[str, int], *, n_per_class: int | None, bala
     return {c: int(n) for c, n in real_counts.items()}
 
 
-def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -> Path:
+def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: bool | None = None) -> Path:
     """Generate ``WS/library.h5`` from the newest checkpoint.
 
     Parameters
     ----------
     ws : Workspace
         Reads ``WS/sample.h5`` (class counts, stretch, bands) and ``WS/gan/ckpt-*.pt``.
-    cfg : GanConfig
+    cfg : GanSampleConfig (or GanConfig, of which only the sampling part is read)
         ``n_per_class`` (``--n``), ``balance`` (``--balance``), ``random_state``
         (same seed, identical library), ``device``.
 
@@ -109,6 +109,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
 
     from ..imaging import AsinhStretch, stretch_noise_sigma
 
+    cfg = step_config(cfg, GanSampleConfig)
     set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     G_ema, ckpt, ckpt_path = load_generator(ws, device=cfg.device)
@@ -177,4 +178,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
                    "checkpoint_step": int(ckpt["step"]), "physical": physical_note, "synthetic": True},
         )
     log.info("library: %s", counts)
+    update_manifest(ws, {"library": {
+        "path": relative_to_workspace(ws, ws.library), "checkpoint": relative_to_workspace(ws, ckpt_path),
+        "checkpoint_step": int(ckpt["step"]), "counts": counts, "settings": dataclasses.asdict(cfg)}})
     return ws.library
