@@ -10,11 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from astropy.table import Table  # noqa: E402
-
 from galearn.config import GanConfig  # noqa: E402
 from galearn.errors import BadValueError  # noqa: E402
-from galearn.store import Workspace, open_sample, write_sample  # noqa: E402
+from conftest import make_stamp_workspace  # noqa: E402
+from galearn.store import Workspace, open_sample  # noqa: E402
 from galearn.imaging import AsinhStretch  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
@@ -47,13 +46,11 @@ def synthetic_galaxies(n: int, seed: int, size: int = 32, *, classes=("disk", "s
 
 
 def make_workspace(tmp_path, n: int = 80, seed: int = 0, size: int = 32) -> Workspace:
-    ws = Workspace(tmp_path / "ws")
     physical, labels = synthetic_galaxies(n, seed, size)
     stretch = AsinhStretch.fit(physical)
-    cat = Table({"ID": np.arange(n) + 1, "truth_class": labels})
-    write_sample(ws.sample, stretch.forward(physical), cat, physical=physical, bands=BANDS, kind="mock",
-                 pixel_scale_arcsec=0.06, stretch=stretch.to_dict(), columns={"id": "ID"})
-    return ws
+    return make_stamp_workspace(tmp_path / "ws", stamps=stretch.forward(physical), bands=BANDS,
+                                columns={"truth_class": labels}, physical=physical, pixel_scale_arcsec=0.06,
+                                stretch=stretch.to_dict())
 
 
 TINY = GanConfig(steps=4, batch_size=8, z_dim=8, channels=4, checkpoint_every=2, grid_every=2, random_state=3, d_steps=2)

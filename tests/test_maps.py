@@ -8,13 +8,13 @@ from astropy.table import Table
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 
-from _helpers import write_feature_files
+from conftest import make_stamp_workspace, write_feature_files
 
 from galearn.cli import main
 from galearn.config import EmbedConfig
 from galearn.errors import BadValueError, MissingInputError
 from galearn.maps import PCAMap, TSNEMap, UMAPMap, run_embed
-from galearn.store import (FeatureWriter, Workspace, load_map_model, open_sample, read_map, read_metrics,
+from galearn.store import (FeatureWriter, load_map_model, open_sample, read_map, read_metrics,
                            update_manifest, write_sample)
 
 
@@ -28,12 +28,10 @@ def spread(embedding):
 
 def make_workspace(root, n=120, dim=16, backbones=("efficientnet-lite0",), library=0, seed=0):
     """A workspace with sample.h5, feature files and (optionally) a library + its features."""
-    ws = Workspace(root)
     rng = np.random.default_rng(seed)
     X, y = blobs(n=n, dim=dim, seed=seed)
-    cat = Table({"ID": np.arange(n) + 100, "truth_class": np.array(["a", "b", "c"])[y]})
-    write_sample(ws.sample, rng.uniform(0, 1, (n, 3, 8, 8)), cat, physical=None, bands=["B", "G", "R"],
-                 kind="mock", columns={"id": "ID"})
+    ws = make_stamp_workspace(root, stamps=rng.uniform(0, 1, (n, 3, 8, 8)), bands=["B", "G", "R"],
+                              ids=np.arange(n) + 100, columns={"truth_class": np.array(["a", "b", "c"])[y]})
     sample = open_sample(ws.sample)
     write_feature_files(ws, sample, backbones, X, rng)
     if library:
