@@ -218,7 +218,7 @@ def test_standing_stats_are_deterministic_and_independent_of_G_buffers(tmp_path)
 
 
 def test_parallel_morphology_equals_serial():
-    from galearn.evaluate.morphology import measure_morphology
+    from galearn.morphology import measure_morphology
     from galearn.gan.evaluate import measure_morphology_parallel
 
     physical, _ = synthetic_galaxies(8, 5, 32)

@@ -105,7 +105,7 @@ def make_workspace(root, n=240, *, library=True, size=32, seed=0, metrics=True, 
                 "condition": "uvj_class", "steps": 600, "fid": 12.5, "fid_real_baseline": 4.25, "kid": 0.01,
                 "precision": 0.7, "recall": 0.55, "memorised_fraction": 0.0,
                 "balancing": {"balanced_accuracy_real_only": 0.8, "balanced_accuracy_with_gan": 0.83},
-                # the layout of galearn.evaluate.morphology.statistic_histograms
+                # the layout of galearn.morphology.statistic_histograms
                 "morphology_histograms": {
                     "gini": {"edges": np.linspace(0.3, 0.7, 21).tolist(),
                              "real": {"counts": rng.integers(0, 9, 20).tolist(), "median": 0.5, "iqr": 0.1, "n": 80},

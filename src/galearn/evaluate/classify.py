@@ -32,7 +32,7 @@ from ..runtime import blas_threads
 from ..store import (Sample, Workspace, load_features, read_map, require_sample, resolve_backbone, update_metrics,
                      write_table)
 from .agreement import compare_labels, label_array
-from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
 

@@ -74,7 +74,7 @@ def similar_galaxies(
         feats = load_features(ws, backbone, sample=sample)
         values, ids = feats.values, feats.ids
         if catalog is None:
-            from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+            from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
             catalog = sample.catalog.copy(copy_data=False)
             id_column = sample.column("id")

@@ -6,7 +6,7 @@ quantities measured on the same stamp:
 
 * statmorph's Gini, M20, concentration, asymmetry, log10 half-light radius
   (pixels) and ellipticity of the central source (measurement band: the
-  reddest), see :mod:`galearn.evaluate.morphology`;
+  reddest), see :mod:`galearn.morphology`;
 * the colour of every pair of adjacent bands (``-2.5 log10`` of the flux ratio
   inside the source's segment).
 
@@ -65,7 +65,7 @@ log = logging.getLogger("galearn.features")
 FUSE_CHOICES = ("none", "morphology")
 #: Share of the (standardised) total variance given to the morphology block (measured, docs/features.md).
 DEFAULT_FUSE_WEIGHT = 0.1
-#: statmorph statistics appended (names of :data:`galearn.evaluate.morphology.MORPHOLOGY_STATISTICS`).
+#: statmorph statistics appended (names of :data:`galearn.morphology.MORPHOLOGY_STATISTICS`).
 FUSED_STATISTICS = ("gini", "m20", "concentration", "asymmetry", "half_light_radius", "ellipticity")
 _CLIP = 5.0
 
@@ -126,16 +126,16 @@ def measure_stamp_morphology(
         1: in this process; -1: all cores. The result does not depend on it.
     chunk : int
         Fewest stamps per worker task
-        (:func:`galearn.evaluate.morphology.measure_morphology_parallel`).
+        (:func:`galearn.morphology.measure_morphology_parallel`).
     progress : bool or None
         tqdm bar when measured in this process (None: only on a terminal).
 
     Returns
     -------
     astropy.table.Table
-        As :func:`galearn.evaluate.morphology.measure_morphology` (one row per stamp).
+        As :func:`galearn.morphology.measure_morphology` (one row per stamp).
     """
-    from ..evaluate.morphology import measure_morphology_parallel
+    from ..morphology import measure_morphology_parallel
     from ..imaging import robust_noise
 
     x = np.asarray(physical, dtype="f8")

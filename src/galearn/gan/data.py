@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadValueError, MissingInputError
-from ..evaluate.uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, atomic_write_text
 
 __all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split"]
@@ -30,7 +30,7 @@ def condition_labels(sample: Sample, condition: str | None) -> tuple[str, np.nda
         The real sample.
     condition : str or None
         A categorical catalogue column. None: the UVJ class
-        (:func:`galearn.evaluate.uvj.uvj_class_of_catalog`) when the catalogue has
+        (:func:`galearn.survey.uvj.uvj_class_of_catalog`) when the catalogue has
         rest-frame U, V, J and redshift columns, otherwise ``truth_class``.
         ``"uvj_class"`` asks for the UVJ class explicitly.
 

@@ -19,7 +19,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   held-out stamps' nearest-training-stamp distances (~0.01 for a generator
   that does not copy).
 * ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
-  physical stamps (:mod:`galearn.evaluate.morphology`) of seeded subsets of
+  physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
 * ``per_class``: the same per condition class.
 * ``balancing``: a class-balanced real test set (``split.json``
@@ -46,7 +46,7 @@ from astropy.table import vstack
 
 from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
-from ..evaluate.morphology import measure_morphology_parallel
+from ..morphology import measure_morphology_parallel
 from ..store import (Sample, Workspace, open_sample, read_features, read_manifest, resolve_backbone, update_metrics,
                      write_table)
 from .data import condition_labels, read_split
@@ -254,7 +254,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     dict
         The ``gan`` metrics (see the module docstring).
     """
-    from ..evaluate.morphology import morphology_wasserstein, statistic_histograms
+    from ..morphology import morphology_wasserstein, statistic_histograms
     from ..evaluate.realism import memorised_fraction
     from ..imaging import robust_noise
 

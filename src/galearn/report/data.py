@@ -16,7 +16,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError, MissingInputError
-from ..evaluate.uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, open_sample, read_map, read_metrics, read_table
 
 __all__ = ["Field", "ReportData", "load_report_data", "align_ids"]

@@ -12,5 +12,7 @@ from .cutouts import *  # noqa: F401,F403
 from .cutouts import __all__ as _cutouts_all
 from .images import *  # noqa: F401,F403
 from .images import __all__ as _images_all
+from .uvj import *  # noqa: F401,F403
+from .uvj import __all__ as _uvj_all
 
-__all__ = [*_catalog_all, *_cutouts_all, *_images_all]
+__all__ = [*_catalog_all, *_cutouts_all, *_images_all, *_uvj_all]
