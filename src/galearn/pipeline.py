@@ -235,10 +235,10 @@ def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[s
 
     * mock data (``simulate`` among the stages): ``cutouts.select`` None ->
       :data:`DEFAULT_MOCK_SELECT`;
-    * ``features.backbone = "auto"`` -> ``adapted`` when ``adapt`` is among
-      the stages, else the registry backbone ``auto`` stands for on this
-      machine (``resnet50`` with its weights at hand, else
-      ``efficientnet-lite0``);
+    * ``features.backbone = "auto"`` (when features are computed) ->
+      ``adapted`` when ``adapt`` is among the stages, else the registry
+      backbone ``auto`` stands for on this machine (``resnet50`` with its
+      weights at hand, else ``efficientnet-lite0``);
     * ``embed.backbone`` / ``classify.backbone`` None -> the feature file the
       ``features`` stage writes when it is among the stages, else the active
       one recorded in ``WS/manifest.json`` (left None when there is none);
@@ -271,7 +271,7 @@ def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[s
         changes["cutouts"] = replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
 
     feat = cfg.features
-    if str(feat.backbone).lower() == "auto":
+    if str(feat.backbone).lower() == "auto" and {"features", "library_features"} & set(stages):
         if "adapt" in stages:
             feat = replace(feat, backbone="adapted")
         else:
@@ -358,7 +358,7 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         if src == "mock":
             from .mock import simulate_field
 
-            mock_dir = ws.root / "mock"
+            mock_dir = ws.mock
 
             def simulate():
                 return {k: Path(v) for k, v in simulate_field(mock_dir, cfg.simulate).items()}

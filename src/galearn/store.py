@@ -7,6 +7,7 @@ Layout of a workspace folder ``WS``::
 
     WS/config.toml                 resolved configuration of the last `galearn run`
     WS/manifest.json               what each stage produced, with which settings (stages read it)
+    WS/mock/                       the simulated field (`galearn run` without data)
     WS/sample.h5                   stamps + catalogue of the real galaxies
     WS/library.h5                  generated (GAN) library, same layout as sample.h5
     WS/features/<backbone>.h5      one feature vector per stamp (+ library_<backbone>.h5)
@@ -133,6 +134,11 @@ class Workspace:
     @property
     def sample(self) -> Path:
         return self.root / "sample.h5"
+
+    @property
+    def mock(self) -> Path:
+        """Folder of the simulated mock field (mosaics + catalogue) of ``galearn run`` without data."""
+        return self.root / "mock"
 
     @property
     def library(self) -> Path:
