@@ -296,14 +296,14 @@ def test_resume_is_exact_with_lazy_r1_and_dense_head(tmp_path):
 
 def test_realism_uses_the_cnn_feature_space_when_features_are_fused(tmp_path):
     from galearn import store
-    from galearn.config import load_config
     from galearn.gan.evaluate import _backbone_feature_fn
 
     ws = store.Workspace(tmp_path / "ws")
-    ws.report.mkdir(parents=True)
-    store.update_metrics(ws.metrics, {"features": {"backbone": "random-resnet18+morphology",
-                                                   "cnn_backbone": "random-resnet18"}})
-    name, fn, _ = _backbone_feature_fn(ws, load_config(None, {"features": {"tta": 1}}), ["F435W", "F850LP", "F160W"])
-    assert name == "random-resnet18"
+    # what `galearn features --fuse morphology` records: the active (fused) file and its CNN
+    store.update_manifest(ws, {"features": {"backbone": "random-resnet18+morphology",
+                                            "cnn_backbone": "random-resnet18",
+                                            "settings": {"tta": 1, "batch_size": 8, "random_state": 0}}})
+    name, fn, settings = _backbone_feature_fn(ws, ["F435W", "F850LP", "F160W"])
+    assert name == "random-resnet18" and settings["tta"] == 1
     x = np.random.default_rng(0).uniform(0, 1, (2, 3, 32, 32)).astype("f4")
     assert fn(x).shape[0] == 2  # loads the CNN through the registry, not "...+morphology"
