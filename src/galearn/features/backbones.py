@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BadValueError, MissingInputError, WeightsNotFoundError
+from ..errors import BadValueError, WeightsNotFoundError
 from ..runtime import resolve_device
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Condition labels, the held-out split and per-step randomness of the GAN.
+"""Condition labels and the held-out split of the GAN (per-step seeds: :func:`galearn.runtime.derive_seed`).
 
 The held-out split is drawn BEFORE training and stored in ``WS/gan/split.json``
 so that the real stamps used to evaluate the generator (realism metrics and the
@@ -8,13 +8,12 @@ balancing test set) were never shown to it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadValueError, MissingInputError
-from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, atomic_write_text
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split"]
 
