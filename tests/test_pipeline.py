@@ -360,3 +360,13 @@ def test_single_commands_resolve_like_run(tmp_path):
     assert run.embed.backbone == run.features.backbone != "resnet18"
     assert resolve(load_config(None, {"run_adapt": True}), ws).features.backbone == "adapted"
 
+
+
+def test_features_by_hand_in_between_make_the_run_restore_its_active_file(tmp_path, fakes):
+    ws = Workspace(tmp_path / "ws")
+    _run(ws, ["run_gan=false"])
+    store.update_manifest(ws, {"features": {"backbone": "resnet18"}})  # as `galearn features --backbone resnet18`
+    status = _status(_run(ws, ["run_gan=false"]))
+    assert status["features"] == "done" and status["simulate"] == "skipped"
+    assert store.read_manifest(ws)["features"]["backbone"] == "efficientnet-lite0"
+    assert _status(_run(ws, ["run_gan=false"]))["features"] == "skipped"

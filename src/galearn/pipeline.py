@@ -143,6 +143,11 @@ class _Runner:
             if isinstance(value, str) and value.startswith("metrics:"):
                 if metrics_digest(self.ws.metrics, value.split(":", 1)[1]) is None:
                     return False
+            elif isinstance(value, str) and value.startswith("manifest:"):
+                # "manifest:KEY=BACKBONE": the manifest still names this stage's product
+                key, _, named = value.split(":", 1)[1].partition("=")
+                if (read_manifest(self.ws).get(key) or {}).get("backbone") != named:
+                    return False
             elif not Path(value).exists():
                 return False
         return True
@@ -398,7 +403,12 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         feat_inputs.append(ws.adapted_backbone)
     if feat_cfg.weights:
         feat_inputs.append(Path(feat_cfg.weights))
-    out = r.stage("features", lambda: {"features": run_features(ws, feat_cfg)}, config=feat_cfg, inputs=feat_inputs)
+    def features():
+        path = Path(run_features(ws, feat_cfg))
+        return {"features": path, "active": f"manifest:features={path.stem}"}
+
+    # A `galearn features` by hand in between makes another file the active one: then this runs again.
+    out = r.stage("features", features, config=feat_cfg, inputs=feat_inputs)
     feat_path = Path(out["features"])
     backbone = feat_path.stem
 
