@@ -7,6 +7,7 @@ names the file, row or option at fault; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,6 +28,17 @@ class _Ctx:
 
 def _config(config: str | None, extra: tuple[str, ...] | list[str]) -> RunConfig:
     return load_config(config, parse_overrides(list(extra)))
+
+
+def _resolved(config: str | None, extra, workspace: str | None, stages: list[str], name: str | None = None,
+              **flags) -> RunConfig:
+    """Configuration file + overrides + this command's flags (section ``name``), resolved like `galearn run`."""
+    from .pipeline import resolve
+
+    cfg = _config(config, extra)
+    if name is not None:
+        cfg = dataclasses.replace(cfg, **{name: section(cfg, name, **flags)})
+    return resolve(cfg, None if workspace is None else Workspace(workspace), stages=stages)
 
 
 _workspace_option = click.option(
@@ -65,7 +77,8 @@ def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview
     """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
     from .mock import simulate_field
 
-    cfg = section(_config(config, overrides), "simulate", n_galaxies=n_galaxies, random_state=random_state)
+    cfg = _resolved(config, overrides, None, ["simulate"], "simulate", n_galaxies=n_galaxies,
+                    random_state=random_state).simulate
     paths = simulate_field(Path(out), cfg)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if preview:
@@ -113,9 +126,9 @@ def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, 
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
-    cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
-                  preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
-                  require_central_brightest=require_central_brightest, resample=resample)
+    cfg = _resolved(config, overrides, workspace, ["cutouts"], "cutouts", select=select, stamp_size=stamp_size,
+                    preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
+                    require_central_brightest=require_central_brightest, resample=resample).cutouts
     sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
@@ -134,8 +147,8 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
     """Stamps from a folder of RGB galaxy images plus a label table."""
     from .survey import make_sample_from_images
 
-    cfg = section(_config(config, overrides), "ingest", stamp_size=stamp_size, id_column=id_column,
-                  crop_fraction=crop_fraction)
+    cfg = _resolved(config, overrides, workspace, ["ingest"], "ingest", stamp_size=stamp_size, id_column=id_column,
+                    crop_fraction=crop_fraction).ingest
     sample = make_sample_from_images(images_dir, labels, Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
@@ -166,9 +179,10 @@ def features(workspace, backbone, weights, library, device, input_size, tta, sca
     from .features.extract import check_scales
     from .store import read_features
 
-    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
-                  input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
-                  scales=None if scales is None else check_scales(scales))
+    cfg = _resolved(config, overrides, workspace, ["library_features" if library else "features"], "features",
+                    backbone=backbone, weights=weights, device=device, input_size=input_size,
+                    tta=None if tta is None else int(tta), fuse=fuse,
+                    scales=None if scales is None else check_scales(scales)).features
     path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
     fused = a.get("fused")
@@ -201,9 +215,9 @@ def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, rand
     """
     from .features import run_adapt
 
-    cfg = section(_config(config, overrides), "adapt", backbone=backbone, weights=weights, epochs=epochs,
-                  budget_minutes=budget_minutes, input_size=input_size, random_state=random_state,
-                  device=device)
+    cfg = _resolved(config, overrides, workspace, ["adapt"], "adapt", backbone=backbone, weights=weights,
+                    epochs=epochs, budget_minutes=budget_minutes, input_size=input_size,
+                    random_state=random_state, device=device).adapt
     path = run_adapt(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -220,8 +234,8 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
     """2-D map (t-SNE, UMAP or PCA) of the features."""
     from .maps import run_embed
 
-    cfg = section(_config(config, overrides), "embed", method=method, backbone=backbone,
-                  perplexity=perplexity, random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["embed"], "embed", method=method, backbone=backbone,
+                    perplexity=perplexity, random_state=random_state).embed
     path = run_embed(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -241,8 +255,9 @@ def classify(workspace, compare, backbone, method, clusterer, n_clusters, random
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
-    cfg = section(_config(config, overrides), "classify", compare=tuple(compare) or None, backbone=backbone,
-                  method=method, clusterer=clusterer, n_clusters=n_clusters, random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
+                    backbone=backbone, method=method, clusterer=clusterer, n_clusters=n_clusters,
+                    random_state=random_state).classify
     metrics = run_classify(Workspace(workspace), cfg)
     groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
     for backbone_name, agreement in groups:
@@ -298,8 +313,8 @@ def gan_train(workspace, condition, steps, resume, device, random_state, config,
     """Train the conditional GAN, checkpointing as it goes."""
     from .gan import run_train
 
-    cfg = section(_config(config, overrides), "gan", condition=condition, steps=steps, device=device,
-                  random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
+                    device=device, random_state=random_state).gan.train
     path = run_train(Workspace(workspace), cfg, resume=resume)
     click.echo(f"wrote {path}")
 
@@ -315,8 +330,8 @@ def gan_sample(workspace, balance, n_per_class, random_state, config, overrides)
     """Generate a library of synthetic stamps (library.h5)."""
     from .gan import run_sample
 
-    cfg = section(_config(config, overrides), "gan", balance=balance, n_per_class=n_per_class,
-                  random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["gan_sample"], "gan", balance=balance, n_per_class=n_per_class,
+                    random_state=random_state).gan.sample
     path = run_sample(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -329,7 +344,7 @@ def gan_evaluate(workspace, config, overrides) -> None:
     """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
     from .gan import run_evaluate
 
-    cfg = _config(config, overrides)
+    cfg = _resolved(config, overrides, workspace, ["gan_evaluate"]).gan.evaluate
     metrics = run_evaluate(Workspace(workspace), cfg)
     for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall",
                 "morphology_wasserstein", "morphology_wasserstein_real_baseline", "memorised_fraction"):
@@ -357,14 +372,15 @@ def report(workspace, config, overrides) -> None:
     """Figures and a self-contained HTML page."""
     from .report import run_report
 
-    path = run_report(Workspace(workspace), _config(config, overrides).report)
+    path = run_report(Workspace(workspace), _resolved(config, overrides, workspace, ["report"]).report)
     click.echo(f"wrote {path}")
 
 
 @app.command()
 @_workspace_option
 @_config_option
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and stop.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved configuration (what the run would write to WS/config.toml) and stop.")
 @click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def run(workspace, config, dry_run, force, overrides) -> None:
@@ -372,11 +388,13 @@ def run(workspace, config, dry_run, force, overrides) -> None:
 
     Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
     """
+    from .pipeline import resolve, run_all
+
     cfg = _config(config, overrides)
     if dry_run:
-        click.echo(cfg.to_toml())
+        # exactly what `galearn run` with the same arguments writes to WS/config.toml
+        click.echo(resolve(cfg, Workspace(workspace)).to_toml(), nl=False)
         return
-    from .pipeline import run_all
 
     try:
         run_all(Workspace(workspace), cfg, force=force)

@@ -73,7 +73,7 @@ from ..config import CutoutConfig
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
 from ..store import SampleWriter, Workspace, empty_rejected, file_sha256, open_sample, update_metrics
 from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
-from .stretch import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
+from ..imaging import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
 
 __all__ = [
     "Mosaic",
