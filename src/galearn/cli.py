@@ -58,14 +58,30 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same files).")
 @click.option("--preview", is_flag=True,
               help="Also draw DIR/preview_rgb.png (Lupton RGB of a patch) and DIR/preview_stamps.png (stamps per class).")
+@click.option("--layout", type=click.Choice(["default", "release"]), default="default",
+              help="default: one file per band, weights inside; release: as a deep-field release is "
+                   "distributed (overlapping sections, separate _drz/_wht files, HST calibration keywords, "
+                   "segmentation map, joined FITS catalogue).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, config: str | None,
-             overrides) -> None:
+def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, layout: str,
+             config: str | None, overrides) -> None:
     """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
     from .mock import simulate_field
 
     cfg = section(_config(config, overrides), "simulate", n_galaxies=n_galaxies, random_state=random_state)
+    if layout == "release":
+        from .mock.release import simulate_release
+
+        if preview:
+            raise click.BadParameter("--preview draws the default layout; run it without --layout release",
+                                     param_hint="--preview")
+        files = simulate_release(Path(out), cfg)
+        n = sum(len(v) for v in files.values())
+        click.echo(f"wrote {n} files in {out} (release layout; list in {Path(out) / 'release_files.json'})")
+        for key, paths in files.items():
+            click.echo(f"  {key}: {', '.join(p.name for p in paths)}")
+        return
     paths = simulate_field(Path(out), cfg)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if preview:

@@ -160,3 +160,22 @@ def resolve_band_files(images: dict, weights: dict | None = None, rms: dict | No
                 files.append(SectionFiles(band, s))
         out[band] = files
     return out
+
+
+def input_files(images: dict, cfg: Any) -> list[Path]:
+    """Every file a cutout run reads: each band's sections, weight / RMS maps (given or found by
+    name) and the segmentation map -- for the pipeline's up-to-date check and provenance."""
+    out: list[Path] = []
+    try:
+        files = resolve_band_files(images, getattr(cfg, "weights", None), getattr(cfg, "rms", None))
+    except MissingInputError:
+        raise
+    for band in sorted(files):
+        for f in files[band]:
+            if isinstance(f.science, Path):
+                out.append(f.science)
+            if f.weight is not None:
+                out.append(Path(f.weight))
+    if getattr(cfg, "segmap", None):
+        out.append(Path(cfg.segmap))
+    return out
