@@ -1001,14 +1001,21 @@ def describe_inputs(info: dict) -> list[str]:
     lines = []
     for band in info["bands"]:
         files = info["files"][band]
-        ws = info["weight_maps"][band]
-        cals = info["calibration"][band]
-        weight = "; ".join(
-            "no weight map" if w is None else f"{w['kind']} {w['weight']} ({w['from']})" for w in ws)
-        cal = "; ".join("not calibrated" if c is None else
-                        f"x{c['factor_to_njy']:.5g} -> nJy (AB zero point {c['zeropoint_ab']:.3f}, from {c['source']})"
-                        for c in cals)
-        lines.append(f"{band}: {len(files)} file(s) {', '.join(files)}; {weight}; {cal}")
+        groups: dict[tuple, list[str]] = {}
+        for w in info["weight_maps"][band]:
+            key = ("none", "") if w is None else (w["kind"], w["from"])
+            groups.setdefault(key, []).append("" if w is None else w["weight"])
+        weight = "; ".join("no weight map" if kind == "none" else f"{kind} map ({how}): {', '.join(names)}"
+                           for (kind, how), names in groups.items())
+        cals = []
+        for c in info["calibration"][band]:
+            text = "not calibrated (mosaic units)" if c is None else (
+                f"x{c['factor_to_njy']:.5g} -> nJy/pixel (AB zero point {c['zeropoint_ab']:.3f} "
+                f"from {c['source']})")
+            if text not in cals:
+                cals.append(text)
+        lines.append(f"{band}: {len(files)} file{'s' if len(files) > 1 else ''} ({', '.join(files)}); "
+                     f"{weight}; {' / '.join(cals)}")
     return lines
 
 
