@@ -324,7 +324,13 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
                 raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
 
         def cutouts():
-            make_sample_from_mosaics(catalog, images, ws, cut_cfg, report=lambda line: r.echo(f"  {line}"))
+            sample = make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            extra = getattr(sample, "extra", None) or {}
+            if "calibration" in extra:  # files, weight maps and calibration used, one line per band
+                from .survey.cutouts import describe_inputs
+
+                for line in describe_inputs(extra):
+                    r.echo(f"  {line}")
             return {"sample": ws.sample}
 
         r.stage("cutouts", cutouts, config={"cutouts": cut_cfg, "catalog": str(catalog),
