@@ -322,10 +322,13 @@ def open_mosaic(source: Any, band: str) -> Mosaic:
         data = np.asarray(data)
         if data.ndim != 2:
             raise BadValueError(f"band {band}: image must be 2-D (ny, nx), got shape {data.shape}")
+        header = w if isinstance(w, fits.Header) else None
         w = _celestial_wcs(w, f"band {band}") if isinstance(w, fits.Header) else w
         if not getattr(w, "has_celestial", False):
             raise BadValueError(f"band {band}: the WCS given has no celestial axes")
-        return Mosaic(band=band, path=None, wcs=w.celestial, shape=data.shape, _data=data)
+        return Mosaic(band=band, path=None, wcs=w.celestial, shape=data.shape, _data=data,
+                      header=header.copy() if header is not None else None,
+                      unit=str(header.get("BUNIT", "")).strip() if header is not None else "")
     if isinstance(source, (fits.PrimaryHDU, fits.ImageHDU)):
         return open_mosaic((source.data, source.header), band)
     path = Path(source)
