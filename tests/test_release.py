@@ -392,3 +392,23 @@ def test_readme_your_own_data_commands_run_as_written(release, tmp_path):
     assert {c["source"] for cals in s.extra["calibration"].values() for c in cals} == {"PHOTFNU", "PHOTFLAM+PHOTPLAM"}
     assert all(w["from"] == "companion" for ws_ in s.extra["weight_maps"].values() for w in ws_)
     assert "agreement" in read_metrics(work / "ws" / "report" / "metrics.json")
+
+
+def test_run_config_images_sections_and_companions(sky, tmp_path):
+    """`[images]` in the run configuration: globs / lists per band; the pipeline's inputs list every file."""
+    from galearn.config import CutoutConfig, load_config
+    from galearn.survey.inputs import input_files
+
+    secs = write_sections(sky, [(0, 130), (110, 240)], "cfg")
+    for p in secs:
+        shutil.copy(p, p.with_name(p.name.replace("_drz", "_wht")))
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'catalog = "{sky["cat_path"]}"\n[images]\nF160W = "{sky["dir"] / "cfg_sect*_drz.fits"}"\n'
+                    f'F435W = ["{secs[0]}", "{secs[1]}"]\n[cutouts]\nsegmap = "{sky["full"]}"\n')
+    cfg = load_config(toml)
+    files = input_files(cfg.images, cfg.cutouts)
+    names = sorted(p.name for p in files)
+    assert names.count("cfg_sect1_drz.fits") == 2 and names.count("cfg_sect1_wht.fits") == 2
+    assert "full.fits" in names and len(files) == 9
+    with pytest.raises(Exception, match="no file matches"):
+        input_files({"F160W": str(tmp_path / "nothing*_drz.fits")}, CutoutConfig())

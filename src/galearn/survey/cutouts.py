@@ -47,8 +47,20 @@ band); ``band missing: B (off its mosaic)``; ``stamp partly off mosaic (B)``;
 ``too many bad pixels (B)`` (more than ``max_bad_fraction`` bad pixels);
 ``central source not the brightest`` (optional). A pixel is *bad* when it is
 NaN, exactly 0 (drizzled mosaics write 0 where there is no data), or has
-weight <= 0 in a weight map stored in the same file (an image extension named
-WHT, WEIGHT, IVM, ... of the same shape). Bad pixels of a kept stamp are set to 0.
+weight <= 0 in the band's weight map (an image extension named WHT, WEIGHT,
+IVM, ... of the same shape, a ``--weight`` / ``--rms`` file, or a ``_wht`` /
+``_rms`` companion found by name: :mod:`galearn.survey.inputs`). Bad pixels of a
+kept stamp are set to 0.
+
+Releases
+--------
+A band may be several files (sections / tiles): each is placed on the stamp
+grid (the first band's first file) like a band; a row is cut from the file
+holding its whole stamp, or assembled from the files that cover it together
+(rows grouped by file). Pixel values are calibrated to nJy per pixel from each
+file's header or ``--zeropoint`` (:mod:`galearn.survey.calibration`). With a
+segmentation map, the pixels of other sources in a kept stamp are replaced by
+seeded sky noise (:meth:`_Cutter.mask_neighbours`).
 """
 
 from __future__ import annotations

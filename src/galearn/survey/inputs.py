@@ -166,10 +166,7 @@ def input_files(images: dict, cfg: Any) -> list[Path]:
     """Every file a cutout run reads: each band's sections, weight / RMS maps (given or found by
     name) and the segmentation map -- for the pipeline's up-to-date check and provenance."""
     out: list[Path] = []
-    try:
-        files = resolve_band_files(images, getattr(cfg, "weights", None), getattr(cfg, "rms", None))
-    except MissingInputError:
-        raise
+    files = resolve_band_files(images, getattr(cfg, "weights", None), getattr(cfg, "rms", None))
     for band in sorted(files):
         for f in files[band]:
             if isinstance(f.science, Path):
