@@ -14,9 +14,10 @@ catalogue with galearn's column names. A release is different, and
   ``PHOTFNU`` (+ ``PHOTFLAM``/``PHOTPLAM``) for WFC3/IR F160W, with the values
   that give the mock's AB zero points;
 * a **segmentation map** on the F160W grid (photutils ``detect_sources`` on the
-  smoothed F160W image, 1.5 sigma, 10 pixels; detections holding several
-  catalogue sources split between them by nearest position; a segment carries
-  the catalogue ``ID`` of its source, detections without one ``ID > max(ID)``);
+  smoothed F160W image, 2.5 sigma, 10 pixels; detections holding several
+  catalogue sources split between them by nearest position, detections without
+  one within 15 pixels (0.9") of a catalogue position joined to it as fragments;
+  a segment carries the catalogue ``ID`` of its source, other detections ``ID > max(ID)``);
 * the **catalogue** as a FITS table with the CANDELS column names of a joined
   catalogue (``RA_1``/``DEC_1`` plus the second table's ``RA_2``/``DEC_2``).
 
@@ -83,7 +84,8 @@ def _calibration_cards(band: str, zp_ab: float) -> dict:
 
 
 def make_segmap(sci: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray, ids: np.ndarray, *,
-                nsigma: float = 1.5, npixels: int = 10, fwhm_pix: float = 3.0) -> np.ndarray:
+                nsigma: float = 2.5, npixels: int = 10, fwhm_pix: float = 3.0,
+                fragment_radius_pix: float = 15.0) -> np.ndarray:
     """Segmentation map (int32, 0 = sky) of ``sci`` labelled with catalogue ``ids``.
 
     Detection: the image smoothed by a Gaussian of ``fwhm_pix``, above ``nsigma``
@@ -91,7 +93,9 @@ def make_segmap(sci: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarra
     ``npixels`` connected pixels (:func:`photutils.segmentation.detect_sources`).
     A detection holding one catalogue source (0-based pixel position ``x``, ``y``)
     gets its ID; one holding several is split between them by nearest position;
-    one holding none gets ``max(ids) + its label``.
+    one holding none is a fragment of the nearest source (a clump, a tail, a
+    pair's companion) when its centroid lies within ``fragment_radius_pix`` of
+    a catalogue position and gets that ID, otherwise ``max(ids) + its label``.
     """
     from photutils.segmentation import detect_sources
     from scipy.ndimage import gaussian_filter
@@ -116,6 +120,14 @@ def make_segmap(sci: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarra
     single = np.flatnonzero(src_label > 0)
     single = single[counts[src_label[single]] == 1]
     lut[src_label[single]] = ids[single]
+    orphan = np.flatnonzero((counts == 0) & (np.arange(len(lut)) > 0))
+    if len(orphan) and len(ids):  # fragments: centroid near a catalogue position
+        from scipy.ndimage import center_of_mass
+
+        cy, cx = np.asarray(center_of_mass(np.ones(labels.shape, "u1"), labels, orphan)).reshape(-1, 2).T
+        dist, nearest = cKDTree(np.c_[x, y]).query(np.c_[cx, cy])
+        near = dist <= fragment_radius_pix
+        lut[orphan[near]] = ids[nearest[near]]
     out = lut[labels]
     for lab in np.flatnonzero(counts > 1):  # split shared detections by nearest catalogue position
         members = np.flatnonzero(src_label == lab)
@@ -184,7 +196,7 @@ def _write_release(src_dir: Path, out_dir: Path, overlap: int, fits, Table, WCS,
                 seg = make_segmap(sci, wht, x, y, np.asarray(cat["ID"]))
                 shdr = wcs.to_header()
                 shdr["COMMENT"] = ("segmentation map: photutils detect_sources on the smoothed F160W image "
-                                   "(1.5 sigma, 10 px); value = catalogue ID")
+                                   "(2.5 sigma, 10 px); value = catalogue ID")
                 p = out_dir / "goodss_candels_segmap.fits"
                 with atomic_path(p, suffix=".fits") as tmp:
                     fits.PrimaryHDU(seg, header=shdr).writeto(tmp, overwrite=True)
