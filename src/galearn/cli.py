@@ -70,15 +70,31 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same files).")
 @click.option("--preview", is_flag=True,
               help="Also draw DIR/preview_rgb.png (Lupton RGB of a patch) and DIR/preview_stamps.png (stamps per class).")
+@click.option("--layout", type=click.Choice(["default", "release"]), default="default",
+              help="default: one file per band, weights inside; release: as a deep-field release is "
+                   "distributed (overlapping sections, separate _drz/_wht files, HST calibration keywords, "
+                   "segmentation map, joined FITS catalogue).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, config: str | None,
-             overrides) -> None:
+def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, layout: str,
+             config: str | None, overrides) -> None:
     """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
     from .mock import simulate_field
 
     cfg = _resolved(config, overrides, None, ["simulate"], "simulate", n_galaxies=n_galaxies,
                     random_state=random_state).simulate
+    if layout == "release":
+        from .mock.release import simulate_release
+
+        if preview:
+            raise click.BadParameter("--preview draws the default layout; run it without --layout release",
+                                     param_hint="--preview")
+        files = simulate_release(Path(out), cfg)
+        n = sum(len(v) for v in files.values())
+        click.echo(f"wrote {n} files in {out} (release layout; list in {Path(out) / 'release_files.json'})")
+        for key, paths in files.items():
+            click.echo(f"  {key}: {', '.join(p.name for p in paths)}")
+        return
     paths = simulate_field(Path(out), cfg)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if preview:
@@ -89,8 +105,9 @@ def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview
 
 
 def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
-                  form: str = "BAND=PATH (e.g. F160W=goodss_f160w.fits)") -> dict[str, str]:
-    images: dict[str, str] = {}
+                  form: str = "BAND=PATH (e.g. F160W=goodss_f160w.fits)", *, repeat: bool = False) -> dict:
+    """``BAND=VALUE`` items -> dict; with ``repeat`` a band given again collects a list (sections)."""
+    images: dict = {}
     for item in values:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
@@ -98,14 +115,30 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
         if not band or not path:
             raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
         if band in images:
-            raise click.BadParameter(f"{band} given twice", param_hint=param_hint)
+            if not repeat:
+                raise click.BadParameter(f"{band} given twice", param_hint=param_hint)
+            prev = images[band]
+            images[band] = [*(prev if isinstance(prev, list) else [prev]), path]
+            continue
         images[band] = path
     return images
 
 
+def _parse_zeropoints(values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for band, zp in _parse_images(values, "--zeropoint", "BAND=ZP_AB (e.g. F160W=25.946)").items():
+        try:
+            out[band] = float(zp)
+        except ValueError:
+            raise click.BadParameter(f"{band}={zp}: the zero point must be a number (AB mag of one pixel unit)",
+                                     param_hint="--zeropoint") from None
+    return out
+
+
 @app.command()
 @click.option("--catalog", type=click.Path(dir_okay=False), required=True, help="Catalogue (FITS, ECSV, CSV, Parquet).")
-@click.option("--image", "images", multiple=True, required=True, help="BAND=PATH of a mosaic; repeat per band.")
+@click.option("--image", "images", multiple=True, required=True,
+              help="BAND=PATH of a mosaic; repeat per band, and per section / tile of a band (a quoted glob works too).")
 @_workspace_option
 @click.option("--select", default=None, help='Selection cuts, e.g. "zbest > 0.01 and zbest < 1 and Hmag < 25".')
 @click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
@@ -118,19 +151,40 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
               help="Reject stamps whose brightest source is not the central one (default off).")
 @click.option("--resample", type=click.Choice(["adaptive", "exact"]), default=None,
               help="Flux-conserving method for bands on another pixel grid (default adaptive).")
+@click.option("--weight", "weights", multiple=True,
+              help="BAND=PATH of an inverse-variance map (one per section, in order). "
+                   "Default: a WHT extension, else the _wht companion file found by name.")
+@click.option("--rms", "rms", multiple=True, help="BAND=PATH of an RMS map (one per section, in order).")
+@click.option("--zeropoint", "zeropoints", multiple=True,
+              help="BAND=ZP_AB: AB magnitude of one pixel unit, overriding the header calibration.")
+@click.option("--calibrate/--no-calibrate", "calibrate", default=None,
+              help="Stamps in nJy per pixel from the headers / --zeropoint (default); "
+                   "--no-calibrate keeps each mosaic's own units.")
+@click.option("--segmap", default=None, type=click.Path(dir_okay=False),
+              help="Segmentation map: replace other sources' pixels in the stamps by sky noise (default off).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
-            require_central_brightest, resample, config, overrides) -> None:
+            require_central_brightest, resample, weights, rms, zeropoints, calibrate, segmap, config,
+            overrides) -> None:
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
     cfg = _resolved(config, overrides, workspace, ["cutouts"], "cutouts", select=select, stamp_size=stamp_size,
                     preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
-                    require_central_brightest=require_central_brightest, resample=resample).cutouts
-    sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
-    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
+                    require_central_brightest=require_central_brightest, resample=resample,
+                    weights=_parse_images(weights, "--weight", repeat=True) or None,
+                    rms=_parse_images(rms, "--rms", repeat=True) or None,
+                    zeropoints=_parse_zeropoints(zeropoints) or None, calibrate=calibrate,
+                    segmap=segmap).cutouts
+    sample = make_sample_from_mosaics(catalog, _parse_images(images, repeat=True), Workspace(workspace), cfg,
+                                      report=click.echo)
+    extra = sample.extra if hasattr(sample, "extra") else {}
+    masked = (extra or {}).get("segmap") or {}
+    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected"
+               + (f"; neighbours masked in {masked.get('n_stamps_masked')} stamps "
+                  f"(mean fraction {masked.get('mean_masked_fraction', 0):.3f})" if masked else ""))
 
 
 @app.command("ingest-images")

@@ -70,7 +70,12 @@ class CutoutConfig:
     max_percentile: float = 99.9
     resample: str = "adaptive"  # bands on another pixel grid: "adaptive" (reproject_adaptive) or "exact"
     batch_size: int = 1024  # stamps cut and written per batch (memory ~ batch * bands * size^2 * 8 bytes)
-    random_state: int = 0  # noise sample of the mosaics, stamps used to fit the stretch
+    random_state: int = 0  # noise sample of the mosaics, stamps used to fit the stretch; neighbour-mask noise
+    weights: dict = field(default_factory=dict)  # band -> inverse-variance map path (or list, one per section)
+    rms: dict = field(default_factory=dict)  # band -> RMS map path (or list)
+    zeropoints: dict = field(default_factory=dict)  # band -> AB magnitude of one pixel unit (overrides headers)
+    calibrate: bool = True  # stamps in nJy per pixel from header keywords / zeropoints; False: mosaic units
+    segmap: str | None = None  # segmentation map: other sources' pixels replaced by sky noise
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,7 @@ class RunConfig:
     run_gan: bool = True
     run_adapt: bool = False
     catalog: str | None = None  # real data: catalogue file
-    images: dict = field(default_factory=dict)  # real data: band -> mosaic path
+    images: dict = field(default_factory=dict)  # real data: band -> mosaic path, glob or list (sections)
     image_folder: str | None = None  # real data: folder of RGB images (ingest-images) ...
     labels: str | None = None  # ... and its label CSV
     baseline_backbone: str = "random-resnet18"  # honest baseline features + agreement; "" to skip

@@ -377,18 +377,28 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
             cut_cfg = cfg.cutouts  # resolve() gave it the mock selection
         else:
             catalog, images, cut_cfg = cfg.catalog, dict(cfg.images), cfg.cutouts
-            for what in [catalog, *images.values()]:
-                if not Path(what).exists():
-                    raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
         from .survey import make_sample_from_mosaics
+        from .survey.inputs import input_files
+
+        files = input_files(images, cut_cfg)  # sections (globs expanded), weight maps, segmap
+        for what in [catalog, *files]:
+            if not Path(what).exists():
+                raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
 
         def cutouts():
-            make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            sample = make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            extra = getattr(sample, "extra", None) or {}
+            if "calibration" in extra:  # files, weight maps and calibration used, one line per band
+                from .survey.cutouts import describe_inputs
+
+                for line in describe_inputs(extra):
+                    r.echo(f"  {line}")
             return {"sample": ws.sample}
 
         r.stage("cutouts", cutouts, config={"cutouts": cut_cfg, "catalog": str(catalog),
-                                            "images": {k: str(v) for k, v in images.items()}},
-                inputs=[Path(catalog), *(Path(images[b]) for b in sorted(images))])
+                                            "images": {k: [str(p) for p in v] if isinstance(v, (list, tuple))
+                                                       else str(v) for k, v in images.items()}},
+                inputs=[Path(catalog), *files])
 
     # ---------------------------------------------------------------- features
     feat_cfg = cfg.features  # resolve(): "auto" is "adapted" with run_adapt, else a registry name
