@@ -228,7 +228,7 @@ def cached_backbone(spec: dict) -> Backbone:
     The key includes the weights file's size and modification time (and the
     adapted backbone's), so a changed file is loaded again.
     """
-    adapted = Path(spec["workspace"]) / "backbones" / "adapted.pt" if spec.get("workspace") else None
+    adapted = Workspace(spec["workspace"]).adapted_backbone if spec.get("workspace") else None
     key = ("backbone", spec["name"], file_key(spec.get("weights")), file_key(adapted), spec.get("device"),
            spec.get("layers"), spec.get("random_state"), spec.get("workspace"))
 
