@@ -315,7 +315,7 @@ def measure_morphology_parallel(physical: np.ndarray, bands: list[str], *, noise
             n_jobs = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             n_jobs = os.cpu_count() or 1
-    from ..compute import current_session, map_partitions, partition_bounds, setting
+    from .compute import current_session, map_partitions, partition_bounds, setting
 
     if current_session().get_client(n) is not None:  # a Dask cluster: partitions of stamps, tables in order
         from astropy.table import vstack as _vstack
