@@ -54,7 +54,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import BadValueError, MissingInputError
-from ..store import Workspace, atomic_path, open_sample
+from ..store import Workspace, atomic_path, file_sha256, open_sample
 
 __all__ = [
     "AugmentSettings",
@@ -230,11 +230,17 @@ def _step_seed(random_state: int, *keys: int) -> int:
 
 
 def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
-    """Freeze the first ``n_frozen`` stages of ``model.stages`` (at most all but the last); return their names."""
+    """Freeze the first ``n_frozen`` stages of the feature module (at most all but the last); return their names.
+
+    Stages are those of :func:`galearn.features.backbones.stage_parameters`
+    (timm encoders: timm's coarse parameter groups, stem first).
+    """
+    from .backbones import stage_parameters
+
     frozen: list[str] = []
-    stages = getattr(model, "stages", None)
     if n_frozen > 0:
-        if not isinstance(stages, nn.ModuleDict):
+        stages = stage_parameters(model)
+        if not stages:
             raise BadValueError("adapt freeze_stages needs a registry backbone with named stages")
         names = list(stages)
         if n_frozen >= len(names):
@@ -242,7 +248,7 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
                         n_frozen, ", ".join(names))
             n_frozen = len(names) - 1
         for name in names[:n_frozen]:
-            for p in stages[name].parameters():
+            for p in stages[name]:
                 p.requires_grad_(False)
             frozen.append(name)
     return frozen
@@ -250,9 +256,12 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
 
 def _set_train_mode(model: nn.Module, frozen: list[str], bn: str) -> None:
     model.train()
-    stages = getattr(model, "stages", None)
-    for name in frozen:
-        stages[name].eval()  # frozen stages: fixed BN statistics too
+    if frozen:
+        # modules whose parameters are all frozen: fixed BN statistics (and no dropout) too
+        for m in model.modules():
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
     if bn == "frozen":
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -518,7 +527,8 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         except Exception:  # noqa: BLE001 - unreadable: rebuild
             pass
     backbone = load_backbone(cfg.backbone, weights=cfg.weights, workspace=ws, device=cfg.device,
-                             random_state=cfg.random_state)
+                             random_state=cfg.random_state,
+                             allow_download=bool(getattr(cfg, "allow_download", False)))
     images = torch.cat([
         prepare_batch(x, sample.bands, backbone, input_size=settings["input_size"]).float().cpu().contiguous()
         for _, x in sample.iter_batches(512)
@@ -537,6 +547,8 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
     state = {
         "base": backbone.name,
         "base_weights": backbone.weights,
+        "base_weights_sha256": backbone.weights_sha256,
+        "base_options": json.dumps(backbone.options),  # rebuilds a timm:ARCH base (build_architecture)
         "layers": list(backbone.layers),
         "state_dict": {k: v.detach().cpu() for k, v in backbone.model.state_dict().items()},
         "settings": settings,
@@ -571,7 +583,11 @@ def load_adapted(path: str | Path, *, device: str | None = None):
         raise BadValueError(f"{path} is not a galearn adapted backbone (no 'base' / 'state_dict')")
     base = str(state["base"])
     layers = tuple(state.get("layers") or ()) or None
-    bb = build_architecture(base, layers=layers)
+    try:
+        options = json.loads(state.get("base_options") or "{}")
+    except (TypeError, ValueError):
+        options = {}
+    bb = build_architecture(base, layers=layers, options=options or None)
     try:
         bb.model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
@@ -583,5 +599,6 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     bb.pretrained = True
     bb.weights = f"{path} (adapted from {base}: {state.get('base_weights', 'unknown weights')})"
     bb.native_size = int(state.get("settings", {}).get("input_size", bb.native_size))
+    bb.weights_sha256 = file_sha256(path)
     bb.device = dev
     return bb

@@ -28,6 +28,7 @@ from .fuse import check_fuse, write_fused_features
 
 __all__ = [
     "prepare_batch",
+    "band_mapping",
     "extract_features",
     "run_features",
     "dihedral",
@@ -120,11 +121,13 @@ def prepare_batch(
     stamps : array (N, C, H, W)
         Stretched stamps, float, roughly 0..1 (values are clipped to 0..1).
     bands : list of str
-        Band names of axis C; mapped to the network's (R, G, B) in wavelength
+        Band names of axis C, mapped to the network's channels by
+        :func:`band_mapping`: for 3 channels to (R, G, B) in wavelength
         order, reddest to R (e.g. F160W -> R, F850LP -> G, F435W -> B; an
-        R, G, B image stays as it is), see :func:`galearn.survey.stretch.rgb_order`.
+        R, G, B image stays as it is, see :func:`galearn.survey.stretch.rgb_order`);
+        for 1 channel (greyscale networks) the mean of the bands.
     backbone : Backbone
-        Supplies the normalisation (mean, std) and the device.
+        Supplies the channel count, the normalisation (mean, std) and the device.
     input_size : int or None
         Side (pixels) the stamps are resized to (bilinear, antialiased);
         None keeps the native size.
@@ -134,17 +137,19 @@ def prepare_batch(
     Returns
     -------
     torch.Tensor
-        ``(N, 3, input_size, input_size)`` float32 on ``backbone.device``,
-        channels-last.
+        ``(N, backbone.in_chans, input_size, input_size)`` float32 on
+        ``backbone.device``, channels-last.
     """
     x = torch.as_tensor(np.asarray(stamps, dtype=np.float32) if not torch.is_tensor(stamps) else stamps)
     if x.ndim != 4:
         raise BadValueError(f"stamps must be (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[1] != len(bands):
         raise BadValueError(f"stamps have {x.shape[1]} channels but {len(bands)} bands were named: {bands}")
+    in_chans = int(getattr(backbone, "in_chans", 3))
+    band_mapping(bands, in_chans)  # checks the channel count
     x = x.to(backbone.device, dtype=torch.float32, non_blocking=True)
-    x = x[:, rgb_order(list(bands))]
     x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    x = x.mean(dim=1, keepdim=True) if in_chans == 1 else x[:, rgb_order(list(bands))]
     if crop != 1.0:
         x = central_crop(x, crop)
     if input_size is not None and int(input_size) != x.shape[-1]:
@@ -152,10 +157,33 @@ def prepare_batch(
         if size < 16:
             raise BadValueError(f"input_size must be >= 16 pixels, got {input_size}")
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
-    mean = torch.tensor(backbone.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(backbone.mean, device=x.device, dtype=x.dtype).view(1, in_chans, 1, 1)
+    std = torch.tensor(backbone.std, device=x.device, dtype=x.dtype).view(1, in_chans, 1, 1)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def band_mapping(bands: list[str], in_chans: int = 3) -> str:
+    """The rule that maps the stamp's bands to a network's ``in_chans`` input channels, in words.
+
+    3 channels: the reddest, middle and bluest band to R, G, B
+    (:func:`galearn.survey.stretch.rgb_order`; with fewer bands some repeat).
+    1 channel: the mean of all bands (after the stretch).
+
+    Raises
+    ------
+    BadValueError
+        Any other channel count.
+    """
+    bands = list(bands)
+    if in_chans == 3:
+        r, g, b = (bands[i] for i in rgb_order(bands))
+        return f"RGB: R={r}, G={g}, B={b} (reddest band to R)"
+    if in_chans == 1:
+        return f"mean of the bands {', '.join(bands)} (after the stretch) as the one channel"
+    raise BadValueError(
+        f"the backbone takes {in_chans} input channels; galearn maps bands to 3 (RGB) or 1 (mean of the bands)"
+    )
 
 
 def _features_of_batch(
@@ -205,7 +233,9 @@ def _inference_model(backbone: Backbone) -> torch.nn.Module:
     hit = _FAST.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
-    fast = inference_copy(model, device=backbone.device).to(backbone.device)
+    size = int(backbone.native_size) if getattr(backbone, "fixed_input_size", False) else 32
+    fast = inference_copy(model, device=backbone.device, check_size=size,
+                          in_chans=int(getattr(backbone, "in_chans", 3))).to(backbone.device)
     _FAST[model] = (key, fast)
     return fast
 
@@ -319,6 +349,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         device=cfg.device,
         layers=tuple(getattr(cfg, "layers", ()) or ()) or None,
         random_state=cfg.random_state,
+        allow_download=bool(getattr(cfg, "allow_download", False)),
     )
     if str(cfg.backbone).lower() == "auto":
         log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
@@ -326,10 +357,18 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         input_size = int(cfg.input_size)
     elif backbone.base is not None:
         input_size = int(backbone.native_size)  # an adapted backbone: the size it was trained at
+    elif backbone.default_input_size is not None:
+        input_size = int(backbone.default_input_size)  # e.g. a timm encoder: its pretrained_cfg input size
     else:
         input_size = DEFAULT_INPUT_SIZE
     if input_size <= 0:
         input_size = None  # 0: native size
+    if backbone.fixed_input_size and (input_size or sample.stamp_size) != backbone.native_size:
+        raise BadValueError(
+            f"--input-size {input_size or 0}: {backbone.name} takes only {backbone.native_size}-pixel inputs "
+            f"(use --input-size {backbone.native_size})"
+        )
+    mapping = band_mapping(list(sample.bands), backbone.in_chans)
     n_tta = tta_count(cfg.tta)
     path = ws.features(backbone.name, library=library)
     info = backbone.describe()
@@ -341,6 +380,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         "scales": list(scales),
         "bands": list(sample.bands),
         "rgb_order": [sample.bands[i] for i in rgb_order(list(sample.bands))],
+        "band_mapping": mapping,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
         "sample_checksum": sample.checksum,
@@ -387,6 +427,10 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
             "layers": list(backbone.layers),
             "device": backbone.device,
             "n_images": int(sample.n),
+            "architecture": backbone.architecture,
+            "weights_sha256": backbone.weights_sha256,
+            "in_chans": int(backbone.in_chans),
+            "band_mapping": mapping,
         }
         if backbone.base:
             entry["base"] = backbone.base
