@@ -529,6 +529,9 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
     backbone = load_backbone(cfg.backbone, weights=cfg.weights, workspace=ws, device=cfg.device,
                              random_state=cfg.random_state,
                              allow_download=bool(getattr(cfg, "allow_download", False)))
+    if backbone.fixed_input_size and settings["input_size"] != backbone.native_size:
+        raise BadValueError(f"--input-size {settings['input_size']}: {backbone.name} takes only "
+                            f"{backbone.native_size}-pixel inputs (use --input-size {backbone.native_size})")
     images = torch.cat([
         prepare_batch(x, sample.bands, backbone, input_size=settings["input_size"]).float().cpu().contiguous()
         for _, x in sample.iter_batches(512)

@@ -220,7 +220,8 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
             torch.manual_seed(int(fcfg.random_state))
             state["backbone"] = load_backbone(name, weights=fcfg.weights, workspace=ws, device=fcfg.device,
                                               layers=tuple(settings["layers"] or ()) or None,
-                                              random_state=fcfg.random_state)
+                                              random_state=fcfg.random_state,
+                                              allow_download=bool(getattr(fcfg, "allow_download", False)))
         return extract_features(stretched, bands, state["backbone"], batch_size=fcfg.batch_size,
                                 tta=settings["tta"], input_size=settings["input_size"],
                                 scales=tuple(settings["scales"]), progress=False)
