@@ -139,6 +139,11 @@ def test_vit_default_input_size_comes_from_config(tmp_path, files):
                  "--tta", "1", "--scales", "1,0.5"]) == 0
     m = read_metrics(ws.metrics)["features"]
     assert m["input_size"] == 32 and m["dim"] == 2 * 192  # two scales, concatenated
+    # built with dynamic_img_size: another input size works (position embedding interpolated)
+    assert not load_backbone(f"timm:{VIT}", weights=files["vit_dir"], device="cpu").fixed_input_size
+    assert main(["features", "-w", str(ws.root), "--backbone", f"timm:{VIT}", "--weights", str(files["vit_dir"]),
+                 "--tta", "1", "--scales", "1", "--input-size", "48"]) == 0
+    assert read_metrics(ws.metrics)["features"]["input_size"] == 48
 
 
 def test_other_stages_are_selectable(files):

@@ -359,7 +359,7 @@ def staged(stages: Callable[[nn.Module], dict[str, nn.Module]]) -> Callable[[nn.
 def _wrap(spec: BackboneSpec, loaded: LoadedWeights, layers: tuple[str, ...] | None) -> Backbone:
     taps = tuple(layers) if layers else spec.default_layers
     model = spec.features(loaded.trunk, taps).eval()
-    dynamic = bool(getattr(getattr(loaded.trunk, "patch_embed", None), "dynamic_img_size", False))
+    dynamic = bool(getattr(loaded.trunk, "dynamic_img_size", False))  # e.g. a timm ViT built with it
     fixed = spec.fixed_input_size and not dynamic
     return Backbone(
         name=spec.name,

@@ -374,6 +374,8 @@ def timm_spec(
         if not allow_download:
             raise WeightsNotFoundError(download_hint(arch))
         weights = _download(arch)
+    if not Path(weights).exists():
+        raise WeightsNotFoundError(f"weights file {weights} does not exist; {download_hint(arch)}")
     path = weights_file(weights)
     cfg_path = _find_config(Path(weights))
     hub = hub_config(cfg_path) if cfg_path is not None else None
