@@ -136,9 +136,9 @@ def test_vit_repository_folder_and_its_files_give_identical_features(tmp_path, f
 def test_vit_default_input_size_comes_from_config(tmp_path, files):
     ws = _workspace(tmp_path / "ws")
     assert main(["features", "-w", str(ws.root), "--backbone", f"timm:{VIT}", "--weights", str(files["vit_dir"]),
-                 "--tta", "1", "--scales", "1,0.5"]) == 0
+                 "--tta", "2", "--scales", "1,0.5"]) == 0
     m = read_metrics(ws.metrics)["features"]
-    assert m["input_size"] == 32 and m["dim"] == 2 * 192  # two scales, concatenated
+    assert m["input_size"] == 32 and m["dim"] == 2 * 192 and m["tta"] == 2  # two scales, concatenated
     # built with dynamic_img_size: another input size works (position embedding interpolated)
     assert not load_backbone(f"timm:{VIT}", weights=files["vit_dir"], device="cpu").fixed_input_size
     assert main(["features", "-w", str(ws.root), "--backbone", f"timm:{VIT}", "--weights", str(files["vit_dir"]),
