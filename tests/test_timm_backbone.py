@@ -226,9 +226,11 @@ def test_wrong_vit_size_without_config_exits_2(tmp_path, files, capsys):
     assert str(lone) in err and "pos_embed" in err and "wrong shape" in err
 
 
-def test_unknown_architecture_and_bad_layer(tmp_path, files, capsys):
+def test_unknown_architecture_or_a_repository_id_exit_2(tmp_path, files, capsys):
     err = _exit_2(capsys, tmp_path, "timm:convnxt_nano", files["cnn_st"])
     assert "convnxt_nano" in err and "convnext_nano" in err
+    err = _exit_2(capsys, tmp_path, "timm:hf-hub:mwalmsley/zoobot-encoder-convnext_nano", files["cnn_st"])
+    assert "https://huggingface.co/mwalmsley/zoobot-encoder-convnext_nano" in err and "--weights FOLDER" in err
 
 
 # --------------------------------------------------------------------------- offline

@@ -198,6 +198,13 @@ def _check_arch(arch: str) -> None:
     timm = _timm()
     if not arch:
         raise BadValueError("--backbone timm:ARCH needs an architecture name, e.g. timm:convnext_nano")
+    if "/" in arch or arch.lower().startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        repo = arch.split(":", 1)[-1]
+        raise BadValueError(
+            f"--backbone timm:{arch}: name the timm architecture, not a model repository; download {CONFIG_NAME} "
+            f"and the weights of https://huggingface.co/{repo} into a folder and pass it with --weights FOLDER "
+            f"(its config.json names the architecture, e.g. timm:convnext_nano)"
+        )
     if not timm.is_model(_base_name(arch)):
         close = difflib.get_close_matches(_base_name(arch), timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (timm.list_models() lists them)"
