@@ -52,7 +52,7 @@ from torch import nn
 
 from .._optional import require
 from ..errors import BadValueError, WeightsNotFoundError
-from .backbones import (
+from .spec import (
     HUB_WEIGHT_FILES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -63,10 +63,11 @@ from .backbones import (
     weights_file,
 )
 
-__all__ = ["TimmFeatures", "timm_spec", "hub_config", "download_hint", "POOLED"]
+__all__ = ["TimmFeatures", "timm_spec", "hub_config", "download_hint", "POOLED", "TIMM_PREFIX"]
 
 log = logging.getLogger("galearn.features")
 
+TIMM_PREFIX = "timm:"  # --backbone timm:ARCH
 POOLED = "pooled"
 CONFIG_NAME = "config.json"
 
