@@ -61,7 +61,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BadValueError, MissingInputError, WeightsNotFoundError
+from ..errors import BadValueError, WeightsNotFoundError
+from ..runtime import resolve_device
 from ..store import file_sha256
 from .spec import (
     IMAGENET_MEAN,
@@ -93,7 +94,7 @@ __all__ = [
     "weights_file",
     "stage_parameters",
     "staged",
-    "resolve_device",
+    "auto_backbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -514,9 +515,14 @@ def build_architecture(name: str, *, layers: tuple[str, ...] | None = None, opti
     return _wrap(spec, LoadedWeights(spec.trunk(), False, "architecture only (no weights)"), layers)
 
 
+def auto_backbone(weights: str | os.PathLike | None = None) -> str:
+    """The registry name ``auto`` stands for here: ``resnet50`` when its weights are at hand, else ``efficientnet-lite0``."""
+    return "resnet50" if resnet_weights_at_hand("resnet50", weights) is not None else "efficientnet-lite0"
+
+
 def _auto(*, weights=None, layers=None, **_: Any) -> Backbone:
     resnet50 = _REGISTRY["resnet50"]
-    if resnet_weights_at_hand("resnet50", weights) is not None:
+    if auto_backbone(weights) == "resnet50":
         picked = _wrap(resnet50, _load_resnet(resnet50, weights), layers)
     else:
         if weights is not None:
@@ -527,36 +533,6 @@ def _auto(*, weights=None, layers=None, **_: Any) -> Backbone:
     return picked
 
 
-def _adapted(*, weights=None, workspace=None, **_: Any) -> Backbone:
-    from ..store import Workspace
-
-    if weights is not None:
-        path = Path(weights)
-    elif workspace is not None:
-        path = Workspace(workspace).adapted_backbone if not isinstance(workspace, Workspace) else workspace.adapted_backbone
-    else:
-        raise BadValueError("backbone 'adapted' needs a workspace (or --weights pointing at an adapted.pt)")
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
-    from .adapt import load_adapted
-
-    return load_adapted(path, device="cpu")
-
-
-register_alias("adapted", _adapted)
-
-
-def resolve_device(device: str | None) -> str:
-    """``None`` -> ``cuda`` when present else ``cpu``; otherwise checked and returned."""
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise BadValueError(f"--device {device!r} is not a torch device: {exc}") from exc
-    return device
 
 
 def load_backbone(
