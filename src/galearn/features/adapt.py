@@ -566,7 +566,8 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise BadValueError(f"{path} is not a galearn adapted backbone: {exc}") from exc
+        raise BadValueError(f"{path} is not a galearn adapted backbone (not a file written by torch.save: "
+                            f"{type(exc).__name__})") from exc
     if not isinstance(state, dict) or "base" not in state or "state_dict" not in state:
         raise BadValueError(f"{path} is not a galearn adapted backbone (no 'base' / 'state_dict')")
     base = str(state["base"])

@@ -292,7 +292,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling / format error
-        raise BadValueError(f"weights file {path} cannot be read as a torch state dict: {exc}") from exc
+        why = (f"{type(exc).__name__}: {exc}" if isinstance(exc, (OSError, RuntimeError))
+               else "not a file written by torch.save")
+        raise BadValueError(f"weights file {path} cannot be read as a torch state dict ({why})") from exc
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -173,7 +173,7 @@ def make_sample_from_images(
     if not matched:
         raise EmptySelectionError(
             f"no image in {images_dir} matches a row of {labels_csv} (column {cfg.id_column!r}); "
-            f"e.g. file stem {files[0].stem!r} vs id {labels[cfg.id_column][0]!r}" if len(labels) else
+            f"e.g. file stem {files[0].stem!r} vs id {str(labels[cfg.id_column][0])!r}" if len(labels) else
             f"label table {labels_csv} has no rows")
 
     kept_rows: list[int] = []
