@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..errors import BadValueError, MissingInputError
+from ..errors import BadValueError, Interrupted, MissingInputError
+from ..interrupt import stop_requests
 from ..store import Workspace, atomic_path, open_sample
 
 __all__ = [
@@ -384,8 +385,15 @@ def adapt_backbone(
     stop_at = total if max_steps is None else min(total, step + int(max_steps))
     epoch_losses: list[float] = []
     std = tuple(backbone.std)
-    with tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
+    with stop_requests("adapt") as stop, \
+            tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
         while step < stop_at:
+            if stop.requested:  # SIGINT / SIGTERM: save the last finished step, say how to continue
+                save()
+                raise Interrupted(
+                    f"adapt interrupted at step {step} of {total}; saved {ckpt}; run the same `galearn adapt` "
+                    "command again to continue from there" if ckpt is not None else
+                    f"adapt interrupted at step {step} of {total} (no checkpoint file given)", stop.signum)
             if time.perf_counter() > deadline:
                 log.warning("adapt: budget of %.1f min reached at step %d of %d (re-run to continue)",
                             budget_minutes, step, total)
