@@ -122,7 +122,9 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
 @_workspace_option
 @click.option("--select", default=None, help='Selection cuts, e.g. "zbest > 0.01 and zbest < 1 and Hmag < 25".')
 @click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
-@click.option("--preset", default=None, help="Column-name preset (candels, galearn-mock).")
+@click.option("--preset", default=None,
+              help="Column-name preset (candels, galearn-mock, none). Default: roles (id, ra, dec, z, ...) "
+                   "detected from common column names, the choice printed.")
 @click.option("--column", "column_map", multiple=True, help="ROLE=COLUMN override, e.g. z=zphot.")
 @click.option("--stretch", type=click.Choice(["asinh", "minmax-asinh"]), default=None)
 @click.option("--max-bad-fraction", type=float, default=None,
@@ -447,16 +449,16 @@ def _os_error_line(exc: OSError) -> str:
     return f"{where}: {reason}"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line without their Python source (``galearn: warning: ...``), each once."""
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line without their Python source (``galearn: warning: ...``), each text once."""
     text = _one_line(message)
     key = (category, text)
     if key in _WARNED:
-        return
+        return ""
     _WARNED.add(key)
     name = category.__name__
     prefix = "" if name in ("UserWarning", "EmptySelectionWarning") else f"{name}: "
-    click.echo(f"galearn: warning: {prefix}{text}", err=True)
+    return f"galearn: warning: {prefix}{text}\n"
 
 
 _WARNED: set = set()
@@ -473,8 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     _WARNED.clear()
     debug = "--debug" in args
-    if not debug and not sys.warnoptions:
-        warnings.showwarning = _show_warning
+    if not debug:
+        warnings.formatwarning = _format_warning
     try:
         app.main(args=argv, prog_name="galearn", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -58,7 +58,7 @@ class CutoutConfig:
     """Stamps from mosaics (``galearn cutouts``)."""
 
     stamp_size: int = 64  # pixels at the first band's scale
-    preset: str = "candels"  # column-name preset, see galearn.survey.catalog
+    preset: str | None = None  # column-name preset (candels, galearn-mock, none); None: roles detected from common names
     columns: dict = field(default_factory=dict)  # role -> column overrides
     select: str | None = None  # expression over columns, e.g. "zbest < 1 and Hmag < 25"
     max_bad_fraction: float = 0.05  # NaN / zero-weight pixels allowed in a stamp

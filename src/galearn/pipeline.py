@@ -324,6 +324,8 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
             catalog = paths["catalog"]
             images = {b: paths[b] for b in MOCK_BANDS}
             cut_cfg = cfg.cutouts if cfg.cutouts.select is not None else replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
+            if cut_cfg.preset is None:  # the mock catalogue's own names: no detection needed
+                cut_cfg = replace(cut_cfg, preset="galearn-mock")
         else:
             catalog, images, cut_cfg = cfg.catalog, dict(cfg.images), cfg.cutouts
             for what in [catalog, *images.values()]:
