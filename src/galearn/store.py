@@ -63,7 +63,7 @@ import numpy as np
 from astropy.table import Table
 
 from . import __version__
-from .errors import BadValueError, MissingInputError, WorkspaceBusyError
+from .errors import BadValueError, MissingInputError, StaleInputError, WorkspaceBusyError
 
 __all__ = [
     "Workspace",
@@ -86,6 +86,8 @@ __all__ = [
     "read_metrics",
     "update_metrics",
     "file_sha256",
+    "check_made_from",
+    "library_sample_checksum",
 ]
 
 STAMP_ARRAYS = ("physical", "stretched")
@@ -847,6 +849,42 @@ def _short(exc: BaseException, limit: int = 160) -> str:
     """One line of an exception's text, for messages that name a file."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- stale inputs
+
+
+def check_made_from(product: str | os.PathLike, recorded: str | None, sample: "Sample", refresh: str) -> None:
+    """Refuse a workspace product made from another version of ``sample``.
+
+    Parameters
+    ----------
+    product : path-like
+        The product (map, classes table, library, ...), for the message.
+    recorded : str or None
+        The ``checksum`` of the stamp file the product was made from, as the
+        product records it (None: an older file that records none; not checked).
+    sample : Sample
+        The stamp file the workspace holds now.
+    refresh : str
+        The command that makes the product again (e.g. ``galearn embed --workspace WS``).
+
+    Raises
+    ------
+    StaleInputError
+        ``recorded`` differs from ``sample.checksum``.
+    """
+    if recorded is not None and str(recorded) != sample.checksum:
+        raise StaleInputError(f"{product} was made from another version of {sample.path} (it changed since): "
+                              f"run `{refresh}` to refresh it")
+
+
+def library_sample_checksum(library: "Sample") -> str | None:
+    """Checksum of the real sample a GAN library was trained on (from its ``inputs``), if recorded."""
+    for item in library.inputs:
+        if isinstance(item, dict) and item.get("checksum") and str(item.get("file", "")).endswith("sample.h5"):
+            return str(item["checksum"])
+    return None
 
 
 # --------------------------------------------------------------------------- metrics

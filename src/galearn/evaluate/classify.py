@@ -29,7 +29,7 @@ from ..errors import BadValueError, EmptySelectionError, GalearnInputError, Miss
 from ..maps._workspace import load_features, require_sample, resolve_backbone
 from ..maps.clusters import CLUSTERERS, cluster_features, cluster_map, match_clusters
 from ..maps.reduce import blas_threads, reduce_features
-from ..store import Sample, Workspace, read_map, update_metrics, write_table
+from ..store import Sample, Workspace, check_made_from, read_map, update_metrics, write_table
 from .agreement import compare_labels, label_array
 from .uvj import UVJ_COLUMN, uvj_class_of_catalog
 
@@ -120,6 +120,7 @@ def _read_map_for(ws: Workspace, method: str, sample: Sample):
     if not path.exists():
         return None, None
     xy, ids, attrs = read_map(path)
+    check_made_from(path, attrs.get("sample_checksum"), sample, f"galearn embed --workspace {ws.root} --method {method}")
     if len(ids) != sample.n or not np.array_equal(ids, sample.ids()):
         raise BadValueError(f"{path} does not match the stamps of {sample.path}: re-run `galearn embed`")
     return np.asarray(xy, dtype=np.float64), attrs
@@ -212,6 +213,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     found = np.unique(cluster[cluster >= 0])
     clusters_metrics = {
         "backbone": primary,
+        "sample_checksum": sample.checksum,  # the report refuses metrics of another sample
         "clusterer": cfg.clusterer,
         "space": space,
         "n_clusters": int(len(found)),
@@ -251,6 +253,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         if column in results:
             table[f"knn_{column}"] = results[column].knn_prediction
     table.meta.update(
+        sample_checksum=sample.checksum,
         backbone=primary,
         map=cfg.method if xy is not None else None,
         clusterer=cfg.clusterer,

@@ -20,7 +20,7 @@ from astropy.table import Table
 
 from ..config import GanConfig
 from ..errors import BadValueError, MissingInputError
-from ..store import SampleWriter, Workspace, open_sample
+from ..store import SampleWriter, Workspace, check_made_from, open_sample
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .data import condition_labels, step_seed
 from .loop import build_networks, generate, resolve_device, set_threads
@@ -115,6 +115,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
     if bands != sample.bands or int(ckpt["stamp_size"]) != sample.stamp_size:
         raise BadValueError(f"{ckpt_path} was trained on bands {bands} / {ckpt['stamp_size']} px, but {sample.path} "
                             f"has {sample.bands} / {sample.stamp_size} px: run `galearn gan train` again")
+    check_made_from(ckpt_path, ckpt.get("sample_checksum"), sample, f"galearn gan train --workspace {ws.root}")
     _, labels = condition_labels(sample, condition)
     real_counts = {c: int((labels == c).sum()) for c in classes}
     counts = library_counts(real_counts, n_per_class=cfg.n_per_class, balance=cfg.balance)
