@@ -475,8 +475,16 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     _WARNED.clear()
     debug = "--debug" in args
+    previous_format = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _format_warning
+    try:
+        return _main(argv, debug)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         app.main(args=argv, prog_name="galearn", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -325,8 +325,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.filename is None and exc.errno is not None:  # e.g. a write() hitting ENOSPC: name the file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        if exc.filename is None:  # e.g. a write() hitting ENOSPC, an HDF5 write error: name the file
+            raise OSError(exc.errno, exc.strerror or _short(exc), str(path)) from exc
         raise
     finally:
         if tmp_path.exists():
