@@ -489,8 +489,12 @@ def _main(argv: list[str] | None, debug: bool) -> int:
         app.main(args=argv, prog_name="galearn", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("galearn: interrupted", err=True)
+    except click.Abort as exc:  # click turns KeyboardInterrupt (and so Interrupted) into Abort
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, Interrupted):
+            click.echo(f"galearn: {_one_line(cause)}", err=True)
+            return cause.exit_code
+        click.echo("galearn: interrupted (finished stages and checkpoints are kept; re-run to resume)", err=True)
         return 130
     except click.ClickException as exc:
         if debug:
