@@ -560,3 +560,46 @@ def test_messages_show_plain_values(tmp_path, capsys):
     code, _, err = _run(["features", "-w", ws.root, "--backbone", "resnet18", "--weights", weights], capsys)
     line = _one_line(code, err, "weights.txt", "not a file written by torch.save")
     assert not re.search(r"state dict: \d+$", line)
+
+
+# --------------------------------------------------------------------------- 5b. SIGTERM during adapt
+
+
+def test_sigterm_during_adapt_checkpoints_and_resume_is_exact(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from galearn.errors import Interrupted
+    from galearn.features import adapt as adapt_mod
+    from galearn.features import load_backbone
+
+    images = torch.from_numpy(_blobs(16, 32, 0)[0]).clamp(0, 1)
+    kw = dict(epochs=1, batch_size=8, random_state=5, freeze_stages=3, progress=False, fingerprint="f")
+
+    def fresh():
+        return load_backbone("random-resnet18", device="cpu", random_state=0)
+
+    full = fresh()
+    assert adapt_mod.adapt_backbone(full, images, **kw)["step"] == 2
+
+    real_loss, calls = adapt_mod.nt_xent_loss, []
+
+    def loss_then_sigterm(*a, **k):  # a real SIGTERM to this process during step 1
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(adapt_mod, "nt_xent_loss", loss_then_sigterm)
+    ckpt = tmp_path / "ckpt.pt"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="interrupted at step 1 of 2") as info:
+        adapt_mod.adapt_backbone(fresh(), images, checkpoint=ckpt, **kw)
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
+    monkeypatch.setattr(adapt_mod, "nt_xent_loss", real_loss)
+    resumed = fresh()
+    h = adapt_mod.adapt_backbone(resumed, images, checkpoint=ckpt, **kw)
+    assert h["resumed_from"] == 1 and h["finished"]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
