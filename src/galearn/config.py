@@ -8,6 +8,7 @@ Every random step takes ``random_state`` (int), the same name everywhere.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -277,6 +278,7 @@ _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
                tuple: "a list", dict: "a table", type(None): "absent"}
 
 
+@functools.cache
 def _hints(cls: type) -> dict:
     import typing
 
