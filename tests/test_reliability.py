@@ -111,14 +111,13 @@ def sample_workspace(root: Path, n: int = 60, size: int = 32, seed: int = 0, kee
 
 def _features(ws: Workspace, seed: int = 0) -> None:
     """Feature file whose rows separate the two classes (what a backbone would give)."""
-    from _helpers import write_feature_files
-
     s = open_sample(ws.sample)
     rng = np.random.default_rng(seed)
     y = (np.asarray(s.catalog["truth_class"]) == "early").astype(float)
-    first = rng.normal(size=(s.n, 8)) + 3 * y[:, None]
-    write_feature_files(ws, s, ["bb"], first, rng)
-    store.update_metrics(ws.metrics, {"features": {"backbone": "bb"}})
+    values = (rng.normal(size=(s.n, 8)) + 3 * y[:, None]).astype("f4")
+    w = store.FeatureWriter(ws.features("bb"), s.n, 8, s.ids(), {"sample_checksum": s.checksum})
+    w.write(0, values)
+    w.finish({"backbone": "bb"})
 
 
 # --------------------------------------------------------------------------- 1. concurrent runs
@@ -233,8 +232,8 @@ def test_unsupported_image_mode_is_rejected_with_the_reason(tmp_path, monkeypatc
 def test_report_refuses_a_map_and_agreement_of_another_selection(tmp_path, capsys):
     ws = sample_workspace(tmp_path / "ws", n=80)
     _features(ws)
-    for args in (["embed", "-w", ws.root, "--method", "pca"],
-                 ["classify", "-w", ws.root, "--method", "pca", "--compare", "truth_class"],
+    for args in (["embed", "-w", ws.root, "--method", "pca", "--backbone", "bb"],
+                 ["classify", "-w", ws.root, "--method", "pca", "--compare", "truth_class", "--backbone", "bb"],
                  ["report", "-w", ws.root, "report.method=pca"]):
         code, out, err = _run(args, capsys)
         assert code == 0, err
@@ -243,15 +242,15 @@ def test_report_refuses_a_map_and_agreement_of_another_selection(tmp_path, capsy
     code, _, err = _run(["report", "-w", ws.root, "report.method=pca"], capsys)
     _one_line(code, err, "maps/pca.h5", "another version of", "sample.h5", f"galearn embed --workspace {ws.root}")
     # the stages before it refuse too, each naming its refresh command
-    code, _, err = _run(["embed", "-w", ws.root, "--method", "pca"], capsys)
+    code, _, err = _run(["embed", "-w", ws.root, "--method", "pca", "--backbone", "bb"], capsys)
     _one_line(code, err, "bb.h5", "galearn features")
     # refresh features + map only: the report still refuses the old agreement / classes
     _features(ws)
-    code, _, err = _run(["embed", "-w", ws.root, "--method", "pca"], capsys)
+    code, _, err = _run(["embed", "-w", ws.root, "--method", "pca", "--backbone", "bb"], capsys)
     assert code == 0, err
     code, _, err = _run(["report", "-w", ws.root, "report.method=pca"], capsys)
     _one_line(code, err, "classes.ecsv", f"galearn classify --workspace {ws.root}")
-    code, _, err = _run(["classify", "-w", ws.root, "--method", "pca", "--compare", "truth_class"], capsys)
+    code, _, err = _run(["classify", "-w", ws.root, "--method", "pca", "--compare", "truth_class", "--backbone", "bb"], capsys)
     assert code == 0, err
     code, out, err = _run(["report", "-w", ws.root, "report.method=pca"], capsys)
     assert code == 0, err
@@ -362,9 +361,9 @@ def test_label_with_html_comment_and_script_keeps_the_map_data_parseable(tmp_pat
     assert "<" not in block and ">" not in block and "&" not in block
     data = json.loads(block)
     assert evil[0] in json.dumps(data, ensure_ascii=False) and evil[1] in json.dumps(data, ensure_ascii=False)
-    # the element ends where the page's own closing tag is, and the script after it is intact
-    assert html.count("<!--") == html.count("<!--<script>" if False else "<!--")  # no stray comment opener
-    assert "<!--<script>" not in html.split('id="galearn-data">', 1)[1].split("</script>", 1)[0]
+    # nowhere in the page does a label open a comment or a script element
+    assert "<!--<script>" not in html and "</script><b>" not in html
+    assert html.count("<script") == html.count("</script>") == 2  # the JSON block and the page's script
 
 
 # --------------------------------------------------------------------------- 7. disk full, damaged files
