@@ -283,7 +283,7 @@ def test_typed_values_from_toml_and_cli_options(tmp_path, capsys):
     code, _, err = _run(["run", "--dry-run", "--config", cfg], capsys)
     _one_line(code, err, "embed.perplexity", "'abc'")
     code, _, err = _run(["embed", "-w", tmp_path / "ws", "--perplexity", "-1"], capsys)  # a CLI option
-    _one_line(code, err, "embed.perplexity", "must be > 0")
+    _one_line(code, err, "--perplexity (embed.perplexity)", "must be > 0")
     cfg.write_text('[embed]\nperplexity = 12\n[features]\nscales = [1, 0.5]\ntta = true\n')
     code, out, err = _run(["run", "--dry-run", "--config", cfg, "gan.steps=7", "classify.compare=truth_class"], capsys)
     assert code == 0, err

@@ -365,7 +365,7 @@ def _range_text(rule: tuple) -> str:
     return f"in {bounds[0]}{lo:g}, {hi:g}{bounds[1]}"
 
 
-def check_value(cls: type, name: str, value: Any, where: str = "") -> Any:
+def check_value(cls: type, name: str, value: Any, where: str = "", *, label: str | None = None) -> Any:
     """``value`` checked and coerced for field ``name`` of config dataclass ``cls``.
 
     Types follow the field's annotation (``int``, ``float``, ``bool``, ``str``,
@@ -376,9 +376,11 @@ def check_value(cls: type, name: str, value: Any, where: str = "") -> Any:
     Raises
     ------
     BadValueError
-        Naming the key (``where`` + ``name``), the value and what is expected.
+        Naming the key (``where`` + ``name``; ``label`` replaces "configuration
+        key <key>", e.g. with the CLI option), the value and what is expected.
     """
     key = f"{where}{name}"
+    what = label or f"configuration key {key}"
     f = next((f for f in fields(cls) if f.name == name), None)
     if f is None:
         raise BadValueError(f"unknown configuration key '{key}'; known: {', '.join(x.name for x in fields(cls))}")
@@ -398,16 +400,16 @@ def check_value(cls: type, name: str, value: Any, where: str = "") -> Any:
             continue
     if out is _MISSING:
         expected = " or ".join(dict.fromkeys(_TYPE_WORDS.get(k, getattr(k, "__name__", str(k))) for k in kinds))
-        raise BadValueError(f"configuration key {key}: expected {expected}, got {_show(value)}")
+        raise BadValueError(f"{what}: expected {expected}, got {_show(value)}")
     rule = f.metadata.get("range", FIELD_RANGES.get(name))
     if name in _N_JOBS_FIELDS and isinstance(out, int) and not (out == -1 or out >= 1):
-        raise BadValueError(f"configuration key {key}: must be -1 (all cores) or >= 1, got {_show(out)}")
+        raise BadValueError(f"{what}: must be -1 (all cores) or >= 1, got {_show(out)}")
     if rule is not None and isinstance(out, (int, float)) and not isinstance(out, bool):
         if not (out == out and _in_range(out, rule)):  # NaN fails
-            raise BadValueError(f"configuration key {key}: must be {_range_text(rule)}, got {_show(out)}")
+            raise BadValueError(f"{what}: must be {_range_text(rule)}, got {_show(out)}")
     choices = f.metadata.get("choices", FIELD_CHOICES.get(name))
     if choices is not None and isinstance(out, str) and out not in choices:
-        raise BadValueError(f"configuration key {key}: must be one of {', '.join(choices)}, got {_show(out)}")
+        raise BadValueError(f"{what}: must be one of {', '.join(choices)}, got {_show(out)}")
     return out
 
 
@@ -502,8 +504,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return _build(RunConfig, data, "")
 
 
+#: CLI options whose name is not ``--`` + the field name with dashes.
+_CLI_OPTION_NAMES = {"random_state": "--seed", "stamp_size": "--size", "n_per_class": "--n",
+                     "require_central_brightest": "--central-brightest", "columns": "--column"}
+
+
+def _option_name(field_name: str) -> str:
+    return _CLI_OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 def section(cfg: RunConfig, name: str, **overrides: Any) -> Any:
     """``cfg.<name>`` with the non-None ``overrides`` applied (CLI flags)."""
     sub = getattr(cfg, name)
-    changes = {k: check_value(type(sub), k, v, f"{name}.") for k, v in overrides.items() if v is not None}
+    changes = {k: check_value(type(sub), k, v, f"{name}.", label=f"{_option_name(k)} ({name}.{k})")
+               for k, v in overrides.items() if v is not None}
     return dataclasses.replace(sub, **changes) if changes else sub
