@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import re
 import sys
 import warnings
