@@ -490,8 +490,10 @@ def _mosaics(tmp_path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     for x, y in zip(px, py):
         img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0).astype("f4")
     paths = {}
+    hdr = w.to_header()
+    hdr["BUNIT"] = "nJy"  # a flux calibration, which cutouts requires
     for band, name in (("F435W", "A.fits"), ("F850LP", "B.fits")):
-        fits.PrimaryHDU(img, header=w.to_header()).writeto(tmp_path / name)
+        fits.PrimaryHDU(img, header=hdr).writeto(tmp_path / name)
         paths[band] = tmp_path / name
     ra, dec = w.all_pix2world(px, py, 0)
     return paths, ra, dec
