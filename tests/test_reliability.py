@@ -559,7 +559,7 @@ def test_messages_show_plain_values(tmp_path, capsys):
     weights.write_text("not weights\n")
     ws = sample_workspace(tmp_path / "ws2", n=4)
     code, _, err = _run(["features", "-w", ws.root, "--backbone", "resnet18", "--weights", weights], capsys)
-    line = _one_line(code, err, "weights.txt", "not a PyTorch state dict")
+    line = _one_line(code, err, "weights.txt", "nor a PyTorch state dict")
     assert not re.search(r"state dict: \d+$", line)
 
 
