@@ -47,8 +47,8 @@ from astropy.table import vstack
 from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
 from ..morphology import measure_morphology_parallel
-from ..store import (Sample, Workspace, open_sample, read_features, read_manifest, resolve_backbone, update_metrics,
-                     write_table)
+from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
+                     read_manifest, resolve_backbone, update_metrics, write_table)
 from .data import condition_labels, read_split
 
 __all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel"]
@@ -263,6 +263,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     seed = gcfg.random_state
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     library = open_sample(ws.require(ws.library, "gan sample"))
+    check_made_from(library.path, library_sample_checksum(library), sample,
+                    f"galearn gan train --workspace {ws.root}` and `galearn gan sample --workspace {ws.root}")
     split = read_split(ws)
     if split["sample_checksum"] != sample.checksum:
         raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan_split}: train again")

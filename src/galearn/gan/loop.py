@@ -32,8 +32,8 @@ import torch
 
 from .. import __version__
 from ..config import GanConfig, GanTrainConfig, step_config
-from ..errors import BadValueError
-from ..runtime import derive_seed, resolve_device
+from ..errors import BadValueError, Interrupted
+from ..runtime import derive_seed, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import condition_labels, load_or_make_split
@@ -355,7 +355,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="gan train", disable=progress is False
                if progress is not None else None)
-    with open(stats_path, "a", newline="", encoding="utf-8") as fh:
+    # SIGINT / SIGTERM: finish the step in progress, checkpoint it, raise Interrupted (resumable exactly).
+    with stop_requests("GAN") as stop, open(stats_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
         G.train()
         D.train()
@@ -395,10 +396,19 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             writer.writerow(row)
             fh.flush()
             bar.set_postfix(loss_G=row["loss_G"], loss_D=row["loss_D"], refresh=False)
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            saved = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            if saved:
                 checkpoint(done)
             if done % cfg.grid_every == 0 or done == cfg.steps:
                 grid(done)
+            if stop.requested and done < cfg.steps:
+                if not saved:
+                    checkpoint(done)
+                bar.close()
+                raise Interrupted(
+                    f"gan train interrupted at step {done} of {cfg.steps}; saved {checkpoint_path(run_dir, done)}; "
+                    f"continue with `galearn gan train --workspace {ws.root} --resume` (same options)",
+                    stop.signum)
     bar.close()
 
     # Final per-class grids (8 x 8) from the EMA generator.

@@ -233,8 +233,19 @@ def _png_uri(path: Path) -> str:
 
 
 def _script_json(obj) -> str:
-    # Safe inside <script type="application/json">: no "</" sequence can close the element.
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c``-style escapes (JSON.parse reads
+    them back unchanged), so no data value can close the element (``</script>``)
+    or open an HTML comment (``<!--``) that would swallow the rest of the page's
+    script; U+2028/U+2029 are escaped too.
+    """
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return text.translate(_SCRIPT_ESCAPES)
+
+
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                 "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -> str:
