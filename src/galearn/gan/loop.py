@@ -206,6 +206,11 @@ def _validate(cfg: GanConfig) -> None:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
+    if cfg.discriminator == "projected":  # fail before training, not after it
+        from .evaluate import check_realism_space
+
+        check_realism_space(getattr(cfg, "realism_space", "morphometry"),
+                            {"discriminator": "projected", "d_backbone": cfg.d_backbone})
     if not isinstance(cfg.d_input_size, int) or cfg.d_input_size < 0:
         raise BadValueError(f"gan.d_input_size must be 0 (the stamp size) or a positive integer, got {cfg.d_input_size!r}")
 

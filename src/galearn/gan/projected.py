@@ -71,7 +71,13 @@ def _random_conv(c_out: int, c_in: int, k: int, gen: torch.Generator) -> torch.T
 
 
 class _Head(nn.Module):
-    """Spectral-norm conv head on one mixed scale -> conditional projection logit."""
+    """Spectral-norm conv head on one mixed scale -> conditional projection logit.
+
+    Strided 4x4 convolutions down to at most 4x4, then a dense layer on the
+    FLATTENED map (Projected GAN's final 4x4 convolution without padding):
+    the head knows where a source is, so an off-centre source can be told
+    from the always-centred real galaxies (global pooling cannot).
+    """
 
     def __init__(self, c_in: int, size: int, n_classes: int, width: int) -> None:
         super().__init__()
@@ -82,11 +88,12 @@ class _Head(nn.Module):
             layers += [spectral_norm(nn.Conv2d(w, w2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             w, size = w2, size // 2
         self.body = nn.Sequential(*layers)
+        self.dense = spectral_norm(nn.Linear(w * size * size, w))
         self.linear = spectral_norm(nn.Linear(w, 1))
         self.embed = spectral_norm(nn.Embedding(n_classes, w))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.body(h).sum(dim=(2, 3))
+        h = F.leaky_relu(self.dense(self.body(h).flatten(1)), 0.2)
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
 
 
