@@ -22,6 +22,7 @@ def _networks(cfg, n_bands=3, size=32):
     from galearn.gan.loop import autocast_dtype, build_networks
     from galearn.gan.loss import GanLoss
 
+    torch.set_num_threads(1)  # as `gan train` (gan.threads = 1): more threads only contend on a shared machine
     torch.manual_seed(0)
     G, D, G_ema = build_networks(2, n_bands, size, cfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.adam_beta1, cfg.adam_beta2))
