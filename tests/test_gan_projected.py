@@ -153,7 +153,7 @@ def test_fast_step_changes_cost_not_the_game():
 
 
 def test_morphometry_space_and_photometry_statistics():
-    from galearn.evaluate.morphometry import morphometry_features, morphometry_names, photometry_statistics, power_spectrum
+    from galearn.morphometry import morphometry_features, morphometry_names, photometry_statistics, power_spectrum
     from galearn.survey.stretch import AsinhStretch
 
     phys, labels = synthetic_galaxies(60, 1, 32)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from ..errors import BadValueError
+from .errors import BadValueError
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "photometry_statistics",
            "power_spectrum", "radial_profile", "group_wasserstein"]
