@@ -32,7 +32,7 @@ def _networks(cfg, n_bands=3, size=32):
 
 
 def _stamps(n=24, size=32, seed=0):
-    from galearn.survey.stretch import AsinhStretch
+    from galearn.imaging import AsinhStretch
 
     phys, labels = synthetic_galaxies(n, seed, size)
     stretched = AsinhStretch.fit(phys).forward(phys).astype("f4")
@@ -154,7 +154,7 @@ def test_fast_step_changes_cost_not_the_game():
 
 def test_morphometry_space_and_photometry_statistics():
     from galearn.morphometry import morphometry_features, morphometry_names, photometry_statistics, power_spectrum
-    from galearn.survey.stretch import AsinhStretch
+    from galearn.imaging import AsinhStretch
 
     phys, labels = synthetic_galaxies(60, 1, 32)
     stretched = AsinhStretch.fit(phys).forward(phys)
