@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from galearn.config import GanConfig
-    from galearn.gan.loop import autocast_dtype, build_networks, resolve_device, set_threads, train_step
+    from galearn.gan.loop import autocast_dtype, build_networks, set_threads, train_step
+    from galearn.runtime import resolve_device
     from galearn.gan.loss import GanLoss
 
     set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     if args.workspace:
         from galearn.store import Workspace, open_sample
 

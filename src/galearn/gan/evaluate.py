@@ -516,6 +516,13 @@ def check_realism_space(space: str, trained: dict, backbone: str | None = None) 
     return name
 
 
+def check_gan_config(cfg) -> None:
+    """Refuse (before training) a ``gan.realism_space`` that is the projected D's feature network."""
+    if getattr(cfg, "discriminator", "sngan") == "projected":
+        check_realism_space(getattr(cfg, "realism_space", MORPHOMETRY),
+                            {"discriminator": "projected", "d_backbone": cfg.d_backbone})
+
+
 def realism_verdict(m: dict) -> tuple[bool, str]:
     """A plain statement of how far the library is from real (for the report), and whether it is far.
 

@@ -111,6 +111,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "bf16":
         return torch.bfloat16
+    device = torch.device(device)
     if precision != "auto":
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if device.type == "cuda":
@@ -134,6 +135,7 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
     rng = np.random.default_rng([cfg.random_state, step])
     gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
     fast = bool(getattr(cfg, "fast_step", False))
+    device = torch.device(device)
     n_train = len(stamps)
 
     def batch(pick):
@@ -351,15 +353,14 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     """
     from tqdm.auto import tqdm
 
-    if getattr(cfg, "discriminator", "sngan") == "projected" and hasattr(cfg, "realism_space"):
-        # fail before training, not after it: the evaluation would refuse the D's own network
-        from .evaluate import check_realism_space
+    if hasattr(cfg, "realism_space"):  # a whole [gan] config: fail before training, not after it
+        from .evaluate import check_gan_config
 
-        check_realism_space(cfg.realism_space, {"discriminator": "projected", "d_backbone": cfg.d_backbone})
+        check_gan_config(cfg)
     cfg = step_config(cfg, GanTrainConfig)
     _validate(cfg)
     _seed_everything(cfg.random_state)
-    device = resolve_device(cfg.device, option="gan.device")
+    device = torch.device(resolve_device(cfg.device, option="gan.device"))
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
