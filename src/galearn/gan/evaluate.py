@@ -506,7 +506,7 @@ def check_realism_space(space: str, trained: dict, backbone: str | None = None) 
     name = str(space or "").strip()
     if name == "backbone":
         name = backbone or ""
-    if name != MORPHOMETRY and name not in list_backbones() and name not in ("custom",):
+    if name != MORPHOMETRY and name not in list_backbones() and name != "custom" and not name.startswith("timm:"):
         raise BadValueError(f"gan.realism_space={space!r} is not known; use {MORPHOMETRY!r}, 'backbone' or one of "
                             f"{', '.join(list_backbones())}")
     if trained.get("discriminator") == "projected" and name == trained.get("d_backbone"):
