@@ -411,9 +411,12 @@ def gan_train(workspace, condition, steps, resume, device, random_state, config,
     """Train the conditional GAN, checkpointing as it goes."""
     from .gan import run_train
 
-    cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
-                    device=device, random_state=random_state).gan.train
-    path = run_train(Workspace(workspace), cfg, resume=resume)
+    gan_cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
+                        device=device, random_state=random_state).gan
+    from .gan.evaluate import check_gan_config
+
+    check_gan_config(gan_cfg)  # a realism space the evaluation would refuse: refuse before training
+    path = run_train(Workspace(workspace), gan_cfg.train, resume=resume)
     click.echo(f"wrote {path}")
 
 

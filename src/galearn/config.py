@@ -177,6 +177,12 @@ class GanTrainConfig:
     adam_beta1: float = 0.5  # Adam betas of G and D (DCGAN's 0.5; SNGAN's 0.0 not compared with these networks)
     adam_beta2: float = 0.999
     d_steps: int = 1  # D steps per G step
+    discriminator: str = "sngan"  # "sngan" (pixel-space projection D) or "projected" (frozen pre-trained features, docs/gan.md)
+    d_backbone: str = "efficientnet-lite0"  # feature network of the projected D (any registered backbone)
+    d_layers: tuple = ()  # its stages projected; (): stage2, stage3, stage5, stage7 (EfficientNet) / layer1-4 (ResNet)
+    d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
+    precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
+    fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)
     r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
     r1_every: int = 16
@@ -207,6 +213,7 @@ class GanEvaluateConfig:
 
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
     balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
+    realism_space: str = "morphometry"  # FID / KID / precision / recall / memorisation space; never the D's own network
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
     random_state: int = 0
 

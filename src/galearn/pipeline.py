@@ -486,6 +486,9 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
     if cfg.run_gan:
         from .gan import run_evaluate, run_sample, run_train
 
+        from .gan.evaluate import check_gan_config
+
+        check_gan_config(cfg.gan)  # refuse a realism space equal to the D's network before training
         # Each GAN step is fingerprinted with its own part of [gan] only.
         train_cfg, sample_cfg, eval_cfg = cfg.gan.train, cfg.gan.sample, cfg.gan.evaluate
 

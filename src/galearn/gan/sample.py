@@ -52,7 +52,7 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     known = {k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}
     cfg = GanTrainConfig(**known)
     dev = resolve_device(device, option="gan.device")
-    _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg)
+    _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg, with_D=False)
     try:
         G_ema.load_state_dict(ckpt["G_ema"])
     except (RuntimeError, KeyError) as exc:
