@@ -55,7 +55,6 @@ METHODS = {
     "hdbscan-map": ("map", "hdbscan", None),
     "hdbscan-pca5": ("pca:5", "hdbscan", None),
     "hdbscan-umap5": ("umap:5", "hdbscan", None),
-    "kmeans-stability-umap5": ("umap:5", "kmeans", "stability"),
     "gmm-bic-umap5": ("umap:5", "gmm", "bic"),
     "ward-silhouette-umap5": ("umap:5", "ward", "silhouette"),
     "merge-silhouette-umap5": ("umap:5", "merge", "silhouette"),

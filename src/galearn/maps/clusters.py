@@ -12,7 +12,7 @@ Methods (``method=``):
 ``kmeans``
     k-means (``n_init=10``); ``k`` from ``select`` (below) unless given.
 ``gmm``
-    Gaussian mixture (full covariance); ``k`` by the lowest BIC unless given.
+    Gaussian mixture (full covariance, k-means start); ``k`` by the lowest BIC unless given.
 ``ward``
     Agglomerative (Ward) clustering; the cut from ``select``.
 ``merge``
@@ -31,9 +31,10 @@ Methods (``method=``):
 ``min_stability``, see :func:`cluster_stability`).
 
 Scaling: every method is *fit on a sample, assign the rest*: above
-``max_fit`` galaxies (default 20 000) it is fitted on a seeded random subset
-and every galaxy is assigned by :meth:`ClusterFit.predict` (the fitted k-means /
-mixture for those, the nearest clustered neighbour for the others).
+``max_fit`` galaxies (default 20 000; Ward at most 5 000, its tree needs
+O(n^2) memory) it is fitted on a seeded random subset and every galaxy is
+assigned by :meth:`ClusterFit.predict` (the fitted k-means / mixture for those,
+the nearest clustered neighbour for the others).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ SELECTORS = ("silhouette", "bic", "stability")
 NOISE = -1
 DEFAULT_K_RANGE = (2, 10)
 DEFAULT_MAX_FIT = 20000
+WARD_MAX_FIT = 5000
 #: The default of ``galearn classify`` (measured: docs/maps.md, "Choosing the clusters").
 DEFAULT_CLUSTERER = "kmeans"
 DEFAULT_SPACE = "umap:5"
@@ -185,8 +187,11 @@ def _nearest_label(points: np.ndarray, labels: np.ndarray, S_new: np.ndarray) ->
 
 def _soft_membership(S: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Own-cluster probability of an isotropic mixture at the cluster centres (shared variance)."""
-    centres = np.stack([S[labels == c].mean(axis=0) for c in range(k)])
-    d2 = ((S[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((k, S.shape[1]))
+    np.add.at(sums, labels, S)
+    centres = sums / np.maximum(counts, 1.0)[:, None]
+    d2 = np.maximum((S ** 2).sum(axis=1)[:, None] - 2.0 * S @ centres.T + (centres ** 2).sum(axis=1)[None, :], 0.0)
     s2 = max(float(d2[np.arange(len(S)), labels].mean()) / S.shape[1], 1e-12)
     logit = -d2 / (2.0 * s2)
     logit -= logit.max(axis=1, keepdims=True)
@@ -220,7 +225,7 @@ def _kmeans(S, k, seed):
 def _gmm(S, k, seed):
     from sklearn.mixture import GaussianMixture
 
-    model = GaussianMixture(n_components=k, covariance_type="full", n_init=3, reg_covar=1e-4, max_iter=300,
+    model = GaussianMixture(n_components=k, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
                             random_state=seed).fit(S)
     return model.predict(S).astype(np.int64), model
 
@@ -402,6 +407,8 @@ def fit_clusters(
         raise BadValueError("select='bic' needs method='gmm' (a likelihood)")
 
     fit_idx = np.arange(n)
+    if method == "ward" and max_fit is not None:
+        max_fit = min(int(max_fit), WARD_MAX_FIT)  # the Ward tree needs O(n^2) memory
     if max_fit is not None and n > int(max_fit):
         fit_idx = np.sort(np.random.default_rng(seed).choice(n, int(max_fit), replace=False))
     Sf = S[fit_idx]
@@ -523,7 +530,7 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
 
     scores: dict = {}
     if n_clusters is not None:
-        k = min(n_clusters, hi_m) if method == "merge" else n_clusters
+        k = min(n_clusters, len(present)) if method == "merge" else n_clusters
     elif select == "bic":
         for kk in range(lo, hi_m + 1):
             partition(kk)
@@ -636,7 +643,7 @@ def majority_labels(clusters, classes, n_classes: int) -> np.ndarray:
 def cluster_features(Z, n_clusters: int, *, method: str = "kmeans", random_state=0) -> np.ndarray:
     """Cluster label (0 .. n_clusters-1) per galaxy from reduced features, with a fixed ``n_clusters``.
 
-    ``method``: ``kmeans`` (``n_init=10``), ``gmm`` (full covariance, 3 starts), ``ward`` or ``merge``
+    ``method``: ``kmeans`` (``n_init=10``), ``gmm`` (full covariance), ``ward`` or ``merge``
     (see :func:`fit_clusters`).
     """
     if method == "hdbscan":
