@@ -42,8 +42,8 @@ from galearn.evaluate.classify import comparison_columns  # noqa: E402
 from galearn.features.fuse import (CATALOG_PREFIX, catalog_matrix, check_fuse, fuse_blocks,  # noqa: E402
                                    robust_standardise)
 from galearn.maps.clusters import default_clusters  # noqa: E402
-from galearn.maps._workspace import load_features, require_sample, resolve_backbone  # noqa: E402
-from galearn.maps.reduce import blas_threads  # noqa: E402
+from galearn.store import load_features, require_sample, resolve_backbone  # noqa: E402
+from galearn.runtime import blas_threads  # noqa: E402
 from galearn.store import Workspace, read_map  # noqa: E402
 
 #: name -> (space, method, select); the first is galearn's default (galearn.maps.clusters.DEFAULT_*)

@@ -12,7 +12,7 @@ from galearn.evaluate import agreement_metrics, cluster_agreement
 from galearn.evaluate.summary import OUTLIER_ROW, cluster_summary
 from galearn.features.fuse import catalog_matrix, check_fuse, fused_name
 from galearn.maps import cluster_stability, default_clusters, fit_clusters
-from galearn.maps.reduce import blas_threads
+from galearn.runtime import blas_threads
 
 
 def two_populations(n_big=450, n_small=50, dim=40, seed=0):

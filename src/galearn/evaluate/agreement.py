@@ -36,7 +36,8 @@ import numpy as np
 
 from ..errors import BadValueError, EmptySelectionError
 from ..maps.clusters import DEFAULT_STABILITY_RESAMPLES, default_clusters, majority_labels, match_clusters
-from ..maps.reduce import as_seed, blas_threads, check_features, make_reducer, pca_dimension, reduce_features
+from ..maps.reduce import check_features, make_reducer, pca_dimension
+from ..runtime import as_seed, blas_threads
 
 __all__ = ["agreement_metrics", "compare_labels", "cluster_agreement", "label_array", "AgreementResult",
            "N_NEIGHBORS", "N_SPLITS", "MIN_CLASS_SIZE", "MAX_COMPONENTS"]
@@ -141,7 +142,7 @@ def compare_labels(
     :data:`galearn.maps.clusters.DEFAULT_CLUSTERER` / ``DEFAULT_SPACE``), with
     its stability over ``stability_resamples`` resamples (0: not measured). ``name`` is used in error messages (e.g.
     the column name); ``threads`` limits the BLAS/OpenMP pools (see
-    :func:`galearn.maps.reduce.blas_threads`; None: no limit).
+    :func:`galearn.runtime.blas_threads`; None: no limit).
     """
     with blas_threads(threads):
         return _compare_labels(features, labels, random_state=random_state, clusterer=clusterer,

@@ -26,13 +26,13 @@ from astropy.table import Table
 
 from ..config import ClassifyConfig
 from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
-from ..maps._workspace import load_features, require_sample, resolve_backbone
 from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE, default_clusters
-from ..maps.reduce import blas_threads
-from ..store import Sample, Workspace, read_map, update_metrics, write_table
+from ..runtime import blas_threads
+from ..store import (Sample, Workspace, load_features, read_map, require_sample, resolve_backbone, update_metrics,
+                     write_table)
 from .agreement import compare_labels, label_array
 from .summary import cluster_summary
-from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
 

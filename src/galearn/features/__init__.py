@@ -32,7 +32,7 @@ _WHERE = {
     "build_architecture": ".backbones",
     "register_backbone": ".backbones",
     "list_backbones": ".backbones",
-    "prepare_batch": ".extract",
+    "prepare_batch": ".preprocess",
     "extract_features": ".extract",
     "run_features": ".extract",
     "run_adapt": ".adapt",

@@ -47,7 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BadValueError, MissingInputError, WeightsNotFoundError
+from ..errors import BadValueError, WeightsNotFoundError
+from ..runtime import resolve_device
 
 __all__ = [
     "Backbone",
@@ -56,7 +57,7 @@ __all__ = [
     "build_architecture",
     "register_backbone",
     "list_backbones",
-    "resolve_device",
+    "auto_backbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -433,8 +434,13 @@ def list_backbones() -> list[str]:
     return ["auto", *_BUILDERS]
 
 
+def auto_backbone(weights: str | os.PathLike | None = None) -> str:
+    """The registry name ``auto`` stands for here: ``resnet50`` when its weights are at hand, else ``efficientnet-lite0``."""
+    return "resnet50" if resnet_weights_at_hand("resnet50", weights) is not None else "efficientnet-lite0"
+
+
 def _auto(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
-    if resnet_weights_at_hand("resnet50", weights) is not None:
+    if auto_backbone(weights) == "resnet50":
         picked = _load_resnet("resnet50", weights, layers)
     else:
         if weights is not None:
@@ -444,42 +450,12 @@ def _auto(*, weights=None, workspace=None, layers=None, random_state=0) -> Backb
     return picked
 
 
-def _adapted(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
-    from ..store import Workspace
-
-    if weights is not None:
-        path = Path(weights)
-    elif workspace is not None:
-        path = Workspace(workspace).adapted_backbone if not isinstance(workspace, Workspace) else workspace.adapted_backbone
-    else:
-        raise BadValueError("backbone 'adapted' needs a workspace (or --weights pointing at an adapted.pt)")
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
-    from .adapt import load_adapted
-
-    return load_adapted(path, device="cpu")
-
-
 register_backbone("resnet18", lambda *, weights=None, layers=None, **_: _load_resnet("resnet18", weights, layers))
 register_backbone("resnet50", lambda *, weights=None, layers=None, **_: _load_resnet("resnet50", weights, layers))
 register_backbone("efficientnet-lite0", lambda *, weights=None, layers=None, **_: _load_efficientnet(weights, layers))
 register_backbone(
     "random-resnet18", lambda *, layers=None, random_state=0, **_: _load_random_resnet18(random_state, layers)
 )
-register_backbone("adapted", _adapted)
-
-
-def resolve_device(device: str | None) -> str:
-    """``None`` -> ``cuda`` when present else ``cpu``; otherwise checked and returned."""
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise BadValueError(f"--device {device!r} is not a torch device: {exc}") from exc
-    return device
 
 
 def load_backbone(

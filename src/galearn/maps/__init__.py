@@ -34,8 +34,6 @@ __all__ = [
     "cluster_stability",
     "ClusterFit",
     "default_clusters",
-    "resolve_backbone",
-    "load_features",
 ]
 
 _WHERE = {
@@ -58,8 +56,6 @@ _WHERE = {
     "cluster_stability": ".clusters",
     "ClusterFit": ".clusters",
     "default_clusters": ".clusters",
-    "resolve_backbone": "._workspace",
-    "load_features": "._workspace",
 }
 
 

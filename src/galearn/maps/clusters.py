@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import BadValueError
-from .reduce import as_seed, check_features
+from ..runtime import as_seed
+from .reduce import check_features
 
 __all__ = [
     "CLUSTERERS", "SELECTORS", "NOISE", "ClusterFit", "fit_clusters", "cluster_stability", "cluster_space",
