@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from galearn.errors import BadValueError  # noqa: E402
 from galearn.evaluate import cluster_agreement  # noqa: E402
 from galearn.evaluate.classify import comparison_columns  # noqa: E402
 from galearn.features.fuse import (CATALOG_PREFIX, catalog_matrix, check_fuse, fuse_blocks,  # noqa: E402
@@ -70,7 +71,11 @@ def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None):
     """Features (optionally with catalogue columns fused as ``galearn features --fuse catalog:...`` does), map, columns."""
     ws = Workspace(Path(ws_path))
     sample = require_sample(ws)
-    feats = load_features(ws, resolve_backbone(ws), sample=sample)
+    try:
+        backbone = resolve_backbone(ws)
+    except BadValueError:  # a copied workspace without a manifest: the default backbone
+        backbone = "efficientnet-lite0"
+    feats = load_features(ws, backbone, sample=sample)
     columns = comparison_columns(sample, compare)
     xy = np.asarray(read_map(ws.map("tsne"))[0], dtype=np.float64) if ws.map("tsne").exists() else None
     X = np.asarray(feats.values, dtype=np.float64)
