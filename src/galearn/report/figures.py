@@ -651,10 +651,10 @@ def fig_cluster_gallery(data, path: Path) -> Path | None:
         for sp in ax.spines.values():
             sp.set_visible(False)
         label = f"cluster {key}\n{sizes.get(key, '?')} galaxies"
-        fr = (summary.get(key, {}).get("fractions") or {})
-        best = next((f for f in fr.values() if f), None)
-        if best:
-            cls, frac = max(best.items(), key=lambda kv: kv[1])
+        fr = {c: f for c, f in (summary.get(key, {}).get("fractions") or {}).items() if f}
+        column = "uvj_class" if "uvj_class" in fr else next(iter(sorted(fr)), None)
+        if column:
+            cls, frac = max(fr[column].items(), key=lambda kv: kv[1])
             label += f"\n{frac:.0%} {cls}"
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"cluster gallery: {per} stamps nearest each cluster centre "

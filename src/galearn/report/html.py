@@ -36,8 +36,8 @@ FIGURE_CAPTIONS = {
     "confusion": "Confusion matrices of the compared columns (rows) against the unsupervised clusters (columns), "
                  "from metrics.json; colour: fraction of the row.",
     "cluster_gallery": "Cluster gallery: for each unsupervised cluster, the stamps nearest its centre in the "
-                       "clustering space (typical members), with its size and its largest class in the first "
-                       "compared column; the per-cluster table below gives medians and class fractions.",
+                       "clustering space (typical members), with its size and its largest UVJ class (else "
+                       "that of the first labelled column); the per-cluster table gives medians and class fractions.",
     "library_map": "Left: real galaxies. Right: the GAN library placed onto the same map with the fitted "
                    "map's transform (no refit), same grid and extent.",
     "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
