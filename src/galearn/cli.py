@@ -212,8 +212,14 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
 
 @app.command()
 @_workspace_option
-@click.option("--backbone", default=None, help="auto, resnet18, resnet50, efficientnet-lite0, random-resnet18, adapted.")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file for the backbone.")
+@click.option("--backbone", default=None,
+              help="auto, resnet18, resnet50, efficientnet-lite0, random-resnet18, adapted, or timm:ARCH "
+                   "(any timm encoder, e.g. timm:convnext_nano; see docs/features.md).")
+@click.option("--weights", type=click.Path(), default=None,
+              help="Local weights: safetensors or PyTorch file, or a model-repository folder "
+                   "(model.safetensors / pytorch_model.bin + config.json).")
+@click.option("--allow-download", is_flag=True, default=None,
+              help="timm:ARCH without --weights: let the weights be downloaded (off: nothing is downloaded).")
 @click.option("--library", is_flag=True, help="Features of the generated library (library.h5) instead of the sample.")
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels (0: the stamps' native size).")
@@ -228,15 +234,16 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
                    "catalog:COL1,COL2,... (catalogue columns, e.g. catalog:zbest; writes <backbone>+catalog.h5).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, input_size, tta, scales, fuse, config, overrides) -> None:
+def features(workspace, backbone, weights, allow_download, library, device, input_size, tta, scales, fuse, config,
+             overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
     from .features.extract import check_scales
     from .store import read_features
 
     cfg = _resolved(config, overrides, workspace, ["library_features" if library else "features"], "features",
-                    backbone=backbone, weights=weights, device=device, input_size=input_size,
-                    tta=None if tta is None else int(tta), fuse=fuse,
+                    backbone=backbone, weights=weights, allow_download=allow_download, device=device,
+                    input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
                     scales=None if scales is None else check_scales(scales)).features
     path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
@@ -252,8 +259,11 @@ def features(workspace, backbone, weights, library, device, input_size, tta, sca
 
 @app.command()
 @_workspace_option
-@click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file of that backbone.")
+@click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0; also timm:ARCH).")
+@click.option("--weights", type=click.Path(), default=None,
+              help="Local weights of that backbone (file, or model-repository folder).")
+@click.option("--allow-download", is_flag=True, default=None,
+              help="timm:ARCH without --weights: let the weights be downloaded (off: nothing is downloaded).")
 @click.option("--epochs", type=int, default=None, help="Passes over the stamps (default 10).")
 @click.option("--budget-minutes", type=float, default=None,
               help="Wall-time cap of this call (default 8); re-running continues from the checkpoint.")
@@ -262,8 +272,8 @@ def features(workspace, backbone, weights, library, device, input_size, tta, sca
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, random_state, device, config,
-          overrides) -> None:
+def adapt(workspace, backbone, weights, allow_download, epochs, budget_minutes, input_size, random_state, device,
+          config, overrides) -> None:
     """Self-supervised (SimCLR) fine-tuning of a backbone on the workspace's own stamps (no labels).
 
     Writes WS/backbones/adapted.pt; use it with `galearn features --backbone adapted`.
@@ -271,8 +281,8 @@ def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, rand
     from .features import run_adapt
 
     cfg = _resolved(config, overrides, workspace, ["adapt"], "adapt", backbone=backbone, weights=weights,
-                    epochs=epochs, budget_minutes=budget_minutes, input_size=input_size,
-                    random_state=random_state, device=device).adapt
+                    allow_download=allow_download, epochs=epochs, budget_minutes=budget_minutes,
+                    input_size=input_size, random_state=random_state, device=device).adapt
     path = run_adapt(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 

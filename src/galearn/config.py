@@ -91,8 +91,9 @@ class IngestConfig:
 class FeatureConfig:
     """CNN features (``galearn features``)."""
 
-    backbone: str = "auto"
-    weights: str | None = None  # local weights file
+    backbone: str = "auto"  # or timm:ARCH (any timm encoder; weights from `weights`)
+    weights: str | None = None  # local weights file, or a model-repository folder (model.safetensors + config.json)
+    allow_download: bool = False  # timm:ARCH without weights: let the weights be fetched (off: offline)
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
     tta: bool | int = 4  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost); 4 measured best (docs/features.md)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
@@ -112,6 +113,7 @@ class AdaptConfig:
 
     backbone: str = "efficientnet-lite0"
     weights: str | None = None
+    allow_download: bool = False  # timm:ARCH without weights: let the weights be fetched (off: offline)
     epochs: int = 10
     budget_minutes: float = 8.0  # wall-time cap of one call; a re-run continues from the checkpoint
     batch_size: int = 64

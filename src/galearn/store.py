@@ -118,6 +118,11 @@ STAMP_ARRAYS = ("physical", "stretched")
 # --------------------------------------------------------------------------- paths
 
 
+def safe_backbone_name(name: str) -> str:
+    """``name`` with every character other than letters, digits and ``._+-`` replaced by ``-`` (file-name safe)."""
+    return re.sub(r"[^A-Za-z0-9._+\-]", "-", str(name))
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths inside a workspace folder. Creating one does not touch the disk."""
@@ -145,7 +150,12 @@ class Workspace:
         return self.root / "library.h5"
 
     def features(self, backbone: str, *, library: bool = False) -> Path:
-        """Feature file of ``backbone`` for the sample, or for the GAN library."""
+        """Feature file of ``backbone`` for the sample, or for the GAN library.
+
+        Characters that do not belong in a file name (``timm:convnext_nano``'s
+        colon, slashes) become ``-``: ``WS/features/timm-convnext_nano.h5``.
+        """
+        backbone = safe_backbone_name(backbone)
         name = f"library_{backbone}.h5" if library else f"{backbone}.h5"
         return self.root / "features" / name
 

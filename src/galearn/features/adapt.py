@@ -55,8 +55,8 @@ from .. import __version__
 from ..config import AdaptConfig
 from ..errors import BadValueError, MissingInputError
 from ..runtime import derive_seed, resolve_device
-from ..store import Workspace, atomic_path, open_sample
-from .backbones import Backbone, build_architecture, load_backbone, register_backbone
+from ..store import Workspace, atomic_path, file_sha256, open_sample
+from .backbones import Backbone, build_architecture, load_backbone, register_alias, stage_parameters
 from .preprocess import prepare_batch
 
 __all__ = [
@@ -227,11 +227,15 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -
 
 
 def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
-    """Freeze the first ``n_frozen`` stages of ``model.stages`` (at most all but the last); return their names."""
+    """Freeze the first ``n_frozen`` stages of the feature module (at most all but the last); return their names.
+
+    Stages are those of :func:`galearn.features.backbones.stage_parameters`
+    (timm encoders: timm's coarse parameter groups, stem first).
+    """
     frozen: list[str] = []
-    stages = getattr(model, "stages", None)
     if n_frozen > 0:
-        if not isinstance(stages, nn.ModuleDict):
+        stages = stage_parameters(model)
+        if not stages:
             raise BadValueError("adapt freeze_stages needs a registry backbone with named stages")
         names = list(stages)
         if n_frozen >= len(names):
@@ -239,7 +243,7 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
                         n_frozen, ", ".join(names))
             n_frozen = len(names) - 1
         for name in names[:n_frozen]:
-            for p in stages[name].parameters():
+            for p in stages[name]:
                 p.requires_grad_(False)
             frozen.append(name)
     return frozen
@@ -247,9 +251,12 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
 
 def _set_train_mode(model: nn.Module, frozen: list[str], bn: str) -> None:
     model.train()
-    stages = getattr(model, "stages", None)
-    for name in frozen:
-        stages[name].eval()  # frozen stages: fixed BN statistics too
+    if frozen:
+        # modules whose parameters are all frozen: fixed BN statistics (and no dropout) too
+        for m in model.modules():
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
     if bn == "frozen":
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -507,7 +514,11 @@ def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path
         except Exception:  # noqa: BLE001 - unreadable: rebuild
             pass
     backbone = load_backbone(cfg.backbone, weights=cfg.weights, workspace=ws, device=cfg.device,
-                             random_state=cfg.random_state)
+                             random_state=cfg.random_state,
+                             allow_download=bool(getattr(cfg, "allow_download", False)))
+    if backbone.fixed_input_size and settings["input_size"] != backbone.native_size:
+        raise BadValueError(f"--input-size {settings['input_size']}: {backbone.name} takes only "
+                            f"{backbone.native_size}-pixel inputs (use --input-size {backbone.native_size})")
     images = torch.cat([
         prepare_batch(x, sample.bands, backbone, input_size=settings["input_size"]).float().cpu().contiguous()
         for _, x in sample.iter_batches(512)
@@ -526,6 +537,8 @@ def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path
     state = {
         "base": backbone.name,
         "base_weights": backbone.weights,
+        "base_weights_sha256": backbone.weights_sha256,
+        "base_options": json.dumps(backbone.options),  # rebuilds a timm:ARCH base (build_architecture)
         "layers": list(backbone.layers),
         "state_dict": {k: v.detach().cpu() for k, v in backbone.model.state_dict().items()},
         "settings": settings,
@@ -558,7 +571,11 @@ def load_adapted(path: str | Path, *, device: str | None = None):
         raise BadValueError(f"{path} is not a galearn adapted backbone (no 'base' / 'state_dict')")
     base = str(state["base"])
     layers = tuple(state.get("layers") or ()) or None
-    bb = build_architecture(base, layers=layers)
+    try:
+        options = json.loads(state.get("base_options") or "{}")
+    except (TypeError, ValueError):
+        options = {}
+    bb = build_architecture(base, layers=layers, options=options or None)
     try:
         bb.model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
@@ -570,6 +587,7 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     bb.pretrained = True
     bb.weights = f"{path} (adapted from {base}: {state.get('base_weights', 'unknown weights')})"
     bb.native_size = int(state.get("settings", {}).get("input_size", bb.native_size))
+    bb.weights_sha256 = file_sha256(path)
     bb.device = dev
     return bb
 
@@ -589,4 +607,4 @@ def _adapted(*, weights=None, workspace=None, layers=None, random_state=0) -> Ba
 
 # The adapted backbone registers itself; importing galearn.features.extract (which
 # every feature stage does) imports this module, so the name is always available there.
-register_backbone("adapted", _adapted)
+register_alias("adapted", _adapted)

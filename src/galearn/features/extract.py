@@ -26,7 +26,7 @@ from ..config import FeatureConfig
 from ..store import FeatureWriter, Workspace, open_sample, relative_to_workspace, update_manifest, update_metrics
 from . import adapt as _adapt  # noqa: F401 - registers the "adapted" backbone
 from .backbones import Backbone, inference_copy, load_backbone
-from .preprocess import prepare_batch
+from .preprocess import band_mapping, prepare_batch
 from .fuse import check_fuse, write_fused_features
 
 __all__ = [
@@ -144,7 +144,9 @@ def _inference_model(backbone: Backbone) -> torch.nn.Module:
     hit = _FAST.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
-    fast = inference_copy(model, device=backbone.device).to(backbone.device)
+    size = int(backbone.native_size) if getattr(backbone, "fixed_input_size", False) else 32
+    fast = inference_copy(model, device=backbone.device, check_size=size,
+                          in_chans=int(getattr(backbone, "in_chans", 3))).to(backbone.device)
     _FAST[model] = (key, fast)
     return fast
 
@@ -264,6 +266,7 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
         device=cfg.device,
         layers=tuple(cfg.layers or ()) or None,
         random_state=cfg.random_state,
+        allow_download=bool(getattr(cfg, "allow_download", False)),
     )
     if str(cfg.backbone).lower() == "auto":
         log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
@@ -271,10 +274,18 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
         input_size = int(cfg.input_size)
     elif backbone.base is not None:
         input_size = int(backbone.native_size)  # an adapted backbone: the size it was trained at
+    elif backbone.default_input_size is not None:
+        input_size = int(backbone.default_input_size)  # e.g. a timm encoder: its pretrained_cfg input size
     else:
         input_size = DEFAULT_INPUT_SIZE
     if input_size <= 0:
         input_size = None  # 0: native size
+    if backbone.fixed_input_size and (input_size or sample.stamp_size) != backbone.native_size:
+        raise BadValueError(
+            f"--input-size {input_size or 0}: {backbone.name} takes only {backbone.native_size}-pixel inputs "
+            f"(use --input-size {backbone.native_size})"
+        )
+    mapping = band_mapping(list(sample.bands), backbone.in_chans)
     n_tta = tta_count(cfg.tta)
     path = ws.features(backbone.name, library=library)
     info = backbone.describe()
@@ -286,6 +297,7 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
         "scales": list(scales),
         "bands": list(sample.bands),
         "rgb_order": [sample.bands[i] for i in rgb_order(list(sample.bands))],
+        "band_mapping": mapping,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
         "sample_checksum": sample.checksum,
@@ -332,6 +344,10 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
             "layers": list(backbone.layers),
             "device": backbone.device,
             "n_images": int(sample.n),
+            "architecture": backbone.architecture,
+            "weights_sha256": backbone.weights_sha256,
+            "in_chans": int(backbone.in_chans),
+            "band_mapping": mapping,
         }
         if backbone.base:
             entry["base"] = backbone.base
