@@ -258,8 +258,9 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
               help="Central fractions of each stamp fed to the network, features concatenated "
                    "(default 1,0.25: the whole stamp and its central quarter; 1: the whole stamp only).")
 @click.option("--fuse", default=None,
-              help="Append hand-made quantities to the CNN vector: none (default) or morphology "
-                   "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
+              help="Append hand-made quantities to the CNN vector: none (default), morphology "
+                   "(colours + statmorph Gini, M20, C, A, size, ellipticity; writes <backbone>+morphology.h5) or "
+                   "catalog:COL1,COL2,... (catalogue columns, e.g. catalog:zbest; writes <backbone>+catalog.h5).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("features")
@@ -341,28 +342,42 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
 @click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
 @click.option("--backbone", default=None)
 @click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
-@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "hdbscan"]), default=None,
-              help="Workspace clusters: kmeans/gmm in PCA space, hdbscan on the map.")
-@click.option("--n-clusters", type=int, default=None, help="Number of clusters (default: number of UVJ classes).")
+@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "ward", "merge", "hdbscan"]), default=None,
+              help="Workspace clusters (default measured, docs/maps.md): kmeans, gmm, ward, merge "
+                   "(over-cluster + merge), hdbscan (density; outliers).")
+@click.option("--cluster-space", default=None,
+              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: pca; map for hdbscan).")
+@click.option("--select", type=click.Choice(["silhouette", "bic", "stability"]), default=None,
+              help="Label-free choice of the number of clusters (default: the method's).")
+@click.option("--n-clusters", type=int, default=None,
+              help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("classes")
-def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, config, overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, random_state, config,
+             overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
     cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
-                    backbone=backbone, method=method, clusterer=clusterer, n_clusters=n_clusters,
-                    random_state=random_state).classify
+                    backbone=backbone, method=method, clusterer=clusterer, cluster_space=cluster_space,
+                    select=select, n_clusters=n_clusters, random_state=random_state).classify
     metrics = run_classify(Workspace(workspace), cfg)
     groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
     for backbone_name, agreement in groups:
         for column, m in agreement.items():
             label = f"{column} [{m.get('backbone', backbone_name)}]"
             click.echo(f"{label}: kNN {m['knn_balanced_accuracy']:.3f}  linear {m['linear_balanced_accuracy']:.3f}  "
-                       f"ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  cluster acc {m['cluster_accuracy']:.3f}  "
+                       f"clusters {m['n_clusters']}: majority BA {m['cluster_majority_balanced_accuracy']:.3f}  "
+                       f"AMI {m['ami']:.3f}  (majority rate {m['majority_rate']:.3f})  "
                        f"({m['n_galaxies']} galaxies, {m['n_classes']} classes)")
+    cl = metrics.get("clusters", {})
+    if cl:
+        stab = cl.get("stability")
+        click.echo(f"clusters: {cl.get('clusterer')} in {cl.get('space')}, {cl.get('n_clusters')} clusters "
+                   f"(select {cl.get('select')}), {cl.get('n_noise', 0)} outliers"
+                   + (f", stability {stab:.2f}" if stab is not None else ""))
 
 
 @app.command()

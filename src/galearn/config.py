@@ -157,9 +157,13 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm (PCA space) | hdbscan (on the map)
-    n_clusters: int | None = None  # None: as many as the UVJ classes, else the first compared column's
+    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | hdbscan (measured default: docs/maps.md)
+    cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
+    select: str | None = None  # k criterion: silhouette | bic | stability; None: the method's default
+    n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
+    k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
+    stability_resamples: int = 10  # seeded 80 % resamples for the stability figure (0: skip)
     random_state: int = 0
 
 
