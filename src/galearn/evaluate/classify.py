@@ -38,6 +38,8 @@ __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
 log = logging.getLogger(__name__)
 
 TRUTH_PREFIX = "truth_"
+#: truth columns not compared by default: the mock's rare kinds (a few per cent; `galearn anomalies` measures them).
+NOT_COMPARED_BY_DEFAULT = ("truth_rare",)
 
 
 def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
@@ -85,6 +87,8 @@ def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
         out[UVJ_COLUMN] = uvj
     for name in catalog.colnames:
         col = catalog[name]
+        if name in NOT_COMPARED_BY_DEFAULT:
+            continue
         if name.startswith(TRUTH_PREFIX) and col.ndim == 1 and col.dtype.kind in "USO":
             out[name] = label_array(col, name=f"column {name!r} of {sample.path}")
     if not out:
