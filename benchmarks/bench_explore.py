@@ -41,7 +41,7 @@ import numpy as np
 from galearn.config import CutoutConfig, FeatureConfig, IngestConfig, SimulateConfig
 from galearn.explore import anomaly_scores, fit_classifier, propose_uncertain, rerank_anomalies
 from galearn.explore.anomalies import ranks_of, recall_at, reduce_for_scoring
-from galearn.explore.learn import local_scale
+from galearn.explore.learn import RERANK_SCALE, local_scale
 from galearn.store import Workspace, open_sample, read_features
 
 BUDGETS = (10, 20, 50, 100)
@@ -180,7 +180,8 @@ def main() -> None:
                 top100 = order[:100]
                 entry[f"{method}-{nc}"] = {
                     "seconds": secs,
-                    "feedback": feedback_recall(Z, s, target, scale=h),
+                    "feedback": feedback_recall(Z, s, target, scale=RERANK_SCALE * h),
+                    "feedback_scale1": feedback_recall(Z, s, target, scale=h),
                     "found_top100_by_kind": {k: int(np.count_nonzero(rare[top100] == k)) for k in entry["rare_kinds"]},
                     "top100_truth_class": {k: int(v) for k, v in zip(*np.unique(
                         np.asarray(cat["truth_class"]).astype(str)[top100[rare[top100] == "none"]],

@@ -199,7 +199,7 @@ def test_rerank_lowers_neighbours_of_boring_and_raises_interesting():
     new = rerank_anomalies(Z, scores, [A[0], B[0]], [False, True])
     assert new[A[0]] == -np.inf and new[B[0]] == -np.inf
     base = rerank_anomalies(Z, scores, [], [])
-    np.testing.assert_allclose(new[C], base[C], rtol=1e-6)  # far from every label: unchanged
+    np.testing.assert_allclose(new[C], base[C], rtol=1e-3)  # far from every label: (almost) unchanged
     assert new[A[1:]].max() < 0.25 * base[A[1:]].min()  # next to boring: pushed down
     assert new[B[1:]].min() > 1.5 * base[B[1:]].max() and new[B[1:]].min() > new[C].max()  # up
     order = np.argsort(-new)

@@ -122,8 +122,15 @@ def read_labels(path, ids) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- classifier
 
 
+#: Inverse L2 strength of the logistic regression: of 0.01, 0.1 and 1 (with 10, 20 or 50 components) the best
+#: learning curve on mock early-type / disk features (benchmarks/bench_explore.py, docs/explore.md).
+DEFAULT_C = 0.01
+#: Kernel width of the re-ranking in units of :func:`local_scale`: of 1, 2, 3 and 5 the best on the mock (idem).
+RERANK_SCALE = 3.0
+
+
 def fit_classifier(Z: np.ndarray, rows: np.ndarray, labels: np.ndarray, *, model: str = "logistic",
-                   C: float = 1.0, random_state=0):
+                   C: float = DEFAULT_C, random_state=0):
     """Fit a classifier on the labelled rows of ``Z``; return it (scikit-learn estimator).
 
     Parameters
@@ -197,7 +204,7 @@ def rerank_anomalies(Z: np.ndarray, scores: np.ndarray, rows: np.ndarray, intere
     ``s`` in (0, 1]. Its *relevance* ``r`` is a kernel average of the
     judgements (1 interesting, 0 boring) of the labelled galaxies, with
     weights ``exp(-d^2 / (2 h^2))`` (``d``: distance in ``Z``; ``h``:
-    ``scale``, by default :func:`local_scale`), shrunk towards 1/2 by
+    ``scale``, by default ``RERANK_SCALE`` times :func:`local_scale`), shrunk towards 1/2 by
     ``prior_weight``: ``r = (sum w y + prior_weight / 2) / (sum w + prior_weight)``.
     The new score is ``2 r s``: unchanged far from every label, up to twice as
     high next to what was marked interesting, down to 0 next to what was
@@ -229,7 +236,7 @@ def rerank_anomalies(Z: np.ndarray, scores: np.ndarray, rows: np.ndarray, intere
     s = (n + 1 - ranks_of(scores)) / n  # percentile: 1 for the most unusual
     if len(rows) == 0:
         return s
-    h = float(scale) if scale else local_scale(Z)
+    h = float(scale) if scale else RERANK_SCALE * local_scale(Z)
     L = Z[rows]
     out = np.empty(n)
     l2 = np.sum(L**2, axis=1)
