@@ -191,7 +191,7 @@ def test_rerank_lowers_neighbours_of_boring_and_raises_interesting():
     """Three far groups A, B, C of equally unusual galaxies; one of A marked boring, one of B interesting."""
     rng = np.random.default_rng(0)
     bulk = rng.normal(0, 1, (500, 5))
-    centres = np.array([[12, 0, 0, 0, 0], [0, 12, 0, 0, 0], [0, 0, 12, 0, 0]], float)
+    centres = np.array([[30, 0, 0, 0, 0], [0, 30, 0, 0, 0], [0, 0, 30, 0, 0]], float)
     groups = [c + rng.normal(0, 0.2, (6, 5)) for c in centres]
     Z = np.concatenate([bulk, *groups])
     A, B, C = (np.arange(500 + 6 * g, 506 + 6 * g) for g in range(3))
