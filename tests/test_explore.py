@@ -88,10 +88,10 @@ def test_run_anomalies_and_cli(tmp_path, capsys):
     assert sorted(table["rank"]) == list(range(1, len(X) + 1))
     assert entry["truth"]["n_rare"] == 12 and entry["truth"]["recall_top50"] == 1.0
     assert entry["truth"]["recall_top50_random"] == pytest.approx(50 / len(X))
-    assert read_metrics(ws.metrics)["anomalies"]["method"] == "iforest"
-    assert main(["anomalies", "--workspace", str(ws.root), "--method", "lof"]) == 0
+    assert read_metrics(ws.metrics)["anomalies"]["method"] == "lof"  # the default, by measurement
+    assert main(["anomalies", "--workspace", str(ws.root), "--method", "iforest"]) == 0
     assert "recall in the top 50 1.000" in capsys.readouterr().out
-    assert read_metrics(ws.metrics)["anomalies"]["method"] == "lof"
+    assert read_metrics(ws.metrics)["anomalies"]["method"] == "iforest"
     assert main(["anomalies", "--workspace", str(ws.root), "--method", "svm"]) == 2
     assert main(["anomalies", "--workspace", str(ws.root), "--max-fit", "1"]) == 2
     assert "--max-fit" in capsys.readouterr().err

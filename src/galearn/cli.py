@@ -279,8 +279,8 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
 
 @app.command()
 @_workspace_option
-@click.option("--method", type=click.Choice(["iforest", "lof"]), default="iforest", show_default=True,
-              help="Isolation forest or local outlier factor.")
+@click.option("--method", type=click.Choice(["lof", "iforest"]), default="lof", show_default=True,
+              help="Local outlier factor or isolation forest (LOF found more of the mock's rare kinds: docs/explore.md).")
 @click.option("--backbone", default=None, help="Feature file to score (default: the one `features` wrote last).")
 @click.option("--components", "n_components", type=int, default=50, show_default=True,
               help="Principal components of the space the detector works in.")

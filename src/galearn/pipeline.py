@@ -388,14 +388,14 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         cls_inputs.append(base_path)
     r.stage("classify", classify, config=cls_cfg, inputs=cls_inputs)
 
-    # The most unusual galaxies (isolation forest in the reduced feature space): the page's anomaly colouring.
+    # The most unusual galaxies (local outlier factor in the reduced feature space): the page's anomaly colouring.
     from .explore import run_anomalies
 
     def anomalies():
         run_anomalies(ws, backbone=cls_cfg.backbone, random_state=cls_cfg.random_state)
         return {"anomalies": ws.anomalies}
 
-    r.stage("anomalies", anomalies, config={"method": "iforest", "backbone": cls_cfg.backbone,
+    r.stage("anomalies", anomalies, config={"method": "lof", "backbone": cls_cfg.backbone,
                                             "random_state": cls_cfg.random_state},
             inputs=[ws.sample, ws.features(cls_cfg.backbone)])
 

@@ -61,7 +61,7 @@ def reduce_for_scoring(X, *, n_components: int | None = 50, max_fit: int = 20000
     return Z, fit_rows
 
 
-def anomaly_scores(X, *, method: str = "iforest", n_components: int | None = 50, n_estimators: int = 300,
+def anomaly_scores(X, *, method: str = "lof", n_components: int | None = 50, n_estimators: int = 300,
                    n_neighbors: int = 20, max_fit: int = 20000, chunk_size: int = 50000,
                    random_state=0) -> np.ndarray:
     """Anomaly score of every galaxy: higher means more unusual (dimensionless).
@@ -70,8 +70,9 @@ def anomaly_scores(X, *, method: str = "iforest", n_components: int | None = 50,
     ----------
     X : array-like, shape (N, D)
         Feature vectors (one per galaxy).
-    method : {"iforest", "lof"}
-        Isolation forest (score: minus scikit-learn's ``score_samples``, i.e.
+    method : {"lof", "iforest"}
+        Default ``lof``: it found more of the mock's rare kinds than the
+        isolation forest (``benchmarks/bench_explore.py``). Isolation forest (score: minus scikit-learn's ``score_samples``, i.e.
         the mean path length turned into the Liu et al. anomaly score) or
         local outlier factor (score: the LOF, ~1 for inliers).
     n_components : int or None
@@ -141,7 +142,7 @@ def recall_at(order: np.ndarray, is_target: np.ndarray, n: int) -> float:
     return float(np.count_nonzero(is_target[np.asarray(order)[:n]]) / total)
 
 
-def run_anomalies(ws: Workspace, *, method: str = "iforest", backbone: str | None = None,
+def run_anomalies(ws: Workspace, *, method: str = "lof", backbone: str | None = None,
                   n_components: int | None = 50, max_fit: int = 20000, chunk_size: int = 50000,
                   random_state=0, truth_column: str = "truth_rare", none_value: str = "none") -> dict:
     """``galearn anomalies``: write ``WS/anomalies.ecsv`` (id, score, rank) and metrics.json ``anomalies``.
