@@ -68,6 +68,7 @@ def write_mosaic(path: Path, side: int, w, xs: np.ndarray, ys: np.ndarray, seed:
     header["NAXIS2"] = side
     header.update(w.to_header())
     header["BUNIT"] = "electrons/s"
+    header["PHOTZP"] = (25.0, "AB mag of 1 electron/s (galearn calibrates stamps to nJy)")
     rng = np.random.default_rng(seed)
     half = 7
     g = np.exp(-(np.arange(-half, half + 1) ** 2) / (2 * 1.5**2)).astype("f4")

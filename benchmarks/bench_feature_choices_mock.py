@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from galearn.evaluate import agreement_metrics
-    from galearn.evaluate.uvj import uvj_class_of_catalog
+    from galearn.survey.uvj import uvj_class_of_catalog
     from galearn.features import extract_features, load_backbone
     from galearn.store import Workspace, open_sample
 

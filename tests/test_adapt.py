@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from astropy.table import Table
 
-from galearn.config import AdaptConfig, FeatureConfig
-from galearn.errors import BadValueError, MissingInputError
-from galearn.features import extract_features, load_backbone, run_features
-from galearn.features.adapt import (
+torch = pytest.importorskip("torch")
+
+from conftest import make_stamp_workspace  # noqa: E402
+
+from galearn.config import AdaptConfig, FeatureConfig  # noqa: E402
+from galearn.errors import BadValueError, MissingInputError  # noqa: E402
+from galearn.features import extract_features, load_backbone, run_features  # noqa: E402
+from galearn.features.adapt import (  # noqa: E402
     AugmentSettings,
     adapt_backbone,
     augment_views,
@@ -21,7 +23,7 @@ from galearn.features.adapt import (
     nt_xent_loss,
     run_adapt,
 )
-from galearn.store import Workspace, open_sample, read_metrics, write_sample
+from galearn.store import Workspace, open_sample, read_manifest, read_metrics  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 N, SIZE = 16, 32
@@ -44,11 +46,7 @@ def _stamps(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 def _workspace(tmp_path, name: str = "ws", seed: int = 0) -> Workspace:
-    ws = Workspace(tmp_path / name)
-    stamps = _stamps(seed=seed)
-    cat = Table({"ID": np.arange(N)})
-    write_sample(ws.sample, stamps, cat, physical=None, bands=BANDS, kind="mock", columns={"id": "ID"})
-    return ws
+    return make_stamp_workspace(tmp_path / name, stamps=_stamps(seed=seed), bands=BANDS, ids=np.arange(N))
 
 
 def _cfg(**kw) -> AdaptConfig:
@@ -145,7 +143,7 @@ def test_checkpoint_file_contents(adapted_ws):
     assert state["settings"]["input_size"] == 32
     assert state["settings"]["augment"]["rotate"] is True
     assert "galearn_version" in state and state["settings"]["method"] == "simclr"
-    assert (ws.backbones / "adapt-ckpt.pt").exists()
+    assert ws.adapt_checkpoint.exists()
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
@@ -212,6 +210,8 @@ def test_adapted_backbone_loads_through_the_registry(adapted_ws):
     feats = read_metrics(ws.metrics)["features"]
     assert feats["backbone"] == "adapted" and feats.get("base") == "random-resnet18"
     assert "adapted from random-resnet18" in feats["weights"]
+    assert read_manifest(ws)["features"]["backbone"] == "adapted"
+    assert read_manifest(ws)["features"]["cnn_backbone"] == "adapted"
 
 
 def test_adapted_features_keep_colour(adapted_ws):

@@ -33,9 +33,11 @@ def data(tmp_path):
     for x, y in zip(px[:4], py[:4]):
         img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0).astype("f4")
     paths = {}
+    hdr = w.to_header()
+    hdr["BUNIT"] = "nJy"
     for band in ("F435W", "F160W"):
         p = tmp_path / f"{band}.fits"
-        fits.PrimaryHDU(img, header=w.to_header()).writeto(p)
+        fits.PrimaryHDU(img, header=hdr).writeto(p)
         paths[band] = p
     ra, dec = w.all_pix2world(px, py, 0)
     cat = Table({"ID": np.arange(1, 6), "RA_1": ra, "DEC_1": dec, "zbest": [0.5, 0.7, 1.5, 0.2, 0.3]})

@@ -42,3 +42,26 @@ def test_cli_bad_override_exits_2_with_one_line(capsys):
     assert main(["run", "--dry-run", "embed.nonsense=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "embed.nonsense" in err[0]
+
+
+def test_every_adapt_setting_is_declared_and_settable():
+    cfg = load_config(None, parse_overrides(["adapt.max_shift=0.1", "adapt.scale=[0.9, 1.2]",
+                                             "adapt.weight_decay=0.0", "adapt.head_learning_rate=0.01"]))
+    assert cfg.adapt.max_shift == 0.1 and cfg.adapt.scale == (0.9, 1.2)
+    assert cfg.adapt.weight_decay == 0.0 and cfg.adapt.head_learning_rate == 0.01
+
+
+def test_gan_steps_read_only_their_own_settings():
+    from dataclasses import fields
+
+    from galearn.config import GanConfig, GanEvaluateConfig, GanSampleConfig, GanTrainConfig, step_config
+
+    gan = GanConfig(balancing_repeats=3, n_per_class=7, steps=9)
+    assert gan.train == GanConfig(steps=9).train  # evaluation / sampling settings are not training's
+    assert gan.sample == GanSampleConfig(n_per_class=7) and gan.evaluate == GanEvaluateConfig(balancing_repeats=3)
+    assert type(step_config(RunConfig(gan=gan), GanTrainConfig)) is GanTrainConfig
+    # every [gan] key belongs to at least one step, so nothing is read unfingerprinted
+    steps = {f.name for cls in (GanTrainConfig, GanSampleConfig, GanEvaluateConfig) for f in fields(cls)}
+    assert steps == {f.name for f in fields(GanConfig)}
+    assert not {"balancing_repeats", "eval_max_n", "eval_morphology_n", "n_per_class", "balance"} & {
+        f.name for f in fields(GanTrainConfig)}

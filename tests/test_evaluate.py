@@ -7,7 +7,7 @@ import pytest
 from astropy.table import MaskedColumn, Table
 from sklearn.datasets import make_blobs
 
-from _helpers import write_feature_files
+from conftest import make_stamp_workspace, write_feature_files
 
 from galearn.cli import main
 from galearn.config import ClassifyConfig, EmbedConfig
@@ -15,8 +15,8 @@ from galearn.errors import BadValueError, EmptySelectionError, MissingInputError
 from galearn.evaluate import (agreement_metrics, compare_labels, label_array, match_clusters, run_classify,
                               similar_galaxies)
 from galearn.maps import run_embed
-from galearn.maps.reduce import blas_threads
-from galearn.store import (FeatureWriter, Workspace, open_sample, read_metrics, read_table, update_metrics,
+from galearn.runtime import blas_threads
+from galearn.store import (FeatureWriter, Workspace, open_sample, read_metrics, read_table, update_manifest,
                            write_sample)
 
 HEADLINE = ("knn_balanced_accuracy", "linear_balanced_accuracy", "ari", "nmi", "cluster_accuracy")
@@ -33,21 +33,19 @@ def make_workspace(root, n=150, dim=32, seed=0, backbones=("efficientnet-lite0",
     U = V + np.where(early, 1.9, 0.7) + rng.normal(0, 0.05, n)  # quiescent vs star-forming
     J = V - (np.where(early, 1.0, 0.8) + rng.normal(0, 0.05, n))
     U[:N_NO_UVJ] = np.nan  # no colour -> no UVJ class
-    cat = Table({
-        "ID": np.arange(n) + 1000,
+    columns = {
         "zbest": rng.uniform(0.2, 1.5, n),
         "restUXbessel": U, "restVbessel": V, "restJpalomar": J,
         "truth_class": np.array(["elliptical", "spiral", "edge-on"])[y],
         "truth_morph": np.where(early, "early-type", "disk"),
         "Hmag": rng.uniform(20, 25, n),
-    })
-    write_sample(ws.sample, rng.uniform(0, 1, (n, 3, 8, 8)), cat, physical=None,
-                 bands=["F435W", "F850LP", "F160W"], kind="mock",
-                 columns={"id": "ID", "z": "zbest", "u_mag": "restUXbessel", "v_mag": "restVbessel",
-                          "j_mag": "restJpalomar", "mag": "Hmag"})
+    }
+    make_stamp_workspace(root, stamps=rng.uniform(0, 1, (n, 3, 8, 8)), ids=np.arange(n) + 1000, columns=columns,
+                         roles={"z": "zbest", "u_mag": "restUXbessel", "v_mag": "restVbessel",
+                                "j_mag": "restJpalomar", "mag": "Hmag"})
     sample = open_sample(ws.sample)
     write_feature_files(ws, sample, backbones, X, rng)
-    update_metrics(ws.metrics, {"features": {"backbone": backbones[0]}})
+    update_manifest(ws, {"features": {"backbone": backbones[0]}})
     return ws, X, y
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from astropy.table import Table
 
-from galearn.cli import app
-from galearn.config import FeatureConfig
-from galearn.errors import WeightsNotFoundError
-from galearn.features import extract_features, load_backbone, prepare_batch, run_features
-from galearn.features import extract as extract_mod
-from galearn.store import Workspace, read_features, read_metrics, write_sample
+torch = pytest.importorskip("torch")
+
+from conftest import make_stamp_workspace  # noqa: E402
+
+from galearn.cli import app  # noqa: E402
+from galearn.config import FeatureConfig  # noqa: E402
+from galearn.errors import WeightsNotFoundError  # noqa: E402
+from galearn.features import extract_features, load_backbone, prepare_batch, run_features  # noqa: E402
+from galearn.features import extract as extract_mod  # noqa: E402
+from astropy.table import Table  # noqa: E402
+
+from galearn.store import Workspace, read_features, read_manifest, read_metrics, write_sample  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 
@@ -29,11 +33,7 @@ def _stamps(n: int = 12, size: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def _workspace(tmp_path, n: int = 10, size: int = 32) -> Workspace:
-    ws = Workspace(tmp_path / "ws")
-    stamps = _stamps(n, size)
-    cat = Table({"ID": np.arange(1, n + 1)})
-    write_sample(ws.sample, stamps, cat, physical=None, bands=BANDS, kind="mock", columns={"id": "ID"})
-    return ws
+    return make_stamp_workspace(tmp_path / "ws", stamps=_stamps(n, size), bands=BANDS)
 
 
 def _run_cli(args: list[str]):
@@ -201,6 +201,15 @@ def test_library_features_keep_sample_metrics(tmp_path):
     assert path == ws.features("random-resnet18", library=True)
     assert read_features(path).values.shape == (5, 1024)  # two scales by default, like the sample's
     assert read_metrics(ws.metrics)["features"] == before
+    # the manifest names the sample's file as the active one, with the settings that made it
+    entry = read_manifest(ws)["features"]
+    assert entry["backbone"] == "random-resnet18" and entry["path"] == "features/random-resnet18.h5"
+    assert entry["settings"]["tta"] == 2 and entry["settings"]["input_size"] == 32
+    # a baseline backbone does not change the active file
+    run_features(ws, cfg, baseline=True)
+    assert read_manifest(ws)["features"] == entry and read_manifest(ws)["features_baseline"]["backbone"] == "random-resnet18"
+    assert read_metrics(ws.metrics)["features"] == before
+    assert read_metrics(ws.metrics)["baseline"]["backbone"] == "random-resnet18"
 
 
 def test_scales_concatenate_central_crops(tmp_path):

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.table import Table
 
-from galearn.config import FeatureConfig
-from galearn.errors import BadValueError
-from galearn.features import run_features
-from galearn.features.fuse import (
+pytest.importorskip("torch")
+
+from conftest import make_stamp_workspace  # noqa: E402
+
+from galearn.config import FeatureConfig  # noqa: E402
+from galearn.errors import BadValueError  # noqa: E402
+from galearn.features import run_features  # noqa: E402
+from galearn.features.fuse import (  # noqa: E402
     DEFAULT_FUSE_WEIGHT,
     check_fuse,
     fuse_blocks,
@@ -19,7 +22,9 @@ from galearn.features.fuse import (
     robust_standardise,
     subtract_border_background,
 )
-from galearn.store import Workspace, read_features, read_metrics, write_sample
+from astropy.table import Table  # noqa: E402
+
+from galearn.store import Workspace, read_features, read_metrics, write_sample  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "galaxy-zoo-dev"
@@ -37,11 +42,8 @@ def _blobs(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 def _workspace(tmp_path, n: int = 12) -> tuple[Workspace, np.ndarray]:
-    ws = Workspace(tmp_path / "ws")
     stamps, width = _blobs(n)
-    write_sample(ws.sample, stamps, Table({"ID": np.arange(1, n + 1)}), physical=None, bands=BANDS,
-                 kind="mock", columns={"id": "ID"})
-    return ws, width
+    return make_stamp_workspace(tmp_path / "ws", stamps=stamps, bands=BANDS), width
 
 
 CFG = dict(backbone="random-resnet18", input_size=32, tta=1, batch_size=16, scales=(1.0,))

@@ -10,12 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from astropy.table import Table  # noqa: E402
-
 from galearn.config import GanConfig  # noqa: E402
 from galearn.errors import BadValueError  # noqa: E402
-from galearn.store import Workspace, open_sample, write_sample  # noqa: E402
-from galearn.survey.stretch import AsinhStretch  # noqa: E402
+from conftest import make_stamp_workspace  # noqa: E402
+from galearn.store import Workspace, open_sample  # noqa: E402
+from galearn.imaging import AsinhStretch  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 
@@ -47,13 +46,11 @@ def synthetic_galaxies(n: int, seed: int, size: int = 32, *, classes=("disk", "s
 
 
 def make_workspace(tmp_path, n: int = 80, seed: int = 0, size: int = 32) -> Workspace:
-    ws = Workspace(tmp_path / "ws")
     physical, labels = synthetic_galaxies(n, seed, size)
     stretch = AsinhStretch.fit(physical)
-    cat = Table({"ID": np.arange(n) + 1, "truth_class": labels})
-    write_sample(ws.sample, stretch.forward(physical), cat, physical=physical, bands=BANDS, kind="mock",
-                 pixel_scale_arcsec=0.06, stretch=stretch.to_dict(), columns={"id": "ID"})
-    return ws
+    return make_stamp_workspace(tmp_path / "ws", stamps=stretch.forward(physical), bands=BANDS,
+                                columns={"truth_class": labels}, physical=physical, pixel_scale_arcsec=0.06,
+                                stretch=stretch.to_dict())
 
 
 TINY = GanConfig(steps=4, batch_size=8, z_dim=8, channels=4, checkpoint_every=2, grid_every=2, random_state=3, d_steps=2)
@@ -221,7 +218,7 @@ def test_standing_stats_are_deterministic_and_independent_of_G_buffers(tmp_path)
 
 
 def test_parallel_morphology_equals_serial():
-    from galearn.evaluate.morphology import measure_morphology
+    from galearn.morphology import measure_morphology
     from galearn.gan.evaluate import measure_morphology_parallel
 
     physical, _ = synthetic_galaxies(8, 5, 32)
@@ -299,14 +296,14 @@ def test_resume_is_exact_with_lazy_r1_and_dense_head(tmp_path):
 
 def test_realism_uses_the_cnn_feature_space_when_features_are_fused(tmp_path):
     from galearn import store
-    from galearn.config import load_config
     from galearn.gan.evaluate import _backbone_feature_fn
 
     ws = store.Workspace(tmp_path / "ws")
-    ws.report.mkdir(parents=True)
-    store.update_metrics(ws.metrics, {"features": {"backbone": "random-resnet18+morphology",
-                                                   "cnn_backbone": "random-resnet18"}})
-    name, fn, _ = _backbone_feature_fn(ws, load_config(None, {"features": {"tta": 1}}), ["F435W", "F850LP", "F160W"])
-    assert name == "random-resnet18"
+    # what `galearn features --fuse morphology` records: the active (fused) file and its CNN
+    store.update_manifest(ws, {"features": {"backbone": "random-resnet18+morphology",
+                                            "cnn_backbone": "random-resnet18",
+                                            "settings": {"tta": 1, "batch_size": 8, "random_state": 0}}})
+    name, fn, settings = _backbone_feature_fn(ws, ["F435W", "F850LP", "F160W"])
+    assert name == "random-resnet18" and settings["tta"] == 1
     x = np.random.default_rng(0).uniform(0, 1, (2, 3, 32, 32)).astype("f4")
     assert fn(x).shape[0] == 2  # loads the CNN through the registry, not "...+morphology"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from galearn.errors import BadValueError
-from galearn.survey.stretch import AsinhStretch, stretch_noise_sigma
+from galearn.imaging import AsinhStretch, stretch_noise_sigma
 
 BANDS = ["F435W", "F850LP", "F160W"]
 SIGMA = np.array([0.004, 0.0035, 0.01])  # per-band sky noise (physical units per pixel)

@@ -8,14 +8,14 @@ from astropy.table import Table
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 
-from _helpers import write_feature_files
+from conftest import make_stamp_workspace, write_feature_files
 
 from galearn.cli import main
 from galearn.config import EmbedConfig
 from galearn.errors import BadValueError, MissingInputError
 from galearn.maps import PCAMap, TSNEMap, UMAPMap, run_embed
-from galearn.store import (FeatureWriter, Workspace, load_map_model, open_sample, read_map, read_metrics,
-                           update_metrics, write_sample)
+from galearn.store import (FeatureWriter, load_map_model, open_sample, read_map, read_metrics,
+                           update_manifest, write_sample)
 
 
 def blobs(n=150, dim=20, centers=3, seed=0, std=1.5):
@@ -28,12 +28,10 @@ def spread(embedding):
 
 def make_workspace(root, n=120, dim=16, backbones=("efficientnet-lite0",), library=0, seed=0):
     """A workspace with sample.h5, feature files and (optionally) a library + its features."""
-    ws = Workspace(root)
     rng = np.random.default_rng(seed)
     X, y = blobs(n=n, dim=dim, seed=seed)
-    cat = Table({"ID": np.arange(n) + 100, "truth_class": np.array(["a", "b", "c"])[y]})
-    write_sample(ws.sample, rng.uniform(0, 1, (n, 3, 8, 8)), cat, physical=None, bands=["B", "G", "R"],
-                 kind="mock", columns={"id": "ID"})
+    ws = make_stamp_workspace(root, stamps=rng.uniform(0, 1, (n, 3, 8, 8)), bands=["B", "G", "R"],
+                              ids=np.arange(n) + 100, columns={"truth_class": np.array(["a", "b", "c"])[y]})
     sample = open_sample(ws.sample)
     write_feature_files(ws, sample, backbones, X, rng)
     if library:
@@ -165,7 +163,7 @@ def test_run_embed_chooses_the_feature_file(tmp_path):
     ws, _, _ = make_workspace(tmp_path / "ws", backbones=("efficientnet-lite0", "random-resnet18"))
     with pytest.raises(BadValueError, match="several feature files"):
         run_embed(ws, EmbedConfig(method="pca"))
-    update_metrics(ws.metrics, {"features": {"backbone": "random-resnet18"}})
+    update_manifest(ws, {"features": {"backbone": "random-resnet18"}})
     run_embed(ws, EmbedConfig(method="pca"))
     assert read_map(ws.map("pca"))[2]["backbone"] == "random-resnet18"
     run_embed(ws, EmbedConfig(method="pca", backbone="efficientnet-lite0"))

@@ -16,7 +16,7 @@ from astropy.wcs import WCS  # noqa: E402
 
 from galearn.config import SimulateConfig  # noqa: E402
 from galearn.errors import BadValueError  # noqa: E402
-from galearn.evaluate.uvj import QUIESCENT, STAR_FORMING, uvj_class  # noqa: E402
+from galearn.survey.uvj import QUIESCENT, STAR_FORMING, uvj_class  # noqa: E402
 from galearn.mock import simulate_field  # noqa: E402
 from galearn.mock.field import BANDS, build_truth  # noqa: E402
 from galearn.mock.populations import ZERO_POINTS_AB, sample_population  # noqa: E402

@@ -21,9 +21,10 @@ import galearn.mock
 import galearn.report
 import galearn.survey
 from galearn import store
-from galearn.config import load_config, parse_overrides
+from galearn.config import (FeatureConfig, GanEvaluateConfig, GanSampleConfig, GanTrainConfig, load_config,
+                            parse_overrides)
 from galearn.errors import BadValueError
-from galearn.pipeline import run_all, stage_names
+from galearn.pipeline import resolve, run_all, stage_names
 from galearn.store import Workspace
 
 N = 40
@@ -44,7 +45,9 @@ def _digest(path) -> int:
 
 
 @pytest.fixture
-def fakes(monkeypatch):
+def fakes(monkeypatch, tmp_path):
+    # no pre-trained weights at hand: backbone "auto" resolves to efficientnet-lite0
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     calls: Counter = Counter()
     fail: dict = {}
 
@@ -79,7 +82,8 @@ def fakes(monkeypatch):
                            kind="mock", columns={"id": "ID"})
         return store.open_sample(workspace.sample)
 
-    def run_features(ws, cfg, *, library=False):
+    def run_features(ws, cfg, *, library=False, baseline=False):
+        assert isinstance(cfg, FeatureConfig)
         name = "efficientnet-lite0" if cfg.backbone == "auto" else cfg.backbone
         hit(f"features:{name}{':library' if library else ''}")
         sample = store.open_sample(ws.library if library else ws.sample)
@@ -88,8 +92,13 @@ def fakes(monkeypatch):
                                 {"sample_checksum": sample.checksum, "backbone": name})
         w.write(0, x)
         w.finish()
-        if not library:
-            store.update_metrics(ws.metrics, {"features": {"backbone": name, "dim": 6}}, replace=("features",))
+        if not library:  # like the real one: the manifest names the active file, metrics.json reports
+            store.update_manifest(ws, {"features_baseline" if baseline else "features": {"backbone": name}})
+            entry = {"backbone": name, "dim": 6}
+            if baseline:
+                store.update_metrics(ws.metrics, {"baseline": {"backbone": name, "features": entry}})
+            else:
+                store.update_metrics(ws.metrics, {"features": entry}, replace=("features",))
         return ws.features(name, library=library)
 
     def run_embed(ws, cfg):
@@ -115,6 +124,7 @@ def fakes(monkeypatch):
             replace=("agreement_by_backbone",))
 
     def run_train(ws, cfg, *, resume=False):
+        assert type(cfg) is GanTrainConfig  # only what training reads
         hit("gan_train")
         calls["gan_train_resume"] += bool(resume)
         ws.gan.mkdir(parents=True, exist_ok=True)
@@ -122,6 +132,7 @@ def fakes(monkeypatch):
         return ws.gan
 
     def run_sample(ws, cfg):
+        assert type(cfg) is GanSampleConfig
         hit("gan_sample")
         rng = np.random.default_rng([cfg.random_state, _digest(ws.sample)])
         m = 10
@@ -132,8 +143,10 @@ def fakes(monkeypatch):
         return ws.library
 
     def run_evaluate(ws, cfg):
+        assert type(cfg) is GanEvaluateConfig
         hit("gan_evaluate")
-        return store.update_metrics(ws.metrics, {"gan": {"fid": 1.0}})["gan"]
+        return store.update_metrics(ws.metrics, {"gan": {"fid": 1.0, "balancing": {"n_repeats": cfg.balancing_repeats}}},
+                                    replace=("gan",))["gan"]
 
     def run_report(ws, cfg):
         hit("report")
@@ -194,7 +207,8 @@ def test_first_run_runs_everything_second_run_skips_everything(tmp_path, fakes):
     assert calls["features:efficientnet-lite0"] == 1 and calls["features:random-resnet18"] == 1
     assert calls["features:efficientnet-lite0:library"] == 1
     # resolved configuration written, timing of every stage recorded
-    assert load_config(ws.config) == load_config(None)
+    assert load_config(ws.config) == resolve(load_config(None), ws)
+    assert load_config(ws.config).cutouts.select == galearn.pipeline.DEFAULT_MOCK_SELECT
     metrics = store.read_metrics(ws.metrics)
     assert set(metrics["timing"]) == set(ALL)
     # the baseline's features do not overwrite the main backbone's entry
@@ -299,3 +313,61 @@ def test_a_new_galearn_version_reruns_every_stage(tmp_path, fakes, monkeypatch):
     assert set(_status(_run(ws)).values()) == {"skipped"}
     monkeypatch.setattr(galearn.pipeline, "__version__", "99.0.0")
     assert set(_status(_run(ws)).values()) == {"done"}
+
+
+def test_an_evaluation_setting_reruns_only_gan_evaluate_and_report(tmp_path, fakes):
+    calls, _ = fakes
+    ws = Workspace(tmp_path / "ws")
+    _run(ws)
+    status = _status(_run(ws, ["gan.balancing_repeats=3"]))
+    assert {k for k, v in status.items() if v == "done"} == {"gan_evaluate", "report"}
+    assert status["gan_train"] == status["gan_sample"] == "skipped"
+    assert calls["gan_train"] == 1
+    assert store.read_metrics(ws.metrics)["gan"]["balancing"]["n_repeats"] == 3
+    # a sampling setting does not retrain either
+    status = _status(_run(ws, ["gan.balancing_repeats=3", "gan.n_per_class=7"]))
+    assert status["gan_train"] == "skipped" and status["gan_sample"] == "done"
+
+
+def test_dry_run_prints_exactly_the_configuration_the_run_writes(tmp_path, fakes, capsys):
+    from galearn.cli import main
+
+    ws = tmp_path / "ws"
+    args = ["--workspace", str(ws), "run_gan=false", "embed.method=pca"]
+    assert main(["run", "--dry-run", *args]) == 0
+    printed = capsys.readouterr().out
+    assert not ws.exists()  # a dry run writes nothing
+    assert 'select = "zbest > 0.01' in printed and 'backbone = "auto"' not in printed
+    assert main(["run", *args]) == 0
+    assert (ws / "config.toml").read_text() == printed
+    resolved = load_config(ws / "config.toml")
+    assert resolved.embed.backbone == resolved.classify.backbone == resolved.features.backbone == "efficientnet-lite0"
+    assert resolved.classify.method == resolved.report.method == "pca"
+    # fused features: the map reads the fused file
+    fused = resolve(load_config(None, {"features": {"fuse": "morphology"}}), Workspace(ws))
+    assert fused.embed.backbone == fused.classify.backbone == "efficientnet-lite0+morphology"
+
+
+def test_single_commands_resolve_like_run(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store.update_manifest(ws, {"features": {"backbone": "resnet18"}})
+    cfg = load_config(None)
+    # a single command reads what earlier commands produced from the manifest ...
+    assert resolve(cfg, ws, stages=["embed"]).embed.backbone == "resnet18"
+    assert resolve(cfg, ws, stages=["classify"]).classify.backbone == "resnet18"
+    assert resolve(cfg, ws, stages=["cutouts"]).cutouts.select is None  # no mock selection on real data
+    # ... `galearn run` from the features it makes itself
+    run = resolve(cfg, ws)
+    assert run.embed.backbone == run.features.backbone != "resnet18"
+    assert resolve(load_config(None, {"run_adapt": True}), ws).features.backbone == "adapted"
+
+
+
+def test_features_by_hand_in_between_make_the_run_restore_its_active_file(tmp_path, fakes):
+    ws = Workspace(tmp_path / "ws")
+    _run(ws, ["run_gan=false"])
+    store.update_manifest(ws, {"features": {"backbone": "resnet18"}})  # as `galearn features --backbone resnet18`
+    status = _status(_run(ws, ["run_gan=false"]))
+    assert status["features"] == "done" and status["simulate"] == "skipped"
+    assert store.read_manifest(ws)["features"]["backbone"] == "efficientnet-lite0"
+    assert _status(_run(ws, ["run_gan=false"]))["features"] == "skipped"

@@ -10,10 +10,10 @@ from astropy.table import Table
 
 from galearn.config import GanConfig, RunConfig
 from galearn.errors import BadValueError
-from galearn.evaluate.morphology import measure_morphology, morphology_wasserstein
+from galearn.morphology import measure_morphology, morphology_wasserstein
 from galearn.evaluate.realism import frechet_distance, kernel_distance, memorised_fraction, precision_recall
 from galearn.store import open_sample, read_metrics, read_table, write_sample
-from galearn.survey.stretch import AsinhStretch
+from galearn.imaging import AsinhStretch
 
 from test_gan import BANDS, make_workspace, synthetic_galaxies
 

@@ -105,7 +105,7 @@ def make_workspace(root, n=240, *, library=True, size=32, seed=0, metrics=True, 
                 "condition": "uvj_class", "steps": 600, "fid": 12.5, "fid_real_baseline": 4.25, "kid": 0.01,
                 "precision": 0.7, "recall": 0.55, "memorised_fraction": 0.0,
                 "balancing": {"balanced_accuracy_real_only": 0.8, "balanced_accuracy_with_gan": 0.83},
-                # the layout of galearn.evaluate.morphology.statistic_histograms
+                # the layout of galearn.morphology.statistic_histograms
                 "morphology_histograms": {
                     "gini": {"edges": np.linspace(0.3, 0.7, 21).tolist(),
                              "real": {"counts": rng.integers(0, 9, 20).tolist(), "median": 0.5, "iqr": 0.1, "n": 80},
@@ -358,7 +358,7 @@ def test_hover_and_selector_in_headless_chromium(built, tmp_path):
 
 def test_read_stamps_rgb_keeps_the_requested_order(tmp_path):
     from galearn.report.data import read_stamps_rgb
-    from galearn.survey.stretch import stamps_to_rgb
+    from galearn.imaging import stamps_to_rgb
 
     ws = make_workspace(tmp_path, n=50, library=False, metrics=False, size=16)
     sample = store.open_sample(ws.sample)

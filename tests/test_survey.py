@@ -18,6 +18,7 @@ from scipy.special import erf
 from galearn.config import CutoutConfig, IngestConfig
 from galearn.errors import BadValueError, EmptySelectionError, MissingInputError
 from galearn.store import Workspace, read_metrics
+from galearn.survey.calibration import AB_NJY_ZEROPOINT
 from galearn.survey import (
     cut_stamps,
     evaluate_selection,
@@ -46,6 +47,13 @@ def tan_wcs(scale_arcsec: float, shape: tuple[int, int], rot_deg: float = 0.0,
     c, si = np.cos(np.radians(rot_deg)), np.sin(np.radians(rot_deg))
     w.wcs.cd = np.array([[-s * c, s * si], [s * si, s * c]])
     return w
+
+
+def njy_header(w: WCS) -> fits.Header:
+    """WCS header of an image in nJy per pixel (calibrated by BUNIT)."""
+    h = w.to_header()
+    h["BUNIT"] = "nJy"
+    return h
 
 
 def _gauss_1d(edges_lo: np.ndarray, centre: float, sigma: float) -> np.ndarray:
@@ -120,8 +128,9 @@ def field(tmp_path_factory) -> dict:
     p1, p2 = d / "f435w.fits", d / "f160w.fits"
     h1 = w1.to_header()
     h1["BUNIT"] = "electrons/s"
+    h1["PHOTZP"] = AB_NJY_ZEROPOINT  # 1 electron/s = 1 nJy: calibrated stamps keep the injected values
     fits.PrimaryHDU(img1.astype("f4"), header=h1).writeto(p1)
-    fits.PrimaryHDU(img2.astype("f4"), header=w2.to_header()).writeto(p2)
+    fits.PrimaryHDU(img2.astype("f4"), header=njy_header(w2)).writeto(p2)
 
     rows = []
     for i, s in enumerate(sources):
@@ -236,7 +245,7 @@ def test_same_grid_band_is_sliced_exactly(field, tmp_path):
     w2 = w.deepcopy()
     w2.wcs.crpix = w.wcs.crpix + [7, 10]
     p = tmp_path / "shifted.fits"
-    fits.PrimaryHDU(pad, header=w2.to_header()).writeto(p)
+    fits.PrimaryHDU(pad, header=njy_header(w2)).writeto(p)
     res = cut_stamps(field["cat"][:5], {"F435W": field["p1"], "F850LP": p}, size=SIZE)
     assert res.info["grids"][1] == {"band": "F850LP", "grid": "same", "offset": [7, 10]}
     assert_allclose(res.stamps[:, 1], 2 * res.stamps[:, 0], rtol=1e-6)
@@ -256,7 +265,8 @@ def test_catalogue_columns_units_meta_preserved(field, cut):
 def test_in_memory_arrays_and_quantities(field):
     with fits.open(field["p1"]) as hdul:
         data = hdul[0].data.copy()
-    res = cut_stamps(field["cat"][:3], {"F435W": (data, field["w1"])}, size=32)
+    res = cut_stamps(field["cat"][:3], {"F435W": (data, field["w1"])}, size=32,
+                     zeropoints={"F435W": AB_NJY_ZEROPOINT})
     assert res.stamps.shape == (3, 1, 32, 32)
 
 
@@ -298,7 +308,7 @@ def test_central_brightest_check(field, tmp_path):
     img, _ = render((N1, N1), w, srcs)
     img += np.random.default_rng(0).normal(0, 1e-3, img.shape)
     p = tmp_path / "pair.fits"
-    fits.PrimaryHDU(img.astype("f4"), header=w.to_header()).writeto(p)
+    fits.PrimaryHDU(img.astype("f4"), header=njy_header(w)).writeto(p)
     cat = Table({"RA_1": ra, "DEC_1": dec, "ID": [1, 2]})
     off = cut_stamps(cat, {"F435W": p}, size=SIZE)
     on = cut_stamps(cat, {"F435W": p}, size=SIZE, require_central_brightest=True)
@@ -520,7 +530,8 @@ def test_weight_map_extension_marks_bad_pixels(field, tmp_path):
     p = tmp_path / "with_wht.fits"
     fits.HDUList([fits.PrimaryHDU(data, header=hdr), fits.ImageHDU(wht, header=hdr, name="WHT")]).writeto(p)
     res = cut_stamps(field["cat"][:2], {"F435W": p}, size=SIZE)
-    assert res.info["weight_maps"] == {"F435W": 1}
+    assert res.info["weight_maps"]["F435W"] == [
+        {"file": "with_wht.fits", "weight": "with_wht.fits[1]", "kind": "weight", "from": "extension"}]
     assert list(res.rejected["reason"]) == ["too many bad pixels (F435W)"]
     ok = cut_stamps(field["cat"][:2], {"F435W": p}, size=SIZE, max_bad_fraction=0.5)
     assert len(ok.catalog) == 2
@@ -555,7 +566,7 @@ def test_streaming_keeps_resident_memory_below_the_mosaic(tmp_path):
     n = 6000
     w = tan_wcs(0.06, (n, n))
     hdr = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": n, "NAXIS2": n})
-    hdr.update(w.to_header())
+    hdr.update(njy_header(w))
     p = tmp_path / "big.fits"
     shdu = fits.StreamingHDU(p, hdr)
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ names the file, row or option at fault; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,6 +28,17 @@ class _Ctx:
 
 def _config(config: str | None, extra: tuple[str, ...] | list[str]) -> RunConfig:
     return load_config(config, parse_overrides(list(extra)))
+
+
+def _resolved(config: str | None, extra, workspace: str | None, stages: list[str], name: str | None = None,
+              **flags) -> RunConfig:
+    """Configuration file + overrides + this command's flags (section ``name``), resolved like `galearn run`."""
+    from .pipeline import resolve
+
+    cfg = _config(config, extra)
+    if name is not None:
+        cfg = dataclasses.replace(cfg, **{name: section(cfg, name, **flags)})
+    return resolve(cfg, None if workspace is None else Workspace(workspace), stages=stages)
 
 
 _workspace_option = click.option(
@@ -58,14 +70,31 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--seed", "random_state", type=int, default=None, help="Random seed (same seed, same files).")
 @click.option("--preview", is_flag=True,
               help="Also draw DIR/preview_rgb.png (Lupton RGB of a patch) and DIR/preview_stamps.png (stamps per class).")
+@click.option("--layout", type=click.Choice(["default", "release"]), default="default",
+              help="default: one file per band, weights inside; release: as a deep-field release is "
+                   "distributed (overlapping sections, separate _drz/_wht files, HST calibration keywords, "
+                   "segmentation map, joined FITS catalogue).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, config: str | None,
-             overrides) -> None:
+def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview: bool, layout: str,
+             config: str | None, overrides) -> None:
     """Simulate a mock HST GOODS-S field (GalSim): F435W/F850LP/F160W mosaics + catalogue."""
     from .mock import simulate_field
 
-    cfg = section(_config(config, overrides), "simulate", n_galaxies=n_galaxies, random_state=random_state)
+    cfg = _resolved(config, overrides, None, ["simulate"], "simulate", n_galaxies=n_galaxies,
+                    random_state=random_state).simulate
+    if layout == "release":
+        from .mock.release import simulate_release
+
+        if preview:
+            raise click.BadParameter("--preview draws the default layout; run it without --layout release",
+                                     param_hint="--preview")
+        files = simulate_release(Path(out), cfg)
+        n = sum(len(v) for v in files.values())
+        click.echo(f"wrote {n} files in {out} (release layout; list in {Path(out) / 'release_files.json'})")
+        for key, paths in files.items():
+            click.echo(f"  {key}: {', '.join(p.name for p in paths)}")
+        return
     paths = simulate_field(Path(out), cfg)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if preview:
@@ -76,8 +105,9 @@ def simulate(out: str, n_galaxies: int | None, random_state: int | None, preview
 
 
 def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
-                  form: str = "BAND=PATH (e.g. F160W=goodss_f160w.fits)") -> dict[str, str]:
-    images: dict[str, str] = {}
+                  form: str = "BAND=PATH (e.g. F160W=goodss_f160w.fits)", *, repeat: bool = False) -> dict:
+    """``BAND=VALUE`` items -> dict; with ``repeat`` a band given again collects a list (sections)."""
+    images: dict = {}
     for item in values:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
@@ -85,14 +115,30 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
         if not band or not path:
             raise click.BadParameter(f"{item!r} is not {form}", param_hint=param_hint)
         if band in images:
-            raise click.BadParameter(f"{band} given twice", param_hint=param_hint)
+            if not repeat:
+                raise click.BadParameter(f"{band} given twice", param_hint=param_hint)
+            prev = images[band]
+            images[band] = [*(prev if isinstance(prev, list) else [prev]), path]
+            continue
         images[band] = path
     return images
 
 
+def _parse_zeropoints(values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for band, zp in _parse_images(values, "--zeropoint", "BAND=ZP_AB (e.g. F160W=25.946)").items():
+        try:
+            out[band] = float(zp)
+        except ValueError:
+            raise click.BadParameter(f"{band}={zp}: the zero point must be a number (AB mag of one pixel unit)",
+                                     param_hint="--zeropoint") from None
+    return out
+
+
 @app.command()
 @click.option("--catalog", type=click.Path(dir_okay=False), required=True, help="Catalogue (FITS, ECSV, CSV, Parquet).")
-@click.option("--image", "images", multiple=True, required=True, help="BAND=PATH of a mosaic; repeat per band.")
+@click.option("--image", "images", multiple=True, required=True,
+              help="BAND=PATH of a mosaic; repeat per band, and per section / tile of a band (a quoted glob works too).")
 @_workspace_option
 @click.option("--select", default=None, help='Selection cuts, e.g. "zbest > 0.01 and zbest < 1 and Hmag < 25".')
 @click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
@@ -105,19 +151,40 @@ def _parse_images(values: tuple[str, ...], param_hint: str = "--image",
               help="Reject stamps whose brightest source is not the central one (default off).")
 @click.option("--resample", type=click.Choice(["adaptive", "exact"]), default=None,
               help="Flux-conserving method for bands on another pixel grid (default adaptive).")
+@click.option("--weight", "weights", multiple=True,
+              help="BAND=PATH of an inverse-variance map (one per section, in order). "
+                   "Default: a WHT extension, else the _wht companion file found by name.")
+@click.option("--rms", "rms", multiple=True, help="BAND=PATH of an RMS map (one per section, in order).")
+@click.option("--zeropoint", "zeropoints", multiple=True,
+              help="BAND=ZP_AB: AB magnitude of one pixel unit, overriding the header calibration.")
+@click.option("--calibrate/--no-calibrate", "calibrate", default=None,
+              help="Stamps in nJy per pixel from the headers / --zeropoint (default); "
+                   "--no-calibrate keeps each mosaic's own units.")
+@click.option("--segmap", default=None, type=click.Path(dir_okay=False),
+              help="Segmentation map: replace other sources' pixels in the stamps by sky noise (default off).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
-            require_central_brightest, resample, config, overrides) -> None:
+            require_central_brightest, resample, weights, rms, zeropoints, calibrate, segmap, config,
+            overrides) -> None:
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
-    cfg = section(_config(config, overrides), "cutouts", select=select, stamp_size=stamp_size,
-                  preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
-                  require_central_brightest=require_central_brightest, resample=resample)
-    sample = make_sample_from_mosaics(catalog, _parse_images(images), Workspace(workspace), cfg)
-    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
+    cfg = _resolved(config, overrides, workspace, ["cutouts"], "cutouts", select=select, stamp_size=stamp_size,
+                    preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
+                    require_central_brightest=require_central_brightest, resample=resample,
+                    weights=_parse_images(weights, "--weight", repeat=True) or None,
+                    rms=_parse_images(rms, "--rms", repeat=True) or None,
+                    zeropoints=_parse_zeropoints(zeropoints) or None, calibrate=calibrate,
+                    segmap=segmap).cutouts
+    sample = make_sample_from_mosaics(catalog, _parse_images(images, repeat=True), Workspace(workspace), cfg,
+                                      report=click.echo)
+    extra = sample.extra if hasattr(sample, "extra") else {}
+    masked = (extra or {}).get("segmap") or {}
+    click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected"
+               + (f"; neighbours masked in {masked.get('n_stamps_masked')} stamps "
+                  f"(mean fraction {masked.get('mean_masked_fraction', 0):.3f})" if masked else ""))
 
 
 @app.command("ingest-images")
@@ -134,8 +201,8 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
     """Stamps from a folder of RGB galaxy images plus a label table."""
     from .survey import make_sample_from_images
 
-    cfg = section(_config(config, overrides), "ingest", stamp_size=stamp_size, id_column=id_column,
-                  crop_fraction=crop_fraction)
+    cfg = _resolved(config, overrides, workspace, ["ingest"], "ingest", stamp_size=stamp_size, id_column=id_column,
+                    crop_fraction=crop_fraction).ingest
     sample = make_sample_from_images(images_dir, labels, Workspace(workspace), cfg)
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected")
 
@@ -145,8 +212,14 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
 
 @app.command()
 @_workspace_option
-@click.option("--backbone", default=None, help="auto, resnet18, resnet50, efficientnet-lite0, random-resnet18, adapted.")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file for the backbone.")
+@click.option("--backbone", default=None,
+              help="auto, resnet18, resnet50, efficientnet-lite0, random-resnet18, adapted, or timm:ARCH "
+                   "(any timm encoder, e.g. timm:convnext_nano; see docs/features.md).")
+@click.option("--weights", type=click.Path(), default=None,
+              help="Local weights: safetensors or PyTorch file, or a model-repository folder "
+                   "(model.safetensors / pytorch_model.bin + config.json).")
+@click.option("--allow-download", is_flag=True, default=None,
+              help="timm:ARCH without --weights: let the weights be downloaded (off: nothing is downloaded).")
 @click.option("--library", is_flag=True, help="Features of the generated library (library.h5) instead of the sample.")
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels (0: the stamps' native size).")
@@ -160,15 +233,17 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
                    "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def features(workspace, backbone, weights, library, device, input_size, tta, scales, fuse, config, overrides) -> None:
+def features(workspace, backbone, weights, allow_download, library, device, input_size, tta, scales, fuse, config,
+             overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
     from .features.extract import check_scales
     from .store import read_features
 
-    cfg = section(_config(config, overrides), "features", backbone=backbone, weights=weights, device=device,
-                  input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
-                  scales=None if scales is None else check_scales(scales))
+    cfg = _resolved(config, overrides, workspace, ["library_features" if library else "features"], "features",
+                    backbone=backbone, weights=weights, allow_download=allow_download, device=device,
+                    input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
+                    scales=None if scales is None else check_scales(scales)).features
     path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
     fused = a.get("fused")
@@ -183,8 +258,11 @@ def features(workspace, backbone, weights, library, device, input_size, tta, sca
 
 @app.command()
 @_workspace_option
-@click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file of that backbone.")
+@click.option("--backbone", default=None, help="Backbone to adapt (default efficientnet-lite0; also timm:ARCH).")
+@click.option("--weights", type=click.Path(), default=None,
+              help="Local weights of that backbone (file, or model-repository folder).")
+@click.option("--allow-download", is_flag=True, default=None,
+              help="timm:ARCH without --weights: let the weights be downloaded (off: nothing is downloaded).")
 @click.option("--epochs", type=int, default=None, help="Passes over the stamps (default 10).")
 @click.option("--budget-minutes", type=float, default=None,
               help="Wall-time cap of this call (default 8); re-running continues from the checkpoint.")
@@ -193,17 +271,17 @@ def features(workspace, backbone, weights, library, device, input_size, tta, sca
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def adapt(workspace, backbone, weights, epochs, budget_minutes, input_size, random_state, device, config,
-          overrides) -> None:
+def adapt(workspace, backbone, weights, allow_download, epochs, budget_minutes, input_size, random_state, device,
+          config, overrides) -> None:
     """Self-supervised (SimCLR) fine-tuning of a backbone on the workspace's own stamps (no labels).
 
     Writes WS/backbones/adapted.pt; use it with `galearn features --backbone adapted`.
     """
     from .features import run_adapt
 
-    cfg = section(_config(config, overrides), "adapt", backbone=backbone, weights=weights, epochs=epochs,
-                  budget_minutes=budget_minutes, input_size=input_size, random_state=random_state,
-                  device=device)
+    cfg = _resolved(config, overrides, workspace, ["adapt"], "adapt", backbone=backbone, weights=weights,
+                    allow_download=allow_download, epochs=epochs, budget_minutes=budget_minutes,
+                    input_size=input_size, random_state=random_state, device=device).adapt
     path = run_adapt(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -220,8 +298,8 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
     """2-D map (t-SNE, UMAP or PCA) of the features."""
     from .maps import run_embed
 
-    cfg = section(_config(config, overrides), "embed", method=method, backbone=backbone,
-                  perplexity=perplexity, random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["embed"], "embed", method=method, backbone=backbone,
+                    perplexity=perplexity, random_state=random_state).embed
     path = run_embed(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -241,8 +319,9 @@ def classify(workspace, compare, backbone, method, clusterer, n_clusters, random
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
-    cfg = section(_config(config, overrides), "classify", compare=tuple(compare) or None, backbone=backbone,
-                  method=method, clusterer=clusterer, n_clusters=n_clusters, random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
+                    backbone=backbone, method=method, clusterer=clusterer, n_clusters=n_clusters,
+                    random_state=random_state).classify
     metrics = run_classify(Workspace(workspace), cfg)
     groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
     for backbone_name, agreement in groups:
@@ -357,8 +436,8 @@ def gan_train(workspace, condition, steps, resume, device, random_state, config,
     """Train the conditional GAN, checkpointing as it goes."""
     from .gan import run_train
 
-    cfg = section(_config(config, overrides), "gan", condition=condition, steps=steps, device=device,
-                  random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
+                    device=device, random_state=random_state).gan.train
     path = run_train(Workspace(workspace), cfg, resume=resume)
     click.echo(f"wrote {path}")
 
@@ -374,8 +453,8 @@ def gan_sample(workspace, balance, n_per_class, random_state, config, overrides)
     """Generate a library of synthetic stamps (library.h5)."""
     from .gan import run_sample
 
-    cfg = section(_config(config, overrides), "gan", balance=balance, n_per_class=n_per_class,
-                  random_state=random_state)
+    cfg = _resolved(config, overrides, workspace, ["gan_sample"], "gan", balance=balance, n_per_class=n_per_class,
+                    random_state=random_state).gan.sample
     path = run_sample(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
@@ -388,7 +467,7 @@ def gan_evaluate(workspace, config, overrides) -> None:
     """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
     from .gan import run_evaluate
 
-    cfg = _config(config, overrides)
+    cfg = _resolved(config, overrides, workspace, ["gan_evaluate"]).gan.evaluate
     metrics = run_evaluate(Workspace(workspace), cfg)
     for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall",
                 "morphology_wasserstein", "morphology_wasserstein_real_baseline", "memorised_fraction"):
@@ -416,14 +495,15 @@ def report(workspace, config, overrides) -> None:
     """Figures and a self-contained HTML page."""
     from .report import run_report
 
-    path = run_report(Workspace(workspace), _config(config, overrides).report)
+    path = run_report(Workspace(workspace), _resolved(config, overrides, workspace, ["report"]).report)
     click.echo(f"wrote {path}")
 
 
 @app.command()
 @_workspace_option
 @_config_option
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and stop.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved configuration (what the run would write to WS/config.toml) and stop.")
 @click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def run(workspace, config, dry_run, force, overrides) -> None:
@@ -431,11 +511,13 @@ def run(workspace, config, dry_run, force, overrides) -> None:
 
     Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
     """
+    from .pipeline import resolve, run_all
+
     cfg = _config(config, overrides)
     if dry_run:
-        click.echo(cfg.to_toml())
+        # exactly what `galearn run` with the same arguments writes to WS/config.toml
+        click.echo(resolve(cfg, Workspace(workspace)).to_toml(), nl=False)
         return
-    from .pipeline import run_all
 
     try:
         run_all(Workspace(workspace), cfg, force=force)

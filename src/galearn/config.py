@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadValueError, MissingInputError
+from .runtime import deep_merge
 
 __all__ = [
     "SimulateConfig",
@@ -25,10 +26,14 @@ __all__ = [
     "EmbedConfig",
     "ClassifyConfig",
     "GanConfig",
+    "GanTrainConfig",
+    "GanSampleConfig",
+    "GanEvaluateConfig",
     "ReportConfig",
     "RunConfig",
     "load_config",
     "parse_overrides",
+    "step_config",
 ]
 
 
@@ -66,7 +71,12 @@ class CutoutConfig:
     max_percentile: float = 99.9
     resample: str = "adaptive"  # bands on another pixel grid: "adaptive" (reproject_adaptive) or "exact"
     batch_size: int = 1024  # stamps cut and written per batch (memory ~ batch * bands * size^2 * 8 bytes)
-    random_state: int = 0  # noise sample of the mosaics, stamps used to fit the stretch
+    random_state: int = 0  # noise sample of the mosaics, stamps used to fit the stretch; neighbour-mask noise
+    weights: dict = field(default_factory=dict)  # band -> inverse-variance map path (or list, one per section)
+    rms: dict = field(default_factory=dict)  # band -> RMS map path (or list)
+    zeropoints: dict = field(default_factory=dict)  # band -> AB magnitude of one pixel unit (overrides headers)
+    calibrate: bool = True  # stamps in nJy per pixel from header keywords / zeropoints; False: mosaic units
+    segmap: str | None = None  # segmentation map: other sources' pixels replaced by sky noise
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,9 @@ class IngestConfig:
 class FeatureConfig:
     """CNN features (``galearn features``)."""
 
-    backbone: str = "auto"
-    weights: str | None = None  # local weights file
+    backbone: str = "auto"  # or timm:ARCH (any timm encoder; weights from `weights`)
+    weights: str | None = None  # local weights file, or a model-repository folder (model.safetensors + config.json)
+    allow_download: bool = False  # timm:ARCH without weights: let the weights be fetched (off: offline)
     input_size: int | None = None  # pixels; None: the measured default of galearn.features; 0: native
     tta: bool | int = 4  # average features over flips / quarter turns: False, True (= 4), 2, 4, 8 (x cost); 4 measured best (docs/features.md)
     layers: tuple = ()  # stages pooled + concatenated, e.g. ("layer3", "layer4"); (): measured default
@@ -103,6 +114,7 @@ class AdaptConfig:
 
     backbone: str = "efficientnet-lite0"
     weights: str | None = None
+    allow_download: bool = False  # timm:ARCH without weights: let the weights be fetched (off: offline)
     epochs: int = 10
     budget_minutes: float = 8.0  # wall-time cap of one call; a re-run continues from the checkpoint
     batch_size: int = 64
@@ -113,6 +125,13 @@ class AdaptConfig:
     freeze_stages: int = 5  # leading backbone stages kept fixed (weights + BatchNorm statistics)
     bn: str = "frozen"  # "frozen": ImageNet BatchNorm statistics kept (measured better); "train": they adapt
     temperature: float = 0.2  # NT-Xent temperature (SimCLR)
+    head_learning_rate: float = 1e-3  # learning rate of the projection head
+    weight_decay: float = 1e-5  # AdamW weight decay
+    # augmentations (label-free, colour-preserving, the same for every band)
+    max_shift: float = 0.06  # largest shift per axis, fraction of the stamp side
+    scale: tuple = (0.85, 1.15)  # zoom factor range (1: unchanged)
+    blur_sigma: tuple = (0.0, 1.2)  # Gaussian blur sigma range, pixels of the network input
+    noise_sigma: tuple = (0.0, 0.03)  # Gaussian noise sigma range, stretched units
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,7 @@ class EmbedConfig:
     """2-D map (``galearn embed``)."""
 
     method: str = "tsne"  # tsne | umap | pca
-    backbone: str | None = None  # None: metrics.json features.backbone, else the only feature file
+    backbone: str | None = None  # None: the feature file `features` writes (resolve), else the manifest's
     perplexity: float = 30.0
     n_neighbors: int = 15  # umap
     pca_components: int = 50
@@ -142,8 +161,8 @@ class ClassifyConfig:
 
 
 @dataclass(frozen=True)
-class GanConfig:
-    """Conditional GAN (``galearn gan train / sample / evaluate``)."""
+class GanTrainConfig:
+    """What ``galearn gan train`` reads (its fingerprint: a change retrains the GAN)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
     steps: int = 100  # ~1-1.2 s/step on 1 CPU thread: ~125 s, fits `galearn run`; blurry blobs, not full quality (docs/gan.md)
@@ -162,15 +181,67 @@ class GanConfig:
     diffaugment: str = "flip,rot90,translation"  # no colour policy: band ratios matter
     checkpoint_every: int = 50
     grid_every: int = 50
-    n_per_class: int | None = None  # gan sample --n
-    balance: bool = True
     device: str | None = None
     threads: int = 1  # torch CPU threads, 0: all cores (2 threads were 3-5x SLOWER than 1 on the shared 2-core machine)
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
+
+
+@dataclass(frozen=True)
+class GanSampleConfig:
+    """What ``galearn gan sample`` reads (besides the checkpoint)."""
+
+    n_per_class: int | None = None  # gan sample --n
+    balance: bool = True
+    device: str | None = None
+    threads: int = 1
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class GanEvaluateConfig:
+    """What ``galearn gan evaluate`` reads (besides the split, library and feature files)."""
+
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
     balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class GanConfig(GanEvaluateConfig, GanSampleConfig, GanTrainConfig):
+    """Conditional GAN: the ``[gan]`` section (``galearn gan train / sample / evaluate``).
+
+    One flat section for the user (``gan.steps``, ``gan.balancing_repeats``,
+    ...); each step reads only its own part -- :attr:`train`, :attr:`sample`,
+    :attr:`evaluate` -- so a step's fingerprint holds only what changes its
+    output (an evaluation setting does not retrain the GAN).
+    """
+
+    @property
+    def train(self) -> GanTrainConfig:
+        return step_config(self, GanTrainConfig)
+
+    @property
+    def sample(self) -> GanSampleConfig:
+        return step_config(self, GanSampleConfig)
+
+    @property
+    def evaluate(self) -> GanEvaluateConfig:
+        return step_config(self, GanEvaluateConfig)
+
+
+def step_config(cfg: Any, cls: type) -> Any:
+    """``cfg`` as the step configuration ``cls``: its fields taken from ``cfg`` (a wider config).
+
+    ``cfg`` may already be a ``cls``; a :class:`RunConfig` stands for its ``gan``
+    section. Used by the ``run_*`` functions of the GAN steps.
+    """
+    if isinstance(cfg, cls) and type(cfg) is cls:
+        return cfg
+    if isinstance(cfg, RunConfig):
+        cfg = cfg.gan
+    return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -202,7 +273,7 @@ class RunConfig:
     run_gan: bool = True
     run_adapt: bool = False
     catalog: str | None = None  # real data: catalogue file
-    images: dict = field(default_factory=dict)  # real data: band -> mosaic path
+    images: dict = field(default_factory=dict)  # real data: band -> mosaic path, glob or list (sections)
     image_folder: str | None = None  # real data: folder of RGB images (ingest-images) ...
     labels: str | None = None  # ... and its label CSV
     baseline_backbone: str = "random-resnet18"  # honest baseline features + agreement; "" to skip
@@ -297,13 +368,6 @@ def parse_overrides(args: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def _merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read a TOML configuration file (optional) and apply overrides."""
     data: dict = {}
@@ -316,7 +380,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         except tomllib.TOMLDecodeError as exc:
             raise BadValueError(f"{path}: not valid TOML: {exc}") from exc
     if overrides:
-        data = _merge(data, overrides)
+        data = deep_merge(data, overrides)
     return _build(RunConfig, data, "")
 
 

@@ -44,9 +44,10 @@ from typing import Any
 from . import __version__
 from .config import RunConfig
 from .errors import BadValueError, MissingInputError
-from .store import Workspace, atomic_write_text, file_sha256, read_metrics, update_metrics
+from .runtime import json_default
+from .store import Workspace, atomic_write_text, file_sha256, metrics_digest, read_manifest, update_metrics
 
-__all__ = ["run_all", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
+__all__ = ["run_all", "resolve", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
 
 #: Bands of the mock field (galearn.mock.simulate_field), blue to red.
 MOCK_BANDS = ("F435W", "F850LP", "F160W")
@@ -60,14 +61,6 @@ _STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- fingerprints
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _plain(obj: Any) -> Any:
@@ -132,34 +125,28 @@ class _Runner:
     def save(self) -> None:
         atomic_write_text(self.ws.state, json.dumps(
             {"version": _STATE_VERSION, "stages": self.stages, "files": self.hasher.cache},
-            indent=1, sort_keys=True, default=_json_default) + "\n")
-
-    def _metrics_hash(self, key: str) -> str:
-        metrics = read_metrics(self.ws.metrics)
-        if key == "*":
-            metrics.pop("timing", None)
-            value = metrics
-        else:
-            value = metrics.get(key)
-        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+            indent=1, sort_keys=True, default=json_default) + "\n")
 
     def fingerprint(self, name: str, config: Any, inputs: list) -> str:
         items = []
         for item in inputs:
             if isinstance(item, str) and item.startswith("metrics:"):
-                items.append([item, self._metrics_hash(item.split(":", 1)[1])])
+                items.append([item, metrics_digest(self.ws.metrics, item.split(":", 1)[1]) or "absent"])
             else:
                 items.append([str(item), self.hasher.input(item)])
         blob = json.dumps({"stage": name, "galearn": __version__, "config": _plain(config), "inputs": items},
-                          sort_keys=True, default=_json_default)
+                          sort_keys=True, default=json_default)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _outputs_exist(self, outputs: dict) -> bool:
-        metrics = None
         for value in outputs.values():
             if isinstance(value, str) and value.startswith("metrics:"):
-                metrics = read_metrics(self.ws.metrics) if metrics is None else metrics
-                if value.split(":", 1)[1] not in metrics:
+                if metrics_digest(self.ws.metrics, value.split(":", 1)[1]) is None:
+                    return False
+            elif isinstance(value, str) and value.startswith("manifest:"):
+                # "manifest:KEY=BACKBONE": the manifest still names this stage's product
+                key, _, named = value.split(":", 1)[1].partition("=")
+                if (read_manifest(self.ws).get(key) or {}).get("backbone") != named:
                     return False
             elif not Path(value).exists():
                 return False
@@ -245,6 +232,79 @@ def stage_names(cfg: RunConfig) -> list[str]:
     return names
 
 
+def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[str] | None = None) -> RunConfig:
+    """The configuration the stages actually run with: every default that depends on something filled in.
+
+    One set of rules for ``galearn run``, ``galearn run --dry-run`` and every
+    single command (``galearn features``, ``galearn embed``, ...):
+
+    * mock data (``simulate`` among the stages): ``cutouts.select`` None ->
+      :data:`DEFAULT_MOCK_SELECT`;
+    * ``features.backbone = "auto"`` (when features are computed) ->
+      ``adapted`` when ``adapt`` is among the stages, else the registry
+      backbone ``auto`` stands for on this machine (``resnet50`` with its
+      weights at hand, else ``efficientnet-lite0``);
+    * ``embed.backbone`` / ``classify.backbone`` None -> the feature file the
+      ``features`` stage writes when it is among the stages, else the active
+      one recorded in ``WS/manifest.json`` (left None when there is none);
+    * with ``embed`` among the stages, ``classify.method`` and
+      ``report.method`` follow ``embed.method`` (the map just made is the one
+      classified and reported).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        Configuration as read (TOML + overrides + command-line options).
+    ws : Workspace, path or None
+        Workspace whose manifest supplies what earlier commands produced.
+    stages : list of str, optional
+        The stages the command runs (default: :func:`stage_names` of ``cfg``,
+        i.e. ``galearn run``).
+
+    Returns
+    -------
+    RunConfig
+        The resolved configuration (``galearn run`` writes it to ``WS/config.toml``).
+    """
+    replace = dataclasses.replace
+    stages = stage_names(cfg) if stages is None else list(stages)
+    ws = None if ws is None else (ws if isinstance(ws, Workspace) else Workspace(ws))
+    manifest = read_manifest(ws) if ws is not None and ws.manifest.exists() else {}
+    changes: dict[str, Any] = {}
+
+    if "simulate" in stages and cfg.cutouts.select is None:
+        changes["cutouts"] = replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
+
+    feat = cfg.features
+    if str(feat.backbone).lower() == "auto" and {"features", "library_features"} & set(stages):
+        if "adapt" in stages:
+            feat = replace(feat, backbone="adapted")
+        else:
+            try:
+                from .features.backbones import auto_backbone
+            except ImportError:  # no torch: the features stage will say so
+                pass
+            else:
+                feat = replace(feat, backbone=auto_backbone(feat.weights))
+    changes["features"] = feat
+
+    if "features" in stages and str(feat.backbone).lower() != "auto":
+        from .features.fuse import fused_name
+
+        active = fused_name(feat.backbone, feat.fuse)
+    else:
+        active = (manifest.get("features") or {}).get("backbone")
+    emb = cfg.embed if cfg.embed.backbone or not active else replace(cfg.embed, backbone=active)
+    changes["embed"] = emb
+    cls_backbone = cfg.classify.backbone or (emb.backbone if "embed" in stages else active)
+    cls = cfg.classify if cls_backbone == cfg.classify.backbone else replace(cfg.classify, backbone=cls_backbone)
+    if "embed" in stages:
+        cls = replace(cls, method=emb.method)
+        changes["report"] = replace(cfg.report, method=emb.method)
+    changes["classify"] = cls
+    return replace(cfg, **changes)
+
+
 def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
             echo: Callable[[str], None] | None = None) -> None:
     """Run every stage of ``cfg`` in ``ws``, skipping those that are up to date.
@@ -254,7 +314,8 @@ def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
     ws : Workspace
         Workspace folder (created if needed).
     cfg : RunConfig
-        Resolved configuration; written to ``WS/config.toml`` before any work.
+        Configuration; resolved with :func:`resolve` and written to
+        ``WS/config.toml`` before any work.
     force : bool
         Re-run every stage even if its inputs did not change.
     echo : callable, optional
@@ -271,6 +332,7 @@ def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
     echo = echo or _echo
     names = stage_names(cfg)
     src = _source(cfg)
+    cfg = resolve(cfg, ws, stages=names)
     ws.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(ws.config, cfg.to_toml())
     echo(f"galearn run: workspace {ws.root} ({src} data; {len(names)} stages; configuration in {ws.config})")
@@ -301,7 +363,7 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         if src == "mock":
             from .mock import simulate_field
 
-            mock_dir = ws.root / "mock"
+            mock_dir = ws.mock
 
             def simulate():
                 return {k: Path(v) for k, v in simulate_field(mock_dir, cfg.simulate).items()}
@@ -312,30 +374,38 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
                 raise BadValueError(f"simulate_field returned no {', '.join(missing)} (got {', '.join(paths)})")
             catalog = paths["catalog"]
             images = {b: paths[b] for b in MOCK_BANDS}
-            cut_cfg = cfg.cutouts if cfg.cutouts.select is not None else replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
+            cut_cfg = cfg.cutouts  # resolve() gave it the mock selection
         else:
             catalog, images, cut_cfg = cfg.catalog, dict(cfg.images), cfg.cutouts
-            for what in [catalog, *images.values()]:
-                if not Path(what).exists():
-                    raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
         from .survey import make_sample_from_mosaics
+        from .survey.inputs import input_files
+
+        files = input_files(images, cut_cfg)  # sections (globs expanded), weight maps, segmap
+        for what in [catalog, *files]:
+            if not Path(what).exists():
+                raise MissingInputError(f"{what} does not exist (run configuration: catalog / images)")
 
         def cutouts():
-            make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            sample = make_sample_from_mosaics(catalog, images, ws, cut_cfg)
+            extra = getattr(sample, "extra", None) or {}
+            if "calibration" in extra:  # files, weight maps and calibration used, one line per band
+                from .survey.cutouts import describe_inputs
+
+                for line in describe_inputs(extra):
+                    r.echo(f"  {line}")
             return {"sample": ws.sample}
 
         r.stage("cutouts", cutouts, config={"cutouts": cut_cfg, "catalog": str(catalog),
-                                            "images": {k: str(v) for k, v in images.items()}},
-                inputs=[Path(catalog), *(Path(images[b]) for b in sorted(images))])
+                                            "images": {k: [str(p) for p in v] if isinstance(v, (list, tuple))
+                                                       else str(v) for k, v in images.items()}},
+                inputs=[Path(catalog), *files])
 
     # ---------------------------------------------------------------- features
-    feat_cfg = cfg.features
+    feat_cfg = cfg.features  # resolve(): "auto" is "adapted" with run_adapt, else a registry name
     if cfg.run_adapt:
         from .features import run_adapt
 
         r.stage("adapt", lambda: {"backbone": run_adapt(ws, cfg.adapt)}, config=cfg.adapt, inputs=[ws.sample])
-        if str(feat_cfg.backbone).lower() == "auto":
-            feat_cfg = replace(feat_cfg, backbone="adapted")
     from .features import run_features
 
     feat_inputs: list = [ws.sample]
@@ -343,7 +413,12 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         feat_inputs.append(ws.adapted_backbone)
     if feat_cfg.weights:
         feat_inputs.append(Path(feat_cfg.weights))
-    out = r.stage("features", lambda: {"features": run_features(ws, feat_cfg)}, config=feat_cfg, inputs=feat_inputs)
+    def features():
+        path = Path(run_features(ws, feat_cfg))
+        return {"features": path, "active": f"manifest:features={path.stem}"}
+
+    # A `galearn features` by hand in between makes another file the active one: then this runs again.
+    out = r.stage("features", features, config=feat_cfg, inputs=feat_inputs)
     feat_path = Path(out["features"])
     backbone = feat_path.stem
 
@@ -355,7 +430,7 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         def features_baseline():
             if not baseline:
                 return {"features": feat_path}
-            return {"features": _baseline_features(ws, base_cfg)}
+            return {"features": run_features(ws, base_cfg, baseline=True)}
 
         out = r.stage("features_baseline", features_baseline, config={"features": base_cfg, "main": backbone},
                       inputs=[ws.sample])
@@ -364,7 +439,9 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
     # ---------------------------------------------------------------- map + classes
     from .maps import run_embed
 
-    emb_cfg = cfg.embed if cfg.embed.backbone else replace(cfg.embed, backbone=backbone)
+    emb_cfg = cfg.embed  # resolve(): backbone = the feature file written above
+    if emb_cfg.backbone is None:  # "auto" left unresolved (no torch to ask): the file features wrote
+        emb_cfg = replace(emb_cfg, backbone=backbone)
     emb_backbone = emb_cfg.backbone
     emb_features = ws.features(emb_backbone)
     r.stage("embed", lambda: {"map": run_embed(ws, emb_cfg), "model": ws.map_model(emb_cfg.method)},
@@ -372,7 +449,9 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
 
     from .evaluate import run_classify
 
-    cls_cfg = replace(cfg.classify, backbone=cfg.classify.backbone or emb_backbone, method=emb_cfg.method)
+    cls_cfg = cfg.classify  # resolve(): backbone and method of the map above
+    if cls_cfg.backbone is None:
+        cls_cfg = replace(cls_cfg, backbone=emb_backbone)
 
     def classify():
         run_classify(ws, cls_cfg)
@@ -404,15 +483,15 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
     if cfg.run_gan:
         from .gan import run_evaluate, run_sample, run_train
 
-        gan_cfg = cfg.gan
-        train_cfg = {k: v for k, v in dataclasses.asdict(gan_cfg).items() if k not in ("n_per_class", "balance")}
+        # Each GAN step is fingerprinted with its own part of [gan] only.
+        train_cfg, sample_cfg, eval_cfg = cfg.gan.train, cfg.gan.sample, cfg.gan.evaluate
 
         def gan_train(resume: bool = False):
-            return {"run": run_train(ws, gan_cfg, resume=resume)}
+            return {"run": run_train(ws, train_cfg, resume=resume)}
 
-        out = r.stage("gan_train", gan_train, config=train_cfg, inputs=[ws.sample], resumable=True)
-        r.stage("gan_sample", lambda: {"library": run_sample(ws, gan_cfg)}, config=gan_cfg,
-                inputs=[ws.sample, *_checkpoints(ws, out)])
+        r.stage("gan_train", gan_train, config=train_cfg, inputs=[ws.sample], resumable=True)
+        r.stage("gan_sample", lambda: {"library": run_sample(ws, sample_cfg)}, config=sample_cfg,
+                inputs=[ws.sample, *_checkpoints(ws)])
         lib_feat_cfg = replace(feat_cfg, backbone=backbone, weights=feat_cfg.weights)
         r.stage("library_features", lambda: {"features": run_features(ws, lib_feat_cfg, library=True)},
                 config=lib_feat_cfg, inputs=[ws.library, *feat_inputs[1:]])
@@ -423,18 +502,20 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         r.stage("library_map", library_map, config={"method": emb_cfg.method, "backbone": backbone},
                 inputs=[ws.features(backbone, library=True), ws.map_model(emb_cfg.method)])
         def gan_evaluate():
-            run_evaluate(ws, cfg)
+            run_evaluate(ws, eval_cfg)
             return {"gan": "metrics:gan"}
 
+        # The feature space (backbone, weights, device) comes from the manifest's
+        # features entry, which the features configuration determines.
         r.stage("gan_evaluate", gan_evaluate,
-                config={"gan": gan_cfg, "features": feat_cfg},
+                config={"gan": eval_cfg, "features": feat_cfg},
                 inputs=[ws.sample, ws.library, ws.features(backbone), ws.features(backbone, library=True),
-                        *_checkpoints(ws, out), ws.gan / "split.json"])
+                        *_checkpoints(ws), ws.gan_split])
 
     # ---------------------------------------------------------------- report
     from .report import run_report
 
-    rep_cfg = replace(cfg.report, method=emb_cfg.method)
+    rep_cfg = cfg.report  # resolve(): method of the map above
     report_inputs: list = [ws.sample, ws.map(emb_cfg.method), ws.classes, "metrics:*", ws.anomalies, ws.predictions]
     if cfg.run_gan:
         report_inputs += [ws.library, ws.library_map(emb_cfg.method)]
@@ -444,29 +525,9 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
 # --------------------------------------------------------------------------- helpers of stages
 
 
-def _checkpoints(ws: Workspace, train_out: dict) -> list[Path]:
+def _checkpoints(ws: Workspace) -> list[Path]:
     """Checkpoint files of the GAN run (what gan sample reads)."""
-    run = Path(train_out.get("run", ws.gan))
-    folder = run if run.is_dir() else run.parent
-    return sorted(folder.glob("ckpt-*.pt")) or [folder]
-
-
-def _baseline_features(ws: Workspace, cfg) -> Path:
-    """Features of the baseline backbone, keeping metrics.json's ``features`` entry for the main one.
-
-    ``run_features`` records the backbone it ran in ``metrics.json`` (``features``);
-    the baseline's entry is moved to ``baseline.features``.
-    """
-    from .features import run_features
-
-    before = read_metrics(ws.metrics).get("features")
-    path = run_features(ws, cfg)
-    after = read_metrics(ws.metrics).get("features")
-    if before is not None:
-        update_metrics(ws.metrics, {"features": before}, replace=("features",))
-    if after is not None:
-        update_metrics(ws.metrics, {"baseline": {"backbone": Path(path).stem, "features": after}})
-    return Path(path)
+    return ws.gan_checkpoints() or [ws.gan]
 
 
 def _place_library(ws: Workspace, backbone: str, method: str) -> Path:

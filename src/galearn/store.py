@@ -5,14 +5,20 @@ what is inside them. Every other module reads and writes through it.
 
 Layout of a workspace folder ``WS``::
 
-    WS/config.toml                 resolved configuration of the last run
+    WS/config.toml                 resolved configuration of the last `galearn run`
+    WS/manifest.json               what each stage produced, with which settings (stages read it)
+    WS/mock/                       the simulated field (`galearn run` without data)
     WS/sample.h5                   stamps + catalogue of the real galaxies
     WS/library.h5                  generated (GAN) library, same layout as sample.h5
     WS/features/<backbone>.h5      one feature vector per stamp (+ library_<backbone>.h5)
+    WS/features/morphology.ecsv    statmorph table of the sample (+ library_morphology.ecsv), --fuse cache
     WS/maps/<method>.h5            2-D map coordinates (+ <method>.pkl: fitted model)
-    WS/backbones/adapted.pt        self-supervised fine-tuned backbone
-    WS/gan/                        GAN run directory (config.json, stats.jsonl, ckpt-*.pt, grids)
-    WS/report/metrics.json         machine-readable metrics (stages merge their keys)
+    WS/maps/library_<method>.h5    the GAN library placed on the map
+    WS/classes.ecsv                per-galaxy classes
+    WS/backbones/adapted.pt        self-supervised fine-tuned backbone (+ adapt-ckpt.pt while training)
+    WS/gan/                        GAN run: config.json, stats.csv, split.json, ckpt-<step>.pt, grids/,
+                                   morphology.ecsv (gan evaluate)
+    WS/report/metrics.json         machine-readable metrics: stages write their keys, only the report reads
     WS/report/index.html, *.png    figures and the HTML page
 
 A stamp file (``sample.h5`` / ``library.h5``) holds
@@ -21,7 +27,7 @@ A stamp file (``sample.h5`` / ``library.h5``) holds
   (e.g. electrons/s or nJy per pixel); for RGB image folders the 8-bit pixel
   values divided by 255;
 * ``stamps/stretched`` float32 ``(N, C, H, W)``, the display/learning stretch
-  (roughly 0..1), see :mod:`galearn.survey.stretch`;
+  (roughly 0..1), see :mod:`galearn.imaging`;
 * ``catalog``          the kept catalogue rows (astropy Table, all original
   columns, units and meta), in stamp order;
 * ``rejected``         one row per input row that did not become a stamp:
@@ -34,6 +40,24 @@ A stamp file (``sample.h5`` / ``library.h5``) holds
 
 All writes go to a temporary file in the same folder that is renamed into
 place, so a reader never sees half a file.
+
+The manifest
+------------
+``WS/manifest.json`` records what each stage produced and with which settings,
+one top-level key per product (:func:`update_manifest` merges one key at a
+time under a file lock, so stages on several processes may write it):
+
+* ``features``: the active feature file of the sample -- ``backbone`` (its
+  file name stem, e.g. ``efficientnet-lite0`` or ``resnet50+morphology``),
+  ``cnn_backbone`` (the plain CNN file), ``path`` and ``settings`` (the
+  feature configuration that made it: weights, device, batch size, ...);
+* ``features_baseline``: the same for the baseline backbone;
+* ``gan``: the GAN run (``run``, ``split``, ``checkpoint``, ``settings``);
+* ``library``: the generated library (``path``, ``checkpoint``, ``settings``);
+* ``maps``: ``{method: {path, model, backbone}}``.
+
+Stages decide from the manifest or from the files' own attributes, never from
+``metrics.json``, which stages only write and only the report reads.
 """
 
 from __future__ import annotations
@@ -43,6 +67,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +80,7 @@ from astropy.table import Table
 
 from . import __version__
 from .errors import BadValueError, MissingInputError
+from .runtime import deep_merge, json_default
 
 __all__ = [
     "Workspace",
@@ -74,6 +100,15 @@ __all__ = [
     "read_table",
     "read_metrics",
     "update_metrics",
+    "metrics_digest",
+    "read_manifest",
+    "update_manifest",
+    "checkpoint_path",
+    "list_checkpoints",
+    "resolve_backbone",
+    "load_features",
+    "check_aligned",
+    "require_sample",
     "file_sha256",
 ]
 
@@ -81,6 +116,11 @@ STAMP_ARRAYS = ("physical", "stretched")
 
 
 # --------------------------------------------------------------------------- paths
+
+
+def safe_backbone_name(name: str) -> str:
+    """``name`` with every character other than letters, digits and ``._+-`` replaced by ``-`` (file-name safe)."""
+    return re.sub(r"[^A-Za-z0-9._+\-]", "-", str(name))
 
 
 @dataclass(frozen=True)
@@ -101,11 +141,21 @@ class Workspace:
         return self.root / "sample.h5"
 
     @property
+    def mock(self) -> Path:
+        """Folder of the simulated mock field (mosaics + catalogue) of ``galearn run`` without data."""
+        return self.root / "mock"
+
+    @property
     def library(self) -> Path:
         return self.root / "library.h5"
 
     def features(self, backbone: str, *, library: bool = False) -> Path:
-        """Feature file of ``backbone`` for the sample, or for the GAN library."""
+        """Feature file of ``backbone`` for the sample, or for the GAN library.
+
+        Characters that do not belong in a file name (``timm:convnext_nano``'s
+        colon, slashes) become ``-``: ``WS/features/timm-convnext_nano.h5``.
+        """
+        backbone = safe_backbone_name(backbone)
         name = f"library_{backbone}.h5" if library else f"{backbone}.h5"
         return self.root / "features" / name
 
@@ -132,6 +182,15 @@ class Workspace:
         return self.root / "maps" / f"library_{method}.h5"
 
     @property
+    def manifest(self) -> Path:
+        """What each stage produced and with which settings (see the module docstring)."""
+        return self.root / "manifest.json"
+
+    def morphology(self, *, library: bool = False) -> Path:
+        """Cached statmorph table of the sample (or GAN library): ``WS/features/[library_]morphology.ecsv``."""
+        return self.root / "features" / ("library_morphology.ecsv" if library else "morphology.ecsv")
+
+    @property
     def classes(self) -> Path:
         """Per-galaxy classes: id, UVJ class, cluster, map position (ECSV)."""
         return self.root / "classes.ecsv"
@@ -155,8 +214,43 @@ class Workspace:
         return self.backbones / "adapted.pt"
 
     @property
+    def adapt_checkpoint(self) -> Path:
+        """Checkpoint of an unfinished ``galearn adapt`` (resumed by the next call)."""
+        return self.backbones / "adapt-ckpt.pt"
+
+    @property
     def gan(self) -> Path:
+        """GAN run directory."""
         return self.root / "gan"
+
+    @property
+    def gan_split(self) -> Path:
+        """Held-out / training split of the GAN (``galearn gan train``)."""
+        return self.gan / "split.json"
+
+    @property
+    def gan_config(self) -> Path:
+        """Resolved training configuration, classes and bands of the GAN run."""
+        return self.gan / "config.json"
+
+    @property
+    def gan_stats(self) -> Path:
+        """One row per GAN training step."""
+        return self.gan / "stats.csv"
+
+    @property
+    def gan_grids(self) -> Path:
+        """Folder of sample grids of the GAN run (PNG)."""
+        return self.gan / "grids"
+
+    @property
+    def gan_morphology(self) -> Path:
+        """statmorph table of the sets compared by ``galearn gan evaluate``."""
+        return self.gan / "morphology.ecsv"
+
+    def gan_checkpoints(self) -> list[Path]:
+        """Checkpoints of the GAN run, oldest step first."""
+        return list_checkpoints(self.gan)
 
     @property
     def report(self) -> Path:
@@ -237,17 +331,7 @@ def _read_table(group: h5py.Group, name: str) -> Table:
 
 
 def _json_attr(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return json.dumps(obj, default=json_default)
 
 
 # --------------------------------------------------------------------------- stamp files
@@ -703,16 +787,6 @@ def read_metrics(path: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _deep_merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ...] = ()) -> dict:
     """Merge ``new`` into metrics.json atomically and return the result.
 
@@ -722,6 +796,175 @@ def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ..
     metrics = read_metrics(path)
     for key in replace:
         metrics.pop(key, None)
-    metrics = _deep_merge(metrics, new)
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n")
+    metrics = deep_merge(metrics, new)
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=json_default) + "\n")
     return metrics
+
+
+def metrics_digest(path: str | os.PathLike, key: str = "*") -> str | None:
+    """SHA-256 of one metrics.json key (``"*"``: everything but ``timing``); None when the key is absent.
+
+    Bookkeeping for ``galearn run`` (is a stage's metrics output there, did the
+    report's input change); no stage decides anything from the values.
+    """
+    metrics = read_metrics(path)
+    if key == "*":
+        metrics.pop("timing", None)
+        value = metrics
+    elif key in metrics:
+        value = metrics[key]
+    else:
+        return None
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- GAN checkpoints
+
+_CKPT_NAME = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """Checkpoint file of ``step`` in a GAN run directory: ``ckpt-<step>.pt``."""
+    return Path(run_dir) / f"ckpt-{int(step):06d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``run_dir``, oldest step first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CKPT_NAME.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<path>.lock`` (POSIX; a no-op elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_manifest(ws: Workspace | str | os.PathLike) -> dict:
+    """``WS/manifest.json`` ({} when no stage has written it yet)."""
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    if not ws.manifest.exists():
+        return {}
+    try:
+        return json.loads(ws.manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadValueError(f"{ws.manifest} is not valid JSON ({exc}); delete it and re-run the stages") from exc
+
+
+def update_manifest(ws: Workspace | str | os.PathLike, entries: dict, *, merge: bool = False) -> dict:
+    """Record what a stage produced: each top-level key of ``entries`` replaces the manifest's.
+
+    With ``merge=True`` nested dictionaries are merged key by key instead
+    (e.g. ``{"maps": {"tsne": ...}}`` keeps the other methods). Paths inside
+    the workspace are stored relative to it. The write is atomic and holds a
+    lock, so concurrent stages do not lose each other's entries.
+    """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    entries = json.loads(json.dumps(entries, default=json_default))
+    with _locked(ws.manifest):
+        manifest = read_manifest(ws)
+        manifest = deep_merge(manifest, entries) if merge else {**manifest, **entries}
+        manifest["galearn_version"] = __version__
+        atomic_write_text(ws.manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def relative_to_workspace(ws: Workspace, path: str | os.PathLike) -> str:
+    """``path`` relative to the workspace root when inside it (manifest entries), else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ws.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- which feature file
+
+
+def resolve_backbone(ws: Workspace, backbone: str | None = None) -> str:
+    """The backbone whose feature file a stage reads.
+
+    ``backbone`` when given; else the active one recorded in the manifest
+    (``features.backbone``, written by ``galearn features``); else the only
+    feature file present.
+
+    Raises
+    ------
+    MissingInputError
+        No such feature file, or none at all.
+    BadValueError
+        Several feature files and nothing says which one to use.
+    """
+    available = ws.feature_backbones()
+    folder = ws.features("x").parent
+    if backbone:
+        path = ws.features(backbone)
+        if not path.exists():
+            have = f" (available: {', '.join(available)})" if available else ""
+            raise MissingInputError(
+                f"{path} does not exist: run `galearn features --workspace {ws.root} --backbone {backbone}` "
+                f"first{have}"
+            )
+        return backbone
+    if not available:
+        raise MissingInputError(f"no feature file in {folder}: run `galearn features --workspace {ws.root}` first")
+    named = read_manifest(ws).get("features", {}).get("backbone")
+    if named in available:
+        return named
+    if len(available) == 1:
+        return available[0]
+    raise BadValueError(
+        f"{folder} holds several feature files ({', '.join(available)}) and {ws.manifest.name} names none of "
+        "them; choose one with --backbone"
+    )
+
+
+def load_features(ws: Workspace, backbone: str, *, library: bool = False, sample: Sample | None = None) -> Features:
+    """Read a feature file; with ``sample``, check that it was computed from that sample."""
+    path = ws.features(backbone, library=library)
+    feats = read_features(path)
+    if feats.values.ndim != 2 or len(feats.values) != len(feats.ids):
+        raise BadValueError(f"{path}: malformed feature file (features {feats.values.shape}, {len(feats.ids)} ids)")
+    if sample is not None:
+        check_aligned(feats, sample, path)
+    return feats
+
+
+def check_aligned(feats: Features, sample: Sample, where) -> None:
+    """Raise if ``feats`` does not hold one row per stamp of ``sample``, in order."""
+    made_for = feats.attrs.get("sample_checksum")
+    if made_for is not None and made_for != sample.checksum:
+        raise BadValueError(
+            f"{where} was computed from another version of {sample.path}: re-run `galearn features`"
+        )
+    if len(feats.ids) != sample.n or not np.array_equal(np.asarray(feats.ids, dtype=str), sample.ids()):
+        raise BadValueError(
+            f"{where} has {len(feats.ids)} rows that do not match the {sample.n} stamps of {sample.path}: "
+            "re-run `galearn features`"
+        )
+
+
+def require_sample(ws: Workspace) -> Sample:
+    """Open ``WS/sample.h5`` or say which command makes it."""
+    if not ws.sample.exists():
+        raise MissingInputError(
+            f"{ws.sample} does not exist: run `galearn cutouts` or `galearn ingest-images` first"
+        )
+    return open_sample(ws.sample)

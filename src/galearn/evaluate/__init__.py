@@ -37,11 +37,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "QUIESCENT": ".uvj",
-    "STAR_FORMING": ".uvj",
-    "UVJ_COLUMN": ".uvj",
-    "uvj_class": ".uvj",
-    "uvj_class_of_catalog": ".uvj",
+    "QUIESCENT": "..survey.uvj",
+    "STAR_FORMING": "..survey.uvj",
+    "UVJ_COLUMN": "..survey.uvj",
+    "uvj_class": "..survey.uvj",
+    "uvj_class_of_catalog": "..survey.uvj",
     "agreement_metrics": ".agreement",
     "compare_labels": ".agreement",
     "label_array": ".agreement",

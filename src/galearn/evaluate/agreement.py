@@ -31,7 +31,8 @@ import numpy as np
 
 from ..errors import BadValueError, EmptySelectionError
 from ..maps.clusters import cluster_features, match_clusters
-from ..maps.reduce import as_seed, blas_threads, check_features, make_reducer, pca_dimension, reduce_features
+from ..maps.reduce import check_features, make_reducer, pca_dimension, reduce_features
+from ..runtime import as_seed, blas_threads
 
 __all__ = ["agreement_metrics", "compare_labels", "label_array", "AgreementResult",
            "N_NEIGHBORS", "N_SPLITS", "MIN_CLASS_SIZE", "MAX_COMPONENTS"]
@@ -125,7 +126,7 @@ def compare_labels(
 
     See :func:`agreement_metrics` for the parameters; ``name`` is used in
     error messages (e.g. the column name); ``threads`` limits the BLAS/OpenMP
-    pools (see :func:`galearn.maps.reduce.blas_threads`; None: no limit).
+    pools (see :func:`galearn.runtime.blas_threads`; None: no limit).
     """
     with blas_threads(threads):
         return _compare_labels(features, labels, random_state=random_state, clusterer=clusterer,

@@ -26,12 +26,13 @@ from astropy.table import Table
 
 from ..config import ClassifyConfig
 from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
-from ..maps._workspace import load_features, require_sample, resolve_backbone
 from ..maps.clusters import CLUSTERERS, cluster_features, cluster_map, match_clusters
-from ..maps.reduce import blas_threads, reduce_features
-from ..store import Sample, Workspace, read_map, update_metrics, write_table
+from ..maps.reduce import reduce_features
+from ..runtime import blas_threads
+from ..store import (Sample, Workspace, load_features, read_map, require_sample, resolve_backbone, update_metrics,
+                     write_table)
 from .agreement import compare_labels, label_array
-from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
 

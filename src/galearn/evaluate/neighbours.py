@@ -9,7 +9,8 @@ import numpy as np
 from astropy.table import QTable, Table
 
 from ..errors import BadValueError
-from ..maps.reduce import MAX_COMPONENTS_DEFAULT, blas_threads, check_features, reduce_features
+from ..maps.reduce import MAX_COMPONENTS_DEFAULT, check_features, reduce_features
+from ..runtime import blas_threads
 from ..store import Features, Workspace
 
 __all__ = ["similar_galaxies"]
@@ -65,7 +66,7 @@ def similar_galaxies(
     """
     meta = {"query_id": str(galaxy_id), "space": "standardised features, PCA <= 50 components"}
     if isinstance(source, (Workspace, str, os.PathLike)):
-        from ..maps._workspace import load_features, require_sample, resolve_backbone
+        from ..store import load_features, require_sample, resolve_backbone
 
         ws = source if isinstance(source, Workspace) else Workspace(Path(source))
         sample = require_sample(ws)
@@ -73,7 +74,7 @@ def similar_galaxies(
         feats = load_features(ws, backbone, sample=sample)
         values, ids = feats.values, feats.ids
         if catalog is None:
-            from .uvj import UVJ_COLUMN, uvj_class_of_catalog
+            from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
             catalog = sample.catalog.copy(copy_data=False)
             id_column = sample.column("id")

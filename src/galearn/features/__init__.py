@@ -15,11 +15,14 @@ from .._lazy import lazy_exports
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
+    "get_spec",
     "load_backbone",
     "build_architecture",
     "register_backbone",
     "list_backbones",
     "prepare_batch",
+    "band_mapping",
     "extract_features",
     "run_features",
     "run_adapt",
@@ -28,11 +31,14 @@ __all__ = [
 
 _WHERE = {
     "Backbone": ".backbones",
+    "BackboneSpec": ".backbones",
+    "get_spec": ".backbones",
     "load_backbone": ".backbones",
     "build_architecture": ".backbones",
     "register_backbone": ".backbones",
     "list_backbones": ".backbones",
-    "prepare_batch": ".extract",
+    "prepare_batch": ".preprocess",
+    "band_mapping": ".preprocess",
     "extract_features": ".extract",
     "run_features": ".extract",
     "run_adapt": ".adapt",

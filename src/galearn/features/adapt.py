@@ -45,7 +45,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +52,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..config import AdaptConfig
 from ..errors import BadValueError, MissingInputError
-from ..store import Workspace, atomic_path, open_sample
+from ..runtime import derive_seed, resolve_device
+from ..store import Workspace, atomic_path, file_sha256, open_sample
+from .backbones import Backbone, build_architecture, load_backbone, register_alias, stage_parameters
+from .preprocess import prepare_batch
 
 __all__ = [
     "AugmentSettings",
@@ -69,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger("galearn.features")
 
-CKPT_NAME = "adapt-ckpt.pt"
 DEFAULT_ADAPT_INPUT_SIZE = 128  # measured: 128 beat 64 on real images and the mock field (docs/adapt.md)
 
 
@@ -224,17 +226,16 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -
 # --------------------------------------------------------------------------- training
 
 
-def _step_seed(random_state: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([int(random_state), *map(int, keys)]).generate_state(1, dtype=np.uint64)[0]
-               % (2**63 - 1))
-
-
 def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
-    """Freeze the first ``n_frozen`` stages of ``model.stages`` (at most all but the last); return their names."""
+    """Freeze the first ``n_frozen`` stages of the feature module (at most all but the last); return their names.
+
+    Stages are those of :func:`galearn.features.backbones.stage_parameters`
+    (timm encoders: timm's coarse parameter groups, stem first).
+    """
     frozen: list[str] = []
-    stages = getattr(model, "stages", None)
     if n_frozen > 0:
-        if not isinstance(stages, nn.ModuleDict):
+        stages = stage_parameters(model)
+        if not stages:
             raise BadValueError("adapt freeze_stages needs a registry backbone with named stages")
         names = list(stages)
         if n_frozen >= len(names):
@@ -242,7 +243,7 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
                         n_frozen, ", ".join(names))
             n_frozen = len(names) - 1
         for name in names[:n_frozen]:
-            for p in stages[name].parameters():
+            for p in stages[name]:
                 p.requires_grad_(False)
             frozen.append(name)
     return frozen
@@ -250,9 +251,12 @@ def _freeze(model: nn.Module, n_frozen: int) -> list[str]:
 
 def _set_train_mode(model: nn.Module, frozen: list[str], bn: str) -> None:
     model.train()
-    stages = getattr(model, "stages", None)
-    for name in frozen:
-        stages[name].eval()  # frozen stages: fixed BN statistics too
+    if frozen:
+        # modules whose parameters are all frozen: fixed BN statistics (and no dropout) too
+        for m in model.modules():
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
     if bn == "frozen":
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -344,7 +348,7 @@ def adapt_backbone(
     model = backbone.model.to(device, memory_format=torch.channels_last)
     frozen = _freeze(model, freeze_stages)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_step_seed(random_state, 0))
+        torch.manual_seed(derive_seed(random_state, 0))
         head = ProjectionHead(backbone.dim).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": learning_rate},
@@ -393,8 +397,8 @@ def adapt_backbone(
             epoch, k = divmod(step, steps_per_epoch)
             order = np.random.default_rng([int(random_state), epoch]).permutation(n)
             idx = torch.from_numpy(np.sort(order[k * batch:(k + 1) * batch]))
-            gen = torch.Generator().manual_seed(_step_seed(random_state, 1, step))
-            torch.manual_seed(_step_seed(random_state, 2, step))  # drop-connect etc. inside the model
+            gen = torch.Generator().manual_seed(derive_seed(random_state, 1, step))
+            torch.manual_seed(derive_seed(random_state, 2, step))  # drop-connect etc. inside the model
             x = images[idx].to(device, non_blocking=True)  # random numbers come from the CPU generator
             views = torch.cat([augment_views(x, augment, gen, std=std), augment_views(x, augment, gen, std=std)])
             views = views.contiguous(memory_format=torch.channels_last)
@@ -428,20 +432,15 @@ def adapt_backbone(
 # --------------------------------------------------------------------------- stage
 
 
-def _cfg(cfg: Any, name: str, default: Any) -> Any:
-    value = getattr(cfg, name, None)
-    return default if value is None else value
-
-
-def resolve_settings(cfg: Any) -> dict:
+def resolve_settings(cfg: AdaptConfig) -> dict:
     """The full, JSON-friendly adaptation settings of an :class:`~galearn.config.AdaptConfig`."""
     aug = AugmentSettings(
         flip=True,
         rotate=True,
-        max_shift=float(_cfg(cfg, "max_shift", AugmentSettings.max_shift)),
-        scale=tuple(_cfg(cfg, "scale", AugmentSettings.scale)),
-        blur_sigma=tuple(_cfg(cfg, "blur_sigma", AugmentSettings.blur_sigma)),
-        noise_sigma=tuple(_cfg(cfg, "noise_sigma", AugmentSettings.noise_sigma)),
+        max_shift=float(cfg.max_shift),
+        scale=tuple(float(v) for v in cfg.scale),
+        blur_sigma=tuple(float(v) for v in cfg.blur_sigma),
+        noise_sigma=tuple(float(v) for v in cfg.noise_sigma),
     )
     aug.validate()
     settings = {
@@ -451,12 +450,12 @@ def resolve_settings(cfg: Any) -> dict:
         "epochs": int(cfg.epochs),
         "batch_size": int(cfg.batch_size),
         "learning_rate": float(cfg.learning_rate),
-        "head_learning_rate": float(_cfg(cfg, "head_learning_rate", 1e-3)),
-        "weight_decay": float(_cfg(cfg, "weight_decay", 1e-5)),
-        "temperature": float(_cfg(cfg, "temperature", 0.2)),
-        "freeze_stages": int(_cfg(cfg, "freeze_stages", 0)),
-        "bn": str(_cfg(cfg, "bn", "frozen")),
-        "input_size": int(_cfg(cfg, "input_size", DEFAULT_ADAPT_INPUT_SIZE)),
+        "head_learning_rate": float(cfg.head_learning_rate),
+        "weight_decay": float(cfg.weight_decay),
+        "temperature": float(cfg.temperature),
+        "freeze_stages": int(cfg.freeze_stages),
+        "bn": str(cfg.bn),
+        "input_size": int(DEFAULT_ADAPT_INPUT_SIZE if cfg.input_size is None else cfg.input_size),
         "random_state": int(cfg.random_state),
         "augment": aug.to_dict(),
     }
@@ -477,7 +476,7 @@ def resolve_settings(cfg: Any) -> dict:
     return settings
 
 
-def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
+def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path:
     """``galearn adapt``: SimCLR fine-tuning of a backbone on ``WS/sample.h5`` (no labels).
 
     Parameters
@@ -499,9 +498,6 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         running again with the same settings continues from there. A finished
         run with the same settings and stamps returns at once.
     """
-    from .backbones import load_backbone
-    from .extract import prepare_batch
-
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     if str(cfg.backbone).lower() == "adapted":
         raise BadValueError("--backbone adapted cannot be adapted again; name its base (e.g. efficientnet-lite0)")
@@ -518,7 +514,11 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         except Exception:  # noqa: BLE001 - unreadable: rebuild
             pass
     backbone = load_backbone(cfg.backbone, weights=cfg.weights, workspace=ws, device=cfg.device,
-                             random_state=cfg.random_state)
+                             random_state=cfg.random_state,
+                             allow_download=bool(getattr(cfg, "allow_download", False)))
+    if backbone.fixed_input_size and settings["input_size"] != backbone.native_size:
+        raise BadValueError(f"--input-size {settings['input_size']}: {backbone.name} takes only "
+                            f"{backbone.native_size}-pixel inputs (use --input-size {backbone.native_size})")
     images = torch.cat([
         prepare_batch(x, sample.bands, backbone, input_size=settings["input_size"]).float().cpu().contiguous()
         for _, x in sample.iter_batches(512)
@@ -532,11 +532,13 @@ def run_adapt(ws: Workspace, cfg: Any, *, progress: bool = True) -> Path:
         augment=AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in settings["augment"].items()}),
         random_state=settings["random_state"], budget_minutes=cfg.budget_minutes,
-        checkpoint=ws.backbones / CKPT_NAME, fingerprint=fingerprint, progress=progress,
+        checkpoint=ws.adapt_checkpoint, fingerprint=fingerprint, progress=progress,
     )
     state = {
         "base": backbone.name,
         "base_weights": backbone.weights,
+        "base_weights_sha256": backbone.weights_sha256,
+        "base_options": json.dumps(backbone.options),  # rebuilds a timm:ARCH base (build_architecture)
         "layers": list(backbone.layers),
         "state_dict": {k: v.detach().cpu() for k, v in backbone.model.state_dict().items()},
         "settings": settings,
@@ -558,8 +560,6 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     state dict is loaded into ``Backbone.model``. ``native_size`` is the input
     size the adaptation was trained at.
     """
-    from .backbones import build_architecture, resolve_device
-
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
@@ -571,7 +571,11 @@ def load_adapted(path: str | Path, *, device: str | None = None):
         raise BadValueError(f"{path} is not a galearn adapted backbone (no 'base' / 'state_dict')")
     base = str(state["base"])
     layers = tuple(state.get("layers") or ()) or None
-    bb = build_architecture(base, layers=layers)
+    try:
+        options = json.loads(state.get("base_options") or "{}")
+    except (TypeError, ValueError):
+        options = {}
+    bb = build_architecture(base, layers=layers, options=options or None)
     try:
         bb.model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
@@ -583,5 +587,24 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     bb.pretrained = True
     bb.weights = f"{path} (adapted from {base}: {state.get('base_weights', 'unknown weights')})"
     bb.native_size = int(state.get("settings", {}).get("input_size", bb.native_size))
+    bb.weights_sha256 = file_sha256(path)
     bb.device = dev
     return bb
+
+
+def _adapted(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
+    """Registry builder of ``adapted``: ``weights`` (an adapted.pt) or ``WS/backbones/adapted.pt``."""
+    if weights is not None:
+        path = Path(weights)
+    elif workspace is not None:
+        path = (workspace if isinstance(workspace, Workspace) else Workspace(workspace)).adapted_backbone
+    else:
+        raise BadValueError("backbone 'adapted' needs a workspace (or --weights pointing at an adapted.pt)")
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
+    return load_adapted(path, device="cpu")
+
+
+# The adapted backbone registers itself; importing galearn.features.extract (which
+# every feature stage does) imports this module, so the name is always available there.
+register_alias("adapted", _adapted)

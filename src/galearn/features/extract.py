@@ -9,6 +9,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -17,17 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import BadValueError
-from ..store import FeatureWriter, Workspace, open_sample, update_metrics
-from ..survey.stretch import rgb_order
+from ..imaging import rgb_order
+from ..config import FeatureConfig
+from ..store import FeatureWriter, Workspace, open_sample, relative_to_workspace, update_manifest, update_metrics
+from . import adapt as _adapt  # noqa: F401 - registers the "adapted" backbone
 from .backbones import Backbone, inference_copy, load_backbone
+from .preprocess import band_mapping, prepare_batch
 from .fuse import check_fuse, write_fused_features
 
 __all__ = [
-    "prepare_batch",
     "extract_features",
     "run_features",
     "dihedral",
@@ -69,16 +71,6 @@ def check_scales(scales) -> tuple[float, ...]:
     return out
 
 
-def central_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The central ``fraction`` of the side of ``x`` (..., H, W), rounded to whole pixels (at least 4)."""
-    h, w = x.shape[-2:]
-    ch, cw = max(4, int(round(h * fraction))), max(4, int(round(w * fraction)))
-    if ch >= h and cw >= w:
-        return x
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
 def tta_count(tta: bool | int | None) -> int:
     """Number of dihedral transforms averaged: None/False/0/1 -> 1, True -> 4, 2/4/8 as given."""
     if tta is None or tta is False:
@@ -103,59 +95,6 @@ def dihedral(x: torch.Tensor, j: int) -> torch.Tensor:
 def _transform_ids(n: int) -> list[int]:
     # n=2: identity + flip; n=4: the 4 rotations; n=8: the whole dihedral group
     return {1: [0], 2: [0, 4], 4: [0, 1, 2, 3], 8: list(range(8))}[n]
-
-
-def prepare_batch(
-    stamps: np.ndarray | torch.Tensor,
-    bands: list[str],
-    backbone: Backbone,
-    *,
-    input_size: int | None = None,
-    crop: float = 1.0,
-) -> torch.Tensor:
-    """Stretched stamps -> normalised network input.
-
-    Parameters
-    ----------
-    stamps : array (N, C, H, W)
-        Stretched stamps, float, roughly 0..1 (values are clipped to 0..1).
-    bands : list of str
-        Band names of axis C; mapped to the network's (R, G, B) in wavelength
-        order, reddest to R (e.g. F160W -> R, F850LP -> G, F435W -> B; an
-        R, G, B image stays as it is), see :func:`galearn.survey.stretch.rgb_order`.
-    backbone : Backbone
-        Supplies the normalisation (mean, std) and the device.
-    input_size : int or None
-        Side (pixels) the stamps are resized to (bilinear, antialiased);
-        None keeps the native size.
-    crop : float
-        Central fraction of the stamp side kept before resizing (1: all).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, 3, input_size, input_size)`` float32 on ``backbone.device``,
-        channels-last.
-    """
-    x = torch.as_tensor(np.asarray(stamps, dtype=np.float32) if not torch.is_tensor(stamps) else stamps)
-    if x.ndim != 4:
-        raise BadValueError(f"stamps must be (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != len(bands):
-        raise BadValueError(f"stamps have {x.shape[1]} channels but {len(bands)} bands were named: {bands}")
-    x = x.to(backbone.device, dtype=torch.float32, non_blocking=True)
-    x = x[:, rgb_order(list(bands))]
-    x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
-    if crop != 1.0:
-        x = central_crop(x, crop)
-    if input_size is not None and int(input_size) != x.shape[-1]:
-        size = int(input_size)
-        if size < 16:
-            raise BadValueError(f"input_size must be >= 16 pixels, got {input_size}")
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
-    mean = torch.tensor(backbone.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _features_of_batch(
@@ -205,7 +144,9 @@ def _inference_model(backbone: Backbone) -> torch.nn.Module:
     hit = _FAST.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
-    fast = inference_copy(model, device=backbone.device).to(backbone.device)
+    size = int(backbone.native_size) if getattr(backbone, "fixed_input_size", False) else 32
+    fast = inference_copy(model, device=backbone.device, check_size=size,
+                          in_chans=int(getattr(backbone, "in_chans", 3))).to(backbone.device)
     _FAST[model] = (key, fast)
     return fast
 
@@ -280,13 +221,15 @@ def extract_features(
     return out
 
 
-def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
+def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, baseline: bool = False) -> Path:
     """``galearn features``: one feature vector per stamp of the sample (or GAN library).
 
     Reads ``WS/sample.h5`` (``library=True``: ``WS/library.h5``), writes
     ``WS/features/<backbone>.h5`` (``library_<backbone>.h5``) in chunks; an
     interrupted run resumes from the rows already written. For the sample,
-    the ``features`` key of metrics.json records the backbone, weights,
+    the workspace manifest's ``features`` entry names the file as the active
+    one (what embed, classify and gan evaluate read) with the settings that
+    made it, and metrics.json ``features`` reports the backbone, weights,
     dimension, throughput, input size, TTA and layers.
 
     Parameters
@@ -295,6 +238,10 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     cfg : FeatureConfig
     library : bool
         Features of the generated library instead of the sample.
+    baseline : bool
+        A comparison (baseline) backbone: recorded as manifest
+        ``features_baseline`` and metrics.json ``baseline``, leaving the active
+        feature file as it was.
 
     Returns
     -------
@@ -309,16 +256,17 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     if cfg.batch_size < 1:
         raise BadValueError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
     # checked before the slow part, so a bad option fails at once
-    fuse, fuse_weight = check_fuse(getattr(cfg, "fuse", "none"), getattr(cfg, "fuse_weight", None))
-    scales = check_scales(getattr(cfg, "scales", ()))
+    fuse, fuse_weight = check_fuse(cfg.fuse, cfg.fuse_weight)
+    scales = check_scales(cfg.scales)
     torch.manual_seed(int(cfg.random_state))
     backbone = load_backbone(
         cfg.backbone,
         weights=cfg.weights,
         workspace=ws,
         device=cfg.device,
-        layers=tuple(getattr(cfg, "layers", ()) or ()) or None,
+        layers=tuple(cfg.layers or ()) or None,
         random_state=cfg.random_state,
+        allow_download=bool(getattr(cfg, "allow_download", False)),
     )
     if str(cfg.backbone).lower() == "auto":
         log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
@@ -326,10 +274,18 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         input_size = int(cfg.input_size)
     elif backbone.base is not None:
         input_size = int(backbone.native_size)  # an adapted backbone: the size it was trained at
+    elif backbone.default_input_size is not None:
+        input_size = int(backbone.default_input_size)  # e.g. a timm encoder: its pretrained_cfg input size
     else:
         input_size = DEFAULT_INPUT_SIZE
     if input_size <= 0:
         input_size = None  # 0: native size
+    if backbone.fixed_input_size and (input_size or sample.stamp_size) != backbone.native_size:
+        raise BadValueError(
+            f"--input-size {input_size or 0}: {backbone.name} takes only {backbone.native_size}-pixel inputs "
+            f"(use --input-size {backbone.native_size})"
+        )
+    mapping = band_mapping(list(sample.bands), backbone.in_chans)
     n_tta = tta_count(cfg.tta)
     path = ws.features(backbone.name, library=library)
     info = backbone.describe()
@@ -341,6 +297,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
         "scales": list(scales),
         "bands": list(sample.bands),
         "rgb_order": [sample.bands[i] for i in rgb_order(list(sample.bands))],
+        "band_mapping": mapping,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
         "sample_checksum": sample.checksum,
@@ -372,7 +329,7 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
     if fuse != "none":
         path, fused_info = write_fused_features(
             ws, sample, path, fuse=fuse, weight=fuse_weight, library=library,
-            n_jobs=int(getattr(cfg, "fuse_jobs", 1) or 1),
+            n_jobs=int(cfg.fuse_jobs or 1),
         )
     if not library:
         entry = {
@@ -387,6 +344,10 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
             "layers": list(backbone.layers),
             "device": backbone.device,
             "n_images": int(sample.n),
+            "architecture": backbone.architecture,
+            "weights_sha256": backbone.weights_sha256,
+            "in_chans": int(backbone.in_chans),
+            "band_mapping": mapping,
         }
         if backbone.base:
             entry["base"] = backbone.base
@@ -396,5 +357,11 @@ def run_features(ws: Workspace, cfg, *, library: bool = False) -> Path:
             entry["cnn_backbone"] = backbone.name
             entry["dim"] = int(fused_info["cnn_dim"] + fused_info["block_dim"] * fused_info["repeats"])
             entry["fused"] = {k: v for k, v in fused_info.items() if k not in ("center", "scale")}
-        update_metrics(ws.metrics, {"features": entry}, replace=("features",))
+        update_manifest(ws, {"features_baseline" if baseline else "features": {
+            "backbone": path.stem, "cnn_backbone": backbone.name, "path": relative_to_workspace(ws, path),
+            "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg)}})
+        if baseline:
+            update_metrics(ws.metrics, {"baseline": {"backbone": path.stem, "features": entry}}, replace=("baseline",))
+        else:
+            update_metrics(ws.metrics, {"features": entry}, replace=("features",))
     return path

@@ -6,7 +6,7 @@ quantities measured on the same stamp:
 
 * statmorph's Gini, M20, concentration, asymmetry, log10 half-light radius
   (pixels) and ellipticity of the central source (measurement band: the
-  reddest), see :mod:`galearn.evaluate.morphology`;
+  reddest), see :mod:`galearn.morphology`;
 * the colour of every pair of adjacent bands (``-2.5 log10`` of the flux ratio
   inside the source's segment).
 
@@ -55,7 +55,6 @@ __all__ = [
     "fuse_blocks",
     "fuse_repeats",
     "fused_name",
-    "morphology_path",
     "sample_morphology",
     "write_fused_features",
 ]
@@ -66,7 +65,7 @@ log = logging.getLogger("galearn.features")
 FUSE_CHOICES = ("none", "morphology")
 #: Share of the (standardised) total variance given to the morphology block (measured, docs/features.md).
 DEFAULT_FUSE_WEIGHT = 0.1
-#: statmorph statistics appended (names of :data:`galearn.evaluate.morphology.MORPHOLOGY_STATISTICS`).
+#: statmorph statistics appended (names of :data:`galearn.morphology.MORPHOLOGY_STATISTICS`).
 FUSED_STATISTICS = ("gini", "m20", "concentration", "asymmetry", "half_light_radius", "ellipticity")
 _CLIP = 5.0
 
@@ -127,17 +126,17 @@ def measure_stamp_morphology(
         1: in this process; -1: all cores. The result does not depend on it.
     chunk : int
         Fewest stamps per worker task
-        (:func:`galearn.evaluate.morphology.measure_morphology_parallel`).
+        (:func:`galearn.morphology.measure_morphology_parallel`).
     progress : bool or None
         tqdm bar when measured in this process (None: only on a terminal).
 
     Returns
     -------
     astropy.table.Table
-        As :func:`galearn.evaluate.morphology.measure_morphology` (one row per stamp).
+        As :func:`galearn.morphology.measure_morphology` (one row per stamp).
     """
-    from ..evaluate.morphology import measure_morphology_parallel
-    from ..survey.stretch import robust_noise
+    from ..morphology import measure_morphology_parallel
+    from ..imaging import robust_noise
 
     x = np.asarray(physical, dtype="f8")
     if x.ndim != 4 or x.shape[1] != len(bands):
@@ -216,11 +215,6 @@ def fuse_blocks(cnn: np.ndarray, block: np.ndarray, weight: float) -> tuple[np.n
     return np.concatenate([cnn, np.tile(block, (1, r))], axis=1), r
 
 
-def morphology_path(features_dir: Path, *, library: bool = False) -> Path:
-    """Cached morphology table of the sample (or library): ``WS/features/[library_]morphology.ecsv``."""
-    return Path(features_dir) / ("library_morphology.ecsv" if library else "morphology.ecsv")
-
-
 def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, progress: bool | None = None) -> Table:
     """The morphology table of a sample (or GAN library), cached in ``WS/features/[library_]morphology.ecsv``.
 
@@ -231,7 +225,7 @@ def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, pro
     """
     from ..store import read_table, write_table
 
-    cache = morphology_path(ws.root / "features", library=library)
+    cache = ws.morphology(library=library)
     if cache.exists():
         try:
             table = read_table(cache)

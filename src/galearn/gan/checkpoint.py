@@ -15,7 +15,6 @@ Everything is a tensor or a plain Python container, so the file loads with
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,10 @@ import numpy as np
 import torch
 
 from ..errors import BadValueError, MissingInputError
-from ..store import atomic_path
+from ..store import atomic_path, checkpoint_path, list_checkpoints  # the store spells the file names
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "rng_state", "set_rng_state"]
-
-_NAME = re.compile(r"ckpt-(\d+)\.pt$")
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / f"ckpt-{int(step):06d}.pt"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints in ``run_dir``, oldest step first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.search(p.name))]
-    return [p for _, p in sorted(found)]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "rng_state", "set_rng_state",
+           "checkpoint_path"]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -1,4 +1,4 @@
-"""Condition labels, the held-out split and per-step randomness of the GAN.
+"""Condition labels and the held-out split of the GAN (per-step seeds: :func:`galearn.runtime.derive_seed`).
 
 The held-out split is drawn BEFORE training and stored in ``WS/gan/split.json``
 so that the real stamps used to evaluate the generator (realism metrics and the
@@ -8,23 +8,16 @@ balancing test set) were never shown to it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadValueError, MissingInputError
-from ..evaluate.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, atomic_write_text
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
-__all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split", "step_seed"]
+__all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split"]
 
 _NO_CLASS = {"", "nan", "none", "--", "n/a", "null"}
-
-
-def step_seed(random_state: int, step: int, stream: int = 0) -> int:
-    """A 63-bit seed that depends only on ``(random_state, step, stream)``."""
-    state = np.random.SeedSequence([int(random_state), int(step), int(stream)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def condition_labels(sample: Sample, condition: str | None) -> tuple[str, np.ndarray]:
@@ -36,7 +29,7 @@ def condition_labels(sample: Sample, condition: str | None) -> tuple[str, np.nda
         The real sample.
     condition : str or None
         A categorical catalogue column. None: the UVJ class
-        (:func:`galearn.evaluate.uvj.uvj_class_of_catalog`) when the catalogue has
+        (:func:`galearn.survey.uvj.uvj_class_of_catalog`) when the catalogue has
         rest-frame U, V, J and redshift columns, otherwise ``truth_class``.
         ``"uvj_class"`` asks for the UVJ class explicitly.
 
@@ -134,16 +127,12 @@ def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int
     return {"classes": classes, "heldout": heldout, "balanced_test": balanced, "train": train}
 
 
-def split_path(ws: Workspace) -> Path:
-    return ws.gan / "split.json"
-
-
 def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np.ndarray, *,
                        heldout_fraction: float, random_state: int) -> dict:
     """Read ``WS/gan/split.json`` when it matches this sample/condition/seed, else make and write it."""
     key = {"sample_checksum": sample.checksum, "condition": condition, "heldout_fraction": heldout_fraction,
            "random_state": random_state}
-    path = split_path(ws)
+    path = ws.gan_split
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         if all(stored.get(k) == v for k, v in key.items()):
@@ -161,7 +150,7 @@ def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np
 
 def read_split(ws: Workspace) -> dict:
     """The split written by ``galearn gan train``."""
-    path = split_path(ws)
+    path = ws.gan_split
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run `galearn gan train` first")
     doc = json.loads(path.read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   held-out stamps' nearest-training-stamp distances (~0.01 for a generator
   that does not copy).
 * ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
-  physical stamps (:mod:`galearn.evaluate.morphology`) of seeded subsets of
+  physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
 * ``per_class``: the same per condition class.
 * ``balancing``: a class-balanced real test set (``split.json``
@@ -44,10 +44,11 @@ from collections.abc import Callable
 import numpy as np
 from astropy.table import vstack
 
-from ..config import RunConfig
+from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
-from ..evaluate.morphology import measure_morphology_parallel
-from ..store import Sample, Workspace, open_sample, read_features, read_metrics, update_metrics, write_table
+from ..morphology import measure_morphology_parallel
+from ..store import (Sample, Workspace, open_sample, read_features, read_manifest, resolve_backbone, update_metrics,
+                     write_table)
 from .data import condition_labels, read_split
 
 __all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel"]
@@ -192,23 +193,27 @@ class _FeatureSource:
         return out
 
 
-def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tuple[str, FeatureFn, dict]:
+def _backbone_feature_fn(ws: Workspace, bands: list[str]) -> tuple[str, FeatureFn, dict]:
+    """The feature space of the run: the active feature file named in the manifest, with its own settings."""
     from ..features.extract import DEFAULT_INPUT_SIZE, check_scales
 
-    fcfg = cfg.features
-    entry = read_metrics(ws.metrics).get("features", {})
+    entry = read_manifest(ws).get("features") or {}
     # Realism is measured in the CNN's own feature space: with fused features
     # (``--fuse``) that is the plain CNN file kept beside the fused one.
-    name = entry.get("cnn_backbone") or entry.get("backbone") or fcfg.backbone
-    input_size = DEFAULT_INPUT_SIZE if fcfg.input_size is None else int(fcfg.input_size)
-    settings = {"tta": fcfg.tta, "input_size": input_size if input_size > 0 else None,
-                "layers": list(getattr(fcfg, "layers", ()) or ()),
-                "scales": list(check_scales(getattr(fcfg, "scales", ())))}
+    name = entry.get("cnn_backbone") or entry.get("backbone") or resolve_backbone(ws)
+    made_with = entry.get("settings") or {}
+    settings = {"tta": made_with.get("tta", True), "input_size": DEFAULT_INPUT_SIZE,
+                "layers": list(made_with.get("layers") or ()),
+                "scales": list(check_scales(made_with.get("scales") or ()))}
     real_path = ws.features(name)
     if real_path.exists():  # the sample's feature file fixes the feature space
         attrs = read_features(real_path).attrs
         attrs.setdefault("scales", [1.0])  # files from before scales existed: the whole stamp
         settings = {key: attrs.get(key, value) for key, value in settings.items()}
+    weights = made_with.get("weights")
+    device = made_with.get("device")
+    batch_size = int(made_with.get("batch_size") or 64)
+    seed = int(made_with.get("random_state") or 0)
     state: dict = {}
 
     def fn(stretched: np.ndarray) -> np.ndarray:
@@ -217,18 +222,17 @@ def _backbone_feature_fn(ws: Workspace, cfg: RunConfig, bands: list[str]) -> tup
         from ..features import extract_features, load_backbone
 
         if "backbone" not in state:
-            torch.manual_seed(int(fcfg.random_state))
-            state["backbone"] = load_backbone(name, weights=fcfg.weights, workspace=ws, device=fcfg.device,
-                                              layers=tuple(settings["layers"] or ()) or None,
-                                              random_state=fcfg.random_state)
-        return extract_features(stretched, bands, state["backbone"], batch_size=fcfg.batch_size,
+            torch.manual_seed(seed)
+            state["backbone"] = load_backbone(name, weights=weights, workspace=ws, device=device,
+                                              layers=tuple(settings["layers"] or ()) or None, random_state=seed)
+        return extract_features(stretched, bands, state["backbone"], batch_size=batch_size,
                                 tta=settings["tta"], input_size=settings["input_size"],
                                 scales=tuple(settings["scales"]), progress=False)
 
     return name, fn, settings
 
 
-def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None = None, progress: bool | None = None) -> dict:
+def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, *, feature_fn: FeatureFn | None = None, progress: bool | None = None) -> dict:
     """Realism + balancing metrics of ``WS/library.h5``; merged into metrics.json key ``gan``.
 
     Parameters
@@ -237,11 +241,12 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
         Reads ``sample.h5``, ``library.h5``, ``gan/split.json``, ``gan/ckpt-*.pt``
         and the feature files when present; writes ``gan/morphology.ecsv`` and
         ``report/metrics.json``.
-    cfg : RunConfig
-        ``cfg.gan`` (``eval_morphology_n``, ``eval_max_n``, ``random_state``) and
-        ``cfg.features`` (backbone, when metrics.json has none).
+    cfg : GanEvaluateConfig (or GanConfig / RunConfig, of which only that part is read)
+        ``eval_morphology_n``, ``eval_max_n``, ``balancing_repeats``, ``random_state``.
     feature_fn : callable, optional
-        ``stretched (N, C, H, W) -> features (N, D)``; default: the run's backbone.
+        ``stretched (N, C, H, W) -> features (N, D)``; default: the feature space
+        of the active feature file (``WS/manifest.json`` ``features``: backbone,
+        weights, device; TTA, input size, layers and scales from the file).
         Feature files in the workspace are used only with the default.
 
     Returns
@@ -249,18 +254,18 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     dict
         The ``gan`` metrics (see the module docstring).
     """
-    from ..evaluate.morphology import morphology_wasserstein, statistic_histograms
+    from ..morphology import morphology_wasserstein, statistic_histograms
     from ..evaluate.realism import memorised_fraction
-    from ..survey.stretch import robust_noise
+    from ..imaging import robust_noise
 
     t0 = time.perf_counter()
-    gcfg = cfg.gan
+    gcfg = step_config(cfg, GanEvaluateConfig)
     seed = gcfg.random_state
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     library = open_sample(ws.require(ws.library, "gan sample"))
     split = read_split(ws)
     if split["sample_checksum"] != sample.checksum:
-        raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan / 'split.json'}: train again")
+        raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan_split}: train again")
     condition = split["condition"]
     _, labels = condition_labels(sample, condition)
     if condition not in library.catalog.colnames:
@@ -270,7 +275,7 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     rng = np.random.default_rng([int(seed), 909])
 
     if feature_fn is None:
-        backbone, fn, feat_settings = _backbone_feature_fn(ws, cfg, sample.bands)
+        backbone, fn, feat_settings = _backbone_feature_fn(ws, sample.bands)
         real_feats = _FeatureSource(sample, ws.features(backbone), fn)
         lib_feats = _FeatureSource(library, ws.features(backbone, library=True), fn, expect=feat_settings)
     else:
@@ -376,7 +381,7 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
         all_rows = vstack([morph_sets[k] for k in ("real_heldout", "real_train", "generated")], metadata_conflicts="silent")
         all_rows.meta["description"] = ("statmorph statistics + colours per stamp; set: real_heldout / real_train / "
                                         "generated; index: row in sample.h5 (real) or library.h5 (generated)")
-        write_table(ws.gan / "morphology.ecsv", all_rows)
+        write_table(ws.gan_morphology, all_rows)
     metrics["per_class"] = per_class
 
     # -- balancing
@@ -384,7 +389,7 @@ def run_evaluate(ws: Workspace, cfg: RunConfig, *, feature_fn: FeatureFn | None 
     y_train, y_test = labels[train], labels[test]
     metrics["balancing"] = balancing_metrics(f_train, y_train, fr(test), y_test, fl(gen_minority),
                                              lib_labels[gen_minority], random_state=seed,
-                                             n_repeats=int(getattr(cfg.gan, "balancing_repeats", 10)))
+                                             n_repeats=int(gcfg.balancing_repeats))
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     metrics = _json_safe(metrics)
     update_metrics(ws.metrics, {"gan": metrics}, replace=("gan",))

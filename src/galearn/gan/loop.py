@@ -31,15 +31,16 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import GanConfig
+from ..config import GanConfig, GanTrainConfig, step_config
 from ..errors import BadValueError
-from ..store import Workspace, atomic_path, atomic_write_text, open_sample
+from ..runtime import derive_seed, resolve_device
+from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import condition_labels, load_or_make_split, step_seed
+from .data import condition_labels, load_or_make_split
 from .loss import GanLoss
 from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
-__all__ = ["run_train", "build_networks", "resolve_device", "set_threads", "save_grid", "class_filename"]
+__all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +51,10 @@ _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds")
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` or CUDA when present, else CPU."""
-    if device:
-        try:
-            return torch.device(device)
-        except RuntimeError as exc:
-            raise BadValueError(f"gan.device={device!r} is not a torch device: {exc}") from exc
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def set_threads(threads: int | None = None) -> int:
     """Set torch's intra-op CPU threads: ``threads``, or (None / 0) every core this process may run on.
 
-    One thread is the default of :class:`GanConfig`: on a shared 2-core machine
+    One thread is the default of :class:`GanTrainConfig`: on a shared 2-core machine
     two threads were 3-5x slower per G+D step than one (docs/gan.md).
     """
     if threads:
@@ -79,7 +70,7 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
-def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanConfig) -> tuple[Generator, Discriminator, Generator]:
+def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainConfig) -> tuple[Generator, Discriminator, Generator]:
     """G, D and the EMA copy of G (eval mode, no gradients)."""
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
@@ -94,7 +85,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _validate(cfg: GanConfig) -> None:
+def _validate(cfg: GanTrainConfig) -> None:
     for name in ("steps", "batch_size", "z_dim", "channels", "checkpoint_every", "grid_every", "d_steps", "r1_every"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
@@ -137,7 +128,7 @@ def standing_stats(G_ema: Generator, seed: int, device: torch.device, *, n_batch
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    gen = torch.Generator().manual_seed(step_seed(seed, 0, 6006))
+    gen = torch.Generator().manual_seed(derive_seed(seed, 0, 6006))
     G_ema.train()
     for i in range(n_batches):
         z = torch.randn(batch, G_ema.z_dim, generator=gen).to(device)
@@ -201,7 +192,7 @@ def save_grid(path: Path, stretched: np.ndarray, bands: list[str], n_cols: int) 
     """Save stamps ``(N, C, H, W)`` as an RGB PNG grid, row-major, ``n_cols`` per row."""
     from PIL import Image
 
-    from ..survey.stretch import stamps_to_rgb
+    from ..imaging import stamps_to_rgb
 
     rgb = stamps_to_rgb(stretched, bands)
     n, h, w, _ = rgb.shape
@@ -231,14 +222,14 @@ def _read_stats(path: Path, up_to_step: int) -> list[dict]:
         return [row for row in csv.DictReader(fh) if int(row["step"]) <= up_to_step]
 
 
-def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: bool | None = None) -> Path:
+def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = False, progress: bool | None = None) -> Path:
     """Train the conditional GAN on the workspace's sample; write ``WS/gan/``.
 
     Parameters
     ----------
     ws : Workspace
         Reads ``WS/sample.h5``.
-    cfg : GanConfig
+    cfg : GanTrainConfig (or GanConfig, of which only the training part is read)
         Training settings (steps, batch size, widths, learning rates, EMA, augmentation,
         checkpoint / grid intervals, device, ``random_state``).
     resume : bool
@@ -255,9 +246,10 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     """
     from tqdm.auto import tqdm
 
+    cfg = step_config(cfg, GanTrainConfig)
     _validate(cfg)
     _seed_everything(cfg.random_state)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, option="gan.device")
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
@@ -269,7 +261,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     ckpt = load_checkpoint(ckpt_file) if ckpt_file is not None else None
     if ckpt is not None:
         old = ckpt["config"]
-        defaults = {f.name: f.default for f in dataclasses.fields(GanConfig)}
+        defaults = {f.name: f.default for f in dataclasses.fields(GanTrainConfig)}
         for name in _FROZEN:
             # Checkpoints of older versions lack newer fields: they were trained with the default.
             if old.get(name, defaults[name]) != getattr(cfg, name):
@@ -282,9 +274,9 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     elif resume:
         log.warning("no checkpoint in %s: training from scratch", run_dir)
     if ckpt is None:  # fresh run: forget an older run's files
-        for old_file in [*run_dir.glob("ckpt-*.pt"), *run_dir.glob("grids/*.png")]:
+        for old_file in [*ws.gan_checkpoints(), *ws.gan_grids.glob("*.png")]:
             old_file.unlink()
-        (run_dir / "stats.csv").unlink(missing_ok=True)
+        ws.gan_stats.unlink(missing_ok=True)
 
     split = load_or_make_split(ws, sample, condition, labels, heldout_fraction=cfg.heldout_fraction,
                                random_state=cfg.random_state)
@@ -329,9 +321,9 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
         "sample_checksum": sample.checksum, "galearn_version": __version__,
         "parameters": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
     }
-    atomic_write_text(run_dir / "config.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 
-    stats_path = run_dir / "stats.csv"
+    stats_path = ws.gan_stats
     rows = _read_stats(stats_path, start)
     with atomic_path(stats_path, suffix=".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -358,7 +350,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
         y = np.repeat(np.arange(len(classes)), len(grid_z))
         z = np.tile(grid_z, (len(classes), 1))
         standing_stats(G_ema, cfg.random_state, device)
-        save_grid(run_dir / "grids" / f"step-{step:06d}.png", generate(G_ema, y, z, device, noise_seed=cfg.random_state),
+        save_grid(ws.gan_grids / f"step-{step:06d}.png", generate(G_ema, y, z, device, noise_seed=cfg.random_state),
                   bands, len(grid_z))
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="gan train", disable=progress is False
@@ -371,7 +363,7 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.random_state, step])
             pick = rng.integers(0, n_train, cfg.batch_size)
-            gen = torch.Generator().manual_seed(step_seed(cfg.random_state, step))
+            gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
             real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
             y = torch.from_numpy(y_all[pick]).to(device)
 
@@ -410,9 +402,15 @@ def run_train(ws: Workspace, cfg: GanConfig, *, resume: bool = False, progress: 
     bar.close()
 
     # Final per-class grids (8 x 8) from the EMA generator.
-    if start < cfg.steps or not (run_dir / "grids").exists():
+    if start < cfg.steps or not ws.gan_grids.exists():
         z64 = np.random.default_rng([cfg.random_state, 424243]).standard_normal((64, cfg.z_dim)).astype("f4")
         for i, c in enumerate(classes):
             stamps_c = generate(G_ema, np.full(64, i), z64, device, noise_seed=cfg.random_state)
-            save_grid(run_dir / "grids" / f"{class_filename(c)}.png", stamps_c, bands, 8)
+            save_grid(ws.gan_grids / f"{class_filename(c)}.png", stamps_c, bands, 8)
+    last = latest_checkpoint(run_dir)
+    update_manifest(ws, {"gan": {
+        "run": relative_to_workspace(ws, run_dir), "split": relative_to_workspace(ws, ws.gan_split),
+        "checkpoint": None if last is None else relative_to_workspace(ws, last), "steps": int(cfg.steps),
+        "condition": condition, "classes": list(classes), "sample_checksum": sample.checksum,
+        "settings": dataclasses.asdict(cfg)}})
     return run_dir

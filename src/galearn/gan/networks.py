@@ -3,7 +3,7 @@
 Both networks work on ``(N, C, H, W)`` tensors with ``H == W`` a power of two
 >= 32 and any number of bands ``C``. Images live in ``[-1, 1]`` inside the
 networks; :func:`to_stretched` / :func:`from_stretched` convert to and from the
-stretched ``0..1`` range of :mod:`galearn.survey.stretch`.
+stretched ``0..1`` range of :mod:`galearn.imaging`.
 
 * :class:`Generator`: latent ``z`` -> linear -> ``(ch_0, 4, 4)`` -> up-sampling
   blocks (nearest x2, 3x3 conv with reflect padding, per-pixel noise, conditional BatchNorm whose

@@ -4,7 +4,7 @@
 stretched stamps from the EMA generator, physical stamps through the inverse of
 the sample's stretch (pixels at the stretch's clip floor, i.e. censored
 "physical <= 0", filled with seeded draws of the band's sky noise conditioned
-on <= 0, see :meth:`galearn.survey.stretch.AsinhStretch.inverse`), and a
+on <= 0, see :meth:`galearn.imaging.AsinhStretch.inverse`), and a
 catalogue with ``id`` (``gan-000001`` ...),
 ``synthetic`` (True), the condition column with each stamp's class,
 ``checkpoint`` (file name) and ``checkpoint_step``.
@@ -12,18 +12,21 @@ catalogue with ``id`` (``gan-000001`` ...),
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
-from ..config import GanConfig
+from ..config import GanConfig, GanSampleConfig, GanTrainConfig, step_config
 from ..errors import BadValueError, MissingInputError
-from ..store import SampleWriter, Workspace, open_sample
+from ..runtime import derive_seed, resolve_device
+from ..store import SampleWriter, Workspace, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import condition_labels, step_seed
-from .loop import build_networks, generate, resolve_device, set_threads
+from .data import condition_labels
+from .loop import build_networks, generate, set_threads
 
 __all__ = ["run_sample", "library_counts", "load_generator", "sample_class"]
 
@@ -42,15 +45,13 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     path : Path
         The checkpoint file.
     """
-    from ..config import GanConfig as _Cfg
-
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(ws.gan)
     if path is None:
         raise MissingInputError(f"no checkpoint in {ws.gan}: run `galearn gan train` first")
     ckpt = load_checkpoint(path)
-    known = {k: v for k, v in ckpt["config"].items() if k in _Cfg.__dataclass_fields__}
-    cfg = _Cfg(**known)
-    dev = resolve_device(device)
+    known = {k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}
+    cfg = GanTrainConfig(**known)
+    dev = resolve_device(device, option="gan.device")
     _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg)
     try:
         G_ema.load_state_dict(ckpt["G_ema"])
@@ -62,13 +63,13 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
 
 def sample_class(G_ema, class_index: int, n: int, z_dim: int, *, random_state: int, device=None) -> np.ndarray:
     """``n`` stretched stamps of one class; latents from ``default_rng([random_state, 7001, class_index])``,
-    G's pixel noise from ``step_seed(random_state, class_index, 7002)``."""
+    G's pixel noise from ``derive_seed(random_state, class_index, 7002)``."""
     import torch
 
     z = np.random.default_rng([int(random_state), 7001, int(class_index)]).standard_normal((n, z_dim)).astype("f4")
     dev = next(G_ema.parameters()).device if device is None else torch.device(device)
     return generate(G_ema, np.full(n, class_index, dtype=np.int64), z, dev,
-                    noise_seed=step_seed(random_state, int(class_index), 7002))
+                    noise_seed=derive_seed(random_state, int(class_index), 7002))
 
 
 def library_counts(real_counts: dict[str, int], *, n_per_class: int | None, balance: bool) -> dict[str, int]:
@@ -88,14 +89,14 @@ def library_counts(real_counts: dict[str, int], *, n_per_class: int | None, bala
     return {c: int(n) for c, n in real_counts.items()}
 
 
-def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -> Path:
+def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: bool | None = None) -> Path:
     """Generate ``WS/library.h5`` from the newest checkpoint.
 
     Parameters
     ----------
     ws : Workspace
         Reads ``WS/sample.h5`` (class counts, stretch, bands) and ``WS/gan/ckpt-*.pt``.
-    cfg : GanConfig
+    cfg : GanSampleConfig (or GanConfig, of which only the sampling part is read)
         ``n_per_class`` (``--n``), ``balance`` (``--balance``), ``random_state``
         (same seed, identical library), ``device``.
 
@@ -106,8 +107,9 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
     """
     from tqdm.auto import tqdm
 
-    from ..survey.stretch import AsinhStretch, stretch_noise_sigma
+    from ..imaging import AsinhStretch, stretch_noise_sigma
 
+    cfg = step_config(cfg, GanSampleConfig)
     set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     G_ema, ckpt, ckpt_path = load_generator(ws, device=cfg.device)
@@ -176,4 +178,7 @@ def run_sample(ws: Workspace, cfg: GanConfig, *, progress: bool | None = None) -
                    "checkpoint_step": int(ckpt["step"]), "physical": physical_note, "synthetic": True},
         )
     log.info("library: %s", counts)
+    update_manifest(ws, {"library": {
+        "path": relative_to_workspace(ws, ws.library), "checkpoint": relative_to_workspace(ws, ckpt_path),
+        "checkpoint_step": int(ckpt["step"]), "counts": counts, "settings": dataclasses.asdict(cfg)}})
     return ws.library

@@ -29,8 +29,6 @@ __all__ = [
     "cluster_features",
     "cluster_map",
     "match_clusters",
-    "resolve_backbone",
-    "load_features",
 ]
 
 _WHERE = {
@@ -48,8 +46,6 @@ _WHERE = {
     "cluster_features": ".clusters",
     "cluster_map": ".clusters",
     "match_clusters": ".clusters",
-    "resolve_backbone": "._workspace",
-    "load_features": "._workspace",
 }
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadValueError
-from .reduce import as_seed, check_features
+from ..runtime import as_seed
+from .reduce import check_features
 
 __all__ = ["CLUSTERERS", "cluster_features", "cluster_map", "match_clusters", "contingency"]
 

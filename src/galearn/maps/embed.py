@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -35,8 +36,9 @@ from .. import __version__
 from .._optional import require
 from ..config import EmbedConfig
 from ..errors import BadValueError, GalearnInputError
+from ..runtime import as_seed, blas_threads
 from ..store import Workspace
-from .reduce import as_seed, blas_threads, check_features, reduce_features
+from .reduce import check_features, reduce_features
 
 __all__ = ["TSNEMap", "UMAPMap", "PCAMap", "MAP_METHODS", "make_map", "run_embed"]
 
@@ -284,8 +286,8 @@ def make_map(method: str, *, perplexity=30.0, n_neighbors=15, pca_components=50,
 def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
     """``galearn embed``: fit a 2-D map of the workspace's features and store it.
 
-    Reads ``WS/features/<backbone>.h5`` (``cfg.backbone``; else the backbone
-    named in metrics.json ``features.backbone``; else the only feature file),
+    Reads ``WS/features/<backbone>.h5`` (``cfg.backbone``; else the active
+    feature file named in ``WS/manifest.json``; else the only feature file),
     fits the ``cfg.method`` map and writes ``WS/maps/<method>.h5`` plus the
     fitted model (``WS/maps/<method>.pkl``). When the GAN library has features
     from the same backbone (``WS/features/library_<backbone>.h5``) they are
@@ -309,8 +311,8 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
     BadValueError
         Unknown method, stale features, several feature files and no choice.
     """
-    from ..store import open_sample, update_metrics, write_map
-    from ._workspace import load_features, resolve_backbone
+    from ..store import (load_features, open_sample, relative_to_workspace, resolve_backbone, update_manifest,
+                         update_metrics, write_map)
 
     t0 = time.perf_counter()
     estimator = make_map(cfg.method, perplexity=cfg.perplexity, n_neighbors=cfg.n_neighbors,
@@ -360,6 +362,10 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
         lib_map.unlink()  # placed on a map that no longer exists
 
     seconds = time.perf_counter() - t0
+    update_manifest(ws, {"maps": {cfg.method: {
+        "path": relative_to_workspace(ws, out), "model": relative_to_workspace(ws, ws.map_model(cfg.method)),
+        "backbone": backbone, "library": relative_to_workspace(ws, lib_map) if placed_library else None,
+        "settings": dataclasses.asdict(dataclasses.replace(cfg, backbone=backbone))}}}, merge=True)
     update_metrics(ws.metrics, {"timing": {"embed": round(seconds, 3)}})
     return out
 

@@ -9,34 +9,14 @@ library) are projected with the *same* scaler and components.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..errors import BadValueError
+from ..runtime import as_seed
 
 MAX_COMPONENTS_DEFAULT = 50
 
-__all__ = ["MAX_COMPONENTS_DEFAULT", "check_features", "pca_dimension", "make_reducer", "reduce_features", "as_seed", "blas_threads"]
-
-
-def blas_threads(n: int | None = 1):
-    """Context manager limiting BLAS/OpenMP thread pools (numpy, scikit-learn) to ``n`` threads.
-
-    The linear algebra of maps, clustering and agreement metrics is small
-    (about 1500 x 1280 at the default size). On a loaded 2-core machine the
-    idle-spinning of a 2-thread OpenBLAS/OpenMP pool made a 50-component PCA
-    13x slower and a 10-start k-means 35x slower than one thread (measured
-    while other jobs ran); one thread is never much slower, so galearn uses
-    one by default. ``n=None`` leaves the pools alone.
-    """
-    import contextlib
-
-    if n is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=int(n))
+__all__ = ["MAX_COMPONENTS_DEFAULT", "check_features", "pca_dimension", "make_reducer", "reduce_features"]
 
 
 def check_features(X, *, name: str = "features", min_samples: int = 2) -> np.ndarray:
@@ -84,21 +64,6 @@ def pca_dimension(n_features: int, n_samples: int, max_components: int | None = 
     if max_components is not None:
         limit = min(limit, int(max_components))
     return max(1, limit)
-
-
-def as_seed(random_state) -> int | None:
-    """A plain ``int`` seed (or None) for libraries that use the legacy ``RandomState`` API.
-
-    ``random_state`` may be None, an int or a :class:`numpy.random.Generator`
-    (one integer is drawn from it).
-    """
-    if random_state is None:
-        return None
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**31 - 1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    raise BadValueError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
 
 
 def make_reducer(n_components: int | None, random_state=None):

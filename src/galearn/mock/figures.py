@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingInputError
-from ..survey.stretch import robust_noise
+from ..imaging import robust_noise
 
 __all__ = ["write_previews", "read_stamps", "calibrated_lupton_rgb"]
 

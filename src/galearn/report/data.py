@@ -16,7 +16,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError, MissingInputError
-from ..evaluate.uvj import UVJ_COLUMN, uvj_class_of_catalog
+from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 from ..store import Sample, Workspace, open_sample, read_map, read_metrics, read_table
 
 __all__ = ["Field", "ReportData", "load_report_data", "align_ids"]
@@ -292,7 +292,7 @@ def read_stamps_rgb(sample: Sample, index: np.ndarray, *, size: int | None = Non
                     crop: float = 1.0, batch_size: int = 1024) -> np.ndarray:
     """True-colour uint8 thumbnails ``(n, size, size, 3)`` of stamps ``index`` (in the order given).
 
-    Stretched stamps go through :func:`galearn.survey.stretch.stamps_to_rgb`
+    Stretched stamps go through :func:`galearn.imaging.stamps_to_rgb`
     (reddest band as R); ``crop`` keeps the central fraction of each stamp
     before resizing to ``size`` pixels (block average for integer factors,
     else Lanczos). The file is read in contiguous slices of ``batch_size``
@@ -300,7 +300,7 @@ def read_stamps_rgb(sample: Sample, index: np.ndarray, *, size: int | None = Non
     """
     from PIL import Image
 
-    from ..survey.stretch import stamps_to_rgb
+    from ..imaging import stamps_to_rgb
 
     index = np.asarray(index, dtype=np.int64)
     side = sample.stamp_size

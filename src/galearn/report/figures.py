@@ -283,7 +283,7 @@ def confusion_of(record: dict) -> list[tuple[str, np.ndarray, list[str], list[st
 def morphology_histograms(gan: dict) -> dict[str, dict]:
     """Per-statistic histograms stored by the GAN evaluation, searched anywhere under ``gan``.
 
-    The layout of :func:`galearn.evaluate.morphology.statistic_histograms`:
+    The layout of :func:`galearn.morphology.statistic_histograms`:
     ``{statistic: {"edges": [...], "<set>": {"counts": [...], ...}, ...}}`` with at least two sets.
     """
     found: dict[str, dict] = {}
@@ -403,7 +403,7 @@ def fig_thumbnail_map(data, cfg, path: Path) -> tuple[Path, dict]:
 
 
 def _rgb_bands(bands: list[str]) -> list[str]:
-    from ..survey.stretch import rgb_order
+    from ..imaging import rgb_order
 
     return [bands[i] for i in rgb_order(bands)]
 

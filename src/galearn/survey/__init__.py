@@ -2,8 +2,8 @@
 
 Catalogue columns and cuts (:mod:`~galearn.survey.catalog`), stamps from
 survey mosaics through their WCS (:mod:`~galearn.survey.cutouts`), stamps from
-folders of RGB images (:mod:`~galearn.survey.images`) and intensity
-stretches (:mod:`~galearn.survey.stretch`).
+folders of RGB images (:mod:`~galearn.survey.images`). The intensity
+stretches they apply live in :mod:`galearn.imaging`.
 """
 
 from .catalog import *  # noqa: F401,F403
@@ -12,7 +12,7 @@ from .cutouts import *  # noqa: F401,F403
 from .cutouts import __all__ as _cutouts_all
 from .images import *  # noqa: F401,F403
 from .images import __all__ as _images_all
-from .stretch import *  # noqa: F401,F403
-from .stretch import __all__ as _stretch_all
+from .uvj import *  # noqa: F401,F403
+from .uvj import __all__ as _uvj_all
 
-__all__ = [*_catalog_all, *_cutouts_all, *_images_all, *_stretch_all]
+__all__ = [*_catalog_all, *_cutouts_all, *_images_all, *_uvj_all]

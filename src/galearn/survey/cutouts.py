@@ -47,8 +47,20 @@ band); ``band missing: B (off its mosaic)``; ``stamp partly off mosaic (B)``;
 ``too many bad pixels (B)`` (more than ``max_bad_fraction`` bad pixels);
 ``central source not the brightest`` (optional). A pixel is *bad* when it is
 NaN, exactly 0 (drizzled mosaics write 0 where there is no data), or has
-weight <= 0 in a weight map stored in the same file (an image extension named
-WHT, WEIGHT, IVM, ... of the same shape). Bad pixels of a kept stamp are set to 0.
+weight <= 0 in the band's weight map (an image extension named WHT, WEIGHT,
+IVM, ... of the same shape, a ``--weight`` / ``--rms`` file, or a ``_wht`` /
+``_rms`` companion found by name: :mod:`galearn.survey.inputs`). Bad pixels of a
+kept stamp are set to 0.
+
+Releases
+--------
+A band may be several files (sections / tiles): each is placed on the stamp
+grid (the first band's first file) like a band; a row is cut from the file
+holding its whole stamp, or assembled from the files that cover it together
+(rows grouped by file). Pixel values are calibrated to nJy per pixel from each
+file's header or ``--zeropoint`` (:mod:`galearn.survey.calibration`). With a
+segmentation map, the pixels of other sources in a kept stamp are replaced by
+seeded sky noise (:meth:`_Cutter.mask_neighbours`).
 """
 
 from __future__ import annotations
@@ -73,7 +85,7 @@ from ..config import CutoutConfig
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
 from ..store import SampleWriter, Workspace, empty_rejected, file_sha256, open_sample, update_metrics
 from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
-from .stretch import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
+from ..imaging import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
 
 __all__ = [
     "Mosaic",
@@ -81,6 +93,8 @@ __all__ = [
     "CutoutResult",
     "cut_stamps",
     "make_sample_from_mosaics",
+    "open_band_files",
+    "describe_inputs",
     "HASH_LIMIT_BYTES",
 ]
 
@@ -131,7 +145,14 @@ class Mosaic:
     bscale: float = 1.0
     bzero: float = 0.0
     blank: int | None = None
-    weight: "Mosaic | None" = field(default=None, repr=False)  # weight map (WHT/IVM extension), same grid
+    weight: "Mosaic | None" = field(default=None, repr=False)  # weight / RMS map, same grid
+    weight_kind: str | None = None  # "weight" (inverse variance) or "rms"
+    weight_from: str | None = None  # "extension", "--weight", "--rms" or "companion"
+    weight_path: Path | None = None
+    factor: float = 1.0  # pixel value x factor = nJy per pixel (1 when not calibrated)
+    calibration: Any = None  # galearn.survey.calibration.Calibration, or None (mosaic units)
+    header: Any = field(default=None, repr=False)  # image HDU header
+    primary_header: Any = field(default=None, repr=False)  # primary header when the image is an extension
     _offset: int = 0  # byte offset of the data block in the file
     _shared_mm: mmap.mmap | None = field(default=None, repr=False)  # the science mosaic's mapping (weight maps)
 
@@ -313,10 +334,13 @@ def open_mosaic(source: Any, band: str) -> Mosaic:
         data = np.asarray(data)
         if data.ndim != 2:
             raise BadValueError(f"band {band}: image must be 2-D (ny, nx), got shape {data.shape}")
+        header = w if isinstance(w, fits.Header) else None
         w = _celestial_wcs(w, f"band {band}") if isinstance(w, fits.Header) else w
         if not getattr(w, "has_celestial", False):
             raise BadValueError(f"band {band}: the WCS given has no celestial axes")
-        return Mosaic(band=band, path=None, wcs=w.celestial, shape=data.shape, _data=data)
+        return Mosaic(band=band, path=None, wcs=w.celestial, shape=data.shape, _data=data,
+                      header=header.copy() if header is not None else None,
+                      unit=str(header.get("BUNIT", "")).strip() if header is not None else "")
     if isinstance(source, (fits.PrimaryHDU, fits.ImageHDU)):
         return open_mosaic((source.data, source.header), band)
     path = Path(source)
@@ -345,7 +369,8 @@ def open_mosaic(source: Any, band: str) -> Mosaic:
         raise
     shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     m = Mosaic(band=band, path=path, wcs=w, shape=shape, unit=str(header.get("BUNIT", "")).strip(),
-               hdu_index=index)
+               hdu_index=index, header=header.copy(),
+               primary_header=hdul[0].header.copy() if index else None)
     weight_index = None
     for i, h in enumerate(hdul):
         if (i != index and h.is_image and h.name.upper() in _WEIGHT_NAMES
@@ -357,6 +382,7 @@ def open_mosaic(source: Any, band: str) -> Mosaic:
     indices = [index] + ([weight_index] if weight_index is not None else [])
     if weight_index is not None:
         m.weight = Mosaic(band=f"{band} weight", path=path, wcs=w, shape=shape, hdu_index=weight_index)
+        m.weight_kind, m.weight_from, m.weight_path = "weight", "extension", path
         targets.append(m.weight)
 
     def mappable(h) -> bool:
@@ -441,26 +467,40 @@ class CutoutResult(NamedTuple):
 
 
 class _Cutter:
-    """Geometry of every row (vectorised) and batched cutting in mosaic-row order."""
+    """Geometry of every row (vectorised) and batched cutting in mosaic-row order.
 
-    def __init__(self, catalog: Table, mosaics: list[Mosaic], columns: dict, *, size: int, select: str | None,
-                 max_bad_fraction: float, require_central_brightest: bool, resample: str) -> None:
+    ``bands`` is one list of section mosaics per band. The stamp grid is the
+    first section of the first band (its WCS, extended beyond its edges). For
+    each band a row is cut from its *home* section: the first section that
+    holds the whole stamp, else the one holding its centre; a stamp that no
+    single section holds but the band's sections cover together is assembled
+    (home first, then the other sections fill the pixels it lacks).
+    """
+
+    def __init__(self, catalog: Table, bands: list[list[Mosaic]], columns: dict, *, size: int,
+                 select: str | None, max_bad_fraction: float, require_central_brightest: bool,
+                 resample: str, segmap: Mosaic | None = None, random_state: int = 0) -> None:
         if not isinstance(size, (int, np.integer)) or size < 4:
             raise BadValueError(f"stamp size must be an integer >= 4 pixels, got {size!r}")
         if not 0 <= max_bad_fraction <= 1:
             raise BadValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         if resample not in _RESAMPLE:
             raise BadValueError(f"resample must be one of {_RESAMPLE}, got {resample!r}")
+        bands = [b if isinstance(b, (list, tuple)) else [b] for b in bands]
         self.catalog = catalog
-        self.mosaics = mosaics
+        self.sections = bands
+        self.mosaics = [secs[0] for secs in bands]  # one per band: names, pixel scales
         self.columns = columns
         self.size = int(size)
         self.max_bad_fraction = float(max_bad_fraction)
         self.require_central_brightest = require_central_brightest
         self.resample = resample
+        self.segmap = segmap
+        self.random_state = random_state
         n = len(catalog)
         self.n = n
         self.reason = np.full(n, "", dtype=object)
+        self.masked_fraction = np.zeros(n, dtype="f4")
         ra = column_values(catalog, columns["ra"])
         dec = column_values(catalog, columns["dec"])
         self.ra, self.dec = self._degrees(ra, "ra"), self._degrees(dec, "dec")
@@ -471,55 +511,109 @@ class _Cutter:
             self.reason[(self.reason == "") & ~passed] = f"cut: {select}"
         self.n_selected = int(np.sum(self.reason == ""))
         S = self.size
-        ref = mosaics[0]
+        ref = bands[0][0]
         x = np.full(n, np.nan)
         y = np.full(n, np.nan)
         ok = self.reason == ""
         if ok.any():
             x[ok], y[ok] = ref.wcs.all_world2pix(self.ra[ok], self.dec[ok], 0, quiet=True)
         self.x, self.y = x, y
-        H, W = ref.shape
         with np.errstate(invalid="ignore"):
             ix = np.floor(x + 0.5)
             iy = np.floor(y + 0.5)
-            centre_on = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
-        self.reason[ok & ~centre_on] = "centre off mosaic"
-        ix = np.where(np.isfinite(ix), ix, 0).astype(np.int64)
-        iy = np.where(np.isfinite(iy), iy, 0).astype(np.int64)
+        ix = np.where(np.isfinite(ix), ix, -10**9).astype(np.int64)
+        iy = np.where(np.isfinite(iy), iy, -10**9).astype(np.int64)
         self.x0, self.y0 = ix - S // 2, iy - S // 2
-        inside = (self.x0 >= 0) & (self.y0 >= 0) & (self.x0 + S <= W) & (self.y0 + S <= H)
-        self.reason[(self.reason == "") & ~inside] = f"stamp partly off mosaic ({ref.band})"
-        # Other bands: same grid (integer offset) or resampled.
-        self.grids: list[dict] = [{"band": ref.band, "grid": "reference", "offset": [0, 0]}]
-        self.offsets: list[tuple[int, int] | None] = [(0, 0)]
-        for m in mosaics[1:]:
-            off = _same_grid(ref, m)
-            self.offsets.append(off)
+        nb = len(bands)
+        self.home = np.full((nb, n), -1, dtype=np.int64)
+        self.assembled = np.zeros((nb, n), dtype=bool)
+        self.grids: list[dict] = []
+        self.offsets: list[list[tuple[int, int] | None]] = []
+        for b, secs in enumerate(bands):
+            band = secs[0].band
             todo = self.reason == ""
-            Hb, Wb = m.shape
-            if off is not None:
-                self.grids.append({"band": m.band, "grid": "same", "offset": list(off)})
-                cx, cy = ix + off[0], iy + off[1]
-                on = (cx >= 0) & (cx < Wb) & (cy >= 0) & (cy < Hb)
-                bx0, by0 = self.x0 + off[0], self.y0 + off[1]
-                full = (bx0 >= 0) & (by0 >= 0) & (bx0 + S <= Wb) & (by0 + S <= Hb)
-            else:
-                self.grids.append({"band": m.band, "grid": "resampled", "method": self._method_name()})
+            on_any = np.zeros(n, dtype=bool)
+            touch = np.zeros((len(secs), n), dtype=bool)
+            offs: list[tuple[int, int] | None] = []
+            sec_info = []
+            for s, m in enumerate(secs):
+                off = (0, 0) if (b == 0 and s == 0) else _same_grid(ref, m)
+                offs.append(off)
+                Hb, Wb = m.shape
                 on = np.zeros(n, dtype=bool)
                 full = np.zeros(n, dtype=bool)
-                if todo.any():
-                    bx, by = m.wcs.all_world2pix(self.ra[todo], self.dec[todo], 0, quiet=True)
-                    with np.errstate(invalid="ignore"):
-                        on[todo] = (np.floor(bx + 0.5) >= 0) & (np.floor(bx + 0.5) < Wb) & \
-                            (np.floor(by + 0.5) >= 0) & (np.floor(by + 0.5) < Hb)
-                    box = self._footprint(m, np.flatnonzero(todo), margin=0)
-                    full[todo] = (box[0] >= 0) & (box[1] >= 0) & (box[2] <= Wb) & (box[3] <= Hb)
-            self.reason[todo & ~on] = f"band missing: {m.band} (off its mosaic)"
-            self.reason[(self.reason == "") & ~full] = f"stamp partly off mosaic ({m.band})"
+                if off is not None:
+                    cx, cy = ix + off[0], iy + off[1]
+                    on = (cx >= 0) & (cx < Wb) & (cy >= 0) & (cy < Hb)
+                    bx0, by0 = self.x0 + off[0], self.y0 + off[1]
+                    full = (bx0 >= 0) & (by0 >= 0) & (bx0 + S <= Wb) & (by0 + S <= Hb)
+                    touch[s] = (bx0 < Wb) & (by0 < Hb) & (bx0 + S > 0) & (by0 + S > 0)
+                    sec_info.append({"file": _name(m), "grid": "reference" if b == s == 0 else "same",
+                                     "offset": list(off)})
+                else:
+                    sec_info.append({"file": _name(m), "grid": "resampled", "method": self._method_name()})
+                    if todo.any():
+                        bx, by = m.wcs.all_world2pix(self.ra[todo], self.dec[todo], 0, quiet=True)
+                        with np.errstate(invalid="ignore"):
+                            on[todo] = (np.floor(bx + 0.5) >= 0) & (np.floor(bx + 0.5) < Wb) & \
+                                (np.floor(by + 0.5) >= 0) & (np.floor(by + 0.5) < Hb)
+                        box = self._footprint(m, np.flatnonzero(todo), margin=0)
+                        full[todo] = (box[0] >= 0) & (box[1] >= 0) & (box[2] <= Wb) & (box[3] <= Hb)
+                        touch[s, todo] = (box[0] < Wb) & (box[1] < Hb) & (box[2] > 0) & (box[3] > 0)
+                on &= todo
+                first_full = (self.home[b] < 0) & full & todo
+                self.home[b, first_full] = s
+                on_any |= on
+            self.offsets.append(offs)
+            self.grids.append({"band": band, "grid": sec_info[0]["grid"], **{k: v for k, v in sec_info[0].items()
+                                                                           if k in ("offset", "method")}}
+                              if len(secs) == 1 else {"band": band, "grid": "sections", "sections": sec_info})
+            missing = "centre off mosaic" if b == 0 else f"band missing: {band} (off its mosaic)"
+            self.reason[todo & ~on_any] = missing
+            # No single section holds the stamp: assemble it from the sections that cover it together.
+            partial = np.flatnonzero((self.reason == "") & (self.home[b] < 0))
+            if len(partial):
+                if len(secs) > 1:
+                    covered, centre_sec = self._union_covers(b, partial)
+                    self.home[b, partial] = centre_sec
+                    self.assembled[b, partial[covered]] = True
+                    bad = partial[~covered]
+                else:
+                    bad = partial
+                self.reason[bad] = f"stamp partly off mosaic ({band})"
         self.candidates = np.flatnonzero(self.reason == "")
         # Process in mosaic-row order: neighbouring stamps share pages of the file.
         order = np.lexsort((self.x0[self.candidates], self.y0[self.candidates]))
         self.candidates = self.candidates[order]
+        self.segmap_offset = _same_grid(ref, segmap) if segmap is not None else None
+
+    def _stamp_world(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RA, Dec (deg) of every stamp pixel centre of ``rows``: arrays ``(n, S, S)``."""
+        S = self.size
+        yy, xx = np.mgrid[0:S, 0:S]
+        px = (self.x0[rows][:, None, None] + xx[None]).ravel()
+        py = (self.y0[rows][:, None, None] + yy[None]).ravel()
+        ra, dec = self.mosaics[0].wcs.all_pix2world(px, py, 0)
+        return ra.reshape(len(rows), S, S), dec.reshape(len(rows), S, S)
+
+    def _union_covers(self, b: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For stamps no single section of band ``b`` holds: (every pixel centre on some section,
+        index of the section holding the catalogue position)."""
+        secs = self.sections[b]
+        ra, dec = self._stamp_world(rows)
+        S = self.size
+        cov = np.zeros(ra.shape, dtype=bool)
+        centre = np.full(len(rows), -1, dtype=np.int64)
+        for s, m in enumerate(secs):
+            Hb, Wb = m.shape
+            bx, by = m.wcs.all_world2pix(ra.ravel(), dec.ravel(), 0, quiet=True)
+            with np.errstate(invalid="ignore"):
+                ibx, iby = np.floor(bx + 0.5), np.floor(by + 0.5)
+                inside = ((ibx >= 0) & (ibx < Wb) & (iby >= 0) & (iby < Hb)).reshape(ra.shape)
+            cov |= inside
+            hit = (centre < 0) & inside[:, S // 2, S // 2]
+            centre[hit] = s
+        return cov.all(axis=(1, 2)) & (centre >= 0), np.maximum(centre, 0)
 
     def _degrees(self, values: np.ndarray, role: str) -> np.ndarray:
         """Column values in degrees (columns with an angle unit are converted; bare numbers are degrees)."""
@@ -562,20 +656,56 @@ class _Cutter:
         ymax = hi_y.astype(np.int64) + 1 + margin
         return xmin, ymin, xmax, ymax
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """Physical stamps ``(n, C, S, S)`` of ``rows`` (NaN outside data), in the first band's grid."""
+    def _read_section(self, b: int, s: int, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated stamps of ``rows`` from section ``s`` of band ``b`` (NaN where it has no data)."""
         S = self.size
-        out = np.empty((len(rows), len(self.mosaics), S, S), dtype="f4")
-        for b, (m, off) in enumerate(zip(self.mosaics, self.offsets)):
-            if off is not None:
-                ys, xs = self.y0[rows] + off[1], self.x0[rows] + off[0]
-                m.gather(ys, xs, S, out=out[:, b])
-                if m.weight is not None:  # zero weight = no data
-                    wt = m.weight.gather(ys, xs, S)
-                    out[:, b][~(wt > 0)] = np.nan
+        m, off = self.sections[b][s], self.offsets[b][s]
+        if off is not None:
+            ys, xs = self.y0[rows] + off[1], self.x0[rows] + off[0]
+            out = m.gather(ys, xs, S, out=out)
+            if m.weight is not None:  # zero weight (or a non-positive RMS) = no data
+                wt = m.weight.gather(ys, xs, S)
+                out[~(wt > 0)] = np.nan
+        else:
+            res = self._resample(m, rows)
+            if out is None:
+                out = res
             else:
-                out[:, b] = self._resample(m, rows)
-            m.release()
+                out[...] = res
+        if m.factor != 1.0:
+            out *= np.float32(m.factor)
+        return out
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Physical stamps ``(n, C, S, S)`` of ``rows`` (NaN outside data), in the first band's grid.
+
+        Grouped by file: one gather per (band, section) for the rows it is home to,
+        then one per other section for the assembled stamps.
+        """
+        S = self.size
+        out = np.empty((len(rows), len(self.sections), S, S), dtype="f4")
+        for b, secs in enumerate(self.sections):
+            dest = out[:, b]
+            home = self.home[b, rows]
+            for s in range(len(secs)):
+                sel = np.flatnonzero(home == s)
+                if len(sel) == len(rows):
+                    self._read_section(b, s, rows, out=dest)
+                elif len(sel):
+                    dest[sel] = self._read_section(b, s, rows[sel])
+            if len(secs) > 1:
+                part = np.flatnonzero(self.assembled[b, rows])
+                for s in range(len(secs)):
+                    sub = part[home[part] != s]
+                    if len(sub) == 0:
+                        continue
+                    piece = self._read_section(b, s, rows[sub])
+                    cur = dest[sub]
+                    fill = ~(np.isfinite(cur) & (cur != 0)) & np.isfinite(piece) & (piece != 0)
+                    cur[fill] = piece[fill]
+                    dest[sub] = cur
+            for m in secs:
+                m.release()
         return out
 
     def _resample(self, m: Mosaic, rows: np.ndarray) -> np.ndarray:
@@ -592,6 +722,8 @@ class _Cutter:
         for i, r in enumerate(rows):  # one loop over galaxies for this band
             if i and i % _RELEASE_EVERY == 0:
                 m.release(int(ymin[i - _RELEASE_EVERY : i].min()), int(ymax[i - _RELEASE_EVERY : i].max()))
+            if xmax[i] <= xmin[i] or ymax[i] <= ymin[i]:
+                continue  # the stamp does not touch this file
             box = (ymin[i : i + 1], xmin[i : i + 1], int(ymax[i] - ymin[i]), int(xmax[i] - xmin[i]))
             data = m.gather(*box)[0]
             if m.weight is not None:
@@ -629,6 +761,55 @@ class _Cutter:
         if self.require_central_brightest:
             reasons[(reasons == "") & ~_central_is_brightest(stamps, noise)] = "central source not the brightest"
         return reasons
+
+    def segments(self, rows: np.ndarray) -> np.ndarray:
+        """Segmentation-map stamps ``(n, S, S)`` (int64, 0 = sky / off the map) on the stamp grid:
+        sliced when the map is on the first band's grid, nearest segmentation pixel otherwise."""
+        S = self.size
+        seg = self.segmap
+        H, W = seg.shape
+        if self.segmap_offset is not None:
+            off = self.segmap_offset
+            vals = seg.gather(self.y0[rows] + off[1], self.x0[rows] + off[0], S)
+        else:
+            ra, dec = self._stamp_world(rows)
+            sx, sy = seg.wcs.all_world2pix(ra.ravel(), dec.ravel(), 0, quiet=True)
+            with np.errstate(invalid="ignore"):
+                fx, fy = np.floor(sx + 0.5).reshape(ra.shape), np.floor(sy + 0.5).reshape(ra.shape)
+            ok = np.isfinite(fx) & np.isfinite(fy)
+            fx, fy = np.where(ok, fx, 0).astype(np.int64), np.where(ok, fy, 0).astype(np.int64)
+            bx0, by0 = fx.min(axis=(1, 2)), fy.min(axis=(1, 2))
+            side = int(max((fx.max(axis=(1, 2)) - bx0).max(), (fy.max(axis=(1, 2)) - by0).max())) + 1
+            boxes = seg.gather(by0, bx0, side)  # one box per stamp (NaN off the map), then nearest pixels
+            vals = boxes[np.arange(len(rows))[:, None, None], fy - by0[:, None, None], fx - bx0[:, None, None]]
+            vals[~ok] = 0
+        seg.release()
+        return np.where(np.isfinite(vals), vals, 0).astype(np.int64)
+
+    def mask_neighbours(self, stamps: np.ndarray, rows: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Replace other sources' segmentation pixels by seeded sky noise, in place.
+
+        The central source is every segment present in the central 3x3 pixels
+        (the catalogue position's pixel and its neighbours); every other
+        non-zero segment is a neighbour. Neighbour pixels of band ``b`` become
+        draws of ``N(0, noise[b])`` (the band's measured pixel noise, nJy), from a
+        generator seeded with ``(random_state, first row of the batch)``.
+        Returns the fraction of stamp pixels replaced, per stamp.
+        """
+        S = self.size
+        seg = self.segments(rows)
+        c = S // 2
+        own = seg[:, c - 1 : c + 2, c - 1 : c + 2].reshape(len(rows), 9)
+        mask = (seg != 0) & ~(seg[:, :, :, None] == own[:, None, None, :]).any(axis=-1)
+        n_masked = int(mask.sum())
+        if n_masked:
+            rng = np.random.default_rng([int(self.random_state), 7, int(rows[0]) if len(rows) else 0])
+            draws = rng.standard_normal((stamps.shape[1], n_masked)).astype("f4")
+            for b in range(stamps.shape[1]):
+                stamps[:, b][mask] = draws[b] * np.float32(noise[b])
+        frac = mask.mean(axis=(1, 2)).astype("f4")
+        self.masked_fraction[rows] = frac
+        return frac
 
 
 def _central_is_brightest(stamps: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
@@ -691,23 +872,112 @@ def _kept_table(catalog: Table, rows: np.ndarray, cutter: _Cutter) -> Table:
     kept["galearn_x"].description = f"x of the catalogue position in the stamp (pixels, 0-based; centre pixel {S // 2})"
     kept["galearn_y"].description = f"y of the catalogue position in the stamp (pixels, 0-based; centre pixel {S // 2})"
     kept["galearn_row"].description = "row of the input catalogue"
+    for b, secs in enumerate(cutter.sections):
+        if len(secs) > 1:
+            col = f"galearn_file_{secs[0].band}"
+            names = np.array([_name(m) for m in secs])
+            kept[col] = names[cutter.home[b, rows]]
+            kept[f"galearn_assembled_{secs[0].band}"] = cutter.assembled[b, rows]
+            kept[col].description = f"{secs[0].band} file holding the stamp (its centre when assembled)"
+            kept[f"galearn_assembled_{secs[0].band}"].description = \
+                f"{secs[0].band} stamp assembled from two or more files"
+    if cutter.segmap is not None:
+        kept["galearn_masked_fraction"] = cutter.masked_fraction[rows]
+        kept["galearn_masked_fraction"].description = \
+            "fraction of stamp pixels of other sources (segmentation map) replaced by sky noise"
     return kept
 
 
-def _open_all(images: dict) -> list[Mosaic]:
-    mosaics: list[Mosaic] = []
+def _name(m: Mosaic) -> str:
+    return m.path.name if m.path is not None else f"{m.band} (in memory)"
+
+
+def open_band_files(files: dict, *, zeropoints: dict | None = None, calibrate: bool = True) -> list[list[Mosaic]]:
+    """Open every band's sections with their weight maps and calibration.
+
+    Parameters
+    ----------
+    files : dict
+        ``band -> list of SectionFiles`` (:func:`galearn.survey.inputs.resolve_band_files`).
+    zeropoints : dict, optional
+        ``band -> AB zero point`` of one pixel unit, overriding the headers.
+    calibrate : bool
+        Convert to nJy per pixel (default); False keeps every band in its own units.
+
+    Raises
+    ------
+    BadValueError
+        A weight map whose shape differs from its image, or (``calibrate``) a
+        band without calibration.
+    """
+    zeropoints = dict(zeropoints or {})
+    for band in zeropoints:
+        if band not in files:
+            raise BadValueError(f"--zeropoint {band}=...: no --image for band {band}")
+    opened: list[Mosaic] = []
+    bands: list[list[Mosaic]] = []
     try:
-        for band, src in images.items():
-            mosaics.append(open_mosaic(src, str(band)))
+        for band, secs in files.items():
+            group = []
+            for f in secs:
+                m = open_mosaic(f.science, str(band))
+                opened.append(m)
+                group.append(m)
+                if f.weight is not None and not (m.weight is not None and f.weight_from == "companion"):
+                    _attach_weight(m, f.weight, f.weight_kind, f.weight_from)
+                if calibrate:
+                    m.calibration = _calibration_of(m, zeropoints.get(band))
+                    m.factor = float(m.calibration.factor)
+            bands.append(group)
     except Exception:
-        for m in mosaics:
+        for m in opened:
             m.close()
         raise
-    return mosaics
+    return bands
 
 
-def _info(mosaics: list[Mosaic], cutter: _Cutter) -> dict:
+def _attach_weight(m: Mosaic, path: Path, kind: str, source: str) -> None:
+    """Use the image in ``path`` as ``m``'s weight (inverse variance) or RMS map."""
+    w = open_mosaic(path, f"{m.band} {kind}")
+    if w.weight is not None:  # its own extension search is irrelevant here
+        w.weight.close()
+        w.weight = None
+    if w.shape != m.shape:
+        w.close()
+        raise BadValueError(f"{source} {m.band}={path}: shape {w.shape[1]}x{w.shape[0]} differs from "
+                            f"{_name(m)} ({m.shape[1]}x{m.shape[0]}); a weight map must be on its image's grid")
+    if m.weight is not None:
+        m.weight.close()
+    m.weight, m.weight_kind, m.weight_from, m.weight_path = w, kind, source, Path(path)
+
+
+def _calibration_of(m: Mosaic, zeropoint) -> Any:
+    from .calibration import resolve_calibration
+
+    if m.header is None and zeropoint is None:
+        raise BadValueError(f"band {m.band}: an in-memory image has no header to calibrate from; "
+                            f"give the AB zero point with --zeropoint {m.band}=ZP_AB (zeropoints=...)")
+    return resolve_calibration([m.header, m.primary_header], m.band, pixel_area_arcsec2=m.pixel_area_arcsec2,
+                               zeropoint=zeropoint, where=str(m.path) if m.path else "")
+
+
+def _open_all(images: dict, weights: dict | None = None, rms: dict | None = None, *,
+              zeropoints: dict | None = None, calibrate: bool = True) -> list[list[Mosaic]]:
+    from .inputs import resolve_band_files
+
+    return open_band_files(resolve_band_files(images, weights, rms), zeropoints=zeropoints, calibrate=calibrate)
+
+
+def _close_all(bands: list[list[Mosaic]]) -> None:
+    for secs in bands:
+        for m in secs:
+            m.close()
+
+
+def _info(cutter: _Cutter) -> dict:
+    mosaics = cutter.mosaics
     scales = mosaics[0].pixel_scales_arcsec
+    calibrated = all(m.calibration is not None for secs in cutter.sections for m in secs)
     return {
         "bands": [m.band for m in mosaics],
         "pixel_scale_arcsec": float(np.sqrt(scales[0] * scales[1])),
@@ -716,12 +986,52 @@ def _info(mosaics: list[Mosaic], cutter: _Cutter) -> dict:
         "centring": f"catalogue position in stamp pixel ({cutter.size // 2}, {cutter.size // 2}) "
                     "(0-based, within 0.5 pixel; integer-pixel cut, no sub-pixel shift)",
         "grids": cutter.grids,
-        "resample": cutter._method_name() if any(g["grid"] == "resampled" for g in cutter.grids) else "none",
+        "resample": cutter._method_name() if any(
+            g["grid"] == "resampled" or any(s["grid"] == "resampled" for s in g.get("sections", []))
+            for g in cutter.grids) else "none",
+        "files": {secs[0].band: [_name(m) for m in secs] for secs in cutter.sections},
         "units": {m.band: m.unit for m in mosaics},
+        "physical_unit": "nJy per pixel" if calibrated else "each mosaic's own unit (not calibrated)",
+        "calibration": {secs[0].band: [dict(m.calibration.to_dict(), file=_name(m)) if m.calibration is not None
+                                       else None for m in secs] for secs in cutter.sections},
         "memmap": {m.band: m.memmapped for m in mosaics},
-        "bad_pixels": "NaN, exactly 0, or weight <= 0 in the file's weight map; set to 0 in kept stamps",
-        "weight_maps": {m.band: (m.weight.hdu_index if m.weight is not None else None) for m in mosaics},
+        "bad_pixels": "NaN, exactly 0, or weight <= 0 (RMS <= 0) in the weight / RMS map; set to 0 in kept stamps",
+        "weight_maps": {secs[0].band: [_weight_record(m) for m in secs] for secs in cutter.sections},
+        "segmap": None if cutter.segmap is None else {
+            "file": _name(cutter.segmap), "grid": "same" if cutter.segmap_offset is not None else "nearest pixel",
+            "fill": "N(0, band pixel noise) draws, seeded (random_state, first row of the batch)",
+            "central_source": "segments in the central 3x3 pixels"},
     }
+
+
+def _weight_record(m: Mosaic) -> dict | None:
+    if m.weight is None:
+        return None
+    where = f"{m.weight_path.name}[{m.weight.hdu_index}]" if m.weight_path is not None else "?"
+    return {"file": _name(m), "weight": where, "kind": m.weight_kind, "from": m.weight_from}
+
+
+def describe_inputs(info: dict) -> list[str]:
+    """One line per band: its files, the weight maps used (and how they were found) and the calibration."""
+    lines = []
+    for band in info["bands"]:
+        files = info["files"][band]
+        groups: dict[tuple, list[str]] = {}
+        for w in info["weight_maps"][band]:
+            key = ("none", "") if w is None else (w["kind"], w["from"])
+            groups.setdefault(key, []).append("" if w is None else w["weight"])
+        weight = "; ".join("no weight map" if kind == "none" else f"{kind} map ({how}): {', '.join(names)}"
+                           for (kind, how), names in groups.items())
+        cals = []
+        for c in info["calibration"][band]:
+            text = "not calibrated (mosaic units)" if c is None else (
+                f"x{c['factor_to_njy']:.5g} -> nJy/pixel (AB zero point {c['zeropoint_ab']:.3f} "
+                f"from {c['source']})")
+            if text not in cals:
+                cals.append(text)
+        lines.append(f"{band}: {len(files)} file{'s' if len(files) > 1 else ''} ({', '.join(files)}); "
+                     f"{weight}; {' / '.join(cals)}")
+    return lines
 
 
 def _batches(idx: np.ndarray, batch_size: int):
@@ -751,6 +1061,12 @@ def cut_stamps(
     resample: str = "adaptive",
     batch_size: int = 1024,
     progress: bool | None = False,
+    weights: dict | None = None,
+    rms: dict | None = None,
+    zeropoints: dict | None = None,
+    calibrate: bool = True,
+    segmap: Any = None,
+    random_state: int = 0,
 ) -> CutoutResult:
     """Cut multi-band stamps around catalogue positions, in memory.
 
@@ -760,9 +1076,9 @@ def cut_stamps(
         Catalogue with RA/Dec in degrees (columns named by ``preset`` /
         ``columns``).
     images : dict
-        ``band -> mosaic`` in band order; a mosaic is a FITS path, an
-        ``(array, WCS)`` pair or an image HDU. The first band sets the stamp
-        grid.
+        ``band -> mosaic`` in band order; a mosaic is a FITS path, a glob or a
+        list of paths (sections / tiles of one band), an ``(array, WCS)`` pair
+        or an image HDU. The first band sets the stamp grid.
     size : int
         Stamp side in pixels of the first band (default 64).
     preset, columns : str, dict
@@ -779,6 +1095,18 @@ def cut_stamps(
         Stamps cut per batch.
     progress : bool or None
         tqdm progress bar (None: only on a terminal).
+    weights, rms : dict, optional
+        ``band -> path`` (or list, one per section) of inverse-variance / RMS
+        maps; without them ``_wht`` / ``_rms`` companions are found by name.
+    zeropoints : dict, optional
+        ``band -> AB magnitude of one pixel unit``, overriding the headers.
+    calibrate : bool
+        Stamps in nJy per pixel (default, from the headers or ``zeropoints``;
+        a band without calibration is refused); False keeps the mosaics' units.
+    segmap : path-like, optional
+        Segmentation map: other sources' pixels are replaced by seeded sky noise.
+    random_state : int
+        Seed of the noise measurement and the neighbour-mask noise.
 
     Returns
     -------
@@ -790,17 +1118,20 @@ def cut_stamps(
     Raises
     ------
     MissingInputError, BadValueError
-        Missing files, no celestial WCS, missing columns, bad expression.
+        Missing files, no celestial WCS, missing columns, bad expression, no calibration.
     """
     source = str(catalog) if not isinstance(catalog, Table) else "catalogue"
     table = catalog if isinstance(catalog, Table) else read_catalog(catalog)
     bands = _check_bands(images)
     cols = resolve_columns(table, preset, columns, source=source)
-    mosaics = _open_all(images)
+    sections = _open_all(images, weights, rms, zeropoints=zeropoints, calibrate=calibrate)
+    seg = _open_segmap(segmap)
     try:
-        cutter = _Cutter(table, mosaics, cols, size=size, select=select, max_bad_fraction=max_bad_fraction,
-                         require_central_brightest=require_central_brightest, resample=resample)
-        noise = np.array([m.noise_sigma(0) for m in mosaics]) if require_central_brightest else None
+        cutter = _Cutter(table, sections, cols, size=size, select=select, max_bad_fraction=max_bad_fraction,
+                         require_central_brightest=require_central_brightest, resample=resample, segmap=seg,
+                         random_state=random_state)
+        need_noise = require_central_brightest or seg is not None
+        noise = _band_noise(cutter, random_state) if need_noise else None
         chunks, kept_rows = [], []
         bar = _progress(len(cutter.candidates), progress, "cutouts")
         for rows in _batches(cutter.candidates, batch_size):
@@ -808,18 +1139,43 @@ def cut_stamps(
             reasons = cutter.check(stamps, noise)
             good = reasons == ""
             cutter.reason[rows] = reasons
-            chunks.append(stamps[good])
+            if seg is not None and good.any():
+                kept = stamps[good]
+                cutter.mask_neighbours(kept, rows[good], noise)
+                chunks.append(kept)
+            else:
+                chunks.append(stamps[good])
             kept_rows.append(rows[good])
             bar.update(len(rows))
         bar.close()
-        info = _info(mosaics, cutter)
+        info = _info(cutter)
     finally:
-        for m in mosaics:
-            m.close()
+        _close_all(sections)
+        if seg is not None:
+            seg.close()
     S = cutter.size
     stamps = np.concatenate(chunks) if chunks else np.zeros((0, len(bands), S, S), dtype="f4")
     rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
     return CutoutResult(stamps, _kept_table(table, rows, cutter), _rejected_table(table, cols, cutter.reason), info)
+
+
+def _open_segmap(segmap: Any) -> Mosaic | None:
+    if segmap is None or segmap == "":
+        return None
+    m = open_mosaic(segmap, "segmap")
+    if m.weight is not None:
+        m.weight.close()
+        m.weight = None
+    return m
+
+
+def _band_noise(cutter: _Cutter, random_state: Any) -> np.ndarray:
+    """Per-band pixel noise sigma (physical units) on the stamp grid: measured on each band's first
+    file, times its calibration factor and (resampled bands) the pixel-area ratio."""
+    ref = cutter.mosaics[0]
+    rng = np.random.default_rng(random_state) if not isinstance(random_state, np.random.Generator) else random_state
+    return np.array([m.noise_sigma(rng) * m.factor * ref.pixel_area_arcsec2 / m.pixel_area_arcsec2
+                     for m in cutter.mosaics])
 
 
 def _input_record(path: Path, role: str) -> dict:
@@ -838,26 +1194,35 @@ def _fit_stretch(cutter: _Cutter, cfg: CutoutConfig) -> tuple[Any, dict]:
     """Asinh stretch: noise from the mosaics, bright level from a seeded subsample of stamps."""
     rng = np.random.default_rng(cfg.random_state)
     mosaics = cutter.mosaics
-    noise_native = np.array([m.noise_sigma(rng) for m in mosaics])
-    ratio = np.array([mosaics[0].pixel_area_arcsec2 / m.pixel_area_arcsec2 for m in mosaics])
     # A resampled band carries flux per first-band pixel: scale by the pixel-area ratio.
-    noise = noise_native * ratio
+    noise = _band_noise(cutter, rng)
+    ratio = np.array([mosaics[0].pixel_area_arcsec2 / m.pixel_area_arcsec2 for m in mosaics])
     cand = cutter.candidates
     pick = np.sort(rng.choice(len(cand), size=min(len(cand), 1000), replace=False)) if len(cand) else cand
     rows = cand[pick]
     maximum = np.full(len(mosaics), np.nan)
     ref = mosaics[0]
-    for b, (m, off) in enumerate(zip(mosaics, cutter.offsets)):
+    for b, secs in enumerate(cutter.sections):
         if len(rows) == 0:
             break
-        if off is not None:
-            px = m.gather(cutter.y0[rows] + off[1], cutter.x0[rows] + off[0], cutter.size)
-        else:  # native pixels of the same sky area (cheap; no resampling for the fit)
-            side = max(4, int(np.ceil(cutter.size * ref.pixel_scales_arcsec.mean() / m.pixel_scales_arcsec.mean())))
-            bx, by = m.wcs.all_world2pix(cutter.ra[rows], cutter.dec[rows], 0, quiet=True)
-            px = m.gather(np.floor(by + 0.5).astype(np.int64) - side // 2,
-                          np.floor(bx + 0.5).astype(np.int64) - side // 2, side) * ratio[b]
-        m.release()
+        home = cutter.home[b, rows]
+        values = []
+        for s, m in enumerate(secs):
+            sub = rows[home == s]
+            if len(sub) == 0:
+                continue
+            off = cutter.offsets[b][s]
+            if off is not None:
+                px = m.gather(cutter.y0[sub] + off[1], cutter.x0[sub] + off[0], cutter.size)
+            else:  # native pixels of the same sky area (cheap; no resampling for the fit)
+                side = max(4, int(np.ceil(cutter.size * ref.pixel_scales_arcsec.mean()
+                                          / m.pixel_scales_arcsec.mean())))
+                bx, by = m.wcs.all_world2pix(cutter.ra[sub], cutter.dec[sub], 0, quiet=True)
+                px = m.gather(np.floor(by + 0.5).astype(np.int64) - side // 2,
+                              np.floor(bx + 0.5).astype(np.int64) - side // 2, side) * ratio[b]
+            m.release()
+            values.append((px * np.float32(m.factor)).ravel())
+        px = np.concatenate(values)
         good = px[np.isfinite(px) & (px != 0)]
         if good.size:
             maximum[b] = np.percentile(good, cfg.max_percentile)
@@ -869,8 +1234,8 @@ def _fit_stretch(cutter: _Cutter, cfg: CutoutConfig) -> tuple[Any, dict]:
     params = stretch.to_dict()
     params.update({
         "noise_sigma": noise.tolist(),
-        "noise_from": "mosaic: clipped MAD of a seeded random subsample of pixels (row segments); "
-                      "resampled bands scaled by the pixel-area ratio",
+        "noise_from": "mosaic (first file of each band): clipped MAD of a seeded random subsample of pixels "
+                      "(row segments), times the calibration factor; resampled bands scaled by the pixel-area ratio",
         "softening_sigmas": cfg.softening_sigmas,
         "max_percentile": cfg.max_percentile,
         "maximum_from": f"{cfg.max_percentile} percentile of {len(rows)} random stamps",
@@ -882,25 +1247,30 @@ def _fit_stretch(cutter: _Cutter, cfg: CutoutConfig) -> tuple[Any, dict]:
 
 def make_sample_from_mosaics(
     catalog_path: str | os.PathLike,
-    images: dict[str, str | os.PathLike],
+    images: dict[str, Any],
     workspace: Workspace,
     cfg: CutoutConfig,
     *,
     progress: bool | None = None,
+    report: Any = None,
 ):
-    """Cut stamps from one mosaic per band and stream them into ``WS/sample.h5``.
+    """Cut stamps from the mosaics of every band and stream them into ``WS/sample.h5``.
 
     Parameters
     ----------
     catalog_path : path-like
         Catalogue (FITS, ECSV, CSV, Parquet) with RA/Dec in degrees.
     images : dict
-        ``band -> FITS path`` in band order (first band = stamp grid).
+        ``band -> FITS path, glob or list of paths`` (sections / tiles) in band
+        order (first band = stamp grid).
     workspace : Workspace
     cfg : CutoutConfig
-        Stamp size (pixels), column preset/overrides, selection, checks, stretch.
+        Stamp size (pixels), column preset/overrides, selection, checks, stretch,
+        weight / RMS maps, zero points, calibration, segmentation map.
     progress : bool or None
         tqdm progress bar (None: only on a terminal).
+    report : callable, optional
+        Called with one line per band (files, weight maps, calibration) before cutting.
 
     Returns
     -------
@@ -912,7 +1282,7 @@ def make_sample_from_mosaics(
     MissingInputError
         Catalogue or mosaic missing.
     BadValueError
-        No celestial WCS, missing columns, unknown band, bad selection.
+        No celestial WCS, missing columns, unknown band, bad selection, a band without calibration.
     EmptySelectionError
         No row passed the selection, or no stamp passed the checks.
     """
@@ -923,12 +1293,20 @@ def make_sample_from_mosaics(
     catalog_path = Path(catalog_path)
     table = read_catalog(catalog_path)
     cols = resolve_columns(table, cfg.preset, cfg.columns, source=f"catalogue {catalog_path}")
-    mosaics = _open_all({b: images[b] for b in bands})
+    sections = _open_all({b: images[b] for b in bands}, cfg.weights, cfg.rms, zeropoints=cfg.zeropoints,
+                         calibrate=cfg.calibrate)
     timing: dict[str, float] = {}
+    seg = None
     try:
-        cutter = _Cutter(table, mosaics, cols, size=cfg.stamp_size, select=cfg.select,
+        seg = _open_segmap(cfg.segmap)
+        cutter = _Cutter(table, sections, cols, size=cfg.stamp_size, select=cfg.select,
                          max_bad_fraction=cfg.max_bad_fraction,
-                         require_central_brightest=cfg.require_central_brightest, resample=cfg.resample)
+                         require_central_brightest=cfg.require_central_brightest, resample=cfg.resample,
+                         segmap=seg, random_state=cfg.random_state)
+        info = _info(cutter)
+        if report is not None:
+            for line in describe_inputs(info):
+                report(line)
         if cutter.n_selected == 0:
             what = f"selection {cfg.select!r}" if cfg.select else "the catalogue's finite RA/Dec"
             raise EmptySelectionError(f"{catalog_path}: {what} kept 0 of {len(table)} rows")
@@ -941,10 +1319,9 @@ def make_sample_from_mosaics(
         else:
             stretch, stretch_params = None, {"method": "minmax-asinh",
                                              "formula": "asinh(x) scaled to [0, 1] per stamp and band"}
-            noise = np.array([m.noise_sigma(cfg.random_state) for m in mosaics]) \
-                if cfg.require_central_brightest else None
+            noise = _band_noise(cutter, cfg.random_state) \
+                if (cfg.require_central_brightest or seg is not None) else None
         timing["stretch_fit_s"] = time.perf_counter() - t0
-        info = _info(mosaics, cutter)
         t0 = time.perf_counter()
         kept_rows: list[np.ndarray] = []
         n_written = 0
@@ -958,6 +1335,8 @@ def make_sample_from_mosaics(
                 good = reasons == ""
                 phys = stamps[good]
                 if len(phys):
+                    if seg is not None:
+                        cutter.mask_neighbours(phys, rows[good], noise)
                     stretched = stretch.forward(phys) if stretch is not None else minmax_asinh(phys)
                     writer.write(n_written, stretched, phys)
                     n_written += len(phys)
@@ -971,8 +1350,15 @@ def make_sample_from_mosaics(
             writer.truncate(n_written)
             rows = np.concatenate(kept_rows)
             t0 = time.perf_counter()
-            inputs = [_input_record(catalog_path, "catalog")] + [
-                dict(_input_record(m.path, "image"), band=m.band) for m in mosaics if m.path is not None]
+            inputs = [_input_record(catalog_path, "catalog")]
+            for secs in sections:
+                for m in secs:
+                    if m.path is not None:
+                        inputs.append(dict(_input_record(m.path, "image"), band=m.band))
+                    if m.weight_path is not None and m.weight_path != m.path:
+                        inputs.append(dict(_input_record(m.weight_path, m.weight_kind or "weight"), band=m.band))
+            if seg is not None and seg.path is not None:
+                inputs.append(_input_record(seg.path, "segmap"))
             timing["hash_s"] = time.perf_counter() - t0
             rejected = _rejected_table(table, cols, cutter.reason)
             extra = dict(info, selection=cfg.select, preset=cfg.preset, max_bad_fraction=cfg.max_bad_fraction,
@@ -981,17 +1367,23 @@ def make_sample_from_mosaics(
                          galearn_version=__version__,
                          order="stamps sorted by the first mosaic's row y, then x; input row in galearn_row",
                          timing=timing)
+            if seg is not None:
+                mf = cutter.masked_fraction[rows]
+                extra["segmap"] = dict(info["segmap"], mean_masked_fraction=float(mf.mean()),
+                                       n_stamps_masked=int((mf > 0).sum()))
             writer.finish(_kept_table(table, rows, cutter), rejected=rejected, stretch=stretch_params,
                           columns=cols, inputs=inputs, extra=extra)
     finally:
-        for m in mosaics:
-            m.close()
+        _close_all(sections)
+        if seg is not None:
+            seg.close()
     timing["total_s"] = time.perf_counter() - t_start
     sample = open_sample(workspace.sample)
     update_metrics(workspace.metrics, {"sample": {
         "n_images": sample.n, "n_rejected": len(rejected), "bands": bands, "stamp_size": cutter.size,
         "n_input": len(table), "rejection_reasons": _reason_counts(cutter.reason), "kind": "survey",
         "pixel_scale_arcsec": info["pixel_scale_arcsec"], "stretch": stretch_params["method"],
+        "physical_unit": info["physical_unit"],
     }}, replace=("sample",))
     return sample
 

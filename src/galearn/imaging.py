@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import mad_std
 
-from ..errors import BadValueError
+from .errors import BadValueError
 
 __all__ = [
     "AsinhStretch",

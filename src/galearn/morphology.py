@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 from astropy.table import Table
 
-from ..errors import BadValueError
+from .errors import BadValueError
 
 __all__ = [
     "MORPHOLOGY_STATISTICS",
@@ -52,7 +52,7 @@ MORPHOLOGY_STATISTICS = {
 
 
 def _wavelength_order(bands: list[str]) -> list[int]:
-    from ..survey.stretch import band_wavelength_nm
+    from .imaging import band_wavelength_nm
 
     try:
         lam = [band_wavelength_nm(b) for b in bands]
@@ -131,7 +131,7 @@ def measure_morphology(
         Band names of axis C.
     noise_sigma : array of shape (C,), optional
         Per-band pixel noise (physical units). Default: a clipped MAD of the
-        given stamps' pixels (:func:`galearn.survey.stretch.robust_noise`). Pass
+        given stamps' pixels (:func:`galearn.imaging.robust_noise`). Pass
         the REAL sample's noise when measuring generated stamps, so both sets
         are segmented at the same surface-brightness level.
     band : int or str, optional
@@ -151,7 +151,7 @@ def measure_morphology(
     """
     from tqdm.auto import tqdm
 
-    from ..survey.stretch import robust_noise
+    from .imaging import robust_noise
 
     x = np.nan_to_num(np.asarray(physical, dtype="f8"))
     if x.ndim != 4 or x.shape[1] != len(bands):
@@ -292,7 +292,7 @@ def statistic_histograms(sets: dict[str, Table], *, reference: str, n_bins: int 
 
 def measure_morphology_parallel(physical: np.ndarray, bands: list[str], *, noise_sigma: np.ndarray,
                                 n_jobs: int | None = None, min_chunk: int = 16, progress: bool | None = None):
-    """:func:`galearn.evaluate.morphology.measure_morphology` over chunks of stamps in worker processes.
+    """:func:`galearn.morphology.measure_morphology` over chunks of stamps in worker processes.
 
     statmorph runs one stamp at a time in Python (~0.1-0.5 s per 64x64 stamp);
     the stamps are independent, so chunks go to ``n_jobs`` processes
