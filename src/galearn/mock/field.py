@@ -686,6 +686,7 @@ def simulate_field(out_dir: Path, cfg: SimulateConfig, *, progress: bool | None 
     for band in BANDS:
         sci, wht = _add_noise(mosaics[band], truth["footprints"][band], band, cfg)
         apply_rare_to_band(sci, wht, band, rare, truth=truth, bands=BANDS, scale=cfg.pixel_scale_arcsec,
+                           psf_kernel=_psf_kernel(band, cfg.pixel_scale_arcsec, STAMP_PAD_ARCSEC[band]),
                            sky_sigma=_sky_sigma(band, cfg.pixel_scale_arcsec), exposure_s=EXPOSURE_S[band],
                            seed=cfg.random_state, noise=cfg.noise)
         paths[band] = out_dir / f"{band}.fits"

@@ -202,15 +202,14 @@ def _lens_image(p: dict, scale: float, os_: int = 3):
     return x0, y0, np.exp(-np.hypot(u, v) / p["rs"])
 
 
-def draw_rare_sources(truth: dict, rare: dict, bands, scale: float) -> dict[str, np.ndarray]:
+def draw_rare_sources(truth: dict, rare: dict, bands, scale: float, kernels: dict) -> dict[str, np.ndarray]:
     """Noise-free sky signal of the rare kinds (lens arcs, rings, bright stars), one float32 mosaic per band.
 
     ``truth`` is the dict of :func:`galearn.mock.field.build_truth` (for the
-    mosaic size); ``rare`` comes from :func:`assign_rare`. Pixels in electrons/s.
+    mosaic size); ``rare`` comes from :func:`assign_rare`; ``kernels`` maps each
+    band to its pixelised PSF image (sum 1) on the mosaic grid. Pixels in electrons/s.
     """
     from scipy.signal import fftconvolve
-
-    from .field import STAMP_PAD_ARCSEC, _psf_kernel
 
     size = truth["size"]
     out = {b: np.zeros((size, size), "f4") for b in bands}
@@ -245,7 +244,7 @@ def draw_rare_sources(truth: dict, rare: dict, bands, scale: float) -> dict[str,
             r = np.hypot(dx, dy)
             fluxes = {b: _flux(p["mag"] + _STAR[b], b) for b in bands}
         for band in bands:
-            kernel = _psf_kernel(band, scale, STAMP_PAD_ARCSEC[band])
+            kernel = kernels[band]
             if p["kind"] == "spikes":
                 lam = {"F435W": 0.6, "F850LP": 1.0, "F160W": 1.7}[band]  # spikes scale with wavelength
                 width = 0.02 * lam
@@ -330,7 +329,8 @@ def draw_rare_artefacts(sci: np.ndarray, weight: np.ndarray, band: str, band_ind
 
 
 def apply_rare_to_band(sci: np.ndarray, weight: np.ndarray, band: str, rare: dict, *, truth: dict, bands,
-                       scale: float, sky_sigma: float, exposure_s: float, seed: int, noise: bool = True) -> None:
+                       scale: float, psf_kernel: np.ndarray, sky_sigma: float, exposure_s: float, seed: int,
+                       noise: bool = True) -> None:
     """Add one band's rare signal (with its own Poisson noise) and detector artefacts to ``sci`` in place.
 
     Called by :func:`galearn.mock.field.simulate_field` after the ordinary
@@ -339,7 +339,7 @@ def apply_rare_to_band(sci: np.ndarray, weight: np.ndarray, band: str, rare: dic
     if not rare["items"]:
         return
     j = list(bands).index(band)
-    signal = draw_rare_sources(truth, rare, [band], scale)[band]
+    signal = draw_rare_sources(truth, rare, [band], scale, {band: psf_kernel})[band]
     if noise:
         signal = add_source_noise(signal, truth["footprints"][band], exposure_s, seed, j)
     signal[truth["footprints"][band] == 0] = 0.0

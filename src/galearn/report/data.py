@@ -258,9 +258,6 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
 
     fields = {"id": Field("id", "id", "cat", ids, colour=False)}
     fields.update(_catalog_fields(sample.catalog, sample.columns, index, classes, class_rows))
-    from .explore import explore_fields  # anomalies.ecsv, predictions.ecsv
-
-    fields.update(explore_fields(ws, ids))
 
     data = ReportData(ws=ws, method=method, sample=sample, index=index, ids=ids, xy=xy,
                       fields=fields, metrics=read_metrics(ws.metrics), map_attrs=map_attrs)

@@ -310,6 +310,9 @@ def run_report(ws: Workspace, cfg: ReportConfig) -> Path:
     if not 0 < cfg.thumbnail_crop <= 1:
         raise BadValueError(f"report.thumbnail_crop must be in (0, 1], got {cfg.thumbnail_crop}")
     data = load_report_data(ws, cfg.method)
+    from .explore import explore_fields  # anomalies.ecsv, predictions.ecsv: colourings and hover rows
+
+    data.fields.update(explore_fields(ws, data.ids))
     figures = write_figures(data, cfg, ws.report)
     from .explore import write_explore_figures
 
