@@ -7,7 +7,6 @@ import pytest
 from astropy.table import Table
 from sklearn.datasets import make_blobs
 
-from _helpers import write_feature_files
 
 from galearn.cli import main
 from galearn.errors import BadValueError, EmptySelectionError, MissingInputError
@@ -17,6 +16,18 @@ from galearn.explore.anomalies import ranks_of, recall_at
 from galearn.store import Workspace, open_sample, read_metrics, read_table, update_metrics, write_sample
 
 N_ORDINARY, DIM = 300, 16
+
+
+def write_feature_files(ws, sample, backbones, first, rng):
+    """One feature file per backbone: ``first`` for the first, Gaussian noise for the others."""
+    from galearn.store import FeatureWriter
+
+    n, dim = first.shape
+    for i, bb in enumerate(backbones):
+        values = first if i == 0 else rng.normal(size=(n, dim))
+        w = FeatureWriter(ws.features(bb), n, dim, sample.ids(), {"sample_checksum": sample.checksum})
+        w.write(0, values.astype("f4"))
+        w.finish({"backbone": bb})
 
 
 def make_data(seed=0):

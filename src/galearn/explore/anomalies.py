@@ -19,7 +19,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError
-from ..maps.reduce import as_seed, blas_threads, check_features, make_reducer, pca_dimension
+from ..maps.reduce import check_features, make_reducer, pca_dimension
+from ..runtime import as_seed, blas_threads
 from ..store import Workspace, update_metrics, write_table
 
 __all__ = ["METHODS", "anomaly_scores", "reduce_for_scoring", "recall_at", "run_anomalies"]
@@ -156,7 +157,7 @@ def run_anomalies(ws: Workspace, *, method: str = "lof", backbone: str | None = 
     dict
         The ``anomalies`` metrics entry.
     """
-    from ..maps._workspace import load_features, require_sample, resolve_backbone
+    from ..store import load_features, require_sample, resolve_backbone
 
     sample = require_sample(ws)
     backbone = resolve_backbone(ws, backbone)

@@ -25,7 +25,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
-from ..maps.reduce import as_seed, blas_threads
+from ..runtime import as_seed, blas_threads
 from ..store import Workspace, read_table, update_metrics, write_table
 from .anomalies import ranks_of, reduce_for_scoring
 
@@ -276,7 +276,7 @@ def run_learn(ws: Workspace, labels_path, *, backbone: str | None = None, model:
     dict
         The ``learn`` metrics entry.
     """
-    from ..maps._workspace import load_features, require_sample, resolve_backbone
+    from ..store import load_features, require_sample, resolve_backbone
 
     if int(n_propose) < 0:
         raise BadValueError(f"--n-propose must be >= 0, got {n_propose}")

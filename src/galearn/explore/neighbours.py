@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadValueError
-from ..maps.reduce import blas_threads
+from ..runtime import blas_threads
 from .anomalies import reduce_for_scoring
 
 __all__ = ["neighbour_indices"]

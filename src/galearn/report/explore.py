@@ -75,7 +75,7 @@ def explore_fields(ws, ids: np.ndarray) -> dict[str, Field]:
 
 def _features_for(data, rows: np.ndarray) -> np.ndarray | None:
     """Feature vectors of sample rows ``rows`` (the primary feature file), or None when there is none."""
-    from ..maps._workspace import load_features, resolve_backbone
+    from ..store import load_features, resolve_backbone
 
     try:
         backbone = resolve_backbone(data.ws, None)
