@@ -117,9 +117,13 @@ def test_fits_without_celestial_wcs(data, capsys):
 
 def test_catalogue_without_mapped_columns(data, capsys):
     Table({"ID": [1], "ra": [53.1], "dec": [-27.8]}).write(data["dir"] / "odd.csv")
-    code, _, err = _run(["cutouts", "--catalog", data["dir"] / "odd.csv", *_images(data),
+    code, _, err = _run(["cutouts", "--catalog", data["dir"] / "odd.csv", *_images(data), "--preset", "candels",
                          "--workspace", data["dir"] / "ws"], capsys)
     _one_line_error(code, err, "odd.csv", "'RA_1'", "--column ra=NAME")
+    Table({"name": ["a"], "lon": [53.1], "lat": [-27.8]}).write(data["dir"] / "odder.csv")
+    code, _, err = _run(["cutouts", "--catalog", data["dir"] / "odder.csv", *_images(data),
+                         "--workspace", data["dir"] / "ws"], capsys)
+    _one_line_error(code, err, "odder.csv", "role 'ra'", "raj2000", "--column ra=NAME")
     code, _, err = _run(["cutouts", "--catalog", data["cat"], *_images(data), "--column", "z=zspec",
                          "--workspace", data["dir"] / "ws"], capsys)
     _one_line_error(code, err, "'zspec'")

@@ -127,7 +127,7 @@ def test_resumed_training_matches_uninterrupted_run(tmp_path):
     # The training log is continuous and the same.
     log_a = (ws_a.gan / "stats.csv").read_text().splitlines()
     log_b = (ws_b.gan / "stats.csv").read_text().splitlines()
-    assert log_a[0].split(",") == ["step", "loss_G", "loss_D", "D_real", "D_fake", "seconds"]
+    assert log_a[0].split(",") == ["step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds"]
     assert [r.split(",")[:5] for r in log_a] == [r.split(",")[:5] for r in log_b]
     assert len(log_a) == 5
     assert (ws_a.gan / "grids" / "step-000004.png").exists() and (ws_a.gan / "grids" / "disk.png").exists()

@@ -8,15 +8,19 @@ names the file, row or option at fault; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
 from .config import RunConfig, load_config, parse_overrides, section
-from .errors import GalearnInputError
-from .store import Workspace
+from .errors import GalearnInputError, Interrupted
+from .store import Workspace, workspace_lock
 
 DEFAULT_WORKSPACE = "galearn-workspace"
 
@@ -50,6 +54,27 @@ _config_option = click.option(
     help="TOML configuration file (see `galearn run --dry-run`).",
 )
 _extra = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+def _locked(output: str):
+    """Hold the workspace lock of ``output`` while the command runs; adds ``--wait``.
+
+    A second command writing the same output of the same workspace stops at
+    once with one line naming the running process (exit 2), or waits for it
+    with ``--wait`` (see :func:`galearn.store.workspace_lock`).
+    """
+
+    def decorate(f):
+        @click.option("--wait", "wait_for_lock", is_flag=True,
+                      help="If another galearn process is writing this output, wait for it instead of stopping.")
+        @functools.wraps(f)
+        def wrapper(*args, wait_for_lock: bool = False, **kwargs):
+            with workspace_lock(Workspace(kwargs["workspace"]), output, wait=wait_for_lock):
+                return f(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,7 +167,9 @@ def _parse_zeropoints(values: tuple[str, ...]) -> dict[str, float]:
 @_workspace_option
 @click.option("--select", default=None, help='Selection cuts, e.g. "zbest > 0.01 and zbest < 1 and Hmag < 25".')
 @click.option("--size", "stamp_size", type=int, default=None, help="Stamp side in pixels (default 64).")
-@click.option("--preset", default=None, help="Column-name preset (candels, galearn-mock).")
+@click.option("--preset", default=None,
+              help="Column-name preset (candels, galearn-mock, none). Default: roles (id, ra, dec, z, ...) "
+                   "detected from common column names, the choice printed.")
 @click.option("--column", "column_map", multiple=True, help="ROLE=COLUMN override, e.g. z=zphot.")
 @click.option("--stretch", type=click.Choice(["asinh", "minmax-asinh"]), default=None)
 @click.option("--max-bad-fraction", type=float, default=None,
@@ -164,6 +191,7 @@ def _parse_zeropoints(values: tuple[str, ...]) -> dict[str, float]:
               help="Segmentation map: replace other sources' pixels in the stamps by sky noise (default off).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("sample")
 def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
             require_central_brightest, resample, weights, rms, zeropoints, calibrate, segmap, config,
             overrides) -> None:
@@ -197,6 +225,7 @@ def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, 
               help="Central fraction of the image side kept before resizing (default 0.5).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("sample")
 def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fraction, config, overrides) -> None:
     """Stamps from a folder of RGB galaxy images plus a label table."""
     from .survey import make_sample_from_images
@@ -233,6 +262,7 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
                    "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("features")
 def features(workspace, backbone, weights, allow_download, library, device, input_size, tta, scales, fuse, config,
              overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
@@ -271,6 +301,7 @@ def features(workspace, backbone, weights, allow_download, library, device, inpu
 @click.option("--device", default=None, help="cpu, cuda (default: CUDA when present).")
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("backbones")
 def adapt(workspace, backbone, weights, allow_download, epochs, budget_minutes, input_size, random_state, device,
           config, overrides) -> None:
     """Self-supervised (SimCLR) fine-tuning of a backbone on the workspace's own stamps (no labels).
@@ -294,6 +325,7 @@ def adapt(workspace, backbone, weights, allow_download, epochs, budget_minutes, 
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("maps")
 def embed(workspace, method, backbone, perplexity, random_state, config, overrides) -> None:
     """2-D map (t-SNE, UMAP or PCA) of the features."""
     from .maps import run_embed
@@ -315,6 +347,7 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("classes")
 def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
@@ -432,13 +465,17 @@ def gan() -> None:
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("gan")
 def gan_train(workspace, condition, steps, resume, device, random_state, config, overrides) -> None:
     """Train the conditional GAN, checkpointing as it goes."""
     from .gan import run_train
 
-    cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
-                    device=device, random_state=random_state).gan.train
-    path = run_train(Workspace(workspace), cfg, resume=resume)
+    gan_cfg = _resolved(config, overrides, workspace, ["gan_train"], "gan", condition=condition, steps=steps,
+                        device=device, random_state=random_state).gan
+    from .gan.evaluate import check_gan_config
+
+    check_gan_config(gan_cfg)  # a realism space the evaluation would refuse: refuse before training
+    path = run_train(Workspace(workspace), gan_cfg.train, resume=resume)
     click.echo(f"wrote {path}")
 
 
@@ -449,6 +486,7 @@ def gan_train(workspace, condition, steps, resume, device, random_state, config,
 @click.option("--seed", "random_state", type=int, default=None)
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("library")
 def gan_sample(workspace, balance, n_per_class, random_state, config, overrides) -> None:
     """Generate a library of synthetic stamps (library.h5)."""
     from .gan import run_sample
@@ -463,6 +501,7 @@ def gan_sample(workspace, balance, n_per_class, random_state, config, overrides)
 @_workspace_option
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("gan-evaluate")
 def gan_evaluate(workspace, config, overrides) -> None:
     """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
     from .gan import run_evaluate
@@ -491,6 +530,7 @@ def gan_evaluate(workspace, config, overrides) -> None:
 @_workspace_option
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@_locked("report")
 def report(workspace, config, overrides) -> None:
     """Figures and a self-contained HTML page."""
     from .report import run_report
@@ -505,8 +545,10 @@ def report(workspace, config, overrides) -> None:
 @click.option("--dry-run", is_flag=True,
               help="Print the resolved configuration (what the run would write to WS/config.toml) and stop.")
 @click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
+@click.option("--wait", "wait_for_lock", is_flag=True,
+              help="If another galearn process is writing this workspace, wait for it instead of stopping.")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def run(workspace, config, dry_run, force, overrides) -> None:
+def run(workspace, config, dry_run, force, wait_for_lock, overrides) -> None:
     """All stages; with no arguments, on a freshly simulated mock field.
 
     Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
@@ -520,33 +562,101 @@ def run(workspace, config, dry_run, force, overrides) -> None:
         return
 
     try:
-        run_all(Workspace(workspace), cfg, force=force)
-    except KeyboardInterrupt:
-        click.echo(f"galearn run: interrupted; finished stages are kept in {workspace} "
-                   "(run the same command again to resume)", err=True)
+        with workspace_lock(Workspace(workspace), "run", wait=wait_for_lock):
+            run_all(Workspace(workspace), cfg, force=force, wait=wait_for_lock)
+    except Interrupted:
         raise
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"galearn run: interrupted; finished stages are kept in {workspace} "
+                          "(run the same command again to resume)") from exc
+
+
+_NUMPY_REPR = re.compile(r"\bnp\.(?:int|uint|float|complex|str_|bytes_|bool)\w*\((.*?)\)")
+
+
+def _one_line(message: object) -> str:
+    """A message as one line, numpy scalar reprs (``np.int64(1)``) shown as plain values."""
+    text = " ".join(str(message).split())
+    return _NUMPY_REPR.sub(r"\1", text)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``OSError`` (disk full, permission, damaged file) as one line naming the file."""
+    files = [f for f in (exc.filename, getattr(exc, "filename2", None)) if f]
+    reason = exc.strerror or _one_line(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device (free some space and re-run; finished files are intact)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"{exc.strerror or 'permission denied'} (check the folder's permissions)"
+    where = " -> ".join(str(f) for f in files) if files else "a file"
+    return f"{where}: {reason}"
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line without their Python source (``galearn: warning: ...``), each text once."""
+    text = _one_line(message)
+    key = (category, text)
+    if key in _WARNED:
+        return ""
+    _WARNED.add(key)
+    name = category.__name__
+    prefix = "" if name in ("UserWarning", "EmptySelectionWarning") else f"{name}: "
+    return f"galearn: warning: {prefix}{text}\n"
+
+
+_WARNED: set = set()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: exit 0 on success, 2 on bad input (one line, no traceback)."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Console entry point: exit 0 on success, 2 on bad input (one line, no traceback).
+
+    Exit status: 0 success; 2 bad input, a busy or stale workspace, a damaged
+    file, disk full or no permission (one line naming the file or option);
+    130 / 143 interrupted by SIGINT / SIGTERM (state saved; the message says
+    how to resume); 1 an unexpected error (a bug: traceback shown).
+    """
+    args = argv if argv is not None else sys.argv[1:]
+    _WARNED.clear()
+    debug = "--debug" in args
+    previous_format = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _format_warning
+    try:
+        return _main(argv, debug)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         app.main(args=argv, prog_name="galearn", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("galearn: aborted", err=True)
+    except click.Abort as exc:  # click turns KeyboardInterrupt (and so Interrupted) into Abort
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, Interrupted):
+            click.echo(f"galearn: {_one_line(cause)}", err=True)
+            return cause.exit_code
+        click.echo("galearn: interrupted (finished stages and checkpoints are kept; re-run to resume)", err=True)
         return 130
     except click.ClickException as exc:
         if debug:
             raise
         exc.show()
         return 2
-    except (GalearnInputError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except GalearnInputError as exc:
         if debug:
             raise
-        click.echo(f"galearn: error: {exc}", err=True)
+        click.echo(f"galearn: error: {_one_line(exc)}", err=True)
         return 2
+    except OSError as exc:  # FileNotFoundError, PermissionError, ENOSPC, damaged files ...
+        if debug:
+            raise
+        click.echo(f"galearn: error: {_os_error_line(exc)}", err=True)
+        return 2
+    except Interrupted as exc:
+        click.echo(f"galearn: {_one_line(exc)}", err=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("galearn: interrupted (finished stages and checkpoints are kept; re-run to resume)", err=True)
         return 130

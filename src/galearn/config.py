@@ -8,6 +8,7 @@ Every random step takes ``random_state`` (int), the same name everywhere.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -34,6 +35,9 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "step_config",
+    "check_value",
+    "FIELD_RANGES",
+    "FIELD_CHOICES",
 ]
 
 
@@ -61,7 +65,7 @@ class CutoutConfig:
     """Stamps from mosaics (``galearn cutouts``)."""
 
     stamp_size: int = 64  # pixels at the first band's scale
-    preset: str = "candels"  # column-name preset, see galearn.survey.catalog
+    preset: str | None = None  # column-name preset (candels, galearn-mock, none); None: roles detected from common names
     columns: dict = field(default_factory=dict)  # role -> column overrides
     select: str | None = None  # expression over columns, e.g. "zbest < 1 and Hmag < 25"
     max_bad_fraction: float = 0.05  # NaN / zero-weight pixels allowed in a stamp
@@ -174,6 +178,12 @@ class GanTrainConfig:
     adam_beta1: float = 0.5  # Adam betas of G and D (DCGAN's 0.5; SNGAN's 0.0 not compared with these networks)
     adam_beta2: float = 0.999
     d_steps: int = 1  # D steps per G step
+    discriminator: str = "sngan"  # "sngan" (pixel-space projection D) or "projected" (frozen pre-trained features, docs/gan.md)
+    d_backbone: str = "efficientnet-lite0"  # feature network of the projected D (any registered backbone)
+    d_layers: tuple = ()  # its stages projected; (): stage2, stage3, stage5, stage7 (EfficientNet) / layer1-4 (ResNet)
+    d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
+    precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
+    fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)
     r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
     r1_every: int = 16
@@ -204,6 +214,7 @@ class GanEvaluateConfig:
 
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
     balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
+    realism_space: str = "morphometry"  # FID / KID / precision / recall / memorisation space; never the D's own network
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
     random_state: int = 0
 
@@ -306,22 +317,203 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
+# --------------------------------------------------------------------------- typed validation
+#
+# Every value that reaches a configuration dataclass -- from TOML, from KEY=VALUE
+# overrides or from a CLI option (``section``) -- is checked against the field's
+# type hint and, where declared, its range or choices, so `galearn run --dry-run`
+# refuses exactly what a run would refuse. The rules are keyed by field name
+# (the same name means the same thing in every section) and a field may declare
+# its own in ``field(metadata={"range": (lo, hi, "[)"), "choices": (...)})``.
+
+#: field name -> (low, high, bounds) with bounds "[]", "[)", "(]" or "()"; None = unbounded.
+FIELD_RANGES: dict[str, tuple] = {
+    "n_galaxies": (1, 20000, "[]"), "stamp_size": (4, None, "[)"), "batch_size": (1, None, "[)"),
+    "perplexity": (0, None, "()"), "n_neighbors": (2, None, "[)"), "pca_components": (1, None, "[)"),
+    "max_bad_fraction": (0, 1, "[]"), "crop_fraction": (0, 1, "(]"), "thumbnail_crop": (0, 1, "(]"),
+    "softening_sigmas": (0, None, "()"), "max_percentile": (0, 100, "(]"),
+    "pixel_scale_arcsec": (0, None, "()"), "density_per_arcmin2": (0, None, "()"),
+    "merger_fraction": (0, 1, "[]"), "field_size_pix": (1, None, "[)"), "n_stars": (0, None, "[)"),
+    "steps": (1, None, "[)"), "z_dim": (1, None, "[)"), "channels": (1, None, "[)"),
+    "checkpoint_every": (1, None, "[)"), "grid_every": (1, None, "[)"), "d_steps": (1, None, "[)"),
+    "r1_every": (1, None, "[)"), "r1_gamma": (0, None, "[)"), "lr_g": (0, None, "()"), "lr_d": (0, None, "()"),
+    "learning_rate": (0, None, "()"), "adam_beta1": (0, 1, "[)"), "adam_beta2": (0, 1, "[)"),
+    "ema_beta": (0, 1, "[)"), "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"),
+    "balancing_repeats": (1, None, "[)"), "eval_morphology_n": (0, None, "[)"), "n_per_class": (1, None, "[)"),
+    "epochs": (1, None, "[)"), "budget_minutes": (0, None, "[)"), "temperature": (0, None, "()"),
+    "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),
+    "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
+    "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
+    "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"),
+}
+#: field name -> allowed values (strings).
+FIELD_CHOICES: dict[str, tuple] = {
+    "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
+    "clusterer": ("kmeans", "gmm", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
+    "fuse": ("none", "morphology"),
+}
+_N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               tuple: "a list", dict: "a table", type(None): "absent"}
+
+
+@functools.cache
+def _hints(cls: type) -> dict:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _options(hint: Any) -> tuple:
+    """The member types of ``hint`` (``int | None`` -> (int, NoneType)); a bare type -> (type,)."""
+    import types
+    import typing
+
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    return (origin if origin is not None else hint,)
+
+
+def _convert(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` or raise ValueError (no silent truncation)."""
+    if kind is type(None):
+        if value is None:
+            return None
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.strip().lower() in ("true", "yes", "on")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        if isinstance(value, str):  # "a,b" from KEY=VALUE or a single name
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return tuple(_json_or_text(p) for p in parts)
+    elif kind is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:
+        if isinstance(value, kind):
+            return value
+    raise ValueError(kind)
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _in_range(value: float, rule: tuple) -> bool:
+    lo, hi, bounds = rule
+    if lo is not None and not (value >= lo if bounds[0] == "[" else value > lo):
+        return False
+    if hi is not None and not (value <= hi if bounds[1] == "]" else value < hi):
+        return False
+    return True
+
+
+def _range_text(rule: tuple) -> str:
+    lo, hi, bounds = rule
+    if hi is None:
+        return f"{'>=' if bounds[0] == '[' else '>'} {lo:g}"
+    return f"in {bounds[0]}{lo:g}, {hi:g}{bounds[1]}"
+
+
+def check_value(cls: type, name: str, value: Any, where: str = "", *, label: str | None = None) -> Any:
+    """``value`` checked and coerced for field ``name`` of config dataclass ``cls``.
+
+    Types follow the field's annotation (``int``, ``float``, ``bool``, ``str``,
+    ``tuple``, ``dict``, unions with ``None``); numbers must lie in the field's
+    range and strings among its choices (:data:`FIELD_RANGES`,
+    :data:`FIELD_CHOICES`, or the field's own ``metadata``).
+
+    Raises
+    ------
+    BadValueError
+        Naming the key (``where`` + ``name``; ``label`` replaces "configuration
+        key <key>", e.g. with the CLI option), the value and what is expected.
+    """
+    key = f"{where}{name}"
+    what = label or f"configuration key {key}"
+    f = next((f for f in fields(cls) if f.name == name), None)
+    if f is None:
+        raise BadValueError(f"unknown configuration key '{key}'; known: {', '.join(x.name for x in fields(cls))}")
+    kinds = _options(_hints(cls)[name])
+    out = _MISSING = object()
+    # Try the declared types in an order that never loses information (bool before int before float).
+    order = sorted(kinds, key=lambda k: {type(None): 0, bool: 1, int: 2, float: 3}.get(k, 4))
+    for kind in order:
+        if kind is bool and not isinstance(value, (bool, str)):
+            continue
+        if kind is int and float in kinds and isinstance(value, float):
+            continue
+        try:
+            out = _convert(value, kind)
+            break
+        except ValueError:
+            continue
+    if out is _MISSING:
+        expected = " or ".join(dict.fromkeys(_TYPE_WORDS.get(k, getattr(k, "__name__", str(k))) for k in kinds))
+        raise BadValueError(f"{what}: expected {expected}, got {_show(value)}")
+    rule = f.metadata.get("range", FIELD_RANGES.get(name))
+    if name in _N_JOBS_FIELDS and isinstance(out, int) and not (out == -1 or out >= 1):
+        raise BadValueError(f"{what}: must be -1 (all cores) or >= 1, got {_show(out)}")
+    if rule is not None and isinstance(out, (int, float)) and not isinstance(out, bool):
+        if not (out == out and _in_range(out, rule)):  # NaN fails
+            raise BadValueError(f"{what}: must be {_range_text(rule)}, got {_show(out)}")
+    choices = f.metadata.get("choices", FIELD_CHOICES.get(name))
+    if choices is not None and isinstance(out, str) and out not in choices:
+        raise BadValueError(f"{what}: must be one of {', '.join(choices)}, got {_show(out)}")
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar -> plain value
+        value = value.item()
+    return json.dumps(value) if isinstance(value, (bool, type(None))) else repr(value)
+
+
 def _build(cls: type, data: dict, where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
+    hints = _hints(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in known:
             raise BadValueError(f"unknown configuration key '{where}{key}'; known: {', '.join(known)}")
-        f = known[key]
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
-            sub = _SECTION_TYPES[key]
+        sub = hints[key]
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
                 raise BadValueError(f"configuration section {where}{key} must be a table")
             kwargs[key] = _build(sub, value, f"{where}{key}.")
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
         else:
-            kwargs[key] = value
+            kwargs[key] = check_value(cls, key, value, where)
     try:
         return cls(**kwargs)
     except (TypeError, BadValueError) as exc:
@@ -384,8 +576,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return _build(RunConfig, data, "")
 
 
+#: CLI options whose name is not ``--`` + the field name with dashes.
+_CLI_OPTION_NAMES = {"random_state": "--seed", "stamp_size": "--size", "n_per_class": "--n",
+                     "require_central_brightest": "--central-brightest", "columns": "--column"}
+
+
+def _option_name(field_name: str) -> str:
+    return _CLI_OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 def section(cfg: RunConfig, name: str, **overrides: Any) -> Any:
     """``cfg.<name>`` with the non-None ``overrides`` applied (CLI flags)."""
     sub = getattr(cfg, name)
-    changes = {k: v for k, v in overrides.items() if v is not None}
+    changes = {k: check_value(type(sub), k, v, f"{name}.", label=f"{_option_name(k)} ({name}.{k})")
+               for k, v in overrides.items() if v is not None}
     return dataclasses.replace(sub, **changes) if changes else sub

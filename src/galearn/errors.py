@@ -16,6 +16,9 @@ __all__ = [
     "EmptySelectionError",
     "WeightsNotFoundError",
     "MissingDependencyError",
+    "WorkspaceBusyError",
+    "StaleInputError",
+    "Interrupted",
     "EmptySelectionWarning",
 ]
 
@@ -50,6 +53,26 @@ class WeightsNotFoundError(GalearnInputError, FileNotFoundError):
 
 class MissingDependencyError(GalearnInputError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class WorkspaceBusyError(GalearnInputError, BlockingIOError):
+    """Another process is writing the same workspace output (its lock file names it)."""
+
+
+class StaleInputError(BadValueError):
+    """A workspace product was made from other inputs than the current ones; the message names the
+    command that refreshes it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stage stopped on SIGINT / SIGTERM after saving its state (the message says how to resume).
+
+    ``exit_code`` is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 class EmptySelectionWarning(UserWarning):

@@ -45,7 +45,8 @@ from . import __version__
 from .config import RunConfig
 from .errors import BadValueError, MissingInputError
 from .runtime import json_default
-from .store import Workspace, atomic_write_text, file_sha256, metrics_digest, read_manifest, update_metrics
+from .store import (Workspace, atomic_write_text, file_sha256, metrics_digest, read_manifest, update_metrics,
+                    workspace_lock)
 
 __all__ = ["run_all", "resolve", "stage_names", "MOCK_BANDS", "DEFAULT_MOCK_SELECT"]
 
@@ -58,6 +59,11 @@ MOCK_BANDS = ("F435W", "F850LP", "F160W")
 #: the mock field", "Two scales").
 DEFAULT_MOCK_SELECT = "zbest > 0.01 and zbest < 1 and CLASS_STAR < 0.9 and Hmag < 25"
 _STATE_VERSION = 1
+#: Stage -> the workspace output lock it holds while it runs (the same locks as the CLI commands).
+STAGE_LOCKS = {"simulate": "mock", "cutouts": "sample", "ingest": "sample", "adapt": "backbones",
+               "features": "features", "features_baseline": "features", "library_features": "features",
+               "embed": "maps", "library_map": "maps", "classify": "classes", "gan_train": "gan",
+               "gan_sample": "library", "gan_evaluate": "gan-evaluate", "report": "report"}
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -110,9 +116,11 @@ class _Hasher:
 
 
 class _Runner:
-    def __init__(self, ws: Workspace, *, force: bool, echo: Callable[[str], None], total: int) -> None:
+    def __init__(self, ws: Workspace, *, force: bool, echo: Callable[[str], None], total: int,
+                 wait: bool = False) -> None:
         self.ws = ws
         self.force = force
+        self.wait = wait
         self.echo = echo
         self.total = total
         self.count = 0
@@ -169,7 +177,8 @@ class _Runner:
         self.stages[name] = {"started": fp}
         self.save()
         t0 = time.perf_counter()
-        outputs = fn(resume=True) if resume else fn()
+        with workspace_lock(self.ws, STAGE_LOCKS.get(name, name), wait=self.wait):
+            outputs = fn(resume=True) if resume else fn()
         seconds = time.perf_counter() - t0
         outputs = {k: str(v) for k, v in (outputs or {}).items()}
         # Hash the outputs now (caches them for the next stage's fingerprint).
@@ -239,7 +248,7 @@ def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[s
     single command (``galearn features``, ``galearn embed``, ...):
 
     * mock data (``simulate`` among the stages): ``cutouts.select`` None ->
-      :data:`DEFAULT_MOCK_SELECT`;
+      :data:`DEFAULT_MOCK_SELECT`, ``cutouts.preset`` None -> ``galearn-mock``;
     * ``features.backbone = "auto"`` (when features are computed) ->
       ``adapted`` when ``adapt`` is among the stages, else the registry
       backbone ``auto`` stands for on this machine (``resnet50`` with its
@@ -274,6 +283,8 @@ def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[s
 
     if "simulate" in stages and cfg.cutouts.select is None:
         changes["cutouts"] = replace(cfg.cutouts, select=DEFAULT_MOCK_SELECT)
+    if "simulate" in stages and cfg.cutouts.preset is None:  # the mock catalogue's own names: no detection
+        changes["cutouts"] = replace(changes.get("cutouts", cfg.cutouts), preset="galearn-mock")
 
     feat = cfg.features
     if str(feat.backbone).lower() == "auto" and {"features", "library_features"} & set(stages):
@@ -306,7 +317,7 @@ def resolve(cfg: RunConfig, ws: Workspace | str | None = None, *, stages: list[s
 
 
 def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
-            echo: Callable[[str], None] | None = None) -> None:
+            echo: Callable[[str], None] | None = None, wait: bool = False) -> None:
     """Run every stage of ``cfg`` in ``ws``, skipping those that are up to date.
 
     Parameters
@@ -320,6 +331,9 @@ def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
         Re-run every stage even if its inputs did not change.
     echo : callable, optional
         Receives one line per stage event (default: print to stdout).
+    wait : bool
+        When another process writes an output a stage needs to write, wait
+        for it (default: stop with :class:`~galearn.errors.WorkspaceBusyError`).
 
     Raises
     ------
@@ -336,7 +350,7 @@ def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
     ws.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(ws.config, cfg.to_toml())
     echo(f"galearn run: workspace {ws.root} ({src} data; {len(names)} stages; configuration in {ws.config})")
-    r = _Runner(ws, force=force, echo=echo, total=len(names))
+    r = _Runner(ws, force=force, echo=echo, total=len(names), wait=wait)
     t_start = time.perf_counter()
     try:
         _run_stages(ws, cfg, r, src)
@@ -374,7 +388,7 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
                 raise BadValueError(f"simulate_field returned no {', '.join(missing)} (got {', '.join(paths)})")
             catalog = paths["catalog"]
             images = {b: paths[b] for b in MOCK_BANDS}
-            cut_cfg = cfg.cutouts  # resolve() gave it the mock selection
+            cut_cfg = cfg.cutouts  # resolve() gave it the mock selection and preset
         else:
             catalog, images, cut_cfg = cfg.catalog, dict(cfg.images), cfg.cutouts
         from .survey import make_sample_from_mosaics
@@ -483,6 +497,9 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
     if cfg.run_gan:
         from .gan import run_evaluate, run_sample, run_train
 
+        from .gan.evaluate import check_gan_config
+
+        check_gan_config(cfg.gan)  # refuse a realism space equal to the D's network before training
         # Each GAN step is fingerprinted with its own part of [gan] only.
         train_cfg, sample_cfg, eval_cfg = cfg.gan.train, cfg.gan.sample, cfg.gan.evaluate
 

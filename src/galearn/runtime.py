@@ -6,7 +6,10 @@
 * :func:`blas_threads`: limit the BLAS / OpenMP pools of numpy and scikit-learn;
 * :func:`json_default`: JSON encoding of numpy scalars / arrays, paths and sets;
 * :func:`deep_merge`: merge nested dictionaries (configuration overrides,
-  metrics.json, the workspace manifest).
+  metrics.json, the workspace manifest);
+* :func:`stop_requests`: SIGINT / SIGTERM as a flag that a training loop reads
+  between steps, so it can checkpoint the last finished step and raise
+  :class:`~galearn.errors.Interrupted` (a second Ctrl-C stops at once).
 
 This module sits below the stages: it imports nothing from galearn but
 :mod:`galearn.errors`, and torch / threadpoolctl only inside the function
@@ -17,6 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,8 @@ import numpy as np
 
 from .errors import BadValueError
 
-__all__ = ["derive_seed", "as_seed", "resolve_device", "blas_threads", "json_default", "deep_merge"]
+__all__ = ["derive_seed", "as_seed", "resolve_device", "blas_threads", "json_default", "deep_merge", "StopRequest",
+           "stop_requests"]
 
 _SEED_MASK = (1 << 63) - 1
 
@@ -120,3 +128,43 @@ def deep_merge(base: dict, new: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+class StopRequest:
+    """Set by the signal handler: ``requested`` is True once a stop was asked for; ``signum`` says which."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def stop_requests(what: str = "training") -> Iterator[StopRequest]:
+    """Catch SIGINT and SIGTERM as a :class:`StopRequest` while the block runs; restore the handlers after."""
+    guard = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield guard
+        return
+    names = [n for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
+    previous = {n: signal.getsignal(getattr(signal, n)) for n in names}
+
+    def handler(signum, frame):
+        if guard.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        guard.signum = signum
+        print(f"\ngalearn: {signal.Signals(signum).name} received: finishing the current {what} step and saving "
+              "a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    for n in names:
+        signal.signal(getattr(signal, n), handler)
+    try:
+        yield guard
+    finally:
+        for n, h in previous.items():
+            signal.signal(getattr(signal, n), h)

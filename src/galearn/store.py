@@ -20,6 +20,7 @@ Layout of a workspace folder ``WS``::
                                    morphology.ecsv (gan evaluate)
     WS/report/metrics.json         machine-readable metrics: stages write their keys, only the report reads
     WS/report/index.html, *.png    figures and the HTML page
+    WS/.locks/<output>.lock        who is writing an output now (see :func:`workspace_lock`)
 
 A stamp file (``sample.h5`` / ``library.h5``) holds
 
@@ -39,7 +40,11 @@ A stamp file (``sample.h5`` / ``library.h5``) holds
   ``checksum`` (SHA-256 of the stretched stamps and ids) and ``extra`` (JSON).
 
 All writes go to a temporary file in the same folder that is renamed into
-place, so a reader never sees half a file.
+place, so a reader never sees half a file. One process at a time writes each
+output: :func:`workspace_lock` holds an exclusive ``fcntl.flock`` on
+``WS/.locks/<output>.lock`` for the whole stage, and a resumable partial file
+(:class:`FeatureWriter`) is locked by its writer, so no other process deletes
+it or renames it into place.
 
 The manifest
 ------------
@@ -63,12 +68,16 @@ Stages decide from the manifest or from the files' own attributes, never from
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import pickle
 import re
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +88,13 @@ import numpy as np
 from astropy.table import Table
 
 from . import __version__
-from .errors import BadValueError, MissingInputError
+from .errors import BadValueError, MissingInputError, StaleInputError, WorkspaceBusyError
 from .runtime import deep_merge, json_default
 
 __all__ = [
     "Workspace",
+    "workspace_lock",
+    "file_lock",
     "atomic_path",
     "atomic_write_text",
     "SampleWriter",
@@ -110,6 +121,8 @@ __all__ = [
     "check_aligned",
     "require_sample",
     "file_sha256",
+    "check_made_from",
+    "library_sample_checksum",
 ]
 
 STAMP_ARRAYS = ("physical", "stretched")
@@ -265,11 +278,134 @@ class Workspace:
         """Pipeline bookkeeping (input fingerprints of finished stages)."""
         return self.root / ".galearn-state.json"
 
+    def lock(self, output: str) -> Path:
+        """Lock file of one output (``sample``, ``features``, ``maps``, ...), see :func:`workspace_lock`."""
+        return self.root / ".locks" / f"{output}.lock"
+
     def require(self, path: Path, producer: str) -> Path:
         """Return ``path`` or raise a clear error naming the command that makes it."""
         if not path.exists():
             raise MissingInputError(f"{path} does not exist: run `galearn {producer}` first")
         return path
+
+
+# --------------------------------------------------------------------------- locks
+
+_HELD: dict[str, int] = {}  # lock file -> depth, locks this process holds (re-entrant per process)
+
+
+def _holder_text() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "command": " ".join(["galearn", *sys.argv[1:]]) if sys.argv else "python",
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _describe_holder(text: str) -> tuple[str, dict]:
+    try:
+        info = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process", {}
+    return (f"`{info.get('command', '?')}` (PID {info['pid']} on {info.get('host', '?')}, "
+            f"since {info.get('started', '?')})"), info
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike, *, what: str, wait: bool = False,
+              poll_seconds: float = 0.5, quiet: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on ``lock_path`` (``fcntl.flock``) while the block runs.
+
+    The lock file records the holder (PID, host, command, start time). A second
+    process asking for the same lock raises :class:`WorkspaceBusyError` at once,
+    naming the holder, or with ``wait=True`` waits until it is released. The
+    kernel drops a lock when its process dies, so a lock left by a killed run is
+    found free; its stale record is replaced (and reported on stderr). Locks
+    are re-entrant within one process.
+
+    Parameters
+    ----------
+    lock_path : path-like
+        The lock file (created, never deleted: deleting a locked file would let
+        two processes lock two different files of the same name).
+    what : str
+        What the lock protects, for the message (e.g. ``WS/features``).
+    wait : bool
+        Wait for the holder instead of raising.
+    poll_seconds : float
+        Interval between attempts while waiting.
+    quiet : bool
+        Say nothing on stderr (short internal locks).
+    """
+    lock_path = Path(lock_path)
+    key = str(lock_path.resolve()) if lock_path.parent.exists() else str(lock_path.absolute())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield lock_path
+        finally:
+            _HELD[key] -= 1
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder, _ = _describe_holder(_read_fd(fd))
+                if not wait:
+                    raise WorkspaceBusyError(
+                        f"{what} is being written by {holder}; wait for it to finish, re-run with --wait, "
+                        f"or stop that process (lock file {lock_path})") from None
+                if not told and not quiet:
+                    print(f"galearn: waiting for {holder} to finish writing {what} ...", file=sys.stderr)
+                    told = True
+                time.sleep(poll_seconds)
+        old, info = _describe_holder(_read_fd(fd))
+        if info and not quiet:
+            # We hold the flock yet a holder is recorded: it died without releasing (killed, crashed).
+            state = "no longer running" if not _pid_alive(info["pid"]) else "no longer holding it"
+            print(f"galearn: cleared a stale lock on {what} left by {old}, {state}", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder_text().encode(), 0)
+        os.fsync(fd)
+        _HELD[key] = 1
+        try:
+            yield lock_path
+        finally:
+            _HELD.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> str:
+    try:
+        return os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def workspace_lock(ws: "Workspace | str | os.PathLike", output: str, *, wait: bool = False) -> contextlib.AbstractContextManager:
+    """Lock one output of a workspace (``sample``, ``features``, ``maps``, ``classes``, ``gan``,
+    ``library``, ``backbones``, ``report``, ``run``) for one writer; see :func:`file_lock`."""
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    return file_lock(ws.lock(output), what=f"{ws.root}/{output}", wait=wait)
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -292,6 +428,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # e.g. a write() hitting ENOSPC, an HDF5 write error: name the file
+            raise OSError(exc.errno, exc.strerror or _short(exc), str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -649,17 +789,31 @@ class FeatureWriter:
 
     ``attrs`` must include ``sample_checksum``; a partial file made for another
     sample or with other attributes is discarded. Call :meth:`finish` to rename
-    the completed file into place.
+    the completed file into place. The writer holds ``.<name>.lock`` beside the
+    file from construction to :meth:`finish` / :meth:`close`, so no other
+    process discards, extends or renames its partial file
+    (:class:`~galearn.errors.WorkspaceBusyError` unless ``wait``).
     """
 
-    def __init__(self, path: str | os.PathLike, n: int, dim: int, ids: np.ndarray, attrs: dict) -> None:
+    def __init__(self, path: str | os.PathLike, n: int, dim: int, ids: np.ndarray, attrs: dict, *,
+                 wait: bool = False) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.n, self.dim = int(n), int(dim)
         self.attrs = dict(attrs)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fingerprint = _json_attr(self.attrs)
         self._file: h5py.File | None = None
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(file_lock(self.path.with_name(f".{self.path.name}.lock"), what=str(self.path),
+                                           wait=wait))
+        try:
+            self._open(ids)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, ids: np.ndarray) -> None:
+        fingerprint = _json_attr(self.attrs)
         if self.partial.exists():
             try:
                 f = h5py.File(self.partial, "a")
@@ -696,10 +850,12 @@ class FeatureWriter:
         self._file.attrs["attrs"] = _json_attr(attrs)
         self._file.close()
         os.replace(self.partial, self.path)
+        self._lock.close()
 
     def close(self) -> None:
         if self._file is not None and self._file.id.valid:
             self._file.close()
+        self._lock.close()
 
 
 def read_features(path: str | os.PathLike) -> Features:
@@ -707,12 +863,16 @@ def read_features(path: str | os.PathLike) -> Features:
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run `galearn features` first")
-    with h5py.File(path, "r") as f:
-        return Features(
-            values=f["features"][...],
-            ids=f["ids"][...].astype(str),
-            attrs=json.loads(f.attrs["attrs"]),
-        )
+    try:
+        with h5py.File(path, "r") as f:
+            return Features(
+                values=f["features"][...],
+                ids=f["ids"][...].astype(str),
+                attrs=json.loads(f.attrs["attrs"]),
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise BadValueError(f"{path} is damaged or not a galearn feature file ({_short(exc)}): "
+                            "delete it and re-run `galearn features`") from exc
 
 
 # --------------------------------------------------------------------------- maps
@@ -746,8 +906,12 @@ def read_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run `galearn embed` first")
-    with h5py.File(path, "r") as f:
-        return f["embedding"][...], f["ids"][...].astype(str), json.loads(f.attrs["attrs"])
+    try:
+        with h5py.File(path, "r") as f:
+            return f["embedding"][...], f["ids"][...].astype(str), json.loads(f.attrs["attrs"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise BadValueError(f"{path} is damaged or not a galearn map file ({_short(exc)}): "
+                            "delete it and re-run `galearn embed`") from exc
 
 
 def load_map_model(path: str | os.PathLike) -> Any:
@@ -773,7 +937,52 @@ def read_table(path: str | os.PathLike) -> Table:
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist")
-    return Table.read(path, format="ascii.ecsv")
+    try:
+        return Table.read(path, format="ascii.ecsv")
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadValueError(f"{path} is damaged or not an ECSV table ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """One line of an exception's text, for messages that name a file."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- stale inputs
+
+
+def check_made_from(product: str | os.PathLike, recorded: str | None, sample: "Sample", refresh: str) -> None:
+    """Refuse a workspace product made from another version of ``sample``.
+
+    Parameters
+    ----------
+    product : path-like
+        The product (map, classes table, library, ...), for the message.
+    recorded : str or None
+        The ``checksum`` of the stamp file the product was made from, as the
+        product records it (None: an older file that records none; not checked).
+    sample : Sample
+        The stamp file the workspace holds now.
+    refresh : str
+        The command that makes the product again (e.g. ``galearn embed --workspace WS``).
+
+    Raises
+    ------
+    StaleInputError
+        ``recorded`` differs from ``sample.checksum``.
+    """
+    if recorded is not None and str(recorded) != sample.checksum:
+        raise StaleInputError(f"{product} was made from another version of {sample.path} (it changed since): "
+                              f"run `{refresh}` to refresh it")
+
+
+def library_sample_checksum(library: "Sample") -> str | None:
+    """Checksum of the real sample a GAN library was trained on (from its ``inputs``), if recorded."""
+    for item in library.inputs:
+        if isinstance(item, dict) and item.get("checksum") and str(item.get("file", "")).endswith("sample.h5"):
+            return str(item["checksum"])
+    return None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -784,7 +993,14 @@ def read_metrics(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadValueError(f"{path} is damaged ({_short(exc)}): delete it and re-run the stages "
+                            "(`galearn run` re-runs only what is missing)") from exc
+    if not isinstance(metrics, dict):
+        raise BadValueError(f"{path} is damaged: not a JSON object")
+    return metrics
 
 
 def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ...] = ()) -> dict:
@@ -793,11 +1009,16 @@ def update_metrics(path: str | os.PathLike, new: dict, *, replace: tuple[str, ..
     Nested dictionaries are merged key by key; top-level keys named in
     ``replace`` are replaced whole.
     """
-    metrics = read_metrics(path)
-    for key in replace:
-        metrics.pop(key, None)
-    metrics = deep_merge(metrics, new)
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=json_default) + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # stages of two processes may merge keys at once: serialise the read-modify-write
+    with file_lock(path.with_name(f".{path.name}.lock"), what=str(path), wait=True, poll_seconds=0.05,
+                   quiet=True):
+        metrics = read_metrics(path)
+        for key in replace:
+            metrics.pop(key, None)
+        metrics = deep_merge(metrics, new)
+        atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=json_default) + "\n")
     return metrics
 
 

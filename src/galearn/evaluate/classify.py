@@ -29,8 +29,8 @@ from ..errors import BadValueError, EmptySelectionError, GalearnInputError, Miss
 from ..maps.clusters import CLUSTERERS, cluster_features, cluster_map, match_clusters
 from ..maps.reduce import reduce_features
 from ..runtime import blas_threads
-from ..store import (Sample, Workspace, load_features, read_map, require_sample, resolve_backbone, update_metrics,
-                     write_table)
+from ..store import (Sample, Workspace, check_made_from, load_features, read_map, require_sample, resolve_backbone,
+                     update_metrics, write_table)
 from .agreement import compare_labels, label_array
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
@@ -125,6 +125,7 @@ def _read_map_for(ws: Workspace, method: str, sample: Sample):
     if not path.exists():
         return None, None
     xy, ids, attrs = read_map(path)
+    check_made_from(path, attrs.get("sample_checksum"), sample, f"galearn embed --workspace {ws.root} --method {method}")
     if len(ids) != sample.n or not np.array_equal(ids, sample.ids()):
         raise BadValueError(f"{path} does not match the stamps of {sample.path}: re-run `galearn embed`")
     return np.asarray(xy, dtype=np.float64), attrs
@@ -217,6 +218,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     found = np.unique(cluster[cluster >= 0])
     clusters_metrics = {
         "backbone": primary,
+        "sample_checksum": sample.checksum,  # the report refuses metrics of another sample
         "clusterer": cfg.clusterer,
         "space": space,
         "n_clusters": int(len(found)),
@@ -256,6 +258,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         if column in results:
             table[f"knn_{column}"] = results[column].knn_prediction
     table.meta.update(
+        sample_checksum=sample.checksum,
         backbone=primary,
         map=cfg.method if xy is not None else None,
         clusterer=cfg.clusterer,

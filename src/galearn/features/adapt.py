@@ -53,8 +53,8 @@ from torch import nn
 
 from .. import __version__
 from ..config import AdaptConfig
-from ..errors import BadValueError, MissingInputError
-from ..runtime import derive_seed, resolve_device
+from ..errors import BadValueError, Interrupted, MissingInputError
+from ..runtime import derive_seed, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, file_sha256, open_sample
 from .backbones import Backbone, build_architecture, load_backbone, register_alias, stage_parameters
 from .preprocess import prepare_batch
@@ -388,8 +388,15 @@ def adapt_backbone(
     stop_at = total if max_steps is None else min(total, step + int(max_steps))
     epoch_losses: list[float] = []
     std = tuple(backbone.std)
-    with tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
+    with stop_requests("adapt") as stop, \
+            tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
         while step < stop_at:
+            if stop.requested:  # SIGINT / SIGTERM: save the last finished step, say how to continue
+                save()
+                raise Interrupted(
+                    f"adapt interrupted at step {step} of {total}; saved {ckpt}; run the same `galearn adapt` "
+                    "command again to continue from there" if ckpt is not None else
+                    f"adapt interrupted at step {step} of {total} (no checkpoint file given)", stop.signum)
             if time.perf_counter() > deadline:
                 log.warning("adapt: budget of %.1f min reached at step %d of %d (re-run to continue)",
                             budget_minutes, step, total)
@@ -566,7 +573,8 @@ def load_adapted(path: str | Path, *, device: str | None = None):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise BadValueError(f"{path} is not a galearn adapted backbone: {exc}") from exc
+        raise BadValueError(f"{path} is not a galearn adapted backbone (not a file written by torch.save: "
+                            f"{type(exc).__name__})") from exc
     if not isinstance(state, dict) or "base" not in state or "state_dict" not in state:
         raise BadValueError(f"{path} is not a galearn adapted backbone (no 'base' / 'state_dict')")
     base = str(state["base"])

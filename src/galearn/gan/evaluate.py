@@ -47,11 +47,13 @@ from astropy.table import vstack
 from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
 from ..morphology import measure_morphology_parallel
-from ..store import (Sample, Workspace, open_sample, read_features, read_manifest, resolve_backbone, update_metrics,
-                     write_table)
+from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
+                     read_manifest, resolve_backbone, update_metrics, write_table)
+from ..morphometry import MORPHOMETRY, group_wasserstein, morphometry_features, photometry_statistics
 from .data import condition_labels, read_split
 
-__all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel"]
+__all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
+           "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +195,14 @@ class _FeatureSource:
         return out
 
 
-def _backbone_feature_fn(ws: Workspace, bands: list[str]) -> tuple[str, FeatureFn, dict]:
+def _backbone_feature_fn(ws: Workspace, bands: list[str], *, name: str | None = None) -> tuple[str, FeatureFn, dict]:
     """The feature space of the run: the active feature file named in the manifest, with its own settings."""
     from ..features.extract import DEFAULT_INPUT_SIZE, check_scales
 
     entry = read_manifest(ws).get("features") or {}
     # Realism is measured in the CNN's own feature space: with fused features
     # (``--fuse``) that is the plain CNN file kept beside the fused one.
-    name = entry.get("cnn_backbone") or entry.get("backbone") or resolve_backbone(ws)
+    name = name or entry.get("cnn_backbone") or entry.get("backbone") or resolve_backbone(ws)
     made_with = entry.get("settings") or {}
     settings = {"tta": made_with.get("tta", True), "input_size": DEFAULT_INPUT_SIZE,
                 "layers": list(made_with.get("layers") or ()),
@@ -263,6 +265,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     seed = gcfg.random_state
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     library = open_sample(ws.require(ws.library, "gan sample"))
+    check_made_from(library.path, library_sample_checksum(library), sample,
+                    f"galearn gan train --workspace {ws.root}` and `galearn gan sample --workspace {ws.root}")
     split = read_split(ws)
     if split["sample_checksum"] != sample.checksum:
         raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan_split}: train again")
@@ -282,6 +286,18 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         backbone, feat_settings = "custom", {}
         real_feats = _FeatureSource(sample, None, feature_fn)
         lib_feats = _FeatureSource(library, None, feature_fn)
+    trained = _trained_with(ws)
+    space = check_realism_space(getattr(gcfg, "realism_space", MORPHOMETRY), trained, backbone)
+    if space == MORPHOMETRY:
+        def space_fn(stretched: np.ndarray) -> np.ndarray:
+            return morphometry_features(stretched, sample.bands)
+        real_space, lib_space, space_settings = _FeatureSource(sample, None, space_fn), _FeatureSource(library, None, space_fn), {}
+    elif space == backbone:
+        real_space, lib_space, space_settings = real_feats, lib_feats, feat_settings
+    else:
+        _, space_fn, space_settings = _backbone_feature_fn(ws, sample.bands, name=space)
+        real_space = _FeatureSource(sample, ws.features(space), space_fn)
+        lib_space = _FeatureSource(library, ws.features(space, library=True), space_fn, expect=space_settings)
 
     # -- the three equal-sized sets H (held out), T (train), G (generated)
     heldout, train = split["heldout"], split["train"]
@@ -319,18 +335,71 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics: dict = {"condition": condition, "classes": classes, "backbone": backbone, "feature_settings": feat_settings}
     ckpt_steps = np.unique(np.asarray(library.catalog["checkpoint_step"])) if "checkpoint_step" in library.catalog.colnames else []
     metrics["steps"] = int(ckpt_steps[-1]) if len(ckpt_steps) else None
-    overall = realism_metrics(f_G, f_H, f_T, random_state=seed)
+    metrics["discriminator"] = trained.get("discriminator", "sngan")
+    metrics["d_feature_network"] = trained.get("d_backbone") if metrics["discriminator"] == "projected" else None
+
+    # -- realism in a space the discriminator did not look through (gan.realism_space)
+    if real_space is real_feats:
+        s_real, s_lib, spos_real, spos_lib = f_real_all, f_lib_all, pos_real, pos_lib
+    else:
+        real_space_idx = np.union1d(idx_H, train)
+        s_real, s_lib = real_space(real_space_idx), lib_space(idx_G)
+        spos_real = {int(i): k for k, i in enumerate(real_space_idx)}
+        spos_lib = {int(i): k for k, i in enumerate(idx_G)}
+    if space == MORPHOMETRY:  # standardise with the real training stamps' statistics
+        ref = s_real[[spos_real[int(i)] for i in train]]
+        mu, sd = ref.mean(0), ref.std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        s_real, s_lib = (s_real - mu) / sd, (s_lib - mu) / sd
+
+    def sr(idx: np.ndarray) -> np.ndarray:
+        return s_real[[spos_real[int(i)] for i in idx]]
+
+    def sl(idx: np.ndarray) -> np.ndarray:
+        return s_lib[[spos_lib[int(i)] for i in idx]]
+
+    metrics["realism_space"] = space
+    metrics["realism_space_settings"] = (
+        {"features": "morphometry_features (galearn.morphometry), standardised by the real training stamps",
+         "dim": int(s_real.shape[1])} if space == MORPHOMETRY else space_settings)
+    s_H, s_T, s_G, s_train = sr(idx_H), sr(idx_T), sl(idx_G), sr(train)
+    overall = realism_metrics(s_G, s_H, s_T, random_state=seed)
     metrics.update({k: v for k, v in overall.items() if k != "n"})
     metrics["n_eval"] = int(len(idx_H))
-    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(f_G, f_train, f_H)
+    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G, s_train, s_H)
+    # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
+    if space != backbone:
+        bspace = {k: v for k, v in realism_metrics(f_G, f_H, f_T, random_state=seed).items() if k != "n"}
+        bspace["memorised_fraction"], _ = memorised_fraction(f_G, f_train, f_H)
+        bspace["name"] = backbone
+        bspace["discriminator_looked_through_it"] = bool(metrics["d_feature_network"] == backbone)
+        metrics["backbone_space"] = bspace
 
     per_class: dict = {}
     for c in classes:
         h, t, g = idx_H[labels[idx_H] == c], idx_T[labels[idx_T] == c], idx_G[lib_labels[idx_G] == c]
-        entry = realism_metrics(fl(g), fr(h), fr(t), random_state=seed)
+        entry = realism_metrics(sl(g), sr(h), sr(t), random_state=seed)
         if len(g) and len(h):
-            entry["memorised_fraction"], _ = memorised_fraction(fl(g), f_train, fr(h))
+            entry["memorised_fraction"], _ = memorised_fraction(sl(g), s_train, sr(h))
         per_class[c] = entry
+
+    # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
+    phot = {"real_heldout": photometry_statistics(sample.read("physical", idx_H), sample.bands),
+            "real_train": photometry_statistics(sample.read("physical", idx_T), sample.bands),
+            "generated": photometry_statistics(library.read("physical", idx_G), sample.bands)}
+    cls_of = {"real_heldout": labels[idx_H], "real_train": labels[idx_T], "generated": lib_labels[idx_G]}
+    for group, prefix in PHOTOMETRY_GROUPS.items():
+        metrics[f"{group}_wasserstein"], per_g = group_wasserstein(phot["real_heldout"], phot["generated"], prefix)
+        metrics[f"{group}_wasserstein_real_baseline"], per_b = group_wasserstein(phot["real_heldout"], phot["real_train"], prefix)
+        metrics.setdefault("photometry_per_statistic", {}).update(
+            {k: {"generated": per_g.get(k), "real_baseline": per_b.get(k)} for k in sorted(set(per_g) | set(per_b))})
+        for c in classes:
+            sel = {k: t[cls_of[k] == c] for k, t in phot.items()}
+            per_class[c][f"{group}_wasserstein"], _ = group_wasserstein(sel["real_heldout"], sel["generated"], prefix)
+            per_class[c][f"{group}_wasserstein_real_baseline"], _ = group_wasserstein(sel["real_heldout"], sel["real_train"], prefix)
+    metrics["power_spectrum_mean"] = {k: np.mean([np.asarray(t[n]) for n in t.colnames if n.startswith("power_")], axis=1).tolist()
+                                      for k, t in (("real", phot["real_heldout"]), ("real_train", phot["real_train"]),
+                                                   ("generated", phot["generated"]))}
 
     # -- morphology on physical stamps (seeded subsets of the same sets)
     n_morph = int(gcfg.eval_morphology_n)
@@ -383,6 +452,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
                                         "generated; index: row in sample.h5 (real) or library.h5 (generated)")
         write_table(ws.gan_morphology, all_rows)
     metrics["per_class"] = per_class
+    for key, entry in [("", metrics), *[(c, per_class[c]) for c in classes]]:
+        entry["holzschuh_wasserstein"], entry["holzschuh_wasserstein_real_baseline"] = _holzschuh(entry)
 
     # -- balancing
     test = split["balanced_test"]
@@ -390,10 +461,102 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["balancing"] = balancing_metrics(f_train, y_train, fr(test), y_test, fl(gen_minority),
                                              lib_labels[gen_minority], random_state=seed,
                                              n_repeats=int(gcfg.balancing_repeats))
+    metrics["far_from_real"], metrics["verdict"] = realism_verdict(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     metrics = _json_safe(metrics)
     update_metrics(ws.metrics, {"gan": metrics}, replace=("gan",))
     return metrics
+
+
+PHOTOMETRY_GROUPS = {"power_spectrum": "power_", "flux": "flux_", "colour": "colour_"}
+
+
+def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
+    """Mean of the statmorph, power-spectrum, flux and colour distances (those measured), generated and baseline."""
+    keys = ["morphology", *PHOTOMETRY_GROUPS]
+    gen = [entry.get(f"{k}_wasserstein") for k in keys]
+    base = [entry.get(f"{k}_wasserstein_real_baseline") for k in keys]
+    pairs = [(g, b) for g, b in zip(gen, base) if g is not None and b is not None and np.isfinite(b)]
+    if not pairs or any(not np.isfinite(g) for g, _ in pairs):
+        return None, (float(np.mean([b for _, b in pairs])) if pairs else None)
+    return float(np.mean([g for g, _ in pairs])), float(np.mean([b for _, b in pairs]))
+
+
+def _trained_with(ws: Workspace) -> dict:
+    """The GAN run's discriminator settings (``WS/gan/config.json``); {} when unknown."""
+    import json
+
+    path = ws.gan_config
+    if not path.exists():
+        return {}
+    cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    return {k: cfg.get(k) for k in ("discriminator", "d_backbone") if k in cfg}
+
+
+def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
+    """Resolve ``gan.realism_space`` and refuse the discriminator's own feature network.
+
+    ``space``: ``"morphometry"`` (:mod:`galearn.morphometry`), ``"backbone"``
+    (the run's feature backbone ``backbone``) or a registered backbone name.
+    ``trained``: ``{"discriminator", "d_backbone"}`` of the GAN run. A
+    generator trained against a network's features can lower distances
+    measured in that network's space without becoming more realistic
+    (Kynkäänniemi et al. 2023), so that space is refused (:class:`BadValueError`, exit 2).
+    """
+    from ..features.backbones import list_backbones
+
+    name = str(space or "").strip()
+    if name == "backbone":
+        name = backbone or ""
+    if name != MORPHOMETRY and name not in list_backbones() and name != "custom" and not name.startswith("timm:"):
+        raise BadValueError(f"gan.realism_space={space!r} is not known; use {MORPHOMETRY!r}, 'backbone' or one of "
+                            f"{', '.join(list_backbones())}")
+    if trained.get("discriminator") == "projected" and name == trained.get("d_backbone"):
+        raise BadValueError(
+            f"gan.realism_space={space!r} is the feature network the projected discriminator was trained through "
+            f"({trained.get('d_backbone')}): its FID / precision / recall can be gamed; use {MORPHOMETRY!r} or another backbone")
+    return name
+
+
+def check_gan_config(cfg) -> None:
+    """Refuse (before training) a ``gan.realism_space`` that is the projected D's feature network."""
+    if getattr(cfg, "discriminator", "sngan") == "projected":
+        check_realism_space(getattr(cfg, "realism_space", MORPHOMETRY),
+                            {"discriminator": "projected", "d_backbone": cfg.d_backbone})
+
+
+def realism_verdict(m: dict) -> tuple[bool, str]:
+    """A plain statement of how far the library is from real (for the report), and whether it is far.
+
+    Far from real: morphology (statmorph) Wasserstein above 2x its real
+    baseline, precision below 0.5 or recall below 0.3 (realism space), or
+    memorised fraction above 0.01 -- the aims of the default run.
+    """
+    parts, far = [], False
+    mw, mb = m.get("morphology_wasserstein"), m.get("morphology_wasserstein_real_baseline")
+    if mw is not None and mb and np.isfinite(mw) and np.isfinite(mb):
+        ratio = mw / mb
+        far |= ratio > 2.0
+        parts.append(f"morphology {ratio:.1f}x the real baseline")
+    elif mb:
+        far = True
+        parts.append("morphology not measurable on the generated stamps")
+    p, r = m.get("precision"), m.get("recall")
+    if p is not None and r is not None:
+        far |= p < 0.5 or r < 0.3
+        parts.append(f"precision {p:.2f} (real {m.get('precision_real_baseline') or float('nan'):.2f}), "
+                     f"recall {r:.2f} (real {m.get('recall_real_baseline') or float('nan'):.2f}) in {m.get('realism_space')} space")
+    fid, fb = m.get("fid"), m.get("fid_real_baseline")
+    if fid is not None and fb:
+        parts.append(f"FID {fid / fb:.1f}x the real baseline")
+    mem = m.get("memorised_fraction")
+    if mem is not None:
+        far |= mem > 0.01
+        parts.append(f"memorised {100 * mem:.1f} %")
+    steps = m.get("steps")
+    head = (f"under-trained: {steps} steps" if far and steps is not None else "far from real" if far
+            else f"close to real at {steps} steps" if steps is not None else "close to real")
+    return far, head + ("; " + "; ".join(parts) if parts else "")
 
 
 def _json_safe(obj):

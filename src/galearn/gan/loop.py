@@ -32,23 +32,26 @@ import torch
 
 from .. import __version__
 from ..config import GanConfig, GanTrainConfig, step_config
-from ..errors import BadValueError
-from ..runtime import derive_seed, resolve_device
+from ..errors import BadValueError, Interrupted
+from ..runtime import derive_seed, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import condition_labels, load_or_make_split
 from .loss import GanLoss
 from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
-__all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_filename"]
+__all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_filename", "train_step",
+           "autocast_dtype", "DISCRIMINATORS"]
 
 log = logging.getLogger(__name__)
 
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
-           "r1_every")
-STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds")
+           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step")
+DISCRIMINATORS = ("sngan", "projected")
+PRECISIONS = ("fp32", "bf16", "auto")
+STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -70,13 +73,103 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
-def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainConfig) -> tuple[Generator, Discriminator, Generator]:
-    """G, D and the EMA copy of G (eval mode, no gradients)."""
+def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainConfig, *,
+                   with_D: bool = True) -> tuple[Generator, torch.nn.Module | None, Generator]:
+    """G, D and the EMA copy of G (eval mode, no gradients).
+
+    D is :class:`~galearn.gan.networks.Discriminator` (``gan.discriminator =
+    "sngan"``) or :class:`~galearn.gan.projected.ProjectedDiscriminator`
+    (``"projected"``: its frozen feature network is loaded from the backbone
+    registry). ``with_D=False`` skips D (sampling needs only G).
+    """
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
-    D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head)
+    D = None
+    if with_D:
+        kind = getattr(cfg, "discriminator", "sngan")
+        if kind == "projected":
+            from .projected import ProjectedDiscriminator
+
+            D = ProjectedDiscriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, backbone=cfg.d_backbone,
+                                       layers=tuple(cfg.d_layers) or None, input_size=cfg.d_input_size or None,
+                                       random_state=cfg.random_state)
+        elif kind == "sngan":
+            D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head)
+        else:
+            raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {kind!r}")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     return G, D, G_ema
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``torch.bfloat16`` for ``gan.precision = "bf16"`` (or ``"auto"`` where the device computes bf16 natively), else None.
+
+    ``auto``: CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX; on other
+    CPUs bf16 is emulated and was many times slower than fp32 (docs/gan.md).
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    device = torch.device(device)
+    if precision != "auto":
+        raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return None
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
+def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator, opt_G, opt_D, loss: GanLoss,
+               stamps: np.ndarray, y_all: np.ndarray, cfg: GanTrainConfig, device: torch.device) -> dict:
+    """One G step (after ``cfg.d_steps`` D steps) and the EMA update; returns the step's losses.
+
+    Everything random comes from ``(cfg.random_state, step)``. With
+    ``cfg.fast_step`` the last D step's generated stamps (made WITH their graph)
+    are reused, detached, by D and then by the G step: one G forward per step
+    instead of two (DCGAN's order); inputs are channels-last on the CPU.
+    """
+    rng = np.random.default_rng([cfg.random_state, step])
+    gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
+    fast = bool(getattr(cfg, "fast_step", False))
+    device = torch.device(device)
+    n_train = len(stamps)
+
+    def batch(pick):
+        x = from_stretched(torch.from_numpy(stamps[pick])).to(device)
+        if fast and device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(y_all[pick]).to(device)
+
+    real, y = batch(rng.integers(0, n_train, cfg.batch_size))
+    fake = None
+    for d_step in range(cfg.d_steps):
+        if d_step:  # further D steps of the same G step: fresh real stamps
+            real, y = batch(rng.integers(0, n_train, cfg.batch_size))
+        z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
+        if fast and d_step == cfg.d_steps - 1:
+            fake = loss.run_G(z, y, gen)  # kept with its graph for the G step
+        # Lazy R1 (StyleGAN2): every r1_every-th D update, weighted by the interval.
+        n_d = step * cfg.d_steps + d_step
+        r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every if cfg.r1_gamma and n_d % cfg.r1_every == 0 else 0.0
+        loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen, r1_weight=r1_weight, fake=fake)
+        opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_D.step()
+
+    if fake is None:
+        z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
+        loss_g = loss.g_loss(y, z, gen)
+    else:
+        loss_g = loss.g_loss(y, None, gen, fake=fake)
+    opt_G.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_G.step()
+    _update_ema(G_ema, G, ema_beta_at(step, cfg.ema_beta))
+    return {"loss_G": float(loss_g.detach()), "loss_D": float(loss_d.detach()), "D_real": d_real, "D_fake": d_fake}
 
 
 def _seed_everything(seed: int) -> None:
@@ -100,6 +193,14 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.r1_gamma must be >= 0, got {cfg.r1_gamma!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
         raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
+    if cfg.discriminator not in DISCRIMINATORS:
+        raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {cfg.discriminator!r}")
+    if cfg.precision not in PRECISIONS:
+        raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.discriminator == "projected" and cfg.r1_gamma:
+        raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
+    if not isinstance(cfg.d_input_size, int) or cfg.d_input_size < 0:
+        raise BadValueError(f"gan.d_input_size must be 0 (the stamp size) or a positive integer, got {cfg.d_input_size!r}")
 
 
 @torch.no_grad()
@@ -222,7 +323,8 @@ def _read_stats(path: Path, up_to_step: int) -> list[dict]:
         return [row for row in csv.DictReader(fh) if int(row["step"]) <= up_to_step]
 
 
-def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = False, progress: bool | None = None) -> Path:
+def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = False, progress: bool | None = None,
+              cpu_budget_s: float | None = None) -> Path:
     """Train the conditional GAN on the workspace's sample; write ``WS/gan/``.
 
     Parameters
@@ -238,6 +340,11 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         checkpoint, training starts from scratch.
     progress : bool or None
         tqdm progress bar (None: only on a terminal).
+    cpu_budget_s : float, optional
+        Stop (with a checkpoint and grid) once the run's training CPU time
+        (``time.process_time`` over G+D steps, resumed runs included) reaches
+        this many seconds, before ``cfg.steps`` -- for comparisons at equal
+        CPU time (benchmarks).
 
     Returns
     -------
@@ -246,10 +353,14 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     """
     from tqdm.auto import tqdm
 
+    if hasattr(cfg, "realism_space"):  # a whole [gan] config: fail before training, not after it
+        from .evaluate import check_gan_config
+
+        check_gan_config(cfg)
     cfg = step_config(cfg, GanTrainConfig)
     _validate(cfg)
     _seed_everything(cfg.random_state)
-    device = resolve_device(cfg.device, option="gan.device")
+    device = torch.device(resolve_device(cfg.device, option="gan.device"))
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
@@ -296,10 +407,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # Overwritten by a checkpoint on resume.
     init_output_bias(G, G_ema, stamps)
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
+    if cfg.fast_step and device.type == "cpu":
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
-    start, seconds = 0, 0.0
+    start, seconds, cpu_seconds = 0, 0.0, 0.0
+    amp_dtype = autocast_dtype(cfg.precision, device)
     if ckpt is not None:
         try:
             G.load_state_dict(ckpt["G"])
@@ -311,6 +425,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             raise BadValueError(f"cannot resume {ckpt_file}: its networks do not match this galearn version's "
                                 f"({type(exc).__name__}); train without --resume") from exc
         start, seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
+        cpu_seconds = float(ckpt.get("cpu_seconds", 0.0))
         set_rng_state(ckpt["rng"])
 
     info = {
@@ -320,6 +435,9 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "device": str(device), "threads": n_threads, "sample": str(sample.path),
         "sample_checksum": sample.checksum, "galearn_version": __version__,
         "parameters": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
+        "discriminator": cfg.discriminator,
+        "d_feature_network": getattr(D, "provenance", None),
+        "autocast": str(amp_dtype) if amp_dtype is not None else None,
     }
     atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 
@@ -331,7 +449,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             writer.writeheader()
             writer.writerows(rows)
 
-    loss = GanLoss(G, D, cfg.diffaugment)
+    loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype)
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 
@@ -343,6 +461,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             "config": dataclasses.asdict(cfg), "version": __version__, "rng": rng_state(),
             "classes": list(classes), "bands": list(bands), "stamp_size": int(size), "n_bands": len(bands),
             "condition": condition, "sample_checksum": sample.checksum, "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "discriminator": cfg.discriminator,
+            "d_feature_network": getattr(D, "provenance", None),
         }
         save_checkpoint(checkpoint_path(run_dir, step), state)
 
@@ -355,50 +475,41 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="gan train", disable=progress is False
                if progress is not None else None)
-    with open(stats_path, "a", newline="", encoding="utf-8") as fh:
+    # SIGINT / SIGTERM: finish the step in progress, checkpoint it, raise Interrupted (resumable exactly).
+    with stop_requests("GAN") as stop, open(stats_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
         G.train()
         D.train()
         for step in bar:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng([cfg.random_state, step])
-            pick = rng.integers(0, n_train, cfg.batch_size)
-            gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
-            real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
-            y = torch.from_numpy(y_all[pick]).to(device)
-
-            for d_step in range(cfg.d_steps):
-                if d_step:  # further D steps of the same G step: fresh real stamps
-                    pick = rng.integers(0, n_train, cfg.batch_size)
-                    real = from_stretched(torch.from_numpy(stamps[pick])).to(device)
-                    y = torch.from_numpy(y_all[pick]).to(device)
-                z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
-                # Lazy R1 (StyleGAN2): every r1_every-th D update, weighted by the interval.
-                n_d = step * cfg.d_steps + d_step
-                r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every if cfg.r1_gamma and n_d % cfg.r1_every == 0 else 0.0
-                loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen, r1_weight=r1_weight)
-                opt_D.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_D.step()
-
-            z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
-            loss_g = loss.g_loss(y, z, gen)
-            opt_G.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_G.step()
-            _update_ema(G_ema, G, ema_beta_at(step, cfg.ema_beta))
-
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = train_step(step, G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss, stamps=stamps,
+                             y_all=y_all, cfg=cfg, device=device)
+            cpu_seconds += time.process_time() - c0
             seconds += time.perf_counter() - t0
             done = step + 1
-            row = {"step": done, "loss_G": f"{loss_g.item():.5f}", "loss_D": f"{loss_d.item():.5f}",
-                   "D_real": f"{d_real:.5f}", "D_fake": f"{d_fake:.5f}", "seconds": f"{seconds:.2f}"}
+            row = {"step": done, "loss_G": f"{out['loss_G']:.5f}", "loss_D": f"{out['loss_D']:.5f}",
+                   "D_real": f"{out['D_real']:.5f}", "D_fake": f"{out['D_fake']:.5f}", "seconds": f"{seconds:.2f}",
+                   "cpu_seconds": f"{cpu_seconds:.2f}"}
             writer.writerow(row)
             fh.flush()
             bar.set_postfix(loss_G=row["loss_G"], loss_D=row["loss_D"], refresh=False)
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            out_of_budget = cpu_budget_s is not None and cpu_seconds >= cpu_budget_s
+            saved = done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_budget
+            if saved:
                 checkpoint(done)
-            if done % cfg.grid_every == 0 or done == cfg.steps:
+            if done % cfg.grid_every == 0 or done == cfg.steps or out_of_budget:
                 grid(done)
+            if stop.requested and done < cfg.steps:
+                if not saved:
+                    checkpoint(done)
+                bar.close()
+                raise Interrupted(
+                    f"gan train interrupted at step {done} of {cfg.steps}; saved {checkpoint_path(run_dir, done)}; "
+                    f"continue with `galearn gan train --workspace {ws.root} --resume` (same options)",
+                    stop.signum)
+            if out_of_budget:
+                log.info("CPU budget of %.0f s reached after %d steps", cpu_budget_s, done)
+                break
     bar.close()
 
     # Final per-class grids (8 x 8) from the EMA generator.

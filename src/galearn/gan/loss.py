@@ -7,6 +7,7 @@ augmentation first, so real and fake are augmented identically (STYLE.md §7).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -53,38 +54,61 @@ class GanLoss:
     G: torch.nn.Module
     D: torch.nn.Module
     policy: str = "flip,rot90,translation"
+    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: G and D forwards under autocast
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
 
+    def _autocast(self, like: torch.Tensor):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=like.device.type, dtype=self.autocast_dtype)
+
     def run_G(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """Generate from latents ``z`` and classes ``y``; G's per-pixel noise comes from ``gen``."""
-        return self.G(z, y, gen)
+        with self._autocast(z):
+            return self.G(z, y, gen).float()
 
-    def run_D(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Augment ``x`` (``[-1, 1]``) with the step's generator, then score it."""
-        return self.D(diff_augment(x, self._names, gen), y)
+    def run_D(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, detach_features: bool = False) -> torch.Tensor:
+        """Augment ``x`` (``[-1, 1]``) with the step's generator, then score it (fp32 logits).
 
-    def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator, *,
-               r1_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
+        ``detach_features``: a discriminator with a frozen feature network
+        (:class:`galearn.gan.projected.ProjectedDiscriminator`) runs that part
+        without an autograd graph -- in D steps no gradient is needed there.
+        """
+        x = diff_augment(x, self._names, gen)
+        with self._autocast(x):
+            if detach_features and getattr(self.D, "frozen_features", False):
+                return self.D(x, y, detach_features=True).float()
+            return self.D(x, y).float()
+
+    def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
+               r1_weight: float = 0.0, fake: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
         """Discriminator hinge loss (+ ``r1_weight`` x R1 penalty) and the mean logits on real and fake.
 
         ``r1_weight``: ``gamma / 2 * interval`` on the steps of a lazy R1
         regularisation (StyleGAN2), else 0. The gradient is taken with respect
         to the un-augmented real stamps; the augmentations only permute pixels,
-        so its norm is that with respect to the augmented ones.
+        so its norm is that with respect to the augmented ones. ``fake``:
+        generated stamps of this step (detached here; the G step may reuse
+        them), else generated from ``z`` without a graph.
         """
-        with torch.no_grad():
-            fake = self.run_G(z, y, gen)
+        if fake is None:
+            with torch.no_grad():
+                fake = self.run_G(z, y, gen)
+        fake = fake.detach()
         if r1_weight > 0:
             real = real.detach().requires_grad_(True)
-        logits_real = self.run_D(real, y, gen)
-        logits_fake = self.run_D(fake, y, gen)
+        logits_real = self.run_D(real, y, gen, detach_features=r1_weight <= 0)
+        logits_fake = self.run_D(fake, y, gen, detach_features=True)
         loss = hinge_d_loss(logits_real, logits_fake)
         if r1_weight > 0:
             loss = loss + r1_weight * r1_penalty(logits_real, real)
         return loss, float(logits_real.detach().mean()), float(logits_fake.detach().mean())
 
-    def g_loss(self, y: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Generator hinge loss."""
-        return hinge_g_loss(self.run_D(self.run_G(z, y, gen), y, gen))
+    def g_loss(self, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
+               fake: torch.Tensor | None = None) -> torch.Tensor:
+        """Generator hinge loss; ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``."""
+        if fake is None:
+            fake = self.run_G(z, y, gen)
+        return hinge_g_loss(self.run_D(fake, y, gen))

@@ -23,7 +23,7 @@ from astropy.table import Table
 from ..config import GanConfig, GanSampleConfig, GanTrainConfig, step_config
 from ..errors import BadValueError, MissingInputError
 from ..runtime import derive_seed, resolve_device
-from ..store import SampleWriter, Workspace, open_sample, relative_to_workspace, update_manifest
+from ..store import SampleWriter, Workspace, check_made_from, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .data import condition_labels
 from .loop import build_networks, generate, set_threads
@@ -52,7 +52,7 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     known = {k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}
     cfg = GanTrainConfig(**known)
     dev = resolve_device(device, option="gan.device")
-    _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg)
+    _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg, with_D=False)
     try:
         G_ema.load_state_dict(ckpt["G_ema"])
     except (RuntimeError, KeyError) as exc:
@@ -117,6 +117,7 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
     if bands != sample.bands or int(ckpt["stamp_size"]) != sample.stamp_size:
         raise BadValueError(f"{ckpt_path} was trained on bands {bands} / {ckpt['stamp_size']} px, but {sample.path} "
                             f"has {sample.bands} / {sample.stamp_size} px: run `galearn gan train` again")
+    check_made_from(ckpt_path, ckpt.get("sample_checksum"), sample, f"galearn gan train --workspace {ws.root}")
     _, labels = condition_labels(sample, condition)
     real_counts = {c: int((labels == c).sum()) for c in classes}
     counts = library_counts(real_counts, n_per_class=cfg.n_per_class, balance=cfg.balance)

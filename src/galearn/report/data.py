@@ -16,8 +16,9 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError, MissingInputError
+from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_map,
+                     read_metrics, read_table)
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
-from ..store import Sample, Workspace, open_sample, read_map, read_metrics, read_table
 
 __all__ = ["Field", "ReportData", "load_report_data", "align_ids"]
 
@@ -235,6 +236,9 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
     if not map_path.exists():
         raise MissingInputError(f"{map_path} does not exist: run `galearn embed --method {method}` first")
     xy, map_ids, map_attrs = read_map(map_path)
+    root = ws.root
+    check_made_from(map_path, map_attrs.get("sample_checksum"), sample,
+                    f"galearn embed --workspace {root} --method {method}` then `galearn classify --workspace {root}")
     xy = np.asarray(xy, dtype="f8")
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise BadValueError(f"{map_path}: embedding must be (N, 2), got shape {xy.shape}")
@@ -248,6 +252,8 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
     classes = class_rows = None
     if ws.classes.exists():
         classes = read_table(ws.classes)
+        check_made_from(ws.classes, classes.meta.get("sample_checksum"), sample,
+                        f"galearn classify --workspace {root}")
         id_col = next((c for c in classes.colnames if c.lower() == "id"), None)
         if id_col is not None:
             class_rows = align_ids(_strings(classes[id_col]), ids)
@@ -259,11 +265,16 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
     fields = {"id": Field("id", "id", "cat", ids, colour=False)}
     fields.update(_catalog_fields(sample.catalog, sample.columns, index, classes, class_rows))
 
+    metrics = read_metrics(ws.metrics)
+    check_made_from(f"{ws.metrics} (agreement, clusters)", (metrics.get("clusters") or {}).get("sample_checksum"),
+                    sample, f"galearn classify --workspace {root}")
     data = ReportData(ws=ws, method=method, sample=sample, index=index, ids=ids, xy=xy,
-                      fields=fields, metrics=read_metrics(ws.metrics), map_attrs=map_attrs)
+                      fields=fields, metrics=metrics, map_attrs=map_attrs)
 
     if ws.library.exists():
         lib = open_sample(ws.library)
+        check_made_from(ws.library, library_sample_checksum(lib), sample,
+                        f"galearn gan train --workspace {root}` and `galearn gan sample --workspace {root}")
         data.library = lib
         cond = (data.metrics.get("gan") or {}).get("condition")
         cat = lib.catalog
@@ -273,7 +284,9 @@ def load_report_data(ws: Workspace, method: str = "tsne") -> ReportData:
         labels = _strings(cat[cond]) if cond else np.full(lib.n, "", dtype=str)
         lib_map = ws.library_map(method)
         if lib_map.exists():
-            lxy, lids, _ = read_map(lib_map)
+            lxy, lids, lattrs = read_map(lib_map)
+            check_made_from(lib_map, lattrs.get("sample_checksum"), lib,
+                            f"galearn features --workspace {root} --library` and `galearn embed --workspace {root}")
             lidx = align_ids(lib.ids(), lids)
             ok = (lidx >= 0) & np.isfinite(lxy).all(axis=1)
             data.library_index = lidx[ok]

@@ -553,7 +553,7 @@ def fig_library_map(data, cfg, path: Path) -> Path | None:
     gen, (gc, _, _) = _thumb_mosaic(data.library_xy, data.library_index, data.library, cfg, extent)
     fig = _mosaic_figure([
         (real, f"real galaxies ({len(rc)} of {data.n} shown)"),
-        (gen, f"GAN library placed on the real map, no refit ({len(gc)} of {len(data.library_xy)} shown)"),
+        (gen, f"GENERATED library (GAN, not real galaxies) on the real map, no refit ({len(gc)} of {len(data.library_xy)} shown)"),
     ])
     return _save(fig, path)
 
@@ -613,7 +613,13 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
         axes[r, 0].set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=9)
     axes[0, 0].set_title("real", fontsize=10)
     axes[0, 1].set_title("generated", fontsize=10)
-    fig.suptitle(f"real vs generated stamps per {data.library_condition or 'class'}", fontsize=11)
+    title = f"real vs generated stamps per {data.library_condition or 'class'}"
+    gan = (getattr(data, "metrics", None) or {}).get("gan") or {}
+    if gan.get("verdict"):  # the truth next to the samples (issue 14): how far from real, against the baselines
+        import textwrap
+
+        title += "\n" + "\n".join(textwrap.wrap(str(gan["verdict"]), width=70))
+    fig.suptitle(title, fontsize=9 if gan.get("verdict") else 11, color="#b00000" if gan.get("far_from_real") else "black")
     fig.tight_layout()
     return _save(fig, path)
 

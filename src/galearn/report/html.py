@@ -35,8 +35,8 @@ FIGURE_CAPTIONS = {
                    "box for each redshift bin.",
     "confusion": "Confusion matrices of the compared columns (rows) against the unsupervised clusters (columns), "
                  "from metrics.json; colour: fraction of the row.",
-    "library_map": "Left: real galaxies. Right: the GAN library placed onto the same map with the fitted "
-                   "map's transform (no refit), same grid and extent.",
+    "library_map": "Left: real galaxies. Right: the GAN library (GENERATED stamps, not galaxies) placed onto the "
+                   "same map with the fitted map's transform (no refit), same grid and extent.",
     "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
     "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
     "anomalies_top": "The 48 most unusual galaxies (galearn anomalies), most unusual first; "
@@ -46,6 +46,31 @@ FIGURE_CAPTIONS = {
 }
 
 _JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
+
+
+def gan_realism_caption(gan: dict) -> str:
+    """The GAN evaluation's verdict and its realism figures beside their real-vs-real baselines (plain text)."""
+    if not gan:
+        return ""
+
+    def pair(key: str, label: str, fmt: str = "{:.3g}") -> str | None:
+        v, b = gan.get(key), gan.get(f"{key}_real_baseline")
+        if v is None:
+            return None
+        return f"{label} {fmt.format(v)}" + ("" if b is None else f" (real baseline {fmt.format(b)})")
+
+    parts = [pair("fid", "FID"), pair("precision", "precision", "{:.2f}"), pair("recall", "recall", "{:.2f}"),
+             pair("morphology_wasserstein", "morphology W1"), pair("power_spectrum_wasserstein", "power-spectrum W1"),
+             pair("flux_wasserstein", "flux W1"), pair("colour_wasserstein", "colour W1")]
+    mem = gan.get("memorised_fraction")
+    if mem is not None:
+        parts.append(f"memorised {100 * mem:.1f} %")
+    text = "; ".join(p for p in parts if p)
+    verdict = gan.get("verdict") or ""
+    space = gan.get("realism_space")
+    where = f" in the {space} space (not a network the discriminator looked through)" if space else ""
+    return (f"{verdict.upper() if gan.get('far_from_real') else verdict}. " if verdict else "") + (
+        f"Realism{where}: {text}." if text else "")
 
 
 # --------------------------------------------------------------------------- data for the page
@@ -240,8 +265,28 @@ def _png_uri(path: Path) -> str:
 
 
 def _script_json(obj) -> str:
-    # Safe inside <script type="application/json">: no "</" sequence can close the element.
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c``-style escapes (JSON.parse reads
+    them back unchanged), so no data value can close the element (``</script>``)
+    or open an HTML comment (``<!--``) that would swallow the rest of the page's
+    script; U+2028/U+2029 are escaped too.
+    """
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return text.translate(_SCRIPT_ESCAPES)
+
+
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                 "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _caption(name: str, metrics: dict) -> str:
+    base = FIGURE_CAPTIONS.get(name, name)
+    if name in ("class_grids", "library_map", "morphology"):
+        extra = gan_realism_caption((metrics or {}).get("gan") or {})
+        if extra:
+            base = f"{base} {extra}"
+    return base
 
 
 def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -> str:
@@ -272,7 +317,7 @@ def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -
         title=f"galearn report: {data.ws.root.name}",
         version=__version__,
         summary=summary,
-        figures=[{"name": k, "uri": _png_uri(p), "caption": FIGURE_CAPTIONS.get(k, k)} for k, p in figures.items()],
+        figures=[{"name": k, "uri": _png_uri(p), "caption": _caption(k, data.metrics)} for k, p in figures.items()],
         metrics=metrics_rows(data.metrics),
         page_json=_script_json(page),
         sprites=sprites,

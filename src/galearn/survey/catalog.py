@@ -20,6 +20,7 @@ logic, and a row whose result is unknown fails the selection.
 from __future__ import annotations
 
 import ast
+import logging
 import operator
 import os
 from pathlib import Path
@@ -29,9 +30,13 @@ from astropy.table import Table
 
 from ..errors import BadValueError, MissingInputError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ROLES",
     "PRESETS",
+    "COMMON_NAMES",
+    "detect_columns",
     "read_catalog",
     "resolve_columns",
     "evaluate_selection",
@@ -60,6 +65,19 @@ PRESETS: dict[str, dict[str, str]] = {
     "candels": dict(_CANDELS),
     "galearn-mock": dict(_CANDELS),
     "none": {},
+}
+
+#: Role -> common column names (compared case-insensitively), used when no preset is given.
+#: A role is detected when exactly one column matches; two or more is refused as ambiguous.
+#: The CANDELS names are included, so a CANDELS-named catalogue resolves fully.
+COMMON_NAMES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "number", "objid", "obj_id", "object_id", "source_id", "seqnr"),
+    "ra": ("ra", "ra_1", "raj2000", "ra_j2000", "ra_icrs", "ra_deg", "alpha_j2000"),
+    "dec": ("dec", "dec_1", "dej2000", "decj2000", "dec_j2000", "de_icrs", "dec_icrs", "dec_deg", "delta_j2000"),
+    "z": ("z", "zbest", "z_best", "z_phot", "zphot", "photoz", "photo_z", "redshift"),
+    **{role: (_CANDELS[role].lower(),) for role in ("mass", "sfr", "u_mag", "v_mag", "j_mag", "size")},
+    "star_flag": ("class_star",),
+    "mag": ("hmag",),
 }
 
 _FORMATS = {
@@ -112,9 +130,47 @@ def read_catalog(path: str | os.PathLike) -> Table:
     return table
 
 
+def detect_columns(table: Table, *, skip: tuple[str, ...] = (), source: str = "catalogue") -> dict[str, str]:
+    """Roles found from the common names of :data:`COMMON_NAMES` (case-insensitive).
+
+    Parameters
+    ----------
+    table : Table
+    skip : tuple of str
+        Roles not to detect (given explicitly).
+    source : str
+        Name of the table, for the messages.
+
+    Returns
+    -------
+    dict
+        ``role -> column`` for every role with exactly one matching column.
+
+    Raises
+    ------
+    BadValueError
+        Two or more columns match one role (the message names them all).
+    """
+    by_lower: dict[str, list[str]] = {}
+    for name in table.colnames:
+        by_lower.setdefault(name.lower().lstrip("\ufeff"), []).append(name)
+    found: dict[str, str] = {}
+    for role, names in COMMON_NAMES.items():
+        if role in skip:
+            continue
+        matches = [col for n in names for col in by_lower.get(n, [])]
+        if len(matches) > 1:
+            raise BadValueError(
+                f"{source}: role {role!r} is ambiguous: columns {' and '.join(repr(m) for m in matches)} both "
+                f"look like it; choose one with --column {role}=NAME")
+        if matches:
+            found[role] = matches[0]
+    return found
+
+
 def resolve_columns(
     table: Table,
-    preset: str | None = "candels",
+    preset: str | None = None,
     overrides: dict | None = None,
     *,
     required: tuple[str, ...] = ("ra", "dec"),
@@ -127,7 +183,9 @@ def resolve_columns(
     table : Table
         The catalogue.
     preset : str or None
-        Name in :data:`PRESETS` (``candels``, ``galearn-mock``, ``none``).
+        Name in :data:`PRESETS` (``candels``, ``galearn-mock``, ``none``); None
+        or ``auto``: roles detected from common column names
+        (:func:`detect_columns`), the choice logged.
     overrides : dict, optional
         ``role -> column`` replacing the preset's names. An override must name
         an existing column; ``role -> ""`` drops the role.
@@ -148,11 +206,14 @@ def resolve_columns(
         Unknown preset or role, an override naming a missing column, or a
         required role whose column is missing (the message names the column).
     """
-    preset = preset or "none"
-    if preset not in PRESETS:
-        raise BadValueError(f"unknown column preset {preset!r}; known: {', '.join(PRESETS)}")
-    mapping = dict(PRESETS[preset])
     overrides = dict(overrides or {})
+    detect = preset in (None, "", "auto")
+    if detect:
+        mapping = detect_columns(table, skip=tuple(overrides), source=source)
+    elif preset not in PRESETS:
+        raise BadValueError(f"unknown column preset {preset!r}; known: auto, {', '.join(PRESETS)}")
+    else:
+        mapping = dict(PRESETS[preset])
     for role, col in overrides.items():
         if role not in ROLES:
             raise BadValueError(f"unknown column role {role!r} (override {role}={col}); roles: {', '.join(ROLES)}")
@@ -167,6 +228,10 @@ def resolve_columns(
         mapping[role] = col
     for role in required:
         col = mapping.get(role)
+        if col is None and detect:
+            raise BadValueError(
+                f"{source}: no column for role {role!r} (looked for {', '.join(COMMON_NAMES[role])}, any case); "
+                f"give one with --column {role}=NAME or a --preset")
         if col is None:
             raise BadValueError(f"{source}: no column for role {role!r}; give one with --column {role}=NAME")
         if col not in table.colnames:
@@ -174,7 +239,11 @@ def resolve_columns(
                 f"{source}: column {col!r} (role {role!r}, preset {preset!r}) does not exist; "
                 f"columns: {_few(table.colnames)}; map it with --column {role}=NAME"
             )
-    return {role: col for role, col in mapping.items() if col in table.colnames}
+    out = {role: col for role, col in mapping.items() if col in table.colnames}
+    if detect:
+        log.warning("%s: column roles detected from their names: %s (override with --column ROLE=NAME)", source,
+                    ", ".join(f"{r}={c}" for r, c in out.items()))
+    return out
 
 
 def _few(names: list[str], n: int = 12) -> str:

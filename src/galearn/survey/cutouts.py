@@ -1053,7 +1053,7 @@ def cut_stamps(
     images: dict[str, Any],
     *,
     size: int = 64,
-    preset: str | None = "candels",
+    preset: str | None = None,
     columns: dict | None = None,
     select: str | None = None,
     max_bad_fraction: float = 0.05,
@@ -1361,7 +1361,11 @@ def make_sample_from_mosaics(
                 inputs.append(_input_record(seg.path, "segmap"))
             timing["hash_s"] = time.perf_counter() - t0
             rejected = _rejected_table(table, cols, cutter.reason)
-            extra = dict(info, selection=cfg.select, preset=cfg.preset, max_bad_fraction=cfg.max_bad_fraction,
+            roles_from = (f"preset {cfg.preset}" if cfg.preset not in (None, "", "auto")
+                          else "detected from common column names")
+            extra = dict(info, selection=cfg.select, preset=cfg.preset or "auto",
+                         column_roles={"from": roles_from, "overrides": dict(cfg.columns or {}), "roles": cols},
+                         max_bad_fraction=cfg.max_bad_fraction,
                          require_central_brightest=cfg.require_central_brightest,
                          reason_counts=_reason_counts(cutter.reason), n_input=len(table),
                          galearn_version=__version__,

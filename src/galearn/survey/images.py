@@ -45,36 +45,100 @@ def _key(value: object) -> str:
     return text
 
 
+#: PIL modes holding 8-bit channels: converted to RGB by Pillow, values / 255.
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+#: PIL modes holding one 16- or 32-bit integer or float channel (greyscale): scaled by their range.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def image_scaling(mode: str) -> str:
+    """How pixel values of a PIL ``mode`` become [0, 1] (the rule stored in the sample's provenance).
+
+    Raises
+    ------
+    ValueError
+        A mode galearn does not read (the message names it).
+    """
+    if mode in EIGHT_BIT_MODES:
+        return "8-bit: value / 255"
+    if mode.startswith("I;16"):
+        return "16-bit: value / 65535"
+    if mode == "I":
+        return "32-bit integer: value / 65535 when within 0..65535 (16-bit data), else (value - min) / (max - min)"
+    if mode == "F":
+        return "float: unchanged when within 0..1, else (value - min) / (max - min)"
+    raise ValueError(f"unsupported image mode {mode!r}")
+
+
+def _wide_to_unit(img) -> np.ndarray:
+    """A 16/32-bit or float greyscale PIL image -> float32 (h, w) in [0, 1] by its real range."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return arr.astype(np.float32) / 65535.0
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("image has non-finite pixels")
+    lo, hi = float(arr.min()), float(arr.max())
+    if img.mode == "I" and lo >= 0 and hi <= 65535:
+        return (arr / 65535.0).astype(np.float32)
+    if img.mode == "F" and lo >= 0 and hi <= 1:
+        return arr.astype(np.float32)
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
 def load_image_stamp(path: str | os.PathLike, size: int, crop_fraction: float) -> np.ndarray:
     """One image -> float32 ``(3, size, size)`` in [0, 1] (R, G, B).
 
     The central square of side ``crop_fraction * min(width, height)`` is
     resampled to ``size`` x ``size`` with a Lanczos filter (Pillow scales the
-    filter support when shrinking, i.e. antialiased).
+    filter support when shrinking, i.e. antialiased). Pixel values are scaled
+    by the image's real bit depth (:func:`image_scaling`): 8-bit modes / 255,
+    16-bit greyscale / 65535, 32-bit and float greyscale by their range;
+    greyscale images give three equal channels.
 
     Raises
     ------
     OSError
         Pillow cannot read the file (``PIL.UnidentifiedImageError`` is an OSError).
+    ValueError
+        An image mode galearn does not read, or non-finite float pixels.
     """
     from PIL import Image
 
     with Image.open(path) as img:
         img.load()
-        rgb = img.convert("RGB")
-    w, h = rgb.size
+        image_scaling(img.mode)  # raises for modes galearn does not read
+        if img.mode in EIGHT_BIT_MODES:
+            src, scale = img.convert("RGB"), 255.0
+        else:
+            src, scale = Image.fromarray(_wide_to_unit(img)), 1.0
+    w, h = src.size
     side = crop_fraction * min(w, h)
     cx, cy = w / 2.0, h / 2.0
     box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    out = rgb.resize((size, size), resample=Image.Resampling.LANCZOS, box=box)
-    return np.asarray(out, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    out = np.asarray(src.resize((size, size), resample=Image.Resampling.LANCZOS, box=box), dtype=np.float32)
+    if out.ndim == 2:  # greyscale (16-bit, float): the same plane in R, G, B
+        out = np.clip(out, 0.0, 1.0)
+        return np.repeat(out[None], 3, axis=0)
+    return out.transpose(2, 0, 1) / scale
+
+
+def image_mode(path: str | os.PathLike) -> str:
+    """PIL mode of an image file, read from its header only."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.mode
 
 
 def _read_labels(labels_csv: Path, id_column: str) -> Table:
     if not labels_csv.exists():
         raise MissingInputError(f"label table {labels_csv} does not exist")
     try:
-        table = Table.read(labels_csv, format="ascii.csv")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        table = Table.read(labels_csv, format="ascii.csv", encoding="utf-8-sig")
     except Exception as exc:
         raise BadValueError(f"label table {labels_csv}: cannot read it as CSV ({exc})") from exc
     if id_column not in table.colnames:
@@ -173,7 +237,7 @@ def make_sample_from_images(
     if not matched:
         raise EmptySelectionError(
             f"no image in {images_dir} matches a row of {labels_csv} (column {cfg.id_column!r}); "
-            f"e.g. file stem {files[0].stem!r} vs id {labels[cfg.id_column][0]!r}" if len(labels) else
+            f"e.g. file stem {files[0].stem!r} vs id {str(labels[cfg.id_column][0])!r}" if len(labels) else
             f"label table {labels_csv} has no rows")
 
     kept_rows: list[int] = []
@@ -182,15 +246,18 @@ def make_sample_from_images(
     first_error = ""
     batch: list[np.ndarray] = []
     batch_size = 256
+    modes: Counter = Counter()
     with SampleWriter(workspace.sample, len(matched), BANDS, size, kind="images", pixel_scale_arcsec=None) as w:
         for i, p in tqdm(matched, disable=None if progress is None else not progress, desc="ingest", unit="image"):
             try:
                 stamp = load_image_stamp(p, size, cfg.crop_fraction)
+                modes[image_mode(p)] += 1
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for broken files
                 unreadable += 1
                 first_error = first_error or f"{p}: {exc}"
                 rej_rows.append(i), rej_ids.append(str(labels[cfg.id_column][i]))
-                rej_reasons.append(f"unreadable image: {p.name} ({type(exc).__name__})")
+                why = str(exc) if str(exc).startswith(("unsupported image mode", "image has")) else type(exc).__name__
+                rej_reasons.append(f"unreadable image: {p.name} ({why})")
                 continue
             batch.append(stamp)
             kept_rows.append(i)
@@ -219,7 +286,10 @@ def make_sample_from_images(
         w.finish(
             catalog,
             rejected=rejected,
-            stretch={"method": "identity", "formula": "8-bit pixel values / 255 (images are already stretched)"},
+            stretch={"method": "identity",
+                     "formula": "pixel values scaled to 0..1 by their bit depth (images are already stretched)",
+                     "pixel_scaling": {m: image_scaling(m) for m in sorted(modes)},
+                     "image_modes": dict(sorted(modes.items()))},
             columns={"id": cfg.id_column},
             inputs=[{"role": "labels", "path": str(labels_csv), "name": labels_csv.name,
                      "sha256": file_sha256(labels_csv)},

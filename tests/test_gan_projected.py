@@ -1,0 +1,186 @@
+"""Projected discriminator (frozen features), the faster step, and the independent realism space."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from galearn.config import GanConfig  # noqa: E402
+from galearn.errors import BadValueError  # noqa: E402
+
+from test_gan import BANDS, TINY, _states_equal, make_workspace, synthetic_galaxies  # noqa: E402
+
+PROJ = dataclasses.replace(TINY, discriminator="projected", d_steps=1)
+
+
+def _networks(cfg, n_bands=3, size=32):
+    from galearn.gan.loop import autocast_dtype, build_networks
+    from galearn.gan.loss import GanLoss
+
+    torch.set_num_threads(1)  # as `gan train` (gan.threads = 1): more threads only contend on a shared machine
+    torch.manual_seed(0)
+    G, D, G_ema = build_networks(2, n_bands, size, cfg)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=autocast_dtype(cfg.precision, torch.device("cpu")))
+    return dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss)
+
+
+def _stamps(n=24, size=32, seed=0):
+    from galearn.imaging import AsinhStretch
+
+    phys, labels = synthetic_galaxies(n, seed, size)
+    stretched = AsinhStretch.fit(phys).forward(phys).astype("f4")
+    return stretched, (labels == "spheroid").astype(np.int64)
+
+
+def test_projected_feature_network_stays_frozen_and_outside_the_optimiser():
+    from galearn.gan.loop import train_step
+    from galearn.gan.projected import ProjectedDiscriminator
+
+    nets = _networks(PROJ)
+    D = nets["D"]
+    assert isinstance(D, ProjectedDiscriminator) and D.backbone == "efficientnet-lite0"
+    frozen = {k: v.clone() for k, v in D.feature_stages.state_dict().items()}
+    frozen_ids = {id(p) for p in D.feature_stages.parameters()}
+    assert frozen_ids and all(not p.requires_grad for p in D.feature_stages.parameters())
+    in_opt = {id(p) for g in nets["opt_D"].param_groups for p in g["params"]}
+    assert not frozen_ids & in_opt and not frozen_ids & {id(p) for p in D.parameters()}
+    assert not any(k.startswith("_stages") for k in D.state_dict())  # not checkpointed: rebuilt from the registry
+    heads_before = {k: v.clone() for k, v in D.heads.state_dict().items()}
+    D.train()
+    assert D.training and not D.feature_stages.training  # BatchNorm statistics stay the pre-trained ones
+    stamps, y = _stamps()
+    for step in range(3):
+        out = train_step(step, stamps=stamps, y_all=y, cfg=PROJ, device=torch.device("cpu"), **nets)
+        assert np.isfinite(out["loss_D"]) and np.isfinite(out["loss_G"])
+    _states_equal(frozen, D.feature_stages.state_dict())
+    assert any(not torch.equal(heads_before[k], v) for k, v in D.heads.state_dict().items())
+    # Gradients reach G through the frozen network, never the network itself.
+    assert all(p.grad is None for p in D.feature_stages.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in nets["G"].parameters())
+    # Multi-scale logits: one per projected scale; CCM / CSM are fixed buffers.
+    logits = D(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert logits.shape == (2, 4)
+    assert {"ccm0", "ccm3", "csm0", "csm2"} <= set(dict(D.named_buffers()))
+
+
+def test_projected_any_band_count_and_band_order_kept():
+    from galearn.gan.projected import ProjectedDiscriminator
+
+    D3 = ProjectedDiscriminator(2, 3, 32, channels=4)
+    torch.testing.assert_close(D3.in_weight[:, :, 0, 0], torch.diag(torch.diag(D3.in_weight[:, :, 0, 0])))
+    D5 = ProjectedDiscriminator(2, 5, 32, channels=4, stages=D3.feature_stages)
+    assert D5(torch.zeros(3, 5, 32, 32), torch.tensor([0, 1, 0])).shape == (3, 4)
+
+
+def test_resume_is_exact_with_the_projected_discriminator(tmp_path):
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+
+    cfg = dataclasses.replace(PROJ, steps=4, checkpoint_every=2)
+    ws_a, ws_b = make_workspace(tmp_path / "a", n=40), make_workspace(tmp_path / "b", n=40)
+    run_train(ws_a, cfg, progress=False)
+    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
+    run_train(ws_b, cfg, resume=True, progress=False)
+    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
+    for key in ("G", "D", "G_ema", ):
+        _states_equal(a[key], b[key])
+    assert a["discriminator"] == "projected" and "efficientnet-lite0" in a["d_feature_network"]
+    info = json.loads((ws_a.gan / "config.json").read_text())
+    assert info["discriminator"] == "projected"
+    # The discriminator cannot change on resume.
+    with pytest.raises(BadValueError, match="discriminator"):
+        run_train(ws_a, dataclasses.replace(cfg, discriminator="sngan", steps=6), resume=True, progress=False)
+
+
+def test_realism_space_refused_when_it_is_the_discriminators_network(tmp_path, capsys):
+    from galearn.cli import main
+    from galearn.gan import run_train
+    from galearn.gan.evaluate import check_realism_space
+
+    trained = {"discriminator": "projected", "d_backbone": "efficientnet-lite0"}
+    with pytest.raises(BadValueError, match="trained through"):
+        check_realism_space("efficientnet-lite0", trained)
+    with pytest.raises(BadValueError, match="trained through"):
+        check_realism_space("backbone", trained, backbone="efficientnet-lite0")
+    assert check_realism_space("morphometry", trained) == "morphometry"
+    assert check_realism_space("efficientnet-lite0", {"discriminator": "sngan"}) == "efficientnet-lite0"
+    with pytest.raises(BadValueError, match="not known"):
+        check_realism_space("inception", trained)
+    ws = make_workspace(tmp_path, n=30)
+    with pytest.raises(BadValueError, match="trained through"):
+        run_train(ws, dataclasses.replace(PROJ, realism_space="efficientnet-lite0"), progress=False)
+    code = main(["gan", "train", "-w", str(ws.root), "gan.discriminator=projected", "gan.realism_space=efficientnet-lite0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "realism_space" in err and "Traceback" not in err
+
+
+def test_bf16_step_follows_the_fp32_loss_trend():
+    from galearn.gan.loop import train_step
+
+    stamps, y = _stamps(n=32)
+    traces = {}
+    for precision in ("fp32", "bf16"):
+        cfg = dataclasses.replace(TINY, d_steps=1, precision=precision, lr_d=1e-3, lr_g=1e-3)
+        nets = _networks(cfg)
+        rows = [train_step(s, stamps=stamps, y_all=y, cfg=cfg, device=torch.device("cpu"), **nets) for s in range(12)]
+        traces[precision] = np.array([[r["loss_D"], r["loss_G"]] for r in rows])
+    a, b = traces["fp32"], traces["bf16"]
+    assert np.all(np.isfinite(b))
+    # Same start (same weights and data) and the same direction over the run.
+    np.testing.assert_allclose(a[0], b[0], atol=0.05)
+    assert np.abs(a - b).max() < 0.3
+    assert np.sign(a[-4:, 0].mean() - a[:4, 0].mean()) == np.sign(b[-4:, 0].mean() - b[:4, 0].mean())
+
+
+def test_fast_step_changes_cost_not_the_game():
+    from galearn.gan.loop import train_step
+
+    stamps, y = _stamps(n=32)
+    out = {}
+    for fast in (False, True):
+        cfg = dataclasses.replace(TINY, d_steps=1, fast_step=fast)
+        nets = _networks(cfg)
+        out[fast] = train_step(0, stamps=stamps, y_all=y, cfg=cfg, device=torch.device("cpu"), **nets)
+    # Step 0 of both paths: same initial networks and real batch; D loss within the spread of fresh latents.
+    assert abs(out[True]["loss_D"] - out[False]["loss_D"]) < 0.2
+
+
+def test_morphometry_space_and_photometry_statistics():
+    from galearn.morphometry import morphometry_features, morphometry_names, photometry_statistics, power_spectrum
+    from galearn.imaging import AsinhStretch
+
+    phys, labels = synthetic_galaxies(60, 1, 32)
+    stretched = AsinhStretch.fit(phys).forward(phys)
+    f = morphometry_features(stretched, BANDS)
+    assert f.shape == (60, len(morphometry_names(3, BANDS))) and np.all(np.isfinite(f))
+    names = morphometry_names(3, BANDS)
+    off = morphometry_features(np.roll(stretched, 8, axis=3), BANDS)
+    k = names.index("offset")
+    assert np.median(off[:, k]) > np.median(f[:, k]) + 4  # an off-centre source is seen
+    noise = np.random.default_rng(0).normal(size=(4, 1, 64, 64))
+    p = power_spectrum(noise)[..., :]
+    assert np.ptp(p.mean(0)) < 0.3  # white noise: flat spectrum
+    t = photometry_statistics(phys, BANDS)
+    assert "flux_F160W" in t.colnames and "colour_F435W-F850LP" in t.colnames and "power_F435W_7" in t.colnames
+    red = np.asarray(t["colour_F850LP-F160W"])[labels == "spheroid"]
+    blue = np.asarray(t["colour_F850LP-F160W"])[labels == "disk"]
+    assert np.nanmedian(red) > np.nanmedian(blue)  # spheroids are redder
+
+
+def test_realism_verdict_says_under_trained():
+    from galearn.gan.evaluate import realism_verdict
+
+    far, text = realism_verdict({"steps": 100, "morphology_wasserstein": 1.35, "morphology_wasserstein_real_baseline": 0.24,
+                                 "precision": 0.17, "recall": 0.02, "precision_real_baseline": 0.86,
+                                 "recall_real_baseline": 0.85, "realism_space": "morphometry", "memorised_fraction": 0.0})
+    assert far and text.startswith("under-trained: 100 steps; morphology 5.6x the real baseline")
+    far, text = realism_verdict({"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
+                                 "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0})
+    assert not far and text.startswith("close to real at 4000 steps")
