@@ -404,6 +404,65 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
     table[shown].pprint(max_lines=-1, max_width=-1)
 
 
+@app.command()
+@_workspace_option
+@click.option("--method", type=click.Choice(["lof", "iforest"]), default="lof", show_default=True,
+              help="Local outlier factor or isolation forest (LOF found more of the mock's rare kinds: docs/explore.md).")
+@click.option("--backbone", default=None, help="Feature file to score (default: the one `features` wrote last).")
+@click.option("--components", "n_components", type=int, default=50, show_default=True,
+              help="Principal components of the space the detector works in.")
+@click.option("--max-fit", type=int, default=20000, show_default=True,
+              help="Galaxies the detector is fitted on (a seeded subsample beyond); all are scored.")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True)
+def anomalies(workspace, method, backbone, n_components, max_fit, random_state) -> None:
+    """The most unusual galaxies: anomaly scores and ranks in feature space (WS/anomalies.ecsv)."""
+    from .explore import run_anomalies
+
+    if n_components < 1:
+        raise click.BadParameter(f"must be >= 1, got {n_components}", param_hint="--components")
+    if max_fit < 3:
+        raise click.BadParameter(f"must be >= 3, got {max_fit}", param_hint="--max-fit")
+    entry = run_anomalies(Workspace(workspace), method=method, backbone=backbone, n_components=n_components,
+                          max_fit=max_fit, random_state=random_state)
+    click.echo(f"{entry['n_galaxies']} galaxies scored ({method}, fitted on {entry['n_fit']}) "
+               f"in {entry['seconds']:.1f} s")
+    truth = entry.get("truth")
+    if truth:
+        click.echo(f"{truth['column']}: {truth['n_rare']} rare; recall in the top 50 {truth['recall_top50']:.3f} "
+                   f"(random {truth['recall_top50_random']:.3f}), top 100 {truth['recall_top100']:.3f} "
+                   f"(random {truth['recall_top100_random']:.3f})")
+    click.echo(f"wrote {Workspace(workspace).anomalies}")
+
+
+@app.command()
+@_workspace_option
+@click.option("--labels", type=click.Path(dir_okay=False), required=True,
+              help="CSV with columns id,label (e.g. exported from the report page).")
+@click.option("--model", type=click.Choice(["logistic", "gp"]), default="logistic", show_default=True,
+              help="Logistic regression or Gaussian-process classifier.")
+@click.option("--backbone", default=None, help="Feature file to learn from (default: the one `features` wrote last).")
+@click.option("--n-propose", type=int, default=20, show_default=True, help="Galaxies proposed for labelling next.")
+@click.option("--interesting", default="interesting", show_default=True,
+              help="Label that marks an interesting anomaly (re-ranks WS/anomalies.ecsv).")
+@click.option("--boring", default="boring", show_default=True, help="Label that marks a boring one.")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True)
+def learn(workspace, labels, model, backbone, n_propose, interesting, boring, random_state) -> None:
+    """A classifier from a person's labels: predictions, probabilities, next galaxies to label."""
+    from .explore import run_learn
+
+    if n_propose < 0:
+        raise click.BadParameter(f"must be >= 0, got {n_propose}", param_hint="--n-propose")
+    entry = run_learn(Workspace(workspace), labels, backbone=backbone, model=model, n_propose=n_propose,
+                      interesting=interesting, boring=boring, random_state=random_state)
+    counts = ", ".join(f"{k}: {v}" for k, v in entry["label_counts"].items())
+    pred = ", ".join(f"{k}: {v}" for k, v in entry["predicted_counts"].items())
+    click.echo(f"{entry['n_labels']} labels ({counts}); predicted: {pred}; {entry['n_proposed']} proposed next")
+    if "rerank" in entry:
+        click.echo(f"anomaly ranking re-ranked with {entry['rerank']['n_interesting']} interesting and "
+                   f"{entry['rerank']['n_boring']} boring")
+    click.echo(f"wrote {Workspace(workspace).predictions}")
+
+
 # ----------------------------------------------------------------------------- GAN
 
 

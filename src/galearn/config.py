@@ -55,6 +55,7 @@ class SimulateConfig:
     density_per_arcmin2: float = 70.0  # catalogue galaxies per arcmin^2 (sets the field size)
     mag_limit: float = 25.0  # faint limit of the catalogue, F160W AB
     merger_fraction: float = 0.06  # fraction of sources that are close pairs / mergers
+    rare_fraction: float = 0.04  # galaxies given a rare kind (lens, ring, spikes, trail, cosmic, edge): truth_rare
     noise: bool = True  # False: noise-free mosaics (tests)
     n_jobs: int = -1  # worker processes for rendering (-1: all cores); result independent of it
 

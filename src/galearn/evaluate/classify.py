@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 TRUTH_PREFIX = "truth_"
 #: Stamps per cluster in ``clusters.typical_ids`` (the report's cluster gallery): nearest the cluster centre.
 TYPICAL_PER_CLUSTER = 8
+#: truth columns not compared by default: the mock's rare kinds (a few per cent; `galearn anomalies` measures them).
+NOT_COMPARED_BY_DEFAULT = ("truth_rare",)
 
 
 def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
@@ -88,6 +90,8 @@ def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
         out[UVJ_COLUMN] = uvj
     for name in catalog.colnames:
         col = catalog[name]
+        if name in NOT_COMPARED_BY_DEFAULT:
+            continue
         if name.startswith(TRUTH_PREFIX) and col.ndim == 1 and col.dtype.kind in "USO":
             out[name] = label_array(col, name=f"column {name!r} of {sample.path}")
     if not out:

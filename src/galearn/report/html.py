@@ -42,6 +42,10 @@ FIGURE_CAPTIONS = {
                    "same map with the fitted map's transform (no refit), same grid and extent.",
     "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
     "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
+    "anomalies_top": "The 48 most unusual galaxies (galearn anomalies), most unusual first; "
+                     "the second line is truth_rare where the catalogue has it.",
+    "learn_proposals": "The galaxies to label next (galearn learn): the most uncertain predictions, with the "
+                       "predicted class and uncertainty u.",
 }
 
 _JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
@@ -150,6 +154,9 @@ def build_page_data(data: ReportData, cfg: ReportConfig) -> tuple[dict, dict[str
         "sprite": {"id": "sprite-real", "size": px, "cols": cols},
         "library": None,
     }
+    from .explore import explore_page_data  # neighbours, most-unusual and label-next strips
+
+    page["explore"] = explore_page_data(data, sel)
     sprites = {"sprite-real": sprite_uri}
     if data.library is not None and data.library_xy is not None and len(data.library_xy):
         m = len(data.library_xy)
@@ -315,6 +322,7 @@ def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     template = env.from_string((tmpl_dir / "index.html.j2").read_text(encoding="utf-8"))
     script = (tmpl_dir / "map.js").read_text(encoding="utf-8")
+    script += "\n" + (tmpl_dir / "explore.js").read_text(encoding="utf-8")
     style = (tmpl_dir / "style.css").read_text(encoding="utf-8")
     page, sprites = build_page_data(data, cfg)
     sample = data.sample
@@ -373,7 +381,13 @@ def run_report(ws: Workspace, cfg: ReportConfig) -> Path:
     if not 0 < cfg.thumbnail_crop <= 1:
         raise BadValueError(f"report.thumbnail_crop must be in (0, 1], got {cfg.thumbnail_crop}")
     data = load_report_data(ws, cfg.method)
+    from .explore import explore_fields  # anomalies.ecsv, predictions.ecsv: colourings and hover rows
+
+    data.fields.update(explore_fields(ws, data.ids))
     figures = write_figures(data, cfg, ws.report)
+    from .explore import write_explore_figures
+
+    figures.update(write_explore_figures(data, ws.report))
     text = render_html(data, cfg, figures)
     path = ws.report / "index.html"
     atomic_write_text(path, text)
