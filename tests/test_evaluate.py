@@ -52,12 +52,14 @@ def make_workspace(root, n=150, dim=32, seed=0, backbones=("efficientnet-lite0",
 # ----------------------------------------------------------------------------- agreement_metrics
 
 
-@pytest.mark.parametrize("clusterer", ["kmeans", "gmm"])
-def test_separable_classes_score_near_one(clusterer):
+@pytest.mark.parametrize("clusterer,space", [("kmeans", "pca"), ("gmm", "pca:5")])
+def test_separable_classes_score_near_one(clusterer, space):
     X, y = make_blobs(n_samples=240, centers=4, n_features=40, cluster_std=1.0, random_state=1)
-    m = agreement_metrics(X, np.array(["w", "x", "y", "z"])[y], random_state=0, clusterer=clusterer)
+    m = agreement_metrics(X, np.array(["w", "x", "y", "z"])[y], random_state=0, clusterer=clusterer,
+                          cluster_space=space, stability_resamples=2)
     assert m["n_classes"] == 4 and m["n_galaxies"] == 240
-    for key in HEADLINE:
+    assert m["n_clusters"] == 4 and m["stability"] > 0.9  # chosen without labels
+    for key in (*HEADLINE, "ami", "cluster_majority_balanced_accuracy"):
         assert m[key] > 0.95, (key, m[key])
     assert np.trace(np.array(m["confusion"]["knn"])) > 0.95 * 240
     counts = np.array(m["confusion"]["clusters"]["counts"])
@@ -68,11 +70,12 @@ def test_separable_classes_score_near_one(clusterer):
 def test_shuffled_labels_score_near_chance():
     X, y = make_blobs(n_samples=300, centers=3, n_features=30, cluster_std=1.0, random_state=2)
     shuffled = np.random.default_rng(5).permutation(y)
-    m = agreement_metrics(X, shuffled, random_state=0)
+    m = agreement_metrics(X, shuffled, random_state=0, cluster_space="pca", stability_resamples=0)
     assert m["chance_balanced_accuracy"] == pytest.approx(1 / 3)
     assert abs(m["knn_balanced_accuracy"] - 1 / 3) < 0.1
     assert abs(m["linear_balanced_accuracy"] - 1 / 3) < 0.1
-    assert abs(m["ari"]) < 0.05 and m["nmi"] < 0.05
+    assert abs(m["ari"]) < 0.05 and m["nmi"] < 0.05 and abs(m["ami"]) < 0.05
+    assert m["stability"] is None
 
 
 def test_matches_sklearn_cross_val_score():
@@ -88,7 +91,7 @@ def test_matches_sklearn_cross_val_score():
     y = rng.integers(0, 3, 150)
     X = rng.normal(size=(150, 60))
     X[:, :3] += 1.5 * np.eye(3)[y]  # a weak signal: neither trivial nor chance
-    m = agreement_metrics(X, y, random_state=4)
+    m = agreement_metrics(X, y, random_state=4, cluster_space="pca", stability_resamples=0)
     cv = StratifiedKFold(5, shuffle=True, random_state=4)
     for key, clf in (("knn_balanced_accuracy", KNeighborsClassifier(10)),
                      ("linear_balanced_accuracy", LogisticRegression(max_iter=5000))):
@@ -107,18 +110,23 @@ def test_unlabelled_and_small_classes_are_left_out_not_guessed():
     labels[10:13] = None
     labels[13:16] = "rare"  # 3 members < 5: excluded, and said so
     masked = np.ma.masked_array(labels, mask=np.isin(np.arange(120), [20, 21]))
-    m = agreement_metrics(X, masked, random_state=0)
+    m = agreement_metrics(X, masked, random_state=0, cluster_space="pca", stability_resamples=0)
     assert m["excluded_classes"] == {"rare": 3}
     assert m["n_unlabelled"] == 10 + 3 + 2
     assert m["n_galaxies"] == 120 - 18 and m["classes"] == ["disk", "early"]
     # exactly the numbers of the labelled rows alone
     keep = np.ones(120, bool)
     keep[list(range(16)) + [20, 21]] = False
-    alone = agreement_metrics(X[keep], np.array(["disk", "early"])[y[keep]], random_state=0)
-    for key in HEADLINE:
+    alone = agreement_metrics(X[keep], np.array(["disk", "early"])[y[keep]], random_state=0, cluster_space="pca",
+                              stability_resamples=0)
+    for key in ("knn_balanced_accuracy", "linear_balanced_accuracy"):
         assert m[key] == alone[key]
+    # the clusters are made from every galaxy (labelled or not); only the comparison leaves rows out
+    fit_all = compare_labels(X, np.array(["disk", "early"])[y], random_state=0, cluster_space="pca",
+                             stability_resamples=0)
+    assert m["n_clusters"] == fit_all.metrics["n_clusters"]
     column = MaskedColumn(np.where(labels == None, "", labels).astype(str), mask=masked.mask)  # noqa: E711
-    res = compare_labels(X, column, random_state=0)
+    res = compare_labels(X, column, random_state=0, cluster_space="pca", stability_resamples=0)
     assert res.metrics == m
     assert not res.included[:22][~keep[:22]].any() and (res.knn_prediction[~keep] == "").all()
     assert (res.clusters[~keep] == -1).all()
@@ -126,7 +134,8 @@ def test_unlabelled_and_small_classes_are_left_out_not_guessed():
 
 def test_same_seed_same_numbers_and_errors():
     X, y = make_blobs(n_samples=100, centers=2, n_features=8, cluster_std=4.0, random_state=0)
-    assert agreement_metrics(X, y, random_state=7) == agreement_metrics(X, y, random_state=7)
+    kw = dict(cluster_space="pca", stability_resamples=2)
+    assert agreement_metrics(X, y, random_state=7, **kw) == agreement_metrics(X, y, random_state=7, **kw)
     with pytest.raises(EmptySelectionError, match="at least 2 classes"):
         agreement_metrics(X, np.where(y == 0, "a", ""), random_state=0)
     with pytest.raises(BadValueError, match="labels for"):
@@ -153,7 +162,7 @@ def test_match_clusters_best_one_to_one():
 def test_run_classify_writes_metrics_and_classes(tmp_path):
     ws, _, y = make_workspace(tmp_path / "ws")
     run_embed(ws, EmbedConfig(method="pca"))
-    new = run_classify(ws, ClassifyConfig(method="pca"))
+    new = run_classify(ws, ClassifyConfig(method="pca", cluster_space="pca", stability_resamples=2))
     metrics = read_metrics(ws.metrics)
     agreement = metrics["agreement"]
     assert set(agreement) == {"uvj_class", "truth_class", "truth_morph"}
@@ -166,12 +175,20 @@ def test_run_classify_writes_metrics_and_classes(tmp_path):
     noise = metrics["agreement_by_backbone"]["random-resnet18"]
     assert set(noise) == set(agreement)
     assert noise["truth_class"]["knn_balanced_accuracy"] < 0.6  # pre-trained clearly ahead of noise
-    assert metrics["clusters"]["n_clusters"] == 2 and metrics["clusters"]["space"] == "pca"
+    clusters = metrics["clusters"]
+    assert clusters["space"] == "pca" and 2 <= clusters["n_clusters"] <= 10
+    for m in agreement.values():  # one label-free clustering for every column
+        assert m["n_clusters"] == clusters["n_clusters"] and m["stability"] == clusters["stability"]
+        assert {"cluster_majority_balanced_accuracy", "ami", "majority_rate", "stability"} <= set(m)
+    assert sum(r["size"] for r in clusters["summary"]) == 150
+    assert "median_z" in clusters["summary"][0] and "uvj_class" in clusters["summary"][0]["fractions"]
+    assert len(clusters["typical_ids"]) == clusters["n_clusters"]
     assert new["agreement"] == agreement and "classify" in metrics["timing"]
 
     table = read_table(ws.classes)
     assert len(table) == 150 and list(table["id"][:2]) == ["1000", "1001"]
-    for col in ("uvj_class", "cluster", "map_x", "map_y", "truth_class", "knn_truth_class", "knn_uvj_class"):
+    for col in ("uvj_class", "cluster", "cluster_probability", "cluster_outlier", "map_x", "map_y", "truth_class",
+                "knn_truth_class", "knn_uvj_class"):
         assert col in table.colnames
     uvj_col = np.asarray(table["uvj_class"].filled("") if hasattr(table["uvj_class"], "filled")
                          else table["uvj_class"]).astype(str)
@@ -179,9 +196,11 @@ def test_run_classify_writes_metrics_and_classes(tmp_path):
     assert np.isfinite(table["map_x"]).all()
 
     # a second run replaces the whole agreement key
-    run_classify(ws, ClassifyConfig(compare=("truth_morph",), method="pca"))
+    run_classify(ws, ClassifyConfig(compare=("truth_morph",), method="pca", cluster_space="pca",
+                                    stability_resamples=2))
     metrics = read_metrics(ws.metrics)
     assert set(metrics["agreement"]) == {"truth_morph"}
+    assert metrics["clusters"]["n_clusters"] == clusters["n_clusters"]  # not from the compared column
     assert set(metrics["agreement_by_backbone"]["random-resnet18"]) == {"truth_morph"}
 
 
@@ -190,7 +209,8 @@ def test_run_classify_hdbscan_needs_the_map(tmp_path):
     with pytest.raises(MissingInputError, match="galearn embed"):
         run_classify(ws, ClassifyConfig(clusterer="hdbscan", method="pca"))
     run_embed(ws, EmbedConfig(method="pca"))
-    run_classify(ws, ClassifyConfig(clusterer="hdbscan", method="pca", compare=("truth_class",)))
+    run_classify(ws, ClassifyConfig(clusterer="hdbscan", method="pca", compare=("truth_class",),
+                                    stability_resamples=2))
     clusters = read_metrics(ws.metrics)["clusters"]
     assert clusters["space"] == "map:pca" and clusters["n_clusters"] >= 2
     assert "agreement_by_backbone" not in read_metrics(ws.metrics)
@@ -201,7 +221,8 @@ def test_cli_classify_unknown_column_exits_2(tmp_path, capsys):
     assert main(["classify", "--workspace", str(ws.root), "--compare", "NO_SUCH_COLUMN"]) == 2
     err = capsys.readouterr().err
     assert "NO_SUCH_COLUMN" in err and len(err.strip().splitlines()) == 1
-    assert main(["classify", "--workspace", str(ws.root), "--compare", "truth_class", "--method", "pca"]) == 0
+    assert main(["classify", "--workspace", str(ws.root), "--compare", "truth_class", "--method", "pca",
+                 "--cluster-space", "pca", "classify.stability_resamples=2"]) == 0
     assert "truth_class [efficientnet-lite0]: kNN" in capsys.readouterr().out
 
 
@@ -238,10 +259,11 @@ def test_image_folder_labels_need_compare(tmp_path):
     w.write(0, X.astype("f4"))
     w.finish({"backbone": "efficientnet-lite0"})
     with pytest.raises(EmptySelectionError, match="--compare COLUMN"):
-        run_classify(ws, ClassifyConfig())
+        run_classify(ws, ClassifyConfig(cluster_space="pca"))
     with pytest.raises(BadValueError, match="uvj_class"):
         run_classify(ws, ClassifyConfig(compare=("uvj_class",)))
-    out = run_classify(ws, ClassifyConfig(compare=("morph", "gz1_class")))
+    out = run_classify(ws, ClassifyConfig(compare=("morph", "gz1_class"), cluster_space="pca",
+                                          stability_resamples=2))
     assert out["agreement"]["morph"]["knn_balanced_accuracy"] > 0.95
     assert out["agreement"]["gz1_class"]["classes"] == ["0", "1"]
     table = read_table(ws.classes)

@@ -48,6 +48,8 @@ def _isolated_bright(cat, *, hmag_max=23.5, min_sep_arcsec=5.0, margin_pix=60, w
         & (d.min(axis=1) > min_sep_arcsec)
         & (np.asarray(cat["half_light_radius_arcsec"]) < 0.6)
     )
+    if "truth_rare" in cat.colnames:  # lens arcs, rings, stars and artefacts add light on purpose
+        ok &= np.asarray(cat["truth_rare"]).astype(str) == "none"
     if weight is not None:
         shape = weight.shape
         ok &= (x > margin_pix + 1) & (y > margin_pix + 1) & (x < shape[1] - margin_pix - 1) & (y < shape[0] - margin_pix - 1)

@@ -170,7 +170,7 @@ def fakes(monkeypatch, tmp_path):
     return calls, fail
 
 
-ALL = ["simulate", "cutouts", "features", "features_baseline", "embed", "classify",
+ALL = ["simulate", "cutouts", "features", "features_baseline", "embed", "classify", "anomalies",
        "gan_train", "gan_sample", "library_features", "library_map", "gan_evaluate", "report"]
 
 
@@ -193,7 +193,8 @@ def test_stage_names_follow_the_config():
     cfg = load_config(None)
     assert stage_names(cfg) == ALL
     cfg = load_config(None, {"run_gan": False, "run_adapt": True, "baseline_backbone": ""})
-    assert stage_names(cfg) == ["simulate", "cutouts", "adapt", "features", "embed", "classify", "report"]
+    assert stage_names(cfg) == ["simulate", "cutouts", "adapt", "features", "embed", "classify", "anomalies",
+                                "report"]
     cfg = load_config(None, {"catalog": "c.fits", "images": {"F160W": "h.fits"}, "run_gan": False})
     assert stage_names(cfg)[0] == "cutouts"
 
@@ -286,10 +287,10 @@ def test_cli_run(tmp_path, fakes, capsys):
     assert "simulate" in out and "done in" in out and "index.html" in out
     assert main(["run", "--workspace", str(ws), "run_gan=false", "baseline_backbone="]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped (up to date)") == 6
+    assert out.count("skipped (up to date)") == 7
     assert main(["run", "--workspace", str(ws), "catalog=nope.fits"]) == 2
     state = json.loads((ws / ".galearn-state.json").read_text())
-    assert set(state["stages"]) == {"simulate", "cutouts", "features", "embed", "classify", "report"}
+    assert set(state["stages"]) == {"simulate", "cutouts", "features", "embed", "classify", "anomalies", "report"}
 
 
 def test_cli_run_interrupted_says_how_to_resume(tmp_path, fakes, capsys):

@@ -87,6 +87,14 @@ def make_workspace(root, n=240, *, library=True, size=32, seed=0, metrics=True, 
             "agreement_by_backbone": {"random-resnet18": {"truth_class": {
                 "n_classes": 3, "knn_balanced_accuracy": 0.52, "linear_balanced_accuracy": 0.6, "ari": 0.1,
                 "nmi": 0.1, "cluster_accuracy": 0.45}}},
+            # the layout of galearn.evaluate.classify (issue 15): summary table + gallery ids
+            "clusters": {"clusterer": "kmeans", "space": "umap:5", "n_clusters": 3,
+                         "sizes": {str(c): int((cluster == c).sum()) for c in range(3)},
+                         "summary": [{"cluster": c, "size": int((cluster == c).sum()),
+                                      "fraction": float((cluster == c).mean()), "mean_probability": 0.9,
+                                      "median_z": 0.5, "fractions": {"truth_class": {str(CLASSES[c]): 1.0}}}
+                                     for c in range(3)],
+                         "typical_ids": {str(c): ids[cluster == c][:8].tolist() for c in range(3)}},
             "baseline": {"backbone": "random-resnet18", "features": {"backbone": "random-resnet18", "dim": 512}},
             "timing": {"cutouts": 1.5, "features": 20.25},
         })
@@ -161,10 +169,15 @@ def built(tmp_path_factory):
 def test_figures_are_written(built):
     ws, _, path, _, _ = built
     assert path == ws.report / "index.html"
-    for name in ("thumbnail_map", "map_colourings", "uvj_diagram", "confusion", "library_map",
+    for name in ("thumbnail_map", "map_colourings", "uvj_diagram", "confusion", "cluster_gallery", "library_map",
                  "class_grids", "morphology"):
         png = ws.report / f"{name}.png"
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_page_has_the_cluster_summary_table(built):
+    _, _, _, text, _ = built
+    assert "clusters.summary" in text and "truth_class fractions" in text and "elliptical 1.00" in text
 
 
 def test_page_embeds_every_figure_as_png(built):

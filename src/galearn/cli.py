@@ -278,8 +278,9 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
               help="Central fractions of each stamp fed to the network, features concatenated "
                    "(default 1,0.25: the whole stamp and its central quarter; 1: the whole stamp only).")
 @click.option("--fuse", default=None,
-              help="Append hand-made quantities to the CNN vector: none (default) or morphology "
-                   "(colours + statmorph Gini, M20, C, A, size, ellipticity); writes <backbone>+morphology.h5.")
+              help="Append hand-made quantities to the CNN vector: none (default), morphology "
+                   "(colours + statmorph Gini, M20, C, A, size, ellipticity; writes <backbone>+morphology.h5) or "
+                   "catalog:COL1,COL2,... (catalogue columns, e.g. catalog:zbest; writes <backbone>+catalog.h5).")
 @_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
@@ -367,22 +368,28 @@ def embed(workspace, method, backbone, perplexity, random_state, scheduler, sche
 @click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
 @click.option("--backbone", default=None)
 @click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
-@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "hdbscan"]), default=None,
-              help="Workspace clusters: kmeans/gmm in PCA space, hdbscan on the map.")
-@click.option("--n-clusters", type=int, default=None, help="Number of clusters (default: number of UVJ classes).")
+@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "ward", "merge", "hdbscan"]), default=None,
+              help="Workspace clusters (default measured, docs/maps.md): kmeans, gmm, ward, merge "
+                   "(over-cluster + merge), hdbscan (density; outliers).")
+@click.option("--cluster-space", default=None,
+              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: pca; map for hdbscan).")
+@click.option("--select", type=click.Choice(["silhouette", "bic", "stability"]), default=None,
+              help="Label-free choice of the number of clusters (default: the method's).")
+@click.option("--n-clusters", type=int, default=None,
+              help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
 @click.option("--seed", "random_state", type=int, default=None)
 @_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("classes")
-def classify(workspace, compare, backbone, method, clusterer, n_clusters, random_state, scheduler, scheduler_file,
-             config, overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, random_state, scheduler,
+             scheduler_file, config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
     run_cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
-                    backbone=backbone, method=method, clusterer=clusterer, n_clusters=n_clusters,
-                    random_state=random_state)
+                    backbone=backbone, method=method, clusterer=clusterer, cluster_space=cluster_space,
+                    select=select, n_clusters=n_clusters, random_state=random_state)
     cfg = run_cfg.classify
     with _compute(run_cfg, scheduler, scheduler_file):
         metrics = run_classify(Workspace(workspace), cfg)
@@ -391,8 +398,15 @@ def classify(workspace, compare, backbone, method, clusterer, n_clusters, random
         for column, m in agreement.items():
             label = f"{column} [{m.get('backbone', backbone_name)}]"
             click.echo(f"{label}: kNN {m['knn_balanced_accuracy']:.3f}  linear {m['linear_balanced_accuracy']:.3f}  "
-                       f"ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  cluster acc {m['cluster_accuracy']:.3f}  "
+                       f"clusters {m['n_clusters']}: majority BA {m['cluster_majority_balanced_accuracy']:.3f}  "
+                       f"AMI {m['ami']:.3f}  (majority rate {m['majority_rate']:.3f})  "
                        f"({m['n_galaxies']} galaxies, {m['n_classes']} classes)")
+    cl = metrics.get("clusters", {})
+    if cl:
+        stab = cl.get("stability")
+        click.echo(f"clusters: {cl.get('clusterer')} in {cl.get('space')}, {cl.get('n_clusters')} clusters "
+                   f"(select {cl.get('select')}), {cl.get('n_noise', 0)} outliers"
+                   + (f", stability {stab:.2f}" if stab is not None else ""))
 
 
 @app.command()
@@ -417,6 +431,65 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
     if len(shown) == 3:
         shown += [c for c in table.colnames if c not in shown and c != "row"][:8]
     table[shown].pprint(max_lines=-1, max_width=-1)
+
+
+@app.command()
+@_workspace_option
+@click.option("--method", type=click.Choice(["lof", "iforest"]), default="lof", show_default=True,
+              help="Local outlier factor or isolation forest (LOF found more of the mock's rare kinds: docs/explore.md).")
+@click.option("--backbone", default=None, help="Feature file to score (default: the one `features` wrote last).")
+@click.option("--components", "n_components", type=int, default=50, show_default=True,
+              help="Principal components of the space the detector works in.")
+@click.option("--max-fit", type=int, default=20000, show_default=True,
+              help="Galaxies the detector is fitted on (a seeded subsample beyond); all are scored.")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True)
+def anomalies(workspace, method, backbone, n_components, max_fit, random_state) -> None:
+    """The most unusual galaxies: anomaly scores and ranks in feature space (WS/anomalies.ecsv)."""
+    from .explore import run_anomalies
+
+    if n_components < 1:
+        raise click.BadParameter(f"must be >= 1, got {n_components}", param_hint="--components")
+    if max_fit < 3:
+        raise click.BadParameter(f"must be >= 3, got {max_fit}", param_hint="--max-fit")
+    entry = run_anomalies(Workspace(workspace), method=method, backbone=backbone, n_components=n_components,
+                          max_fit=max_fit, random_state=random_state)
+    click.echo(f"{entry['n_galaxies']} galaxies scored ({method}, fitted on {entry['n_fit']}) "
+               f"in {entry['seconds']:.1f} s")
+    truth = entry.get("truth")
+    if truth:
+        click.echo(f"{truth['column']}: {truth['n_rare']} rare; recall in the top 50 {truth['recall_top50']:.3f} "
+                   f"(random {truth['recall_top50_random']:.3f}), top 100 {truth['recall_top100']:.3f} "
+                   f"(random {truth['recall_top100_random']:.3f})")
+    click.echo(f"wrote {Workspace(workspace).anomalies}")
+
+
+@app.command()
+@_workspace_option
+@click.option("--labels", type=click.Path(dir_okay=False), required=True,
+              help="CSV with columns id,label (e.g. exported from the report page).")
+@click.option("--model", type=click.Choice(["logistic", "gp"]), default="logistic", show_default=True,
+              help="Logistic regression or Gaussian-process classifier.")
+@click.option("--backbone", default=None, help="Feature file to learn from (default: the one `features` wrote last).")
+@click.option("--n-propose", type=int, default=20, show_default=True, help="Galaxies proposed for labelling next.")
+@click.option("--interesting", default="interesting", show_default=True,
+              help="Label that marks an interesting anomaly (re-ranks WS/anomalies.ecsv).")
+@click.option("--boring", default="boring", show_default=True, help="Label that marks a boring one.")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True)
+def learn(workspace, labels, model, backbone, n_propose, interesting, boring, random_state) -> None:
+    """A classifier from a person's labels: predictions, probabilities, next galaxies to label."""
+    from .explore import run_learn
+
+    if n_propose < 0:
+        raise click.BadParameter(f"must be >= 0, got {n_propose}", param_hint="--n-propose")
+    entry = run_learn(Workspace(workspace), labels, backbone=backbone, model=model, n_propose=n_propose,
+                      interesting=interesting, boring=boring, random_state=random_state)
+    counts = ", ".join(f"{k}: {v}" for k, v in entry["label_counts"].items())
+    pred = ", ".join(f"{k}: {v}" for k, v in entry["predicted_counts"].items())
+    click.echo(f"{entry['n_labels']} labels ({counts}); predicted: {pred}; {entry['n_proposed']} proposed next")
+    if "rerank" in entry:
+        click.echo(f"anomaly ranking re-ranked with {entry['rerank']['n_interesting']} interesting and "
+                   f"{entry['rerank']['n_boring']} boring")
+    click.echo(f"wrote {Workspace(workspace).predictions}")
 
 
 # ----------------------------------------------------------------------------- GAN

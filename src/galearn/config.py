@@ -56,6 +56,7 @@ class SimulateConfig:
     density_per_arcmin2: float = 70.0  # catalogue galaxies per arcmin^2 (sets the field size)
     mag_limit: float = 25.0  # faint limit of the catalogue, F160W AB
     merger_fraction: float = 0.06  # fraction of sources that are close pairs / mergers
+    rare_fraction: float = 0.04  # galaxies given a rare kind (lens, ring, spikes, trail, cosmic, edge): truth_rare
     noise: bool = True  # False: noise-free mosaics (tests)
     n_jobs: int = -1  # worker processes for rendering (-1: all cores); result independent of it
 
@@ -158,9 +159,13 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm (PCA space) | hdbscan (on the map)
-    n_clusters: int | None = None  # None: as many as the UVJ classes, else the first compared column's
+    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | hdbscan (measured default: docs/maps.md)
+    cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
+    select: str | None = None  # k criterion: silhouette | bic | stability; None: the method's default
+    n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
+    k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
+    stability_resamples: int = 10  # seeded 80 % resamples for the stability figure (0: skip)
     random_state: int = 0
 
 

@@ -236,7 +236,7 @@ def stage_names(cfg: RunConfig) -> list[str]:
     names.append("features")
     if cfg.baseline_backbone:
         names.append("features_baseline")
-    names += ["embed", "classify"]
+    names += ["embed", "classify", "anomalies"]
     if cfg.run_gan:
         names += ["gan_train", "gan_sample", "library_features", "library_map", "gan_evaluate"]
     names.append("report")
@@ -490,6 +490,17 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         cls_inputs.append(base_path)
     r.stage("classify", classify, config=cls_cfg, inputs=cls_inputs)
 
+    # The most unusual galaxies (local outlier factor in the reduced feature space): the page's anomaly colouring.
+    from .explore import run_anomalies
+
+    def anomalies():
+        run_anomalies(ws, backbone=cls_cfg.backbone, random_state=cls_cfg.random_state)
+        return {"anomalies": ws.anomalies}
+
+    r.stage("anomalies", anomalies, config={"method": "lof", "backbone": cls_cfg.backbone,
+                                            "random_state": cls_cfg.random_state},
+            inputs=[ws.sample, ws.features(cls_cfg.backbone)])
+
 
     # ---------------------------------------------------------------- GAN
     if cfg.run_gan:
@@ -531,7 +542,7 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
     from .report import run_report
 
     rep_cfg = cfg.report  # resolve(): method of the map above
-    report_inputs: list = [ws.sample, ws.map(emb_cfg.method), ws.classes, "metrics:*"]
+    report_inputs: list = [ws.sample, ws.map(emb_cfg.method), ws.classes, "metrics:*", ws.anomalies, ws.predictions]
     if cfg.run_gan:
         report_inputs += [ws.library, ws.library_map(emb_cfg.method)]
     r.stage("report", lambda: {"html": run_report(ws, rep_cfg)}, config=rep_cfg, inputs=report_inputs)

@@ -233,6 +233,16 @@ class Workspace:
         return self.root / "classes.ecsv"
 
     @property
+    def anomalies(self) -> Path:
+        """Anomaly score and rank per galaxy (``galearn anomalies``, ECSV)."""
+        return self.root / "anomalies.ecsv"
+
+    @property
+    def predictions(self) -> Path:
+        """Predictions of the classifier trained on a person's labels (``galearn learn``, ECSV)."""
+        return self.root / "predictions.ecsv"
+
+    @property
     def backbones(self) -> Path:
         return self.root / "backbones"
 

@@ -23,6 +23,7 @@ __all__ = [
     # agreement
     "agreement_metrics",
     "compare_labels",
+    "cluster_agreement",
     "label_array",
     "AgreementResult",
     # clusters (implemented in galearn.maps.clusters)
@@ -44,6 +45,7 @@ _WHERE = {
     "uvj_class_of_catalog": "..survey.uvj",
     "agreement_metrics": ".agreement",
     "compare_labels": ".agreement",
+    "cluster_agreement": ".agreement",
     "label_array": ".agreement",
     "AgreementResult": ".agreement",
     "cluster_features": "..maps.clusters",

@@ -11,11 +11,16 @@ Definitions (DESIGN.md, "metrics.json contract"):
   ``cross_val_score(Pipeline(...), scoring="balanced_accuracy")`` returns.
 * ``linear_balanced_accuracy``: the same folds and reduction, multinomial
   logistic regression (lbfgs, C = 1).
-* ``ari``, ``nmi``, ``cluster_accuracy``: unsupervised clusters, as many as
-  the column has classes (k-means, ``n_init=10``, or a Gaussian mixture) of
-  the standardised + PCA-reduced features, against the column; the cluster
-  accuracy counts the galaxies whose cluster is paired with their class by the
-  best one-to-one matching (``scipy.optimize.linear_sum_assignment``).
+* cluster metrics: one label-free clustering of all galaxies
+  (:func:`galearn.maps.fit_clusters`; its number of clusters ``n_clusters``
+  never depends on the compared column), compared with the column
+  (:func:`cluster_agreement`): ``cluster_majority_balanced_accuracy`` (each
+  cluster labelled with its majority class, many-to-one; mean per-class
+  recall), ``cluster_accuracy`` / ``cluster_balanced_accuracy`` (best
+  one-to-one matching, ``scipy.optimize.linear_sum_assignment``), ``ari``,
+  ``nmi``, ``ami``, ``majority_rate`` (calling everything the largest class)
+  and ``stability`` (mean ARI over seeded resamples,
+  :func:`galearn.maps.cluster_stability`).
 
 Rows without a label (empty string, masked, NaN) are left out of a column's
 comparison, never guessed; classes with fewer than ``min_class_size`` (5)
@@ -30,11 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BadValueError, EmptySelectionError
-from ..maps.clusters import cluster_features, match_clusters
-from ..maps.reduce import check_features, make_reducer, pca_dimension, reduce_features
+from ..maps.clusters import DEFAULT_STABILITY_RESAMPLES, default_clusters, majority_labels, match_clusters
+from ..maps.reduce import check_features, make_reducer, pca_dimension
 from ..runtime import as_seed, blas_threads
 
-__all__ = ["agreement_metrics", "compare_labels", "label_array", "AgreementResult",
+__all__ = ["agreement_metrics", "compare_labels", "cluster_agreement", "label_array", "AgreementResult",
            "N_NEIGHBORS", "N_SPLITS", "MIN_CLASS_SIZE", "MAX_COMPONENTS"]
 
 N_NEIGHBORS = 10
@@ -114,7 +119,11 @@ def compare_labels(
     labels,
     *,
     random_state=0,
-    clusterer: str = "kmeans",
+    clusterer: str | None = None,
+    clusters=None,
+    stability: float | None = None,
+    cluster_space: str | None = None,
+    stability_resamples: int = DEFAULT_STABILITY_RESAMPLES,
     n_neighbors: int = N_NEIGHBORS,
     n_splits: int = N_SPLITS,
     min_class_size: int = MIN_CLASS_SIZE,
@@ -124,21 +133,30 @@ def compare_labels(
 ) -> AgreementResult:
     """Agreement metrics plus the per-galaxy predictions and clusters behind them.
 
-    See :func:`agreement_metrics` for the parameters; ``name`` is used in
-    error messages (e.g. the column name); ``threads`` limits the BLAS/OpenMP
-    pools (see :func:`galearn.runtime.blas_threads`; None: no limit).
+    See :func:`agreement_metrics` for the parameters. ``clusters`` (int,
+    shape (N,), ``-1`` = outlier) is a label-free clustering of *all* the
+    galaxies made once for every compared column (``galearn classify`` passes
+    its workspace-wide clusters, with their ``stability``); None: one is made
+    here from ``features`` alone with :func:`galearn.maps.fit_clusters`
+    (``clusterer`` in ``cluster_space``; None: the measured defaults,
+    :data:`galearn.maps.clusters.DEFAULT_CLUSTERER` / ``DEFAULT_SPACE``), with
+    its stability over ``stability_resamples`` resamples (0: not measured). ``name`` is used in error messages (e.g.
+    the column name); ``threads`` limits the BLAS/OpenMP pools (see
+    :func:`galearn.runtime.blas_threads`; None: no limit).
     """
     with blas_threads(threads):
         return _compare_labels(features, labels, random_state=random_state, clusterer=clusterer,
+                               clusters=clusters, stability=stability, cluster_space=cluster_space,
+                               stability_resamples=stability_resamples,
                                n_neighbors=n_neighbors, n_splits=n_splits, min_class_size=min_class_size,
                                max_components=max_components, name=name)
 
 
-def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n_splits, min_class_size,
-                    max_components, name) -> AgreementResult:
+def _compare_labels(features, labels, *, random_state, clusterer, clusters, stability, cluster_space,
+                    stability_resamples, n_neighbors, n_splits, min_class_size, max_components,
+                    name) -> AgreementResult:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import (adjusted_rand_score, balanced_accuracy_score, confusion_matrix,
-                                 normalized_mutual_info_score)
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
     from sklearn.model_selection import StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -185,12 +203,23 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
         knn_scores.append(balanced_accuracy_score(yi[test], knn_pred[test]))
         lin_scores.append(balanced_accuracy_score(yi[test], lin_pred[test]))
 
-    # ----------------------------------------------------------- unsupervised
-    Z, _ = reduce_features(Xi, max_components=max_components, random_state=seed)
-    clusters = cluster_features(Z, n_classes, method=clusterer, random_state=seed)
-    cluster_acc, table, matched = match_clusters(clusters, yi, n_classes, n_classes)
-
+    # ----------------------------------------------------------- unsupervised (label-free, made once)
+    if clusters is None:
+        fit = default_clusters(X, method=clusterer, space=cluster_space, max_components=max_components,
+                               stability_resamples=stability_resamples, random_state=seed)
+        clusters_all = fit.labels
+        clusterer = fit.method
+        if stability is None:
+            stability = fit.stability
+    else:
+        clusters_all = np.asarray(clusters, dtype=np.int64)
+        if clusters_all.shape != (len(X),):
+            raise BadValueError(f"clusters must be one per galaxy ({len(X)}), got shape {clusters_all.shape}")
     labels_out = [str(c) for c in classes]
+    clusters = clusters_all[included]
+    cl = cluster_agreement(clusters, yi, n_classes, labels_out)
+    contingency_table = cl.pop("contingency")
+
     cm_knn = confusion_matrix(yi, knn_pred, labels=np.arange(n_classes))
     cm_lin = confusion_matrix(yi, lin_pred, labels=np.arange(n_classes))
     metrics = {
@@ -205,13 +234,9 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
         "knn_balanced_accuracy_std": float(np.std(knn_scores)),
         "linear_balanced_accuracy": float(np.mean(lin_scores)),
         "linear_balanced_accuracy_std": float(np.std(lin_scores)),
-        "ari": float(adjusted_rand_score(yi, clusters)),
-        "nmi": float(normalized_mutual_info_score(yi, clusters)),
-        "cluster_accuracy": float(cluster_acc),
-        # with unequal classes the cluster accuracy is dominated by the largest class: these two
-        # put it in context (mean per-class recall after the same matching; all-in-the-largest-class)
-        "cluster_balanced_accuracy": _matched_balanced_accuracy(table, matched),
-        "majority_fraction": float(np.bincount(yi).max() / n),
+        **cl,
+        "stability": None if stability is None else float(stability),
+        "majority_fraction": cl["majority_rate"],  # earlier name of majority_rate
         "per_class_recall": {
             "knn": _recall(cm_knn, labels_out),
             "linear": _recall(cm_lin, labels_out),
@@ -220,12 +245,7 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
             "classes": labels_out,
             "knn": cm_knn.tolist(),  # rows: true class, columns: cross-validated kNN prediction
             "linear": cm_lin.tolist(),
-            "clusters": {
-                "rows": [f"cluster {i}" for i in range(n_classes)],
-                "columns": labels_out,
-                "counts": table.tolist(),  # rows: cluster, columns: class
-                "matched": {f"cluster {k}": labels_out[v] for k, v in matched.items()},
-            },
+            "clusters": contingency_table,  # rows: cluster, columns: class; matched / majority pairs
         },
         "clusterer": clusterer,
         "n_neighbors": int(n_neighbors),
@@ -238,6 +258,66 @@ def _compare_labels(features, labels, *, random_state, clusterer, n_neighbors, n
     clusters_out = np.full(len(y_all), -1, dtype=np.int64)
     clusters_out[included] = clusters
     return AgreementResult(metrics=metrics, included=included, knn_prediction=knn_out, clusters=clusters_out)
+
+
+def cluster_agreement(clusters, classes, n_classes: int | None = None, class_names=None) -> dict:
+    """How well label-free clusters agree with a classification (no fitting: clusters are given).
+
+    Parameters
+    ----------
+    clusters : array of int, shape (n,)
+        Cluster per compared galaxy (``-1``: outlier, in no cluster).
+    classes : array of int, shape (n,)
+        Class index per galaxy (``0 .. n_classes - 1``).
+    class_names : list of str or None
+        Names for the contingency table.
+
+    Returns
+    -------
+    dict
+        ``n_clusters`` (clusters holding compared galaxies), ``n_outliers``,
+        ``cluster_majority_balanced_accuracy`` (each cluster labelled with its
+        majority class, many-to-one; outliers count as wrong; mean per-class
+        recall), ``cluster_majority_accuracy``, ``cluster_accuracy`` and
+        ``cluster_balanced_accuracy`` (best one-to-one matching), ``ari``,
+        ``nmi``, ``ami`` (outliers as one more label), ``majority_rate``
+        (accuracy of calling every galaxy the largest class) and the
+        ``contingency`` table.
+    """
+    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
+
+    clusters = np.asarray(clusters, dtype=np.int64)
+    yi = np.asarray(classes, dtype=np.int64)
+    n_classes = int(yi.max(initial=-1) + 1 if n_classes is None else n_classes)
+    n = len(yi)
+    n_rows = int(clusters.max(initial=-1)) + 1
+    acc, table, matched = match_clusters(clusters, yi, n_rows, n_classes)
+    major = majority_labels(clusters, yi, n_classes)
+    support = np.bincount(yi, minlength=n_classes)
+    hits = np.bincount(yi[major == yi], minlength=n_classes)
+    recall = np.divide(hits, support, out=np.zeros(n_classes), where=support > 0)
+    names = [str(c) for c in (class_names if class_names is not None else range(n_classes))]
+    present = np.unique(clusters[clusters >= 0])
+    return {
+        "n_clusters": int(len(present)),
+        "n_outliers": int((clusters < 0).sum()),
+        "cluster_majority_balanced_accuracy": float(recall[support > 0].mean()) if n else 0.0,
+        "cluster_majority_accuracy": float(hits.sum() / n) if n else 0.0,
+        "cluster_majority_recall": {c: float(r) for c, r in zip(names, recall)},
+        "cluster_accuracy": float(acc),
+        "cluster_balanced_accuracy": _matched_balanced_accuracy(table, matched),
+        "ari": float(adjusted_rand_score(yi, clusters)),
+        "nmi": float(normalized_mutual_info_score(yi, clusters)),
+        "ami": float(adjusted_mutual_info_score(yi, clusters)),
+        "majority_rate": float(support.max() / n) if n else 0.0,
+        "contingency": {
+            "rows": [f"cluster {i}" for i in range(n_rows)],
+            "columns": names,
+            "counts": table.tolist(),  # rows: cluster, columns: class
+            "matched": {f"cluster {k}": names[v] for k, v in matched.items()},
+            "majority": {f"cluster {i}": names[int(np.argmax(table[i]))] for i in range(n_rows) if table[i].sum()},
+        },
+    }
 
 
 def _matched_balanced_accuracy(table: np.ndarray, matched: dict) -> float:
@@ -255,7 +335,9 @@ def _recall(cm: np.ndarray, labels: list[str]) -> dict:
     return {c: float(r) for c, r in zip(labels, recall)}
 
 
-def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=0, clusterer: str = "kmeans",
+def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=0, clusterer: str | None = None,
+                      clusters=None, cluster_space: str | None = None,
+                      stability_resamples: int = DEFAULT_STABILITY_RESAMPLES,
                       n_neighbors: int = N_NEIGHBORS, n_splits: int = N_SPLITS,
                       min_class_size: int = MIN_CLASS_SIZE, max_components: int = MAX_COMPONENTS) -> dict:
     """How well the feature space agrees with a classification.
@@ -270,8 +352,14 @@ def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=
         NaN mean *no label*: the row is left out, never guessed.
     random_state : int, numpy.random.Generator or None
         Seed of the folds, the PCA and the clustering; same seed, same numbers.
-    clusterer : {"kmeans", "gmm"}
-        Unsupervised clustering for ``ari``, ``nmi`` and ``cluster_accuracy``.
+    clusterer : str or None
+        Method of the label-free clustering made when ``clusters`` is None
+        (:func:`galearn.maps.fit_clusters`; None: the default).
+    clusters : array of int, shape (N,), or None
+        A label-free clustering of all the galaxies to compare instead (-1: outlier).
+    cluster_space, stability_resamples : str or None, int
+        Space of that clustering (:func:`galearn.maps.cluster_space`; None: the
+        default) and resamples of its stability (0: not measured).
     n_neighbors, n_splits, min_class_size, max_components : int
         k of the kNN classifier (10), folds (5), the smallest class kept (5),
         most PCA components (50). The defaults are the DESIGN definitions.
@@ -281,10 +369,10 @@ def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=
     dict
         ``n_classes``, ``n_galaxies``, ``knn_balanced_accuracy``,
         ``linear_balanced_accuracy`` (means over folds, with ``*_std``),
-        ``ari``, ``nmi``, ``cluster_accuracy`` (with, for context,
-        ``cluster_balanced_accuracy``: mean per-class recall under the same
-        matching, and ``majority_fraction``: the accuracy of putting every
-        galaxy in the largest class), ``per_class_recall``
+        ``n_clusters``, ``cluster_majority_balanced_accuracy``,
+        ``cluster_accuracy``, ``cluster_balanced_accuracy``, ``ari``, ``nmi``,
+        ``ami``, ``majority_rate`` (``majority_fraction``: the same, earlier
+        name), ``stability`` (see :func:`cluster_agreement`), ``per_class_recall``
         (``knn``/``linear``: class -> recall), ``confusion`` (``knn`` and
         ``linear``: rows true class, columns predicted; ``clusters``: the
         cluster-vs-class contingency matrix with its labels and the matching),
@@ -307,6 +395,7 @@ def agreement_metrics(features: np.ndarray, labels: np.ndarray, *, random_state=
     >>> m["n_classes"], m["knn_balanced_accuracy"] > 0.95
     (3, True)
     """
-    return compare_labels(features, labels, random_state=random_state, clusterer=clusterer,
+    return compare_labels(features, labels, random_state=random_state, clusterer=clusterer, clusters=clusters,
+                          cluster_space=cluster_space, stability_resamples=stability_resamples,
                           n_neighbors=n_neighbors, n_splits=n_splits, min_class_size=min_class_size,
                           max_components=max_components).metrics

@@ -26,12 +26,12 @@ from astropy.table import Table
 
 from ..config import ClassifyConfig
 from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
-from ..maps.clusters import CLUSTERERS, cluster_features, cluster_map, match_clusters
-from ..maps.reduce import reduce_features
+from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE, default_clusters
 from ..runtime import blas_threads
 from ..store import (Sample, Workspace, check_made_from, load_features, read_map, require_sample, resolve_backbone,
                      update_metrics, write_table)
 from .agreement import compare_labels, label_array
+from .summary import cluster_summary
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
@@ -39,6 +39,10 @@ __all__ = ["run_classify", "comparison_columns", "TRUTH_PREFIX"]
 log = logging.getLogger(__name__)
 
 TRUTH_PREFIX = "truth_"
+#: Stamps per cluster in ``clusters.typical_ids`` (the report's cluster gallery): nearest the cluster centre.
+TYPICAL_PER_CLUSTER = 8
+#: truth columns not compared by default: the mock's rare kinds (a few per cent; `galearn anomalies` measures them).
+NOT_COMPARED_BY_DEFAULT = ("truth_rare",)
 
 
 def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
@@ -86,6 +90,8 @@ def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
         out[UVJ_COLUMN] = uvj
     for name in catalog.colnames:
         col = catalog[name]
+        if name in NOT_COMPARED_BY_DEFAULT:
+            continue
         if name.startswith(TRUTH_PREFIX) and col.ndim == 1 and col.dtype.kind in "USO":
             out[name] = label_array(col, name=f"column {name!r} of {sample.path}")
     if not out:
@@ -98,13 +104,12 @@ def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
 
 
 def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, backbone: str,
-                   explicit: bool, skipped: dict):
-    clusterer = cfg.clusterer if cfg.clusterer in ("kmeans", "gmm") else "kmeans"
+                   explicit: bool, skipped: dict, fit):
     results = {}
     for column, labels in columns.items():
         try:
-            res = compare_labels(features, labels, random_state=cfg.random_state, clusterer=clusterer,
-                                 name=f"column {column!r}")
+            res = compare_labels(features, labels, random_state=cfg.random_state, clusterer=fit.method,
+                                 clusters=fit.labels, stability=fit.stability, name=f"column {column!r}")
         except EmptySelectionError as exc:
             if explicit:
                 raise
@@ -112,8 +117,19 @@ def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, bac
             warnings.warn(f"classify: skipping {column}: {exc}", stacklevel=3)
             continue
         res.metrics["backbone"] = backbone
+        res.metrics["cluster_space"] = fit.space
+        res.metrics["cluster_select"] = fit.select
         results[column] = res
     return results
+
+
+def _cluster(features: np.ndarray, cfg: ClassifyConfig, space: str, xy):
+    """The workspace-wide, label-free clustering (``cfg``'s method, ``space``) with its stability."""
+    with blas_threads(1):
+        return default_clusters(
+            features, method=cfg.clusterer, space=space, xy=xy, select=cfg.select, n_clusters=cfg.n_clusters,
+            k_max=cfg.k_max, min_cluster_size=cfg.min_cluster_size, stability_resamples=cfg.stability_resamples,
+            random_state=cfg.random_state)
 
 
 def _read_map_for(ws: Workspace, method: str, sample: Sample):
@@ -127,19 +143,17 @@ def _read_map_for(ws: Workspace, method: str, sample: Sample):
     return np.asarray(xy, dtype=np.float64), attrs
 
 
-def assign_nearest_centre(Z: np.ndarray, Z_fit: np.ndarray, labels_fit: np.ndarray,
-                          chunk: int = 65536) -> np.ndarray:
-    """Labels for every row of ``Z``: the nearest centre (mean of ``Z_fit`` per label >= 0), in chunks."""
-    found = np.unique(labels_fit[labels_fit >= 0])
-    if len(found) == 0:
-        return np.full(len(Z), -1, dtype=np.int64)
-    centres = np.stack([Z_fit[labels_fit == c].mean(axis=0) for c in found])
-    out = np.empty(len(Z), dtype=np.int64)
-    c2 = (centres**2).sum(axis=1)
-    for s in range(0, len(Z), chunk):
-        block = Z[s : s + chunk]
-        d = c2[None, :] - 2.0 * block @ centres.T
-        out[s : s + chunk] = found[np.argmin(d, axis=1)]
+def _summary_quantities(sample: Sample) -> dict:
+    """Redshift, stellar mass and SFR columns of the catalogue (catalogue units) for the cluster summary."""
+    out = {}
+    for role in ("z", "mass", "sfr"):
+        name = sample.columns.get(role)
+        if name and name in sample.catalog.colnames:
+            col = sample.catalog[name]
+            try:
+                out[role] = np.ma.filled(np.ma.asarray(col, dtype=np.float64), np.nan)
+            except (TypeError, ValueError):
+                continue
     return out
 
 
@@ -155,9 +169,11 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     cfg : ClassifyConfig
         ``compare`` (columns; empty = UVJ class + ``truth_*`` columns),
         ``backbone`` (primary feature file; None = the one ``features``
-        recorded), ``method`` (map), ``clusterer`` (``kmeans``/``gmm`` in PCA
-        space, ``hdbscan`` on the map), ``n_clusters`` (None: as many as the
-        UVJ classes, else as the first column's classes), ``random_state``.
+        recorded), ``method`` (map), ``clusterer`` / ``cluster_space`` /
+        ``select`` / ``n_clusters`` / ``k_max`` / ``min_cluster_size`` (the
+        label-free clustering, :func:`galearn.maps.default_clusters`; made
+        once, compared with every column), ``stability_resamples``,
+        ``random_state``.
 
     Returns
     -------
@@ -176,6 +192,9 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
                             f"choose one of {', '.join(CLUSTERERS)}")
     if cfg.n_clusters is not None and int(cfg.n_clusters) < 1:
         raise BadValueError(f"--n-clusters must be >= 1, got {cfg.n_clusters}")
+    if cfg.n_clusters is not None and cfg.clusterer == "hdbscan":
+        raise BadValueError("--n-clusters: hdbscan chooses its own number of clusters; leave it unset")
+    space = cfg.cluster_space or ("map" if cfg.clusterer == "hdbscan" else DEFAULT_SPACE)
     sample = require_sample(ws)
     explicit = bool(cfg.compare)
     columns = comparison_columns(sample, tuple(cfg.compare or ()))
@@ -185,22 +204,18 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     if map_attrs is not None and map_attrs.get("backbone") not in (None, primary):
         warnings.warn(f"classify: {ws.map(cfg.method)} was made from {map_attrs.get('backbone')} features, "
                       f"the agreement uses {primary}", stacklevel=2)
-    if cfg.clusterer == "hdbscan" and xy is None:
-        raise MissingInputError(f"{ws.map(cfg.method)} does not exist: --clusterer hdbscan clusters the map; "
-                                f"run `galearn embed --workspace {ws.root} --method {cfg.method}` first")
+    if space == "map" and xy is None:
+        raise MissingInputError(f"{ws.map(cfg.method)} does not exist: clustering the map (--clusterer hdbscan / "
+                                f"--cluster-space map) needs it; run `galearn embed --workspace {ws.root} "
+                                f"--method {cfg.method}` first")
 
-    from ..compute import setting, subsample_indices
+    # ------------------------------------------------------------ workspace-wide clusters (no labels)
+    fit = _cluster(feats.values, cfg, space, xy)
+    if space == "map":
+        fit.space = f"map:{cfg.method}"
 
-    # Maps of millions: agreement metrics on a stated seeded subsample of rows (all rows up to it).
-    sub_n = int(setting("cluster_fit_subsample", 50000))
-    sub = subsample_indices(sample.n, sub_n, cfg.random_state)
-    subsampled = len(sub) < sample.n
     skipped: dict[str, str] = {}
-    if subsampled:
-        sub_columns = {c: np.asarray(v)[sub] for c, v in columns.items()}
-        results = _agreement_for(feats.values[sub], sub_columns, cfg, primary, explicit, skipped)
-    else:
-        results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped)
+    results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped, fit)
     if not results:
         raise EmptySelectionError(f"no column could be compared: {'; '.join(skipped.values())}")
 
@@ -213,70 +228,38 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         except GalearnInputError as exc:
             warnings.warn(f"classify: not comparing backbone {other}: {exc}", stacklevel=2)
             continue
-        rows = sub if subsampled else slice(None)
-        other_results = _agreement_for(other_feats.values[rows], {c: np.asarray(columns[c])[rows] for c in results},
-                                       cfg, other, explicit, {})
+        # the map belongs to the primary features: another backbone is clustered in its own PCA space
+        other_fit = _cluster(other_feats.values, cfg, DEFAULT_SPACE if space == "map" else space, None)
+        other_results = _agreement_for(other_feats.values, {c: columns[c] for c in results}, cfg, other,
+                                       explicit, {}, other_fit)
         by_backbone[other] = {c: r.metrics for c, r in other_results.items()}
 
-    # ------------------------------------------------------------ workspace-wide clusters
     uvj = uvj_class_of_catalog(sample.catalog, sample.columns)
-    if cfg.n_clusters is not None:
-        n_clusters = int(cfg.n_clusters)
-    elif UVJ_COLUMN in results:
-        n_clusters = results[UVJ_COLUMN].metrics["n_classes"]
-    elif uvj is not None and len(np.unique(uvj[uvj != ""])) >= 2:
-        n_clusters = len(np.unique(uvj[uvj != ""]))
-    else:
-        n_clusters = next(iter(results.values())).metrics["n_classes"]
-    if cfg.clusterer == "hdbscan":
-        with blas_threads(1):
-            cluster = cluster_map(xy, min_cluster_size=cfg.min_cluster_size)
-        space = f"map:{cfg.method}"
-    else:
-        with blas_threads(1):
-            Z, _ = reduce_features(feats.values, random_state=cfg.random_state)
-            if subsampled:  # fit on the subsample, assign every other galaxy to its nearest cluster centre
-                fitted = cluster_features(Z[sub], min(n_clusters, len(sub)), method=cfg.clusterer,
-                                          random_state=cfg.random_state)
-                cluster = assign_nearest_centre(Z, Z[sub], fitted)
-            else:
-                cluster = cluster_features(Z, min(n_clusters, sample.n), method=cfg.clusterer,
-                                           random_state=cfg.random_state)
-        space = "pca"
-    found = np.unique(cluster[cluster >= 0])
+    cluster = fit.labels
     clusters_metrics = {
         "backbone": primary,
         "sample_checksum": sample.checksum,  # the report refuses metrics of another sample
-        "clusterer": cfg.clusterer,
-        "space": space,
-        "n_clusters": int(len(found)),
-        "sizes": {str(int(c)): int((cluster == c).sum()) for c in found},
+        "clusterer": fit.method,
+        **fit.summary(),
         "n_noise": int((cluster < 0).sum()),
         "agreement": {},
     }
-    if cfg.clusterer != "hdbscan":
-        clusters_metrics["n_clusters_requested"] = int(n_clusters)
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    if subsampled:
-        clusters_metrics["fit_subsample"] = {"n_fit": int(len(sub)), "n_assigned": int(sample.n - len(sub)),
-                                             "assigned_by": "nearest cluster centre (PCA space)",
-                                             "agreement_on": f"seeded subsample of {len(sub)} rows"}
     for column, res in results.items():
-        keep = res.included
-        if subsampled:
-            keep = np.zeros(sample.n, dtype=bool)
-            keep[sub[res.included]] = True
-        classes = res.metrics["classes"]
-        yi = np.searchsorted(np.asarray(classes), columns[column][keep])
-        acc, table, _ = match_clusters(cluster[keep], yi, int(cluster.max(initial=-1)) + 1, len(classes))
+        m = res.metrics
         clusters_metrics["agreement"][column] = {
-            "ari": float(adjusted_rand_score(yi, cluster[keep])),
-            "nmi": float(normalized_mutual_info_score(yi, cluster[keep])),
-            "cluster_accuracy": float(acc),
-            "contingency": {"rows": [f"cluster {i}" for i in range(table.shape[0])], "columns": classes,
-                            "counts": table.tolist()},
-        }
+            k: m[k] for k in ("cluster_majority_balanced_accuracy", "majority_rate", "ari", "nmi", "ami",
+                              "cluster_accuracy", "cluster_balanced_accuracy")
+        } | {"contingency": m["confusion"]["clusters"]}
+    summary_labels = {}
+    if uvj is not None:
+        summary_labels[UVJ_COLUMN] = uvj
+    summary_labels.update({c: columns[c] for c in columns if c != UVJ_COLUMN})
+    clusters_metrics["summary"] = cluster_summary(cluster, probability=fit.probability,
+                                                  quantities=_summary_quantities(sample),
+                                                  labels=summary_labels)
+    ids = sample.ids()
+    clusters_metrics["typical_ids"] = {str(c): [str(ids[i]) for i in idx]
+                                       for c, idx in fit.typical(fit.points, TYPICAL_PER_CLUSTER).items()}
     if skipped:
         clusters_metrics["skipped_columns"] = skipped
 
@@ -285,35 +268,29 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     table["id"] = sample.ids()
     table["uvj_class"] = uvj if uvj is not None else np.full(sample.n, "", dtype="U1")
     table["cluster"] = cluster
+    table["cluster_probability"] = fit.probability
+    table["cluster_outlier"] = fit.outlier
     table["map_x"] = xy[:, 0] if xy is not None else np.full(sample.n, np.nan)
     table["map_y"] = xy[:, 1] if xy is not None else np.full(sample.n, np.nan)
     for column in columns:
         if column != UVJ_COLUMN:
             table[column] = columns[column]
         if column in results:
-            pred = results[column].knn_prediction
-            if subsampled:
-                full = np.full(sample.n, "", dtype=np.asarray(pred).dtype if np.asarray(pred).dtype.kind == "U"
-                               else object)
-                full[sub] = pred
-                pred = full
-            table[f"knn_{column}"] = pred
+            table[f"knn_{column}"] = results[column].knn_prediction
     table.meta.update(
         sample_checksum=sample.checksum,
         backbone=primary,
         map=cfg.method if xy is not None else None,
-        clusterer=cfg.clusterer,
-        cluster_space=space,
+        clusterer=fit.method,
+        cluster_space=fit.space,
         description="One row per stamp of sample.h5 (same order). Empty class strings (read back from ECSV as masked) mean no class; "
-                    "cluster -1 means noise (hdbscan); knn_<column> is the 5-fold cross-validated "
+                    "cluster -1 / cluster_outlier true means in no cluster (hdbscan); cluster_probability is the "
+                    "membership probability of the galaxy's own cluster (docs/maps.md); knn_<column> is the 5-fold cross-validated "
                     "kNN prediction (empty where the galaxy was not compared).",
     )
     write_table(ws.classes, table)
 
     agreement = {c: r.metrics for c, r in results.items()}
-    if subsampled:
-        for m in agreement.values():
-            m["subsample"] = int(len(sub))
     new = {"agreement": agreement, "clusters": clusters_metrics,
            "timing": {"classify": round(time.perf_counter() - t0, 3)}}
     if by_backbone:

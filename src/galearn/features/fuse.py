@@ -15,6 +15,15 @@ features are written to their own file, ``WS/features/<backbone>+morphology.h5``
 (the plain CNN file stays), and ``metrics.json`` ``features`` names the fused
 file as ``backbone`` and says what was fused (``fused``).
 
+``--fuse catalog:COL1,COL2,...`` appends catalogue columns instead (e.g.
+``catalog:zbest,mag_F435W,mag_F850LP,mag_F160W``: redshift and observed
+magnitudes, on which rest-frame UVJ colours depend). Each column must be
+numeric; missing values (NaN / masked) are set to the median. The file is
+``WS/features/<backbone>+catalog.h5`` and ``fused.columns`` lists the
+columns. Never on by default: a catalogue column is not an image feature,
+and classes agreeing with catalogue-derived labels (UVJ) are then partly
+built in.
+
 Weighting
 ---------
 Every consumer of a feature file (``agreement_metrics``, ``embed``,
@@ -48,6 +57,8 @@ __all__ = [
     "DEFAULT_FUSE_WEIGHT",
     "FUSED_STATISTICS",
     "check_fuse",
+    "catalog_matrix",
+    "CATALOG_PREFIX",
     "subtract_border_background",
     "measure_stamp_morphology",
     "morphology_matrix",
@@ -61,8 +72,9 @@ __all__ = [
 
 log = logging.getLogger("galearn.features")
 
-#: Values of ``--fuse`` / ``FeatureConfig.fuse``.
+#: Values of ``--fuse`` / ``FeatureConfig.fuse`` (plus ``catalog:COL1,COL2,...``).
 FUSE_CHOICES = ("none", "morphology")
+CATALOG_PREFIX = "catalog:"
 #: Share of the (standardised) total variance given to the morphology block (measured, docs/features.md).
 DEFAULT_FUSE_WEIGHT = 0.1
 #: statmorph statistics appended (names of :data:`galearn.morphology.MORPHOLOGY_STATISTICS`).
@@ -72,9 +84,17 @@ _CLIP = 5.0
 
 def check_fuse(fuse: str | None, weight: float | None = None) -> tuple[str, float]:
     """Validate ``--fuse`` and ``fuse_weight``; return ``(fuse, weight)`` (``fuse`` in :data:`FUSE_CHOICES`)."""
-    value = "none" if fuse in (None, "", False) else str(fuse).strip().lower()
-    if value not in FUSE_CHOICES:
-        raise BadValueError(f"--fuse {fuse!r} is not known; choose one of: {', '.join(FUSE_CHOICES)}")
+    value = "none" if fuse in (None, "", False) else str(fuse).strip()
+    if value.lower().startswith(CATALOG_PREFIX):
+        cols = [c.strip() for c in value[len(CATALOG_PREFIX):].split(",")]
+        if not cols or any(not c for c in cols):
+            raise BadValueError(f"--fuse {fuse!r}: name the catalogue columns, e.g. catalog:zbest,mag_F435W")
+        value = CATALOG_PREFIX + ",".join(dict.fromkeys(cols))
+    else:
+        value = value.lower()
+        if value not in FUSE_CHOICES:
+            raise BadValueError(f"--fuse {fuse!r} is not known; choose one of: {', '.join(FUSE_CHOICES)}, "
+                                "catalog:COL1,COL2,...")
     w = DEFAULT_FUSE_WEIGHT if weight is None else float(weight)
     if not 0.0 < w < 1.0:
         raise BadValueError(f"features.fuse_weight must be in (0, 1) (share of the variance), got {weight!r}")
@@ -82,8 +102,31 @@ def check_fuse(fuse: str | None, weight: float | None = None) -> tuple[str, floa
 
 
 def fused_name(backbone: str, fuse: str) -> str:
-    """Feature-file name of fused features, e.g. ``efficientnet-lite0+morphology``."""
-    return backbone if fuse == "none" else f"{backbone}+{fuse}"
+    """Feature-file name of fused features, e.g. ``efficientnet-lite0+morphology`` (``+catalog`` for catalogue columns)."""
+    if fuse == "none":
+        return backbone
+    return f"{backbone}+catalog" if fuse.startswith(CATALOG_PREFIX) else f"{backbone}+{fuse}"
+
+
+def catalog_matrix(sample, columns: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Numeric catalogue columns of a sample as a float matrix (NaN where missing).
+
+    Raises
+    ------
+    BadValueError
+        A column that does not exist or is not numeric (the message names it and the file).
+    """
+    cat = sample.catalog
+    cols = []
+    for name in columns:
+        if name not in cat.colnames:
+            raise BadValueError(f"--fuse catalog: no column {name!r} in the catalogue of {sample.path} "
+                                f"(columns: {', '.join(cat.colnames)})")
+        col = cat[name]
+        if col.ndim != 1 or np.asarray(col).dtype.kind not in "biuf":
+            raise BadValueError(f"--fuse catalog: column {name!r} of {sample.path} is not numeric")
+        cols.append(np.ma.filled(np.ma.asarray(col, dtype="f8"), np.nan))
+    return np.stack(cols, axis=1), list(columns)
 
 
 def subtract_border_background(stamps: np.ndarray, width: int | None = None) -> np.ndarray:
@@ -258,8 +301,14 @@ def write_fused_features(
 
     fuse, weight = check_fuse(fuse, weight)
     cnn = read_features(cnn_path)
-    table = sample_morphology(ws, sample, library=library, n_jobs=n_jobs)
-    X, names = morphology_matrix(table)
+    if fuse.startswith(CATALOG_PREFIX):
+        X, names = catalog_matrix(sample, fuse[len(CATALOG_PREFIX):].split(","))
+        finite = np.isfinite(X).all(axis=1)
+        table = Table({"ok": finite})
+        table.meta.update(stamps="catalogue", background_subtracted=False)
+    else:
+        table = sample_morphology(ws, sample, library=library, n_jobs=n_jobs)
+        X, names = morphology_matrix(table)
     name = fused_name(str(cnn.attrs.get("backbone", Path(cnn_path).stem)), fuse)
     center = scale = None
     source = "own"
@@ -273,7 +322,7 @@ def write_fused_features(
     fused, r = fuse_blocks(cnn.values, z, weight)
     ok = np.asarray(table["ok"], dtype=bool)
     info = {
-        "with": fuse,
+        "with": "catalog" if fuse.startswith(CATALOG_PREFIX) else fuse,
         "columns": names,
         "measurement_band": table.meta.get("measurement_band"),
         "stamps": table.meta.get("stamps"),

@@ -51,6 +51,7 @@ from ..store import (Sample, Workspace, check_made_from, library_sample_checksum
                      read_manifest, resolve_backbone, update_metrics, write_table)
 from ..morphometry import MORPHOMETRY, group_wasserstein, morphometry_features, photometry_statistics
 from .data import condition_labels, read_split
+from .spaces import check_gan_config, check_realism_space
 
 __all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
            "check_realism_space", "realism_verdict"]
@@ -491,38 +492,6 @@ def _trained_with(ws: Workspace) -> dict:
         return {}
     cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
     return {k: cfg.get(k) for k in ("discriminator", "d_backbone") if k in cfg}
-
-
-def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
-    """Resolve ``gan.realism_space`` and refuse the discriminator's own feature network.
-
-    ``space``: ``"morphometry"`` (:mod:`galearn.morphometry`), ``"backbone"``
-    (the run's feature backbone ``backbone``) or a registered backbone name.
-    ``trained``: ``{"discriminator", "d_backbone"}`` of the GAN run. A
-    generator trained against a network's features can lower distances
-    measured in that network's space without becoming more realistic
-    (Kynkäänniemi et al. 2023), so that space is refused (:class:`BadValueError`, exit 2).
-    """
-    from ..features.backbones import list_backbones
-
-    name = str(space or "").strip()
-    if name == "backbone":
-        name = backbone or ""
-    if name != MORPHOMETRY and name not in list_backbones() and name != "custom" and not name.startswith("timm:"):
-        raise BadValueError(f"gan.realism_space={space!r} is not known; use {MORPHOMETRY!r}, 'backbone' or one of "
-                            f"{', '.join(list_backbones())}")
-    if trained.get("discriminator") == "projected" and name == trained.get("d_backbone"):
-        raise BadValueError(
-            f"gan.realism_space={space!r} is the feature network the projected discriminator was trained through "
-            f"({trained.get('d_backbone')}): its FID / precision / recall can be gamed; use {MORPHOMETRY!r} or another backbone")
-    return name
-
-
-def check_gan_config(cfg) -> None:
-    """Refuse (before training) a ``gan.realism_space`` that is the projected D's feature network."""
-    if getattr(cfg, "discriminator", "sngan") == "projected":
-        check_realism_space(getattr(cfg, "realism_space", MORPHOMETRY),
-                            {"discriminator": "projected", "d_backbone": cfg.d_backbone})
 
 
 def realism_verdict(m: dict) -> tuple[bool, str]:

@@ -354,7 +354,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     from tqdm.auto import tqdm
 
     if hasattr(cfg, "realism_space"):  # a whole [gan] config: fail before training, not after it
-        from .evaluate import check_gan_config
+        from .spaces import check_gan_config
 
         check_gan_config(cfg)
     cfg = step_config(cfg, GanTrainConfig)

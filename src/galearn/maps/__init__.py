@@ -29,6 +29,11 @@ __all__ = [
     "cluster_features",
     "cluster_map",
     "match_clusters",
+    "fit_clusters",
+    "cluster_space",
+    "cluster_stability",
+    "ClusterFit",
+    "default_clusters",
 ]
 
 _WHERE = {
@@ -46,6 +51,11 @@ _WHERE = {
     "cluster_features": ".clusters",
     "cluster_map": ".clusters",
     "match_clusters": ".clusters",
+    "fit_clusters": ".clusters",
+    "cluster_space": ".clusters",
+    "cluster_stability": ".clusters",
+    "ClusterFit": ".clusters",
+    "default_clusters": ".clusters",
 }
 
 

@@ -1,13 +1,45 @@
-"""Unsupervised clusters of galaxies: k-means / Gaussian mixture in PCA space, HDBSCAN on the map.
+"""Unsupervised clusters of galaxies, with the number of clusters chosen without labels.
 
-``cluster_features`` works on standardised + PCA-reduced features (see
-:func:`galearn.maps.reduce_features`); ``cluster_map`` on the 2-D map
-coordinates, where density-based clustering finds the islands a t-SNE map
-shows. ``match_clusters`` pairs clusters with classes one-to-one (Hungarian
-algorithm) for the cluster accuracy.
+Every clusterer takes a *space* (an ``(N, K)`` array: the standardised + PCA
+features of :func:`galearn.maps.reduce_features`, a few leading components of
+them, a low-dimensional UMAP of them, or the 2-D map) and returns a
+:class:`ClusterFit`: one cluster per galaxy (``-1``: outlier / noise for the
+density method), a membership probability, the number of clusters and how it
+was chosen. Nothing here sees a label.
+
+Methods (``method=``):
+
+``kmeans``
+    k-means (``n_init=10``); ``k`` from ``select`` (below) unless given.
+``gmm``
+    Gaussian mixture (full covariance, k-means start); ``k`` by the lowest BIC unless given.
+``ward``
+    Agglomerative (Ward) clustering; the cut from ``select``.
+``merge``
+    Over-clustering then merging: k-means with many centres (``n_micro``,
+    default ``clip(N / 25, 20, 100)``), whose centres are merged by a
+    size-weighted Ward hierarchy; the cut from ``select``. The recipe of
+    unsupervised morphology papers (Hocking et al. 2018, Martin et al. 2020).
+``hdbscan``
+    ``sklearn.cluster.HDBSCAN`` (``min_cluster_size`` default 2 % of the
+    galaxies, at least 5); the number of clusters is what the density tree
+    gives; outliers are ``-1``.
+
+``select`` (label-free choice of ``k`` in ``k_range``, default 2..10):
+``silhouette`` (largest mean silhouette), ``bic`` (Gaussian mixtures),
+``stability`` (the largest ``k`` whose bootstrap stability is at least
+``min_stability``, see :func:`cluster_stability`).
+
+Scaling: every method is *fit on a sample, assign the rest*: above
+``max_fit`` galaxies (default 20 000; Ward at most 5 000, its tree needs
+O(n^2) memory) it is fitted on a seeded random subset and every galaxy is
+assigned by :meth:`ClusterFit.predict` (the fitted k-means / mixture for those,
+the nearest clustered neighbour for the others).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,74 +47,620 @@ from ..errors import BadValueError
 from ..runtime import as_seed
 from .reduce import check_features
 
-__all__ = ["CLUSTERERS", "cluster_features", "cluster_map", "match_clusters", "contingency"]
+__all__ = [
+    "CLUSTERERS", "SELECTORS", "NOISE", "ClusterFit", "fit_clusters", "cluster_stability", "cluster_space",
+    "cluster_features", "cluster_map", "match_clusters", "contingency", "majority_labels",
+    "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters",
+]
 
-CLUSTERERS = ("kmeans", "gmm", "hdbscan")
+CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "hdbscan")
+SELECTORS = ("silhouette", "bic", "stability")
 NOISE = -1
+DEFAULT_K_RANGE = (2, 10)
+DEFAULT_MAX_FIT = 20000
+WARD_MAX_FIT = 5000
+#: The default of ``galearn classify`` (measured: docs/maps.md, "Choosing the clusters").
+DEFAULT_CLUSTERER = "kmeans"
+DEFAULT_SPACE = "umap:5"
+DEFAULT_SELECT: str | None = None
+DEFAULT_STABILITY_RESAMPLES = 10
+_SILHOUETTE_SAMPLE = 5000
+
+
+@dataclass
+class ClusterFit:
+    """A fitted clustering.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray of int, shape (N,)
+        Cluster per galaxy, ``0 .. n_clusters - 1``; ``-1``: outlier (hdbscan only).
+    probability : numpy.ndarray of float, shape (N,)
+        Membership probability of the galaxy's own cluster: the mixture's
+        posterior (gmm); a soft assignment ``softmax(-d^2 / 2 s^2)`` to the
+        cluster centres with ``s^2`` the mean within-cluster variance per
+        dimension (kmeans, ward, merge); HDBSCAN's membership strength
+        (0 for outliers).
+    n_clusters : int
+    method, select : str
+    scores : dict
+        ``{k: score}`` of the criterion that chose ``k`` (empty when ``k`` was given).
+    params : dict
+        Settings used (``k_range``, ``min_cluster_size``, ``n_micro`` ...).
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    n_clusters: int
+    method: str
+    select: str | None = None
+    scores: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    space: str | None = None
+    points: np.ndarray | None = None
+    stability: float | None = None
+    model: object = None
+    fit_points: np.ndarray | None = None
+    fit_labels: np.ndarray | None = None
+
+    @property
+    def outlier(self) -> np.ndarray:
+        """Boolean (N,): galaxies in no cluster."""
+        return self.labels < 0
+
+    def predict(self, S_new) -> np.ndarray:
+        """Cluster of new points in the same space (fit-on-sample, assign-rest)."""
+        S_new = check_features(S_new, name="space", min_samples=1)
+        if self.method in ("kmeans", "gmm") and self.model is not None:
+            return _relabel(self.model.predict(S_new), self.params.get("order"))
+        return _nearest_label(self.fit_points, self.fit_labels, S_new)
+
+    def typical(self, S, n: int = 8) -> dict[int, np.ndarray]:
+        """Per cluster, the indices of its ``n`` members nearest its centre (mean of its members in ``S``)."""
+        S = check_features(S, name="clustering space", min_samples=1)
+        out = {}
+        for c in np.unique(self.labels[self.labels >= 0]):
+            members = np.flatnonzero(self.labels == c)
+            d2 = ((S[members] - S[members].mean(axis=0)) ** 2).sum(axis=1)
+            out[int(c)] = members[np.argsort(d2, kind="stable")[: int(n)]]
+        return out
+
+    def summary(self) -> dict:
+        """JSON-ready description (method, select, n_clusters, sizes, n_outliers, scores, params)."""
+        found = np.unique(self.labels[self.labels >= 0])
+        return {
+            "method": self.method,
+            "space": self.space,
+            "select": self.select,
+            "n_clusters": int(self.n_clusters),
+            "sizes": {str(int(c)): int((self.labels == c).sum()) for c in found},
+            "n_outliers": int((self.labels < 0).sum()),
+            "stability": None if self.stability is None else float(self.stability),
+            "scores": {str(k): float(v) for k, v in self.scores.items()},
+            "params": _jsonable(self.params),
+        }
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if k == "order":
+            continue
+        if isinstance(v, (np.integer,)):
+            v = int(v)
+        elif isinstance(v, (np.floating,)):
+            v = float(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[k] = v
+    return out
+
+
+def _relabel(labels: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64)
+    if order is None:
+        return labels
+    out = np.full_like(labels, NOISE)
+    ok = labels >= 0
+    out[ok] = order[labels[ok]]
+    return out
+
+
+def _size_order(labels: np.ndarray, n: int) -> np.ndarray:
+    """Map raw cluster ids to ids ordered by decreasing size (ties: lower raw id first)."""
+    counts = np.bincount(labels[labels >= 0], minlength=n)
+    rank = np.argsort(-counts, kind="stable")
+    order = np.empty(n, dtype=np.int64)
+    order[rank] = np.arange(n)
+    return order
+
+
+def _nearest_label(points: np.ndarray, labels: np.ndarray, S_new: np.ndarray) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    ok = labels >= 0
+    if not ok.any():
+        return np.full(len(S_new), NOISE, dtype=np.int64)
+    nn = NearestNeighbors(n_neighbors=1).fit(points[ok])
+    idx = nn.kneighbors(S_new, return_distance=False)[:, 0]
+    return labels[ok][idx].astype(np.int64)
+
+
+def _soft_membership(S: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Own-cluster probability of an isotropic mixture at the cluster centres (shared variance)."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((k, S.shape[1]))
+    np.add.at(sums, labels, S)
+    centres = sums / np.maximum(counts, 1.0)[:, None]
+    d2 = np.maximum((S ** 2).sum(axis=1)[:, None] - 2.0 * S @ centres.T + (centres ** 2).sum(axis=1)[None, :], 0.0)
+    s2 = max(float(d2[np.arange(len(S)), labels].mean()) / S.shape[1], 1e-12)
+    logit = -d2 / (2.0 * s2)
+    logit -= logit.max(axis=1, keepdims=True)
+    p = np.exp(logit)
+    p /= p.sum(axis=1, keepdims=True)
+    return p[np.arange(len(S)), labels]
+
+
+def _silhouette(S, labels, seed) -> float:
+    from sklearn.metrics import silhouette_score
+
+    n_lab = len(np.unique(labels[labels >= 0]))
+    keep = labels >= 0
+    if n_lab < 2 or n_lab >= keep.sum():
+        return -1.0
+    size = min(_SILHOUETTE_SAMPLE, int(keep.sum()))
+    return float(silhouette_score(S[keep], labels[keep], sample_size=size if size < keep.sum() else None,
+                                  random_state=seed))
+
+
+# ----------------------------------------------------------------------------- the raw partitioners
+
+
+def _kmeans(S, k, seed):
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(S)
+    return model.labels_.astype(np.int64), model
+
+
+def _gmm(S, k, seed):
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(n_components=k, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
+                            random_state=seed).fit(S)
+    return model.predict(S).astype(np.int64), model
+
+
+def _ward_tree(S):
+    from scipy.cluster.hierarchy import linkage
+
+    return linkage(S, method="ward")
+
+
+def _cut(tree, k):
+    from scipy.cluster.hierarchy import fcluster
+
+    return (fcluster(tree, t=k, criterion="maxclust") - 1).astype(np.int64)
+
+
+def _micro(S, n_micro, seed):
+    """Over-clustering: k-means with many centres; returns (micro labels, centres, sizes)."""
+    from sklearn.cluster import KMeans
+
+    m = KMeans(n_clusters=n_micro, n_init=3, random_state=seed).fit(S)
+    sizes = np.bincount(m.labels_, minlength=n_micro).astype(np.float64)
+    return m.labels_.astype(np.int64), m.cluster_centers_, sizes
+
+
+def _merge_tree(centres, sizes):
+    """Size-weighted Ward hierarchy of micro-cluster centres (Lance-Williams, exact for weighted points)."""
+    # Ward on weighted centroids == Ward on the points when every micro-cluster is collapsed to its centre:
+    # the merge cost of clusters a, b is n_a n_b / (n_a + n_b) |c_a - c_b|^2.
+    n = len(centres)
+    active = {i: (centres[i].astype(np.float64), float(sizes[i])) for i in range(n) if sizes[i] > 0}
+    members = {i: [i] for i in active}
+    merges = []
+    next_id = n
+    while len(active) > 1:
+        ids = list(active)
+        C = np.stack([active[i][0] for i in ids])
+        w = np.array([active[i][1] for i in ids])
+        d2 = ((C[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+        cost = (w[:, None] * w[None, :]) / (w[:, None] + w[None, :]) * d2
+        np.fill_diagonal(cost, np.inf)
+        a, b = np.unravel_index(np.argmin(cost), cost.shape)
+        ia, ib = ids[a], ids[b]
+        (ca, wa), (cb, wb) = active.pop(ia), active.pop(ib)
+        active[next_id] = ((wa * ca + wb * cb) / (wa + wb), wa + wb)
+        members[next_id] = members.pop(ia) + members.pop(ib)
+        merges.append((ia, ib))
+        next_id += 1
+    return merges, n
+
+
+def _merge_cut(merges, n_micro, present, k):
+    """Micro-cluster -> merged cluster for a cut into ``k`` groups."""
+    groups = {i: [i] for i in present}
+    n_groups = len(present)
+    next_id = n_micro
+    for a, b in merges:
+        if n_groups <= k:
+            break
+        groups[next_id] = groups.pop(a) + groups.pop(b)
+        n_groups -= 1
+        next_id += 1
+    out = np.full(n_micro, NOISE, dtype=np.int64)
+    for g, (_, items) in enumerate(sorted(groups.items())):
+        out[items] = g
+    return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def cluster_space(Z, space: str = "pca", *, xy=None, random_state=0) -> np.ndarray:
+    """The points a clusterer works on.
+
+    Parameters
+    ----------
+    Z : array (N, K)
+        Standardised + PCA-reduced features (:func:`galearn.maps.reduce_features`).
+    space : str
+        ``pca`` (all of ``Z``), ``pca:N`` (its first N components), ``umap:N``
+        (an N-dimensional UMAP of ``Z``: ``n_neighbors=15``, ``min_dist=0``,
+        seeded; for clustering, not display) or ``map`` (``xy``, the 2-D map).
+    xy : array (N, 2) or None
+        Map coordinates, for ``space="map"``.
+    """
+    Z = check_features(Z, name="reduced features", min_samples=2)
+    kind, _, arg = str(space).partition(":")
+    if kind == "pca" and not arg:
+        return Z
+    if kind == "map" and not arg:
+        if xy is None:
+            raise BadValueError("cluster space 'map' needs the map: run `galearn embed` first")
+        xy = check_features(xy, name="map coordinates", min_samples=2)
+        if len(xy) != len(Z):
+            raise BadValueError(f"the map has {len(xy)} rows for {len(Z)} galaxies: re-run `galearn embed`")
+        return xy
+    try:
+        dim = int(arg)
+    except ValueError:
+        dim = 0
+    if kind in ("pca", "umap") and dim >= 1:
+        if kind == "pca":
+            return np.ascontiguousarray(Z[:, :min(dim, Z.shape[1])])
+        import warnings
+
+        from umap import UMAP
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            emb = UMAP(n_components=dim, n_neighbors=min(15, len(Z) - 1), min_dist=0.0,
+                       random_state=as_seed(random_state)).fit_transform(Z)
+        return np.ascontiguousarray(emb, dtype=np.float64)
+    raise BadValueError(f"unknown cluster space {space!r} (option --cluster-space); "
+                        "choose pca, pca:N, umap:N or map")
+
+
+def fit_clusters(
+    S,
+    *,
+    method: str = "kmeans",
+    n_clusters: int | None = None,
+    select: str | None = None,
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    min_cluster_size: int | None = None,
+    min_samples: int | None = None,
+    n_micro: int | None = None,
+    min_stability: float = 0.8,
+    n_resamples: int = 10,
+    max_fit: int | None = DEFAULT_MAX_FIT,
+    random_state=0,
+) -> ClusterFit:
+    """Cluster the galaxies of a space without labels.
+
+    Parameters
+    ----------
+    S : array-like, shape (N, K)
+        Points to cluster (reduced features, their UMAP, or the 2-D map).
+    method : {"kmeans", "gmm", "ward", "merge", "hdbscan"}
+    n_clusters : int or None
+        Fixed number of clusters (not for hdbscan); None: chosen by ``select``.
+    select : {"silhouette", "bic", "stability"} or None
+        Criterion for ``k`` in ``k_range`` (inclusive). None: ``bic`` for gmm,
+        ``silhouette`` otherwise.
+    min_cluster_size, min_samples : int or None
+        HDBSCAN settings (None: 2 % of the galaxies, at least 5; scikit-learn's default).
+    n_micro : int or None
+        Micro-clusters of ``merge`` (None: ``clip(N / 25, 20, 100)``).
+    min_stability, n_resamples : float, int
+        ``select="stability"``: keep the largest ``k`` whose mean bootstrap ARI
+        (``n_resamples`` resamples) is >= ``min_stability`` (else the most stable ``k``).
+    max_fit : int or None
+        Fit on at most this many galaxies (seeded subset), assign the rest.
+    random_state : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    ClusterFit
+        Clusters numbered by decreasing size.
+    """
+    S = check_features(S, name="clustering space", min_samples=2)
+    if method not in CLUSTERERS:
+        raise BadValueError(f"unknown clusterer {method!r} (option --clusterer); choose one of {', '.join(CLUSTERERS)}")
+    seed = as_seed(random_state)
+    n = len(S)
+    lo, hi = int(k_range[0]), int(k_range[1])
+    if not 1 <= lo <= hi:
+        raise BadValueError(f"k_range must be 1 <= low <= high, got {k_range}")
+    if n_clusters is not None:
+        n_clusters = int(n_clusters)
+        if method == "hdbscan":
+            raise BadValueError("hdbscan chooses its own number of clusters: leave --n-clusters unset")
+        if not 1 <= n_clusters <= n:
+            raise BadValueError(f"n_clusters must be between 1 and the number of galaxies ({n}), got {n_clusters}")
+    if select is None:
+        select = "bic" if method == "gmm" else "silhouette"
+    if select not in SELECTORS:
+        raise BadValueError(f"unknown cluster-number criterion {select!r}; choose one of {', '.join(SELECTORS)}")
+    if select == "bic" and method != "gmm":
+        raise BadValueError("select='bic' needs method='gmm' (a likelihood)")
+
+    fit_idx = np.arange(n)
+    if method == "ward" and max_fit is not None:
+        max_fit = min(int(max_fit), WARD_MAX_FIT)  # the Ward tree needs O(n^2) memory
+    if max_fit is not None and n > int(max_fit):
+        fit_idx = np.sort(np.random.default_rng(seed).choice(n, int(max_fit), replace=False))
+    Sf = S[fit_idx]
+    nf = len(Sf)
+    hi = min(hi, nf - 1) if nf > 2 else 1
+    lo = min(lo, hi)
+    params: dict = {"k_range": [lo, hi], "n_fit": int(nf)}
+    if max_fit is not None and n > int(max_fit):
+        params["max_fit"] = int(max_fit)
+
+    fit = _fit_raw(Sf, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro,
+                   min_stability, n_resamples, seed, params)
+    raw, model, scores, k = fit
+    order = _size_order(raw, max(k, int(raw.max(initial=-1)) + 1))
+    labels_f = _relabel(raw, order)
+    result = ClusterFit(labels=labels_f, probability=np.ones(nf), n_clusters=int(len(np.unique(labels_f[labels_f >= 0]))),
+                        method=method, select=None if (n_clusters is not None or method == "hdbscan") else select,
+                        scores=scores, params={**params, "order": order}, model=model, fit_points=Sf,
+                        fit_labels=labels_f)
+    if nf < n:
+        labels = result.predict(S)
+        labels[fit_idx] = labels_f
+    else:
+        labels = labels_f
+    result.labels = labels
+    result.probability = _probability(S, labels, result, model)
+    return result
+
+
+def default_clusters(
+    X,
+    *,
+    method: str | None = None,
+    space: str | None = None,
+    xy=None,
+    select: str | None = None,
+    n_clusters: int | None = None,
+    k_max: int | None = None,
+    min_cluster_size: int | None = None,
+    stability_resamples: int = DEFAULT_STABILITY_RESAMPLES,
+    max_components: int | None = 50,
+    random_state=0,
+) -> ClusterFit:
+    """The label-free clustering of raw feature vectors that ``galearn classify`` makes.
+
+    Standardise + PCA (:func:`galearn.maps.reduce_features`), build the space
+    (:func:`cluster_space`; ``xy`` for ``map``), :func:`fit_clusters`, then
+    its :func:`cluster_stability` over ``stability_resamples`` seeded resamples
+    (0: not measured). None arguments take the measured defaults
+    (:data:`DEFAULT_CLUSTERER`, :data:`DEFAULT_SPACE`, :data:`DEFAULT_SELECT`,
+    ``k`` in 2 .. 10).
+    """
+    from .reduce import reduce_features
+
+    method = DEFAULT_CLUSTERER if method is None else method
+    space = DEFAULT_SPACE if space is None else space
+    if select is None and method == DEFAULT_CLUSTERER:
+        select = DEFAULT_SELECT
+    seed = as_seed(random_state)
+    Z, _ = reduce_features(X, max_components=max_components, random_state=seed)
+    S = cluster_space(Z, space, xy=xy, random_state=seed)
+    k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
+    fit = fit_clusters(S, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
+                       min_cluster_size=min_cluster_size, random_state=seed)
+    fit.space = space
+    fit.points = S
+    if stability_resamples and int(stability_resamples) > 0:
+        fit.stability = cluster_stability(
+            S, fit.labels, method=method, n_clusters=None if method == "hdbscan" else fit.n_clusters,
+            n_resamples=int(stability_resamples), random_state=seed, n_micro=fit.params.get("n_micro"),
+            min_cluster_size=fit.params.get("min_cluster_size") if method == "hdbscan" else None,
+            rebuild=(lambda idx, s: cluster_space(Z[idx], space, random_state=s)) if space.startswith("umap") else None)
+    return fit
+
+
+def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro, min_stability,
+             n_resamples, seed, params):
+    n = len(S)
+    if method == "hdbscan":
+        from sklearn.cluster import HDBSCAN
+
+        mcs = max(5, int(round(0.02 * n))) if min_cluster_size is None else int(min_cluster_size)
+        if mcs < 2:
+            raise BadValueError(f"min_cluster_size must be >= 2, got {min_cluster_size}")
+        mcs = min(mcs, n)
+        params["min_cluster_size"] = mcs
+        if min_samples is not None:
+            params["min_samples"] = int(min_samples)
+        model = HDBSCAN(min_cluster_size=mcs, min_samples=min_samples, copy=True).fit(S)
+        raw = model.labels_.astype(np.int64)
+        return raw, model, {}, int(raw.max(initial=-1)) + 1
+
+    if method == "merge":
+        nm = int(np.clip(round(n / 25), 20, 100)) if n_micro is None else int(n_micro)
+        nm = max(2, min(nm, n))
+        params["n_micro"] = nm
+        micro, centres, sizes = _micro(S, nm, seed)
+        merges, _ = _merge_tree(centres, sizes)
+        present = [i for i in range(nm) if sizes[i] > 0]
+        hi_m = min(hi, len(present))
+
+        def partition(k):
+            return _merge_cut(merges, nm, present, k)[micro]
+    elif method == "ward":
+        tree = _ward_tree(S)
+
+        def partition(k):
+            return _cut(tree, k)
+    else:
+        hi_m = hi
+        cache: dict = {}
+
+        def partition(k):
+            if k not in cache:
+                cache[k] = (_kmeans if method == "kmeans" else _gmm)(S, k, seed)
+            return cache[k][0]
+    if method in ("ward",):
+        hi_m = hi
+
+    scores: dict = {}
+    if n_clusters is not None:
+        k = min(n_clusters, len(present)) if method == "merge" else n_clusters
+    elif select == "bic":
+        for kk in range(lo, hi_m + 1):
+            partition(kk)
+            scores[kk] = float(cache[kk][1].bic(S))
+        k = min(scores, key=scores.get)
+    elif select == "silhouette":
+        for kk in range(max(lo, 2), hi_m + 1):
+            scores[kk] = _silhouette(S, partition(kk), seed)
+        k = max(scores, key=scores.get) if scores else 1
+    else:  # stability
+        for kk in range(max(lo, 2), hi_m + 1):
+            scores[kk] = cluster_stability(S, partition(kk), method=method, n_clusters=kk,
+                                           n_resamples=n_resamples, random_state=seed,
+                                           n_micro=params.get("n_micro"))
+        ok = [kk for kk, s in scores.items() if s >= min_stability]
+        k = max(ok) if ok else max(scores, key=scores.get)
+        params["min_stability"] = float(min_stability)
+    raw = partition(k)
+    model = cache[k][1] if method in ("kmeans", "gmm") else None
+    return raw, model, scores, int(k)
+
+
+def _probability(S, labels, result: ClusterFit, model) -> np.ndarray:
+    p = np.zeros(len(S))
+    ok = labels >= 0
+    if result.method == "gmm" and model is not None:
+        order = result.params["order"]
+        post = model.predict_proba(S)
+        inv = np.argsort(order)  # new id -> raw id
+        p[ok] = post[np.flatnonzero(ok), inv[labels[ok]]]
+        return p
+    if result.method == "hdbscan":
+        if len(labels) == len(result.fit_labels) and result.model is not None:
+            p[:] = np.where(ok, result.model.probabilities_, 0.0)
+        else:
+            p[ok] = 1.0
+        return p
+    if result.n_clusters >= 1 and ok.any():
+        p[ok] = _soft_membership(S[ok], labels[ok], result.n_clusters)
+    return p
+
+
+def cluster_stability(
+    S,
+    labels,
+    *,
+    method: str = "kmeans",
+    n_clusters: int | None = None,
+    n_resamples: int = 10,
+    fraction: float = 0.8,
+    random_state=0,
+    rebuild=None,
+    **kwargs,
+) -> float:
+    """Mean ARI between a clustering and the same method re-fitted on seeded resamples.
+
+    Each resample draws ``fraction`` of the galaxies without replacement
+    (an m-out-of-n bootstrap: duplicated points would fake density for
+    HDBSCAN and zero-distance merges for Ward), re-runs the method with the
+    same settings (``n_clusters`` when given, else the same label-free
+    choice) and scores ``adjusted_rand_score`` between the resample's
+    clusters and ``labels`` on the resampled galaxies (outliers count as one
+    more label). ``rebuild(idx, seed)``, when given, returns the space of the
+    resampled galaxies built afresh (e.g. a UMAP re-fitted on them), so that
+    the figure covers every fitted step, not only the last one.
+
+    Returns
+    -------
+    float
+        Mean ARI over the resamples (1: identical every time).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    S = check_features(S, name="clustering space", min_samples=2)
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(as_seed(random_state))
+    m = max(2, int(round(float(fraction) * len(S))))
+    kw = {k: v for k, v in kwargs.items() if v is not None}
+    if method != "merge":
+        kw.pop("n_micro", None)
+    out = []
+    for _ in range(int(n_resamples)):
+        idx = np.sort(rng.choice(len(S), m, replace=False))
+        seed = int(rng.integers(0, 2**31 - 1))
+        S_sub = S[idx] if rebuild is None else rebuild(idx, seed)
+        if method == "hdbscan":
+            sub = fit_clusters(S_sub, method=method, random_state=seed, max_fit=None, **kw).labels
+        else:
+            sub = fit_clusters(S_sub, method=method, n_clusters=n_clusters, random_state=seed, max_fit=None,
+                               **kw).labels
+        out.append(adjusted_rand_score(labels[idx], sub))
+    return float(np.mean(out))
+
+
+def majority_labels(clusters, classes, n_classes: int) -> np.ndarray:
+    """Many-to-one labelling: each galaxy gets its cluster's majority class (outliers: -1)."""
+    clusters = np.asarray(clusters, dtype=np.int64)
+    classes = np.asarray(classes, dtype=np.int64)
+    table = contingency(clusters, classes, None, n_classes)
+    major = table.argmax(axis=1) if table.size else np.zeros(0, dtype=np.int64)
+    out = np.full(len(clusters), NOISE, dtype=np.int64)
+    ok = clusters >= 0
+    out[ok] = major[clusters[ok]]
+    return out
+
+
+# ----------------------------------------------------------------------------- kept for compatibility
 
 
 def cluster_features(Z, n_clusters: int, *, method: str = "kmeans", random_state=0) -> np.ndarray:
-    """Cluster label (0 .. n_clusters-1) per galaxy from reduced features.
+    """Cluster label (0 .. n_clusters-1) per galaxy from reduced features, with a fixed ``n_clusters``.
 
-    Parameters
-    ----------
-    Z : array-like, shape (N, K)
-        Standardised + PCA-reduced features (:func:`galearn.maps.reduce_features`).
-    n_clusters : int
-        Number of clusters (>= 1, <= N).
-    method : {"kmeans", "gmm"}
-        ``KMeans(n_init=10)`` or a full-covariance ``GaussianMixture`` (3 starts).
-    random_state : int, numpy.random.Generator or None
-        Seed; same seed, same clusters.
-
-    Returns
-    -------
-    numpy.ndarray of int, shape (N,)
+    ``method``: ``kmeans`` (``n_init=10``), ``gmm`` (full covariance), ``ward`` or ``merge``
+    (see :func:`fit_clusters`).
     """
-    Z = check_features(Z, name="reduced features", min_samples=1)
-    n_clusters = int(n_clusters)
-    if not 1 <= n_clusters <= len(Z):
-        raise BadValueError(f"n_clusters must be between 1 and the number of galaxies ({len(Z)}), got {n_clusters}")
-    seed = as_seed(random_state)
-    if method == "kmeans":
-        from sklearn.cluster import KMeans
-
-        return KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(Z).astype(np.int64)
-    if method == "gmm":
-        from sklearn.mixture import GaussianMixture
-
-        gmm = GaussianMixture(n_components=n_clusters, covariance_type="full", n_init=3, reg_covar=1e-4,
-                              max_iter=300, random_state=seed)
-        return gmm.fit(Z).predict(Z).astype(np.int64)
     if method == "hdbscan":
         raise BadValueError("hdbscan clusters the 2-D map: use cluster_map(xy) (galearn classify --clusterer hdbscan)")
-    raise BadValueError(f"unknown clusterer {method!r} (option --clusterer); choose one of {', '.join(CLUSTERERS)}")
+    Z = check_features(Z, name="reduced features", min_samples=1)
+    if not 1 <= int(n_clusters) <= len(Z):
+        raise BadValueError(f"n_clusters must be between 1 and the number of galaxies ({len(Z)}), got {n_clusters}")
+    if len(Z) == 1:
+        return np.zeros(1, dtype=np.int64)
+    return fit_clusters(Z, method=method, n_clusters=int(n_clusters), random_state=random_state).labels
 
 
 def cluster_map(xy, *, min_cluster_size: int | None = None) -> np.ndarray:
-    """HDBSCAN clusters of 2-D map positions (``sklearn.cluster.HDBSCAN``).
-
-    Parameters
-    ----------
-    xy : array-like, shape (N, 2)
-        Map coordinates (map units).
-    min_cluster_size : int or None
-        Smallest cluster; None: 2 % of the galaxies, at least 5.
-
-    Returns
-    -------
-    numpy.ndarray of int, shape (N,)
-        Cluster label per galaxy; -1 marks noise (no cluster).
-    """
-    from sklearn.cluster import HDBSCAN
-
+    """HDBSCAN clusters of 2-D map positions; -1 marks noise (see :func:`fit_clusters`)."""
     xy = check_features(xy, name="map coordinates", min_samples=2)
-    if min_cluster_size is None:
-        min_cluster_size = max(5, int(round(0.02 * len(xy))))
-    if int(min_cluster_size) < 2:
-        raise BadValueError(f"min_cluster_size must be >= 2, got {min_cluster_size}")
-    min_cluster_size = min(int(min_cluster_size), len(xy))
-    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(xy).astype(np.int64)
+    return fit_clusters(xy, method="hdbscan", min_cluster_size=min_cluster_size).labels
 
 
 def contingency(clusters, classes, n_clusters: int | None = None, n_classes: int | None = None) -> np.ndarray:

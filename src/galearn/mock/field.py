@@ -508,6 +508,8 @@ def _validate(cfg: SimulateConfig) -> None:
         raise BadValueError(f"simulate.density_per_arcmin2 must be 1 .. 1000, got {cfg.density_per_arcmin2!r}")
     if not 18.0 <= cfg.mag_limit <= 28.0:
         raise BadValueError(f"simulate.mag_limit must be 18 .. 28 (F160W AB), got {cfg.mag_limit!r}")
+    if not 0.0 <= cfg.rare_fraction <= 0.2:
+        raise BadValueError(f"simulate.rare_fraction must be 0 .. 0.2, got {cfg.rare_fraction!r}")
     if not 0.0 <= cfg.merger_fraction <= 0.5:
         raise BadValueError(f"simulate.merger_fraction must be 0 .. 0.5, got {cfg.merger_fraction!r}")
     if not -90.0 <= cfg.dec_center_deg <= 90.0:
@@ -666,6 +668,10 @@ def simulate_field(out_dir: Path, cfg: SimulateConfig, *, progress: bool | None 
     cat = truth["catalog"]
     cat["ISOAREA_IMAGE_F160W"] = iso.astype("f8") * cat["ISOAREA_IMAGE_F160W"].unit
     _set_positions(cat, truth["wcs"], centroid)
+    from .rare import apply_rare_to_band, assign_rare  # rare kinds: own random streams, added after the noise
+
+    rare = assign_rare(cat, cfg.n_galaxies, cfg.rare_fraction, cfg.random_state)
+    cat["truth_rare"] = rare["kinds"]
     meta = {
         "seed": int(cfg.random_state),
         "config": dataclasses.asdict(cfg),
@@ -679,6 +685,10 @@ def simulate_field(out_dir: Path, cfg: SimulateConfig, *, progress: bool | None 
     paths: dict[str, Path] = {}
     for band in BANDS:
         sci, wht = _add_noise(mosaics[band], truth["footprints"][band], band, cfg)
+        apply_rare_to_band(sci, wht, band, rare, truth=truth, bands=BANDS, scale=cfg.pixel_scale_arcsec,
+                           psf_kernel=_psf_kernel(band, cfg.pixel_scale_arcsec, STAMP_PAD_ARCSEC[band]),
+                           sky_sigma=_sky_sigma(band, cfg.pixel_scale_arcsec), exposure_s=EXPOSURE_S[band],
+                           seed=cfg.random_state, noise=cfg.noise)
         paths[band] = out_dir / f"{band}.fits"
         _write_mosaic(paths[band], sci, wht, band, cfg, truth["wcs"], {"seed": cfg.random_state})
         del sci, wht

@@ -624,6 +624,51 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
     return _save(fig, path)
 
 
+def fig_cluster_gallery(data, path: Path) -> Path | None:
+    """Per cluster, its typical stamps (``metrics.json`` ``clusters.typical_ids``: nearest the cluster centre)."""
+    from .data import read_stamps_rgb
+
+    clusters = (data.metrics or {}).get("clusters") or {}
+    typical = clusters.get("typical_ids") or {}
+    if not typical:
+        return None
+    ids = np.asarray(data.sample.ids(), dtype=str)
+    row_of = {v: i for i, v in enumerate(ids)}
+    sizes = clusters.get("sizes", {})
+    summary = {str(r.get("cluster")): r for r in clusters.get("summary", [])}
+    keys = sorted(typical, key=lambda k: int(k))
+    per = max(len(v) for v in typical.values())
+    px, pad = 64, 2
+    strips = []
+    for key in keys:
+        rows = np.array([row_of[i] for i in typical[key] if i in row_of], dtype=np.int64)
+        tiles = np.full((per, px + 2 * pad, px + 2 * pad, 3), 255, dtype=np.uint8)
+        if len(rows):
+            tiles[: len(rows), pad:-pad, pad:-pad] = read_stamps_rgb(data.sample, rows, size=px)
+        strips.append(np.concatenate(list(tiles), axis=1))
+    plt = _plt()
+    w = strips[0].shape[1]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(w / 100 + 2.6, len(keys) * (px + 2 * pad) / 100 + 0.6),
+                             squeeze=False, dpi=100)
+    for ax, key, strip in zip(axes[:, 0], keys, strips):
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+        label = f"cluster {key}\n{sizes.get(key, '?')} galaxies"
+        fr = {c: f for c, f in (summary.get(key, {}).get("fractions") or {}).items() if f}
+        column = "uvj_class" if "uvj_class" in fr else next(iter(sorted(fr)), None)
+        if column:
+            cls, frac = max(fr[column].items(), key=lambda kv: kv[1])
+            label += f"\n{frac:.0%} {cls}"
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"cluster gallery: {per} stamps nearest each cluster centre "
+                 f"({clusters.get('clusterer')} in {clusters.get('space')})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def fig_morphology(gan: dict, path: Path) -> Path | None:
     """Histograms of morphology statistics, real against generated (only if the GAN metrics hold them)."""
     hists = morphology_histograms(gan or {})
@@ -679,6 +724,7 @@ def write_figures(data, cfg, out_dir: Path) -> dict[str, Path]:
         ("map_colourings", lambda p: fig_colour_maps(data, p)),
         ("uvj_diagram", lambda p: fig_uvj(data, p)),
         ("confusion", lambda p: fig_confusions(data.metrics, p)),
+        ("cluster_gallery", lambda p: fig_cluster_gallery(data, p)),
         ("library_map", lambda p: fig_library_map(data, cfg, p)),
         ("class_grids", lambda p: fig_class_grids(data, p, random_state=cfg.random_state)),
         ("morphology", lambda p: fig_morphology(data.metrics.get("gan") or {}, p)),

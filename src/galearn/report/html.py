@@ -24,7 +24,7 @@ from .data import ReportData, load_report_data, read_stamps_rgb
 from .figures import (AGREEMENT_KEYS, agreement_entries, agreement_label, category_colours, viridis_hex,
                       write_figures)
 
-__all__ = ["run_report", "build_page_data", "metrics_rows", "render_html"]
+__all__ = ["run_report", "build_page_data", "metrics_rows", "cluster_table", "render_html"]
 
 FIGURE_CAPTIONS = {
     "thumbnail_map": "Thumbnail map: true-colour stamps at their map positions, one galaxy per grid cell "
@@ -35,10 +35,17 @@ FIGURE_CAPTIONS = {
                    "box for each redshift bin.",
     "confusion": "Confusion matrices of the compared columns (rows) against the unsupervised clusters (columns), "
                  "from metrics.json; colour: fraction of the row.",
+    "cluster_gallery": "Cluster gallery: for each unsupervised cluster, the stamps nearest its centre in the "
+                       "clustering space (typical members), with its size and its largest UVJ class (else "
+                       "that of the first labelled column); the per-cluster table gives medians and class fractions.",
     "library_map": "Left: real galaxies. Right: the GAN library (GENERATED stamps, not galaxies) placed onto the "
                    "same map with the fitted map's transform (no refit), same grid and extent.",
     "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
     "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
+    "anomalies_top": "The 48 most unusual galaxies (galearn anomalies), most unusual first; "
+                     "the second line is truth_rare where the catalogue has it.",
+    "learn_proposals": "The galaxies to label next (galearn learn): the most uncertain predictions, with the "
+                       "predicted class and uncertainty u.",
 }
 
 _JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
@@ -147,6 +154,9 @@ def build_page_data(data: ReportData, cfg: ReportConfig) -> tuple[dict, dict[str
         "sprite": {"id": "sprite-real", "size": px, "cols": cols},
         "library": None,
     }
+    from .explore import explore_page_data  # neighbours, most-unusual and label-next strips
+
+    page["explore"] = explore_page_data(data, sel)
     sprites = {"sprite-real": sprite_uri}
     if data.library is not None and data.library_xy is not None and len(data.library_xy):
         m = len(data.library_xy)
@@ -200,7 +210,8 @@ def metrics_rows(metrics: dict) -> dict:
     ``data-value`` (the exact JSON value), so the table can be checked against the file.
     Long lists (confusion matrices, morphology samples) are shown as figures instead.
     """
-    pivot_cols = ["n_classes", "n_galaxies", *AGREEMENT_KEYS, "chance_balanced_accuracy"]
+    pivot_cols = ["n_classes", "n_galaxies", *AGREEMENT_KEYS, "n_clusters", "cluster_majority_balanced_accuracy",
+                  "ami", "majority_rate", "stability", "chance_balanced_accuracy"]
     shown: set[tuple] = set()
     pivot = []
     for label, rec in agreement_entries(metrics):
@@ -236,6 +247,27 @@ def metrics_rows(metrics: dict) -> dict:
     ordered = {k: sections[k] for k in order if k in sections}
     ordered.update({k: v for k, v in sections.items() if k not in ordered})
     return {"pivot_columns": pivot_cols, "pivot": pivot, "sections": ordered}
+
+
+def cluster_table(metrics: dict) -> dict | None:
+    """The per-cluster summary (``metrics.json`` ``clusters.summary``) as a table: header + rows of strings."""
+    rows = ((metrics or {}).get("clusters") or {}).get("summary") or []
+    if not rows:
+        return None
+    medians = [k for k in rows[0] if k.startswith("median_")]
+    columns = list(rows[0].get("fractions", {}))
+    head = ["cluster", "size", "fraction", "mean probability", *medians,
+            *[f"{c} fractions" for c in columns]]
+    body = []
+    for r in rows:
+        cells = [str(r["cluster"]), str(r["size"]), f"{r['fraction']:.3f}",
+                 _fmt(r.get("mean_probability")) if r.get("mean_probability") is not None else "",
+                 *[_fmt(r[m]) if r.get(m) is not None else "" for m in medians]]
+        for c in columns:
+            fr = r["fractions"].get(c, {})
+            cells.append(", ".join(f"{k} {v:.2f}" for k, v in sorted(fr.items(), key=lambda kv: -kv[1])))
+        body.append(cells)
+    return {"head": head, "rows": body}
 
 
 def _find_path(node, target, path=None) -> list[str] | None:
@@ -290,6 +322,7 @@ def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     template = env.from_string((tmpl_dir / "index.html.j2").read_text(encoding="utf-8"))
     script = (tmpl_dir / "map.js").read_text(encoding="utf-8")
+    script += "\n" + (tmpl_dir / "explore.js").read_text(encoding="utf-8")
     style = (tmpl_dir / "style.css").read_text(encoding="utf-8")
     page, sprites = build_page_data(data, cfg)
     sample = data.sample
@@ -311,6 +344,7 @@ def render_html(data: ReportData, cfg: ReportConfig, figures: dict[str, Path]) -
         summary=summary,
         figures=[{"name": k, "uri": _png_uri(p), "caption": _caption(k, data.metrics)} for k, p in figures.items()],
         metrics=metrics_rows(data.metrics),
+        cluster_table=cluster_table(data.metrics),
         page_json=_script_json(page),
         sprites=sprites,
         script=script,
@@ -347,7 +381,13 @@ def run_report(ws: Workspace, cfg: ReportConfig) -> Path:
     if not 0 < cfg.thumbnail_crop <= 1:
         raise BadValueError(f"report.thumbnail_crop must be in (0, 1], got {cfg.thumbnail_crop}")
     data = load_report_data(ws, cfg.method)
+    from .explore import explore_fields  # anomalies.ecsv, predictions.ecsv: colourings and hover rows
+
+    data.fields.update(explore_fields(ws, data.ids))
     figures = write_figures(data, cfg, ws.report)
+    from .explore import write_explore_figures
+
+    figures.update(write_explore_figures(data, ws.report))
     text = render_html(data, cfg, figures)
     path = ws.report / "index.html"
     atomic_write_text(path, text)

@@ -39,6 +39,7 @@
 
   var radius = Math.max(1.2, Math.min(4, 700 / Math.sqrt(Math.max(D.n, 1)) / 4));
   var hovered = null;  // {lib: bool, i: index}
+  var overlays = [];  // functions drawn after the points (explore.js)
 
   function viridis(t) {
     var n = D.viridis.length;
@@ -92,6 +93,7 @@
       ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
       ctx.beginPath(); ctx.arc(px(hx), py(hy), radius + 5, 0, 2 * Math.PI); ctx.stroke();
     }
+    overlays.forEach(function (fn) { fn(ctx, px, py, radius); });  // explore.js: neighbours, labels, lasso
     drawLegend(f);
     document.getElementById("map-count").textContent =
       D.n + (D.n < D.n_total ? " of " + D.n_total : "") + " galaxies" +
@@ -187,5 +189,9 @@
     return [rect.left + px(P.x[i]) * rect.width / W, rect.top + py(P.y[i]) * rect.height / H];
   };
   window.galearnData = D;
+  // For explore.js: the map's drawing, hit-testing and coordinate transforms.
+  window.galearnMap = {canvas: canvas, D: D, draw: draw, nearest: nearest, px: px, py: py, W: W, H: H,
+                       overlays: overlays, fmt: fmt, byName: byName, select: select,
+                       show: function (i) { hovered = {lib: false, i: i}; showHover(); draw(); }};
   draw();
 })();
