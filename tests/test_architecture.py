@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "galearn"
 
 #: docs/architecture.md, bottom (0) to top (6). gan/evaluate.py and gan/balancing.py sit with evaluate.
 LAYERS = {
-    "errors": 0, "_optional": 0, "_lazy": 0, "runtime": 0, "imaging": 0, "morphology": 0, "morphometry": 0, "config": 0,
+    "errors": 0, "_optional": 0, "_lazy": 0, "runtime": 0, "imaging": 0, "morphology": 0, "morphometry": 0, "config": 0, "compute": 0,
     "store": 0, "galearn": 0, "__main__": 6,
     "survey": 1, "mock": 1, "features": 2, "gan": 2, "maps": 3, "evaluate": 4, "gan.evaluate": 4, "explore": 4,
     "report": 5, "pipeline": 6, "cli": 6,

@@ -10,13 +10,14 @@ torch = pytest.importorskip("torch")
 from conftest import make_stamp_workspace  # noqa: E402
 
 from galearn.cli import app  # noqa: E402
-from galearn.config import FeatureConfig  # noqa: E402
+from galearn.compute import compute_session  # noqa: E402
+from galearn.config import ComputeConfig, FeatureConfig  # noqa: E402
 from galearn.errors import WeightsNotFoundError  # noqa: E402
 from galearn.features import extract_features, load_backbone, prepare_batch, run_features  # noqa: E402
 from galearn.features import extract as extract_mod  # noqa: E402
 from astropy.table import Table  # noqa: E402
 
-from galearn.store import Workspace, read_features, read_manifest, read_metrics, write_sample  # noqa: E402
+from galearn.store import Workspace, read_features, read_manifest, read_metrics, shard_path, write_sample  # noqa: E402
 
 BANDS = ["F435W", "F850LP", "F160W"]
 
@@ -173,16 +174,19 @@ def test_resume_after_interruption_gives_same_features(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(extract_mod, "_features_of_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    small = ComputeConfig(scheduler="none", feature_partition=4)  # partitions of 4 stamps: 0-4, 4-8, 8-10
+    with pytest.raises(KeyboardInterrupt), compute_session(small):
         run_features(ws, cfg)
     monkeypatch.setattr(extract_mod, "_features_of_batch", real)
-    partial = ws.features("random-resnet18").with_name("random-resnet18.h5.partial")
-    assert partial.exists() and not ws.features("random-resnet18").exists()
+    first = shard_path(ws.features("random-resnet18"), 0)
+    assert first.exists() and not shard_path(ws.features("random-resnet18"), 1).exists()
+    assert not ws.features("random-resnet18").exists()
 
     seen = []
     monkeypatch.setattr(extract_mod, "_features_of_batch", lambda s, *a, **k: seen.append(len(s)) or real(s, *a, **k))
-    resumed = read_features(run_features(ws, cfg))
-    assert sum(seen) == 6  # only the 6 rows not yet written were computed
+    with compute_session(small):
+        resumed = read_features(run_features(ws, cfg))
+    assert sum(seen) == 6  # only the 6 rows of the unfinished partitions were computed
     np.testing.assert_allclose(resumed.values, full, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(resumed.ids, [str(i) for i in range(1, 11)])
     m = read_metrics(ws.metrics)["features"]

@@ -56,6 +56,23 @@ _config_option = click.option(
 _extra = {"ignore_unknown_options": True, "allow_extra_args": False}
 
 
+def _scheduler_options(fn):
+    """``--scheduler`` / ``--scheduler-file``: where the command's heavy work runs (docs/scaling.md)."""
+    fn = click.option("--scheduler-file", "scheduler_file", type=click.Path(dir_okay=False), default=None,
+                      help="Dask scheduler file (written by `dask scheduler --scheduler-file`, dask-mpi).")(fn)
+    fn = click.option("--scheduler", "scheduler", default=None,
+                      help="Where heavy work runs: none (this process), local, local:N (N worker processes), "
+                           "tcp://HOST:PORT (a running dask scheduler), auto (default: none for small "
+                           "samples, local beyond [compute] auto_threshold).")(fn)
+    return fn
+
+
+def _compute(cfg: RunConfig, scheduler: str | None, scheduler_file: str | None):
+    from .compute import compute_session
+
+    return compute_session(cfg.compute, scheduler=scheduler, scheduler_file=scheduler_file)
+
+
 def _locked(output: str):
     """Hold the workspace lock of ``output`` while the command runs; adds ``--wait``.
 
@@ -189,25 +206,28 @@ def _parse_zeropoints(values: tuple[str, ...]) -> dict[str, float]:
                    "--no-calibrate keeps each mosaic's own units.")
 @click.option("--segmap", default=None, type=click.Path(dir_okay=False),
               help="Segmentation map: replace other sources' pixels in the stamps by sky noise (default off).")
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("sample")
 def cutouts(catalog, images, workspace, select, stamp_size, preset, column_map, stretch, max_bad_fraction,
-            require_central_brightest, resample, weights, rms, zeropoints, calibrate, segmap, config,
-            overrides) -> None:
+            require_central_brightest, resample, weights, rms, zeropoints, calibrate, segmap, scheduler,
+            scheduler_file, config, overrides) -> None:
     """Cut stamps for every catalogue row that passes the cuts (rows that fail are kept with a reason)."""
     from .survey import make_sample_from_mosaics
 
     columns = _parse_images(column_map, "--column", "ROLE=COLUMN (e.g. z=zphot)") if column_map else None
-    cfg = _resolved(config, overrides, workspace, ["cutouts"], "cutouts", select=select, stamp_size=stamp_size,
+    run_cfg = _resolved(config, overrides, workspace, ["cutouts"], "cutouts", select=select, stamp_size=stamp_size,
                     preset=preset, columns=columns, stretch=stretch, max_bad_fraction=max_bad_fraction,
                     require_central_brightest=require_central_brightest, resample=resample,
                     weights=_parse_images(weights, "--weight", repeat=True) or None,
                     rms=_parse_images(rms, "--rms", repeat=True) or None,
                     zeropoints=_parse_zeropoints(zeropoints) or None, calibrate=calibrate,
-                    segmap=segmap).cutouts
-    sample = make_sample_from_mosaics(catalog, _parse_images(images, repeat=True), Workspace(workspace), cfg,
-                                      report=click.echo)
+                    segmap=segmap)
+    cfg = run_cfg.cutouts
+    with _compute(run_cfg, scheduler, scheduler_file):
+        sample = make_sample_from_mosaics(catalog, _parse_images(images, repeat=True), Workspace(workspace), cfg,
+                                          report=click.echo)
     extra = sample.extra if hasattr(sample, "extra") else {}
     masked = (extra or {}).get("segmap") or {}
     click.echo(f"{sample.path}: {sample.n} stamps, {len(sample.rejected)} rejected"
@@ -261,21 +281,24 @@ def ingest_images(images_dir, labels, workspace, stamp_size, id_column, crop_fra
               help="Append hand-made quantities to the CNN vector: none (default), morphology "
                    "(colours + statmorph Gini, M20, C, A, size, ellipticity; writes <backbone>+morphology.h5) or "
                    "catalog:COL1,COL2,... (catalogue columns, e.g. catalog:zbest; writes <backbone>+catalog.h5).")
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("features")
-def features(workspace, backbone, weights, allow_download, library, device, input_size, tta, scales, fuse, config,
-             overrides) -> None:
+def features(workspace, backbone, weights, allow_download, library, device, input_size, tta, scales, fuse,
+             scheduler, scheduler_file, config, overrides) -> None:
     """One feature vector per stamp from a pre-trained CNN."""
     from .features import run_features
     from .features.extract import check_scales
     from .store import read_features
 
-    cfg = _resolved(config, overrides, workspace, ["library_features" if library else "features"], "features",
-                    backbone=backbone, weights=weights, allow_download=allow_download, device=device,
-                    input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
-                    scales=None if scales is None else check_scales(scales)).features
-    path = run_features(Workspace(workspace), cfg, library=library)
+    run_cfg = _resolved(config, overrides, workspace, ["library_features" if library else "features"], "features",
+                        backbone=backbone, weights=weights, allow_download=allow_download, device=device,
+                        input_size=input_size, tta=None if tta is None else int(tta), fuse=fuse,
+                        scales=None if scales is None else check_scales(scales))
+    cfg = run_cfg.features
+    with _compute(run_cfg, scheduler, scheduler_file):
+        path = run_features(Workspace(workspace), cfg, library=library)
     a = read_features(path).attrs
     fused = a.get("fused")
     click.echo(f"backbone {a.get('cnn_backbone', a['backbone'])} ({a['weights']}), {a['dim']} dims, "
@@ -324,16 +347,19 @@ def adapt(workspace, backbone, weights, allow_download, epochs, budget_minutes, 
 @click.option("--backbone", default=None, help="Feature file to map (default: the one `features` wrote last).")
 @click.option("--perplexity", type=float, default=None)
 @click.option("--seed", "random_state", type=int, default=None)
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("maps")
-def embed(workspace, method, backbone, perplexity, random_state, config, overrides) -> None:
+def embed(workspace, method, backbone, perplexity, random_state, scheduler, scheduler_file, config, overrides) -> None:
     """2-D map (t-SNE, UMAP or PCA) of the features."""
     from .maps import run_embed
 
-    cfg = _resolved(config, overrides, workspace, ["embed"], "embed", method=method, backbone=backbone,
-                    perplexity=perplexity, random_state=random_state).embed
-    path = run_embed(Workspace(workspace), cfg)
+    run_cfg = _resolved(config, overrides, workspace, ["embed"], "embed", method=method, backbone=backbone,
+                    perplexity=perplexity, random_state=random_state)
+    cfg = run_cfg.embed
+    with _compute(run_cfg, scheduler, scheduler_file):
+        path = run_embed(Workspace(workspace), cfg)
     click.echo(f"wrote {path}")
 
 
@@ -352,18 +378,21 @@ def embed(workspace, method, backbone, perplexity, random_state, config, overrid
 @click.option("--n-clusters", type=int, default=None,
               help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
 @click.option("--seed", "random_state", type=int, default=None)
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("classes")
-def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, random_state, config,
-             overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, random_state, scheduler,
+             scheduler_file, config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
-    cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
+    run_cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
                     backbone=backbone, method=method, clusterer=clusterer, cluster_space=cluster_space,
-                    select=select, n_clusters=n_clusters, random_state=random_state).classify
-    metrics = run_classify(Workspace(workspace), cfg)
+                    select=select, n_clusters=n_clusters, random_state=random_state)
+    cfg = run_cfg.classify
+    with _compute(run_cfg, scheduler, scheduler_file):
+        metrics = run_classify(Workspace(workspace), cfg)
     groups = [(None, metrics.get("agreement", {}))] + list(metrics.get("agreement_by_backbone", {}).items())
     for backbone_name, agreement in groups:
         for column, m in agreement.items():
@@ -514,15 +543,18 @@ def gan_sample(workspace, balance, n_per_class, random_state, config, overrides)
 
 @gan.command("evaluate")
 @_workspace_option
+@_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("gan-evaluate")
-def gan_evaluate(workspace, config, overrides) -> None:
+def gan_evaluate(workspace, scheduler, scheduler_file, config, overrides) -> None:
     """Realism and balancing metrics of the generated library (metrics.json key `gan`)."""
     from .gan import run_evaluate
 
-    cfg = _resolved(config, overrides, workspace, ["gan_evaluate"]).gan.evaluate
-    metrics = run_evaluate(Workspace(workspace), cfg)
+    run_cfg = _resolved(config, overrides, workspace, ["gan_evaluate"])
+    cfg = run_cfg.gan.evaluate
+    with _compute(run_cfg, scheduler, scheduler_file):
+        metrics = run_evaluate(Workspace(workspace), cfg)
     for key in ("fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall",
                 "morphology_wasserstein", "morphology_wasserstein_real_baseline", "memorised_fraction"):
         if key in metrics:
@@ -562,8 +594,9 @@ def report(workspace, config, overrides) -> None:
 @click.option("--force", is_flag=True, help="Re-run every stage even if its inputs did not change.")
 @click.option("--wait", "wait_for_lock", is_flag=True,
               help="If another galearn process is writing this workspace, wait for it instead of stopping.")
+@_scheduler_options
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def run(workspace, config, dry_run, force, wait_for_lock, overrides) -> None:
+def run(workspace, config, dry_run, force, wait_for_lock, scheduler, scheduler_file, overrides) -> None:
     """All stages; with no arguments, on a freshly simulated mock field.
 
     Extra arguments override the configuration, e.g. `galearn run embed.perplexity=50 gan.steps=2000`.
@@ -571,6 +604,13 @@ def run(workspace, config, dry_run, force, wait_for_lock, overrides) -> None:
     from .pipeline import resolve, run_all
 
     cfg = _config(config, overrides)
+    if scheduler is not None or scheduler_file is not None:
+        from .compute import parse_scheduler
+
+        parse_scheduler(scheduler, scheduler_file)  # a bad value fails before any work
+        cfg = dataclasses.replace(cfg, compute=dataclasses.replace(
+            cfg.compute, **{k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file))
+                            if v is not None}))
     if dry_run:
         # exactly what `galearn run` with the same arguments writes to WS/config.toml
         click.echo(resolve(cfg, Workspace(workspace)).to_toml(), nl=False)

@@ -31,6 +31,7 @@ __all__ = [
     "GanSampleConfig",
     "GanEvaluateConfig",
     "ReportConfig",
+    "ComputeConfig",
     "RunConfig",
     "load_config",
     "parse_overrides",
@@ -273,6 +274,24 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where heavy stages run and how they are partitioned (``galearn.compute``, docs/scaling.md)."""
+
+    scheduler: str = "auto"  # none | auto | local | local:N | tcp://HOST:PORT; auto: none below auto_threshold items, else local
+    scheduler_file: str | None = None  # dask scheduler file (dask-mpi, HPC); wins over scheduler
+    auto_threshold: int = 20000  # items (stamps, rows) from which `auto` starts a LocalCluster (measured, docs/scaling.md)
+    retries: int = 3  # retries of a task whose worker died
+    max_in_flight: int | None = None  # tasks submitted at a time (None: 2 per worker)
+    cutout_tile_pix: int = 4096  # side (first-band pixels) of the sky tiles cutout tasks are grouped by
+    cutout_partition: int = 2048  # most stamps per cutout task (a tile with more is split)
+    feature_partition: int = 1024  # stamps per feature task (~5-50 s each on one core)
+    morphology_partition: int = 128  # stamps per statmorph task (~0.2 s per stamp)
+    map_fit_subsample: int = 50000  # embed: fit t-SNE/UMAP/PCA on a seeded subsample of this many rows, transform the rest
+    transform_partition: int = 20000  # rows per `transform` task when placing the rest on the map
+    cluster_fit_subsample: int = 50000  # classify: clusters fitted on this many rows, the rest assigned
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything ``galearn run`` needs. ``simulate`` is used when no data is given."""
 
@@ -285,6 +304,7 @@ class RunConfig:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     run_gan: bool = True
     run_adapt: bool = False
     catalog: str | None = None  # real data: catalogue file
@@ -534,6 +554,7 @@ _SECTION_TYPES = {
     "classify": ClassifyConfig,
     "gan": GanConfig,
     "report": ReportConfig,
+    "compute": ComputeConfig,
 }
 
 

@@ -290,6 +290,11 @@ def statistic_histograms(sets: dict[str, Table], *, reference: str, n_bins: int 
     return out
 
 
+def _morphology_task(stamps: np.ndarray, *, bands: list[str], noise_sigma: np.ndarray):
+    """One statmorph partition (runs on a Dask worker)."""
+    return measure_morphology(stamps, bands, noise_sigma=noise_sigma, progress=False)
+
+
 def measure_morphology_parallel(physical: np.ndarray, bands: list[str], *, noise_sigma: np.ndarray,
                                 n_jobs: int | None = None, min_chunk: int = 16, progress: bool | None = None):
     """:func:`galearn.morphology.measure_morphology` over chunks of stamps in worker processes.
@@ -310,6 +315,22 @@ def measure_morphology_parallel(physical: np.ndarray, bands: list[str], *, noise
             n_jobs = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             n_jobs = os.cpu_count() or 1
+    from .compute import current_session, map_partitions, partition_bounds, setting
+
+    if current_session().get_client(n) is not None:  # a Dask cluster: partitions of stamps, tables in order
+        from astropy.table import vstack as _vstack
+
+        size = int(setting("morphology_partition", 128))
+        tasks = [physical[a:b] for a, b in partition_bounds(n, size)]
+        results: dict = {}
+        for i, table in map_partitions(_morphology_task, tasks, desc="statmorph", stage="morphology", n_items=n,
+                                       shared={"bands": list(bands), "noise_sigma": np.asarray(noise_sigma)},
+                                       progress=progress):
+            results[i] = table
+        parts = [results[i] for i in range(len(tasks))]
+        table = _vstack(parts, metadata_conflicts="silent")
+        table.meta.update(parts[0].meta)
+        return table
     n_chunks = max(1, min(int(n_jobs), n // max(1, min_chunk)))
     if n_chunks <= 1:
         return measure_morphology(physical, bands, noise_sigma=noise_sigma, progress=progress)

@@ -129,10 +129,12 @@ class _Runner:
         self.hasher = _Hasher(state.get("files", {}))
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        self.compute: dict | None = state.get("compute")  # scheduler, workers, partitions per stage
 
     def save(self) -> None:
         atomic_write_text(self.ws.state, json.dumps(
-            {"version": _STATE_VERSION, "stages": self.stages, "files": self.hasher.cache},
+            {"version": _STATE_VERSION, "stages": self.stages, "files": self.hasher.cache,
+             "compute": self.compute},
             indent=1, sort_keys=True, default=json_default) + "\n")
 
     def fingerprint(self, name: str, config: Any, inputs: list) -> str:
@@ -352,8 +354,15 @@ def run_all(ws: Workspace, cfg: RunConfig, *, force: bool = False,
     echo(f"galearn run: workspace {ws.root} ({src} data; {len(names)} stages; configuration in {ws.config})")
     r = _Runner(ws, force=force, echo=echo, total=len(names), wait=wait)
     t_start = time.perf_counter()
+    from .compute import compute_session
+
     try:
-        _run_stages(ws, cfg, r, src)
+        with compute_session(getattr(cfg, "compute", None)) as session:
+            try:
+                _run_stages(ws, cfg, r, src)
+            finally:
+                r.compute = {"scheduler": session.spec.describe(), "address": session.address,
+                                      "n_workers": session.n_workers, "stages": session.stages}
     finally:
         r.save()
     echo(f"galearn run: {len(r.ran)} stages ran, {len(r.skipped)} up to date, "

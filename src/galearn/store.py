@@ -46,6 +46,21 @@ output: :func:`workspace_lock` holds an exclusive ``fcntl.flock`` on
 (:class:`FeatureWriter`) is locked by its writer, so no other process deletes
 it or renames it into place.
 
+Sharded files (written by partitioned stages, :mod:`galearn.compute`)
+--------------------------------------------------------------------
+A stage that runs in partitions writes one *shard* per partition,
+``WS/sample.parts/part-00000.h5`` or ``WS/features/<backbone>.parts/part-00000.h5``,
+each written atomically by the worker that made it, so no two workers ever
+write one file. A shard holds its arrays plus ``n_rows``, ``fingerprint`` (of
+the stage's inputs and options) and ``checksum`` (SHA-256 of its arrays); a
+re-run keeps a shard only when all three check out. When every partition is
+done the driver writes the usual ``sample.h5`` / ``<backbone>.h5``: its stamp
+or feature arrays are HDF5 *virtual datasets* mapping the shards in order
+(paths relative to the file, so a copied workspace stays whole), and the
+attribute ``shards`` lists them. Readers (:func:`open_sample`,
+:func:`read_features`, :meth:`Sample.iter_batches`) see one array, and check
+that every shard is present. Single-file workspaces open as before.
+
 The manifest
 ------------
 ``WS/manifest.json`` records what each stage produced and with which settings,
@@ -121,6 +136,15 @@ __all__ = [
     "check_aligned",
     "require_sample",
     "file_sha256",
+    "shard_dir",
+    "write_shard",
+    "check_shard",
+    "read_shard",
+    "write_sharded_sample",
+    "write_sharded_features",
+    "remove_stale_shards",
+    "shard_path",
+    "sharded_checksum",
     "check_made_from",
     "library_sample_checksum",
 ]
@@ -745,13 +769,14 @@ class Sample:
 
 
 def open_sample(path: str | os.PathLike) -> Sample:
-    """Open a ``sample.h5``/``library.h5`` file for reading."""
+    """Open a ``sample.h5``/``library.h5`` file (single or sharded) for reading."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist")
     try:
         with h5py.File(path, "r") as f:
             a = f.attrs
+            _check_shards_present(path, a, "cutouts")
             n, _, _, _ = f["stamps/stretched"].shape
             scale = float(a["pixel_scale_arcsec"])
             return Sample(
@@ -865,6 +890,7 @@ def read_features(path: str | os.PathLike) -> Features:
         raise MissingInputError(f"{path} does not exist: run `galearn features` first")
     try:
         with h5py.File(path, "r") as f:
+            _check_shards_present(path, f.attrs, "features")
             return Features(
                 values=f["features"][...],
                 ids=f["ids"][...].astype(str),
@@ -873,6 +899,187 @@ def read_features(path: str | os.PathLike) -> Features:
     except (OSError, KeyError, ValueError) as exc:
         raise BadValueError(f"{path} is damaged or not a galearn feature file ({_short(exc)}): "
                             "delete it and re-run `galearn features`") from exc
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def shard_dir(path: str | os.PathLike) -> Path:
+    """Folder of the partition shards of ``path`` (``sample.h5`` -> ``sample.parts``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".parts")
+
+
+def shard_path(path: str | os.PathLike, index: int) -> Path:
+    """Shard file of partition ``index`` of ``path``."""
+    return shard_dir(path) / f"part-{int(index):05d}.h5"
+
+
+def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype.str).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], *, n_rows: int, fingerprint: str,
+                attrs: dict | None = None) -> str:
+    """Write one partition's arrays (first axis = rows) atomically; return their checksum.
+
+    ``arrays`` values with a string dtype are stored as byte strings.
+    """
+    arrays = {k: (np.asarray(v, dtype="S") if np.asarray(v).dtype.kind == "U" else np.asarray(v))
+              for k, v in arrays.items()}
+    checksum = _arrays_checksum(arrays)
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, a in arrays.items():
+                f.create_dataset(name, data=a)
+            f.attrs["n_rows"] = int(n_rows)
+            f.attrs["fingerprint"] = fingerprint
+            f.attrs["checksum"] = checksum
+            f.attrs["attrs"] = _json_attr(attrs or {})
+            f.attrs["galearn_version"] = __version__
+    return checksum
+
+
+def check_shard(path: str | os.PathLike, fingerprint: str, n_rows: int | None = None) -> dict | None:
+    """The shard's attributes when it is complete and valid for ``fingerprint``, else None.
+
+    Checked, not assumed: the file must open, carry the fingerprint and row
+    count, and its arrays must hash to the stored checksum.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            if a.get("fingerprint") != fingerprint:
+                return None
+            if n_rows is not None and int(a.get("n_rows", -1)) != int(n_rows):
+                return None
+            arrays = {name: f[name][...] for name in f.keys()}
+            if _arrays_checksum(arrays) != a.get("checksum"):
+                return None
+            return {"n_rows": int(a["n_rows"]), "checksum": str(a["checksum"]),
+                    "attrs": json.loads(a.get("attrs", "{}")),
+                    "shapes": {k: v.shape for k, v in arrays.items()}}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def read_shard(path: str | os.PathLike, name: str) -> np.ndarray:
+    """One array of a shard."""
+    with h5py.File(path, "r") as f:
+        return f[name][...]
+
+
+def _virtual(f: h5py.File, name: str, main: Path, shards: list[Path], counts: list[int], tail: tuple,
+             dtype: str, source_name: str) -> None:
+    n = int(sum(counts))
+    layout = h5py.VirtualLayout(shape=(n,) + tuple(tail), dtype=dtype)
+    start = 0
+    for shard, count in zip(shards, counts):
+        if count:
+            rel = os.path.relpath(shard, main.parent)
+            layout[start : start + count] = h5py.VirtualSource(rel, source_name, shape=(count,) + tuple(tail))
+        start += count
+    f.create_virtual_dataset(name, layout, fillvalue=np.nan)
+
+
+def _check_shards_present(path: Path, attrs, producer: str) -> None:
+    if "shards" not in attrs:
+        return
+    for rel in json.loads(attrs["shards"]):
+        if not (path.parent / rel).exists():
+            raise MissingInputError(f"{path}: its shard {path.parent / rel} is missing; "
+                                    f"re-run `galearn {producer}` to rebuild it")
+
+
+def sharded_checksum(shard_checksums: list[str], n: int) -> str:
+    """Checksum of a sharded stamp file: SHA-256 over its shards' checksums (in order) and ``n``."""
+    h = hashlib.sha256(b"galearn-sharded-v1")
+    for c in shard_checksums:
+        h.update(c.encode())
+    h.update(str(int(n)).encode())
+    return h.hexdigest()
+
+
+def write_sharded_sample(
+    path: str | os.PathLike,
+    shards: list[Path],
+    counts: list[int],
+    shard_checksums: list[str],
+    catalog: Table,
+    *,
+    bands: list[str],
+    stamp_size: int,
+    kind: str,
+    pixel_scale_arcsec: float | None,
+    physical: bool = True,
+    rejected: Table | None = None,
+    stretch: dict | None = None,
+    columns: dict | None = None,
+    inputs: list | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write ``sample.h5`` over finished shards (datasets ``stretched`` / ``physical`` of each shard)."""
+    path = Path(path)
+    n = int(sum(counts))
+    if len(catalog) != n:
+        raise BadValueError(f"catalogue has {len(catalog)} rows for {n} stamps")
+    tail = (len(bands), int(stamp_size), int(stamp_size))
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            grp = f.create_group("stamps")
+            for name in STAMP_ARRAYS:
+                if name == "physical" and not physical:
+                    continue
+                _virtual(grp, name, path, shards, counts, tail, "f4", name)
+            _write_table(f, "catalog", catalog)
+            _write_table(f, "rejected", rejected if rejected is not None else empty_rejected())
+            f.attrs["bands"] = _json_attr(list(bands))
+            f.attrs["stamp_size"] = int(stamp_size)
+            f.attrs["pixel_scale_arcsec"] = np.nan if pixel_scale_arcsec is None else float(pixel_scale_arcsec)
+            f.attrs["kind"] = kind
+            f.attrs["stretch"] = _json_attr(stretch or {})
+            f.attrs["columns"] = _json_attr(columns or {})
+            f.attrs["inputs"] = _json_attr(inputs or [])
+            f.attrs["extra"] = _json_attr(extra or {})
+            f.attrs["galearn_version"] = __version__
+            f.attrs["checksum"] = sharded_checksum(shard_checksums, n)
+            f.attrs["shards"] = _json_attr([os.path.relpath(s, path.parent) for s in shards])
+
+
+def write_sharded_features(path: str | os.PathLike, shards: list[Path], counts: list[int], dim: int,
+                           ids: np.ndarray, attrs: dict) -> None:
+    """Write ``features/<backbone>.h5`` over finished shards (dataset ``features`` of each shard)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _virtual(f, "features", path, shards, counts, (int(dim),), "f4", "features")
+            f.create_dataset("ids", data=np.asarray(ids, dtype="S"))
+            f.attrs["attrs"] = _json_attr(attrs)
+            f.attrs["shards"] = _json_attr([os.path.relpath(s, path.parent) for s in shards])
+
+
+def remove_stale_shards(path: str | os.PathLike, keep: list[Path]) -> int:
+    """Delete shard files of ``path`` not in ``keep`` (left by an earlier run); return how many."""
+    folder = shard_dir(path)
+    if not folder.is_dir():
+        return 0
+    keep_set = {Path(k).resolve() for k in keep}
+    n = 0
+    for p in folder.iterdir():
+        if p.resolve() not in keep_set:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- maps

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 import weakref
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ import torch
 
 from .. import __version__
 from ..errors import BadValueError
-from ..imaging import rgb_order
+from ..compute import current_session, file_key, map_partitions, partition_bounds, setting, worker_cached
 from ..config import FeatureConfig
-from ..store import FeatureWriter, Workspace, open_sample, relative_to_workspace, update_manifest, update_metrics
+from ..imaging import rgb_order
+from ..store import (Workspace, check_shard, open_sample, relative_to_workspace, remove_stale_shards, shard_path,
+                     update_manifest, update_metrics, write_shard, write_sharded_features)
 from . import adapt as _adapt  # noqa: F401 - registers the "adapted" backbone
 from .backbones import Backbone, inference_copy, load_backbone
 from .preprocess import band_mapping, prepare_batch
@@ -221,6 +224,80 @@ def extract_features(
     return out
 
 
+def cached_backbone(spec: dict) -> Backbone:
+    """:func:`load_backbone` of ``spec`` (name, weights, workspace, device, layers, random_state), once per process.
+
+    The key includes the weights file's size and modification time (and the
+    adapted backbone's), so a changed file is loaded again.
+    """
+    adapted = Workspace(spec["workspace"]).adapted_backbone if spec.get("workspace") else None
+    key = ("backbone", spec["name"], file_key(spec.get("weights")), file_key(adapted), spec.get("device"),
+           spec.get("layers"), spec.get("random_state"), spec.get("workspace"), spec.get("allow_download"))
+
+    def build() -> Backbone:
+        torch.manual_seed(int(spec.get("random_state") or 0))
+        return load_backbone(spec["name"], weights=spec.get("weights"), workspace=spec.get("workspace"),
+                             device=spec.get("device"), layers=spec.get("layers"),
+                             random_state=int(spec.get("random_state") or 0),
+                             allow_download=bool(spec.get("allow_download", False)))
+
+    return worker_cached(key, build)
+
+
+def _feature_fingerprint(attrs: dict, start: int, stop: int) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps({k: attrs[k] for k in sorted(attrs)}, default=str) + f"|{start}:{stop}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _feature_task(part: dict, *, backbone_spec: dict, attrs: dict) -> dict:
+    """One partition of ``run_features`` (runs on a worker): stamps ``start:stop`` -> one shard file."""
+    t0 = time.perf_counter()
+    start, stop = part["start"], part["stop"]
+    backbone = cached_backbone(backbone_spec)
+    sample = open_sample(part["sample"])
+    dim = int(attrs["dim"])
+    values = np.empty((stop - start, dim), dtype=np.float32)
+    for sl in _batches(stop, part["step"], start):
+        values[sl.start - start : sl.stop - start] = _features_of_batch(
+            sample.read("stretched", sl), sample.bands, backbone, part["input_size"], part["n_tta"],
+            tuple(part["scales"]))
+    checksum = write_shard(part["shard"], {"features": values}, n_rows=stop - start,
+                           fingerprint=part["fingerprint"], attrs={"start": start, "stop": stop})
+    return {"n": stop - start, "checksum": checksum, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+
+def _write_feature_shards(path: Path, sample_path: Path, n: int, dim: int, attrs: dict, backbone_spec: dict, *,
+                          step: int, part_size: int, input_size, n_tta: int, scales, library: bool) -> tuple[int, dict]:
+    """Run the feature partitions not already complete; return (rows computed, provenance)."""
+    bounds = partition_bounds(n, part_size, multiple=step)
+    todo, skipped = [], 0
+    for i, (a, b) in enumerate(bounds):
+        fp = _feature_fingerprint(attrs, a, b)
+        if check_shard(shard_path(path, i), fp, b - a) is not None:
+            skipped += 1
+            continue
+        todo.append({"index": i, "start": a, "stop": b, "shard": str(shard_path(path, i)), "fingerprint": fp,
+                     "sample": str(sample_path), "step": step, "input_size": input_size, "n_tta": n_tta,
+                     "scales": list(scales)})
+    if skipped:
+        log.warning("resuming %s: %d of %d partitions already complete", path, skipped, len(bounds))
+    n_new = 0
+    stage = "library_features" if library else "features"
+    for _, result in map_partitions(_feature_task, todo, desc=f"features {attrs['backbone']}", stage=stage,
+                                    n_items=sum(t["stop"] - t["start"] for t in todo),
+                                    shared={"backbone_spec": backbone_spec, "attrs": attrs}):
+        n_new += result["n"]
+    session = current_session()
+    info = dict(session.stages.get(stage, {}), n_partitions=len(bounds), n_partitions_run=len(todo),
+                n_partitions_skipped=skipped, partition_size=bounds[0][1] - bounds[0][0] if bounds else 0,
+                bounds=bounds)
+    info.setdefault("scheduler", session.spec.describe())
+    return n_new, info
+
+
 def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, baseline: bool = False) -> Path:
     """``galearn features``: one feature vector per stamp of the sample (or GAN library).
 
@@ -248,7 +325,6 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
     Path
         The feature file.
     """
-    from tqdm.auto import tqdm
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     src = ws.require(ws.library, "gan sample") if library else ws.require(ws.sample, "cutouts` or `galearn ingest-images")
@@ -258,16 +334,13 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
     # checked before the slow part, so a bad option fails at once
     fuse, fuse_weight = check_fuse(cfg.fuse, cfg.fuse_weight)
     scales = check_scales(cfg.scales)
-    torch.manual_seed(int(cfg.random_state))
-    backbone = load_backbone(
-        cfg.backbone,
-        weights=cfg.weights,
-        workspace=ws,
-        device=cfg.device,
-        layers=tuple(cfg.layers or ()) or None,
-        random_state=cfg.random_state,
-        allow_download=bool(getattr(cfg, "allow_download", False)),
-    )
+    backbone_spec = {
+        "name": str(cfg.backbone), "weights": None if cfg.weights is None else str(cfg.weights),
+        "workspace": str(ws.root), "device": cfg.device,
+        "layers": tuple(cfg.layers or ()) or None, "random_state": int(cfg.random_state),
+        "allow_download": bool(getattr(cfg, "allow_download", False)),
+    }
+    backbone = cached_backbone(backbone_spec)
     if str(cfg.backbone).lower() == "auto":
         log.warning("backbone auto -> %s (weights: %s)", backbone.name, backbone.weights)
     if cfg.input_size is not None:
@@ -307,24 +380,19 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
     }
     dim = backbone.dim * len(scales)
     attrs["dim"] = dim
-    writer = FeatureWriter(path, sample.n, dim, sample.ids(), attrs)
-    start = writer.n_done
-    if start:
-        log.warning("resuming %s at row %d of %d", path, start, sample.n)
     step = _tta_batch(cfg.batch_size, n_tta, len(scales))
+    part_size = int(setting("feature_partition", 1024))
     t0 = time.perf_counter()
-    try:
-        with tqdm(total=sample.n, initial=start, desc=f"features {backbone.name}", unit="img", disable=None) as bar:
-            for sl in _batches(sample.n, step, start):
-                values = _features_of_batch(sample.read("stretched", sl), sample.bands, backbone, input_size, n_tta,
-                                            scales)
-                writer.write(sl.start, values)
-                bar.update(sl.stop - sl.start)
-        seconds = time.perf_counter() - t0
-        rate = (sample.n - start) / seconds if seconds > 0 and sample.n > start else 0.0
-        writer.finish({"images_per_second": round(rate, 2), "seconds": round(seconds, 2)})
-    finally:
-        writer.close()
+    n_new, partitions = _write_feature_shards(path, src, sample.n, dim, attrs, backbone_spec, step=step,
+                                              part_size=part_size, input_size=input_size, n_tta=n_tta,
+                                              scales=scales, library=library)
+    seconds = time.perf_counter() - t0
+    rate = n_new / seconds if seconds > 0 and n_new else 0.0
+    attrs.update({"images_per_second": round(rate, 2), "seconds": round(seconds, 2),
+                  "compute": partitions})
+    shards = [shard_path(path, i) for i in range(len(partitions["bounds"]))]
+    write_sharded_features(path, shards, [b - a for a, b in partitions["bounds"]], dim, sample.ids(), attrs)
+    remove_stale_shards(path, shards)
     fused_info = None
     if fuse != "none":
         path, fused_info = write_fused_features(
@@ -359,7 +427,8 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
             entry["fused"] = {k: v for k, v in fused_info.items() if k not in ("center", "scale")}
         update_manifest(ws, {"features_baseline" if baseline else "features": {
             "backbone": path.stem, "cnn_backbone": backbone.name, "path": relative_to_workspace(ws, path),
-            "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg)}})
+            "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg),
+            "compute": {k: v for k, v in partitions.items() if k != "bounds"}}})
         if baseline:
             update_metrics(ws.metrics, {"baseline": {"backbone": path.stem, "features": entry}}, replace=("baseline",))
         else:

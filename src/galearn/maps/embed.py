@@ -321,8 +321,13 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
     sample = open_sample(ws.sample) if ws.sample.exists() else None
     feats = load_features(ws, backbone, sample=sample)
     log.info("fitting a %s map of %d x %d %s features", cfg.method, *feats.values.shape, backbone)
+    from ..compute import setting
+    from .scale import fit_on_subsample
+
     t_fit = time.perf_counter()
-    estimator.fit(feats.values)
+    embedding, scale_info = fit_on_subsample(
+        estimator, feats.values, feature_path=ws.features(backbone), random_state=cfg.random_state,
+        subsample=int(setting("map_fit_subsample", 50000)), partition=int(setting("transform_partition", 20000)))
     fit_seconds = time.perf_counter() - t_fit
 
     attrs = {
@@ -335,13 +340,14 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
         "sample_checksum": feats.attrs.get("sample_checksum"),
         "fit_seconds": round(fit_seconds, 3),
         "galearn_version": __version__,
+        "fit_subsample": scale_info,  # n_fit rows fitted; the other n_placed placed with transform
     }
     if isinstance(estimator, TSNEMap):
         attrs.update(perplexity_used=estimator.perplexity_, kl_divergence=estimator.kl_divergence_)
     if isinstance(estimator, PCAMap):
         attrs["explained_variance_ratio"] = [float(v) for v in estimator.explained_variance_ratio_]
     out = ws.map(cfg.method)
-    write_map(out, estimator.embedding_, feats.ids, attrs, model=estimator, model_path=ws.map_model(cfg.method))
+    write_map(out, embedding, feats.ids, attrs, model=estimator, model_path=ws.map_model(cfg.method))
 
     lib_features = ws.features(backbone, library=True)
     lib_map = ws.library_map(cfg.method)

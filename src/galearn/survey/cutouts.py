@@ -83,7 +83,9 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 from .. import __version__
 from ..config import CutoutConfig
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
-from ..store import SampleWriter, Workspace, empty_rejected, file_sha256, open_sample, update_metrics
+from ..compute import current_session, file_key, map_partitions, setting, worker_cached
+from ..store import (SampleWriter, Workspace, check_shard, empty_rejected, file_sha256, open_sample, read_shard,
+                     remove_stale_shards, shard_path, update_metrics, write_shard, write_sharded_sample)
 from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
 from ..imaging import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
 
@@ -614,6 +616,29 @@ class _Cutter:
             hit = (centre < 0) & inside[:, S // 2, S // 2]
             centre[hit] = s
         return cov.all(axis=(1, 2)) & (centre >= 0), np.maximum(centre, 0)
+
+    # Sent to Dask workers (galearn.compute): the open mosaics and the catalogue stay behind; a worker
+    # reopens the files once (worker_cached) from the arguments the driver opened them with.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if "_reopen" not in state:
+            raise BadValueError("this cutter was made from in-memory images and cannot be sent to workers")
+        for key in ("catalog", "sections", "mosaics", "segmap"):
+            state[key] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        args = state["_reopen"]
+        key = ("cutter-inputs", repr(args)) + tuple(file_key(p) for ps in args["images"].values() for p in ps)
+
+        def build():
+            sections = _open_all(args["images"], args["weights"], args["rms"], zeropoints=args["zeropoints"],
+                                 calibrate=args["calibrate"])
+            return sections, _open_segmap(args["segmap"])
+
+        sections, seg = worker_cached(key, build)
+        self.sections, self.mosaics, self.segmap = sections, [secs[0] for secs in sections], seg
 
     def _degrees(self, values: np.ndarray, role: str) -> np.ndarray:
         """Column values in degrees (columns with an angle unit are converted; bare numbers are degrees)."""
@@ -1323,60 +1348,56 @@ def make_sample_from_mosaics(
                 if (cfg.require_central_brightest or seg is not None) else None
         timing["stretch_fit_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        kept_rows: list[np.ndarray] = []
-        n_written = 0
-        with SampleWriter(workspace.sample, len(cutter.candidates), bands, cutter.size, kind="survey",
-                          pixel_scale_arcsec=info["pixel_scale_arcsec"]) as writer:
-            bar = _progress(len(cutter.candidates), progress, "cutouts")
-            for rows in _batches(cutter.candidates, cfg.batch_size):
-                stamps = cutter.read(rows)
-                reasons = cutter.check(stamps, noise)
-                cutter.reason[rows] = reasons
-                good = reasons == ""
-                phys = stamps[good]
-                if len(phys):
-                    if seg is not None:
-                        cutter.mask_neighbours(phys, rows[good], noise)
-                    stretched = stretch.forward(phys) if stretch is not None else minmax_asinh(phys)
-                    writer.write(n_written, stretched, phys)
-                    n_written += len(phys)
-                kept_rows.append(rows[good])
-                bar.update(len(rows))
-            bar.close()
-            timing["cut_s"] = time.perf_counter() - t0
-            if n_written == 0:
-                raise EmptySelectionError(
-                    f"{catalog_path}: no stamp passed the quality checks ({_reason_counts(cutter.reason)})")
-            writer.truncate(n_written)
-            rows = np.concatenate(kept_rows)
-            t0 = time.perf_counter()
-            inputs = [_input_record(catalog_path, "catalog")]
-            for secs in sections:
-                for m in secs:
-                    if m.path is not None:
-                        inputs.append(dict(_input_record(m.path, "image"), band=m.band))
-                    if m.weight_path is not None and m.weight_path != m.path:
-                        inputs.append(dict(_input_record(m.weight_path, m.weight_kind or "weight"), band=m.band))
-            if seg is not None and seg.path is not None:
-                inputs.append(_input_record(seg.path, "segmap"))
-            timing["hash_s"] = time.perf_counter() - t0
-            rejected = _rejected_table(table, cols, cutter.reason)
-            roles_from = (f"preset {cfg.preset}" if cfg.preset not in (None, "", "auto")
-                          else "detected from common column names")
-            extra = dict(info, selection=cfg.select, preset=cfg.preset or "auto",
-                         column_roles={"from": roles_from, "overrides": dict(cfg.columns or {}), "roles": cols},
-                         max_bad_fraction=cfg.max_bad_fraction,
-                         require_central_brightest=cfg.require_central_brightest,
-                         reason_counts=_reason_counts(cutter.reason), n_input=len(table),
-                         galearn_version=__version__,
-                         order="stamps sorted by the first mosaic's row y, then x; input row in galearn_row",
-                         timing=timing)
-            if seg is not None:
-                mf = cutter.masked_fraction[rows]
-                extra["segmap"] = dict(info["segmap"], mean_masked_fraction=float(mf.mean()),
-                                       n_stamps_masked=int((mf > 0).sum()))
-            writer.finish(_kept_table(table, rows, cutter), rejected=rejected, stretch=stretch_params,
-                          columns=cols, inputs=inputs, extra=extra)
+        cutter._reopen = {"images": {b: [str(p) for p in (images[b] if isinstance(images[b], (list, tuple))
+                                                          else [images[b]])] for b in bands},
+                          "weights": cfg.weights, "rms": cfg.rms, "zeropoints": cfg.zeropoints,
+                          "calibrate": cfg.calibrate, "segmap": cfg.segmap}
+        job = {"stretch": stretch, "noise": None if noise is None else np.asarray(noise, dtype="f8"),
+               "batch_size": int(cfg.batch_size)}
+        job_fp = _job_fingerprint(cfg, stretch_params, noise, sections, seg)
+        tile = int(setting("cutout_tile_pix", 4096))
+        parts = tile_partitions(cutter.x0[cutter.candidates], cutter.y0[cutter.candidates], cutter.candidates,
+                                tile_pix=tile, max_rows=int(setting("cutout_partition", 2048)))
+        shards, counts, checksums, kept_rows, partitions = _run_cutout_partitions(
+            workspace.sample, cutter, parts, job, job_fp)
+        timing["cut_s"] = time.perf_counter() - t0
+        n_written = int(sum(counts))
+        if n_written == 0:
+            raise EmptySelectionError(
+                f"{catalog_path}: no stamp passed the quality checks ({_reason_counts(cutter.reason)})")
+        rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
+        t0 = time.perf_counter()
+        inputs = [_input_record(catalog_path, "catalog")]
+        for secs in sections:
+            for m in secs:
+                if m.path is not None:
+                    inputs.append(dict(_input_record(m.path, "image"), band=m.band))
+                if m.weight_path is not None and m.weight_path != m.path:
+                    inputs.append(dict(_input_record(m.weight_path, m.weight_kind or "weight"), band=m.band))
+        if seg is not None and seg.path is not None:
+            inputs.append(_input_record(seg.path, "segmap"))
+        timing["hash_s"] = time.perf_counter() - t0
+        rejected = _rejected_table(table, cols, cutter.reason)
+        roles_from = (f"preset {cfg.preset}" if cfg.preset not in (None, "", "auto")
+                      else "detected from common column names")
+        extra = dict(info, selection=cfg.select, preset=cfg.preset or "auto",
+                     column_roles={"from": roles_from, "overrides": dict(cfg.columns or {}), "roles": cols},
+                     max_bad_fraction=cfg.max_bad_fraction,
+                     require_central_brightest=cfg.require_central_brightest,
+                     reason_counts=_reason_counts(cutter.reason), n_input=len(table),
+                     galearn_version=__version__,
+                     order=f"stamps grouped by sky tile ({tile} x {tile} first-band pixels, tiles in row-major "
+                           "order), then sorted by the first mosaic's row y, then x; input row in galearn_row",
+                     timing=timing, compute=partitions)
+        if seg is not None:
+            mf = cutter.masked_fraction[rows]
+            extra["segmap"] = dict(info["segmap"], mean_masked_fraction=float(mf.mean()),
+                                   n_stamps_masked=int((mf > 0).sum()))
+        write_sharded_sample(workspace.sample, shards, counts, checksums, _kept_table(table, rows, cutter),
+                             bands=bands, stamp_size=cutter.size, kind="survey",
+                             pixel_scale_arcsec=info["pixel_scale_arcsec"], rejected=rejected,
+                             stretch=stretch_params, columns=cols, inputs=inputs, extra=extra)
+        remove_stale_shards(workspace.sample, shards)
     finally:
         _close_all(sections)
         if seg is not None:
@@ -1390,6 +1411,138 @@ def make_sample_from_mosaics(
         "physical_unit": info["physical_unit"],
     }}, replace=("sample",))
     return sample
+
+
+# --------------------------------------------------------------------------- partitions (galearn.compute)
+
+
+def tile_partitions(x0: np.ndarray, y0: np.ndarray, rows: np.ndarray, *, tile_pix: int = 4096,
+                    max_rows: int = 2048) -> list[np.ndarray]:
+    """Group catalogue ``rows`` (stamp corners ``x0``, ``y0`` in first-band pixels) by sky tile.
+
+    Tiles are ``tile_pix`` x ``tile_pix`` squares of the first mosaic, taken in
+    row-major order; within a tile rows are sorted by ``y0`` then ``x0`` (so a
+    task reads one region of the memory-mapped mosaics, front to back). A tile
+    with more than ``max_rows`` rows is split into consecutive runs. The result
+    depends only on the positions, never on the scheduler.
+    """
+    if tile_pix < 1 or max_rows < 1:
+        raise BadValueError(f"cutout_tile_pix and cutout_partition must be >= 1, got {tile_pix}, {max_rows}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return []
+    tx, ty = np.floor_divide(x0, tile_pix), np.floor_divide(y0, tile_pix)
+    order = np.lexsort((x0, y0, tx, ty))
+    rows, tx, ty = rows[order], tx[order], ty[order]
+    edges = np.flatnonzero((np.diff(tx) != 0) | (np.diff(ty) != 0)) + 1
+    parts = []
+    for chunk in np.split(rows, edges):
+        parts.extend(chunk[s : s + max_rows] for s in range(0, len(chunk), max_rows))
+    return parts
+
+
+def _job_fingerprint(cfg, stretch_params: dict, noise, sections, seg) -> str:
+    import dataclasses
+    import hashlib
+    import json
+
+    desc = {"cfg": dataclasses.asdict(cfg), "stretch": stretch_params,
+            "noise": None if noise is None else [float(v) for v in np.asarray(noise)],
+            "files": [[m.band, list(file_key(m.path)), list(file_key(m.weight_path))] for secs in sections
+                      for m in secs],
+            "segmap": None if seg is None else list(file_key(seg.path))}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cutout_task(part: dict, *, cutter: _Cutter, job: dict) -> dict:
+    """One cutout partition (runs on a worker): cut, check, mask and stretch its rows; write one shard.
+
+    Returns the partition's per-row reasons ('' = kept), the masked fraction of
+    its kept stamps, and the shard's size and checksum.
+    """
+    t0 = time.perf_counter()
+    rows = np.asarray(part["rows"], dtype=np.int64)
+    S, C = cutter.size, len(cutter.mosaics)
+    reasons = np.full(len(rows), "", dtype=object)
+    phys_out, str_out = [], []
+    stretch, noise = job["stretch"], job["noise"]
+    for start in range(0, len(rows), job["batch_size"]):
+        r = rows[start : start + job["batch_size"]]
+        stamps = cutter.read(r)
+        why = cutter.check(stamps, noise)
+        reasons[start : start + len(r)] = why
+        good = why == ""
+        phys = stamps[good]
+        if len(phys):
+            if cutter.segmap is not None:
+                cutter.mask_neighbours(phys, r[good], noise)
+            phys_out.append(phys)
+            str_out.append(stretch.forward(phys) if stretch is not None else minmax_asinh(phys))
+    empty = np.zeros((0, C, S, S), dtype="f4")
+    physical = np.concatenate(phys_out).astype("f4", copy=False) if phys_out else empty
+    stretched = np.concatenate(str_out).astype("f4", copy=False) if str_out else empty
+    reason_arr = np.array([str(v) for v in reasons], dtype="U")
+    kept = rows[reason_arr == ""]
+    masked = np.asarray(cutter.masked_fraction[kept], dtype="f4")
+    checksum = write_shard(part["shard"], {"physical": physical, "stretched": stretched, "rows": rows,
+                                           "reason": reason_arr, "masked_fraction": masked},
+                           n_rows=len(physical), fingerprint=part["fingerprint"],
+                           attrs={"n_input_rows": len(rows)})
+    return {"reasons": reason_arr, "masked_fraction": masked, "n": len(physical), "checksum": checksum,
+            "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+
+def _partition_fingerprint(job_fp: str, rows: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(job_fp.encode() + np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()
+
+
+def _run_cutout_partitions(sample_path: Path, cutter: _Cutter, parts: list[np.ndarray], job: dict, job_fp: str):
+    """Cut every partition not already complete (checked shards are reused); collect reasons and shards."""
+    todo, results, skipped = [], {}, 0
+    for i, rows in enumerate(parts):
+        fp = _partition_fingerprint(job_fp, rows)
+        shard = shard_path(sample_path, i)
+        ok = check_shard(shard, fp)
+        if ok is not None:
+            results[i] = {"reasons": read_shard(shard, "reason").astype(str), "n": ok["n_rows"],
+                          "masked_fraction": read_shard(shard, "masked_fraction"), "checksum": ok["checksum"]}
+            skipped += 1
+            continue
+        todo.append({"index": i, "rows": rows, "shard": str(shard), "fingerprint": fp})
+
+    def failed(k: int, exc: BaseException) -> dict:
+        # bad data in this partition: its rows stay in the catalogue's rejected table, with the reason
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        return {"reasons": np.full(len(todo[k]["rows"]), f"partition {todo[k]['index']} failed: {msg}"),
+                "n": 0, "checksum": None}
+
+    for k, res in map_partitions(_cutout_task, todo, desc="cutouts", stage="cutouts",
+                                 n_items=sum(len(t["rows"]) for t in todo), shared={"cutter": cutter, "job": job},
+                                 on_error=failed):
+        results[todo[k]["index"]] = res
+    shards, counts, checksums, kept = [], [], [], []
+    n_failed = 0
+    for i, rows in enumerate(parts):
+        res = results[i]
+        reasons = np.asarray(res["reasons"], dtype=object)
+        cutter.reason[rows] = reasons
+        if res["checksum"] is None:
+            n_failed += 1
+            continue
+        good = rows[reasons == ""]
+        cutter.masked_fraction[good] = res["masked_fraction"]
+        shards.append(shard_path(sample_path, i))
+        counts.append(int(res["n"]))
+        checksums.append(res["checksum"])
+        kept.append(good)
+    session = current_session()
+    info = dict(session.stages.get("cutouts", {}), n_partitions=len(parts), n_partitions_run=len(todo),
+                n_partitions_skipped=skipped, n_partitions_failed=n_failed,
+                partition_rows_max=int(max((len(p) for p in parts), default=0)))
+    info.setdefault("scheduler", session.spec.describe())
+    return shards, counts, checksums, kept, info
 
 
 def _reason_counts(reason: np.ndarray) -> dict[str, int]:
