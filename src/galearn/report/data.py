@@ -175,7 +175,17 @@ def _catalog_fields(cat: Table, columns: dict, rows: np.ndarray, classes: Table 
     if sfr:
         fields["log_sfr"] = Field("log_sfr", f"log10 SFR / (Msun/yr) ({sfr})", "num", _log10(_float(sub[sfr])))
 
-    # Cluster (from classify): any classes column whose name starts with "cluster".
+    # Cluster (from classify): the cluster column, its membership probability (numeric) and, for density
+    # methods with outliers, the outlier flag; any other classes column whose name starts with "cluster".
+    if "cluster_probability" in cls_cols:
+        fields["cluster_probability"] = Field("cluster_probability", "cluster membership probability", "num",
+                                              _float(cls_cols.pop("cluster_probability")))
+    outlier = cls_cols.pop("cluster_outlier", None)
+    if outlier is not None:
+        flag = np.asarray(outlier, dtype="f8")  # 1 / 0, NaN where the galaxy has no classes row
+        if np.nan_to_num(flag).any():
+            fields["cluster_outlier"] = Field("cluster_outlier", "in no cluster (density outlier)", "cat",
+                                              np.where(np.isnan(flag), "", np.where(flag > 0, "outlier", "member")))
     for name in list(cls_cols):
         if name.lower().startswith("cluster"):
             vals = cls_cols.pop(name)
