@@ -15,19 +15,9 @@ from galearn.explore import (anomaly_scores, fit_classifier, neighbour_indices, 
 from galearn.explore.anomalies import ranks_of, recall_at
 from galearn.store import Workspace, open_sample, read_metrics, read_table, update_metrics, write_sample
 
+from conftest import write_feature_files
+
 N_ORDINARY, DIM = 300, 16
-
-
-def write_feature_files(ws, sample, backbones, first, rng):
-    """One feature file per backbone: ``first`` for the first, Gaussian noise for the others."""
-    from galearn.store import FeatureWriter
-
-    n, dim = first.shape
-    for i, bb in enumerate(backbones):
-        values = first if i == 0 else rng.normal(size=(n, dim))
-        w = FeatureWriter(ws.features(bb), n, dim, sample.ids(), {"sample_checksum": sample.checksum})
-        w.write(0, values.astype("f4"))
-        w.finish({"backbone": bb})
 
 
 def make_data(seed=0):

@@ -15,23 +15,12 @@ import numpy as np
 import pytest
 
 from _cdp import Browser, find_chromium
+from conftest import write_feature_files
 from test_report import _Page, make_workspace
 
 from galearn.config import ReportConfig
 from galearn.explore import neighbour_indices, run_anomalies, run_learn
 from galearn.store import open_sample, read_table, update_metrics
-
-
-def write_feature_files(ws, sample, backbones, first, rng):
-    """One feature file per backbone: ``first`` for the first, Gaussian noise for the others."""
-    from galearn.store import FeatureWriter
-
-    n, dim = first.shape
-    for i, bb in enumerate(backbones):
-        values = first if i == 0 else rng.normal(size=(n, dim))
-        w = FeatureWriter(ws.features(bb), n, dim, sample.ids(), {"sample_checksum": sample.checksum})
-        w.write(0, values.astype("f4"))
-        w.finish({"backbone": bb})
 
 
 @pytest.fixture(scope="module")
