@@ -37,6 +37,7 @@ __all__ = [
     "measure_morphology",
     "measure_morphology_parallel",
     "morphology_wasserstein",
+    "scaled_wasserstein",
     "statistic_histograms",
 ]
 
@@ -237,10 +238,21 @@ def morphology_wasserstein(reference: Table, other: Table, *, min_values: int = 
     per_statistic : dict
         ``{statistic: scaled distance}`` (NaN: not measurable on ``other``).
     """
+    return scaled_wasserstein(reference, other, _statistic_columns(reference), min_values=min_values)
+
+
+def scaled_wasserstein(reference: Table, other: Table, names, *, min_values: int = 5) -> tuple[float, dict]:
+    """Mean over columns ``names`` of the 1-D Wasserstein distance scaled by ``reference``'s IQR.
+
+    A column with fewer than ``min_values`` finite values in ``reference`` is
+    skipped; one measurable on ``reference`` but not on ``other`` gives NaN
+    (which propagates to the mean). Scale: interquartile range, else the
+    standard deviation; a constant column is skipped.
+    """
     from scipy.stats import wasserstein_distance
 
     per: dict[str, float] = {}
-    for name in _statistic_columns(reference):
+    for name in names:
         if name not in other.colnames:
             continue
         a = np.asarray(reference[name], dtype="f8")

@@ -33,6 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from .errors import BadValueError
+from .morphology import scaled_wasserstein
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "photometry_statistics",
            "power_spectrum", "radial_profile", "group_wasserstein"]
@@ -183,23 +184,5 @@ def photometry_statistics(physical: np.ndarray, bands: list[str]) -> Table:
 
 def group_wasserstein(reference: Table, other: Table, prefix: str, *, min_values: int = 5) -> tuple[float, dict]:
     """IQR-scaled 1-D Wasserstein distance (Holzschuh et al. 2022) averaged over the columns starting with ``prefix``."""
-    from scipy.stats import wasserstein_distance
-
-    per: dict[str, float] = {}
-    for name in reference.colnames:
-        if not name.startswith(prefix) or name not in other.colnames:
-            continue
-        a = np.asarray(reference[name], dtype="f8")
-        b = np.asarray(other[name], dtype="f8")
-        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-        if len(a) < min_values:
-            continue
-        if len(b) < min_values:
-            per[name] = float("nan")
-            continue
-        q75, q25 = np.percentile(a, [75, 25])
-        scale = q75 - q25 if q75 > q25 else a.std()
-        if not scale > 0:
-            continue
-        per[name] = float(wasserstein_distance(a, b) / scale)
-    return (float(np.mean(list(per.values()))) if per else float("nan")), per
+    return scaled_wasserstein(reference, other, [n for n in reference.colnames if n.startswith(prefix)],
+                              min_values=min_values)
