@@ -288,7 +288,6 @@ class ComputeConfig:
     morphology_partition: int = 128  # stamps per statmorph task (~0.2 s per stamp)
     map_fit_subsample: int = 50000  # embed: fit t-SNE/UMAP/PCA on a seeded subsample of this many rows, transform the rest
     transform_partition: int = 20000  # rows per `transform` task when placing the rest on the map
-    cluster_fit_subsample: int = 50000  # classify: clusters fitted on this many rows, the rest assigned
 
 
 @dataclass(frozen=True)
