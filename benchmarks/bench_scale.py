@@ -10,15 +10,25 @@ catalogue exercises the same code path, tile partitions and per-row work, but
 with the mosaic pages mostly in the page cache, so cutting is an optimistic
 case for I/O.)
 
-For each N and each scheduler (``local:1``, ``local:2``; ``none`` with
-``--with-none``) it measures wall time of the cutouts, the features (a cheap
-setting, stated in the output: random-initialised ResNet-18 at 64 px, no TTA,
-one scale) and statmorph on a fixed subsample; cost per galaxy; worker peak
-resident memory (``ru_maxrss``, fresh workers per run); bytes on disk per
-galaxy; the scheduler's overhead per task (a no-op map over many tasks); and a
-map fit on a subsample + ``transform`` of the rest against one fit of all
-rows. Finally it projects the measured costs to 1e6 / 1e7 / 1e8 galaxies on
-16 / 128 / 1024 workers.
+For each N and each scheduler (``local:1``, ``local:2``, or ``none``) it
+measures wall time of the cutouts, the features and statmorph on a fixed
+subsample; the CPU time spent inside the tasks (``time.process_time`` on the
+worker, recorded by :func:`galearn.compute.map_partitions`), so that costs per
+galaxy and the speed-up expected on an idle machine can be read off a loaded
+one; cost per galaxy; worker peak resident memory (``ru_maxrss``, fresh
+workers per run); bytes on disk per galaxy; the scheduler's overhead per task
+(a no-op map over 400 tasks); and a t-SNE map fitted on a subsample +
+``transform`` of the rest against one fit of all rows. Finally it projects the
+measured costs to 1e6 / 1e7 / 1e8 galaxies on 16 / 128 / 1024 workers.
+
+The scale runs use a *light feature setting* so that tens of thousands of
+galaxies fit in minutes: ``random-resnet18`` (random-initialised ResNet-18),
+stamps at their native 64 px (``input_size=64``, no resize), no TTA
+(``tta=1``), one crop (``scales=(1.0,)``: the whole stamp), batch 64. The
+default features (``FeatureConfig()``: EfficientNet-Lite0, 64 px stamps
+upsampled to 128 px, 4 quarter turns, 2 crops: 8 forward passes at 4x the
+pixels) are measured separately on a few hundred stamps in-process
+(``--measure-default-features N``) and the projection uses that CPU cost.
 
 Usage (a few minutes on a loaded 2-core machine at the defaults)::
 
