@@ -247,9 +247,11 @@ def _copy_ws(ws: Workspace, dest) -> Workspace:
     return Workspace(dest)
 
 
-def test_classify_fit_subsample_same_classes_on_cluster(reference, cluster, tmp_path):
-    """classify at scale: PCA + UMAP + k-means fitted on a seeded subsample, the rest assigned in partitions;
-    the same classes in-process and on a 2-worker cluster; agreement on a stated subsample; provenance."""
+@pytest.mark.parametrize("space", ["pca:5", pytest.param("umap:5", marks=pytest.mark.slow)])
+def test_classify_fit_subsample_same_classes_on_cluster(reference, cluster, tmp_path, space):
+    """classify at scale: PCA (+ the space's UMAP) + k-means fitted on a seeded subsample, the rest assigned in
+    partitions; the same classes in-process and on a 2-worker cluster; agreement on a stated subsample; provenance.
+    The default space (umap:5) is the slow variant: numba compiles UMAP's transform in each new worker (~1 min)."""
     import dataclasses
     import json
 
@@ -260,7 +262,8 @@ def test_classify_fit_subsample_same_classes_on_cluster(reference, cluster, tmp_
     from galearn.store import read_manifest
 
     ws0, sample, _ = reference
-    cfg = ClassifyConfig(fit_subsample=60, agreement_subsample=90, stability_resamples=2, k_max=4)
+    cfg = ClassifyConfig(compare=("truth_morph",), fit_subsample=60, agreement_subsample=90, stability_resamples=1,
+                         k_max=4, cluster_space=space)
     out = {}
     for name, sched in (("none", "none"), ("cluster", cluster["address"])):
         ws = _copy_ws(ws0, tmp_path / name)
