@@ -372,7 +372,7 @@ FIELD_RANGES: dict[str, tuple] = {
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
-    "clusterer": ("kmeans", "gmm", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
+    "clusterer": ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
     "fuse": ("none", "morphology"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1
