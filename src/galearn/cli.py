@@ -484,7 +484,7 @@ def anomalies(workspace, method, backbone, n_components, max_fit, random_state, 
               help="Logistic regression or Gaussian-process classifier.")
 @click.option("--backbone", default=None, help="Feature file to learn from (default: the one `features` wrote last).")
 @click.option("--n-propose", type=int, default=20, show_default=True, help="Galaxies proposed for labelling next.")
-@click.option("--diversity", type=int, default=3, show_default=True,
+@click.option("--diversity", type=int, default=2, show_default=True,
               help="Proposals: the k-means centres of the DIVERSITY x n-propose most uncertain galaxies "
                    "(1: the n-propose most uncertain).")
 @click.option("--interesting", default="interesting", show_default=True,

@@ -179,8 +179,11 @@ def uncertainty(proba: np.ndarray) -> np.ndarray:
 
 
 #: Uncertainty batches are the k-means centres of the DIVERSITY x n most uncertain galaxies (1: the n most uncertain).
-DIVERSITY = 3
-#: The label-free first batch: the centres of the n biggest of COLD_START_OVER x n k-means clusters.
+#: Of 1, 2 and 3 (after the cold start), 2 gave the best mean balanced accuracy over 10-100 labels on mock
+#: early-type / disk and real elliptical / spiral (benchmarks/bench_explore.py, docs/explore.md).
+DIVERSITY = 2
+#: The label-free first batch: the centres of the n biggest of COLD_START_OVER x n k-means clusters (2: the
+#: smallest half, isolated galaxies and groups of artefacts, never take a proposal; docs/explore.md).
 COLD_START_OVER = 2
 #: Rows k-means is fitted on for the proposals (a seeded subsample beyond; every candidate is then assigned).
 _KMEANS_MAX_FIT = 20000
