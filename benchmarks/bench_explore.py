@@ -19,7 +19,8 @@
    :func:`galearn.explore.propose_representative`, then the most uncertain);
    ``kmeans+diverse2`` / ``3`` (the same start, then :func:`propose_uncertain`
    with ``diversity = 2`` / ``3``: k-means centres of the 2x / 3x most
-   uncertain). The simulated
+   uncertain); ``cli-default`` (what ``galearn learn`` does with its defaults:
+   20 representative galaxies, then batches of 20 with ``diversity = 2``). The simulated
    person labels exactly the galaxies proposed; galaxies without a truth label
    (the mock's mergers) are never proposed to it.
 
@@ -56,10 +57,12 @@ from galearn.store import Workspace, open_sample, read_features
 
 BUDGETS = (10, 20, 50, 100)
 FEATURES = FeatureConfig(backbone="efficientnet-lite0")
-#: How the labels are chosen: (first batch, later batches, diversity of the later batches).
-STRATEGIES = {"random": ("random", "random", 1), "uncertainty": ("random", "uncertain", 1),
-              "kmeans+uncertainty": ("kmeans", "uncertain", 1), "kmeans+diverse2": ("kmeans", "uncertain", 2),
-              "kmeans+diverse3": ("kmeans", "uncertain", 3)}
+#: How the labels are chosen: (first batch, later batches, diversity of the later batches, batch size).
+#: ``cli-default``: what `galearn learn` does with its defaults (--n-propose 20, --diversity 2): a first batch of
+#: 20 representative galaxies, then batches of 20 (shortened to land on the budgets); 10 labels are not measured.
+STRATEGIES = {"random": ("random", "random", 1, 10), "uncertainty": ("random", "uncertain", 1, 10),
+              "kmeans+uncertainty": ("kmeans", "uncertain", 1, 10), "kmeans+diverse2": ("kmeans", "uncertain", 2, 10),
+              "kmeans+diverse3": ("kmeans", "uncertain", 3, 10), "cli-default": ("kmeans", "uncertain", 2, 20)}
 
 
 def mock_workspace(root: Path, seed: int, n_galaxies: int) -> Workspace:
@@ -129,7 +132,7 @@ def feedback_recall(Z: np.ndarray, scores: np.ndarray, target: np.ndarray, *, ro
 def learning_curve(Z: np.ndarray, y: np.ndarray, *, strategy: str, model: str, seed: int) -> dict:
     from sklearn.metrics import balanced_accuracy_score
 
-    first, later, diversity = STRATEGIES[strategy]
+    first, later, diversity, batch = STRATEGIES[strategy]
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(y != "")
     outside = np.ones(len(y), bool)
@@ -137,20 +140,22 @@ def learning_curve(Z: np.ndarray, y: np.ndarray, *, strategy: str, model: str, s
     if first == "random":
         labelled = list(rng.choice(pool, BUDGETS[0], replace=False))
     else:
-        labelled = [int(v) for v in propose_representative(Z, BUDGETS[0], exclude=outside, random_state=seed)]
+        labelled = [int(v) for v in propose_representative(Z, batch, exclude=outside, random_state=seed)]
     while len(set(y[labelled])) < 2:  # one class only: `galearn learn` refuses; the person labels more at random
         labelled.append(int(rng.choice(np.setdiff1d(pool, labelled))))
     curve = {}
+    last = 0  # labels at the previous measurement
     while True:
         n = len(labelled)
         clf = fit_classifier(Z, np.asarray(labelled), y[labelled], model=model, random_state=seed)
-        due = [b for b in BUDGETS if b <= n and str(b) not in curve]
+        due = [b for b in BUDGETS if last < b <= n]
+        last = n
         if due:  # (a start with one class only gets more labels: measured at the first n >= the budget)
             test = np.setdiff1d(pool, labelled)
             curve[str(max(due))] = float(balanced_accuracy_score(y[test], clf.predict(Z[test])))
         if n >= BUDGETS[-1]:
             break
-        step = min(10, min(b for b in BUDGETS if b > n) - n)
+        step = min(batch, min(b for b in BUDGETS if b > n) - n)
         if later == "random":
             new = rng.choice(np.setdiff1d(pool, labelled), step, replace=False)
         else:
@@ -168,7 +173,7 @@ def curves_for(Z, y, seeds) -> dict:
         runs = [learning_curve(Z, y, strategy=strategy, model=model, seed=s) for s in seeds]
         res[f"{model}/{strategy}"] = {
             b: {"mean": float(np.mean([r[b] for r in runs])), "std": float(np.std([r[b] for r in runs])),
-                "runs": [r[b] for r in runs]} for b in map(str, BUDGETS)}
+                "runs": [r[b] for r in runs]} for b in map(str, BUDGETS) if all(b in r for r in runs)}
     return res
 
 
@@ -247,8 +252,9 @@ def main() -> None:
     for key in next(iter(mock_res.values())):
         merged[key] = {}
         for b in map(str, BUDGETS):
-            runs = [mock_res[s][key][b]["runs"][0] for s in mock_res]
-            merged[key][b] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
+            if all(b in mock_res[s][key] for s in mock_res):
+                runs = [mock_res[s][key][b]["runs"][0] for s in mock_res]
+                merged[key][b] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
     result["learning_curves"]["mock_truth_morph"] = merged
     if args.real.exists():
         ws = real_workspace(args.workdir, args.real)
@@ -268,7 +274,7 @@ def main() -> None:
     for task, res in result["learning_curves"].items():
         print(f"learning curve {task} (balanced accuracy, mean over seeds):")
         for key, curve in res.items():
-            print(f"  {key:22s} " + "  ".join(f"{b}: {curve[b]['mean']:.3f}" for b in map(str, BUDGETS)))
+            print(f"  {key:22s} " + "  ".join(f"{b}: {curve[b]['mean']:.3f}" for b in map(str, BUDGETS) if b in curve))
     print(f"wrote {args.out} ({result['seconds_total']:.0f} s)")
 
 
