@@ -159,9 +159,9 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | hdbscan (measured default: docs/maps.md)
+    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | graph | hdbscan (measured default: docs/maps.md)
     cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
-    select: str | None = None  # k criterion: silhouette | bic | stability; None: the method's default
+    select: str | None = None  # k criterion: silhouette | bic | stability | modularity (graph); None: the method's default
     n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
@@ -293,6 +293,8 @@ class ComputeConfig:
     morphology_partition: int = 128  # stamps per statmorph task (~0.2 s per stamp)
     map_fit_subsample: int = 50000  # embed: fit t-SNE/UMAP/PCA on a seeded subsample of this many rows, transform the rest
     transform_partition: int = 20000  # rows per `transform` task when placing the rest on the map
+    anomaly_fit_subsample: int = 20000  # anomalies: scaler, PCA and detector fitted on a seeded subsample of this many rows
+    anomaly_partition: int = 50000  # anomalies: rows per scoring task
 
 
 @dataclass(frozen=True)
@@ -377,7 +379,7 @@ FIELD_RANGES: dict[str, tuple] = {
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
-    "clusterer": ("kmeans", "gmm", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
+    "clusterer": ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
     "fuse": ("none", "morphology"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1
