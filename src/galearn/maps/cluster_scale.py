@@ -28,29 +28,31 @@ import numpy as np
 from ..compute import map_partitions, partition_bounds, subsample_indices
 from ..errors import BadValueError
 from ..runtime import as_seed
-from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, ClusterFit, _probability, cluster_space,
-                       cluster_stability, default_clusters, fit_clusters)
+from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, UMAP_NEIGHBOURS, ClusterFit, _probability,
+                       cluster_space, cluster_stability, default_clusters, fit_clusters)
 
 __all__ = ["clusters_at_scale"]
 
 
 def _space_model(Z: np.ndarray, space: str, seed: int):
-    """Fit the clustering space on ``Z`` (the fit sample): ``(S_fit, model)``; model None for ``pca``/``pca:N``.
+    """Fit the clustering space on ``Z`` (the fit sample): ``(S_fit, model, graph)``; model None for ``pca``/``pca:N``.
 
     The UMAP has the settings of :func:`galearn.maps.clusters.cluster_space`
-    (``n_neighbors=15``, ``min_dist=0``, seeded), so ``S_fit`` equals
-    ``cluster_space(Z, space)``; the fitted model places new rows with ``transform``.
+    (``UMAP_NEIGHBOURS`` neighbours, ``min_dist=0``, seeded), so ``S_fit`` equals
+    ``cluster_space(Z, space)``; the fitted model places new rows with
+    ``transform``; ``graph`` is its fuzzy neighbour graph (for ``method="graph"``).
     """
     kind, _, arg = str(space).partition(":")
     if kind == "umap" and arg:
         from umap import UMAP
 
-        model = UMAP(n_components=int(arg), n_neighbors=min(15, len(Z) - 1), min_dist=0.0, random_state=seed)
+        model = UMAP(n_components=int(arg), n_neighbors=min(UMAP_NEIGHBOURS, len(Z) - 1), min_dist=0.0,
+                     random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            S = model.fit_transform(Z)
-        return np.ascontiguousarray(S, dtype=np.float64), model
-    return cluster_space(Z, space, random_state=seed), None
+            model.fit(Z)
+        return np.ascontiguousarray(model.embedding_, dtype=np.float64), model, model.graph_.tocsr()
+    return cluster_space(Z, space, random_state=seed), None, None
 
 
 def _space_of(Z: np.ndarray, space: str, model) -> np.ndarray:
@@ -164,11 +166,12 @@ def clusters_at_scale(
         xy = np.asarray(xy, dtype=np.float64)
         if len(xy) != n:
             raise BadValueError(f"the map has {len(xy)} rows for {n} galaxies: re-run `galearn embed`")
-        S_fit, space_model = np.ascontiguousarray(xy[idx]), None
+        S_fit, space_model, graph = np.ascontiguousarray(xy[idx]), None, None
     else:
-        S_fit, space_model = _space_model(Z_fit, space, seed)
+        S_fit, space_model, graph = _space_model(Z_fit, space, seed)
     fit = fit_clusters(S_fit, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
-                       min_cluster_size=min_cluster_size, random_state=seed)
+                       min_cluster_size=min_cluster_size, graph=graph if method == "graph" else None,
+                       random_state=seed)
     fit.space = space
 
     # ---- every other row, in partitions fixed by (n, partition)
@@ -212,7 +215,7 @@ def clusters_at_scale(
         sub = subsample_indices(len(idx), n_stab, seed + 1)
         stab_rows = int(len(sub))
         Z_sub = Z_fit[sub]
-        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s))
+        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s, return_graph=method == "graph"))
                    if space.startswith("umap") else None)
         fit.stability = cluster_stability(
             S_all[idx][sub], labels[idx][sub], method=method,
