@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
-           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step")
+           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise")
 DISCRIMINATORS = ("sngan", "projected")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -83,7 +83,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     registry). ``with_D=False`` skips D (sampling needs only G).
     """
     check_stamp_size(stamp_size)
-    G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
+    G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
+                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured")
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -199,6 +200,10 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
+    from .sky import SKY_NOISE
+
+    if cfg.sky_noise not in SKY_NOISE:
+        raise BadValueError(f"gan.sky_noise must be one of {', '.join(SKY_NOISE)}, got {cfg.sky_noise!r}")
     if not isinstance(cfg.d_input_size, int) or cfg.d_input_size < 0:
         raise BadValueError(f"gan.d_input_size must be 0 (the stamp size) or a positive integer, got {cfg.d_input_size!r}")
 
@@ -406,6 +411,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # at 2 * median - 1 per band spares the first steps of learning "dark".
     # Overwritten by a checkpoint on resume.
     init_output_bias(G, G_ema, stamps)
+    sky = None
+    if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
+        from .sky import measure_sky
+
+        sky = measure_sky(stamps, sample.stretch)
+        G.sky.set(sky)
+        G_ema.sky.set(sky)
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
     if cfg.fast_step and device.type == "cpu":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -438,6 +450,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "discriminator": cfg.discriminator,
         "d_feature_network": getattr(D, "provenance", None),
         "autocast": str(amp_dtype) if amp_dtype is not None else None,
+        "sky": sky,
     }
     atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 

@@ -144,9 +144,14 @@ class Generator(nn.Module):
         Latent dimension.
     channels : int
         Width of the highest-resolution block (the 4x4 block has 8x this).
+    sky_noise : bool
+        G paints the noiseless stamp and :class:`~galearn.gan.sky.SkyNoise`
+        adds the sky noise measured on the real stamps (set its buffers with
+        ``G.sky.set(measure_sky(...))``) instead of the learnt per-band noise.
     """
 
-    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32) -> None:
+    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
+                 sky_noise: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -154,7 +159,13 @@ class Generator(nn.Module):
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
         self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
-        self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
+        if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
+            from .sky import SkyNoise
+
+            self.sky = SkyNoise(n_bands)
+        else:
+            self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
+        self.sky_noise = bool(sky_noise)
         self._w0 = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -166,6 +177,8 @@ class Generator(nn.Module):
         # is clip(asinh(flux / s) / asinh(max / s), 0, 1), so about half of all (sky)
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
+        if self.sky_noise:
+            return self.sky(self.to_img(h), gen)
         return self.out_noise(self.to_img(h), gen).clamp(-1.0, 1.0)
 
 
