@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
-           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise")
+           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template")
 DISCRIMINATORS = ("sngan", "projected")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -84,7 +84,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     """
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
-                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured")
+                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
+                  template=bool(getattr(cfg, "g_template", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -95,7 +96,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                                        layers=tuple(cfg.d_layers) or None, input_size=cfg.d_input_size or None,
                                        random_state=cfg.random_state)
         elif kind == "sngan":
-            D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head)
+            D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head,
+                              radius_channel=bool(getattr(cfg, "d_radius", False)))
         else:
             raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {kind!r}")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -255,15 +257,27 @@ def ema_beta_at(step: int, beta: float) -> float:
 
 
 @torch.no_grad()
-def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray) -> np.ndarray:
+def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     """Set the output conv's bias of G and G_ema to ``2 * median - 1`` per band (network units).
 
     ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1. About half
     of all stretched pixels are sky clipped to exactly 0, so G starts at the
     sky level instead of mid-grey. Returns the bias.
+
+    With a template (``gan.g_template``), the bias is 0 and the template of
+    class ``k`` is ``2 * median - 1`` pixel by pixel over the stamps with
+    ``y == k`` (the median commutes with the monotonic stretch, so it is the
+    stretched median physical stamp: a centred source on the sky's level).
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
+    if G.template is not None:
+        bias[:] = 0.0
+        tmpl = np.stack([2.0 * np.median(stamps[y == k], axis=0) - 1.0 if np.any(y == k) else
+                         np.broadcast_to((2.0 * med - 1.0)[:, None, None], stamps.shape[1:])
+                         for k in range(G.template.shape[0])]).astype("f4")
+        for net in (G, G_ema):
+            net.template.copy_(torch.from_numpy(tmpl))
     for net in (G, G_ema):
         net.to_img.bias.copy_(torch.from_numpy(bias))
     return bias
@@ -410,7 +424,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # (about half the pixels clipped to exactly 0, i.e. -1 here), so an output bias
     # at 2 * median - 1 per band spares the first steps of learning "dark".
     # Overwritten by a checkpoint on resume.
-    init_output_bias(G, G_ema, stamps)
+    init_output_bias(G, G_ema, stamps, y_all)
     sky = None
     if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
         from .sky import measure_sky
