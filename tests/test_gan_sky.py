@@ -1,4 +1,5 @@
-"""The measured sky-noise model of the generator (gan.sky_noise = "measured", gan/sky.py)."""
+"""The measured sky-noise model of the generator (gan.sky_noise = "measured", gan/sky.py), and the
+centring / template options (gan.d_radius, gan.g_template)."""
 
 from __future__ import annotations
 
@@ -65,13 +66,13 @@ def test_sky_noise_is_seeded_and_has_the_measured_rms():
     assert h.grad.abs().sum() > 0
 
 
-def test_training_with_the_measured_sky_resumes_exactly_and_records_it(tmp_path):
+def test_training_with_the_measured_sky_template_and_radius_resumes_exactly(tmp_path):
     from galearn.errors import BadValueError
     from galearn.gan import run_sample, run_train
     from galearn.gan.checkpoint import load_checkpoint
     from galearn.store import open_sample
 
-    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured")
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", d_radius=True, g_template=True)
     ws_a, ws_b = make_workspace(tmp_path / "a", n=40), make_workspace(tmp_path / "b", n=40)
     run_train(ws_a, cfg, progress=False)
     run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
@@ -80,6 +81,7 @@ def test_training_with_the_measured_sky_resumes_exactly_and_records_it(tmp_path)
     for key in ("G", "D", "G_ema"):
         _states_equal(a[key], b[key])
     info = json.loads((ws_a.gan / "config.json").read_text())
+    assert "template" in a["G"] and a["D"]["features.0.weight_orig"].shape[1] == 4  # 3 bands + the radius map
     assert len(info["sky"]["sigma"]) == 3 and all(s > 0 for s in info["sky"]["sigma"])
     np.testing.assert_allclose(a["G_ema"]["sky.sigma"].numpy(), info["sky"]["sigma"], rtol=1e-6)
     with pytest.raises(BadValueError, match="sky_noise"):
@@ -97,3 +99,21 @@ def test_sky_noise_option_is_checked():
 
     with pytest.raises(BadValueError, match="gan.sky_noise"):
         _validate(dataclasses.replace(TINY, sky_noise="none"))
+
+
+def test_template_starts_at_the_class_median_and_radius_map_is_centred():
+    from galearn.gan.loop import build_networks, init_output_bias
+
+    cfg = dataclasses.replace(TINY, g_template=True, d_radius=True)
+    G, D, G_ema = build_networks(2, 3, 32, cfg)
+    stamps, _ = _real_like(n=40)
+    y = np.arange(40) % 2
+    init_output_bias(G, G_ema, stamps, y)
+    np.testing.assert_allclose(G_ema.template[1].detach().numpy(), 2 * np.median(stamps[y == 1], axis=0) - 1, atol=1e-6)
+    assert float(G.to_img.bias.detach().abs().max()) == 0.0
+    # The template's brightest pixel is the centre (the real stamps are centred).
+    peak = np.unravel_index(int(G.template[0, 0].argmax()), (32, 32))
+    assert abs(peak[0] - 15.5) <= 1 and abs(peak[1] - 15.5) <= 1
+    r = D.radius[0, 0].numpy()
+    assert r.shape == (32, 32) and abs(r.mean()) < 1e-6 and r[0, 0] == r.max() and r[15, 15] == r[16, 16] == r.min()
+    assert "radius" not in D.state_dict()  # fixed, rebuilt, not trained
