@@ -50,6 +50,8 @@ _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template")
 DISCRIMINATORS = ("sngan", "projected")
+# Values of settings a checkpoint written before they existed was trained with (not today's defaults).
+LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False}
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
@@ -394,7 +396,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         defaults = {f.name: f.default for f in dataclasses.fields(GanTrainConfig)}
         for name in _FROZEN:
             # Checkpoints of older versions lack newer fields: they were trained with the default.
-            if old.get(name, defaults[name]) != getattr(cfg, name):
+            if old.get(name, LEGACY_SETTINGS.get(name, defaults[name])) != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {old.get(name)!r}, now {getattr(cfg, name)!r} "
                     f"(train without --resume to start again)"
