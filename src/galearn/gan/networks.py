@@ -172,7 +172,7 @@ class Generator(nn.Module):
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
-        if template:  # per-class image added to the output; set from the real stamps (init_template)
+        if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
             self.template = nn.Parameter(torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
         else:
             self.template = None
