@@ -11,17 +11,27 @@
    judged, then the re-ranked rest.
 2. Learning curves: balanced accuracy of the `learn` classifier (logistic
    regression and Gaussian process) on the galaxies not labelled, after 10,
-   20, 50 and 100 labels, labels chosen at random or by uncertainty sampling
-   (batches of 10 from 10 random ones), on mock early-type / disk
-   (``truth_morph``) and on the 600 real Galaxy Zoo dev images
-   (``morph``: elliptical / spiral), 3 seeds each.
+   20, 50 and 100 labels, on mock early-type / disk (``truth_morph``) and on
+   the 600 real Galaxy Zoo dev images (``morph``: elliptical / spiral), 3
+   seeds each. Ways of choosing the labels (batches of 10): ``random``;
+   ``uncertainty`` (10 random, then the most uncertain); ``kmeans+uncertainty``
+   (the first 10 are what ``galearn learn`` proposes without labels,
+   :func:`galearn.explore.propose_representative`, then the most uncertain);
+   ``kmeans+diverse2`` / ``3`` (the same start, then :func:`propose_uncertain`
+   with ``diversity = 2`` / ``3``: k-means centres of the 2x / 3x most
+   uncertain); ``cli-default`` (what ``galearn learn`` does with its defaults:
+   20 representative galaxies, then batches of 20 with ``diversity = 2``). The simulated
+   person labels exactly the galaxies proposed; galaxies without a truth label
+   (the mock's mergers) are never proposed to it.
 
-Features: efficientnet-lite0 at galearn's default input size and scales, but
-without flip/rotation averaging (``tta = 1``) to keep the benchmark short.
+Features: efficientnet-lite0 with galearn's default settings (input size,
+scales, flip/rotation averaging ``tta = 4``): what ``galearn run`` gives
+``galearn learn``. ``--tta 1`` measures the cheaper features of the first
+round (docs/explore.md).
 Mock sample: every galaxy with ``CLASS_STAR < 0.9`` (no redshift cut, so the
 sample keeps ~1100 of 1200 galaxies and ~45 rare ones).
 
-    PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/bench_explore.py
+    PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/bench_explore.py [--tta 1]
 
 writes ``benchmarks/out/bench_explore.json`` and prints a summary. Work
 folders (``--workdir``) are reused: finished simulations / features are not
@@ -39,13 +49,20 @@ from pathlib import Path
 import numpy as np
 
 from galearn.config import CutoutConfig, FeatureConfig, IngestConfig, SimulateConfig
-from galearn.explore import anomaly_scores, fit_classifier, propose_uncertain, rerank_anomalies
+from galearn.explore import (anomaly_scores, fit_classifier, propose_representative, propose_uncertain,
+                             rerank_anomalies)
 from galearn.explore.anomalies import ranks_of, recall_at, reduce_for_scoring
 from galearn.explore.learn import RERANK_SCALE, local_scale
 from galearn.store import Workspace, open_sample, read_features
 
 BUDGETS = (10, 20, 50, 100)
-FEATURES = FeatureConfig(backbone="efficientnet-lite0", tta=1)
+FEATURES = FeatureConfig(backbone="efficientnet-lite0")
+#: How the labels are chosen: (first batch, later batches, diversity of the later batches, batch size).
+#: ``cli-default``: what `galearn learn` does with its defaults (--n-propose 20, --diversity 2): a first batch of
+#: 20 representative galaxies, then batches of 20 (shortened to land on the budgets); 10 labels are not measured.
+STRATEGIES = {"random": ("random", "random", 1, 10), "uncertainty": ("random", "uncertain", 1, 10),
+              "kmeans+uncertainty": ("kmeans", "uncertain", 1, 10), "kmeans+diverse2": ("kmeans", "uncertain", 2, 10),
+              "kmeans+diverse3": ("kmeans", "uncertain", 3, 10), "cli-default": ("kmeans", "uncertain", 2, 20)}
 
 
 def mock_workspace(root: Path, seed: int, n_galaxies: int) -> Workspace:
@@ -66,6 +83,7 @@ def mock_workspace(root: Path, seed: int, n_galaxies: int) -> Workspace:
         t = time.perf_counter()
         run_features(ws, FEATURES)
         print(f"seed {seed}: features in {time.perf_counter() - t:.0f} s", flush=True)
+    check_tta(ws)
     return ws
 
 
@@ -80,7 +98,16 @@ def real_workspace(root: Path, data: Path) -> Workspace:
         t = time.perf_counter()
         run_features(ws, FEATURES)
         print(f"real: features in {time.perf_counter() - t:.0f} s", flush=True)
+    check_tta(ws)
     return ws
+
+
+def check_tta(ws: Workspace) -> None:
+    """Stop when a reused work folder holds features of another flip/rotation averaging."""
+    tta = read_features(ws.features(FEATURES.backbone)).attrs.get("tta")
+    if tta != FEATURES.tta:
+        raise SystemExit(f"{ws.features(FEATURES.backbone)} has tta = {tta}, this run asks for {FEATURES.tta}: "
+                         "use another --workdir")
 
 
 def feedback_recall(Z: np.ndarray, scores: np.ndarray, target: np.ndarray, *, rounds: int = 3, batch: int = 20,
@@ -105,52 +132,62 @@ def feedback_recall(Z: np.ndarray, scores: np.ndarray, target: np.ndarray, *, ro
 def learning_curve(Z: np.ndarray, y: np.ndarray, *, strategy: str, model: str, seed: int) -> dict:
     from sklearn.metrics import balanced_accuracy_score
 
+    first, later, diversity, batch = STRATEGIES[strategy]
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(y != "")
-    labelled = list(rng.choice(pool, BUDGETS[0], replace=False))
-    while len(set(y[labelled])) < 2:
-        labelled.append(int(rng.choice(np.setdiff1d(pool, labelled))))
     outside = np.ones(len(y), bool)
     outside[pool] = False
+    if first == "random":
+        labelled = list(rng.choice(pool, BUDGETS[0], replace=False))
+    else:
+        labelled = [int(v) for v in propose_representative(Z, batch, exclude=outside, random_state=seed)]
+    while len(set(y[labelled])) < 2:  # one class only: `galearn learn` refuses; the person labels more at random
+        labelled.append(int(rng.choice(np.setdiff1d(pool, labelled))))
     curve = {}
+    last = 0  # labels at the previous measurement
     while True:
         n = len(labelled)
         clf = fit_classifier(Z, np.asarray(labelled), y[labelled], model=model, random_state=seed)
-        if n in BUDGETS or n > BUDGETS[-1]:
+        due = [b for b in BUDGETS if last < b <= n]
+        last = n
+        if due:  # (a start with one class only gets more labels: measured at the first n >= the budget)
             test = np.setdiff1d(pool, labelled)
-            curve[str(n)] = float(balanced_accuracy_score(y[test], clf.predict(Z[test])))
+            curve[str(max(due))] = float(balanced_accuracy_score(y[test], clf.predict(Z[test])))
         if n >= BUDGETS[-1]:
             break
-        step = min(10, min(b for b in BUDGETS if b > n) - n)
-        if strategy == "random":
+        step = min(batch, min(b for b in BUDGETS if b > n) - n)
+        if later == "random":
             new = rng.choice(np.setdiff1d(pool, labelled), step, replace=False)
         else:
             mask = outside.copy()
             mask[labelled] = True
-            new = propose_uncertain(clf.predict_proba(Z), mask, step)
+            new = propose_uncertain(clf.predict_proba(Z), mask, step, Z=Z, diversity=diversity, random_state=seed)
         labelled.extend(int(v) for v in new)
     return curve
 
 
 def curves_for(Z, y, seeds) -> dict:
     res = {}
-    for model in ("logistic", "gp"):
-        for strategy in ("random", "uncertainty"):
-            runs = [learning_curve(Z, y, strategy=strategy, model=model, seed=s) for s in seeds]
-            res[f"{model}/{strategy}"] = {
-                b: {"mean": float(np.mean([r[b] for r in runs])), "std": float(np.std([r[b] for r in runs])),
-                    "runs": [r[b] for r in runs]} for b in map(str, BUDGETS)}
+    runs_of = [("logistic", s) for s in STRATEGIES] + [("gp", "random"), ("gp", "kmeans+diverse2")]
+    for model, strategy in runs_of:
+        runs = [learning_curve(Z, y, strategy=strategy, model=model, seed=s) for s in seeds]
+        res[f"{model}/{strategy}"] = {
+            b: {"mean": float(np.mean([r[b] for r in runs])), "std": float(np.std([r[b] for r in runs])),
+                "runs": [r[b] for r in runs]} for b in map(str, BUDGETS) if all(b in r for r in runs)}
     return res
 
 
 def main() -> None:
+    global FEATURES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-galaxies", type=int, default=1200)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/galearn-bench-explore"))
     ap.add_argument("--real", type=Path, default=Path("../shared/data/galaxy-zoo-dev"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_explore.json"))
+    ap.add_argument("--tta", type=int, default=FEATURES.tta, help="Flip/rotation averaging of the features.")
     args = ap.parse_args()
+    FEATURES = dataclasses.replace(FEATURES, tta=args.tta)
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = {"features": dataclasses.asdict(FEATURES), "n_galaxies": args.n_galaxies, "seeds": args.seeds,
               "anomalies": {}, "learning_curves": {}}
@@ -215,8 +252,9 @@ def main() -> None:
     for key in next(iter(mock_res.values())):
         merged[key] = {}
         for b in map(str, BUDGETS):
-            runs = [mock_res[s][key][b]["runs"][0] for s in mock_res]
-            merged[key][b] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
+            if all(b in mock_res[s][key] for s in mock_res):
+                runs = [mock_res[s][key][b]["runs"][0] for s in mock_res]
+                merged[key][b] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
     result["learning_curves"]["mock_truth_morph"] = merged
     if args.real.exists():
         ws = real_workspace(args.workdir, args.real)
@@ -236,7 +274,7 @@ def main() -> None:
     for task, res in result["learning_curves"].items():
         print(f"learning curve {task} (balanced accuracy, mean over seeds):")
         for key, curve in res.items():
-            print(f"  {key:22s} " + "  ".join(f"{b}: {curve[b]['mean']:.3f}" for b in map(str, BUDGETS)))
+            print(f"  {key:22s} " + "  ".join(f"{b}: {curve[b]['mean']:.3f}" for b in map(str, BUDGETS) if b in curve))
     print(f"wrote {args.out} ({result['seconds_total']:.0f} s)")
 
 

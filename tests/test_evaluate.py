@@ -244,6 +244,16 @@ def test_similar_galaxies(tmp_path, capsys):
     assert main(["similar", "--workspace", str(ws.root), "--id", "1010", "--k", "3"]) == 0
     assert "distance" in capsys.readouterr().out
     assert main(["similar", "--workspace", str(ws.root), "--id", "nope"]) == 2
+    # --out: the format its name says, written atomically (no partial or temporary file left behind)
+    out = tmp_path / "out" / "like1010.csv"
+    assert main(["similar", "--workspace", str(ws.root), "--id", "1010", "--k", "4", "--out", str(out)]) == 0
+    assert list(Table.read(out)["rank"]) == [1, 2, 3, 4]
+    capsys.readouterr()
+    bad = tmp_path / "out" / "like1010.weird"
+    assert main(["similar", "--workspace", str(ws.root), "--id", "1010", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "like1010.weird" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["like1010.csv"]
 
 
 def test_image_folder_labels_need_compare(tmp_path):

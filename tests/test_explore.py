@@ -103,6 +103,40 @@ def test_run_anomalies_and_cli(tmp_path, capsys):
     assert "sample.h5" in capsys.readouterr().err
 
 
+def test_anomalies_partitioned_same_on_cluster(tmp_path, capsys):
+    """Fit on a subsample, score in partitions: identical scores in-process and on a 2-worker LocalCluster."""
+    pytest.importorskip("distributed")
+    ws, X, _, truth_rare = make_workspace(tmp_path / "ws")
+    small = ["compute.anomaly_fit_subsample=150", "compute.anomaly_partition=64"]
+    scores = {}
+    for scheduler in ("none", "local:2"):
+        assert main(["anomalies", "--workspace", str(ws.root), "--scheduler", scheduler, *small]) == 0
+        assert f"scored in 5 partition(s) on scheduler {scheduler}" in capsys.readouterr().out
+        entry = read_metrics(ws.metrics)["anomalies"]
+        assert entry["n_fit"] == 150 and entry["compute"]["n_partitions"] == 5
+        assert entry["compute"]["scheduler"] == scheduler
+        assert entry["compute"]["n_workers"] == (1 if scheduler == "none" else 2)
+        table = read_table(ws.anomalies)
+        assert table.meta["compute"]["partition_size"] == 64
+        scores[scheduler] = np.asarray(table["score"])
+    np.testing.assert_array_equal(scores["none"], scores["local:2"])
+    assert recall_at(np.argsort(ranks_of(scores["none"])), truth_rare != "none", 20) >= 0.9
+    # the library call with the rows in the tasks gives the same scores as the partitions reading the file
+    same = anomaly_scores(X.astype("f4"), max_fit=150, chunk_size=64, random_state=0)
+    np.testing.assert_array_equal(same, scores["none"])
+    # --max-fit wins over the configuration; bad values of the new settings exit 2 with one line
+    assert main(["anomalies", "--workspace", str(ws.root), "--max-fit", "200", *small]) == 0
+    assert read_metrics(ws.metrics)["anomalies"]["n_fit"] == 200
+    capsys.readouterr()
+    for bad, where in (("compute.anomaly_partition=0", "anomaly_partition"),
+                       ("compute.anomaly_fit_subsample=2", "anomaly_fit_subsample"),
+                       ("compute.anomaly_fit_subsample=many", "anomaly_fit_subsample")):
+        assert main(["anomalies", "--workspace", str(ws.root), "--scheduler", "none", bad]) == 2
+        err = capsys.readouterr().err
+        assert where in err and len(err.strip().splitlines()) == 1
+    assert main(["anomalies", "--workspace", str(ws.root), "--scheduler", "local:0"]) == 2
+
+
 # ----------------------------------------------------------------------------- labels + learn
 
 
@@ -143,8 +177,77 @@ def test_learn_cli_bad_inputs_exit_2(tmp_path, capsys):
     good = _write(tmp_path / "good.csv", "id,label\n1,disk\n2,early-type\n")
     assert main(["learn", "--workspace", str(ws.root), "--labels", str(good), "--n-propose", "-1"]) == 2
     assert main(["learn", "--workspace", str(ws.root), "--labels", str(good), "--model", "forest"]) == 2
+    capsys.readouterr()
+    for bad_div in ("0", "-3"):
+        assert main(["learn", "--workspace", str(ws.root), "--labels", str(good), "--diversity", bad_div]) == 2
+        err = capsys.readouterr().err
+        assert "--diversity" in err and len(err.strip().splitlines()) == 1
+    assert main(["learn", "--workspace", str(ws.root), "--n-propose", "-2"]) == 2  # cold start checks it too
+    with pytest.raises(BadValueError, match="--diversity"):
+        run_learn(ws, good, diversity=0)
     with pytest.raises(MissingInputError):
         run_learn(Workspace(tmp_path / "nows"), good)
+    with pytest.raises(MissingInputError):
+        run_learn(Workspace(tmp_path / "nows"))
+
+
+def test_learn_cold_start_proposes_representative_galaxies(tmp_path, capsys):
+    """No labels yet: `galearn learn` proposes k-means centres, seeded, covering both groups, no outlier."""
+    ws, X, labels, truth_rare = make_workspace(tmp_path / "ws")
+    assert main(["learn", "--workspace", str(ws.root), "--n-propose", "6", "--seed", "4"]) == 0
+    assert "6 representative galaxies proposed" in capsys.readouterr().out
+    t = read_table(ws.predictions)
+    assert t.colnames == ["id", "label", "proposal"]
+    proposal = np.asarray(t["proposal"])
+    picked = np.flatnonzero(proposal > 0)
+    assert sorted(proposal[picked]) == list(range(1, 7))
+    assert set(labels[picked]) == {"disk", "early-type"}  # both groups of the map
+    assert (truth_rare[picked] == "none").all()  # the big groups' centres, not the isolated rare ones
+    entry = read_metrics(ws.metrics)["learn"]
+    assert entry["n_labels"] == 0 and entry["n_proposed"] == 6
+    # the same seed gives the same proposals, in the same order
+    assert main(["learn", "--workspace", str(ws.root), "--n-propose", "6", "--seed", "4"]) == 0
+    np.testing.assert_array_equal(np.asarray(read_table(ws.predictions)["proposal"]), proposal)
+    from galearn.explore import propose_representative
+    from galearn.explore.anomalies import reduce_for_scoring
+
+    Z, _ = reduce_for_scoring(X, random_state=4)
+    again = propose_representative(Z, 6, random_state=4)
+    np.testing.assert_array_equal(again, np.argsort(np.where(proposal > 0, proposal, 99))[:6])
+    excluded = np.zeros(len(X), bool)
+    excluded[again[:3]] = True
+    assert not np.isin(propose_representative(Z, 6, exclude=excluded, random_state=4), again[:3]).any()
+    # labelling the proposals is the real path: the page exports them, `learn --labels` trains on them
+    lines = ["id,label"] + [f"{t['id'][i]},{labels[i]}" for i in picked]
+    path = _write(tmp_path / "labels.csv", "\n".join(lines) + "\n")
+    assert main(["learn", "--workspace", str(ws.root), "--labels", str(path)]) == 0
+    pred = read_table(ws.predictions)
+    assert np.mean(np.asarray(pred["prediction"])[:N_ORDINARY] == labels[:N_ORDINARY]) > 0.95
+
+
+def test_diverse_uncertainty_batches():
+    X, labels, _ = make_data()
+    rows = np.r_[np.flatnonzero(labels == "disk")[:3], np.flatnonzero(labels == "early-type")[:3]]
+    proba = fit_classifier(X, rows, labels[rows], random_state=0).predict_proba(X)
+    labelled = np.isin(np.arange(len(X)), rows)
+    plain = propose_uncertain(proba, labelled, 5)
+    spread = propose_uncertain(proba, labelled, 5, Z=X, diversity=4, random_state=0)
+    from galearn.explore.learn import uncertainty
+
+    u = uncertainty(proba)
+    top20 = propose_uncertain(proba, labelled, 20)
+    assert len(set(spread)) == 5 and np.isin(spread, top20).all() and not np.isin(spread, rows).any()
+    assert (np.diff(u[spread]) <= 1e-12).all()  # most uncertain first
+    np.testing.assert_array_equal(spread, propose_uncertain(proba, labelled, 5, Z=X, diversity=4, random_state=0))
+    np.testing.assert_array_equal(propose_uncertain(proba, labelled, 5, Z=X, diversity=1), plain)
+
+    def spread_of(sel):
+        d = np.linalg.norm(X[sel][:, None] - X[sel][None], axis=-1)
+        return d[np.triu_indices(len(sel), 1)].min()
+
+    assert spread_of(spread) >= spread_of(plain)
+    with pytest.raises(BadValueError, match="--diversity"):
+        propose_uncertain(proba, labelled, 5, Z=X, diversity=0)
 
 
 def test_learn_predicts_and_proposes(tmp_path, capsys):
@@ -164,9 +267,16 @@ def test_learn_predicts_and_proposes(tmp_path, capsys):
     np.testing.assert_allclose(t["p_disk"] + t["p_early_type"], 1.0, atol=1e-9)
     proposed = np.flatnonzero(np.asarray(t["proposal"]) > 0)
     assert len(proposed) == 7 and not np.isin(proposed, picked).any()
-    # proposals are the most uncertain unlabelled galaxies
+    # default proposals: spread-out galaxies among the 2 x 7 most uncertain unlabelled ones
     free = np.setdiff1d(np.arange(len(t)), picked)
-    assert np.asarray(t["uncertainty"])[proposed].min() >= np.sort(np.asarray(t["uncertainty"])[free])[-7] - 1e-12
+    u_free = np.sort(np.asarray(t["uncertainty"])[free])
+    assert np.asarray(t["uncertainty"])[proposed].min() >= u_free[-14] - 1e-12
+    # --diversity 1: exactly the most uncertain
+    assert main(["learn", "--workspace", str(ws.root), "--labels", str(path), "--n-propose", "7",
+                 "--diversity", "1"]) == 0
+    t = read_table(ws.predictions)
+    proposed = np.flatnonzero(np.asarray(t["proposal"]) > 0)
+    assert np.asarray(t["uncertainty"])[proposed].min() >= u_free[-7] - 1e-12
     assert read_metrics(ws.metrics)["learn"]["n_labels"] == 10
 
 

@@ -422,7 +422,9 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
 
     table = similar_galaxies(Workspace(workspace), galaxy_id, k, backbone=backbone)
     if out:
-        table.write(out, overwrite=True)
+        from .store import write_table_as
+
+        write_table_as(out, table)
     roles = table.meta.get("roles", {})
     preferred = [roles.get(r) for r in ("z", "mass", "sfr", "mag")] + ["uvj_class"]
     preferred += [c for c in table.colnames if table[c].dtype.kind in "US" and c not in ("id",)]
@@ -440,19 +442,29 @@ def similar(workspace, galaxy_id, k, backbone, out) -> None:
 @click.option("--backbone", default=None, help="Feature file to score (default: the one `features` wrote last).")
 @click.option("--components", "n_components", type=int, default=50, show_default=True,
               help="Principal components of the space the detector works in.")
-@click.option("--max-fit", type=int, default=20000, show_default=True,
-              help="Galaxies the detector is fitted on (a seeded subsample beyond); all are scored.")
+@click.option("--max-fit", type=int, default=None,
+              help="Galaxies the detector is fitted on (a seeded subsample beyond); all are scored "
+                   "(default: [compute] anomaly_fit_subsample, 20000).")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True)
-def anomalies(workspace, method, backbone, n_components, max_fit, random_state) -> None:
+@_scheduler_options
+@_config_option
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def anomalies(workspace, method, backbone, n_components, max_fit, random_state, scheduler, scheduler_file, config,
+              overrides) -> None:
     """The most unusual galaxies: anomaly scores and ranks in feature space (WS/anomalies.ecsv)."""
     from .explore import run_anomalies
 
     if n_components < 1:
         raise click.BadParameter(f"must be >= 1, got {n_components}", param_hint="--components")
-    if max_fit < 3:
+    if max_fit is not None and max_fit < 3:
         raise click.BadParameter(f"must be >= 3, got {max_fit}", param_hint="--max-fit")
-    entry = run_anomalies(Workspace(workspace), method=method, backbone=backbone, n_components=n_components,
-                          max_fit=max_fit, random_state=random_state)
+    run_cfg = _config(config, overrides)
+    with _compute(run_cfg, scheduler, scheduler_file):
+        entry = run_anomalies(Workspace(workspace), method=method, backbone=backbone, n_components=n_components,
+                              max_fit=max_fit, random_state=random_state)
+    c = entry["compute"]
+    click.echo(f"scored in {c['n_partitions']} partition(s) on scheduler {c['scheduler']} "
+               f"({c['n_workers']} worker(s))" if c["n_partitions"] else "scored in this process (LOF of every galaxy)")
     click.echo(f"{entry['n_galaxies']} galaxies scored ({method}, fitted on {entry['n_fit']}) "
                f"in {entry['seconds']:.1f} s")
     truth = entry.get("truth")
@@ -465,24 +477,31 @@ def anomalies(workspace, method, backbone, n_components, max_fit, random_state) 
 
 @app.command()
 @_workspace_option
-@click.option("--labels", type=click.Path(dir_okay=False), required=True,
-              help="CSV with columns id,label (e.g. exported from the report page).")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="CSV with columns id,label (e.g. exported from the report page). Without it: no labels yet, "
+                   "propose the first galaxies to label (representative: k-means centres).")
 @click.option("--model", type=click.Choice(["logistic", "gp"]), default="logistic", show_default=True,
               help="Logistic regression or Gaussian-process classifier.")
 @click.option("--backbone", default=None, help="Feature file to learn from (default: the one `features` wrote last).")
 @click.option("--n-propose", type=int, default=20, show_default=True, help="Galaxies proposed for labelling next.")
+@click.option("--diversity", type=int, default=2, show_default=True,
+              help="Proposals: the k-means centres of the DIVERSITY x n-propose most uncertain galaxies "
+                   "(1: the n-propose most uncertain).")
 @click.option("--interesting", default="interesting", show_default=True,
               help="Label that marks an interesting anomaly (re-ranks WS/anomalies.ecsv).")
 @click.option("--boring", default="boring", show_default=True, help="Label that marks a boring one.")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True)
-def learn(workspace, labels, model, backbone, n_propose, interesting, boring, random_state) -> None:
+def learn(workspace, labels, model, backbone, n_propose, diversity, interesting, boring, random_state) -> None:
     """A classifier from a person's labels: predictions, probabilities, next galaxies to label."""
     from .explore import run_learn
 
-    if n_propose < 0:
-        raise click.BadParameter(f"must be >= 0, got {n_propose}", param_hint="--n-propose")
     entry = run_learn(Workspace(workspace), labels, backbone=backbone, model=model, n_propose=n_propose,
-                      interesting=interesting, boring=boring, random_state=random_state)
+                      diversity=diversity, interesting=interesting, boring=boring, random_state=random_state)
+    if entry["n_labels"] == 0:
+        click.echo(f"no labels yet: {entry['n_proposed']} representative galaxies proposed to label first "
+                   f"(column `proposal` of {Workspace(workspace).predictions}; label them in the page, export "
+                   "labels.csv, then `galearn learn --labels labels.csv`)")
+        return
     counts = ", ".join(f"{k}: {v}" for k, v in entry["label_counts"].items())
     pred = ", ".join(f"{k}: {v}" for k, v in entry["predicted_counts"].items())
     click.echo(f"{entry['n_labels']} labels ({counts}); predicted: {pred}; {entry['n_proposed']} proposed next")

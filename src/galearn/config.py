@@ -291,6 +291,8 @@ class ComputeConfig:
     morphology_partition: int = 128  # stamps per statmorph task (~0.2 s per stamp)
     map_fit_subsample: int = 50000  # embed: fit t-SNE/UMAP/PCA on a seeded subsample of this many rows, transform the rest
     transform_partition: int = 20000  # rows per `transform` task when placing the rest on the map
+    anomaly_fit_subsample: int = 20000  # anomalies: scaler, PCA and detector fitted on a seeded subsample of this many rows
+    anomaly_partition: int = 50000  # anomalies: rows per scoring task
 
 
 @dataclass(frozen=True)

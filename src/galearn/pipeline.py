@@ -498,7 +498,8 @@ def _run_stages(ws: Workspace, cfg: RunConfig, r: _Runner, src: str) -> None:
         return {"anomalies": ws.anomalies}
 
     r.stage("anomalies", anomalies, config={"method": "lof", "backbone": cls_cfg.backbone,
-                                            "random_state": cls_cfg.random_state},
+                                            "random_state": cls_cfg.random_state,
+                                            "fit_subsample": cfg.compute.anomaly_fit_subsample},
             inputs=[ws.sample, ws.features(cls_cfg.backbone)])
 
 

@@ -123,6 +123,7 @@ __all__ = [
     "read_map",
     "load_map_model",
     "write_table",
+    "write_table_as",
     "read_table",
     "read_metrics",
     "update_metrics",
@@ -1137,6 +1138,26 @@ def write_table(path: str | os.PathLike, table: Table) -> None:
     """Write a small table as ECSV (keeps units and meta), atomically."""
     with atomic_path(path, suffix=".ecsv") as tmp:
         Table(table).write(tmp, format="ascii.ecsv", overwrite=True)
+
+
+def write_table_as(path: str | os.PathLike, table: Table) -> None:
+    """Write ``table`` in the format its file name says (``.ecsv``, ``.csv``, ``.fits``, ...), atomically.
+
+    Raises
+    ------
+    BadValueError
+        Astropy cannot tell a table format from the name.
+    """
+    from astropy.io.registry import IORegistryError
+
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix.lower() in (".gz", ".bz2", ".xz") else path.suffix
+    try:
+        with atomic_path(path, suffix=suffix or ".tmp") as tmp:
+            Table(table).write(tmp, overwrite=True)
+    except IORegistryError:
+        raise BadValueError(f"{path}: cannot tell a table format from the name; use .ecsv, .csv, .fits, "
+                            ".vot or .hdf5") from None
 
 
 def read_table(path: str | os.PathLike) -> Table:

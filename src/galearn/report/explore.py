@@ -156,8 +156,9 @@ def write_explore_figures(data, out_dir: Path) -> dict[str, Path]:
         unc = data.fields.get("learn_uncertainty")
         titles = [f"{ids[r]}\n{pred.values[r] if pred is not None else ''} u={unc.values[r]:.2f}" if unc is not None
                   else str(ids[r]) for r in top]
-        figs["learn_proposals"] = _stamp_grid(data, top, titles, path,
-                                              title="Label these next (most uncertain predictions, galearn learn)")
+        title = ("Label these next (most uncertain predictions, galearn learn)" if pred is not None
+                 else "Label these first (representative galaxies: k-means centres, galearn learn)")
+        figs["learn_proposals"] = _stamp_grid(data, top, titles, path, title=title)
     elif path.exists():
         path.unlink()
     return figs

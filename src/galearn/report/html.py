@@ -44,8 +44,9 @@ FIGURE_CAPTIONS = {
     "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
     "anomalies_top": "The 48 most unusual galaxies (galearn anomalies), most unusual first; "
                      "the second line is truth_rare where the catalogue has it.",
-    "learn_proposals": "The galaxies to label next (galearn learn): the most uncertain predictions, with the "
-                       "predicted class and uncertainty u.",
+    "learn_proposals": "The galaxies to label next (galearn learn): uncertain predictions spread over the map, "
+                       "with the predicted class and uncertainty u; before any label, representative galaxies "
+                       "(k-means centres) to label first.",
 }
 
 _JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
