@@ -63,6 +63,7 @@ METHODS = {
     "merge-silhouette-umap5": ("umap:5", "merge", "silhouette"),
     "kmeans-silhouette-map": ("map", "kmeans", "silhouette"),
     "ward-silhouette-map": ("map", "ward", "silhouette"),
+    "graph-modularity-umap5": ("umap:5", "graph", "modularity"),
 }
 KEYS = ("n_clusters", "cluster_majority_balanced_accuracy", "ami", "ari", "cluster_accuracy", "majority_rate")
 

@@ -109,7 +109,7 @@ def test_fit_on_a_sample_assigns_the_rest():
     assert np.bincount(sub.labels)[0] >= np.bincount(sub.labels)[1]
 
 
-@pytest.mark.parametrize("method", ["gmm", "ward", "merge", "hdbscan"])
+@pytest.mark.parametrize("method", ["gmm", "ward", "merge", "graph", "hdbscan"])
 def test_other_methods_find_the_populations(method):
     X, y = two_populations(n_big=300, n_small=60, dim=6)
     with blas_threads(1):
@@ -124,6 +124,39 @@ def test_other_methods_find_the_populations(method):
         assert fit.select is None and fit.outlier.dtype == bool
 
 
+def test_modularity_merge_joins_connected_groups():
+    from galearn.maps.clusters import _modularity_merge
+
+    # two cliques of three nodes joined by one weak edge: the best 2-group cut separates them
+    W = np.zeros((6, 6))
+    for grp in ((0, 1, 2), (3, 4, 5)):
+        for i in grp:
+            for j in grp:
+                if i != j:
+                    W[i, j] = 1.0
+    W[2, 3] = W[3, 2] = 0.1
+    merged = _modularity_merge(W, 6)
+    assert sorted(merged) == [1, 2, 3, 4, 5, 6]
+    lab, q = merged[2]
+    assert len(set(lab[:3])) == 1 and len(set(lab[3:])) == 1 and lab[0] != lab[3]
+    assert q == max(v[1] for v in merged.values()) and merged[1][1] == pytest.approx(0.0)
+
+
+def test_graph_clusterer_on_the_umap_graph():
+    X, y = two_populations(n_big=300, n_small=40, dim=20)
+    with blas_threads(1):
+        fit = default_clusters(X, method="graph", stability_resamples=2, random_state=0)
+        fixed = fit_clusters(fit.points, method="graph", n_clusters=3, graph=fit.graph, random_state=0)
+        sub = fit_clusters(fit.points, method="graph", graph=fit.graph, max_fit=200, random_state=0)
+    assert fit.select == "modularity" and 2 <= fit.n_clusters <= 10 and fit.graph.shape == (340, 340)
+    assert set(fit.summary()["scores"]) <= {str(k) for k in range(2, 11)}
+    m = cluster_agreement(fit.labels, (y == "small").astype(int), 2)
+    assert m["cluster_majority_balanced_accuracy"] > 0.95
+    assert fixed.n_clusters == 3 and fixed.select is None
+    assert sub.params["n_fit"] == 200 and len(sub.labels) == 340
+    assert 0.0 <= fit.stability <= 1.0
+
+
 def test_bad_clusterer_options():
     X, _ = two_populations(n_big=60, n_small=20, dim=4)
     with pytest.raises(BadValueError, match="unknown clusterer"):
@@ -132,6 +165,10 @@ def test_bad_clusterer_options():
         fit_clusters(X, method="hdbscan", n_clusters=3)
     with pytest.raises(BadValueError, match="bic"):
         fit_clusters(X, method="kmeans", select="bic")
+    with pytest.raises(BadValueError, match="modularity"):
+        fit_clusters(X, method="kmeans", select="modularity")
+    with pytest.raises(BadValueError, match="neighbour graph"):
+        fit_clusters(X, method="graph", graph=np.eye(3))
     with pytest.raises(BadValueError, match="cluster space"):
         default_clusters(X, space="tsne:3")
     with pytest.raises(BadValueError, match="needs the map"):

@@ -368,12 +368,13 @@ def embed(workspace, method, backbone, perplexity, random_state, scheduler, sche
 @click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
 @click.option("--backbone", default=None)
 @click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
-@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "ward", "merge", "hdbscan"]), default=None,
+@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "ward", "merge", "graph", "hdbscan"]), default=None,
               help="Workspace clusters (default measured, docs/maps.md): kmeans, gmm, ward, merge "
-                   "(over-cluster + merge), hdbscan (density; outliers).")
+                   "(over-cluster + merge), graph (over-cluster + merge by neighbour-graph modularity), "
+                   "hdbscan (density; outliers).")
 @click.option("--cluster-space", default=None,
-              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: pca; map for hdbscan).")
-@click.option("--select", type=click.Choice(["silhouette", "bic", "stability"]), default=None,
+              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: umap:5; map for hdbscan).")
+@click.option("--select", type=click.Choice(["silhouette", "bic", "stability", "modularity"]), default=None,
               help="Label-free choice of the number of clusters (default: the method's).")
 @click.option("--n-clusters", type=int, default=None,
               help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")

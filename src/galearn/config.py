@@ -159,9 +159,9 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | hdbscan (measured default: docs/maps.md)
+    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | graph | hdbscan (measured default: docs/maps.md)
     cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
-    select: str | None = None  # k criterion: silhouette | bic | stability; None: the method's default
+    select: str | None = None  # k criterion: silhouette | bic | stability | modularity (graph); None: the method's default
     n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
@@ -377,7 +377,7 @@ FIELD_RANGES: dict[str, tuple] = {
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
-    "clusterer": ("kmeans", "gmm", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
+    "clusterer": ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
     "fuse": ("none", "morphology"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

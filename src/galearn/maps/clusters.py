@@ -20,6 +20,14 @@ Methods (``method=``):
     default ``clip(N / 25, 20, 100)``), whose centres are merged by a
     size-weighted Ward hierarchy; the cut from ``select``. The recipe of
     unsupervised morphology papers (Hocking et al. 2018, Martin et al. 2020).
+``graph``
+    Over-clustering then merging by *connectivity*: k-means micro-clusters
+    (``n_micro``, default ``clip(N / 15, 20, 100)``) in the space, merged
+    greedily by the gain in modularity of the neighbour graph (the UMAP fuzzy
+    graph of the PCA space when the space is ``umap:N``, else a 15-neighbour
+    fuzzy graph of the space itself), i.e. Clauset-Newman-Moore agglomeration
+    of the micro-cluster graph; ``k`` is the number of groups in ``k_range``
+    with the highest modularity (``select="modularity"``) unless given.
 ``hdbscan``
     ``sklearn.cluster.HDBSCAN`` (``min_cluster_size`` default 2 % of the
     galaxies, at least 5); the number of clusters is what the density tree
@@ -28,7 +36,7 @@ Methods (``method=``):
 ``select`` (label-free choice of ``k`` in ``k_range``, default 2..10):
 ``silhouette`` (largest mean silhouette), ``bic`` (Gaussian mixtures),
 ``stability`` (the largest ``k`` whose bootstrap stability is at least
-``min_stability``, see :func:`cluster_stability`).
+``min_stability``, see :func:`cluster_stability`), ``modularity`` (``graph`` only).
 
 Scaling: every method is *fit on a sample, assign the rest*: above
 ``max_fit`` galaxies (default 20 000; Ward at most 5 000, its tree needs
@@ -53,8 +61,8 @@ __all__ = [
     "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters",
 ]
 
-CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "hdbscan")
-SELECTORS = ("silhouette", "bic", "stability")
+CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan")
+SELECTORS = ("silhouette", "bic", "stability", "modularity")
 NOISE = -1
 DEFAULT_K_RANGE = (2, 10)
 DEFAULT_MAX_FIT = 20000
@@ -65,6 +73,8 @@ DEFAULT_SPACE = "umap:5"
 DEFAULT_SELECT: str | None = None
 DEFAULT_STABILITY_RESAMPLES = 10
 _SILHOUETTE_SAMPLE = 5000
+#: Neighbours of the UMAP clustering space and of the ``graph`` clusterer's neighbour graph.
+UMAP_NEIGHBOURS = 15
 
 
 @dataclass
@@ -102,6 +112,7 @@ class ClusterFit:
     model: object = None
     fit_points: np.ndarray | None = None
     fit_labels: np.ndarray | None = None
+    graph: object = None
 
     @property
     def outlier(self) -> np.ndarray:
@@ -295,10 +306,68 @@ def _merge_cut(merges, n_micro, present, k):
     return out
 
 
+def _fuzzy_graph(S, seed):
+    """UMAP's fuzzy neighbour graph of the points themselves (sparse, symmetric)."""
+    import warnings
+
+    from umap.umap_ import fuzzy_simplicial_set
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = fuzzy_simplicial_set(S, min(UMAP_NEIGHBOURS, len(S) - 1), np.random.RandomState(seed), "euclidean")[0]
+    return graph.tocsr()
+
+
+def _micro_graph(graph, micro, n_micro):
+    """Summed edge weights between micro-clusters: ``W = M^T G M`` (``M``: galaxy -> micro-cluster indicator)."""
+    import scipy.sparse as sp
+
+    n = len(micro)
+    M = sp.csr_matrix((np.ones(n), (np.arange(n), micro)), shape=(n, n_micro))
+    W = (M.T @ sp.csr_matrix(graph) @ M).toarray()
+    return 0.5 * (W + W.T)
+
+
+def _modularity_merge(W, k_max):
+    """Greedy modularity agglomeration (Clauset, Newman & Moore 2004) of a small weighted graph.
+
+    Starting from one group per node of ``W`` (``(m, m)``, symmetric, diagonal =
+    internal weight), merge the pair with the largest modularity gain
+    ``2 (e_ab - a_a a_b)`` until one group is left. Returns ``{k: (group per
+    node, modularity)}`` for every ``k <= k_max`` reached.
+    """
+    m = len(W)
+    total = float(W.sum())
+    E = W / total if total > 0 else np.full((m, m), 1.0 / max(m * m, 1))
+    active = list(range(m))
+    groups = {i: [i] for i in range(m)}
+    out = {}
+    while True:
+        A = E[np.ix_(active, active)]
+        if len(active) <= k_max:
+            lab = np.empty(m, dtype=np.int64)
+            for g, i in enumerate(active):
+                lab[groups[i]] = g
+            out[len(active)] = (lab, float(np.trace(A) - (A.sum(axis=1) ** 2).sum()))
+        if len(active) == 1:
+            return out
+        a = A.sum(axis=1)
+        gain = 2.0 * (A - np.outer(a, a))
+        np.fill_diagonal(gain, -np.inf)
+        i, j = np.unravel_index(np.argmax(gain), gain.shape)
+        gi, gj = active[i], active[j]
+        E[gi, :] += E[gj, :]
+        E[:, gi] += E[:, gj]
+        E[gj, :] = 0.0
+        E[:, gj] = 0.0
+        groups[gi] += groups.pop(gj)
+        active.remove(gj)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
-def cluster_space(Z, space: str = "pca", *, xy=None, random_state=0) -> np.ndarray:
+def cluster_space(Z, space: str = "pca", *, xy=None, random_state=0, return_graph: bool = False):
     """The points a clusterer works on.
 
     Parameters
@@ -311,8 +380,15 @@ def cluster_space(Z, space: str = "pca", *, xy=None, random_state=0) -> np.ndarr
         seeded; for clustering, not display) or ``map`` (``xy``, the 2-D map).
     xy : array (N, 2) or None
         Map coordinates, for ``space="map"``.
+    return_graph : bool
+        Return ``(points, graph)``: for ``umap:N`` the UMAP fuzzy neighbour
+        graph of ``Z`` (sparse ``(N, N)``, what the ``graph`` clusterer
+        merges on), None for the other spaces.
     """
     Z = check_features(Z, name="reduced features", min_samples=2)
+    kind = str(space).partition(":")[0]
+    if return_graph and kind != "umap":
+        return cluster_space(Z, space, xy=xy, random_state=random_state), None
     kind, _, arg = str(space).partition(":")
     if kind == "pca" and not arg:
         return Z
@@ -336,9 +412,12 @@ def cluster_space(Z, space: str = "pca", *, xy=None, random_state=0) -> np.ndarr
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            emb = UMAP(n_components=dim, n_neighbors=min(15, len(Z) - 1), min_dist=0.0,
-                       random_state=as_seed(random_state)).fit_transform(Z)
-        return np.ascontiguousarray(emb, dtype=np.float64)
+            model = UMAP(n_components=dim, n_neighbors=min(UMAP_NEIGHBOURS, len(Z) - 1), min_dist=0.0,
+                         random_state=as_seed(random_state)).fit(Z)
+        emb = np.ascontiguousarray(model.embedding_, dtype=np.float64)
+        if return_graph:
+            return emb, model.graph_.tocsr()
+        return emb
     raise BadValueError(f"unknown cluster space {space!r} (option --cluster-space); "
                         "choose pca, pca:N, umap:N or map")
 
@@ -356,6 +435,7 @@ def fit_clusters(
     min_stability: float = 0.8,
     n_resamples: int = 10,
     max_fit: int | None = DEFAULT_MAX_FIT,
+    graph=None,
     random_state=0,
 ) -> ClusterFit:
     """Cluster the galaxies of a space without labels.
@@ -364,21 +444,26 @@ def fit_clusters(
     ----------
     S : array-like, shape (N, K)
         Points to cluster (reduced features, their UMAP, or the 2-D map).
-    method : {"kmeans", "gmm", "ward", "merge", "hdbscan"}
+    method : {"kmeans", "gmm", "ward", "merge", "graph", "hdbscan"}
     n_clusters : int or None
         Fixed number of clusters (not for hdbscan); None: chosen by ``select``.
-    select : {"silhouette", "bic", "stability"} or None
+    select : {"silhouette", "bic", "stability", "modularity"} or None
         Criterion for ``k`` in ``k_range`` (inclusive). None: ``bic`` for gmm,
-        ``silhouette`` otherwise.
+        ``modularity`` for graph, ``silhouette`` otherwise.
     min_cluster_size, min_samples : int or None
         HDBSCAN settings (None: 2 % of the galaxies, at least 5; scikit-learn's default).
     n_micro : int or None
-        Micro-clusters of ``merge`` (None: ``clip(N / 25, 20, 100)``).
+        Micro-clusters of ``merge`` (None: ``clip(N / 25, 20, 100)``) or ``graph``
+        (None: ``clip(N / 15, 20, 100)``).
     min_stability, n_resamples : float, int
         ``select="stability"``: keep the largest ``k`` whose mean bootstrap ARI
         (``n_resamples`` resamples) is >= ``min_stability`` (else the most stable ``k``).
     max_fit : int or None
         Fit on at most this many galaxies (seeded subset), assign the rest.
+    graph : scipy sparse matrix (N, N) or None
+        Neighbour graph of the galaxies for ``graph`` (e.g. the UMAP fuzzy graph
+        from :func:`cluster_space` ``return_graph=True``); None: a 15-neighbour
+        fuzzy graph of ``S``.
     random_state : int, numpy.random.Generator or None
 
     Returns
@@ -401,11 +486,15 @@ def fit_clusters(
         if not 1 <= n_clusters <= n:
             raise BadValueError(f"n_clusters must be between 1 and the number of galaxies ({n}), got {n_clusters}")
     if select is None:
-        select = "bic" if method == "gmm" else "silhouette"
+        select = {"gmm": "bic", "graph": "modularity"}.get(method, "silhouette")
     if select not in SELECTORS:
         raise BadValueError(f"unknown cluster-number criterion {select!r}; choose one of {', '.join(SELECTORS)}")
     if select == "bic" and method != "gmm":
         raise BadValueError("select='bic' needs method='gmm' (a likelihood)")
+    if select == "modularity" and method != "graph":
+        raise BadValueError("select='modularity' needs method='graph' (a neighbour graph)")
+    if graph is not None and getattr(graph, "shape", None) != (n, n):
+        raise BadValueError(f"the neighbour graph is {getattr(graph, 'shape', None)} for {n} galaxies")
 
     fit_idx = np.arange(n)
     if method == "ward" and max_fit is not None:
@@ -414,6 +503,10 @@ def fit_clusters(
         fit_idx = np.sort(np.random.default_rng(seed).choice(n, int(max_fit), replace=False))
     Sf = S[fit_idx]
     nf = len(Sf)
+    if method == "graph" and graph is not None and nf < n:
+        import scipy.sparse as sp
+
+        graph = sp.csr_matrix(graph)[fit_idx][:, fit_idx]
     hi = min(hi, nf - 1) if nf > 2 else 1
     lo = min(lo, hi)
     params: dict = {"k_range": [lo, hi], "n_fit": int(nf)}
@@ -421,7 +514,7 @@ def fit_clusters(
         params["max_fit"] = int(max_fit)
 
     fit = _fit_raw(Sf, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro,
-                   min_stability, n_resamples, seed, params)
+                   min_stability, n_resamples, seed, params, graph)
     raw, model, scores, k = fit
     order = _size_order(raw, max(k, int(raw.max(initial=-1)) + 1))
     labels_f = _relabel(raw, order)
@@ -470,23 +563,26 @@ def default_clusters(
         select = DEFAULT_SELECT
     seed = as_seed(random_state)
     Z, _ = reduce_features(X, max_components=max_components, random_state=seed)
-    S = cluster_space(Z, space, xy=xy, random_state=seed)
+    S, graph = cluster_space(Z, space, xy=xy, random_state=seed, return_graph=True)
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
     fit = fit_clusters(S, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
-                       min_cluster_size=min_cluster_size, random_state=seed)
+                       min_cluster_size=min_cluster_size, graph=graph if method == "graph" else None,
+                       random_state=seed)
     fit.space = space
     fit.points = S
+    fit.graph = graph if method == "graph" else None
     if stability_resamples and int(stability_resamples) > 0:
         fit.stability = cluster_stability(
             S, fit.labels, method=method, n_clusters=None if method == "hdbscan" else fit.n_clusters,
             n_resamples=int(stability_resamples), random_state=seed, n_micro=fit.params.get("n_micro"),
             min_cluster_size=fit.params.get("min_cluster_size") if method == "hdbscan" else None,
-            rebuild=(lambda idx, s: cluster_space(Z[idx], space, random_state=s)) if space.startswith("umap") else None)
+            rebuild=(lambda idx, s: cluster_space(Z[idx], space, random_state=s, return_graph=method == "graph"))
+            if space.startswith("umap") else None)
     return fit
 
 
 def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro, min_stability,
-             n_resamples, seed, params):
+             n_resamples, seed, params, graph=None):
     n = len(S)
     if method == "hdbscan":
         from sklearn.cluster import HDBSCAN
@@ -513,6 +609,17 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
 
         def partition(k):
             return _merge_cut(merges, nm, present, k)[micro]
+    elif method == "graph":
+        nm = int(np.clip(round(n / 15), 20, 100)) if n_micro is None else int(n_micro)
+        nm = max(2, min(nm, n))
+        params["n_micro"] = nm
+        micro, _, _ = _micro(S, nm, seed)
+        W = _micro_graph(_fuzzy_graph(S, seed) if graph is None else graph, micro, nm)
+        merged = _modularity_merge(W, max(hi, n_clusters or 1))
+        hi_m = min(hi, max(merged))
+
+        def partition(k):
+            return merged[min(k, max(merged))][0][micro]
     elif method == "ward":
         tree = _ward_tree(S)
 
@@ -531,7 +638,11 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
 
     scores: dict = {}
     if n_clusters is not None:
-        k = min(n_clusters, len(present)) if method == "merge" else n_clusters
+        k = min(n_clusters, len(present)) if method == "merge" else min(n_clusters, max(merged)) \
+            if method == "graph" else n_clusters
+    elif select == "modularity":
+        scores = {kk: merged[kk][1] for kk in range(max(lo, 2), hi_m + 1) if kk in merged}
+        k = max(scores, key=scores.get) if scores else 1
     elif select == "bic":
         for kk in range(lo, hi_m + 1):
             partition(kk)
@@ -595,7 +706,8 @@ def cluster_stability(
     choice) and scores ``adjusted_rand_score`` between the resample's
     clusters and ``labels`` on the resampled galaxies (outliers count as one
     more label). ``rebuild(idx, seed)``, when given, returns the space of the
-    resampled galaxies built afresh (e.g. a UMAP re-fitted on them), so that
+    resampled galaxies built afresh (e.g. a UMAP re-fitted on them; or
+    ``(space, neighbour graph)`` for ``graph``), so that
     the figure covers every fitted step, not only the last one.
 
     Returns
@@ -610,13 +722,16 @@ def cluster_stability(
     rng = np.random.default_rng(as_seed(random_state))
     m = max(2, int(round(float(fraction) * len(S))))
     kw = {k: v for k, v in kwargs.items() if v is not None}
-    if method != "merge":
+    if method not in ("merge", "graph"):
         kw.pop("n_micro", None)
     out = []
     for _ in range(int(n_resamples)):
         idx = np.sort(rng.choice(len(S), m, replace=False))
         seed = int(rng.integers(0, 2**31 - 1))
-        S_sub = S[idx] if rebuild is None else rebuild(idx, seed)
+        built = S[idx] if rebuild is None else rebuild(idx, seed)
+        S_sub, g_sub = built if isinstance(built, tuple) else (built, None)
+        if method == "graph":
+            kw["graph"] = g_sub
         if method == "hdbscan":
             sub = fit_clusters(S_sub, method=method, random_state=seed, max_fit=None, **kw).labels
         else:
