@@ -194,6 +194,9 @@ class GanTrainConfig:
     d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
+    sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "learnt": per-band noise gain
+    g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
+    d_radius: bool = True  # SNGAN D: append a fixed distance-from-centre map to its input (a centring prior)
     d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)
     r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
     r1_every: int = 16

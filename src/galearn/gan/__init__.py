@@ -27,6 +27,8 @@ __all__ = [
     "condition_labels",
     "make_split",
     "read_split",
+    "measure_sky",
+    "SkyNoise",
 ]
 
 _WHERE = {
@@ -42,6 +44,8 @@ _WHERE = {
     "condition_labels": ".data",
     "make_split": ".data",
     "read_split": ".data",
+    "measure_sky": ".sky",
+    "SkyNoise": ".sky",
 }
 
 

@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
-           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step")
+           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template")
 DISCRIMINATORS = ("sngan", "projected")
+# Values of settings a checkpoint written before they existed was trained with (not today's defaults).
+LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False}
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
@@ -83,7 +85,9 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     registry). ``with_D=False`` skips D (sampling needs only G).
     """
     check_stamp_size(stamp_size)
-    G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels)
+    G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
+                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
+                  template=bool(getattr(cfg, "g_template", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -94,7 +98,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                                        layers=tuple(cfg.d_layers) or None, input_size=cfg.d_input_size or None,
                                        random_state=cfg.random_state)
         elif kind == "sngan":
-            D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head)
+            D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head,
+                              radius_channel=bool(getattr(cfg, "d_radius", False)))
         else:
             raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {kind!r}")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -199,6 +204,10 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
+    from .sky import SKY_NOISE
+
+    if cfg.sky_noise not in SKY_NOISE:
+        raise BadValueError(f"gan.sky_noise must be one of {', '.join(SKY_NOISE)}, got {cfg.sky_noise!r}")
     if not isinstance(cfg.d_input_size, int) or cfg.d_input_size < 0:
         raise BadValueError(f"gan.d_input_size must be 0 (the stamp size) or a positive integer, got {cfg.d_input_size!r}")
 
@@ -250,15 +259,27 @@ def ema_beta_at(step: int, beta: float) -> float:
 
 
 @torch.no_grad()
-def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray) -> np.ndarray:
+def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     """Set the output conv's bias of G and G_ema to ``2 * median - 1`` per band (network units).
 
     ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1. About half
     of all stretched pixels are sky clipped to exactly 0, so G starts at the
     sky level instead of mid-grey. Returns the bias.
+
+    With a template (``gan.g_template``), the bias is 0 and the template of
+    class ``k`` is ``2 * median - 1`` pixel by pixel over the stamps with
+    ``y == k`` (the median commutes with the monotonic stretch, so it is the
+    stretched median physical stamp: a centred source on the sky's level).
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
+    if G.template is not None:
+        bias[:] = 0.0
+        tmpl = np.stack([2.0 * np.median(stamps[y == k], axis=0) - 1.0 if np.any(y == k) else
+                         np.broadcast_to((2.0 * med - 1.0)[:, None, None], stamps.shape[1:])
+                         for k in range(G.template.shape[0])]).astype("f4")
+        for net in (G, G_ema):
+            net.template.copy_(torch.from_numpy(tmpl))
     for net in (G, G_ema):
         net.to_img.bias.copy_(torch.from_numpy(bias))
     return bias
@@ -375,7 +396,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         defaults = {f.name: f.default for f in dataclasses.fields(GanTrainConfig)}
         for name in _FROZEN:
             # Checkpoints of older versions lack newer fields: they were trained with the default.
-            if old.get(name, defaults[name]) != getattr(cfg, name):
+            if old.get(name, LEGACY_SETTINGS.get(name, defaults[name])) != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {old.get(name)!r}, now {getattr(cfg, name)!r} "
                     f"(train without --resume to start again)"
@@ -405,7 +426,14 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # (about half the pixels clipped to exactly 0, i.e. -1 here), so an output bias
     # at 2 * median - 1 per band spares the first steps of learning "dark".
     # Overwritten by a checkpoint on resume.
-    init_output_bias(G, G_ema, stamps)
+    init_output_bias(G, G_ema, stamps, y_all)
+    sky = None
+    if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
+        from .sky import measure_sky
+
+        sky = measure_sky(stamps, sample.stretch)
+        G.sky.set(sky)
+        G_ema.sky.set(sky)
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
     if cfg.fast_step and device.type == "cpu":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -438,6 +466,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "discriminator": cfg.discriminator,
         "d_feature_network": getattr(D, "provenance", None),
         "autocast": str(amp_dtype) if amp_dtype is not None else None,
+        "sky": sky,
     }
     atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 

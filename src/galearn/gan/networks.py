@@ -144,9 +144,20 @@ class Generator(nn.Module):
         Latent dimension.
     channels : int
         Width of the highest-resolution block (the 4x4 block has 8x this).
+    sky_noise : bool
+        G paints the noiseless stamp and :class:`~galearn.gan.sky.SkyNoise`
+        adds the sky noise measured on the real stamps (set its buffers with
+        ``G.sky.set(measure_sky(...))``) instead of the learnt per-band noise.
+    template : bool
+        A learnt per-class image ``(n_classes, C, H, W)`` added to the output
+        (``gan.g_template``), started at the pixel-wise median of the class's
+        real training stamps (:func:`galearn.gan.loop.init_output_bias`): a
+        centred source with the class's colours from the first step, G learns
+        the departures from it.
     """
 
-    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32) -> None:
+    def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
+                 sky_noise: bool = False, template: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -154,7 +165,17 @@ class Generator(nn.Module):
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
         self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
-        self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
+        if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
+            from .sky import SkyNoise
+
+            self.sky = SkyNoise(n_bands)
+        else:
+            self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
+        self.sky_noise = bool(sky_noise)
+        if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
+            self.template = nn.Parameter(torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
+        else:
+            self.template = None
         self._w0 = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -166,7 +187,12 @@ class Generator(nn.Module):
         # is clip(asinh(flux / s) / asinh(max / s), 0, 1), so about half of all (sky)
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
-        return self.out_noise(self.to_img(h), gen).clamp(-1.0, 1.0)
+        out = self.to_img(h)
+        if self.template is not None:
+            out = out + self.template[y]
+        if self.sky_noise:
+            return self.sky(out, gen)
+        return self.out_noise(out, gen).clamp(-1.0, 1.0)
 
 
 D_HEADS = ("sum", "dense")
@@ -204,16 +230,28 @@ class Discriminator(nn.Module):
         deviation (:func:`minibatch_stddev`), a 3x3 conv, and a dense layer on the
         FLATTENED 4x4 map, so D can tell a centred source from an off-centre
         one and a varied batch from a collapsed one (docs/gan.md).
+    radius_channel : bool
+        Append a fixed map of the distance from the stamp centre to the input
+        (``gan.d_radius``): a centring prior that keeps the global sum pooling.
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, channels: int = 32,
-                 head: str = "sum") -> None:
+                 head: str = "sum", radius_channel: bool = False) -> None:
         super().__init__()
         if head not in D_HEADS:
             raise BadValueError(f"gan.d_head must be one of {', '.join(D_HEADS)}, got {head!r}")
         self.head = head
+        self.radius_channel = bool(radius_channel)
+        if self.radius_channel:
+            # Distance from the stamp centre in units of the half side, minus its mean: a fixed
+            # extra input map (CoordConv-like, rotation-symmetric like the rot90 / flip
+            # augmentation), so D can tell where the light is (real stamps are centred).
+            yy, xx = torch.meshgrid(torch.arange(stamp_size), torch.arange(stamp_size), indexing="ij")
+            r = torch.hypot(yy - (stamp_size - 1) / 2, xx - (stamp_size - 1) / 2) / (stamp_size / 2)
+            self.register_buffer("radius", (r - r.mean())[None, None].float(), persistent=False)
         widths = _widths(stamp_size, channels)[::-1]  # stamp_size/2 ... 4
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(n_bands, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        c_in = n_bands + int(self.radius_channel)
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(c_in, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
@@ -225,6 +263,8 @@ class Discriminator(nn.Module):
         self.embed = spectral_norm(nn.Embedding(n_classes, w))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.radius_channel:
+            x = torch.cat([x, self.radius.to(x.dtype).expand(x.shape[0], 1, -1, -1)], dim=1)
         h = self.features(x)
         if self.head == "dense":
             h = F.leaky_relu(self.epilogue_conv(minibatch_stddev(h)), 0.2)

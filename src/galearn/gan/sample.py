@@ -49,7 +49,9 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     if path is None:
         raise MissingInputError(f"no checkpoint in {ws.gan}: run `galearn gan train` first")
     ckpt = load_checkpoint(path)
-    known = {k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}
+    from .loop import LEGACY_SETTINGS
+
+    known = {**LEGACY_SETTINGS, **{k: v for k, v in ckpt["config"].items() if k in GanTrainConfig.__dataclass_fields__}}
     cfg = GanTrainConfig(**known)
     dev = resolve_device(device, option="gan.device")
     _, _, G_ema = build_networks(len(ckpt["classes"]), int(ckpt["n_bands"]), int(ckpt["stamp_size"]), cfg, with_D=False)

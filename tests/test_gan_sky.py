@@ -1,0 +1,119 @@
+"""The measured sky-noise model of the generator (gan.sky_noise = "measured", gan/sky.py), and the
+centring / template options (gan.d_radius, gan.g_template)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_gan import TINY, _states_equal, make_workspace  # noqa: E402
+
+SIGMA = np.array([0.5, 1.0, 2.0])
+
+
+def _real_like(n=200, size=32, seed=0, level=(0.0, 0.1, -0.2)):
+    """Physical stamps: a Gaussian galaxy + per-band sky N(level_b, SIGMA_b), and their asinh stretch."""
+    from galearn.imaging import AsinhStretch
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    galaxy = 40.0 * np.exp(-(xx**2 + yy**2) / (2 * 2.5**2))
+    phys = galaxy[None, None] * rng.uniform(0.5, 2, (n, 1, 1, 1)) + np.asarray(level)[None, :, None, None]
+    phys = phys + rng.standard_normal((n, 3, size, size)) * SIGMA[None, :, None, None]
+    stretch = AsinhStretch.fit(phys, noise_sigma=SIGMA)
+    d = {"method": "asinh", "softening": stretch.softening.tolist(), "maximum": stretch.maximum.tolist()}
+    return stretch.forward(phys).astype("f4"), d
+
+
+def test_measure_sky_recovers_the_per_band_rms_through_the_clipped_stretch():
+    from galearn.gan.sky import measure_sky
+
+    stretched, stretch = _real_like()
+    assert (stretched == 0).mean() > 0.3  # the stretch clipped the sky's negative half
+    sky = measure_sky(stretched, stretch)
+    np.testing.assert_allclose(sky["sigma"], SIGMA, rtol=0.05)
+    np.testing.assert_allclose(sky["level"], [0.0, 0.1, -0.2], atol=0.06 * SIGMA.max())
+    # A linear (identity) stretch: the stretched values are the linear units.
+    rng = np.random.default_rng(1)
+    flat = np.clip(0.05 + 0.01 * rng.standard_normal((50, 3, 32, 32)), 0, 1).astype("f4")
+    np.testing.assert_allclose(measure_sky(flat, {"method": "identity"})["sigma"], 0.01, rtol=0.05)
+
+
+def test_sky_noise_is_seeded_and_has_the_measured_rms():
+    from galearn.gan.sky import SkyNoise, measure_sky
+
+    stretched, stretch = _real_like()
+    sky = measure_sky(stretched, stretch)
+    module = SkyNoise(3)
+    module.set(sky)
+    h = torch.full((100, 3, 32, 32), -1.0)  # a noiseless empty sky (stretched 0, physical 0)
+    a = module(h, torch.Generator().manual_seed(5))
+    b = module(h, torch.Generator().manual_seed(5))
+    c = module(h, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= -1 and a.max() <= 1
+    # The generated sky, measured like a real one, has the real stamps' rms per band.
+    again = measure_sky(((a + 1) / 2).numpy(), stretch)
+    np.testing.assert_allclose(again["sigma"], sky["sigma"], rtol=0.05)
+    # Gradients reach the noiseless image (where the noisy pixel is not clipped).
+    h = torch.zeros(2, 3, 32, 32, requires_grad=True)
+    module(h, torch.Generator().manual_seed(0)).sum().backward()
+    assert h.grad.abs().sum() > 0
+
+
+def test_training_with_the_measured_sky_template_and_radius_resumes_exactly(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_sample, run_train
+    from galearn.gan.checkpoint import load_checkpoint
+    from galearn.store import open_sample
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", d_radius=True, g_template=True)
+    ws_a, ws_b = make_workspace(tmp_path / "a", n=40), make_workspace(tmp_path / "b", n=40)
+    run_train(ws_a, cfg, progress=False)
+    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
+    run_train(ws_b, cfg, resume=True, progress=False)
+    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
+    for key in ("G", "D", "G_ema"):
+        _states_equal(a[key], b[key])
+    info = json.loads((ws_a.gan / "config.json").read_text())
+    assert "template" in a["G"] and a["D"]["features.0.weight_orig"].shape[1] == 4  # 3 bands + the radius map
+    assert len(info["sky"]["sigma"]) == 3 and all(s > 0 for s in info["sky"]["sigma"])
+    np.testing.assert_allclose(a["G_ema"]["sky.sigma"].numpy(), info["sky"]["sigma"], rtol=1e-6)
+    with pytest.raises(BadValueError, match="sky_noise"):
+        run_train(ws_a, dataclasses.replace(cfg, sky_noise="learnt", steps=6), resume=True, progress=False)
+    # The library is sampled with the checkpoint's sky: seeded, identical twice.
+    run_sample(ws_a, dataclasses.replace(cfg, n_per_class=4), progress=False)
+    first = open_sample(ws_a.library).read("stretched")
+    run_sample(ws_a, dataclasses.replace(cfg, n_per_class=4), progress=False)
+    np.testing.assert_array_equal(first, open_sample(ws_a.library).read("stretched"))
+
+
+def test_sky_noise_option_is_checked():
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate
+
+    with pytest.raises(BadValueError, match="gan.sky_noise"):
+        _validate(dataclasses.replace(TINY, sky_noise="none"))
+
+
+def test_template_starts_at_the_class_median_and_radius_map_is_centred():
+    from galearn.gan.loop import build_networks, init_output_bias
+
+    cfg = dataclasses.replace(TINY, g_template=True, d_radius=True)
+    G, D, G_ema = build_networks(2, 3, 32, cfg)
+    stamps, _ = _real_like(n=40)
+    y = np.arange(40) % 2
+    init_output_bias(G, G_ema, stamps, y)
+    np.testing.assert_allclose(G_ema.template[1].detach().numpy(), 2 * np.median(stamps[y == 1], axis=0) - 1, atol=1e-6)
+    assert float(G.to_img.bias.detach().abs().max()) == 0.0
+    # The template's brightest pixel is the centre (the real stamps are centred).
+    peak = np.unravel_index(int(G.template[0, 0].argmax()), (32, 32))
+    assert abs(peak[0] - 15.5) <= 1 and abs(peak[1] - 15.5) <= 1
+    r = D.radius[0, 0].numpy()
+    assert r.shape == (32, 32) and abs(r.mean()) < 1e-6 and r[0, 0] == r.max() and r[15, 15] == r[16, 16] == r.min()
+    assert "radius" not in D.state_dict()  # fixed, rebuilt, not trained
