@@ -10,15 +10,25 @@ catalogue exercises the same code path, tile partitions and per-row work, but
 with the mosaic pages mostly in the page cache, so cutting is an optimistic
 case for I/O.)
 
-For each N and each scheduler (``local:1``, ``local:2``; ``none`` with
-``--with-none``) it measures wall time of the cutouts, the features (a cheap
-setting, stated in the output: random-initialised ResNet-18 at 64 px, no TTA,
-one scale) and statmorph on a fixed subsample; cost per galaxy; worker peak
-resident memory (``ru_maxrss``, fresh workers per run); bytes on disk per
-galaxy; the scheduler's overhead per task (a no-op map over many tasks); and a
-map fit on a subsample + ``transform`` of the rest against one fit of all
-rows. Finally it projects the measured costs to 1e6 / 1e7 / 1e8 galaxies on
-16 / 128 / 1024 workers.
+For each N and each scheduler (``local:1``, ``local:2``, or ``none``) it
+measures wall time of the cutouts, the features and statmorph on a fixed
+subsample; the CPU time spent inside the tasks (``time.process_time`` on the
+worker, recorded by :func:`galearn.compute.map_partitions`), so that costs per
+galaxy and the speed-up expected on an idle machine can be read off a loaded
+one; cost per galaxy; worker peak resident memory (``ru_maxrss``, fresh
+workers per run); bytes on disk per galaxy; the scheduler's overhead per task
+(a no-op map over 400 tasks); and a t-SNE map fitted on a subsample +
+``transform`` of the rest against one fit of all rows. Finally it projects the
+measured costs to 1e6 / 1e7 / 1e8 galaxies on 16 / 128 / 1024 workers.
+
+The scale runs use a *light feature setting* so that tens of thousands of
+galaxies fit in minutes: ``random-resnet18`` (random-initialised ResNet-18),
+stamps at their native 64 px (``input_size=64``, no resize), no TTA
+(``tta=1``), one crop (``scales=(1.0,)``: the whole stamp), batch 64. The
+default features (``FeatureConfig()``: EfficientNet-Lite0, 64 px stamps
+upsampled to 128 px, 4 quarter turns, 2 crops: 8 forward passes at 4x the
+pixels) are measured separately on a few hundred stamps in-process
+(``--measure-default-features N``) and the projection uses that CPU cost.
 
 Usage (a few minutes on a loaded 2-core machine at the defaults)::
 
@@ -81,7 +91,7 @@ def _du(path: Path) -> int:
 def run_one(mock: Path, catalog: Path, scheduler: str, work: Path, *, n_morph: int, feature_partition: int) -> dict:
     from galearn.compute import compute_session, map_partitions
     from galearn.config import ComputeConfig, CutoutConfig, FeatureConfig
-    from galearn.evaluate.morphology import measure_morphology_parallel
+    from galearn.morphology import measure_morphology_parallel
     from galearn.features import run_features
     from galearn.store import Workspace, open_sample, shard_dir
     from galearn.survey import make_sample_from_mosaics
@@ -114,6 +124,11 @@ def run_one(mock: Path, catalog: Path, scheduler: str, work: Path, *, n_morph: i
         measure_morphology_parallel(phys, sample.bands, noise_sigma=noise, progress=False)
         rec["statmorph_s"] = time.perf_counter() - t
         rec["statmorph_n"] = len(phys)
+        for stage, key in (("cutouts", "cutouts"), ("features", "features"), ("morphology", "statmorph")):
+            st = session.stages.get(stage, {})
+            rec[f"{key}_task_cpu_s"] = st.get("task_cpu_s")
+            rec[f"{key}_task_wall_s"] = st.get("task_wall_s")
+            rec[f"{key}_stage_partitions"] = st.get("n_partitions")
         client = session.client
         if client is not None:
             rss = client.run(_maxrss_mb)
@@ -136,6 +151,16 @@ def run_one(mock: Path, catalog: Path, scheduler: str, work: Path, *, n_morph: i
         "features": 1000 * rec["features_s"] / sample.n,
         "statmorph": 1000 * rec["statmorph_s"] / max(1, rec["statmorph_n"]),
     }
+    # CPU time spent inside the tasks (time.process_time on the worker): what the work costs a core,
+    # whatever else competes for the machine
+    rec["cpu_per_galaxy_ms"] = {
+        "cutouts": 1000 * (rec["cutouts_task_cpu_s"] or 0) / sample.n,
+        "features": 1000 * (rec["features_task_cpu_s"] or 0) / sample.n,
+        "statmorph": 1000 * (rec["statmorph_task_cpu_s"] or 0) / max(1, rec["statmorph_n"]),
+    }
+    # driver-side (serial) part of each stage: its wall time minus the time spent inside tasks, 1 worker only
+    if rec["n_workers"] == 1:
+        rec["serial_s"] = {k: max(0.0, rec[f"{k}_s"] - (rec[f"{k}_task_wall_s"] or 0)) for k in ("cutouts", "features")}
     shutil.rmtree(ws.root, ignore_errors=True)
     return rec
 
@@ -169,11 +194,54 @@ def map_bench(n: int, subsample: int, work: Path, seed: int = 0) -> dict:
     return out
 
 
+def expected_speedup(one: dict, workers: int = 2) -> dict:
+    """Speed-up of ``workers`` over 1 worker on an idle machine, predicted from a 1-worker run's measurements.
+
+    A stage on 1 worker takes ``serial + sum(task wall)``; on an idle machine with
+    ``w`` single-threaded workers each task takes its CPU time, and the tasks are
+    spread over the workers in rounds: ``serial + cpu / P * ceil(P / w)`` for P
+    equal partitions.
+    """
+    out = {}
+    for k in ("cutouts", "features"):
+        p = max(1, int(one.get(f"{k}_stage_partitions") or 1))
+        cpu = float(one.get(f"{k}_task_cpu_s") or 0.0)
+        serial = float(one.get("serial_s", {}).get(k, 0.0))
+        t1 = serial + cpu
+        tw = serial + cpu / p * math.ceil(p / workers)
+        out[k] = {"t1_idle_s": round(t1, 2), f"t{workers}_idle_s": round(tw, 2), "speedup": round(t1 / tw, 2)}
+    return out
+
+
+def default_feature_cost(mock_ws: Path | None, catalog: Path, mock: Path, work: Path, n: int) -> dict:
+    """CPU ms per galaxy of the *default* features (FeatureConfig()), in-process, one thread, on ``n`` stamps."""
+    from galearn.compute import compute_session
+    from galearn.config import ComputeConfig, CutoutConfig, FeatureConfig
+    from galearn.features import run_features
+    from galearn.store import Workspace
+    from galearn.survey import make_sample_from_mosaics
+
+    ws = Workspace(work / "default-features")
+    shutil.rmtree(ws.root, ignore_errors=True)
+    images = {b: mock / f"{b}.fits" for b in ("F435W", "F850LP", "F160W")}
+    with compute_session(ComputeConfig(scheduler="none")):
+        sample = make_sample_from_mosaics(catalog, images, ws, CutoutConfig())
+        c0, t0 = time.process_time(), time.perf_counter()
+        cfg = FeatureConfig()
+        run_features(ws, cfg)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    out = {"n": sample.n, "setting": f"FeatureConfig() defaults: backbone {cfg.backbone}, input {cfg.input_size}, "
+                                     f"tta {cfg.tta}, scales {cfg.scales}",
+           "cpu_ms_per_galaxy": round(1000 * cpu / sample.n, 1), "wall_ms_per_galaxy": round(1000 * wall / sample.n, 1)}
+    shutil.rmtree(ws.root, ignore_errors=True)
+    return out
+
+
 def project(results: list[dict], default_feature_ms: float) -> list[dict]:
     """Time / storage / scheduler load for 1e6..1e8 galaxies on 16..1024 workers, from the measured costs."""
     two = [r for r in results if r["scheduler"] == "local:1"] or results
     last = two[-1]
-    c = last["cost_per_galaxy_ms"]
+    c = last.get("cpu_per_galaxy_ms") or last["cost_per_galaxy_ms"]
     bpg = sum(last["bytes_per_galaxy"].values())
     overhead = next((r["overhead_per_task_ms"] for r in results if "overhead_per_task_ms" in r), 2.0)
     rows = []
@@ -200,6 +268,10 @@ def main() -> None:
     ap.add_argument("--default-feature-ms", type=float, default=100.0,
                     help="cost per galaxy per core of the default features (128 px, 4 rotations, 2 scales); "
                          "DESIGN.md: ~20 galaxies/s on 2 cores -> 100 ms per core")
+    ap.add_argument("--measure-default-features", type=int, default=0, metavar="N",
+                    help="also measure the default features' CPU cost on the first N catalogue rows (in-process) and "
+                         "project with it instead of --default-feature-ms")
+    ap.add_argument("--skip-runs", action="store_true", help="only the map benchmark (and default-feature cost)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/galearn-bench-scale"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -207,7 +279,7 @@ def main() -> None:
     report: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
                     "features_setting": "random-resnet18, 64 px input, tta 1, scales (1.0,), batch 64",
                     "runs": [], "maps": []}
-    for n in args.n:
+    for n in ([] if args.skip_runs else args.n):
         cat = repeated_catalog(args.mock, n, args.work)
         for sched in args.schedulers:
             rec = run_one(args.mock, cat, sched, args.work, n_morph=args.n_morph,
@@ -215,14 +287,33 @@ def main() -> None:
             rec["n_input"] = n
             report["runs"].append(rec)
             print(json.dumps(rec), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=1))
     for n in args.map_n:
         rec = map_bench(n, args.map_subsample, args.work)
         report["maps"].append(rec)
         print(json.dumps(rec), flush=True)
-    report["projection"] = project(report["runs"], args.default_feature_ms)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+    ones = [r for r in report["runs"] if r["scheduler"] == "local:1"]
+    for r in ones:
+        r["expected_idle_speedup_2_workers"] = expected_speedup(r, 2)
+        print(json.dumps({"n_input": r["n_input"], "expected_idle_speedup_2_workers":
+                          r["expected_idle_speedup_2_workers"]}), flush=True)
+    feature_ms = args.default_feature_ms
+    if args.measure_default_features:
+        cat = repeated_catalog(args.mock, args.measure_default_features, args.work)
+        report["default_features"] = default_feature_cost(None, cat, args.mock, args.work,
+                                                          args.measure_default_features)
+        feature_ms = report["default_features"]["cpu_ms_per_galaxy"]
+        print(json.dumps(report["default_features"]), flush=True)
+    if report["runs"]:
+        report["projection"] = project(report["runs"], feature_ms)
+    else:
+        report["projection"] = []
     report["projection_assumptions"] = (
-        f"per galaxy and worker core: measured cutout cost + {args.default_feature_ms} ms default features "
-        "(DESIGN.md: 20 galaxies/s on 2 cores); perfect scaling across workers except the measured per-task "
+        f"per galaxy and worker core: measured cutout CPU cost + {feature_ms} ms CPU default features "
+        "(measured with --measure-default-features when given); perfect scaling across workers except the measured per-task "
         "scheduler overhead, paid serially; partitions of 2048 (cutouts) and 1024 (features) stamps; storage "
         "= measured bytes/galaxy (float32 physical + stretched 3x64x64 stamps, features, catalogue)")
     for row in report["projection"]:

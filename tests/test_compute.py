@@ -238,3 +238,76 @@ def test_map_fit_on_subsample_then_transform(cluster, tmp_path):
     centre = lambda rows: a[rows].mean(axis=0)  # noqa: E731
     sep = np.linalg.norm(centre(slice(0, 300)) - centre(slice(300, 600)))
     assert sep > 3 * a[:300].std(axis=0).mean()
+
+
+def _copy_ws(ws: Workspace, dest) -> Workspace:
+    import shutil
+
+    shutil.copytree(ws.root, dest)
+    return Workspace(dest)
+
+
+@pytest.mark.parametrize("space", ["pca:5", pytest.param("umap:5", marks=pytest.mark.slow)])
+def test_classify_fit_subsample_same_classes_on_cluster(reference, cluster, tmp_path, space):
+    """classify at scale: PCA (+ the space's UMAP) + k-means fitted on a seeded subsample, the rest assigned in
+    partitions; the same classes in-process and on a 2-worker cluster; agreement on a stated subsample; provenance.
+    The default space (umap:5) is the slow variant: numba compiles UMAP's transform in each new worker (~1 min)."""
+    import dataclasses
+    import json
+
+    from astropy.table import Table
+
+    from galearn.config import ClassifyConfig
+    from galearn.evaluate import run_classify
+    from galearn.store import read_manifest
+
+    ws0, sample, _ = reference
+    cfg = ClassifyConfig(compare=("truth_morph",), fit_subsample=60, agreement_subsample=90, stability_resamples=1,
+                         k_max=4, cluster_space=space)
+    out = {}
+    for name, sched in (("none", "none"), ("cluster", cluster["address"])):
+        ws = _copy_ws(ws0, tmp_path / name)
+        with compute_session(dataclasses.replace(SMALL, scheduler=sched, transform_partition=25)):
+            metrics = run_classify(ws, cfg)
+        out[name] = (Table.read(ws.classes), metrics, read_manifest(ws), json.loads(ws.metrics.read_text()))
+    (t0, m0, _, _), (t1, m1, man1, j1) = out["none"], out["cluster"]
+    assert len(t0) == sample.n
+    assert np.array_equal(np.asarray(t0["cluster"]), np.asarray(t1["cluster"]))
+    np.testing.assert_allclose(np.asarray(t0["cluster_probability"]), np.asarray(t1["cluster_probability"]),
+                               rtol=0, atol=1e-9)
+    scale = m1["clusters"]["scale"]
+    assert scale["n_fit"] == 60 and scale["n_assigned"] == sample.n - 60
+    assert scale["n_partitions"] == len([a for a in range(0, sample.n, 25)])
+    assert scale["agreement_rows"] == 90 and j1["clusters"]["scale"] == scale
+    for column, m in m1["agreement"].items():
+        assert m["agreement_subsample"] == {"rows": 90, "of": sample.n, "seed": 0}
+        assert m["n_galaxies"] + m["n_unlabelled"] + sum(m["excluded_classes"].values()) == 90
+        assert m == m0["agreement"][column]
+    assert m1["clusters"]["stability"] == m0["clusters"]["stability"] is not None
+    # every galaxy has a cluster; the kNN prediction only where the agreement subsample compared it
+    assert (np.asarray(t1["cluster"]) >= 0).all()
+    rec = man1["compute"]["classify_assign"]
+    assert rec["address"] == cluster["address"] and rec["n_workers"] == 2
+    assert rec["n_partitions"] == scale["n_partitions"]
+
+
+def test_gan_evaluate_feature_pass_through_compute(reference, cluster):
+    """The feature pass of `gan evaluate` (features_of_rows): partitions, model once per worker; the same
+    features as `galearn features` wrote, in-process and on the cluster."""
+    from galearn.features.extract import features_of_rows
+
+    ws, sample, feats = reference
+    rows = np.arange(3, sample.n, 2)
+    spec = {"name": FEAT.backbone, "weights": None, "workspace": str(ws.root), "device": None, "layers": None,
+            "random_state": int(FEAT.random_state)}
+    got = {}
+    for sched in ("none", cluster["address"]):
+        with compute_session(_cfg(sched)) as session:
+            got[sched] = features_of_rows(sample.path, rows, spec, tta=FEAT.tta, input_size=FEAT.input_size,
+                                          scales=FEAT.scales, batch_size=FEAT.batch_size, stage="gan_evaluate_features")
+            rec = session.stages["gan_evaluate_features"]
+            assert rec["n_partitions"] == -(-len(rows) // 16)
+    a, b = got.values()
+    np.testing.assert_allclose(a, b, rtol=0, atol=FEATURE_ATOL)
+    np.testing.assert_allclose(a, feats.values[rows], rtol=0, atol=FEATURE_ATOL)
+    assert rec["n_workers"] == 2 and rec["address"] == cluster["address"]

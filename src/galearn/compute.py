@@ -216,6 +216,11 @@ class ComputeSession:
         except Exception:  # noqa: BLE001 - a lost scheduler reports 1
             return 1
 
+    def provenance(self, *names: str, prefix: str | None = None) -> dict:
+        """``{stage: record}`` of the named stages (and those starting with ``prefix``) that ran partitions."""
+        return {k: dict(v) for k, v in self.stages.items()
+                if k in names or (prefix is not None and k.startswith(prefix))}
+
     def record(self, stage: str, **info: Any) -> dict:
         """Provenance of one stage's partitioned run (kept for the manifest / file attributes)."""
         entry = {"scheduler": self.spec.describe(), "address": self.address,
@@ -340,25 +345,51 @@ def map_partitions(
     client = session.get_client(n_items if n_items is not None else len(parts))
     t0 = time.perf_counter()
     bar = tqdm(total=len(parts), desc=desc, unit="part", disable=None if progress is None else not progress)
-    done = 0
+    clock = {"cpu": 0.0, "wall": 0.0, "n": 0}
+
+    def unwrap(out):
+        if isinstance(out, _Timed):
+            clock["cpu"] += out.cpu_s
+            clock["wall"] += out.wall_s
+            clock["n"] += 1
+            return out.value
+        return out
+
     try:
         if client is None:
             for i, part in enumerate(parts):
                 try:
-                    result = func(part, **shared)
+                    result = unwrap(_timed_call(func, part, **shared))
                 except Exception as exc:  # noqa: BLE001 - handed to on_error, or re-raised
                     if on_error is None or _infrastructure_error(exc):
                         raise
                     result = on_error(i, exc)
-                done += 1
                 bar.update(1)
                 yield i, result
         else:
-            yield from _map_distributed(client, session, func, parts, shared, on_error, bar)
-            done = len(parts)
+            for i, result in _map_distributed(client, session, func, parts, shared, on_error, bar):
+                yield i, unwrap(result)
     finally:
         bar.close()
-    session.record(stage or desc, n_partitions=len(parts), seconds=round(time.perf_counter() - t0, 3))
+    session.record(stage or desc, n_partitions=len(parts), seconds=round(time.perf_counter() - t0, 3),
+                   n_items=None if n_items is None else int(n_items),
+                   task_cpu_s=round(clock["cpu"], 3), task_wall_s=round(clock["wall"], 3))
+
+
+@dataclass
+class _Timed:
+    """A task's result with the CPU time (``time.process_time``) and wall time it took inside the task."""
+
+    value: Any
+    cpu_s: float
+    wall_s: float
+
+
+def _timed_call(func: Callable[..., Any], part: Any, **shared: Any) -> _Timed:
+    """``func(part, **shared)`` with its CPU and wall time (seconds) measured where it runs (the worker)."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    value = func(part, **shared)
+    return _Timed(value, time.process_time() - c0, time.perf_counter() - w0)
 
 
 def _map_distributed(client, session, func, parts, shared, on_error, bar) -> Iterator[tuple[int, Any]]:
@@ -373,7 +404,7 @@ def _map_distributed(client, session, func, parts, shared, on_error, bar) -> Ite
 
     def submit():
         i, part = todo.pop()
-        fut = client.submit(func, part, **shared_futures, key=f"{prefix}-{i}", pure=False,
+        fut = client.submit(_timed_call, func, part, **shared_futures, key=f"{prefix}-{i}", pure=False,
                             retries=session.retries)
         index_of[fut.key] = i
         return fut

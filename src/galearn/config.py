@@ -166,6 +166,11 @@ class ClassifyConfig:
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
     stability_resamples: int = 10  # seeded 80 % resamples for the stability figure (0: skip)
+    # Scale (docs/scaling.md): above these many galaxies the PCA, the space's UMAP and the clusterer are
+    # fitted on a seeded subsample and the rest assigned in partitions ([compute] transform_partition rows);
+    # agreement metrics (kNN, linear, cluster scores) and the stability on a seeded subsample. None: all rows.
+    fit_subsample: int | None = 50000
+    agreement_subsample: int | None = 50000
     random_state: int = 0
 
 

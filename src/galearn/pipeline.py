@@ -565,7 +565,13 @@ def _place_library(ws: Workspace, backbone: str, method: str) -> Path:
     lib = read_features(ws.features(backbone, library=True))
     if not hasattr(model, "transform"):
         raise BadValueError(f"{ws.map_model(method)}: the {method} map model cannot place new points (no transform)")
-    xy = model.transform(lib.values)
+    from .compute import current_session, setting
+    from .maps.scale import place_rows
+    from .store import record_compute
+
+    xy, _ = place_rows(model, len(lib.values), feature_path=ws.features(backbone, library=True),
+                       partition=int(setting("transform_partition", 20000)), stage="library_map")
+    record_compute(ws, current_session().provenance("library_map"))
     path = ws.library_map(method)
     write_map(path, xy, lib.ids, {"method": method, "backbone": backbone, "placed_with": "transform",
                                   "source": str(ws.library)})

@@ -130,6 +130,7 @@ __all__ = [
     "metrics_digest",
     "read_manifest",
     "update_manifest",
+    "record_compute",
     "checkpoint_path",
     "list_checkpoints",
     "resolve_backbone",
@@ -1333,6 +1334,21 @@ def update_manifest(ws: Workspace | str | os.PathLike, entries: dict, *, merge: 
         manifest["galearn_version"] = __version__
         atomic_write_text(ws.manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def record_compute(ws: Workspace | str | os.PathLike, stages: dict) -> None:
+    """Record where partitioned stages ran: manifest ``compute.<stage>`` = scheduler, address, workers, partitions.
+
+    ``stages`` maps a stage name to its provenance (``galearn.compute``'s
+    ``ComputeSession.record``: ``scheduler``, ``address``, ``n_workers``,
+    ``n_partitions``, ``seconds``, task CPU / wall seconds ...); a stage's
+    previous entry is replaced, the other stages' kept. Partition bounds are
+    left out (they can be long; the sharded files keep them).
+    """
+    if not stages:
+        return
+    clean = {name: {k: v for k, v in dict(entry).items() if k != "bounds"} for name, entry in stages.items()}
+    update_manifest(ws, {"compute": clean}, merge=True)
 
 
 def relative_to_workspace(ws: Workspace, path: str | os.PathLike) -> str:

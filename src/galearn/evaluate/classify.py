@@ -26,10 +26,12 @@ from astropy.table import Table
 
 from ..config import ClassifyConfig
 from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
-from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE, default_clusters
+from ..compute import current_session, setting, subsample_indices
+from ..maps.cluster_scale import clusters_at_scale
+from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE
 from ..runtime import blas_threads
-from ..store import (Sample, Workspace, check_made_from, load_features, read_map, require_sample, resolve_backbone,
-                     update_metrics, write_table)
+from ..store import (Sample, Workspace, check_made_from, load_features, read_map, record_compute, require_sample,
+                     resolve_backbone, update_metrics, write_table)
 from .agreement import compare_labels, label_array
 from .summary import cluster_summary
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
@@ -104,12 +106,21 @@ def comparison_columns(sample: Sample, compare=()) -> dict[str, np.ndarray]:
 
 
 def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, backbone: str,
-                   explicit: bool, skipped: dict, fit):
+                   explicit: bool, skipped: dict, fit, rows: np.ndarray | None = None):
+    """Agreement per column on ``rows`` (a seeded subsample at scale; None: every galaxy).
+
+    Per-galaxy outputs (kNN prediction, included) are returned at full length,
+    empty / False outside ``rows``.
+    """
+    n = len(features)
+    sub = rows is not None and len(rows) < n
+    X = features[rows] if sub else features
     results = {}
     for column, labels in columns.items():
         try:
-            res = compare_labels(features, labels, random_state=cfg.random_state, clusterer=fit.method,
-                                 clusters=fit.labels, stability=fit.stability, name=f"column {column!r}")
+            res = compare_labels(X, labels[rows] if sub else labels, random_state=cfg.random_state,
+                                 clusterer=fit.method, clusters=fit.labels[rows] if sub else fit.labels,
+                                 stability=fit.stability, name=f"column {column!r}")
         except EmptySelectionError as exc:
             if explicit:
                 raise
@@ -119,17 +130,34 @@ def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, bac
         res.metrics["backbone"] = backbone
         res.metrics["cluster_space"] = fit.space
         res.metrics["cluster_select"] = fit.select
+        if sub:
+            res.metrics["agreement_subsample"] = {"rows": int(len(rows)), "of": int(n),
+                                                  "seed": int(cfg.random_state)}
+            knn = np.full(n, "", dtype=res.knn_prediction.dtype)
+            knn[rows] = res.knn_prediction
+            included = np.zeros(n, dtype=bool)
+            included[rows] = res.included
+            clusters = np.full(n, -1, dtype=np.int64)
+            clusters[rows] = res.clusters
+            res.knn_prediction, res.included, res.clusters = knn, included, clusters
         results[column] = res
     return results
 
 
-def _cluster(features: np.ndarray, cfg: ClassifyConfig, space: str, xy):
-    """The workspace-wide, label-free clustering (``cfg``'s method, ``space``) with its stability."""
+def _cluster(features: np.ndarray, cfg: ClassifyConfig, space: str, xy, feature_path=None, stage="classify_assign"):
+    """The workspace-wide, label-free clustering (``cfg``'s method, ``space``) with its stability.
+
+    Fitted on a seeded subsample of ``cfg.fit_subsample`` rows and the rest
+    assigned in partitions through :mod:`galearn.compute` when there are more
+    (:func:`galearn.maps.cluster_scale.clusters_at_scale`); returns ``(fit, info)``.
+    """
     with blas_threads(1):
-        return default_clusters(
+        return clusters_at_scale(
             features, method=cfg.clusterer, space=space, xy=xy, select=cfg.select, n_clusters=cfg.n_clusters,
             k_max=cfg.k_max, min_cluster_size=cfg.min_cluster_size, stability_resamples=cfg.stability_resamples,
-            random_state=cfg.random_state)
+            fit_subsample=cfg.fit_subsample, stability_subsample=cfg.agreement_subsample,
+            feature_path=feature_path, partition=int(setting("transform_partition", 20000)),
+            random_state=cfg.random_state, stage=stage)
 
 
 def _read_map_for(ws: Workspace, method: str, sample: Sample):
@@ -210,12 +238,15 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
                                 f"--method {cfg.method}` first")
 
     # ------------------------------------------------------------ workspace-wide clusters (no labels)
-    fit = _cluster(feats.values, cfg, space, xy)
+    fit, scale_info = _cluster(feats.values, cfg, space, xy, ws.features(primary))
     if space == "map":
         fit.space = f"map:{cfg.method}"
+    # agreement (kNN / linear cross-validation, cluster scores) on a stated, seeded subsample at scale
+    agree_rows = subsample_indices(sample.n, cfg.agreement_subsample, cfg.random_state)
+    scale_info["agreement_rows"] = int(len(agree_rows))
 
     skipped: dict[str, str] = {}
-    results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped, fit)
+    results = _agreement_for(feats.values, columns, cfg, primary, explicit, skipped, fit, agree_rows)
     if not results:
         raise EmptySelectionError(f"no column could be compared: {'; '.join(skipped.values())}")
 
@@ -229,9 +260,10 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
             warnings.warn(f"classify: not comparing backbone {other}: {exc}", stacklevel=2)
             continue
         # the map belongs to the primary features: another backbone is clustered in its own PCA space
-        other_fit = _cluster(other_feats.values, cfg, DEFAULT_SPACE if space == "map" else space, None)
+        other_fit, _ = _cluster(other_feats.values, cfg, DEFAULT_SPACE if space == "map" else space, None,
+                                ws.features(other), stage=f"classify_assign_{other}")
         other_results = _agreement_for(other_feats.values, {c: columns[c] for c in results}, cfg, other,
-                                       explicit, {}, other_fit)
+                                       explicit, {}, other_fit, agree_rows)
         by_backbone[other] = {c: r.metrics for c, r in other_results.items()}
 
     uvj = uvj_class_of_catalog(sample.catalog, sample.columns)
@@ -242,6 +274,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         "clusterer": fit.method,
         **fit.summary(),
         "n_noise": int((cluster < 0).sum()),
+        "scale": scale_info,  # rows fitted / assigned in partitions, agreement and stability rows (seeded)
         "agreement": {},
     }
     for column, res in results.items():
@@ -296,6 +329,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     if by_backbone:
         new["agreement_by_backbone"] = by_backbone
     update_metrics(ws.metrics, new, replace=("agreement", "agreement_by_backbone", "clusters"))
+    record_compute(ws, current_session().provenance(prefix="classify_assign"))
     log.info("classify: %s", ", ".join(f"{c} kNN {m['knn_balanced_accuracy']:.3f}" for c, m in agreement.items()))
     return new
 

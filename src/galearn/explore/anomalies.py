@@ -248,7 +248,7 @@ def run_anomalies(ws: Workspace, *, method: str = "lof", backbone: str | None = 
     seconds = time.perf_counter() - t0
     ran = session.stages.get("anomalies", {}) if info["n_partitions"] else {}
     compute = {"scheduler": ran.get("scheduler", session.spec.describe()), "n_workers": ran.get("n_workers", 1),
-               "n_partitions": info["n_partitions"], "partition_size": info["partition_size"],
+               "address": ran.get("address", "in-process"), "n_partitions": info["n_partitions"], "partition_size": info["partition_size"],
                "fit_subsample": max_fit}
     rank = ranks_of(scores)
     table = Table()
@@ -259,6 +259,10 @@ def run_anomalies(ws: Workspace, *, method: str = "lof", backbone: str | None = 
                        "max_fit": int(max_fit), "random_state": random_state, "compute": compute,
                        "score": "higher = more unusual"})
     write_table(ws.anomalies, table)
+    if ran:
+        from ..store import record_compute
+
+        record_compute(ws, {"anomalies": dict(ran, **compute)})
     n = len(scores)
     entry = {"method": method, "backbone": backbone, "n_galaxies": n, "n_fit": info["n_fit"],
              "n_components": n_components, "seconds": round(seconds, 3), "compute": compute}

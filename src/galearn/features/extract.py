@@ -26,7 +26,7 @@ from ..compute import current_session, file_key, map_partitions, partition_bound
 from ..config import FeatureConfig
 from ..imaging import rgb_order
 from ..store import (Workspace, check_shard, open_sample, relative_to_workspace, remove_stale_shards, shard_path,
-                     update_manifest, update_metrics, write_shard, write_sharded_features)
+                     update_manifest, update_metrics, write_shard, write_sharded_features, record_compute)
 from . import adapt as _adapt  # noqa: F401 - registers the "adapted" backbone
 from .backbones import Backbone, inference_copy, load_backbone
 from .preprocess import band_mapping, prepare_batch
@@ -34,6 +34,7 @@ from .fuse import check_fuse, write_fused_features
 
 __all__ = [
     "extract_features",
+    "features_of_rows",
     "run_features",
     "dihedral",
     "tta_count",
@@ -244,6 +245,52 @@ def cached_backbone(spec: dict) -> Backbone:
     return worker_cached(key, build)
 
 
+def _rows_feature_task(part: dict, *, backbone_spec: dict, settings: dict) -> dict:
+    """One partition of :func:`features_of_rows` (runs on a worker): features of rows ``part["rows"]``."""
+    backbone = cached_backbone(backbone_spec)
+    sample = open_sample(part["sample"])
+    rows = np.asarray(part["rows"], dtype=np.int64)
+    n_tta, scales = int(settings["n_tta"]), tuple(settings["scales"])
+    step = _tta_batch(int(settings["batch_size"]), n_tta, len(scales))
+    out = np.empty((len(rows), backbone.dim * len(scales)), dtype=np.float32)
+    for sl in _batches(len(rows), step):
+        out[sl] = _features_of_batch(sample.read("stretched", rows[sl]), sample.bands, backbone,
+                                     settings["input_size"], n_tta, scales)
+    return {"rows": rows, "features": out}
+
+
+def features_of_rows(sample_path: str | os.PathLike, rows, backbone_spec: dict, *, tta=True,
+                     input_size: int | None = DEFAULT_INPUT_SIZE, scales=None, batch_size: int = 64,
+                     partition: int | None = None, stage: str = "features_of_rows") -> np.ndarray:
+    """Features of some stamps of a sample (or library) file, in partitions through :mod:`galearn.compute`.
+
+    The feature pass of ``galearn gan evaluate`` when no matching feature
+    file exists: rows ``rows`` (sorted unique indices into ``sample_path``)
+    are split into runs of ``partition`` stamps (``[compute] feature_partition``),
+    each task reads its stamps itself and uses the backbone loaded once per
+    worker (:func:`cached_backbone` of ``backbone_spec``: name, weights,
+    workspace, device, layers, random_state). Settings as :func:`extract_features`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(rows), dim * len(scales))`` float32, in the order of ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    scales = (1.0,) if scales is None else check_scales(scales)
+    settings = {"n_tta": tta_count(tta), "scales": list(scales), "input_size": input_size,
+                "batch_size": int(batch_size)}
+    size = int(partition or setting("feature_partition", 1024))
+    parts = [{"sample": str(sample_path), "rows": rows[a:b]} for a, b in partition_bounds(len(rows), size)]
+    out: np.ndarray | None = None
+    for _, res in map_partitions(_rows_feature_task, parts, desc="features", stage=stage, n_items=len(rows),
+                                 shared={"backbone_spec": backbone_spec, "settings": settings}):
+        if out is None:
+            out = np.empty((len(rows), res["features"].shape[1]), dtype=np.float32)
+        out[np.searchsorted(rows, res["rows"])] = res["features"]
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
 def _feature_fingerprint(attrs: dict, start: int, stop: int) -> str:
     import hashlib
     import json
@@ -393,6 +440,8 @@ def run_features(ws: Workspace, cfg: FeatureConfig, *, library: bool = False, ba
     shards = [shard_path(path, i) for i in range(len(partitions["bounds"]))]
     write_sharded_features(path, shards, [b - a for a, b in partitions["bounds"]], dim, sample.ids(), attrs)
     remove_stale_shards(path, shards)
+    record_compute(ws, {"library_features" if library else ("features_baseline" if baseline else "features"):
+                        partitions})
     fused_info = None
     if fuse != "none":
         path, fused_info = write_fused_features(

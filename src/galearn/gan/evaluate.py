@@ -47,8 +47,9 @@ from astropy.table import vstack
 from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
 from ..morphology import measure_morphology_parallel
+from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
-                     read_manifest, resolve_backbone, update_metrics, write_table)
+                     read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import MORPHOMETRY, group_wasserstein, morphometry_features, photometry_statistics
 from .data import condition_labels, read_split
 from .spaces import check_gan_config, check_realism_space
@@ -192,7 +193,11 @@ class _FeatureSource:
         out = np.zeros((len(idx), 0))
         if len(idx):
             uniq, inv = np.unique(idx, return_inverse=True)
-            out = np.asarray(self.compute(self.sample.read("stretched", uniq)), dtype="f8")[inv]
+            of_rows = getattr(self.compute, "of_rows", None)
+            if of_rows is not None:  # partitions through galearn.compute, the backbone loaded once per worker
+                out = np.asarray(of_rows(self.sample, uniq), dtype="f8")[inv]
+            else:
+                out = np.asarray(self.compute(self.sample.read("stretched", uniq)), dtype="f8")[inv]
         return out
 
 
@@ -232,6 +237,17 @@ def _backbone_feature_fn(ws: Workspace, bands: list[str], *, name: str | None = 
                                 tta=settings["tta"], input_size=settings["input_size"],
                                 scales=tuple(settings["scales"]), progress=False)
 
+    spec = {"name": name, "weights": weights, "workspace": str(ws.root), "device": device,
+            "layers": tuple(settings["layers"] or ()) or None, "random_state": seed}
+
+    def of_rows(stamps_file: Sample, rows: np.ndarray) -> np.ndarray:
+        from ..features.extract import features_of_rows
+
+        return features_of_rows(stamps_file.path, rows, spec, tta=settings["tta"], input_size=settings["input_size"],
+                                scales=tuple(settings["scales"]), batch_size=batch_size,
+                                stage="gan_evaluate_features")
+
+    fn.of_rows = of_rows  # the same features, computed in partitions (galearn.compute) by _FeatureSource
     return name, fn, settings
 
 
@@ -419,7 +435,10 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         # All three sets in one parallel pass (better load balance than one pass per set).
         stacked = np.concatenate([(library if key == "generated" else sample).read("physical", idx)
                                   for key, idx in m_idx.items()])
+        current_session().stages.pop("morphology", None)
         measured = measure_morphology_parallel(stacked, sample.bands, noise_sigma=noise, progress=progress)
+        if "morphology" in current_session().stages:  # ran in partitions on a cluster
+            current_session().stages["gan_evaluate_statmorph"] = current_session().stages.pop("morphology")
         offset = 0
         for key, idx in m_idx.items():
             lab = lib_labels if key == "generated" else labels
@@ -466,6 +485,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     metrics = _json_safe(metrics)
     update_metrics(ws.metrics, {"gan": metrics}, replace=("gan",))
+    record_compute(ws, current_session().provenance("gan_evaluate_features", "gan_evaluate_statmorph"))
     return metrics
 
 

@@ -321,8 +321,9 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
     sample = open_sample(ws.sample) if ws.sample.exists() else None
     feats = load_features(ws, backbone, sample=sample)
     log.info("fitting a %s map of %d x %d %s features", cfg.method, *feats.values.shape, backbone)
-    from ..compute import setting
-    from .scale import fit_on_subsample
+    from ..compute import current_session, setting
+    from ..store import record_compute
+    from .scale import fit_on_subsample, place_rows
 
     t_fit = time.perf_counter()
     embedding, scale_info = fit_on_subsample(
@@ -356,7 +357,8 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
         try:
             library = open_sample(ws.library) if ws.library.exists() else None
             lib = load_features(ws, backbone, library=True, sample=library)
-            placed = estimator.transform(lib.values)
+            placed, _ = place_rows(estimator, len(lib.values), feature_path=lib_features,
+                                   partition=int(setting("transform_partition", 20000)), stage="library_map")
         except GalearnInputError as exc:  # e.g. library regenerated, its features not yet
             warnings.warn(f"embed: not placing the GAN library on the map: {exc}", stacklevel=2)
         else:
@@ -368,6 +370,7 @@ def run_embed(ws: Workspace, cfg: EmbedConfig) -> Path:
         lib_map.unlink()  # placed on a map that no longer exists
 
     seconds = time.perf_counter() - t0
+    record_compute(ws, current_session().provenance("embed_transform", "library_map"))
     update_manifest(ws, {"maps": {cfg.method: {
         "path": relative_to_workspace(ws, out), "model": relative_to_workspace(ws, ws.map_model(cfg.method)),
         "backbone": backbone, "library": relative_to_workspace(ws, lib_map) if placed_library else None,

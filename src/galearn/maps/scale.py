@@ -19,7 +19,7 @@ import numpy as np
 
 from ..compute import map_partitions, partition_bounds, subsample_indices
 
-__all__ = ["fit_on_subsample", "fit_predict_on_subsample"]
+__all__ = ["fit_on_subsample", "fit_predict_on_subsample", "place_rows"]
 
 
 def _transform_task(part: dict, *, model) -> dict:
@@ -27,9 +27,12 @@ def _transform_task(part: dict, *, model) -> dict:
     import h5py
 
     rows = np.asarray(part["rows"], dtype=np.int64)
-    with h5py.File(part["path"], "r") as f:
-        block = f["features"][part["start"] : part["stop"]]
-    X = block[rows - part["start"]]
+    if "X" in part:
+        X = np.asarray(part["X"])
+    else:
+        with h5py.File(part["path"], "r") as f:
+            block = f["features"][part["start"] : part["stop"]]
+        X = block[rows - part["start"]]
     n_jobs = getattr(model, "n_jobs", None)
     if n_jobs is not None and part.get("single_thread"):
         model.n_jobs = 1  # one thread per worker process
@@ -73,16 +76,41 @@ def fit_on_subsample(estimator, X: np.ndarray, *, feature_path: str | os.PathLik
     out[idx] = estimator.embedding_
     rest_mask = np.ones(n, dtype=bool)
     rest_mask[idx] = False
+    placed, n_parts = place_rows(estimator, n, rest_mask, feature_path=feature_path, partition=partition,
+                                 stage="embed_transform")
+    out[rest_mask] = placed
+    return out, {"n_fit": int(len(idx)), "n_placed": int(rest_mask.sum()), "subsample_seed": int(random_state),
+                 "n_partitions": n_parts}
+
+
+def place_rows(model, n: int, mask: np.ndarray | None = None, *, feature_path: str | os.PathLike | None = None,
+               X: np.ndarray | None = None, partition: int = 20000,
+               stage: str = "embed_transform") -> tuple[np.ndarray, int]:
+    """``model.transform`` of rows ``mask`` (all N when None) of a feature file, in partitions via galearn.compute.
+
+    Partitions are runs of ``partition`` file rows (fixed by ``n`` and
+    ``partition`` only); each reads its rows of ``feature_path`` itself (or
+    gets them from ``X`` when no file is given). The fitted model is sent to
+    each worker once. Returns ``(xy (n_rows, 2) in row order, n_partitions)``.
+    """
+    mask = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if feature_path is None and X is None:
+        raise ValueError("place_rows: pass feature_path or X")
     parts = []
     for a, b in partition_bounds(n, partition):
-        rows = np.flatnonzero(rest_mask[a:b]) + a
+        rows = np.flatnonzero(mask[a:b]) + a
         if len(rows):
-            parts.append({"path": str(feature_path), "start": a, "stop": b, "rows": rows, "single_thread": True})
-    for _, res in map_partitions(_transform_task, parts, desc="map transform", stage="embed_transform",
-                                 n_items=int(rest_mask.sum()), shared={"model": estimator}):
+            part = {"start": a, "stop": b, "rows": rows, "single_thread": True}
+            if feature_path is not None:
+                part["path"] = str(feature_path)
+            else:
+                part["X"] = np.asarray(X)[rows]
+            parts.append(part)
+    out = np.full((n, 2), np.nan)
+    for _, res in (map_partitions(_transform_task, parts, desc="map transform", stage=stage,
+                                  n_items=int(mask.sum()), shared={"model": model}) if parts else ()):
         out[res["rows"]] = res["xy"]
-    return out, {"n_fit": int(len(idx)), "n_placed": int(rest_mask.sum()), "subsample_seed": int(random_state),
-                 "n_partitions": len(parts)}
+    return out[mask], len(parts)
 
 
 def fit_predict_on_subsample(estimator, Z: np.ndarray, *, subsample: int | None, random_state: int = 0,

@@ -85,7 +85,7 @@ from ..config import CutoutConfig
 from ..errors import BadValueError, EmptySelectionError, MissingInputError
 from ..compute import current_session, file_key, map_partitions, setting, worker_cached
 from ..store import (SampleWriter, Workspace, check_shard, empty_rejected, file_sha256, open_sample, read_shard,
-                     remove_stale_shards, shard_path, update_metrics, write_shard, write_sharded_sample)
+                     remove_stale_shards, shard_path, update_metrics, write_shard, write_sharded_sample, record_compute)
 from .catalog import column_values, evaluate_selection, read_catalog, resolve_columns
 from ..imaging import AsinhStretch, band_wavelength_nm, minmax_asinh, robust_noise
 
@@ -1398,6 +1398,7 @@ def make_sample_from_mosaics(
                              pixel_scale_arcsec=info["pixel_scale_arcsec"], rejected=rejected,
                              stretch=stretch_params, columns=cols, inputs=inputs, extra=extra)
         remove_stale_shards(workspace.sample, shards)
+        record_compute(workspace, {"cutouts": partitions})
     finally:
         _close_all(sections)
         if seg is not None:
