@@ -182,5 +182,11 @@ def test_realism_verdict_says_under_trained():
                                  "recall_real_baseline": 0.85, "realism_space": "morphometry", "memorised_fraction": 0.0})
     assert far and text.startswith("under-trained: 100 steps; morphology 5.6x the real baseline")
     far, text = realism_verdict({"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
-                                 "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0})
+                                 "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0,
+                                 "fid": 14.0, "fid_real_baseline": 10.0})
     assert not far and text.startswith("close to real at 4000 steps")
+    # the quick-run aims met but not the full-quality ones (the default run's 100 steps): "rough", never "close"
+    far, text = realism_verdict({"steps": 100, "morphology_wasserstein": 0.55, "morphology_wasserstein_real_baseline": 0.29,
+                                 "precision": 0.74, "recall": 0.30, "realism_space": "morphometry", "memorised_fraction": 0.0,
+                                 "fid": 44.6, "fid_real_baseline": 10.2})
+    assert not far and text.startswith("rough at 100 steps") and "close to real" not in text

@@ -619,7 +619,8 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
         import textwrap
 
         title += "\n" + "\n".join(textwrap.wrap(str(gan["verdict"]), width=70))
-    fig.suptitle(title, fontsize=9 if gan.get("verdict") else 11, color="#b00000" if gan.get("far_from_real") else "black")
+    fig.suptitle(title, fontsize=9 if gan.get("verdict") else 11, color="#b00000" if gan.get("far_from_real")
+                 else "#a05a00" if str(gan.get("verdict", "")).startswith("rough") else "black")
     fig.tight_layout()
     return _save(fig, path)
 
