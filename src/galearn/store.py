@@ -885,6 +885,19 @@ class FeatureWriter:
         self._lock.close()
 
 
+def read_feature_block(path: str | os.PathLike, start: int, stop: int, rows=None) -> np.ndarray:
+    """Feature vectors ``start:stop`` of a feature file (one partition of a Dask task), or only ``rows`` of them.
+
+    ``rows``: sorted indices into the whole file, all within ``start:stop``.
+    The file is read once, front to back (sharded files through their virtual dataset).
+    """
+    with h5py.File(path, "r") as f:
+        block = f["features"][int(start) : int(stop)]
+    if rows is None:
+        return block
+    return block[np.asarray(rows, dtype=np.int64) - int(start)]
+
+
 def read_features(path: str | os.PathLike) -> Features:
     """Read a feature file written by :class:`FeatureWriter`."""
     path = Path(path)

@@ -24,7 +24,7 @@ from astropy.table import Table
 from ..errors import BadValueError
 from ..maps.reduce import check_features, make_reducer, pca_dimension
 from ..runtime import as_seed, blas_threads
-from ..store import Workspace, update_metrics, write_table
+from ..store import Workspace, read_feature_block, update_metrics, write_table
 
 __all__ = ["METHODS", "anomaly_scores", "reduce_for_scoring", "recall_at", "run_anomalies"]
 
@@ -54,13 +54,7 @@ def _n_out(reducer, dim: int) -> int:
 
 def _score_task(part: dict, *, reducer, detector) -> dict:
     """Anomaly scores of rows ``part["start"]:part["stop"]`` (read from the feature file, or given in the part)."""
-    if "X" in part:
-        block = np.asarray(part["X"])
-    else:
-        import h5py
-
-        with h5py.File(part["path"], "r") as f:
-            block = f["features"][part["start"]:part["stop"]]
+    block = np.asarray(part["X"]) if "X" in part else read_feature_block(part["path"], part["start"], part["stop"])
     with blas_threads(1):
         Z = reducer.transform(check_features(block, min_samples=1))
         return {"start": part["start"], "scores": np.asarray(-detector.score_samples(Z), dtype=np.float64),

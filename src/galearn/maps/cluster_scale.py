@@ -28,8 +28,9 @@ import numpy as np
 from ..compute import map_partitions, partition_bounds, subsample_indices
 from ..errors import BadValueError
 from ..runtime import as_seed
-from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, UMAP_NEIGHBOURS, ClusterFit, _probability,
-                       cluster_space, cluster_stability, default_clusters, fit_clusters)
+from ..store import read_feature_block
+from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, UMAP_NEIGHBOURS, ClusterFit, cluster_space,
+                       cluster_stability, default_clusters, fit_clusters, membership_probability)
 
 __all__ = ["clusters_at_scale"]
 
@@ -68,14 +69,7 @@ def _space_of(Z: np.ndarray, space: str, model) -> np.ndarray:
 def _assign_task(part: dict, *, reducer, space: str, space_model, fit: ClusterFit) -> dict:
     """One partition (runs on a worker): rows -> reduced features -> clustering space -> cluster."""
     rows = np.asarray(part["rows"], dtype=np.int64)
-    if "X" in part:
-        X = np.asarray(part["X"])
-    else:
-        import h5py
-
-        with h5py.File(part["path"], "r") as f:
-            block = f["features"][part["start"] : part["stop"]]
-        X = block[rows - part["start"]]
+    X = np.asarray(part["X"]) if "X" in part else read_feature_block(part["path"], part["start"], part["stop"], rows)
     if space_model is not None and getattr(space_model, "n_jobs", None) not in (None, 1):
         space_model.n_jobs = 1  # one thread per worker process
     if part.get("xy") is not None:
@@ -206,7 +200,7 @@ def clusters_at_scale(
 
     fit.labels = labels
     fit.points = S_all
-    fit.probability = _probability(S_all, labels, fit, fit.model)
+    fit.probability = membership_probability(S_all, labels, fit, fit.model)
     fit.params = {**fit.params, "fit_subsample": int(len(idx))}
 
     # ---- stability on a seeded subsample of the fit sample

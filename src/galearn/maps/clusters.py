@@ -528,7 +528,7 @@ def fit_clusters(
     else:
         labels = labels_f
     result.labels = labels
-    result.probability = _probability(S, labels, result, model)
+    result.probability = membership_probability(S, labels, result, model)
     return result
 
 
@@ -665,7 +665,8 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
     return raw, model, scores, int(k)
 
 
-def _probability(S, labels, result: ClusterFit, model) -> np.ndarray:
+def membership_probability(S, labels, result: ClusterFit, model) -> np.ndarray:
+    """Each galaxy's membership probability of its own cluster (0 for outliers); see docs/maps.md ``classes.ecsv``."""
     p = np.zeros(len(S))
     ok = labels >= 0
     if result.method == "gmm" and model is not None:

@@ -18,21 +18,15 @@ import os
 import numpy as np
 
 from ..compute import map_partitions, partition_bounds, subsample_indices
+from ..store import read_feature_block
 
 __all__ = ["fit_on_subsample", "fit_predict_on_subsample", "place_rows"]
 
 
 def _transform_task(part: dict, *, model) -> dict:
     """Place rows ``part["rows"]`` (indices into the feature file, sorted) with ``model.transform``."""
-    import h5py
-
     rows = np.asarray(part["rows"], dtype=np.int64)
-    if "X" in part:
-        X = np.asarray(part["X"])
-    else:
-        with h5py.File(part["path"], "r") as f:
-            block = f["features"][part["start"] : part["stop"]]
-        X = block[rows - part["start"]]
+    X = np.asarray(part["X"]) if "X" in part else read_feature_block(part["path"], part["start"], part["stop"], rows)
     n_jobs = getattr(model, "n_jobs", None)
     if n_jobs is not None and part.get("single_thread"):
         model.n_jobs = 1  # one thread per worker process
