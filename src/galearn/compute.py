@@ -176,7 +176,9 @@ class ComputeSession:
             n = self.spec.n_workers or _cores()
             self.cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, scheduler_port=0, silence_logs=logging.ERROR,
+                # the dashboard on a free loopback port: ``None`` does not disable it (dask/distributed#8136) and
+                # falls back to 8787 with a "Port 8787 is already in use" warning when two clusters run.
+                dashboard_address="127.0.0.1:0", scheduler_port=0, silence_logs=logging.ERROR,
             )
             self.client = Client(self.cluster, set_as_default=False)
         elif kind == "address":
