@@ -62,6 +62,24 @@ def _states_equal(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"parameter {k} differs")
 
 
+def assert_resume_exact(tmp_path, cfg, n: int = 40):
+    """Train ``cfg`` (4 steps, checkpoints every 2) in one go and as 2 + 2 resumed steps; G, D, G_ema bit-identical.
+
+    Returns the uninterrupted run's workspace and its last checkpoint.
+    """
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+
+    ws_a, ws_b = make_workspace(tmp_path / "a", n=n), make_workspace(tmp_path / "b", n=n)
+    run_train(ws_a, cfg, progress=False)
+    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
+    run_train(ws_b, cfg, resume=True, progress=False)
+    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
+    for key in ("G", "D", "G_ema"):
+        _states_equal(a[key], b[key])
+    return ws_a, a
+
+
 def test_networks_shapes_any_bands_and_power_of_two_sizes():
     from galearn.gan.networks import Discriminator, Generator
 
@@ -276,14 +294,7 @@ def test_resume_is_exact_with_lazy_r1_and_dense_head(tmp_path):
     from galearn.gan.checkpoint import load_checkpoint
 
     cfg = dataclasses.replace(TINY, d_head="dense", r1_gamma=1.0, r1_every=3, diffaugment="flip,rot90,translation32")
-    ws_a = make_workspace(tmp_path / "a", n=40)
-    ws_b = make_workspace(tmp_path / "b", n=40)
-    run_train(ws_a, cfg, progress=False)
-    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
-    run_train(ws_b, cfg, resume=True, progress=False)
-    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
-    for key in ("G", "D", "G_ema"):
-        _states_equal(a[key], b[key])
+    ws_a, a = assert_resume_exact(tmp_path, cfg)
     # R1 changes training (same seed, gamma 0 vs 1 give different D weights) ...
     ws_c = make_workspace(tmp_path / "c", n=40)
     run_train(ws_c, dataclasses.replace(cfg, r1_gamma=0.0), progress=False)

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from galearn.config import GanConfig  # noqa: E402
 from galearn.errors import BadValueError  # noqa: E402
 
-from test_gan import BANDS, TINY, _states_equal, make_workspace, synthetic_galaxies  # noqa: E402
+from test_gan import BANDS, TINY, _states_equal, assert_resume_exact, make_workspace, synthetic_galaxies  # noqa: E402
 
 PROJ = dataclasses.replace(TINY, discriminator="projected", d_steps=1)
 
@@ -81,16 +81,9 @@ def test_projected_any_band_count_and_band_order_kept():
 
 def test_resume_is_exact_with_the_projected_discriminator(tmp_path):
     from galearn.gan import run_train
-    from galearn.gan.checkpoint import load_checkpoint
 
     cfg = dataclasses.replace(PROJ, steps=4, checkpoint_every=2)
-    ws_a, ws_b = make_workspace(tmp_path / "a", n=40), make_workspace(tmp_path / "b", n=40)
-    run_train(ws_a, cfg, progress=False)
-    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
-    run_train(ws_b, cfg, resume=True, progress=False)
-    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
-    for key in ("G", "D", "G_ema", ):
-        _states_equal(a[key], b[key])
+    ws_a, a = assert_resume_exact(tmp_path, cfg)
     assert a["discriminator"] == "projected" and "efficientnet-lite0" in a["d_feature_network"]
     info = json.loads((ws_a.gan / "config.json").read_text())
     assert info["discriminator"] == "projected"

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_gan import TINY, _states_equal, make_workspace  # noqa: E402
+from test_gan import TINY, assert_resume_exact  # noqa: E402
 
 SIGMA = np.array([0.5, 1.0, 2.0])
 
@@ -69,17 +69,10 @@ def test_sky_noise_is_seeded_and_has_the_measured_rms():
 def test_training_with_the_measured_sky_template_and_radius_resumes_exactly(tmp_path):
     from galearn.errors import BadValueError
     from galearn.gan import run_sample, run_train
-    from galearn.gan.checkpoint import load_checkpoint
     from galearn.store import open_sample
 
     cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", d_radius=True, g_template=True)
-    ws_a, ws_b = make_workspace(tmp_path / "a", n=40), make_workspace(tmp_path / "b", n=40)
-    run_train(ws_a, cfg, progress=False)
-    run_train(ws_b, dataclasses.replace(cfg, steps=2), progress=False)
-    run_train(ws_b, cfg, resume=True, progress=False)
-    a, b = load_checkpoint(ws_a.gan / "ckpt-000004.pt"), load_checkpoint(ws_b.gan / "ckpt-000004.pt")
-    for key in ("G", "D", "G_ema"):
-        _states_equal(a[key], b[key])
+    ws_a, a = assert_resume_exact(tmp_path, cfg)
     info = json.loads((ws_a.gan / "config.json").read_text())
     assert "template" in a["G"] and a["D"]["features.0.weight_orig"].shape[1] == 4  # 3 bands + the radius map
     assert len(info["sky"]["sigma"]) == 3 and all(s > 0 for s in info["sky"]["sigma"])
