@@ -66,7 +66,6 @@ STRATEGIES = {"random": ("random", "random", 1, 10), "uncertainty": ("random", "
 
 
 def mock_workspace(root: Path, seed: int, n_galaxies: int) -> Workspace:
-    from galearn.features import run_features
     from galearn.mock import simulate_field
     from galearn.survey import make_sample_from_mosaics
 
@@ -79,27 +78,28 @@ def mock_workspace(root: Path, seed: int, n_galaxies: int) -> Workspace:
     if not ws.sample.exists():
         images = {b: mock / f"{b}.fits" for b in ("F435W", "F850LP", "F160W")}
         make_sample_from_mosaics(mock / "catalog.fits", images, ws, CutoutConfig(select="CLASS_STAR < 0.9"))
+    return ensure_features(ws, f"seed {seed}")
+
+
+def ensure_features(ws: Workspace, label: str) -> Workspace:
+    """Compute the benchmark's features once (timed), then check that reused ones have its TTA setting."""
+    from galearn.features import run_features
+
     if not ws.features(FEATURES.backbone).exists():
         t = time.perf_counter()
         run_features(ws, FEATURES)
-        print(f"seed {seed}: features in {time.perf_counter() - t:.0f} s", flush=True)
+        print(f"{label}: features in {time.perf_counter() - t:.0f} s", flush=True)
     check_tta(ws)
     return ws
 
 
 def real_workspace(root: Path, data: Path) -> Workspace:
-    from galearn.features import run_features
     from galearn.survey import make_sample_from_images
 
     ws = Workspace(root / "galaxy-zoo-dev")
     if not ws.sample.exists():
         make_sample_from_images(data / "images", data / "labels.csv", ws, IngestConfig())
-    if not ws.features(FEATURES.backbone).exists():
-        t = time.perf_counter()
-        run_features(ws, FEATURES)
-        print(f"real: features in {time.perf_counter() - t:.0f} s", flush=True)
-    check_tta(ws)
-    return ws
+    return ensure_features(ws, "real")
 
 
 def check_tta(ws: Workspace) -> None:
