@@ -110,3 +110,42 @@ def test_template_starts_at_the_class_median_and_radius_map_is_centred():
     r = D.radius[0, 0].numpy()
     assert r.shape == (32, 32) and abs(r.mean()) < 1e-6 and r[0, 0] == r.max() and r[15, 15] == r[16, 16] == r.min()
     assert "radius" not in D.state_dict()  # fixed, rebuilt, not trained
+
+
+def test_generator_output_starts_at_the_template_and_grows_from_there(tmp_path):
+    """gan.g_out_scale = 0: G's own image is exactly 0 before training (samples = template + sky), non-zero
+    after one step; old checkpoints (no g_out_scale in their config) resume and sample as scale 1."""
+    from galearn.errors import BadValueError
+    from galearn.gan import run_sample, run_train
+    from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
+    from galearn.gan.loop import build_networks, init_output_bias
+
+    cfg = dataclasses.replace(TINY, g_template=True, g_out_scale=0.0)
+    G, _, G_ema = build_networks(2, 3, 32, cfg)
+    stamps, _ = _real_like(n=40)
+    y = np.arange(40) % 2
+    init_output_bias(G, G_ema, stamps, y)
+    for net in (G, G_ema):
+        assert float(net.to_img.weight.detach().abs().max()) == 0.0
+        net.eval()
+        out = net(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]))
+        torch.testing.assert_close(out, net.template[torch.tensor([0, 1, 0, 1])].clamp(-1, 1), rtol=0, atol=1e-6)
+    default, _, _ = build_networks(2, 3, 32, dataclasses.replace(cfg, g_out_scale=1.0))
+    assert float(default.to_img.weight.detach().abs().max()) > 0.01
+    # Training moves the output weights off 0 (and resumes exactly with them).
+    ws, ckpt = assert_resume_exact(tmp_path, dataclasses.replace(cfg, steps=4, checkpoint_every=2))
+    assert float(ckpt["G"]["to_img.weight"].abs().max()) > 0
+    assert float(ckpt["G_ema"]["to_img.weight"].abs().max()) > 0
+    # A checkpoint written before the option existed was trained at scale 1: resumable as such, not as 0.
+    path = ws.gan / "ckpt-000004.pt"
+    old = load_checkpoint(path)
+    old["config"] = {k: v for k, v in old["config"].items() if k != "g_out_scale"}
+    save_checkpoint(path, old)
+    with pytest.raises(BadValueError, match="g_out_scale"):
+        run_train(ws, dataclasses.replace(cfg, steps=6), resume=True, progress=False)
+    run_train(ws, dataclasses.replace(cfg, steps=6, g_out_scale=1.0), resume=True, progress=False)
+    run_sample(ws, dataclasses.replace(cfg, n_per_class=2), progress=False)
+    with pytest.raises(BadValueError, match="g_out_scale"):
+        from galearn.gan.loop import _validate
+
+        _validate(dataclasses.replace(TINY, g_out_scale=-0.5))

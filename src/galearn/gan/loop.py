@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
-           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template")
+           "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
+           "g_out_scale")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
-LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False}
+LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0}
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
@@ -87,7 +88,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
                   sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
-                  template=bool(getattr(cfg, "g_template", False)))
+                  template=bool(getattr(cfg, "g_template", False)),
+                  out_scale=float(getattr(cfg, "g_out_scale", 1.0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -196,6 +198,8 @@ def _validate(cfg: GanTrainConfig) -> None:
             raise BadValueError(f"gan.{name} must be in [0, 1), got {getattr(cfg, name)!r}")
     if not cfg.r1_gamma >= 0:
         raise BadValueError(f"gan.r1_gamma must be >= 0, got {cfg.r1_gamma!r}")
+    if not 0.0 <= cfg.g_out_scale <= 1.0:
+        raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
         raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
     if cfg.discriminator not in DISCRIMINATORS:

@@ -154,10 +154,18 @@ class Generator(nn.Module):
         real training stamps (:func:`galearn.gan.loop.init_output_bias`): a
         centred source with the class's colours from the first step, G learns
         the departures from it.
+    out_scale : float
+        The output conv's weights start at this multiple of PyTorch's default
+        initialisation (``gan.g_out_scale``; 1: unchanged). 0: G's own output
+        starts at exactly 0, so the first samples are the class template (or
+        the sky level) plus sky noise, and under Adam (steps of about ``lr``
+        per weight) G's own image grows from there gradually instead of
+        starting as full-amplitude random structure that the first steps must
+        undo. The rest of G learns as soon as these weights leave 0 (step 1).
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
-                 sky_noise: bool = False, template: bool = False) -> None:
+                 sky_noise: bool = False, template: bool = False, out_scale: float = 1.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -165,6 +173,9 @@ class Generator(nn.Module):
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
         self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
+        if out_scale != 1.0:
+            with torch.no_grad():
+                self.to_img.weight.mul_(float(out_scale))
         if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
             from .sky import SkyNoise
 
