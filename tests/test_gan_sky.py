@@ -149,3 +149,67 @@ def test_generator_output_starts_at_the_template_and_grows_from_there(tmp_path):
         from galearn.gan.loop import _validate
 
         _validate(dataclasses.replace(TINY, g_out_scale=-0.5))
+
+
+def test_template_warp_measures_the_real_spread_and_draws_it():
+    """gan.g_template_warp: measure_shapes finds the flux / size / shape spread of the real stamps around the class
+    template; TemplateWarp with zero parameters is the template itself, and its flux / size / shear act as named."""
+    from galearn.gan.template import TemplateWarp, _luminance, _moments, measure_shapes
+
+    rng = np.random.default_rng(0)
+    n, size = 300, 32
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    log_f = rng.normal(0.0, 0.5, n)
+    log_s = rng.normal(0.0, 0.2, n)
+    r = 2.0 * np.exp(log_s)[:, None, None]
+    img = 0.5 * np.exp(log_f)[:, None, None] * np.exp(-(xx**2 + yy**2)[None] / (2 * r**2)) * (2.0 / r) ** 2
+    stamps = np.repeat(img[:, None], 3, axis=1).astype("f4")
+    y = np.zeros(n, dtype=int)
+    template = np.median(stamps, axis=0)[None]
+    shapes = measure_shapes(stamps, y, template)
+    # Surface brightness (flux / size^2 here: 0.5 exp(log_f) / r^2 * 4 / r^2 * r^2) and size spreads recovered.
+    assert 0.35 < shapes["std"][0] < 0.9 and 0.12 < shapes["std"][1] < 0.3
+    assert shapes["std"][2] < 0.05 and shapes["std"][3] < 0.05  # round sources: no distortion
+    warp = TemplateWarp(1, 8)
+    t = torch.from_numpy(template * 2 - 1)
+    z = torch.zeros(2, 8)
+    torch.testing.assert_close(warp(t, z, torch.tensor([0, 0])), t.expand(2, -1, -1, -1), rtol=0, atol=1e-5)
+    lum0 = _luminance(((t + 1) / 2).numpy())
+    f0, s0, _, _ = _moments(lum0, size / 8)
+    with torch.no_grad():
+        warp.bias[0] = torch.tensor([np.log(2.0), np.log(1.3), 0.4, 0.0])
+    out = ((warp(t, z[:1], torch.tensor([0])).detach() + 1) / 2).numpy()
+    f1, s1, e1, e2 = _moments(_luminance(out), size / 8)
+    # Surface brightness x2 and size x1.3: windowed flux x ~2 * 1.3^2.
+    assert 2.4 < f1[0] / f0[0] < 3.6 and 1.1 < s1[0] / s0[0] < 1.5 and 0.25 < abs(e1[0]) < 0.55 and abs(e2[0]) < 0.05
+    # Seeded: the weights are drawn with the measured spread, the class means copied.
+    warp.set(shapes, seed=4)
+    again = TemplateWarp(1, 8)
+    again.set(shapes, seed=4)
+    assert torch.equal(warp.weight, again.weight)
+    torch.testing.assert_close(warp.bias, torch.tensor(shapes["mean"], dtype=torch.float32))
+
+
+def test_training_with_the_drawn_template_resumes_exactly_and_old_checkpoints_load(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_sample, run_train
+    from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
+    from galearn.gan.loop import _validate
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, g_template_warp=True, g_out_scale=0.0)
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    info = json.loads((ws.gan / "config.json").read_text())
+    assert len(info["template_shapes"]["std"]) == 4 and all(s >= 0 for s in info["template_shapes"]["std"])
+    assert "warp.weight" in ckpt["G_ema"] and not torch.equal(ckpt["G"]["warp.weight"], ckpt["G"]["warp.weight"] * 0)
+    run_sample(ws, dataclasses.replace(cfg, n_per_class=2), progress=False)
+    # A checkpoint from before the option (no key in its config, no warp in its state) samples as without it.
+    plain = dataclasses.replace(cfg, g_template_warp=False, g_out_scale=1.0)
+    run_train(ws, plain, progress=False)
+    old = load_checkpoint(ws.gan / "ckpt-000004.pt")
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("g_template_warp", "g_out_scale")}
+    save_checkpoint(ws.gan / "ckpt-000004.pt", old)
+    run_sample(ws, dataclasses.replace(plain, n_per_class=2), progress=False)
+    with pytest.raises(BadValueError, match="g_template_warp"):
+        run_train(ws, dataclasses.replace(cfg, steps=6, g_out_scale=1.0), resume=True, progress=False)
+    with pytest.raises(BadValueError, match="g_template_warp needs"):
+        _validate(dataclasses.replace(TINY, g_template=False, g_template_warp=True))

@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale")
+           "g_out_scale", "g_template_warp")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
-LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0}
+LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False}
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
@@ -89,7 +89,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
                   sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
                   template=bool(getattr(cfg, "g_template", False)),
-                  out_scale=float(getattr(cfg, "g_out_scale", 1.0)))
+                  out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
+                  template_warp=bool(getattr(cfg, "g_template_warp", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -198,6 +199,8 @@ def _validate(cfg: GanTrainConfig) -> None:
             raise BadValueError(f"gan.{name} must be in [0, 1), got {getattr(cfg, name)!r}")
     if not cfg.r1_gamma >= 0:
         raise BadValueError(f"gan.r1_gamma must be >= 0, got {cfg.r1_gamma!r}")
+    if cfg.g_template_warp and not cfg.g_template:
+        raise BadValueError("gan.g_template_warp needs gan.g_template = true")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
@@ -263,7 +266,8 @@ def ema_beta_at(step: int, beta: float) -> float:
 
 
 @torch.no_grad()
-def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.ndarray | None = None, *,
+                     seed: int = 0) -> np.ndarray:
     """Set the output conv's bias of G and G_ema to ``2 * median - 1`` per band (network units).
 
     ``stamps``: stretched training stamps ``(N, C, H, W)`` in 0..1. About half
@@ -274,6 +278,9 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     class ``k`` is ``2 * median - 1`` pixel by pixel over the stamps with
     ``y == k`` (the median commutes with the monotonic stretch, so it is the
     stretched median physical stamp: a centred source on the sky's level).
+    With a drawn template (``gan.g_template_warp``) its class means and
+    spread are measured on ``stamps`` (:func:`galearn.gan.template.measure_shapes`,
+    kept as ``G.template_shapes``) and its weights drawn from ``seed``.
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
@@ -284,6 +291,12 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
                          for k in range(G.template.shape[0])]).astype("f4")
         for net in (G, G_ema):
             net.template.copy_(torch.from_numpy(tmpl))
+        if G.warp is not None:
+            from .template import measure_shapes
+
+            G.template_shapes = measure_shapes(stamps, y, (tmpl + 1.0) / 2.0)
+            for net in (G, G_ema):
+                net.warp.set(G.template_shapes, derive_seed(seed, 0, 7117))
     for net in (G, G_ema):
         net.to_img.bias.copy_(torch.from_numpy(bias))
     return bias
@@ -400,9 +413,10 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         defaults = {f.name: f.default for f in dataclasses.fields(GanTrainConfig)}
         for name in _FROZEN:
             # Checkpoints of older versions lack newer fields: they were trained with the default.
-            if old.get(name, LEGACY_SETTINGS.get(name, defaults[name])) != getattr(cfg, name):
+            was = old.get(name, LEGACY_SETTINGS.get(name, defaults[name]))
+            if was != getattr(cfg, name):
                 raise BadValueError(
-                    f"cannot resume {ckpt_file}: gan.{name} was {old.get(name)!r}, now {getattr(cfg, name)!r} "
+                    f"cannot resume {ckpt_file}: gan.{name} was {was!r}, now {getattr(cfg, name)!r} "
                     f"(train without --resume to start again)"
                 )
         if ckpt.get("sample_checksum") != sample.checksum:
@@ -430,7 +444,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # (about half the pixels clipped to exactly 0, i.e. -1 here), so an output bias
     # at 2 * median - 1 per band spares the first steps of learning "dark".
     # Overwritten by a checkpoint on resume.
-    init_output_bias(G, G_ema, stamps, y_all)
+    init_output_bias(G, G_ema, stamps, y_all, seed=cfg.random_state)
     sky = None
     if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
         from .sky import measure_sky
@@ -471,6 +485,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "d_feature_network": getattr(D, "provenance", None),
         "autocast": str(amp_dtype) if amp_dtype is not None else None,
         "sky": sky,
+        "template_shapes": getattr(G, "template_shapes", None),
     }
     atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 

@@ -162,10 +162,16 @@ class Generator(nn.Module):
         per weight) G's own image grows from there gradually instead of
         starting as full-amplitude random structure that the first steps must
         undo. The rest of G learns as soon as these weights leave 0 (step 1).
+    template_warp : bool
+        Draw the template per sample (``gan.g_template_warp``, needs
+        ``template``): brightness, size and shape of the class template from
+        the latent, :class:`~galearn.gan.template.TemplateWarp`, started at the
+        spread measured on the real stamps (:func:`galearn.gan.loop.init_output_bias`).
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
-                 sky_noise: bool = False, template: bool = False, out_scale: float = 1.0) -> None:
+                 sky_noise: bool = False, template: bool = False, out_scale: float = 1.0,
+                 template_warp: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -187,6 +193,14 @@ class Generator(nn.Module):
             self.template = nn.Parameter(torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
         else:
             self.template = None
+        if template_warp:
+            if not template:
+                raise BadValueError("gan.g_template_warp needs gan.g_template = true")
+            from .template import TemplateWarp
+
+            self.warp = TemplateWarp(n_classes, z_dim)
+        else:
+            self.warp = None
         self._w0 = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -199,7 +213,9 @@ class Generator(nn.Module):
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
         out = self.to_img(h)
-        if self.template is not None:
+        if self.warp is not None:
+            out = out + self.warp(self.template, z, y)
+        elif self.template is not None:
             out = out + self.template[y]
         if self.sky_noise:
             return self.sky(out, gen)

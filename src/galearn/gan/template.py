@@ -1,0 +1,160 @@
+"""A drawn class template for the generator (``gan.g_template_warp``).
+
+With ``gan.g_template`` the generator adds a learnt per-class image, started
+at the class's pixel-wise median real stamp, to its own output. Every sample
+of a class then starts from the SAME source: at the default 100 steps the
+generated library has the median galaxy's size, brightness and roundness,
+and its variety comes only from what G's convolutions learnt (recall ~0.1 on
+some mock fields, docs/gan.md). With the template drawn, each sample's
+template is a copy of the class median scaled in brightness, scaled in size
+and sheared (axis ratio and orientation), with the four numbers a linear
+function of the latent plus a per-class offset:
+
+* :func:`measure_shapes` -- windowed second moments of the real training
+  stamps and of the class templates: per stamp the log ratio of its windowed
+  size and surface brightness (flux / size^2) to its class template's, and its
+  two distortion components.
+* :class:`TemplateWarp` -- the module: ``v = W z + b[y]`` (``W`` drawn with
+  the measured within-class spread, ``b`` the measured class means, both
+  learnt from there), then ``b_sky + f * (warp(template) - b_sky)`` with
+  ``f = exp(v0)`` and ``warp`` an affine resampling (``torch.nn.functional.grid_sample``)
+  of area scale ``exp(2 v1)`` and distortion ``(v2, v3)``, centre fixed.
+
+So from the first step the library spreads over the real stamps' flux, size
+and shape distribution (as the windowed moments see it); G's own output
+adds the rest (structure, neighbours, colour gradients).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+__all__ = ["measure_shapes", "TemplateWarp", "N_WARP"]
+
+N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
+_MAX_E = 0.9
+
+
+def _moments(lum: np.ndarray, window_sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windowed flux, size and distortion of luminance images ``(N, H, W)`` (sky-subtracted, >= 0)."""
+    n, h, w = lum.shape
+    yy, xx = np.mgrid[:h, :w].astype("f8")
+    yy -= (h - 1) / 2
+    xx -= (w - 1) / 2
+    win = np.exp(-(xx**2 + yy**2) / (2 * window_sigma**2))
+    wl = lum * win[None]
+    flux = wl.sum(axis=(1, 2))
+    safe = np.maximum(flux, 1e-12)
+    qxx = (wl * xx**2).sum(axis=(1, 2)) / safe
+    qyy = (wl * yy**2).sum(axis=(1, 2)) / safe
+    qxy = (wl * xx * yy).sum(axis=(1, 2)) / safe
+    tr = np.maximum(qxx + qyy, 1e-12)
+    det = np.maximum(qxx * qyy - qxy**2, 1e-12)
+    return flux, det**0.25, (qxx - qyy) / tr, 2 * qxy / tr
+
+
+def _luminance(stamps: np.ndarray) -> np.ndarray:
+    """Band sum minus its outer-ring median (1/8 of the side), clipped at 0: ``(N, C, H, W) -> (N, H, W)``."""
+    lum = np.asarray(stamps, dtype="f8").sum(axis=1)
+    size = lum.shape[-1]
+    b = max(1, size // 8)
+    ring = np.ones(lum.shape[-2:], dtype=bool)
+    ring[b:-b, b:-b] = False
+    sky = np.median(lum[:, ring], axis=1)
+    return np.clip(lum - sky[:, None, None], 0.0, None)
+
+
+def measure_shapes(stamps: np.ndarray, y: np.ndarray, templates: np.ndarray) -> dict:
+    """Measured spread of the real stamps around their class templates.
+
+    Parameters
+    ----------
+    stamps : array (N, C, H, W)
+        Real stretched training stamps, ``[0, 1]``.
+    y : array (N,)
+        Their class indices.
+    templates : array (K, C, H, W)
+        The class templates, stretched units ``[0, 1]``.
+
+    Returns
+    -------
+    dict
+        ``mean`` (K x 4: per class the median log surface-brightness ratio
+        (log flux ratio minus twice the log size ratio), log size ratio,
+        and 0, 0 for the distortion -- real stamps have no preferred
+        orientation), ``std`` (4: within-class standard deviations), the
+        moments' ``window_sigma`` (pixels, 1/8 of the side). Windowed flux
+        and size in stretched units (a Gaussian window centred on the stamp,
+        so neighbours count little); the size is ``det(Q) ** 0.25``.
+    """
+    stamps = np.asarray(stamps)
+    y = np.asarray(y)
+    size = stamps.shape[-1]
+    sigma = size / 8.0
+    f, s, e1, e2 = _moments(_luminance(stamps), sigma)
+    ft, st, _, _ = _moments(_luminance(np.asarray(templates)), sigma)
+    ok = (f > 0) & np.isfinite(s)
+    ls = np.log(s / st[y])
+    # The warp scales the template's surface brightness; its flux grows with the area too.
+    lf = np.log(np.maximum(f, 1e-12) / np.maximum(ft[y], 1e-12)) - 2.0 * ls
+    params = np.stack([lf, ls, np.clip(e1, -_MAX_E, _MAX_E), np.clip(e2, -_MAX_E, _MAX_E)], axis=1)
+    mean = np.zeros((len(templates), N_WARP))
+    resid = []
+    for k in range(len(templates)):
+        pick = ok & (y == k)
+        if pick.sum() >= 2:
+            mean[k, :2] = np.median(params[pick, :2], axis=0)
+            resid.append(params[pick] - mean[k])
+    std = np.concatenate(resid).std(axis=0) if resid else np.zeros(N_WARP)
+    return {"mean": mean.tolist(), "std": std.tolist(), "window_sigma": float(sigma)}
+
+
+class TemplateWarp(torch.nn.Module):
+    """Per-sample brightness, size and shape of the class template: ``(template (K, C, H, W), z, y) -> (N, C, H, W)``.
+
+    Parameters: ``weight`` ``(4, z_dim)`` (drawn at the measured spread by
+    :meth:`set`) and ``bias`` ``(K, 4)`` (the class means). Works in network
+    units ``[-1, 1]``; the sky level subtracted before the brightness scaling
+    is the template's outer-ring median per class and band.
+    """
+
+    def __init__(self, n_classes: int, z_dim: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(N_WARP, z_dim))
+        self.bias = torch.nn.Parameter(torch.zeros(n_classes, N_WARP))
+
+    @torch.no_grad()
+    def set(self, shapes: dict, seed: int) -> None:
+        """Class means from ``shapes["mean"]``; weights ``N(0, std^2 / z_dim)`` (seeded), so ``W z`` has the measured spread."""
+        gen = torch.Generator().manual_seed(int(seed))
+        std = torch.as_tensor(shapes["std"], dtype=torch.float32)
+        z_dim = self.weight.shape[1]
+        self.weight.copy_(torch.randn(self.weight.shape, generator=gen) * std[:, None] / z_dim**0.5)
+        self.bias.copy_(torch.as_tensor(shapes["mean"], dtype=torch.float32))
+
+    def forward(self, template: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        v = z @ self.weight.t() + self.bias[y]  # (N, 4)
+        flux = torch.exp(v[:, 0].clamp(-3.0, 3.0))
+        scale = torch.exp(v[:, 1].clamp(-1.5, 1.5))
+        e = v[:, 2:4]
+        norm = e.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        e = e * (_MAX_E * torch.tanh(norm / _MAX_E) / norm)  # |e| < 0.9
+        # Distortion e -> shear g (e = 2 g / (1 + |g|^2)); matrix M = [[1+g1, g2], [g2, 1-g1]] / sqrt(1-|g|^2).
+        en = e.norm(dim=1, keepdim=True)
+        g = e / (1.0 + torch.sqrt((1.0 - en.square()).clamp(min=1e-6)))
+        g1, g2 = g[:, 0], g[:, 1]
+        det = (1.0 - g1.square() - g2.square()).clamp(min=1e-6)
+        # affine_grid maps output coordinates to input ones: the inverse of A = scale * M / sqrt(det).
+        inv = torch.stack([torch.stack([1.0 - g1, -g2], dim=1), torch.stack([-g2, 1.0 + g1], dim=1)], dim=1)
+        inv = inv / (scale * det.sqrt())[:, None, None]
+        theta = torch.cat([inv, torch.zeros(len(z), 2, 1, dtype=inv.dtype, device=inv.device)], dim=2)
+        src = template[y]
+        grid = F.affine_grid(theta.to(src.dtype), list(src.shape), align_corners=False)
+        warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        k = max(1, src.shape[-1] // 8)
+        ring = torch.cat([src[..., :k, :].flatten(2), src[..., -k:, :].flatten(2),
+                          src[..., k:-k, :k].flatten(2), src[..., k:-k, -k:].flatten(2)], dim=2)
+        sky = ring.median(dim=2).values[:, :, None, None].detach()
+        return sky + flux.to(src.dtype)[:, None, None, None] * (warped - sky)
