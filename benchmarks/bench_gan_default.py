@@ -1,0 +1,86 @@
+"""The GAN stages of a default `galearn run` on a copy of a finished workspace, with setting overrides.
+
+Copies ``sample.h5`` / ``sample.parts`` / ``features`` / ``config.toml`` /
+``manifest.json`` of SRC_WS into ``OUT_DIR/ws-NAME``, then
+``gan train`` (``--steps``, one torch thread) -> ``gan sample`` ->
+``gan evaluate`` with the workspace's configuration and the JSON overrides of
+``[gan]``, and writes the headline metrics, CPU seconds and the overrides to
+``OUT_DIR/NAME.json``. Used for the per-seed tables of docs/gan.md (issue 14)::
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bench_gan_default.py \\
+        /tmp/15r3-s1 wg0-s1 '{"g_template_warp": true, "g_out_scale": 0.0}' --out-dir /tmp/14r3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+KEYS = ("steps", "fid", "fid_real_baseline", "precision", "precision_real_baseline", "recall", "recall_real_baseline",
+        "memorised_fraction", "morphology_wasserstein", "morphology_wasserstein_real_baseline",
+        "power_spectrum_wasserstein", "power_spectrum_wasserstein_real_baseline", "flux_wasserstein",
+        "flux_wasserstein_real_baseline", "colour_wasserstein", "colour_wasserstein_real_baseline",
+        "morphology_failed_fraction", "verdict")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="finished workspace (sample + features); only read")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="?", default="{}", help='JSON of [gan] settings, e.g. \'{"condition": "morph"}\'')
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--out-dir", default="benchmarks/out/gan_default")
+    args = p.parse_args(argv)
+
+    from galearn.config import RunConfig, load_config
+    from galearn.errors import GalearnError
+    from galearn.gan import run_evaluate, run_sample, run_train
+    from galearn.store import Workspace
+
+    out_dir = Path(args.out_dir)
+    ws_dir = out_dir / f"ws-{args.name}"
+    if not ws_dir.exists():
+        ws_dir.mkdir(parents=True)
+        for f in ("sample.h5", "sample.parts", "features", "config.toml", "manifest.json"):
+            src = Path(args.src) / f
+            if src.is_dir():
+                shutil.copytree(src, ws_dir / f, ignore=shutil.ignore_patterns("library_*"))
+            elif src.exists():
+                shutil.copy(src, ws_dir / f)
+    ws = Workspace(ws_dir)
+    try:
+        cfg = load_config(ws_dir / "config.toml")
+    except (GalearnError, OSError) as exc:  # a workspace of another branch's config keys: the defaults
+        print(f"config: {exc}; using the defaults", file=sys.stderr)
+        cfg = RunConfig()
+    over = json.loads(args.overrides)
+    g = dataclasses.replace(cfg.gan, steps=args.steps, checkpoint_every=100000, grid_every=100000, threads=1, **over)
+    cfg = dataclasses.replace(cfg, gan=g)
+    c0, t0 = time.process_time(), time.time()
+    run_train(ws, g, progress=False)
+    c1 = time.process_time()
+    run_sample(ws, g, progress=False)
+    c2 = time.process_time()
+    m = run_evaluate(ws, cfg, progress=False)
+    c3 = time.process_time()
+    out = {k: m.get(k) for k in KEYS}
+    out["morph_ratio"] = m["morphology_wasserstein"] / m["morphology_wasserstein_real_baseline"]
+    out["fid_ratio"] = m["fid"] / m["fid_real_baseline"]
+    bs = m.get("backbone_space") or {}
+    out["backbone"] = {k: bs.get(k) for k in ("fid", "fid_real_baseline", "precision", "recall")}
+    out["balancing"] = {k: m["balancing"].get(k) for k in ("balanced_accuracy_real_only", "balanced_accuracy_reweighted",
+                                                           "balanced_accuracy_with_gan")}
+    out.update(train_cpu_s=c1 - c0, sample_cpu_s=c2 - c1, eval_cpu_s=c3 - c2, wall_s=time.time() - t0, over=over)
+    text = json.dumps(out, indent=1)
+    print(text)
+    (out_dir / f"{args.name}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
