@@ -442,6 +442,8 @@ def main() -> None:
                          "2 processes at once (no Dask), twice; stamps from --ceiling-sample")
     ap.add_argument("--ceiling-sample", type=Path, default=None, help="a sample.h5 whose stamps are tiled to N")
     ap.add_argument("--kmeans", action="store_true", help="k-means vs mini-batch k-means fit / predict cost")
+    ap.add_argument("--project-from", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="only the projection, from the runs of earlier --out files (the last run given is used)")
     ap.add_argument("--skip-runs", action="store_true", help="only the map benchmark (and default-feature cost)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/galearn-bench-scale"))
     ap.add_argument("--out", type=Path, default=None)
@@ -459,6 +461,11 @@ def main() -> None:
         print(json.dumps(report["kmeans"]), flush=True)
         if args.out:
             args.out.write_text(json.dumps(report, indent=1))
+    if args.project_from:
+        runs = [r for f in args.project_from for r in json.loads(f.read_text())["runs"]]
+        report["projection_from"] = [str(f) for f in args.project_from]
+        report["projection_runs"] = [{"n_input": r["n_input"], "scheduler": r["scheduler"]} for r in runs]
+        args.skip_runs, args.map_n, report["runs"] = True, [], runs
     for n in ([] if args.skip_runs else args.n):
         cat = repeated_catalog(args.mock, n, args.work)
         for sched in args.schedulers:
