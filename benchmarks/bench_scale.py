@@ -240,7 +240,7 @@ def map_bench(n: int, subsample: int, work: Path, seed: int = 0) -> dict:
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
-    out = {"n": n, "subsample": subsample, "data": "10 Gaussian clusters in 64 dimensions (seeded)",
+    out = {"n": n, "subsample_rows": subsample, "data": "10 Gaussian clusters in 64 dimensions (seeded)",
            "load_average_at_start": round(os.getloadavg()[0], 2)}
     X, labels = _map_data(n, seed)
     for name, sub in (("subsample", subsample), ("single", 0)):
@@ -322,6 +322,58 @@ def _ceiling_worker(sample_path: str, n: int, out: str) -> None:
                                      "t_start": w0, "n": n}))
 
 
+def _main_thread_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's main thread: a Dask worker's event loop / admin thread."""
+    pid = os.getpid()
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _admin_task(n: int, sample_path: str) -> dict:
+    """The light features of ``n`` stamps on a worker; CPU of the task thread and of the worker's main thread."""
+    from galearn.features.extract import _batches, _features_of_batch, cached_backbone
+    from galearn.store import open_sample
+
+    sample = open_sample(sample_path)
+    base = sample.read("stretched", slice(0, sample.n))
+    stamps = np.concatenate([base] * math.ceil(n / len(base)))[:n]
+    backbone = cached_backbone({"name": "random-resnet18", "random_state": 0})
+    _features_of_batch(stamps[:64], sample.bands, backbone, None, 1)
+    m0, c0, t0, w0 = _main_thread_cpu_s(), time.process_time(), time.thread_time(), time.perf_counter()
+    for sl in _batches(n, 64):
+        _features_of_batch(stamps[sl], sample.bands, backbone, None, 1)
+    return {"process_cpu_s": time.process_time() - c0, "task_thread_cpu_s": time.thread_time() - t0,
+            "admin_thread_cpu_s": _main_thread_cpu_s() - m0, "wall_s": time.perf_counter() - w0}
+
+
+def admin_overhead(sample_path: Path, n: int) -> dict:
+    """CPU a Dask worker's main (admin) thread spends beside a feature task: Dask defaults vs galearn's.
+
+    A 1-worker ``LocalCluster`` runs the light features of ``n`` stamps, once with Dask's default worker
+    settings (statistical profiler every 10 ms, event loop tick 20 ms, memory check 100 ms) and once with
+    :data:`galearn.compute.LOCAL_CLUSTER_CONFIG`. The admin thread's CPU per second of wall is what a
+    worker takes from a core besides its task (on a machine with as many workers as cores, from the tasks).
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    from galearn.compute import LOCAL_CLUSTER_CONFIG
+
+    out = {"n": n, "load_average_at_start": round(os.getloadavg()[0], 2)}
+    for name, cfg in (("dask_defaults", {}), ("galearn_local_cluster", LOCAL_CLUSTER_CONFIG)):
+        with dask.config.set(cfg), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                 host="127.0.0.1", dashboard_address="127.0.0.1:0") as lc, \
+                Client(lc) as client:
+            client.submit(_admin_task, 64, str(sample_path), pure=False).result()  # imports, model, warm-up
+            r = client.submit(_admin_task, n, str(sample_path), pure=False).result()
+        r = {k: round(v, 3) for k, v in r.items()}
+        r["admin_cpu_per_wall"] = round(r["admin_thread_cpu_s"] / r["wall_s"], 4)
+        r["admin_cpu_per_task_cpu"] = round(r["admin_thread_cpu_s"] / r["task_thread_cpu_s"], 4)
+        out[name] = r
+        print(json.dumps({name: r}), flush=True)
+    return out
+
+
 def parallel_ceiling(sample_path: Path, n: int, work: Path, repeats: int = 2) -> dict:
     """This machine's speed-up for perfectly parallel feature work: 1 process alone vs 2 at once (no Dask).
 
@@ -395,8 +447,14 @@ def kmeans_bench(sizes=(20000, 50000, 200000), n_predict: int = 1_000_000, k: in
     return out
 
 
-def project(results: list[dict], default_feature_ms: float) -> list[dict]:
-    """Time / storage / scheduler load for 1e6..1e8 galaxies on 16..1024 workers, from the measured costs."""
+def project(results: list[dict], default_feature_ms: float, map_rec: dict | None = None) -> list[dict]:
+    """Time / storage / scheduler load for 1e6..1e8 galaxies on 16..1024 workers, from the measured costs.
+
+    Cutouts + features: per galaxy and worker core, the measured cutout CPU cost + ``default_feature_ms``;
+    partitions of 2048 / 1024 stamps; the measured no-op overhead per task counted as if paid serially.
+    The map (``map_rec``, a :func:`map_bench` record): the measured fit of the subsample (serial, in the
+    driver) + the measured ``transform`` CPU per placed row spread over the workers.
+    """
     two = [r for r in results if r["scheduler"] == "local:1"] or results
     last = two[-1]
     c = last.get("cpu_per_galaxy_ms") or last["cost_per_galaxy_ms"]
@@ -408,9 +466,14 @@ def project(results: list[dict], default_feature_ms: float) -> list[dict]:
             per_gal_s = (c["cutouts"] + default_feature_ms) / 1000.0  # one worker-core
             tasks = n / 2048 + n / 1024  # cutout + feature partitions
             wall_h = (n * per_gal_s / w + tasks * overhead / 1000.0) / 3600.0
-            rows.append({"n": n, "workers": w, "hours": round(wall_h, 2), "tasks": int(tasks),
-                         "scheduler_tasks_per_s": round(tasks / (wall_h * 3600), 1),
-                         "storage_tb": round(n * bpg / 1e12, 3)})
+            row = {"n": n, "workers": w, "hours": round(wall_h, 2), "tasks": int(tasks),
+                   "scheduler_tasks_per_s": round(tasks / (wall_h * 3600), 1),
+                   "storage_tb": round(n * bpg / 1e12, 3)}
+            if map_rec:
+                sub = map_rec["subsample"]
+                per_row = sub["transform_cpu_s"] / max(1, sub["n_placed"])
+                row["map_hours"] = round((sub["fit_cpu_s"] + (n - sub["n_fit"]) * per_row / w) / 3600.0, 2)
+            rows.append(row)
     return rows
 
 
@@ -440,7 +503,11 @@ def main() -> None:
     ap.add_argument("--ceiling", type=int, default=0, metavar="N",
                     help="measure the machine's 2-process ceiling: light features of N stamps in 1 process alone vs "
                          "2 processes at once (no Dask), twice; stamps from --ceiling-sample")
-    ap.add_argument("--ceiling-sample", type=Path, default=None, help="a sample.h5 whose stamps are tiled to N")
+    ap.add_argument("--ceiling-sample", type=Path, default=None,
+                    help="a sample.h5 whose stamps are tiled to N (--ceiling, --admin-overhead)")
+    ap.add_argument("--admin-overhead", type=int, default=0, metavar="N",
+                    help="CPU of a Dask worker's admin thread beside a feature task of N stamps: Dask's defaults vs "
+                         "galearn's LOCAL_CLUSTER_CONFIG")
     ap.add_argument("--kmeans", action="store_true", help="k-means vs mini-batch k-means fit / predict cost")
     ap.add_argument("--project-from", type=Path, nargs="+", default=None, metavar="JSON",
                     help="only the projection, from the runs of earlier --out files (the last run given is used)")
@@ -452,6 +519,10 @@ def main() -> None:
     report: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
                     "features_setting": "random-resnet18, 64 px input, tta 1, scales (1.0,), batch 64",
                     "runs": [], "maps": []}
+    if args.admin_overhead:
+        report["admin_overhead"] = admin_overhead(args.ceiling_sample, args.admin_overhead)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
     if args.ceiling:
         report["ceiling"] = parallel_ceiling(args.ceiling_sample, args.ceiling, args.work)
         if args.out:
@@ -461,8 +532,12 @@ def main() -> None:
         print(json.dumps(report["kmeans"]), flush=True)
         if args.out:
             args.out.write_text(json.dumps(report, indent=1))
+    map_rec = None
     if args.project_from:
-        runs = [r for f in args.project_from for r in json.loads(f.read_text())["runs"]]
+        loaded = [json.loads(f.read_text()) for f in args.project_from]
+        runs = [r for d in loaded for r in d.get("runs", [])]
+        maps = [m for d in loaded for m in d.get("maps", []) if "subsample" in m and isinstance(m["subsample"], dict)]
+        map_rec = max(maps, key=lambda m: m["n"]) if maps else None
         report["projection_from"] = [str(f) for f in args.project_from]
         report["projection_runs"] = [{"n_input": r["n_input"], "scheduler": r["scheduler"]} for r in runs]
         args.skip_runs, args.map_n, report["runs"] = True, [], runs
@@ -495,7 +570,7 @@ def main() -> None:
         feature_ms = report["default_features"]["cpu_ms_per_galaxy"]
         print(json.dumps(report["default_features"]), flush=True)
     if report["runs"]:
-        report["projection"] = project(report["runs"], feature_ms)
+        report["projection"] = project(report["runs"], feature_ms, map_rec)
     else:
         report["projection"] = []
     report["projection_assumptions"] = (
