@@ -30,6 +30,12 @@ upsampled to 128 px, 4 quarter turns, 2 crops: 8 forward passes at 4x the
 pixels) are measured separately on a few hundred stamps in-process
 (``--measure-default-features N``) and the projection uses that CPU cost.
 
+Other modes: ``--map-n N --map-subsample S`` (each map in its own process: wall, CPU, peak memory and a
+quality figure of both maps), ``--kmeans`` (k-means vs mini-batch k-means cost), ``--admin-overhead N``
+(CPU of a Dask worker's admin thread beside a feature task, Dask's defaults vs galearn's
+``LOCAL_CLUSTER_CONFIG``), ``--ceiling N`` (this machine's speed-up for perfectly parallel work: 1 vs 2
+plain processes of the light features, no Dask) and ``--project-from JSON...`` (only the projection).
+
 Usage (a few minutes on a loaded 2-core machine at the defaults)::
 
     PYTHONPATH=src python benchmarks/bench_scale.py --mock /path/to/mock --n 5000 10000 \
