@@ -158,6 +158,8 @@ def mean_table(runs: list[dict]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mock", nargs="*", default=[], help="mock workspaces (one per field seed)")
+    ap.add_argument("--mock-seeds", type=int, nargs="*", default=None,
+                    help="clustering seed of each mock workspace (default: its index)")
     ap.add_argument("--real", default=None, help="ingested real-image workspace (label column: --real-column)")
     ap.add_argument("--real-column", default="morph")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="clustering seeds of the real set")
@@ -179,14 +181,17 @@ def main(argv=None) -> int:
     result = {}
     if args.mock:
         runs = []
-        for i, path in enumerate(args.mock):
+        seeds = args.mock_seeds or list(range(len(args.mock)))
+        if len(seeds) != len(args.mock):
+            ap.error("--mock-seeds: one seed per --mock workspace")
+        for i, path in zip(seeds, args.mock):
             print(f"mock {path} (seed {i})", flush=True)
             X, xy, cols = load(path, (), colours=args.colours, colour_weight=args.colour_weight)
             runs.append(evaluate(X, xy, cols, i, args.mock_methods or args.methods, args.resamples))
         result["mock"] = mean_table(runs)
         for fuse in args.fuse:
             runs = []
-            for i, path in enumerate(args.mock):
+            for i, path in zip(seeds, args.mock):
                 print(f"mock {path} (seed {i}) fused {fuse}", flush=True)
                 X, xy, cols = load(path, (), fuse, colours=args.colours, colour_weight=args.colour_weight)
                 runs.append(evaluate(X, xy, cols, i, (args.mock_methods or args.methods)[:1], args.resamples))
