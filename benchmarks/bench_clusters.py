@@ -18,7 +18,13 @@ Mock fields for seeds 1, 2 can be built with::
 Usage::
 
     python benchmarks/bench_clusters.py --mock WS0 WS1 WS2 --real WS_GZ [--seeds 0 1 2] [--methods ...]
-        [--mock-methods ...] [--real-full-seeds 1] [--fuse catalog:zbest ...] [--resamples 10] [--json out.json]
+        [--mock-methods ...] [--real-full-seeds 1] [--fuse catalog:zbest ...] [--colours auto|off]
+        [--colour-weight 0.2] [--resamples 10] [--json out.json]
+
+``--colours auto`` (default) clusters what ``galearn classify`` clusters by
+default: the CNN features with the label-free aperture colours appended
+(:mod:`galearn.features.aperture`; not for display images); ``off``: the CNN
+features alone.
 
 The mock workspaces are used with clustering seed = index of the workspace
 (one field per seed); the real workspace is clustered with every ``--seeds``
@@ -39,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from galearn.errors import BadValueError  # noqa: E402
 from galearn.evaluate import cluster_agreement  # noqa: E402
-from galearn.evaluate.classify import comparison_columns  # noqa: E402
+from galearn.config import ClassifyConfig  # noqa: E402
+from galearn.evaluate.classify import colour_block_for, comparison_columns  # noqa: E402
+from galearn.maps.cluster_scale import append_block  # noqa: E402
 from galearn.features.fuse import (CATALOG_PREFIX, catalog_matrix, check_fuse, fuse_blocks,  # noqa: E402
-                                   robust_standardise)
+                                   fuse_repeats, robust_standardise)
 from galearn.maps.clusters import default_clusters  # noqa: E402
 from galearn.store import load_features, require_sample, resolve_backbone  # noqa: E402
 from galearn.runtime import blas_threads  # noqa: E402
@@ -68,8 +76,13 @@ METHODS = {
 KEYS = ("n_clusters", "cluster_majority_balanced_accuracy", "ami", "ari", "cluster_accuracy", "majority_rate")
 
 
-def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None):
-    """Features (optionally with catalogue columns fused as ``galearn features --fuse catalog:...`` does), map, columns."""
+def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None, colours: str = "auto",
+         colour_weight: float = 0.2):
+    """Features (optionally with catalogue columns fused as ``galearn features --fuse catalog:...`` does), map, columns.
+
+    ``colours`` ``auto`` appends the label-free aperture colours as ``galearn classify`` does
+    (:func:`galearn.evaluate.classify.colour_block_for`: only for stamps in linear units), ``off`` does not.
+    """
     ws = Workspace(Path(ws_path))
     sample = require_sample(ws)
     try:
@@ -84,6 +97,13 @@ def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None):
         fuse, weight = check_fuse(fuse)
         block, _ = catalog_matrix(sample, fuse[len(CATALOG_PREFIX):].split(","))
         X = fuse_blocks(X, robust_standardise(block)[0], weight)[0].astype(np.float64)
+    cfg = ClassifyConfig(colours=colours, colour_weight=colour_weight)
+    block, record = colour_block_for(sample, cfg, "umap:5")
+    if block is not None:
+        X = append_block(X, block["values"], fuse_repeats(X.shape[1], block["values"].shape[1], colour_weight))
+        X = X.astype(np.float64)
+    print(f"  {ws_path}: colours {'fused ' + str(record['columns']) if record['fused'] else 'not fused: ' + record['reason']}"
+          + (f" (weight {colour_weight})" if record["fused"] else ""), flush=True)
     return X, xy, columns
 
 
@@ -138,6 +158,8 @@ def mean_table(runs: list[dict]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mock", nargs="*", default=[], help="mock workspaces (one per field seed)")
+    ap.add_argument("--mock-seeds", type=int, nargs="*", default=None,
+                    help="clustering seed of each mock workspace (default: its index)")
     ap.add_argument("--real", default=None, help="ingested real-image workspace (label column: --real-column)")
     ap.add_argument("--real-column", default="morph")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="clustering seeds of the real set")
@@ -148,6 +170,10 @@ def main(argv=None) -> int:
                     help="all --methods only for the first this-many real seeds, the default (first) method on all")
     ap.add_argument("--fuse", nargs="*", default=[],
                     help="also the default method on the mock with these catalogue columns fused, e.g. catalog:zbest")
+    ap.add_argument("--colours", choices=("auto", "off"), default="auto",
+                    help="append the label-free aperture colours to the features as `galearn classify` does "
+                         "(auto: stamps in linear units only) or not (off: the CNN features alone)")
+    ap.add_argument("--colour-weight", type=float, default=0.2, help="classify.colour_weight")
     ap.add_argument("--resamples", type=int, default=10, help="bootstrap resamples of the stability figure")
     ap.add_argument("--json", default=None, help="write the mean table here")
     args = ap.parse_args(argv)
@@ -155,21 +181,24 @@ def main(argv=None) -> int:
     result = {}
     if args.mock:
         runs = []
-        for i, path in enumerate(args.mock):
+        seeds = args.mock_seeds or list(range(len(args.mock)))
+        if len(seeds) != len(args.mock):
+            ap.error("--mock-seeds: one seed per --mock workspace")
+        for i, path in zip(seeds, args.mock):
             print(f"mock {path} (seed {i})", flush=True)
-            X, xy, cols = load(path, ())
+            X, xy, cols = load(path, (), colours=args.colours, colour_weight=args.colour_weight)
             runs.append(evaluate(X, xy, cols, i, args.mock_methods or args.methods, args.resamples))
         result["mock"] = mean_table(runs)
         for fuse in args.fuse:
             runs = []
-            for i, path in enumerate(args.mock):
+            for i, path in zip(seeds, args.mock):
                 print(f"mock {path} (seed {i}) fused {fuse}", flush=True)
-                X, xy, cols = load(path, (), fuse)
+                X, xy, cols = load(path, (), fuse, colours=args.colours, colour_weight=args.colour_weight)
                 runs.append(evaluate(X, xy, cols, i, (args.mock_methods or args.methods)[:1], args.resamples))
             result[f"mock+{fuse}"] = mean_table(runs)
     if args.real:
         runs = []
-        X, xy, cols = load(args.real, (args.real_column,))
+        X, xy, cols = load(args.real, (args.real_column,), colours=args.colours, colour_weight=args.colour_weight)
         for seed in args.seeds:
             print(f"real {args.real} (seed {seed})", flush=True)
             full = args.real_full_seeds is None or len(runs) < args.real_full_seeds

@@ -30,6 +30,12 @@ upsampled to 128 px, 4 quarter turns, 2 crops: 8 forward passes at 4x the
 pixels) are measured separately on a few hundred stamps in-process
 (``--measure-default-features N``) and the projection uses that CPU cost.
 
+Other modes: ``--map-n N --map-subsample S`` (each map in its own process: wall, CPU, peak memory and a
+quality figure of both maps), ``--kmeans`` (k-means vs mini-batch k-means cost), ``--admin-overhead N``
+(CPU of a Dask worker's admin thread beside a feature task, Dask's defaults vs galearn's
+``LOCAL_CLUSTER_CONFIG``), ``--ceiling N`` (this machine's speed-up for perfectly parallel work: 1 vs 2
+plain processes of the light features, no Dask) and ``--project-from JSON...`` (only the projection).
+
 Usage (a few minutes on a loaded 2-core machine at the defaults)::
 
     PYTHONPATH=src python benchmarks/bench_scale.py --mock /path/to/mock --n 5000 10000 \
@@ -165,8 +171,16 @@ def run_one(mock: Path, catalog: Path, scheduler: str, work: Path, *, n_morph: i
     return rec
 
 
-def map_bench(n: int, subsample: int, work: Path, seed: int = 0) -> dict:
-    """t-SNE of n points: one fit of all rows vs a fit on ``subsample`` + transform of the rest."""
+def _map_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of 10 seeded Gaussian clusters in 64 dimensions (centres ~ N(0, 4^2), unit noise), and labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, size=(10, 64))
+    labels = rng.integers(0, 10, n)
+    return (centres[labels] + rng.normal(size=(n, 64))).astype("f4"), labels
+
+
+def _map_variant(n: int, subsample: int | None, work: str, out: str) -> None:
+    """One map of :func:`map_bench` in a fresh process (so its peak memory is its own): fit (+ transform)."""
     import h5py
 
     from galearn.compute import compute_session
@@ -174,23 +188,80 @@ def map_bench(n: int, subsample: int, work: Path, seed: int = 0) -> dict:
     from galearn.maps.embed import TSNEMap
     from galearn.maps.scale import fit_on_subsample
 
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 4, size=(10, 64))
-    X = (centres[rng.integers(0, 10, n)] + rng.normal(size=(n, 64))).astype("f4")
-    path = work / "map_features.h5"
+    X, _ = _map_data(n)
+    path = Path(work) / f"map_features_{os.getpid()}.h5"
     with h5py.File(path, "w") as f:
         f["features"] = X
-    out = {"n": n, "subsample": subsample, "data": "10 Gaussian clusters in 64 dimensions (seeded)"}
-    with compute_session(ComputeConfig(scheduler="none")):
-        t = time.perf_counter()
-        fit_on_subsample(TSNEMap(n_jobs=1, random_state=0), X, feature_path=path, subsample=None)
-        out["single_fit_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        _, info = fit_on_subsample(TSNEMap(n_jobs=1, random_state=0), X, feature_path=path, subsample=subsample,
-                                   partition=20000)
-        out["subsample_fit_plus_transform_s"] = time.perf_counter() - t
-        out.update(info)
+    rss0 = _maxrss_mb()
+    with compute_session(ComputeConfig(scheduler="none")) as session:
+        t, c = time.perf_counter(), time.process_time()
+        emb, info = fit_on_subsample(TSNEMap(n_jobs=1, random_state=0), X, feature_path=path, subsample=subsample,
+                                     partition=20000)
+        total, cpu = time.perf_counter() - t, time.process_time() - c
+        placed = session.stages.get("embed_transform", {})
     path.unlink()
+    np.save(Path(out).with_suffix(".npy"), emb)
+    Path(out).write_text(json.dumps({"seconds": total, "cpu_s": cpu, "fit_cpu_s": cpu - placed.get("task_cpu_s", 0.0),
+                                     "transform_s": placed.get("seconds", 0.0),
+                                     "transform_cpu_s": placed.get("task_cpu_s", 0.0),
+                                     "fit_s": total - placed.get("seconds", 0.0), "peak_rss_mb": _maxrss_mb(),
+                                     "rss_before_fit_mb": rss0, **info}))
+
+
+def map_quality(X: np.ndarray, labels: np.ndarray, emb: np.ndarray, n_query: int = 2000, k: int = 10,
+                seed: int = 1) -> dict:
+    """Neighbourhood preservation and cluster recovery of a 2-D map, on a seeded sample of ``n_query`` points.
+
+    ``knn_preserved``: mean fraction of a point's ``k`` nearest neighbours in the data (64-D, all N points)
+    that are also among its ``k`` nearest on the map; ``knn_label_accuracy``: fraction of points whose
+    ``k`` nearest map neighbours' majority label is their own cluster; ``kmeans_ari``: adjusted Rand index
+    of k-means (10 clusters, seeded) on the map against the true clusters, all N points.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.neighbors import NearestNeighbors
+
+    q = np.sort(np.random.default_rng(seed).choice(len(X), size=min(n_query, len(X)), replace=False))
+
+    def neighbours(data):
+        idx = NearestNeighbors(n_neighbors=k + 1).fit(data).kneighbors(data[q], return_distance=False)
+        return [[j for j in row if j != i][:k] for i, row in zip(q, idx)]
+
+    hi, lo = neighbours(X), neighbours(emb)
+    kept = np.mean([len(set(a) & set(b)) / k for a, b in zip(hi, lo)])
+    votes = np.array([np.bincount(labels[b], minlength=10).argmax() for b in lo])
+    km = KMeans(10, n_init=4, random_state=0).fit_predict(emb)
+    return {"knn_preserved": round(float(kept), 4), "knn_label_accuracy": round(float(np.mean(votes == labels[q])), 4),
+            "kmeans_ari": round(float(adjusted_rand_score(labels, km)), 4), "n_query": len(q), "k": k}
+
+
+def map_bench(n: int, subsample: int, work: Path, seed: int = 0) -> dict:
+    """t-SNE of n points: one fit of all rows vs a fit on ``subsample`` + transform of the rest (1 thread each).
+
+    Each variant runs in its own process (wall time, peak resident memory of that process); both maps are
+    scored by :func:`map_quality` on the same seeded points.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")
+    out = {"n": n, "subsample_rows": subsample, "data": "10 Gaussian clusters in 64 dimensions (seeded)",
+           "load_average_at_start": round(os.getloadavg()[0], 2)}
+    X, labels = _map_data(n, seed)
+    for name, sub in (("subsample", subsample), ("single", 0)):
+        res = work / f"map_{name}_{n}.json"
+        subprocess.run([sys.executable, __file__, "--map-variant", str(n), str(sub), str(work), str(res)],
+                       env=env, check=True)
+        rec = json.loads(res.read_text())
+        emb = np.load(res.with_suffix(".npy"))
+        rec["quality"] = map_quality(X, labels, emb)
+        out[name] = rec
+        print(json.dumps({name: rec}), flush=True)
+        res.unlink()
+        res.with_suffix(".npy").unlink()
+    out["single_fit_s"] = out["single"]["seconds"]
+    out["subsample_fit_plus_transform_s"] = out["subsample"]["seconds"]
     return out
 
 
@@ -237,8 +308,159 @@ def default_feature_cost(mock_ws: Path | None, catalog: Path, mock: Path, work: 
     return out
 
 
-def project(results: list[dict], default_feature_ms: float) -> list[dict]:
-    """Time / storage / scheduler load for 1e6..1e8 galaxies on 16..1024 workers, from the measured costs."""
+def _ceiling_worker(sample_path: str, n: int, out: str) -> None:
+    """One process of :func:`parallel_ceiling`: the light features of ``n`` stamps, one thread, no Dask."""
+    import torch
+
+    torch.set_num_threads(1)
+    from galearn.features.extract import _batches, _features_of_batch, cached_backbone
+    from galearn.store import open_sample
+
+    sample = open_sample(sample_path)
+    base = sample.read("stretched", slice(0, sample.n))
+    stamps = np.concatenate([base] * math.ceil(n / len(base)))[:n]  # cost does not depend on the pixels
+    backbone = cached_backbone({"name": "random-resnet18", "random_state": 0})
+    _features_of_batch(stamps[:64], sample.bands, backbone, None, 1)  # warm-up: fast inference copy, allocator
+    c0, w0 = time.process_time(), time.perf_counter()
+    for sl in _batches(n, 64):
+        _features_of_batch(stamps[sl], sample.bands, backbone, None, 1)
+    Path(out).write_text(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
+                                     "t_start": w0, "n": n}))
+
+
+def _main_thread_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's main thread: a Dask worker's event loop / admin thread."""
+    pid = os.getpid()
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _admin_task(n: int, sample_path: str) -> dict:
+    """The light features of ``n`` stamps on a worker; CPU of the task thread and of the worker's main thread."""
+    from galearn.features.extract import _batches, _features_of_batch, cached_backbone
+    from galearn.store import open_sample
+
+    sample = open_sample(sample_path)
+    base = sample.read("stretched", slice(0, sample.n))
+    stamps = np.concatenate([base] * math.ceil(n / len(base)))[:n]
+    backbone = cached_backbone({"name": "random-resnet18", "random_state": 0})
+    _features_of_batch(stamps[:64], sample.bands, backbone, None, 1)
+    m0, c0, t0, w0 = _main_thread_cpu_s(), time.process_time(), time.thread_time(), time.perf_counter()
+    for sl in _batches(n, 64):
+        _features_of_batch(stamps[sl], sample.bands, backbone, None, 1)
+    return {"process_cpu_s": time.process_time() - c0, "task_thread_cpu_s": time.thread_time() - t0,
+            "admin_thread_cpu_s": _main_thread_cpu_s() - m0, "wall_s": time.perf_counter() - w0}
+
+
+def admin_overhead(sample_path: Path, n: int) -> dict:
+    """CPU a Dask worker's main (admin) thread spends beside a feature task: Dask defaults vs galearn's.
+
+    A 1-worker ``LocalCluster`` runs the light features of ``n`` stamps, once with Dask's default worker
+    settings (statistical profiler every 10 ms, event loop tick 20 ms, memory check 100 ms) and once with
+    :data:`galearn.compute.LOCAL_CLUSTER_CONFIG`. The admin thread's CPU per second of wall is what a
+    worker takes from a core besides its task (on a machine with as many workers as cores, from the tasks).
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    from galearn.compute import LOCAL_CLUSTER_CONFIG
+
+    out = {"n": n, "load_average_at_start": round(os.getloadavg()[0], 2)}
+    for name, cfg in (("dask_defaults", {}), ("galearn_local_cluster", LOCAL_CLUSTER_CONFIG)):
+        with dask.config.set(cfg), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                 host="127.0.0.1", dashboard_address="127.0.0.1:0") as lc, \
+                Client(lc) as client:
+            client.submit(_admin_task, 64, str(sample_path), pure=False).result()  # imports, model, warm-up
+            r = client.submit(_admin_task, n, str(sample_path), pure=False).result()
+        r = {k: round(v, 3) for k, v in r.items()}
+        r["admin_cpu_per_wall"] = round(r["admin_thread_cpu_s"] / r["wall_s"], 4)
+        r["admin_cpu_per_task_cpu"] = round(r["admin_thread_cpu_s"] / r["task_thread_cpu_s"], 4)
+        out[name] = r
+        print(json.dumps({name: r}), flush=True)
+    return out
+
+
+def parallel_ceiling(sample_path: Path, n: int, work: Path, repeats: int = 2) -> dict:
+    """This machine's speed-up for perfectly parallel feature work: 1 process alone vs 2 at once (no Dask).
+
+    Each process runs the light setting's features (random-resnet18, 64 px, no TTA, one crop, batch 64, one
+    thread) of ``n`` stamps of ``sample_path`` (tiled to ``n``); the speed-up is the throughput of two
+    simultaneous processes (2 n stamps over the wall time until both are done) over one process's.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, "--ceiling-worker", str(sample_path), str(n)]
+    rounds = []
+    for r in range(repeats):
+        load = os.getloadavg()[0]
+        outs = [work / f"ceiling-{r}-{k}.json" for k in range(3)]
+        subprocess.run(cmd + [str(outs[0])], env=env, check=True)
+        one = json.loads(outs[0].read_text())
+        procs = [subprocess.Popen(cmd + [str(o)], env=env) for o in outs[1:]]
+        for p in procs:
+            if p.wait():
+                raise RuntimeError("ceiling worker failed")
+        pair = [json.loads(o.read_text()) for o in outs[1:]]
+        # both timed loops run from the earlier start to the later end
+        span = max(p["t_start"] + p["wall_s"] for p in pair) - min(p["t_start"] for p in pair)
+        rounds.append({"load_average_at_start": round(load, 2), "one_wall_s": round(one["wall_s"], 2),
+                       "one_cpu_s": round(one["cpu_s"], 2),
+                       "pair_wall_s": [round(p["wall_s"], 2) for p in pair],
+                       "pair_cpu_s": [round(p["cpu_s"], 2) for p in pair], "pair_span_s": round(span, 2),
+                       "speedup": round(2 * n / span / (n / one["wall_s"]), 3)})
+        print(json.dumps(rounds[-1]), flush=True)
+    return {"n_per_process": n, "setting": "random-resnet18, native 64 px, tta 1, one crop, batch 64, 1 thread",
+            "rounds": rounds}
+
+
+def kmeans_bench(sizes=(20000, 50000, 200000), n_predict: int = 1_000_000, k: int = 8, seed: int = 0) -> dict:
+    """k-means (galearn's default clusterer: sklearn KMeans, n_init 10) vs MiniBatchKMeans, fit and predict cost.
+
+    Points: ``k`` seeded Gaussian clusters in 5 dimensions (the default clustering space is a 5-D UMAP).
+    For each fit size: CPU seconds of one fit at ``k`` clusters for both estimators and the adjusted Rand
+    index between their labels; then CPU seconds per million rows of ``predict``. ``fit_clusters`` fits at
+    most ``DEFAULT_MAX_FIT`` rows whatever ``classify.fit_subsample`` is, so the fit's cost is bounded.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from galearn.maps.clusters import DEFAULT_MAX_FIT
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(k, 5))
+
+    def points(n):
+        return centres[rng.integers(0, k, n)] + rng.normal(size=(n, 5))
+
+    out = {"k": k, "dims": 5, "default_max_fit": DEFAULT_MAX_FIT, "fits": []}
+    for n in sizes:
+        S = points(n)
+        c = time.process_time()
+        km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(S)
+        t_km = time.process_time() - c
+        c = time.process_time()
+        mb = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed).fit(S)
+        t_mb = time.process_time() - c
+        out["fits"].append({"n": n, "kmeans_cpu_s": round(t_km, 3), "minibatch_cpu_s": round(t_mb, 3),
+                            "ari_between": round(float(adjusted_rand_score(km.labels_, mb.labels_)), 4)})
+        print(json.dumps(out["fits"][-1]), flush=True)
+    P = points(n_predict)
+    c = time.process_time()
+    km.predict(P)
+    out["predict_cpu_s_per_million"] = round((time.process_time() - c) * 1e6 / n_predict, 3)
+    return out
+
+
+def project(results: list[dict], default_feature_ms: float, map_rec: dict | None = None) -> list[dict]:
+    """Time / storage / scheduler load for 1e6..1e8 galaxies on 16..1024 workers, from the measured costs.
+
+    Cutouts + features: per galaxy and worker core, the measured cutout CPU cost + ``default_feature_ms``;
+    partitions of 2048 / 1024 stamps; the measured no-op overhead per task counted as if paid serially.
+    The map (``map_rec``, a :func:`map_bench` record): the measured fit of the subsample (serial, in the
+    driver) + the measured ``transform`` CPU per placed row spread over the workers.
+    """
     two = [r for r in results if r["scheduler"] == "local:1"] or results
     last = two[-1]
     c = last.get("cpu_per_galaxy_ms") or last["cost_per_galaxy_ms"]
@@ -250,13 +472,26 @@ def project(results: list[dict], default_feature_ms: float) -> list[dict]:
             per_gal_s = (c["cutouts"] + default_feature_ms) / 1000.0  # one worker-core
             tasks = n / 2048 + n / 1024  # cutout + feature partitions
             wall_h = (n * per_gal_s / w + tasks * overhead / 1000.0) / 3600.0
-            rows.append({"n": n, "workers": w, "hours": round(wall_h, 2), "tasks": int(tasks),
-                         "scheduler_tasks_per_s": round(tasks / (wall_h * 3600), 1),
-                         "storage_tb": round(n * bpg / 1e12, 3)})
+            row = {"n": n, "workers": w, "hours": round(wall_h, 2), "tasks": int(tasks),
+                   "scheduler_tasks_per_s": round(tasks / (wall_h * 3600), 1),
+                   "storage_tb": round(n * bpg / 1e12, 3)}
+            if map_rec:
+                sub = map_rec["subsample"]
+                per_row = sub["transform_cpu_s"] / max(1, sub["n_placed"])
+                row["map_hours"] = round((sub["fit_cpu_s"] + (n - sub["n_fit"]) * per_row / w) / 3600.0, 2)
+            rows.append(row)
     return rows
 
 
 def main() -> None:
+    import sys
+
+    if len(sys.argv) == 6 and sys.argv[1] == "--map-variant":
+        _map_variant(int(sys.argv[2]), int(sys.argv[3]) or None, sys.argv[4], sys.argv[5])
+        return
+    if len(sys.argv) == 5 and sys.argv[1] == "--ceiling-worker":
+        _ceiling_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mock", type=Path, required=True, help="folder of a `galearn simulate` field")
     ap.add_argument("--n", type=int, nargs="+", default=[5000, 10000])
@@ -271,6 +506,17 @@ def main() -> None:
     ap.add_argument("--measure-default-features", type=int, default=0, metavar="N",
                     help="also measure the default features' CPU cost on the first N catalogue rows (in-process) and "
                          "project with it instead of --default-feature-ms")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="N",
+                    help="measure the machine's 2-process ceiling: light features of N stamps in 1 process alone vs "
+                         "2 processes at once (no Dask), twice; stamps from --ceiling-sample")
+    ap.add_argument("--ceiling-sample", type=Path, default=None,
+                    help="a sample.h5 whose stamps are tiled to N (--ceiling, --admin-overhead)")
+    ap.add_argument("--admin-overhead", type=int, default=0, metavar="N",
+                    help="CPU of a Dask worker's admin thread beside a feature task of N stamps: Dask's defaults vs "
+                         "galearn's LOCAL_CLUSTER_CONFIG")
+    ap.add_argument("--kmeans", action="store_true", help="k-means vs mini-batch k-means fit / predict cost")
+    ap.add_argument("--project-from", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="only the projection, from the runs of earlier --out files (the last run given is used)")
     ap.add_argument("--skip-runs", action="store_true", help="only the map benchmark (and default-feature cost)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/galearn-bench-scale"))
     ap.add_argument("--out", type=Path, default=None)
@@ -279,6 +525,28 @@ def main() -> None:
     report: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
                     "features_setting": "random-resnet18, 64 px input, tta 1, scales (1.0,), batch 64",
                     "runs": [], "maps": []}
+    if args.admin_overhead:
+        report["admin_overhead"] = admin_overhead(args.ceiling_sample, args.admin_overhead)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+    if args.ceiling:
+        report["ceiling"] = parallel_ceiling(args.ceiling_sample, args.ceiling, args.work)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+    if args.kmeans:
+        report["kmeans"] = kmeans_bench()
+        print(json.dumps(report["kmeans"]), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+    map_rec = None
+    if args.project_from:
+        loaded = [json.loads(f.read_text()) for f in args.project_from]
+        runs = [r for d in loaded for r in d.get("runs", [])]
+        maps = [m for d in loaded for m in d.get("maps", []) if "subsample" in m and isinstance(m["subsample"], dict)]
+        map_rec = max(maps, key=lambda m: m["n"]) if maps else None
+        report["projection_from"] = [str(f) for f in args.project_from]
+        report["projection_runs"] = [{"n_input": r["n_input"], "scheduler": r["scheduler"]} for r in runs]
+        args.skip_runs, args.map_n, report["runs"] = True, [], runs
     for n in ([] if args.skip_runs else args.n):
         cat = repeated_catalog(args.mock, n, args.work)
         for sched in args.schedulers:
@@ -308,7 +576,7 @@ def main() -> None:
         feature_ms = report["default_features"]["cpu_ms_per_galaxy"]
         print(json.dumps(report["default_features"]), flush=True)
     if report["runs"]:
-        report["projection"] = project(report["runs"], feature_ms)
+        report["projection"] = project(report["runs"], feature_ms, map_rec)
     else:
         report["projection"] = []
     report["projection_assumptions"] = (

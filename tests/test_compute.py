@@ -89,6 +89,26 @@ def test_cli_bad_scheduler_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--scheduler" in err[0]
 
 
+def _worker_admin_config():
+    import dask
+
+    return {k: dask.config.get(k) for k in ("distributed.worker.profile.enabled", "distributed.admin.tick.interval",
+                                            "distributed.worker.memory.monitor-interval")}
+
+
+def test_local_cluster_workers_run_quiet():
+    """galearn's own LocalCluster hands its workers LOCAL_CLUSTER_CONFIG (profiler off, rarer admin ticks)."""
+    import dask
+
+    from galearn.compute import LOCAL_CLUSTER_CONFIG
+
+    with compute_session(ComputeConfig(scheduler="local:1")) as session:
+        seen = list(session.client.run(_worker_admin_config).values())
+    assert len(seen) == 1
+    assert seen[0] == {k: LOCAL_CLUSTER_CONFIG[k] for k in seen[0]}
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # the driver's own config is untouched
+
+
 def test_reference_is_partitioned(reference):
     ws, sample, feats = reference
     info = sample.extra["compute"]

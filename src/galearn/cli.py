@@ -378,19 +378,22 @@ def embed(workspace, method, backbone, perplexity, random_state, scheduler, sche
               help="Label-free choice of the number of clusters (default: the method's).")
 @click.option("--n-clusters", type=int, default=None,
               help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
+@click.option("--colours", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Append the stamps' own aperture colours + concentration (no labels) to the features of the "
+                   "clustering: auto (default) when the stamps are in linear units, not for display images.")
 @click.option("--seed", "random_state", type=int, default=None)
 @_scheduler_options
 @_config_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @_locked("classes")
-def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, random_state, scheduler,
-             scheduler_file, config, overrides) -> None:
+def classify(workspace, compare, backbone, method, clusterer, cluster_space, select, n_clusters, colours, random_state,
+             scheduler, scheduler_file, config, overrides) -> None:
     """Clusters and their agreement with UVJ classes and label columns."""
     from .evaluate import run_classify
 
     run_cfg = _resolved(config, overrides, workspace, ["classify"], "classify", compare=tuple(compare) or None,
                     backbone=backbone, method=method, clusterer=clusterer, cluster_space=cluster_space,
-                    select=select, n_clusters=n_clusters, random_state=random_state)
+                    select=select, n_clusters=n_clusters, colours=colours, random_state=random_state)
     cfg = run_cfg.classify
     with _compute(run_cfg, scheduler, scheduler_file):
         metrics = run_classify(Workspace(workspace), cfg)

@@ -166,6 +166,11 @@ class ClassifyConfig:
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
     stability_resamples: int = 10  # seeded 80 % resamples for the stability figure (0: skip)
+    # Label-free aperture colours + concentration of the stamps appended to the features of the clustering
+    # (galearn.features.aperture; docs/maps.md): auto = when the stamps are in linear units (survey mosaics,
+    # mock), not for display images (ingest-images); on = required; off = the CNN features alone.
+    colours: str = "auto"
+    colour_weight: float = 0.2  # share of the standardised variance given to that block (measured, docs/maps.md)
     # Scale (docs/scaling.md): above these many galaxies the PCA, the space's UMAP and the clusterer are
     # fitted on a seeded subsample and the rest assigned in partitions ([compute] transform_partition rows);
     # agreement metrics (kNN, linear, cluster scores) and the stability on a seeded subsample. None: all rows.
@@ -379,13 +384,13 @@ FIELD_RANGES: dict[str, tuple] = {
     "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
-    "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"),
+    "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
     "clusterer": ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
-    "fuse": ("none", "morphology"),
+    "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",

@@ -144,20 +144,71 @@ def _agreement_for(features: np.ndarray, columns: dict, cfg: ClassifyConfig, bac
     return results
 
 
-def _cluster(features: np.ndarray, cfg: ClassifyConfig, space: str, xy, feature_path=None, stage="classify_assign"):
+def colour_block_for(sample: Sample, cfg: ClassifyConfig, space: str) -> tuple[dict | None, dict]:
+    """The label-free aperture-colour block appended to the clustering features, and its record.
+
+    Returns ``(block, record)``: ``block`` is None or ``{"values": (N, m)
+    robust-standardised, "names": [...], "raw": (N, m)}``; ``record`` (for
+    ``metrics.json`` ``clusters.colours``) says whether it was fused and why
+    (``cfg.colours``: ``auto`` fuses it when the stamps are in linear units,
+    never for display images; ``on`` requires it; ``off``).
+    """
+    from ..features.aperture import APERTURE_RADII_64, sample_colour_block
+    from ..features.fuse import robust_standardise
+
+    setting_ = cfg.colours
+    if setting_ not in ("auto", "on", "off"):
+        raise BadValueError(f"classify.colours must be auto, on or off, got {setting_!r}")
+    record = {"setting": setting_, "fused": False}
+    if setting_ == "off":
+        record["reason"] = "classify.colours = off"
+        return None, record
+    if space.startswith("map"):
+        if setting_ == "on":
+            raise BadValueError("classify.colours = on: the clusters of the 2-D map (--cluster-space map) "
+                                "use the map alone; choose another space or colours=off")
+        record["reason"] = "the clustering space is the 2-D map"
+        return None, record
+    found = sample_colour_block(sample)
+    if found is None:
+        why = ("display images (ingest-images): pixel ratios of stretched images are not colours"
+               if sample.kind == "images" else "the sample has no physical stamps")
+        if setting_ == "on":
+            raise BadValueError(f"classify.colours = on: {sample.path} cannot give aperture colours: {why}")
+        record["reason"] = why
+        return None, record
+    raw, names = found
+    record.update(fused=True, columns=names, weight=float(cfg.colour_weight),
+                  radii_pixels_64=list(APERTURE_RADII_64), stamps="physical")
+    return {"values": robust_standardise(raw)[0], "names": names, "raw": raw}, record
+
+
+def _cluster(features: np.ndarray, cfg: ClassifyConfig, space: str, xy, feature_path=None, stage="classify_assign",
+             colours: dict | None = None):
     """The workspace-wide, label-free clustering (``cfg``'s method, ``space``) with its stability.
 
     Fitted on a seeded subsample of ``cfg.fit_subsample`` rows and the rest
     assigned in partitions through :mod:`galearn.compute` when there are more
     (:func:`galearn.maps.cluster_scale.clusters_at_scale`); returns ``(fit, info)``.
+    ``colours`` (:func:`colour_block_for`) is appended to the features, weighted
+    to ``cfg.colour_weight`` of the standardised variance (``info["colour_repeats"]``).
     """
+    from ..features.fuse import fuse_repeats
+
+    block, repeats = None, 1
+    if colours is not None:
+        block = colours["values"]
+        repeats = fuse_repeats(features.shape[1], block.shape[1], cfg.colour_weight)
     with blas_threads(1):
-        return clusters_at_scale(
+        fit, info = clusters_at_scale(
             features, method=cfg.clusterer, space=space, xy=xy, select=cfg.select, n_clusters=cfg.n_clusters,
             k_max=cfg.k_max, min_cluster_size=cfg.min_cluster_size, stability_resamples=cfg.stability_resamples,
             fit_subsample=cfg.fit_subsample, stability_subsample=cfg.agreement_subsample,
             feature_path=feature_path, partition=int(setting("transform_partition", 20000)),
-            random_state=cfg.random_state, stage=stage)
+            random_state=cfg.random_state, stage=stage, block=block, block_repeats=repeats)
+    if block is not None:
+        info["colour_repeats"] = int(repeats)
+    return fit, info
 
 
 def _read_map_for(ws: Workspace, method: str, sample: Sample):
@@ -238,7 +289,10 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
                                 f"--method {cfg.method}` first")
 
     # ------------------------------------------------------------ workspace-wide clusters (no labels)
-    fit, scale_info = _cluster(feats.values, cfg, space, xy, ws.features(primary))
+    colours, colour_record = colour_block_for(sample, cfg, space)
+    fit, scale_info = _cluster(feats.values, cfg, space, xy, ws.features(primary), colours=colours)
+    if colours is not None:
+        colour_record["repeats"] = scale_info.pop("colour_repeats")
     if space == "map":
         fit.space = f"map:{cfg.method}"
     # agreement (kNN / linear cross-validation, cluster scores) on a stated, seeded subsample at scale
@@ -261,7 +315,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
             continue
         # the map belongs to the primary features: another backbone is clustered in its own PCA space
         other_fit, _ = _cluster(other_feats.values, cfg, DEFAULT_SPACE if space == "map" else space, None,
-                                ws.features(other), stage=f"classify_assign_{other}")
+                                ws.features(other), stage=f"classify_assign_{other}", colours=colours)
         other_results = _agreement_for(other_feats.values, {c: columns[c] for c in results}, cfg, other,
                                        explicit, {}, other_fit, agree_rows)
         by_backbone[other] = {c: r.metrics for c, r in other_results.items()}
@@ -275,6 +329,7 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         **fit.summary(),
         "n_noise": int((cluster < 0).sum()),
         "scale": scale_info,  # rows fitted / assigned in partitions, agreement and stability rows (seeded)
+        "colours": colour_record,  # the label-free aperture colours appended to the clustering features, or why not
         "agreement": {},
     }
     for column, res in results.items():
@@ -305,6 +360,9 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
     table["cluster_outlier"] = fit.outlier
     table["map_x"] = xy[:, 0] if xy is not None else np.full(sample.n, np.nan)
     table["map_y"] = xy[:, 1] if xy is not None else np.full(sample.n, np.nan)
+    if colours is not None:  # the measured colours (mag) / concentration (dex) the clustering saw
+        for j, name in enumerate(colours["names"]):
+            table[f"aperture_{name}"] = colours["raw"][:, j]
     for column in columns:
         if column != UVJ_COLUMN:
             table[column] = columns[column]

@@ -32,7 +32,16 @@ from ..store import read_feature_block
 from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, UMAP_NEIGHBOURS, ClusterFit, cluster_space,
                        cluster_stability, default_clusters, fit_clusters, membership_probability)
 
-__all__ = ["clusters_at_scale"]
+__all__ = ["clusters_at_scale", "append_block"]
+
+
+def append_block(X, block, repeats: int = 1) -> np.ndarray:
+    """``[X, block x repeats]`` as float32 (:func:`galearn.features.fuse.fuse_blocks` with a given repeat count)."""
+    X = np.asarray(X, dtype=np.float32)
+    block = np.asarray(block, dtype=np.float32)
+    if block.ndim != 2 or len(block) != len(X):
+        raise BadValueError(f"cannot append a block {block.shape} to features {X.shape}")
+    return np.concatenate([X, np.tile(block, (1, max(1, int(repeats))))], axis=1)
 
 
 def _space_model(Z: np.ndarray, space: str, seed: int):
@@ -70,6 +79,8 @@ def _assign_task(part: dict, *, reducer, space: str, space_model, fit: ClusterFi
     """One partition (runs on a worker): rows -> reduced features -> clustering space -> cluster."""
     rows = np.asarray(part["rows"], dtype=np.int64)
     X = np.asarray(part["X"]) if "X" in part else read_feature_block(part["path"], part["start"], part["stop"], rows)
+    if part.get("block") is not None:
+        X = append_block(X, part["block"], part["block_repeats"])
     if space_model is not None and getattr(space_model, "n_jobs", None) not in (None, 1):
         space_model.n_jobs = 1  # one thread per worker process
     if part.get("xy") is not None:
@@ -97,6 +108,8 @@ def clusters_at_scale(
     max_components: int | None = 50,
     random_state=0,
     stage: str = "classify_assign",
+    block=None,
+    block_repeats: int = 1,
 ) -> tuple[ClusterFit, dict]:
     """:func:`default_clusters` of ``X`` fitted on a seeded subsample, every other row assigned in partitions.
 
@@ -120,6 +133,11 @@ def clusters_at_scale(
         Seed of the subsamples and of every fitted step.
     stage : str
         Name of the partitioned stage in the compute provenance.
+    block, block_repeats : array (N, m) or None, int
+        Extra columns appended ``block_repeats`` times to every row of ``X``
+        before the clustering (the aperture colours of
+        :func:`galearn.features.aperture.sample_colour_block`, standardised;
+        :func:`append_block`); each partition appends its own rows.
 
     Returns
     -------
@@ -134,13 +152,17 @@ def clusters_at_scale(
 
     X = np.asarray(X)
     n = len(X)
+    if block is not None:
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 2 or len(block) != n:
+            raise BadValueError(f"the appended block is {block.shape} for {n} feature rows")
     seed = as_seed(random_state)
     method = DEFAULT_CLUSTERER if method is None else method
     space = DEFAULT_SPACE if space is None else space
     idx = subsample_indices(n, fit_subsample, seed)
     n_stab = n if stability_subsample is None else min(n, int(stability_subsample))
     if len(idx) == n and n_stab >= n:  # small enough: the in-process clustering, unchanged
-        fit = default_clusters(X, method=method, space=space, xy=xy, select=select, n_clusters=n_clusters,
+        fit = default_clusters(X if block is None else append_block(X, block, block_repeats), method=method, space=space, xy=xy, select=select, n_clusters=n_clusters,
                                k_max=k_max, min_cluster_size=min_cluster_size,
                                stability_resamples=stability_resamples, max_components=max_components,
                                random_state=seed)
@@ -155,7 +177,8 @@ def clusters_at_scale(
         select = DEFAULT_SELECT
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
     # ---- fit on the subsample: the same steps as default_clusters
-    Z_fit, reducer = reduce_features(X[idx], max_components=max_components, random_state=seed)
+    X_fit = X[idx] if block is None else append_block(X[idx], block[idx], block_repeats)
+    Z_fit, reducer = reduce_features(X_fit, max_components=max_components, random_state=seed)
     if space == "map":
         xy = np.asarray(xy, dtype=np.float64)
         if len(xy) != n:
@@ -183,6 +206,8 @@ def clusters_at_scale(
             part["X"] = X[rows]
         else:
             part["path"] = str(feature_path)
+        if block is not None and space != "map":
+            part["block"], part["block_repeats"] = block[rows], int(block_repeats)
         parts.append(part)
     S_all = np.empty((n, S_fit.shape[1]), dtype=np.float64)
     labels = np.empty(n, dtype=np.int64)

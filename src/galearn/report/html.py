@@ -268,7 +268,15 @@ def cluster_table(metrics: dict) -> dict | None:
             fr = r["fractions"].get(c, {})
             cells.append(", ".join(f"{k} {v:.2f}" for k, v in sorted(fr.items(), key=lambda kv: -kv[1])))
         body.append(cells)
-    return {"head": head, "rows": body}
+    clusters = metrics["clusters"]
+    colours = clusters.get("colours") or {}
+    caption = (f"{clusters.get('n_clusters')} clusters ({clusters.get('clusterer')} in {clusters.get('space')}, "
+               f"k by {clusters.get('select') or 'the method'}, no labels) of the "
+               + (f"{clusters.get('backbone')} features with the stamps' aperture "
+                  f"{', '.join(colours.get('columns', []))} appended (weight {colours.get('weight')})"
+                  if colours.get("fused") else f"{clusters.get('backbone')} features"
+                  + (f" (no aperture colours: {colours['reason']})" if colours.get("reason") else "")))
+    return {"head": head, "rows": body, "caption": caption}
 
 
 def _find_path(node, target, path=None) -> list[str] | None:
