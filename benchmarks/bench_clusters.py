@@ -47,7 +47,7 @@ from galearn.errors import BadValueError  # noqa: E402
 from galearn.evaluate import cluster_agreement  # noqa: E402
 from galearn.config import ClassifyConfig  # noqa: E402
 from galearn.evaluate.classify import colour_block_for, comparison_columns  # noqa: E402
-from galearn.maps.cluster_scale import append_block  # noqa: E402
+from galearn.features.fuse import append_block  # noqa: E402
 from galearn.features.fuse import (CATALOG_PREFIX, catalog_matrix, check_fuse, fuse_blocks,  # noqa: E402
                                    fuse_repeats, robust_standardise)
 from galearn.maps.clusters import default_clusters  # noqa: E402

@@ -37,7 +37,7 @@ from bench_clusters import encode, load  # noqa: E402
 from galearn.evaluate import agreement_metrics, cluster_agreement  # noqa: E402
 from galearn.features.aperture import colour_block, sample_colour_block  # noqa: E402
 from galearn.features.fuse import fuse_repeats, robust_standardise, subtract_border_background  # noqa: E402
-from galearn.maps.cluster_scale import append_block  # noqa: E402
+from galearn.features.fuse import append_block  # noqa: E402
 from galearn.maps.clusters import default_clusters  # noqa: E402
 from galearn.runtime import blas_threads  # noqa: E402
 from galearn.store import open_sample  # noqa: E402

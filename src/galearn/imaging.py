@@ -24,6 +24,7 @@ __all__ = [
     "robust_noise",
     "stretch_noise_sigma",
     "band_wavelength_nm",
+    "bands_blue_to_red",
     "rgb_order",
     "stamps_to_rgb",
     "lupton_rgb",
@@ -49,6 +50,15 @@ def band_wavelength_nm(band: str) -> float:
         # HST names: 3 digits in nm for UVIS/ACS, F0xx-F1xx in 10 nm for the IR channel.
         return value * 10.0 if value < 200 else value
     raise BadValueError(f"unknown band {band!r}: cannot tell its wavelength; name bands like F435W or R/G/B")
+
+
+def bands_blue_to_red(bands: list[str]) -> list[int]:
+    """Band indices from the bluest to the reddest (:func:`band_wavelength_nm`); unknown names: the given order."""
+    try:
+        lam = [band_wavelength_nm(b) for b in bands]
+    except BadValueError:
+        return list(range(len(bands)))
+    return [int(i) for i in np.argsort(lam, kind="stable")]
 
 
 def rgb_order(bands: list[str]) -> list[int]:

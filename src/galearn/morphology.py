@@ -30,6 +30,7 @@ import numpy as np
 from astropy.table import Table
 
 from .errors import BadValueError
+from .imaging import bands_blue_to_red
 
 __all__ = [
     "MORPHOLOGY_STATISTICS",
@@ -52,19 +53,9 @@ MORPHOLOGY_STATISTICS = {
 }
 
 
-def _wavelength_order(bands: list[str]) -> list[int]:
-    from .imaging import band_wavelength_nm
-
-    try:
-        lam = [band_wavelength_nm(b) for b in bands]
-    except BadValueError:
-        return list(range(len(bands)))
-    return [int(i) for i in np.argsort(lam, kind="stable")]
-
-
 def colour_names(bands: list[str]) -> list[tuple[str, int, int]]:
     """``(name, blue_index, red_index)`` for every pair of adjacent bands in wavelength order."""
-    order = _wavelength_order(bands)
+    order = bands_blue_to_red(bands)
     return [(f"colour_{bands[a]}-{bands[b]}", a, b) for a, b in zip(order[:-1], order[1:])]
 
 
@@ -162,7 +153,7 @@ def measure_morphology(
     noise_sigma = np.asarray(noise_sigma, dtype="f8")
     noise_sigma = np.where(np.isfinite(noise_sigma) & (noise_sigma > 0), noise_sigma, 1e-3 * np.abs(x).max() + 1e-30)
     if band is None:
-        b_meas = _wavelength_order(bands)[-1]
+        b_meas = bands_blue_to_red(bands)[-1]
     elif isinstance(band, str):
         if band not in bands:
             raise BadValueError(f"measurement band {band!r} not in {bands}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadValueError
-from ..imaging import band_wavelength_nm, robust_noise
+from ..imaging import bands_blue_to_red, robust_noise
 
 __all__ = ["APERTURE_RADII_64", "aperture_weights", "aperture_fluxes", "colour_block", "sample_colour_block",
            "NOISE_STAMPS"]
@@ -77,15 +77,6 @@ def _radii(side: int) -> tuple[float, float, float]:
     return tuple(r * side / 64.0 for r in APERTURE_RADII_64)
 
 
-def _blue_to_red(bands: list[str]) -> list[int]:
-    """Band indices from the bluest to the reddest (pivot wavelengths; unknown names: the given order)."""
-    try:
-        lam = [band_wavelength_nm(b) for b in bands]
-    except BadValueError:
-        return list(range(len(bands)))
-    return [int(i) for i in np.argsort(lam, kind="stable")]
-
-
 def colour_block(stamps: np.ndarray, bands: list[str], *, noise_sigma=None) -> tuple[np.ndarray, list[str]]:
     """Adjacent-band aperture colours and the reddest band's concentration of every stamp.
 
@@ -121,7 +112,7 @@ def colour_block(stamps: np.ndarray, bands: list[str], *, noise_sigma=None) -> t
     areas = np.array([aperture_weights(*x.shape[-2:], r).sum() for r in radii])
     floor = noise_sigma[:, None] * np.sqrt(areas)[None, :]  # (C, 3): 1 sigma of an aperture sum
     F = np.maximum(F, floor[None])
-    order = _blue_to_red(list(bands))
+    order = bands_blue_to_red(list(bands))
     cols, names = [], []
     for a, b in zip(order[:-1], order[1:]):
         cols.append(-2.5 * np.log10(F[:, a, 1] / F[:, b, 1]))

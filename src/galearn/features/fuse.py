@@ -63,6 +63,7 @@ __all__ = [
     "measure_stamp_morphology",
     "morphology_matrix",
     "robust_standardise",
+    "append_block",
     "fuse_blocks",
     "fuse_repeats",
     "fused_name",
@@ -248,14 +249,20 @@ def fuse_repeats(cnn_dim: int, block_dim: int, weight: float) -> int:
     return max(1, int(round(w / (1.0 - w) * int(cnn_dim) / max(1, int(block_dim)))))
 
 
+def append_block(X: np.ndarray, block: np.ndarray, repeats: int = 1) -> np.ndarray:
+    """``[X, block x repeats]`` as float32."""
+    X = np.asarray(X, dtype=np.float32)
+    block = np.asarray(block, dtype=np.float32)
+    if X.ndim != 2 or block.ndim != 2 or len(X) != len(block):
+        raise BadValueError(f"cannot fuse features {X.shape} with a block {block.shape}")
+    return np.concatenate([X, np.tile(block, (1, max(1, int(repeats))))], axis=1)
+
+
 def fuse_blocks(cnn: np.ndarray, block: np.ndarray, weight: float) -> tuple[np.ndarray, int]:
     """``[cnn, block x r]`` as float32, with ``r`` from :func:`fuse_repeats`; returns ``(fused, r)``."""
-    cnn = np.asarray(cnn, dtype=np.float32)
-    block = np.asarray(block, dtype=np.float32)
-    if cnn.ndim != 2 or block.ndim != 2 or len(cnn) != len(block):
-        raise BadValueError(f"cannot fuse features {cnn.shape} with a block {block.shape}")
-    r = fuse_repeats(cnn.shape[1], block.shape[1], weight)
-    return np.concatenate([cnn, np.tile(block, (1, r))], axis=1), r
+    cnn, block = np.asarray(cnn), np.asarray(block)
+    r = fuse_repeats(cnn.shape[1] if cnn.ndim == 2 else 0, block.shape[1] if block.ndim == 2 else 1, weight)
+    return append_block(cnn, block, r), r
 
 
 def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, progress: bool | None = None) -> Table:

@@ -27,21 +27,13 @@ import numpy as np
 
 from ..compute import map_partitions, partition_bounds, subsample_indices
 from ..errors import BadValueError
+from ..features.fuse import append_block
 from ..runtime import as_seed
 from ..store import read_feature_block
 from .clusters import (DEFAULT_K_RANGE, DEFAULT_STABILITY_RESAMPLES, UMAP_NEIGHBOURS, ClusterFit, cluster_space,
                        cluster_stability, default_clusters, fit_clusters, membership_probability)
 
-__all__ = ["clusters_at_scale", "append_block"]
-
-
-def append_block(X, block, repeats: int = 1) -> np.ndarray:
-    """``[X, block x repeats]`` as float32 (:func:`galearn.features.fuse.fuse_blocks` with a given repeat count)."""
-    X = np.asarray(X, dtype=np.float32)
-    block = np.asarray(block, dtype=np.float32)
-    if block.ndim != 2 or len(block) != len(X):
-        raise BadValueError(f"cannot append a block {block.shape} to features {X.shape}")
-    return np.concatenate([X, np.tile(block, (1, max(1, int(repeats))))], axis=1)
+__all__ = ["clusters_at_scale"]
 
 
 def _space_model(Z: np.ndarray, space: str, seed: int):
@@ -137,7 +129,7 @@ def clusters_at_scale(
         Extra columns appended ``block_repeats`` times to every row of ``X``
         before the clustering (the aperture colours of
         :func:`galearn.features.aperture.sample_colour_block`, standardised;
-        :func:`append_block`); each partition appends its own rows.
+        :func:`galearn.features.fuse.append_block`); each partition appends its own rows.
 
     Returns
     -------
@@ -162,7 +154,8 @@ def clusters_at_scale(
     idx = subsample_indices(n, fit_subsample, seed)
     n_stab = n if stability_subsample is None else min(n, int(stability_subsample))
     if len(idx) == n and n_stab >= n:  # small enough: the in-process clustering, unchanged
-        fit = default_clusters(X if block is None else append_block(X, block, block_repeats), method=method, space=space, xy=xy, select=select, n_clusters=n_clusters,
+        X_all = X if block is None else append_block(X, block, block_repeats)
+        fit = default_clusters(X_all, method=method, space=space, xy=xy, select=select, n_clusters=n_clusters,
                                k_max=k_max, min_cluster_size=min_cluster_size,
                                stability_resamples=stability_resamples, max_components=max_components,
                                random_state=seed)
