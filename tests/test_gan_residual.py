@@ -85,6 +85,27 @@ def test_pinned_sky_keeps_the_ring_median_at_the_templates():
     assert float((ring_median(noiseless[0]) - ring_median(G.template[yy].detach())).min()) > 0.2
 
 
+def test_envelope_keeps_gs_output_off_the_sky():
+    from galearn.gan.template import ring_median
+
+    G, _, _ = _generator(g_envelope=True, g_template_warp=True, sky_noise="measured")
+    noiseless = []
+    G.sky.register_forward_hook(lambda m, args, out: noiseless.append(args[0].detach()))
+    with torch.no_grad():
+        G.to_img.bias.add_(0.4)  # G's own output raises every pixel by 0.4 ...
+    G.eval()
+    z, yy = torch.randn(3, TINY.z_dim), torch.tensor([0, 1, 0])
+    G(z, yy)
+    base = G.warp(G.template, z, yy).detach()
+    light = (base - ring_median(base)).clamp(min=0).sum(dim=1)  # (N, H, W)
+    diff = noiseless[0] - base
+    # ... but only where the drawn template has light: not on its sky, up to 0.4 + G's map at its peak.
+    sky = light == 0
+    assert bool(sky.any()) and float(diff.permute(1, 0, 2, 3)[:, sky].abs().max()) == 0.0
+    peak = light.flatten(1).argmax(dim=1)
+    assert float(diff.flatten(2)[torch.arange(3), :, peak].abs().min()) > 0.05
+
+
 def test_luminance_and_pinned_sky_resume_exactly_and_old_checkpoints_sample(tmp_path):
     from galearn.errors import BadValueError
     from galearn.gan import run_sample, run_train
@@ -92,7 +113,7 @@ def test_luminance_and_pinned_sky_resume_exactly_and_old_checkpoints_sample(tmp_
     from galearn.gan.loop import _validate
 
     cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, g_template_warp=True,
-                              g_residual="luminance", g_pin_sky=True)
+                              g_residual="luminance", g_pin_sky=True, g_envelope=True)
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
     assert ckpt["G"]["to_img.weight"].shape[0] == 1 and ckpt["G_ema"]["colour"].shape == (2, 3)
     run_sample(ws, dataclasses.replace(cfg, n_per_class=2), progress=False)
@@ -101,16 +122,18 @@ def test_luminance_and_pinned_sky_resume_exactly_and_old_checkpoints_sample(tmp_
     with pytest.raises(BadValueError, match="g_pin_sky"):
         run_train(ws, dataclasses.replace(cfg, steps=6, g_pin_sky=False), resume=True, progress=False)
     # A checkpoint from before the options (no keys in its config) resumes and samples as bands / unpinned.
-    plain = dataclasses.replace(cfg, g_residual="bands", g_pin_sky=False)
+    with pytest.raises(BadValueError, match="g_envelope"):
+        run_train(ws, dataclasses.replace(cfg, steps=6, g_envelope=False), resume=True, progress=False)
+    plain = dataclasses.replace(cfg, g_residual="bands", g_pin_sky=False, g_envelope=False)
     run_train(ws, plain, progress=False)
     old = load_checkpoint(ws.gan / "ckpt-000004.pt")
-    old["config"] = {k: v for k, v in old["config"].items() if k not in ("g_residual", "g_pin_sky")}
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("g_residual", "g_pin_sky", "g_envelope")}
     save_checkpoint(ws.gan / "ckpt-000004.pt", old)
     run_sample(ws, dataclasses.replace(plain, n_per_class=2), progress=False)
     run_train(ws, dataclasses.replace(plain, steps=5), resume=True, progress=False)
     with pytest.raises(BadValueError, match="g_residual"):
         _validate(dataclasses.replace(TINY, g_residual="colour"))
-    for bad in ({"g_residual": "luminance"}, {"g_pin_sky": True}):
+    for bad in ({"g_residual": "luminance"}, {"g_pin_sky": True}, {"g_envelope": True}):
         with pytest.raises(BadValueError, match="needs gan.g_template"):
             _validate(dataclasses.replace(TINY, g_template=False, **bad))
 
@@ -119,7 +142,7 @@ def test_config_round_trip_of_the_new_options(tmp_path):
     from galearn.config import RunConfig, load_config
 
     cfg = RunConfig()
-    assert cfg.gan.g_residual == "bands" and cfg.gan.g_pin_sky is False  # off by default (docs/gan.md round 4)
+    assert cfg.gan.g_residual == "bands" and cfg.gan.g_pin_sky is False and cfg.gan.g_envelope is False  # off by default (docs/gan.md round 4)
     cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, g_residual="luminance", g_pin_sky=True))
     path = tmp_path / "cfg.toml"
     path.write_text(cfg.to_toml())

@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky")
+           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
-                   "g_residual": "bands", "g_pin_sky": False}
+                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -93,7 +93,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   template=bool(getattr(cfg, "g_template", False)),
                   out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
                   template_warp=bool(getattr(cfg, "g_template_warp", False)),
-                  residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)))
+                  residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
+                  envelope=bool(getattr(cfg, "g_envelope", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -206,7 +207,7 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError("gan.g_template_warp needs gan.g_template = true")
     if cfg.g_residual not in G_RESIDUALS:
         raise BadValueError(f"gan.g_residual must be one of {', '.join(G_RESIDUALS)}, got {cfg.g_residual!r}")
-    for name in ("g_residual", "g_pin_sky"):
+    for name in ("g_residual", "g_pin_sky", "g_envelope"):
         if getattr(cfg, name) not in ("bands", False) and not cfg.g_template:
             raise BadValueError(f"gan.{name} needs gan.g_template = true")
     if not 0.0 <= cfg.g_out_scale <= 1.0:

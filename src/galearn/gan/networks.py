@@ -178,11 +178,17 @@ class Generator(nn.Module):
         equals the class template's (``gan.g_pin_sky``, needs ``template``):
         G's output cannot raise or lower the sky on which the measured noise
         is added and clipped.
+    envelope : bool
+        Multiply G's own output by the sample's (drawn) template light above
+        its ring median, summed over bands and divided by its peak
+        (``gan.g_envelope``, needs ``template``): G modulates the source and
+        paints nothing on the sky.
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool = False, template: bool = False, out_scale: float = 1.0,
-                 template_warp: bool = False, residual: str = "bands", pin_sky: bool = False) -> None:
+                 template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
+                 envelope: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -191,9 +197,9 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
         if residual not in ("bands", "luminance"):
             raise BadValueError(f"gan.g_residual must be bands or luminance, got {residual!r}")
-        if (residual == "luminance" or pin_sky) and not template:
-            raise BadValueError("gan.g_residual = luminance and gan.g_pin_sky need gan.g_template = true")
-        self.residual, self.pin_sky = residual, bool(pin_sky)
+        if (residual == "luminance" or pin_sky or envelope) and not template:
+            raise BadValueError("gan.g_residual = luminance, gan.g_pin_sky and gan.g_envelope need gan.g_template = true")
+        self.residual, self.pin_sky, self.envelope = residual, bool(pin_sky), bool(envelope)
         self.to_img = nn.Conv2d(widths[-1], 1 if residual == "luminance" else n_bands, 3, padding=1,
                                 padding_mode="reflect")
         if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
@@ -234,14 +240,16 @@ class Generator(nn.Module):
         out = self.to_img(h)
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
-        if self.warp is not None:
-            out = out + self.warp(self.template, z, y)
-        elif self.template is not None:
-            out = out + self.template[y]
-        if self.pin_sky:
+        if self.template is not None:
             from .template import ring_median
 
-            out = out - ring_median(out) + ring_median(self.template[y]).detach()
+            base = self.warp(self.template, z, y) if self.warp is not None else self.template[y]
+            if self.envelope:  # the source's light above its sky, 0..1: G paints only where the template has light
+                light = (base - ring_median(base)).clamp(min=0.0).sum(dim=1, keepdim=True).detach()
+                out = out * (light / light.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6))
+            out = out + base
+            if self.pin_sky:
+                out = out - ring_median(out) + ring_median(self.template[y]).detach()
         if self.sky_noise:
             return self.sky(out, gen)
         return self.out_noise(out, gen).clamp(-1.0, 1.0)
