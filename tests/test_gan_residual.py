@@ -4,6 +4,7 @@ sky level pinned to the template's (gan.g_pin_sky): docs/gan.md, issue 14 round 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -64,7 +65,16 @@ def test_luminance_residual_keeps_the_band_ratios_of_the_class_colour():
 def test_pinned_sky_keeps_the_ring_median_at_the_templates():
     from galearn.gan.template import ring_median
 
-    G, _, _ = _generator(g_pin_sky=True, g_template_warp=True, sky_noise="measured")
+    from galearn.gan.sky import measure_sky, stretched_level
+
+    G, stamps, _ = _generator(g_pin_sky=True, g_template_warp=True, sky_noise="measured")
+    _, stretch = _real_like(n=40)
+    sky = measure_sky(stamps, stretch)
+    # The level in stretched units: asinh(level / a) / asinh(max / a) of the fitted linear level.
+    np.testing.assert_allclose(stretched_level(sky), np.arcsinh(np.array(sky["level"]) / np.array(sky["softening"]))
+                               / np.array(sky["norm"]), rtol=1e-5)
+    with torch.no_grad():
+        G.sky_level.copy_(torch.from_numpy(2 * stretched_level(sky) - 1))
     noiseless = []
     G.sky.register_forward_hook(lambda m, args, out: noiseless.append(args[0].detach()))
     with torch.no_grad():
@@ -73,16 +83,17 @@ def test_pinned_sky_keeps_the_ring_median_at_the_templates():
     G.eval()
     yy = torch.tensor([0, 1, 0])
     G(torch.randn(3, TINY.z_dim), yy)
-    # ... but the noiseless stamps' outer ring stays at the class templates' level.
-    torch.testing.assert_close(ring_median(noiseless[0]), ring_median(G.template[yy].detach()), rtol=0, atol=1e-6)
+    # ... but the noiseless stamps' outer ring stays at the measured sky level.
+    level = G.sky_level.view(1, 3, 1, 1).expand(3, -1, -1, -1)
+    torch.testing.assert_close(ring_median(noiseless[0]), level, rtol=0, atol=1e-6)
     # Without the pin the same generator's sky is raised.
     free, _, _ = _generator(g_template_warp=True, sky_noise="measured")
-    free.load_state_dict(G.state_dict())
+    free.load_state_dict({k: v for k, v in G.state_dict().items() if k != "sky_level"})
     noiseless.clear()
     free.sky.register_forward_hook(lambda m, args, out: noiseless.append(args[0].detach()))
     free.eval()
     free(torch.randn(3, TINY.z_dim), yy)
-    assert float((ring_median(noiseless[0]) - ring_median(G.template[yy].detach())).min()) > 0.2
+    assert float((ring_median(noiseless[0]) - level).min()) > 0.2
 
 
 def test_envelope_keeps_gs_output_off_the_sky():
@@ -116,6 +127,10 @@ def test_luminance_and_pinned_sky_resume_exactly_and_old_checkpoints_sample(tmp_
                               g_residual="luminance", g_pin_sky=True, g_envelope=True)
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
     assert ckpt["G"]["to_img.weight"].shape[0] == 1 and ckpt["G_ema"]["colour"].shape == (2, 3)
+    from galearn.gan.sky import stretched_level
+
+    info = json.loads((ws.gan / "config.json").read_text())  # the pinned level is the measured one
+    np.testing.assert_allclose(ckpt["G_ema"]["sky_level"].numpy(), 2 * stretched_level(info["sky"]) - 1, rtol=1e-6)
     run_sample(ws, dataclasses.replace(cfg, n_per_class=2), progress=False)
     with pytest.raises(BadValueError, match="g_residual"):
         run_train(ws, dataclasses.replace(cfg, steps=6, g_residual="bands"), resume=True, progress=False)

@@ -463,12 +463,15 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # Overwritten by a checkpoint on resume.
     init_output_bias(G, G_ema, stamps, y_all, seed=cfg.random_state)
     sky = None
-    if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
-        from .sky import measure_sky
+    if G.sky_noise or G.pin_sky:  # measured on the real training stamps; overwritten by a checkpoint on resume
+        from .sky import measure_sky, stretched_level
 
         sky = measure_sky(stamps, sample.stretch)
-        G.sky.set(sky)
-        G_ema.sky.set(sky)
+        for net in (G, G_ema):
+            if G.sky_noise:
+                net.sky.set(sky)
+            if G.pin_sky:  # the noiseless sky level of the real stamps, network units
+                net.sky_level.copy_(torch.from_numpy(2.0 * stretched_level(sky) - 1.0))
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
     if cfg.fast_step and device.type == "cpu":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)

@@ -175,9 +175,13 @@ class Generator(nn.Module):
         but not the band ratios of the template (needs ``template``).
     pin_sky : bool
         Shift each noiseless stamp, per band, so that its outer-ring median
-        equals the class template's (``gan.g_pin_sky``, needs ``template``):
-        G's output cannot raise or lower the sky on which the measured noise
-        is added and clipped.
+        equals the real stamps' noiseless sky level (buffer ``sky_level``,
+        network units, set from :func:`galearn.gan.sky.measure_sky` by
+        :func:`galearn.gan.loop.run_train`; ``gan.g_pin_sky``, needs
+        ``template``): G's output cannot raise or lower the sky on which the
+        measured noise is added and clipped. (Not the template's ring median:
+        the pixel-wise median over stamps holds the neighbours' light and sat
+        0.1-0.4 linear units above the measured level, docs/gan.md round 4.)
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak
@@ -202,6 +206,8 @@ class Generator(nn.Module):
         self.residual, self.pin_sky, self.envelope = residual, bool(pin_sky), bool(envelope)
         self.to_img = nn.Conv2d(widths[-1], 1 if residual == "luminance" else n_bands, 3, padding=1,
                                 padding_mode="reflect")
+        if pin_sky:
+            self.register_buffer("sky_level", torch.full((n_bands,), -1.0))
         if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
             self.register_buffer("colour", torch.ones(n_classes, n_bands))
         if out_scale != 1.0:
@@ -249,7 +255,7 @@ class Generator(nn.Module):
                 out = out * (light / light.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6))
             out = out + base
             if self.pin_sky:
-                out = out - ring_median(out) + ring_median(self.template[y]).detach()
+                out = out - ring_median(out) + self.sky_level.view(1, -1, 1, 1).to(out.dtype)
         if self.sky_noise:
             return self.sky(out, gen)
         return self.out_noise(out, gen).clamp(-1.0, 1.0)
