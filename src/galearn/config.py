@@ -184,13 +184,13 @@ class GanTrainConfig:
     """What ``galearn gan train`` reads (its fingerprint: a change retrains the GAN)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 100  # ~1-1.2 s/step on 1 CPU thread: ~125 s, fits `galearn run`; blurry blobs, not full quality (docs/gan.md)
-    batch_size: int = 32
+    steps: int = 190  # ~0.56 CPU s/step at batch 16 on 1 thread: ~107 s, fits `galearn run`; rough, not full quality (docs/gan.md)
+    batch_size: int = 16  # 16 x 190 steps beat 32 x 100 steps at equal CPU time on 3 mock fields (docs/gan.md, round 4)
     z_dim: int = 128
     channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    adam_beta1: float = 0.5  # Adam betas of G and D (DCGAN's 0.5; SNGAN's 0.0 not compared with these networks)
+    adam_beta1: float = 0.0  # Adam betas of G and D (SNGAN / StyleGAN2-ADA's 0; 0.5 gave lower precision / recall at 100 steps, docs/gan.md round 4)
     adam_beta2: float = 0.999
     d_steps: int = 1  # D steps per G step
     discriminator: str = "sngan"  # "sngan" (pixel-space projection D) or "projected" (frozen pre-trained features, docs/gan.md)

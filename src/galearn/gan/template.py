@@ -2,7 +2,7 @@
 
 With ``gan.g_template`` the generator adds a learnt per-class image, started
 at the class's pixel-wise median real stamp, to its own output. Every sample
-of a class then starts from the SAME source: at the default 100 steps the
+of a class then starts from the SAME source: at 100-200 steps the
 generated library has the median galaxy's size, brightness and roundness,
 and its variety comes only from what G's convolutions learnt (recall ~0.1 on
 some mock fields, docs/gan.md). With the template drawn, each sample's
