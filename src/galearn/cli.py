@@ -374,8 +374,9 @@ def embed(workspace, method, backbone, perplexity, random_state, scheduler, sche
                    "hdbscan (density; outliers).")
 @click.option("--cluster-space", default=None,
               help="Space clustered: pca, pca:N (first N components), umap:N, map (default: umap:5; map for hdbscan).")
-@click.option("--select", type=click.Choice(["silhouette", "bic", "stability", "modularity"]), default=None,
-              help="Label-free choice of the number of clusters (default: the method's).")
+@click.option("--select", type=click.Choice(["silhouette", "bic", "stability", "stable-silhouette", "modularity"]),
+              default=None, help="Label-free choice of the number of clusters (default: the method's; "
+                                 "stable-silhouette: the best silhouette among the k with bootstrap stability >= 0.8).")
 @click.option("--n-clusters", type=int, default=None,
               help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
 @click.option("--colours", type=click.Choice(["auto", "on", "off"]), default=None,

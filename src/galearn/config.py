@@ -161,7 +161,7 @@ class ClassifyConfig:
     method: str = "tsne"
     clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | graph | hdbscan (measured default: docs/maps.md)
     cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
-    select: str | None = None  # k criterion: silhouette | bic | stability | modularity (graph); None: the method's default
+    select: str | None = None  # k criterion: silhouette | bic | stability | stable-silhouette | modularity (graph); None: the method's default
     n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
