@@ -74,6 +74,8 @@ METHODS = {
     "graph-modularity-umap5": ("umap:5", "graph", "modularity"),
     "kmeans-stablesil-umap5": ("umap:5", "kmeans", "stable-silhouette"),
     "kmeans-stability-umap5": ("umap:5", "kmeans", "stability"),
+    "spectral-silhouette": ("pca", "spectral", "silhouette"),
+    "spectral-silhouette-umap5": ("umap:5", "spectral", "silhouette"),
 }
 KEYS = ("n_clusters", "cluster_majority_balanced_accuracy", "ami", "ari", "cluster_accuracy", "majority_rate")
 

@@ -86,3 +86,21 @@ def test_default_reports_per_k_stability_and_k_is_label_free():
         b = agreement_metrics(X, other, random_state=0, stability_resamples=2)
     assert a["n_clusters"] == b["n_clusters"]
     assert a["stability"] == pytest.approx(b["stability"])
+
+
+def test_spectral_clusterer_finds_the_small_population_stably():
+    from galearn.maps import default_method
+
+    X, y = blobs(3)
+    with blas_threads(1):
+        fit = fit_clusters(X, method="spectral", n_clusters=3, random_state=0)
+        again = fit_clusters(X, method="spectral", n_clusters=3, random_state=0)
+        chosen = fit_clusters(X, method="spectral", k_range=(2, 5), n_resamples=3, measure_stability=True,
+                              random_state=0)
+    assert np.array_equal(fit.labels, again.labels)  # seeded, no layout
+    small = y == "small"
+    best = np.bincount(fit.labels[small]).argmax()
+    assert ((fit.labels == best) == small).mean() > 0.98
+    assert set(chosen.stability_scores) == {2, 3, 4, 5} and chosen.stability is not None
+    assert (fit.predict(X[:5]) == fit.labels[:5]).all()  # nearest fitted neighbour
+    assert default_method(True) == ("spectral", "pca") and default_method(False) == ("kmeans", "umap:5")

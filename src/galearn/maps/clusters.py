@@ -28,6 +28,12 @@ Methods (``method=``):
     fuzzy graph of the space itself), i.e. Clauset-Newman-Moore agglomeration
     of the micro-cluster graph; ``k`` is the number of groups in ``k_range``
     with the highest modularity (``select="modularity"``) unless given.
+``spectral``
+    Spectral clustering (normalised cut, ``sklearn.cluster.SpectralClustering``
+    with ``assign_labels="cluster_qr"``) of the neighbour graph of the galaxies:
+    UMAP's fuzzy 15-neighbour graph of the space (or the given ``graph``); no
+    layout is optimised, so the partition depends on the galaxies only (and the
+    seeded eigensolver). ``k`` from ``select`` unless given.
 ``hdbscan``
     ``sklearn.cluster.HDBSCAN`` (``min_cluster_size`` default 2 % of the
     galaxies, at least 5); the number of clusters is what the density tree
@@ -63,10 +69,10 @@ from .reduce import check_features
 __all__ = [
     "CLUSTERERS", "SELECTORS", "NOISE", "ClusterFit", "fit_clusters", "cluster_stability", "cluster_space",
     "cluster_features", "cluster_map", "match_clusters", "contingency", "majority_labels", "stability_by_k",
-    "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters",
+    "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters", "default_method",
 ]
 
-CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan")
+CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan")
 SELECTORS = ("silhouette", "bic", "stability", "stable-silhouette", "modularity")
 NOISE = -1
 DEFAULT_K_RANGE = (2, 10)
@@ -76,6 +82,9 @@ WARD_MAX_FIT = 5000
 DEFAULT_CLUSTERER = "kmeans"
 DEFAULT_SPACE = "umap:5"
 DEFAULT_SELECT: str | None = None
+#: The default of ``galearn classify`` when the stamps' aperture colours are fused (round 4, docs/maps.md).
+COLOUR_CLUSTERER = "spectral"
+COLOUR_SPACE = "pca"
 DEFAULT_STABILITY_RESAMPLES = 10
 _SILHOUETTE_SAMPLE = 5000
 #: Neighbours of the UMAP clustering space and of the ``graph`` clusterer's neighbour graph.
@@ -250,6 +259,21 @@ def _gmm(S, k, seed):
     model = GaussianMixture(n_components=k, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
                             random_state=seed).fit(S)
     return model.predict(S).astype(np.int64), model
+
+
+def _spectral(graph, k, seed):
+    """Normalised-cut partition of a sparse symmetric affinity graph into ``k`` groups (seeded)."""
+    import warnings
+
+    from sklearn.cluster import SpectralClustering
+
+    if k == 1:
+        return np.zeros(graph.shape[0], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "graph is not fully connected": the cut handles components
+        model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
+                                   random_state=seed).fit(graph)
+    return model.labels_.astype(np.int64)
 
 
 def _ward_tree(S):
@@ -456,7 +480,7 @@ def fit_clusters(
     ----------
     S : array-like, shape (N, K)
         Points to cluster (reduced features, their UMAP, or the 2-D map).
-    method : {"kmeans", "gmm", "ward", "merge", "graph", "hdbscan"}
+    method : {"kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"}
     n_clusters : int or None
         Fixed number of clusters (not for hdbscan); None: chosen by ``select``.
     select : {"silhouette", "bic", "stability", "stable-silhouette", "modularity"} or None
@@ -530,7 +554,7 @@ def fit_clusters(
         fit_idx = np.sort(np.random.default_rng(seed).choice(n, int(max_fit), replace=False))
     Sf = S[fit_idx]
     nf = len(Sf)
-    if method == "graph" and graph is not None and nf < n:
+    if method in ("graph", "spectral") and graph is not None and nf < n:
         import scipy.sparse as sp
 
         graph = sp.csr_matrix(graph)[fit_idx][:, fit_idx]
@@ -596,10 +620,10 @@ def default_clusters(
     Z, _ = reduce_features(X, max_components=max_components, random_state=seed)
     S, graph = cluster_space(Z, space, xy=xy, random_state=seed, return_graph=True)
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
-    rebuild = ((lambda idx, s: cluster_space(Z[idx], space, random_state=s, return_graph=method == "graph"))
+    rebuild = ((lambda idx, s: cluster_space(Z[idx], space, random_state=s, return_graph=method in ("graph", "spectral")))
                if space.startswith("umap") else None)
     fit = fit_clusters(S, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
-                       min_cluster_size=min_cluster_size, graph=graph if method == "graph" else None,
+                       min_cluster_size=min_cluster_size, graph=graph if method in ("graph", "spectral") else None,
                        n_resamples=int(stability_resamples or 0), rebuild=rebuild,
                        measure_stability=bool(stability_resamples), random_state=seed)
     fit.space = space
@@ -611,6 +635,17 @@ def default_clusters(
             n_resamples=int(stability_resamples), random_state=seed, n_micro=fit.params.get("n_micro"),
             min_cluster_size=fit.params.get("min_cluster_size") if method == "hdbscan" else None, rebuild=rebuild)
     return fit
+
+
+def default_method(colours_fused: bool) -> tuple[str, str]:
+    """``(clusterer, space)`` of ``galearn classify --clusterer auto`` (the default), measured in docs/maps.md.
+
+    With the stamps' aperture colours fused (stamps in linear units: survey
+    mosaics, the mock) spectral clustering of the 15-neighbour graph of the
+    PCA space (stable: no layout is optimised); without them (display images)
+    k-means in the 5-D UMAP.
+    """
+    return (COLOUR_CLUSTERER, COLOUR_SPACE) if colours_fused else (DEFAULT_CLUSTERER, DEFAULT_SPACE)
 
 
 def _select_for(select: str | None, method: str, n_clusters, stability_resamples) -> str | None:
@@ -662,6 +697,15 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
 
         def partition(k):
             return merged[min(k, max(merged))][0][micro]
+    elif method == "spectral":
+        G = _fuzzy_graph(S, seed) if graph is None else graph
+        hi_m = hi
+        cache = {}
+
+        def partition(k):
+            if k not in cache:
+                cache[k] = (_spectral(G, k, seed), None)
+            return cache[k][0]
     elif method == "ward":
         tree = _ward_tree(S)
 
@@ -827,7 +871,7 @@ def _resample_aris(S, partitions: dict, *, method, n_resamples, fraction, random
         seed = int(rng.integers(0, 2**31 - 1))
         built = S[idx] if rebuild is None else rebuild(idx, seed)
         S_sub, g_sub = built if isinstance(built, tuple) else (built, None)
-        if method == "graph":
+        if method in ("graph", "spectral"):
             kw["graph"] = g_sub
         for k, labels in partitions.items():
             if method == "hdbscan":
