@@ -179,7 +179,8 @@ def clusters_at_scale(
     else:
         S_fit, space_model, graph = _space_model(Z_fit, space, seed)
     # a stability criterion of k measures its curve on the fit sample (fit_clusters' own max_fit rows)
-    rebuild = ((lambda i, s: cluster_space(Z_fit[i], space, random_state=s, return_graph=method in ("graph", "spectral")))
+    rebuild = ((lambda i, s: cluster_space(Z_fit[i], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
                if space.startswith("umap") else None)
     fit = fit_clusters(S_fit, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
                        min_cluster_size=min_cluster_size, graph=graph if method in ("graph", "spectral") else None,
@@ -231,7 +232,8 @@ def clusters_at_scale(
         sub = subsample_indices(len(idx), n_stab, seed + 1)
         stab_rows = int(len(sub))
         Z_sub = Z_fit[sub]
-        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s, return_graph=method in ("graph", "spectral")))
+        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
                    if space.startswith("umap") else None)
         fit.stability = cluster_stability(
             S_all[idx][sub], labels[idx][sub], method=method,

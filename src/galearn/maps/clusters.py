@@ -620,7 +620,8 @@ def default_clusters(
     Z, _ = reduce_features(X, max_components=max_components, random_state=seed)
     S, graph = cluster_space(Z, space, xy=xy, random_state=seed, return_graph=True)
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
-    rebuild = ((lambda idx, s: cluster_space(Z[idx], space, random_state=s, return_graph=method in ("graph", "spectral")))
+    rebuild = ((lambda idx, s: cluster_space(Z[idx], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
                if space.startswith("umap") else None)
     fit = fit_clusters(S, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
                        min_cluster_size=min_cluster_size, graph=graph if method in ("graph", "spectral") else None,
