@@ -55,7 +55,8 @@ from galearn.store import load_features, require_sample, resolve_backbone  # noq
 from galearn.runtime import blas_threads  # noqa: E402
 from galearn.store import Workspace, read_map  # noqa: E402
 
-#: name -> (space, method, select); the first is galearn's default (galearn.maps.clusters.DEFAULT_*)
+#: name -> (space, method, select); the first is galearn's default for display images (galearn.maps.clusters.DEFAULT_*),
+#: ``spectral-silhouette`` its default when the aperture colours are fused (``galearn.maps.default_method``)
 METHODS = {
     "kmeans-silhouette-umap5": ("umap:5", "kmeans", "silhouette"),
     "kmeans-silhouette": ("pca", "kmeans", "silhouette"),
