@@ -55,7 +55,8 @@ from galearn.store import load_features, require_sample, resolve_backbone  # noq
 from galearn.runtime import blas_threads  # noqa: E402
 from galearn.store import Workspace, read_map  # noqa: E402
 
-#: name -> (space, method, select); the first is galearn's default (galearn.maps.clusters.DEFAULT_*)
+#: name -> (space, method, select); the first is galearn's default for display images (galearn.maps.clusters.DEFAULT_*),
+#: ``spectral-silhouette`` its default when the aperture colours are fused (``galearn.maps.default_method``)
 METHODS = {
     "kmeans-silhouette-umap5": ("umap:5", "kmeans", "silhouette"),
     "kmeans-silhouette": ("pca", "kmeans", "silhouette"),
@@ -72,6 +73,10 @@ METHODS = {
     "kmeans-silhouette-map": ("map", "kmeans", "silhouette"),
     "ward-silhouette-map": ("map", "ward", "silhouette"),
     "graph-modularity-umap5": ("umap:5", "graph", "modularity"),
+    "kmeans-stablesil-umap5": ("umap:5", "kmeans", "stable-silhouette"),
+    "kmeans-stability-umap5": ("umap:5", "kmeans", "stability"),
+    "spectral-silhouette": ("pca", "spectral", "silhouette"),
+    "spectral-silhouette-umap5": ("umap:5", "spectral", "silhouette"),
 }
 KEYS = ("n_clusters", "cluster_majority_balanced_accuracy", "ami", "ari", "cluster_accuracy", "majority_rate")
 
@@ -123,7 +128,8 @@ def evaluate(X, xy, columns, seed, methods, resamples):
             t0 = time.perf_counter()
             fit = default_clusters(X, method=method, space=space, xy=xy, select=select,
                                    stability_resamples=resamples, random_state=seed)
-            row = {"stability": fit.stability, "seconds": time.perf_counter() - t0}
+            row = {"stability": fit.stability, "seconds": time.perf_counter() - t0,
+                   "stability_by_k": {int(k): float(v) for k, v in fit.stability_scores.items()}}
             for col, labels in columns.items():
                 keep, yi, names = encode(labels)
                 row[col] = cluster_agreement(fit.labels[keep], yi, len(names), names)
@@ -131,7 +137,9 @@ def evaluate(X, xy, columns, seed, methods, resamples):
             print(f"  {name:26s} k={fit.n_clusters:2d} stab={fit.stability:.2f} "
                   + " ".join(f"{c}={row[c]['cluster_majority_balanced_accuracy']:.3f}/{row[c]['ami']:.3f}"
                              for c in columns)
-                  + f"  ({row['seconds']:.1f} s)", flush=True)
+                  + f"  ({row['seconds']:.1f} s)"
+                  + (" stability by k " + " ".join(f"{k}:{v:.2f}" for k, v in row["stability_by_k"].items())
+                     if row["stability_by_k"] else ""), flush=True)
     return rows
 
 
@@ -146,7 +154,7 @@ def mean_table(runs: list[dict]) -> dict:
                  "stability_min": float(np.min([r["stability"] for r in have])),
                  "seconds": float(np.mean([r["seconds"] for r in have]))}
         for col in have[0]:
-            if col in ("stability", "seconds"):
+            if col in ("stability", "seconds", "stability_by_k"):
                 continue
             entry[col] = {k: float(np.mean([r[col][k] for r in have])) for k in KEYS}
             entry[col]["cluster_majority_balanced_accuracy_min"] = float(

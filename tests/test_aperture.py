@@ -110,12 +110,14 @@ def test_classify_appends_the_colours_and_finds_the_small_red_population(tmp_pat
     assert rec["columns"] == ["colour_F435W-F850LP", "colour_F850LP-F160W", "concentration_F160W"]
     with_colours = clusters["agreement"]["truth_morph"]["cluster_majority_balanced_accuracy"]
     assert with_colours > 0.9 and clusters["n_clusters"] <= 10
+    assert clusters["clusterer"] == "spectral"  # --clusterer auto with the colours fused (docs/maps.md, round 4)
     table = read_table(ws.classes)
     assert "aperture_colour_F435W-F850LP" in table.colnames and len(table) == 200
 
     run_classify(ws, ClassifyConfig(colours="off", **cfg))
     clusters = read_metrics(ws.metrics)["clusters"]
     assert clusters["colours"] == {"setting": "off", "fused": False, "reason": "classify.colours = off"}
+    assert clusters["clusterer"] == "kmeans"  # auto without the colours
     assert clusters["agreement"]["truth_morph"]["cluster_majority_balanced_accuracy"] < 0.75  # features alone: noise
     assert "aperture_colour_F435W-F850LP" not in read_table(ws.classes).colnames
 

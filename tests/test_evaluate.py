@@ -177,6 +177,9 @@ def test_run_classify_writes_metrics_and_classes(tmp_path):
     assert noise["truth_class"]["knn_balanced_accuracy"] < 0.6  # pre-trained clearly ahead of noise
     clusters = metrics["clusters"]
     assert clusters["space"] == "pca" and 2 <= clusters["n_clusters"] <= 10
+    # the bootstrap stability of every k considered (issue 15, round 4); the reported one is the chosen k's
+    assert set(clusters["stability_by_k"]) == {str(k) for k in range(2, 11)}
+    assert clusters["stability"] == clusters["stability_by_k"][str(clusters["n_clusters"])]
     for m in agreement.values():  # one label-free clustering for every column
         assert m["n_clusters"] == clusters["n_clusters"] and m["stability"] == clusters["stability"]
         assert {"cluster_majority_balanced_accuracy", "ami", "majority_rate", "stability"} <= set(m)

@@ -368,14 +368,20 @@ def embed(workspace, method, backbone, perplexity, random_state, scheduler, sche
 @click.option("--compare", multiple=True, help="Column to compare with (repeat). Default: UVJ class + truth columns.")
 @click.option("--backbone", default=None)
 @click.option("--method", default=None, help="Map whose clusters are reported (tsne, umap, pca).")
-@click.option("--clusterer", type=click.Choice(["kmeans", "gmm", "ward", "merge", "graph", "hdbscan"]), default=None,
-              help="Workspace clusters (default measured, docs/maps.md): kmeans, gmm, ward, merge "
+@click.option("--clusterer",
+              type=click.Choice(["auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"]),
+              default=None,
+              help="Workspace clusters (default auto, measured, docs/maps.md: spectral in pca when the aperture "
+                   "colours are fused, else kmeans in umap:5): kmeans, gmm, ward, merge "
                    "(over-cluster + merge), graph (over-cluster + merge by neighbour-graph modularity), "
+                   "spectral (normalised cut of the 15-neighbour graph), "
                    "hdbscan (density; outliers).")
 @click.option("--cluster-space", default=None,
-              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: umap:5; map for hdbscan).")
-@click.option("--select", type=click.Choice(["silhouette", "bic", "stability", "modularity"]), default=None,
-              help="Label-free choice of the number of clusters (default: the method's).")
+              help="Space clustered: pca, pca:N (first N components), umap:N, map (default: umap:5; pca for the "
+                   "auto clusterer with colours; map for hdbscan).")
+@click.option("--select", type=click.Choice(["silhouette", "bic", "stability", "stable-silhouette", "modularity"]),
+              default=None, help="Label-free choice of the number of clusters (default: the method's; "
+                                 "stable-silhouette: the best silhouette among the k with bootstrap stability >= 0.8).")
 @click.option("--n-clusters", type=int, default=None,
               help="Fixed number of clusters (default: chosen without labels, 2 .. classify.k_max).")
 @click.option("--colours", type=click.Choice(["auto", "on", "off"]), default=None,

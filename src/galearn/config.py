@@ -159,9 +159,11 @@ class ClassifyConfig:
     compare: tuple = ()  # columns; () -> UVJ class + every truth class column
     backbone: str | None = None
     method: str = "tsne"
-    clusterer: str = "kmeans"  # kmeans | gmm | ward | merge | graph | hdbscan (measured default: docs/maps.md)
+    # auto | kmeans | gmm | ward | merge | graph | spectral | hdbscan. auto (measured, docs/maps.md round 4):
+    # spectral (in pca) when the aperture colours are fused (stamps in linear units), else kmeans (in umap:5)
+    clusterer: str = "auto"
     cluster_space: str | None = None  # umap:N | pca | pca:N | map; None: umap:5 (map for hdbscan)
-    select: str | None = None  # k criterion: silhouette | bic | stability | modularity (graph); None: the method's default
+    select: str | None = None  # k criterion: silhouette | bic | stability | stable-silhouette | modularity (graph); None: the method's default
     n_clusters: int | None = None  # None: chosen without labels (never from a compared column)
     k_max: int = 10  # most clusters the label-free choice considers (k in 2 .. k_max)
     min_cluster_size: int | None = None  # hdbscan; None: 2 % of the galaxies, at least 5
@@ -392,7 +394,7 @@ FIELD_RANGES: dict[str, tuple] = {
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
-    "clusterer": ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
+    "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

@@ -17,6 +17,7 @@ writes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -28,7 +29,7 @@ from ..config import ClassifyConfig
 from ..errors import BadValueError, EmptySelectionError, GalearnInputError, MissingInputError
 from ..compute import current_session, setting, subsample_indices
 from ..maps.cluster_scale import clusters_at_scale
-from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE
+from ..maps.clusters import CLUSTERERS, DEFAULT_SPACE, default_method
 from ..runtime import blas_threads
 from ..store import (Sample, Workspace, check_made_from, load_features, read_map, record_compute, require_sample,
                      resolve_backbone, update_metrics, write_table)
@@ -266,9 +267,9 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
         Missing inputs, unknown columns or options, nothing to compare.
     """
     t0 = time.perf_counter()
-    if cfg.clusterer not in CLUSTERERS:
+    if cfg.clusterer != "auto" and cfg.clusterer not in CLUSTERERS:
         raise BadValueError(f"unknown clusterer {cfg.clusterer!r} (option --clusterer); "
-                            f"choose one of {', '.join(CLUSTERERS)}")
+                            f"choose auto or one of {', '.join(CLUSTERERS)}")
     if cfg.n_clusters is not None and int(cfg.n_clusters) < 1:
         raise BadValueError(f"--n-clusters must be >= 1, got {cfg.n_clusters}")
     if cfg.n_clusters is not None and cfg.clusterer == "hdbscan":
@@ -290,6 +291,11 @@ def run_classify(ws: Workspace, cfg: ClassifyConfig) -> dict:
 
     # ------------------------------------------------------------ workspace-wide clusters (no labels)
     colours, colour_record = colour_block_for(sample, cfg, space)
+    if cfg.clusterer == "auto":  # the measured default for this kind of stamps (docs/maps.md, round 4)
+        clusterer, auto_space = default_method(colours is not None)
+        if cfg.cluster_space is None:
+            space = auto_space
+        cfg = dataclasses.replace(cfg, clusterer=clusterer)
     fit, scale_info = _cluster(feats.values, cfg, space, xy, ws.features(primary), colours=colours)
     if colours is not None:
         colour_record["repeats"] = scale_info.pop("colour_repeats")

@@ -34,6 +34,7 @@ __all__ = [
     "cluster_stability",
     "ClusterFit",
     "default_clusters",
+    "default_method",
 ]
 
 _WHERE = {
@@ -56,6 +57,7 @@ _WHERE = {
     "cluster_stability": ".clusters",
     "ClusterFit": ".clusters",
     "default_clusters": ".clusters",
+    "default_method": ".clusters",
 }
 
 

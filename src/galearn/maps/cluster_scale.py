@@ -139,7 +139,7 @@ def clusters_at_scale(
         Provenance: ``n_fit``, ``n_assigned``, ``subsample_seed``, ``n_partitions``,
         ``stability_rows``.
     """
-    from .clusters import DEFAULT_CLUSTERER, DEFAULT_SELECT, DEFAULT_SPACE
+    from .clusters import DEFAULT_CLUSTERER, DEFAULT_SPACE, _select_for
     from .reduce import reduce_features
 
     X = np.asarray(X)
@@ -166,8 +166,7 @@ def clusters_at_scale(
         raise BadValueError("clusters_at_scale: pass feature_path for more than 200 000 rows "
                             "(the partitions read their rows from it)")
 
-    if select is None and method == DEFAULT_CLUSTERER:
-        select = DEFAULT_SELECT
+    select = _select_for(select, method, n_clusters, stability_resamples)
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
     # ---- fit on the subsample: the same steps as default_clusters
     X_fit = X[idx] if block is None else append_block(X[idx], block[idx], block_repeats)
@@ -179,9 +178,13 @@ def clusters_at_scale(
         S_fit, space_model, graph = np.ascontiguousarray(xy[idx]), None, None
     else:
         S_fit, space_model, graph = _space_model(Z_fit, space, seed)
+    # a stability criterion of k measures its curve on the fit sample (fit_clusters' own max_fit rows)
+    rebuild = ((lambda i, s: cluster_space(Z_fit[i], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
+               if space.startswith("umap") else None)
     fit = fit_clusters(S_fit, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
-                       min_cluster_size=min_cluster_size, graph=graph if method == "graph" else None,
-                       random_state=seed)
+                       min_cluster_size=min_cluster_size, graph=graph if method in ("graph", "spectral") else None,
+                       n_resamples=int(stability_resamples or 0), rebuild=rebuild, random_state=seed)
     fit.space = space
 
     # ---- every other row, in partitions fixed by (n, partition)
@@ -223,11 +226,14 @@ def clusters_at_scale(
 
     # ---- stability on a seeded subsample of the fit sample
     stab_rows = 0
-    if stability_resamples and int(stability_resamples) > 0:
+    if fit.stability is not None:  # measured with the choice of k
+        stab_rows = int(fit.params.get("n_fit", len(idx)))
+    elif stability_resamples and int(stability_resamples) > 0:
         sub = subsample_indices(len(idx), n_stab, seed + 1)
         stab_rows = int(len(sub))
         Z_sub = Z_fit[sub]
-        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s, return_graph=method == "graph"))
+        rebuild = ((lambda i, s: cluster_space(Z_sub[i], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
                    if space.startswith("umap") else None)
         fit.stability = cluster_stability(
             S_all[idx][sub], labels[idx][sub], method=method,

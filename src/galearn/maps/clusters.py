@@ -28,6 +28,12 @@ Methods (``method=``):
     fuzzy graph of the space itself), i.e. Clauset-Newman-Moore agglomeration
     of the micro-cluster graph; ``k`` is the number of groups in ``k_range``
     with the highest modularity (``select="modularity"``) unless given.
+``spectral``
+    Spectral clustering (normalised cut, ``sklearn.cluster.SpectralClustering``
+    with ``assign_labels="cluster_qr"``) of the neighbour graph of the galaxies:
+    UMAP's fuzzy 15-neighbour graph of the space (or the given ``graph``); no
+    layout is optimised, so the partition depends on the galaxies only (and the
+    seeded eigensolver). ``k`` from ``select`` unless given.
 ``hdbscan``
     ``sklearn.cluster.HDBSCAN`` (``min_cluster_size`` default 2 % of the
     galaxies, at least 5); the number of clusters is what the density tree
@@ -36,7 +42,12 @@ Methods (``method=``):
 ``select`` (label-free choice of ``k`` in ``k_range``, default 2..10):
 ``silhouette`` (largest mean silhouette), ``bic`` (Gaussian mixtures),
 ``stability`` (the largest ``k`` whose bootstrap stability is at least
-``min_stability``, see :func:`cluster_stability`), ``modularity`` (``graph`` only).
+``min_stability``, see :func:`cluster_stability`), ``stable-silhouette``
+(the largest mean silhouette among the ``k`` whose bootstrap stability is at
+least ``min_stability``; none: the most stable ``k``), ``modularity`` (``graph`` only).
+Both stability criteria measure every ``k`` of ``k_range`` on the same
+resamples (:func:`stability_by_k`: one re-built space per resample, then the
+method at every ``k``), and report that curve (``ClusterFit.stability_scores``).
 
 Scaling: every method is *fit on a sample, assign the rest*: above
 ``max_fit`` galaxies (default 20 000; Ward at most 5 000, its tree needs
@@ -57,12 +68,12 @@ from .reduce import check_features
 
 __all__ = [
     "CLUSTERERS", "SELECTORS", "NOISE", "ClusterFit", "fit_clusters", "cluster_stability", "cluster_space",
-    "cluster_features", "cluster_map", "match_clusters", "contingency", "majority_labels",
-    "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters",
+    "cluster_features", "cluster_map", "match_clusters", "contingency", "majority_labels", "stability_by_k",
+    "DEFAULT_K_RANGE", "DEFAULT_MAX_FIT", "DEFAULT_CLUSTERER", "DEFAULT_SPACE", "default_clusters", "default_method",
 ]
 
-CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "graph", "hdbscan")
-SELECTORS = ("silhouette", "bic", "stability", "modularity")
+CLUSTERERS = ("kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan")
+SELECTORS = ("silhouette", "bic", "stability", "stable-silhouette", "modularity")
 NOISE = -1
 DEFAULT_K_RANGE = (2, 10)
 DEFAULT_MAX_FIT = 20000
@@ -71,6 +82,9 @@ WARD_MAX_FIT = 5000
 DEFAULT_CLUSTERER = "kmeans"
 DEFAULT_SPACE = "umap:5"
 DEFAULT_SELECT: str | None = None
+#: The default of ``galearn classify`` when the stamps' aperture colours are fused (round 4, docs/maps.md).
+COLOUR_CLUSTERER = "spectral"
+COLOUR_SPACE = "pca"
 DEFAULT_STABILITY_RESAMPLES = 10
 _SILHOUETTE_SAMPLE = 5000
 #: Neighbours of the UMAP clustering space and of the ``graph`` clusterer's neighbour graph.
@@ -95,6 +109,9 @@ class ClusterFit:
     method, select : str
     scores : dict
         ``{k: score}`` of the criterion that chose ``k`` (empty when ``k`` was given).
+    stability_scores : dict
+        ``{k: bootstrap stability}`` for every ``k`` considered, when a
+        stability criterion chose ``k`` (:func:`stability_by_k`); empty otherwise.
     params : dict
         Settings used (``k_range``, ``min_cluster_size``, ``n_micro`` ...).
     """
@@ -113,6 +130,7 @@ class ClusterFit:
     fit_points: np.ndarray | None = None
     fit_labels: np.ndarray | None = None
     graph: object = None
+    stability_scores: dict = field(default_factory=dict)
 
     @property
     def outlier(self) -> np.ndarray:
@@ -148,6 +166,7 @@ class ClusterFit:
             "n_outliers": int((self.labels < 0).sum()),
             "stability": None if self.stability is None else float(self.stability),
             "scores": {str(k): float(v) for k, v in self.scores.items()},
+            "stability_by_k": {str(k): float(v) for k, v in self.stability_scores.items()},
             "params": _jsonable(self.params),
         }
 
@@ -240,6 +259,21 @@ def _gmm(S, k, seed):
     model = GaussianMixture(n_components=k, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
                             random_state=seed).fit(S)
     return model.predict(S).astype(np.int64), model
+
+
+def _spectral(graph, k, seed):
+    """Normalised-cut partition of a sparse symmetric affinity graph into ``k`` groups (seeded)."""
+    import warnings
+
+    from sklearn.cluster import SpectralClustering
+
+    if k == 1:
+        return np.zeros(graph.shape[0], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "graph is not fully connected": the cut handles components
+        model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
+                                   random_state=seed).fit(graph)
+    return model.labels_.astype(np.int64)
 
 
 def _ward_tree(S):
@@ -436,6 +470,8 @@ def fit_clusters(
     n_resamples: int = 10,
     max_fit: int | None = DEFAULT_MAX_FIT,
     graph=None,
+    rebuild=None,
+    measure_stability: bool = False,
     random_state=0,
 ) -> ClusterFit:
     """Cluster the galaxies of a space without labels.
@@ -444,10 +480,10 @@ def fit_clusters(
     ----------
     S : array-like, shape (N, K)
         Points to cluster (reduced features, their UMAP, or the 2-D map).
-    method : {"kmeans", "gmm", "ward", "merge", "graph", "hdbscan"}
+    method : {"kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"}
     n_clusters : int or None
         Fixed number of clusters (not for hdbscan); None: chosen by ``select``.
-    select : {"silhouette", "bic", "stability", "modularity"} or None
+    select : {"silhouette", "bic", "stability", "stable-silhouette", "modularity"} or None
         Criterion for ``k`` in ``k_range`` (inclusive). None: ``bic`` for gmm,
         ``modularity`` for graph, ``silhouette`` otherwise.
     min_cluster_size, min_samples : int or None
@@ -457,13 +493,25 @@ def fit_clusters(
         (None: ``clip(N / 15, 20, 100)``).
     min_stability, n_resamples : float, int
         ``select="stability"``: keep the largest ``k`` whose mean bootstrap ARI
-        (``n_resamples`` resamples) is >= ``min_stability`` (else the most stable ``k``).
+        (``n_resamples`` resamples) is >= ``min_stability`` (else the most stable ``k``);
+        ``select="stable-silhouette"``: the best silhouette among those ``k`` (else the
+        most stable ``k``). Either sets ``stability`` (of the chosen ``k``) and
+        ``stability_scores`` (every ``k``) of the result.
     max_fit : int or None
         Fit on at most this many galaxies (seeded subset), assign the rest.
     graph : scipy sparse matrix (N, N) or None
         Neighbour graph of the galaxies for ``graph`` (e.g. the UMAP fuzzy graph
         from :func:`cluster_space` ``return_graph=True``); None: a 15-neighbour
         fuzzy graph of ``S``.
+    rebuild : callable or None
+        ``rebuild(idx, seed)`` -> the space of galaxies ``idx`` (rows of ``S``)
+        built afresh, for the stability criteria (see :func:`cluster_stability`);
+        None: the resampled rows of ``S``.
+    measure_stability : bool
+        Also measure the bootstrap stability of every ``k`` considered (or of the
+        given ``n_clusters``) whatever ``select`` is (``n_resamples`` resamples,
+        ``rebuild``; not for hdbscan): ``stability_scores`` and ``stability``
+        (of the chosen ``k``) of the result. The stability criteria always do.
     random_state : int, numpy.random.Generator or None
 
     Returns
@@ -493,6 +541,9 @@ def fit_clusters(
         raise BadValueError("select='bic' needs method='gmm' (a likelihood)")
     if select == "modularity" and method != "graph":
         raise BadValueError("select='modularity' needs method='graph' (a neighbour graph)")
+    if select in ("stability", "stable-silhouette") and n_clusters is None and method != "hdbscan" \
+            and int(n_resamples) < 1:
+        raise BadValueError(f"select={select!r} needs stability resamples (classify.stability_resamples >= 1)")
     if graph is not None and getattr(graph, "shape", None) != (n, n):
         raise BadValueError(f"the neighbour graph is {getattr(graph, 'shape', None)} for {n} galaxies")
 
@@ -503,7 +554,7 @@ def fit_clusters(
         fit_idx = np.sort(np.random.default_rng(seed).choice(n, int(max_fit), replace=False))
     Sf = S[fit_idx]
     nf = len(Sf)
-    if method == "graph" and graph is not None and nf < n:
+    if method in ("graph", "spectral") and graph is not None and nf < n:
         import scipy.sparse as sp
 
         graph = sp.csr_matrix(graph)[fit_idx][:, fit_idx]
@@ -513,15 +564,20 @@ def fit_clusters(
     if max_fit is not None and n > int(max_fit):
         params["max_fit"] = int(max_fit)
 
+    if rebuild is not None and nf < n:
+        rebuild = (lambda idx, s, _outer=rebuild: _outer(fit_idx[idx], s))
     fit = _fit_raw(Sf, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro,
-                   min_stability, n_resamples, seed, params, graph)
-    raw, model, scores, k = fit
+                   min_stability, n_resamples, seed, params, graph, rebuild,
+                   measure_stability and int(n_resamples) > 0)
+    raw, model, scores, k, stab = fit
     order = _size_order(raw, max(k, int(raw.max(initial=-1)) + 1))
     labels_f = _relabel(raw, order)
     result = ClusterFit(labels=labels_f, probability=np.ones(nf), n_clusters=int(len(np.unique(labels_f[labels_f >= 0]))),
                         method=method, select=None if (n_clusters is not None or method == "hdbscan") else select,
                         scores=scores, params={**params, "order": order}, model=model, fit_points=Sf,
-                        fit_labels=labels_f)
+                        fit_labels=labels_f, stability_scores=stab)
+    if stab:
+        result.stability = float(stab[k])
     if nf < n:
         labels = result.predict(S)
         labels[fit_idx] = labels_f
@@ -559,30 +615,52 @@ def default_clusters(
 
     method = DEFAULT_CLUSTERER if method is None else method
     space = DEFAULT_SPACE if space is None else space
-    if select is None and method == DEFAULT_CLUSTERER:
-        select = DEFAULT_SELECT
+    select = _select_for(select, method, n_clusters, stability_resamples)
     seed = as_seed(random_state)
     Z, _ = reduce_features(X, max_components=max_components, random_state=seed)
     S, graph = cluster_space(Z, space, xy=xy, random_state=seed, return_graph=True)
     k_range = (DEFAULT_K_RANGE[0], int(k_max) if k_max is not None else DEFAULT_K_RANGE[1])
+    rebuild = ((lambda idx, s: cluster_space(Z[idx], space, random_state=s,
+                                                return_graph=method in ("graph", "spectral")))
+               if space.startswith("umap") else None)
     fit = fit_clusters(S, method=method, n_clusters=n_clusters, select=select, k_range=k_range,
-                       min_cluster_size=min_cluster_size, graph=graph if method == "graph" else None,
-                       random_state=seed)
+                       min_cluster_size=min_cluster_size, graph=graph if method in ("graph", "spectral") else None,
+                       n_resamples=int(stability_resamples or 0), rebuild=rebuild,
+                       measure_stability=bool(stability_resamples), random_state=seed)
     fit.space = space
     fit.points = S
     fit.graph = graph if method == "graph" else None
-    if stability_resamples and int(stability_resamples) > 0:
+    if fit.stability is None and stability_resamples and int(stability_resamples) > 0:
         fit.stability = cluster_stability(
             S, fit.labels, method=method, n_clusters=None if method == "hdbscan" else fit.n_clusters,
             n_resamples=int(stability_resamples), random_state=seed, n_micro=fit.params.get("n_micro"),
-            min_cluster_size=fit.params.get("min_cluster_size") if method == "hdbscan" else None,
-            rebuild=(lambda idx, s: cluster_space(Z[idx], space, random_state=s, return_graph=method == "graph"))
-            if space.startswith("umap") else None)
+            min_cluster_size=fit.params.get("min_cluster_size") if method == "hdbscan" else None, rebuild=rebuild)
     return fit
 
 
+def default_method(colours_fused: bool) -> tuple[str, str]:
+    """``(clusterer, space)`` of ``galearn classify --clusterer auto`` (the default), measured in docs/maps.md.
+
+    With the stamps' aperture colours fused (stamps in linear units: survey
+    mosaics, the mock) spectral clustering of the 15-neighbour graph of the
+    PCA space (stable: no layout is optimised); without them (display images)
+    k-means in the 5-D UMAP.
+    """
+    return (COLOUR_CLUSTERER, COLOUR_SPACE) if colours_fused else (DEFAULT_CLUSTERER, DEFAULT_SPACE)
+
+
+def _select_for(select: str | None, method: str, n_clusters, stability_resamples) -> str | None:
+    """The k criterion of :func:`default_clusters`: the measured default for the default clusterer; a stability
+    criterion falls back to the silhouette when no stability is measured (``stability_resamples=0``)."""
+    if select is None and method == DEFAULT_CLUSTERER:
+        select = DEFAULT_SELECT
+    if select in ("stability", "stable-silhouette") and n_clusters is None and not (stability_resamples or 0):
+        select = "silhouette"
+    return select
+
+
 def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_samples, n_micro, min_stability,
-             n_resamples, seed, params, graph=None):
+             n_resamples, seed, params, graph=None, rebuild=None, measure=False):
     n = len(S)
     if method == "hdbscan":
         from sklearn.cluster import HDBSCAN
@@ -596,7 +674,7 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
             params["min_samples"] = int(min_samples)
         model = HDBSCAN(min_cluster_size=mcs, min_samples=min_samples, copy=True).fit(S)
         raw = model.labels_.astype(np.int64)
-        return raw, model, {}, int(raw.max(initial=-1)) + 1
+        return raw, model, {}, int(raw.max(initial=-1)) + 1, {}
 
     if method == "merge":
         nm = int(np.clip(round(n / 25), 20, 100)) if n_micro is None else int(n_micro)
@@ -620,6 +698,15 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
 
         def partition(k):
             return merged[min(k, max(merged))][0][micro]
+    elif method == "spectral":
+        G = _fuzzy_graph(S, seed) if graph is None else graph
+        hi_m = hi
+        cache = {}
+
+        def partition(k):
+            if k not in cache:
+                cache[k] = (_spectral(G, k, seed), None)
+            return cache[k][0]
     elif method == "ward":
         tree = _ward_tree(S)
 
@@ -637,6 +724,7 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
         hi_m = hi
 
     scores: dict = {}
+    stab: dict = {}
     if n_clusters is not None:
         k = min(n_clusters, len(present)) if method == "merge" else min(n_clusters, max(merged)) \
             if method == "graph" else n_clusters
@@ -652,17 +740,27 @@ def _fit_raw(S, method, n_clusters, select, lo, hi, min_cluster_size, min_sample
         for kk in range(max(lo, 2), hi_m + 1):
             scores[kk] = _silhouette(S, partition(kk), seed)
         k = max(scores, key=scores.get) if scores else 1
-    else:  # stability
-        for kk in range(max(lo, 2), hi_m + 1):
-            scores[kk] = cluster_stability(S, partition(kk), method=method, n_clusters=kk,
-                                           n_resamples=n_resamples, random_state=seed,
-                                           n_micro=params.get("n_micro"))
-        ok = [kk for kk, s in scores.items() if s >= min_stability]
-        k = max(ok) if ok else max(scores, key=scores.get)
+    else:  # stability, stable-silhouette: one stability curve over every k, on shared resamples
+        ks = list(range(max(lo, 2), hi_m + 1))
+        stab = stability_by_k(S, {kk: partition(kk) for kk in ks}, method=method, n_resamples=n_resamples,
+                              random_state=seed, rebuild=rebuild, n_micro=params.get("n_micro"))
+        ok = [kk for kk in ks if stab[kk] >= min_stability]
+        if select == "stability":
+            scores = dict(stab)
+            k = max(ok) if ok else max(ks, key=stab.get)
+        else:
+            scores = {kk: _silhouette(S, partition(kk), seed) for kk in ks}
+            k = max(ok, key=scores.get) if ok else max(ks, key=stab.get)
         params["min_stability"] = float(min_stability)
+    if measure and not stab:  # the stability curve beside another criterion (the partitions are cached)
+        ks = [int(k)] if n_clusters is not None else (sorted(scores) or [int(k)])
+        stab = stability_by_k(S, {kk: partition(kk) for kk in ks}, method=method, n_resamples=n_resamples,
+                              random_state=seed, rebuild=rebuild, n_micro=params.get("n_micro"))
+    if stab:
+        params["n_resamples"] = int(n_resamples)
     raw = partition(k)
     model = cache[k][1] if method in ("kmeans", "gmm") else None
-    return raw, model, scores, int(k)
+    return raw, model, scores, int(k), stab
 
 
 def membership_probability(S, labels, result: ClusterFit, model) -> np.ndarray:
@@ -716,30 +814,73 @@ def cluster_stability(
     float
         Mean ARI over the resamples (1: identical every time).
     """
+    S = check_features(S, name="clustering space", min_samples=2)
+    key = None if method == "hdbscan" else n_clusters
+    return _resample_aris(S, {key: np.asarray(labels, dtype=np.int64)}, method=method, n_resamples=n_resamples,
+                          fraction=fraction, random_state=random_state, rebuild=rebuild, **kwargs)[key]
+
+
+def stability_by_k(
+    S,
+    partitions: dict,
+    *,
+    method: str = "kmeans",
+    n_resamples: int = 10,
+    fraction: float = 0.8,
+    random_state=0,
+    rebuild=None,
+    **kwargs,
+) -> dict[int, float]:
+    """:func:`cluster_stability` of several partitions of the same galaxies, one per ``k``, on shared resamples.
+
+    ``partitions`` maps ``k`` to the labels (N,) of the method fitted with
+    ``n_clusters=k`` on all of ``S``. Each of the ``n_resamples`` seeded
+    resamples (the same draws as :func:`cluster_stability` with the same
+    ``random_state``) builds its space once (``rebuild``, e.g. a UMAP re-fitted
+    on the resampled galaxies), then fits the method at every ``k``; so
+    ``stability_by_k(S, {k: labels})[k] == cluster_stability(S, labels, n_clusters=k)``
+    and the whole curve costs one space per resample.
+
+    Returns
+    -------
+    dict
+        ``{k: mean ARI over the resamples}``.
+    """
+    S = check_features(S, name="clustering space", min_samples=2)
+    if method == "hdbscan":
+        raise BadValueError("stability_by_k needs a method with a number of clusters (not hdbscan)")
+    parts = {int(k): np.asarray(v, dtype=np.int64) for k, v in partitions.items()}
+    return _resample_aris(S, parts, method=method, n_resamples=n_resamples, fraction=fraction,
+                          random_state=random_state, rebuild=rebuild, **kwargs)
+
+
+def _resample_aris(S, partitions: dict, *, method, n_resamples, fraction, random_state, rebuild, **kwargs) -> dict:
+    """Mean ARI per key of ``partitions`` (``{n_clusters or None: labels}``) over seeded m-out-of-n resamples."""
     from sklearn.metrics import adjusted_rand_score
 
-    S = check_features(S, name="clustering space", min_samples=2)
-    labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(as_seed(random_state))
     m = max(2, int(round(float(fraction) * len(S))))
     kw = {k: v for k, v in kwargs.items() if v is not None}
     if method not in ("merge", "graph"):
         kw.pop("n_micro", None)
-    out = []
+    for labels in partitions.values():
+        if len(labels) != len(S):
+            raise BadValueError(f"{len(labels)} cluster labels for {len(S)} galaxies")
+    out: dict = {k: [] for k in partitions}
     for _ in range(int(n_resamples)):
         idx = np.sort(rng.choice(len(S), m, replace=False))
         seed = int(rng.integers(0, 2**31 - 1))
         built = S[idx] if rebuild is None else rebuild(idx, seed)
         S_sub, g_sub = built if isinstance(built, tuple) else (built, None)
-        if method == "graph":
+        if method in ("graph", "spectral"):
             kw["graph"] = g_sub
-        if method == "hdbscan":
-            sub = fit_clusters(S_sub, method=method, random_state=seed, max_fit=None, **kw).labels
-        else:
-            sub = fit_clusters(S_sub, method=method, n_clusters=n_clusters, random_state=seed, max_fit=None,
-                               **kw).labels
-        out.append(adjusted_rand_score(labels[idx], sub))
-    return float(np.mean(out))
+        for k, labels in partitions.items():
+            if method == "hdbscan":
+                sub = fit_clusters(S_sub, method=method, random_state=seed, max_fit=None, **kw).labels
+            else:
+                sub = fit_clusters(S_sub, method=method, n_clusters=k, random_state=seed, max_fit=None, **kw).labels
+            out[k].append(adjusted_rand_score(labels[idx], sub))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
 
 
 def majority_labels(clusters, classes, n_classes: int) -> np.ndarray:
