@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config: {exc}; using the defaults", file=sys.stderr)
         cfg = RunConfig()
     over = json.loads(args.overrides)
-    g = dataclasses.replace(cfg.gan, steps=args.steps, checkpoint_every=100000, grid_every=100000, threads=1, **over)
+    # An override's "steps" (e.g. a smaller batch at equal CPU time) wins over --steps.
+    g = dataclasses.replace(cfg.gan, **{"steps": args.steps, "checkpoint_every": 100000, "grid_every": 100000,
+                                        "threads": 1, **over})
     cfg = dataclasses.replace(cfg, gan=g)
     c0, t0 = time.process_time(), time.time()
     run_train(ws, g, progress=False)

@@ -186,13 +186,13 @@ class GanTrainConfig:
     """What ``galearn gan train`` reads (its fingerprint: a change retrains the GAN)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
-    steps: int = 100  # ~1-1.2 s/step on 1 CPU thread: ~125 s, fits `galearn run`; blurry blobs, not full quality (docs/gan.md)
-    batch_size: int = 32
+    steps: int = 190  # ~0.56 CPU s/step at batch 16 on 1 thread: ~107 s, fits `galearn run`; rough, not full quality (docs/gan.md)
+    batch_size: int = 16  # 16 x 190 steps beat 32 x 100 steps at equal CPU time on 3 mock fields (docs/gan.md, round 4)
     z_dim: int = 128
     channels: int = 16  # width of the full-resolution blocks (x8 at 4x4); 16: G 0.5M, D 0.4M parameters
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    adam_beta1: float = 0.5  # Adam betas of G and D (DCGAN's 0.5; SNGAN's 0.0 not compared with these networks)
+    adam_beta1: float = 0.0  # Adam betas of G and D (SNGAN / StyleGAN2-ADA's 0; 0.5 gave lower precision / recall at 100 steps, docs/gan.md round 4)
     adam_beta2: float = 0.999
     d_steps: int = 1  # D steps per G step
     discriminator: str = "sngan"  # "sngan" (pixel-space projection D) or "projected" (frozen pre-trained features, docs/gan.md)
@@ -204,6 +204,9 @@ class GanTrainConfig:
     sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "learnt": per-band noise gain
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
+    g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)
+    g_envelope: bool = False  # G's own output x the (drawn) class template's light / its peak: nothing painted on the sky (needs g_template; docs/gan.md round 4)
+    g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the class template's (needs g_template; docs/gan.md round 4)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)
     d_radius: bool = True  # SNGAN D: append a fixed distance-from-centre map to its input (a centring prior)
     d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)

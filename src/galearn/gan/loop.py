@@ -49,10 +49,12 @@ log = logging.getLogger(__name__)
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale", "g_template_warp")
+           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
-LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False}
+LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
+                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False}
+G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
@@ -90,7 +92,9 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
                   template=bool(getattr(cfg, "g_template", False)),
                   out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
-                  template_warp=bool(getattr(cfg, "g_template_warp", False)))
+                  template_warp=bool(getattr(cfg, "g_template_warp", False)),
+                  residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
+                  envelope=bool(getattr(cfg, "g_envelope", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -201,6 +205,11 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.r1_gamma must be >= 0, got {cfg.r1_gamma!r}")
     if cfg.g_template_warp and not cfg.g_template:
         raise BadValueError("gan.g_template_warp needs gan.g_template = true")
+    if cfg.g_residual not in G_RESIDUALS:
+        raise BadValueError(f"gan.g_residual must be one of {', '.join(G_RESIDUALS)}, got {cfg.g_residual!r}")
+    for name in ("g_residual", "g_pin_sky", "g_envelope"):
+        if getattr(cfg, name) not in ("bands", False) and not cfg.g_template:
+            raise BadValueError(f"gan.{name} needs gan.g_template = true")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
@@ -281,6 +290,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     With a drawn template (``gan.g_template_warp``) its class means and
     spread are measured on ``stamps`` (:func:`galearn.gan.template.measure_shapes`,
     kept as ``G.template_shapes``) and its weights drawn from ``seed``.
+    With a luminance residual (``gan.g_residual``) G's colour buffer is the
+    templates' colours (:func:`galearn.gan.template.template_colours`).
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
@@ -297,8 +308,14 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
             G.template_shapes = measure_shapes(stamps, y, (tmpl + 1.0) / 2.0)
             for net in (G, G_ema):
                 net.warp.set(G.template_shapes, derive_seed(seed, 0, 7117))
+        if G.residual == "luminance":
+            from .template import template_colours
+
+            colour = torch.from_numpy(template_colours((tmpl + 1.0) / 2.0))
+            for net in (G, G_ema):
+                net.colour.copy_(colour)
     for net in (G, G_ema):
-        net.to_img.bias.copy_(torch.from_numpy(bias))
+        net.to_img.bias.copy_(torch.from_numpy(bias[: net.to_img.out_channels]))
     return bias
 
 
@@ -446,12 +463,15 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     # Overwritten by a checkpoint on resume.
     init_output_bias(G, G_ema, stamps, y_all, seed=cfg.random_state)
     sky = None
-    if G.sky_noise:  # measured on the real training stamps; overwritten by a checkpoint on resume
-        from .sky import measure_sky
+    if G.sky_noise or G.pin_sky:  # measured on the real training stamps; overwritten by a checkpoint on resume
+        from .sky import measure_sky, stretched_level
 
         sky = measure_sky(stamps, sample.stretch)
-        G.sky.set(sky)
-        G_ema.sky.set(sky)
+        for net in (G, G_ema):
+            if G.sky_noise:
+                net.sky.set(sky)
+            if G.pin_sky:  # the noiseless sky level of the real stamps, network units
+                net.sky_level.copy_(torch.from_numpy(2.0 * stretched_level(sky) - 1.0))
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
     if cfg.fast_step and device.type == "cpu":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)

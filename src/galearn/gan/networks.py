@@ -167,18 +167,49 @@ class Generator(nn.Module):
         ``template``): brightness, size and shape of the class template from
         the latent, :class:`~galearn.gan.template.TemplateWarp`, started at the
         spread measured on the real stamps (:func:`galearn.gan.loop.init_output_bias`).
+    residual : {"bands", "luminance"}
+        G's own output (``gan.g_residual``): one map per band, or ONE map
+        multiplied by its class's colour (buffer ``colour`` ``(K, C)``, mean 1
+        over bands, set from the class templates by
+        :func:`galearn.gan.loop.init_output_bias`), so G changes the light
+        but not the band ratios of the template (needs ``template``).
+    pin_sky : bool
+        Shift each noiseless stamp, per band, so that its outer-ring median
+        equals the real stamps' noiseless sky level (buffer ``sky_level``,
+        network units, set from :func:`galearn.gan.sky.measure_sky` by
+        :func:`galearn.gan.loop.run_train`; ``gan.g_pin_sky``, needs
+        ``template``): G's output cannot raise or lower the sky on which the
+        measured noise is added and clipped. (Not the template's ring median:
+        the pixel-wise median over stamps holds the neighbours' light and sat
+        0.1-0.4 linear units above the measured level, docs/gan.md round 4.)
+    envelope : bool
+        Multiply G's own output by the sample's (drawn) template light above
+        its ring median, summed over bands and divided by its peak
+        (``gan.g_envelope``, needs ``template``): G modulates the source and
+        paints nothing on the sky.
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool = False, template: bool = False, out_scale: float = 1.0,
-                 template_warp: bool = False) -> None:
+                 template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
+                 envelope: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
         self.fc = nn.Linear(z_dim, widths[0] * 16)
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
-        self.to_img = nn.Conv2d(widths[-1], n_bands, 3, padding=1, padding_mode="reflect")
+        if residual not in ("bands", "luminance"):
+            raise BadValueError(f"gan.g_residual must be bands or luminance, got {residual!r}")
+        if (residual == "luminance" or pin_sky or envelope) and not template:
+            raise BadValueError("gan.g_residual = luminance, gan.g_pin_sky and gan.g_envelope need gan.g_template = true")
+        self.residual, self.pin_sky, self.envelope = residual, bool(pin_sky), bool(envelope)
+        self.to_img = nn.Conv2d(widths[-1], 1 if residual == "luminance" else n_bands, 3, padding=1,
+                                padding_mode="reflect")
+        if pin_sky:
+            self.register_buffer("sky_level", torch.full((n_bands,), -1.0))
+        if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
+            self.register_buffer("colour", torch.ones(n_classes, n_bands))
         if out_scale != 1.0:
             with torch.no_grad():
                 self.to_img.weight.mul_(float(out_scale))
@@ -213,10 +244,18 @@ class Generator(nn.Module):
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
         out = self.to_img(h)
-        if self.warp is not None:
-            out = out + self.warp(self.template, z, y)
-        elif self.template is not None:
-            out = out + self.template[y]
+        if self.residual == "luminance":
+            out = out * self.colour[y][:, :, None, None]
+        if self.template is not None:
+            from .template import ring_median
+
+            base = self.warp(self.template, z, y) if self.warp is not None else self.template[y]
+            if self.envelope:  # the source's light above its sky, 0..1: G paints only where the template has light
+                light = (base - ring_median(base)).clamp(min=0.0).sum(dim=1, keepdim=True).detach()
+                out = out * (light / light.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6))
+            out = out + base
+            if self.pin_sky:
+                out = out - ring_median(out) + self.sky_level.view(1, -1, 1, 1).to(out.dtype)
         if self.sky_noise:
             return self.sky(out, gen)
         return self.out_noise(out, gen).clamp(-1.0, 1.0)

@@ -27,7 +27,7 @@ from scipy.stats import norm
 
 from ..errors import BadValueError
 
-__all__ = ["measure_sky", "SkyNoise", "SKY_NOISE"]
+__all__ = ["measure_sky", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
 SKY_NOISE = ("measured", "learnt")
 
@@ -98,6 +98,16 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
         p0s.append(p0)
     return {"sigma": sigma, "level": level, "softening": [float(t) for t in a], "norm": [float(t) for t in nrm],
             "clipped_fraction": p0s}
+
+
+def stretched_level(sky: dict) -> np.ndarray:
+    """The noiseless sky level of a :func:`measure_sky` result in stretched units (per band, ``float32``)."""
+    level = np.asarray(sky["level"], dtype="f8")
+    a = np.asarray(sky["softening"], dtype="f8")
+    nrm = np.asarray(sky["norm"], dtype="f8")
+    asinh = a > 0
+    out = np.where(asinh, np.arcsinh(level / np.where(asinh, a, 1.0)) / nrm, level)
+    return out.astype("f4")
 
 
 class SkyNoise(torch.nn.Module):

@@ -2,7 +2,7 @@
 
 With ``gan.g_template`` the generator adds a learnt per-class image, started
 at the class's pixel-wise median real stamp, to its own output. Every sample
-of a class then starts from the SAME source: at the default 100 steps the
+of a class then starts from the SAME source: at 100-200 steps the
 generated library has the median galaxy's size, brightness and roundness,
 and its variety comes only from what G's convolutions learnt (recall ~0.1 on
 some mock fields, docs/gan.md). With the template drawn, each sample's
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["measure_shapes", "TemplateWarp", "N_WARP"]
+__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
 _MAX_E = 0.9
@@ -111,6 +111,27 @@ def measure_shapes(stamps: np.ndarray, y: np.ndarray, templates: np.ndarray) -> 
     return {"mean": mean.tolist(), "std": std.tolist(), "window_sigma": float(sigma)}
 
 
+def ring_median(x: torch.Tensor) -> torch.Tensor:
+    """Median of the outer ring (``H // 8`` pixels wide) of ``x (N, C, H, W)`` per image and band: ``(N, C, 1, 1)``."""
+    k = max(1, x.shape[-1] // 8)
+    ring = torch.cat([x[..., :k, :].flatten(2), x[..., -k:, :].flatten(2),
+                      x[..., k:-k, :k].flatten(2), x[..., k:-k, -k:].flatten(2)], dim=2)
+    return ring.median(dim=2).values[:, :, None, None]
+
+
+def template_colours(templates: np.ndarray) -> np.ndarray:
+    """Per-class colour of the class templates ``(K, C, H, W)`` (stretched ``[0, 1]``): ``(K, C)``, mean 1 over bands.
+
+    The colour of class ``k`` in band ``b`` is the template's light above its
+    outer-ring median, summed over the pixels (stretched units); a class
+    without light above its sky gets equal weights.
+    """
+    t = torch.as_tensor(np.asarray(templates, dtype="f4"))
+    light = (t - ring_median(t)).clamp(min=0.0).sum(dim=(2, 3)).double().numpy()  # (K, C)
+    mean = light.mean(axis=1, keepdims=True)
+    return np.where(mean > 0, light / np.where(mean > 0, mean, 1.0), 1.0).astype("f4")
+
+
 class TemplateWarp(torch.nn.Module):
     """Per-sample brightness, size and shape of the class template: ``(template (K, C, H, W), z, y) -> (N, C, H, W)``.
 
@@ -153,8 +174,5 @@ class TemplateWarp(torch.nn.Module):
         src = template[y]
         grid = F.affine_grid(theta.to(src.dtype), list(src.shape), align_corners=False)
         warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        k = max(1, src.shape[-1] // 8)
-        ring = torch.cat([src[..., :k, :].flatten(2), src[..., -k:, :].flatten(2),
-                          src[..., k:-k, :k].flatten(2), src[..., k:-k, -k:].flatten(2)], dim=2)
-        sky = ring.median(dim=2).values[:, :, None, None].detach()
+        sky = ring_median(src).detach()
         return sky + flux.to(src.dtype)[:, None, None, None] * (warped - sky)
