@@ -2,12 +2,7 @@ import sys
 sys.path.insert(0, "/tmp/15r4-x")
 import analyze, post
 from pathlib import Path
-def rule_sil(c): return max(c, key=lambda k: c[k]["sil"])
-def rule_stsil(c, t=0.8):
-    ok = [k for k in c if c[k]["stab"] >= t]
-    return max(ok, key=lambda k: c[k]["sil"]) if ok else max(c, key=lambda k: c[k]["stab"])
-def rule_prod(c): return max(c, key=lambda k: c[k]["sil"] * c[k]["stab"])
-RULES = {"sil": rule_sil, "stsil": rule_stsil, "prod": rule_prod}
+from summ_rules import RULES
 v = sys.argv[1]; pp = post.knn15 if len(sys.argv) > 2 and sys.argv[2] == "knn" else None
 fields = ["s0", "s1", "s2", "s3", "gz"]
 for f in fields:
