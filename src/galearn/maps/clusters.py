@@ -340,15 +340,26 @@ def _merge_cut(merges, n_micro, present, k):
     return out
 
 
+#: Below this many points the fuzzy graph is built from exact distances, as ``umap.UMAP`` itself does
+#: for small data (no NN-descent, whose numba compilation costs about a minute per process).
+EXACT_GRAPH_MAX = 4096
+
+
 def _fuzzy_graph(S, seed):
     """UMAP's fuzzy neighbour graph of the points themselves (sparse, symmetric)."""
     import warnings
 
     from umap.umap_ import fuzzy_simplicial_set
 
+    k = min(UMAP_NEIGHBOURS, len(S) - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = fuzzy_simplicial_set(S, min(UMAP_NEIGHBOURS, len(S) - 1), np.random.RandomState(seed), "euclidean")[0]
+        if len(S) < EXACT_GRAPH_MAX:
+            from sklearn.metrics import pairwise_distances
+
+            graph = fuzzy_simplicial_set(pairwise_distances(S), k, np.random.RandomState(seed), "precomputed")[0]
+        else:
+            graph = fuzzy_simplicial_set(S, k, np.random.RandomState(seed), "euclidean")[0]
     return graph.tocsr()
 
 
@@ -873,7 +884,8 @@ def _resample_aris(S, partitions: dict, *, method, n_resamples, fraction, random
         built = S[idx] if rebuild is None else rebuild(idx, seed)
         S_sub, g_sub = built if isinstance(built, tuple) else (built, None)
         if method in ("graph", "spectral"):
-            kw["graph"] = g_sub
+            # one neighbour graph per resample, shared by every k (what fit_clusters would build for each)
+            kw["graph"] = _fuzzy_graph(S_sub, seed) if g_sub is None else g_sub
         for k, labels in partitions.items():
             if method == "hdbscan":
                 sub = fit_clusters(S_sub, method=method, random_state=seed, max_fit=None, **kw).labels
