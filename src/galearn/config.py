@@ -201,7 +201,7 @@ class GanTrainConfig:
     d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
-    sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "learnt": per-band noise gain
+    sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
     g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)

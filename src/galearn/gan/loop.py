@@ -89,7 +89,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     """
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
-                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
+                  sky_noise={"measured": True, "measured-correlated": "correlated"}.get(getattr(cfg, "sky_noise", "learnt"),
+                                                                                         False),
                   template=bool(getattr(cfg, "g_template", False)),
                   out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
                   template_warp=bool(getattr(cfg, "g_template_warp", False)),
@@ -467,9 +468,19 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         from .sky import measure_sky, stretched_level
 
         sky = measure_sky(stamps, sample.stretch)
+        rho = None
+        if G.sky_noise and G.sky.correlated:  # the sky's measured autocorrelation (gan.sky_noise = measured-correlated)
+            from .sky import measure_sky_correlation
+
+            rho = measure_sky_correlation(stamps)
+            mid = np.array(rho.shape[-2:]) // 2
+            sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
+                                    for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
+                if rho is not None:
+                    net.sky.set_correlation(rho)
             if G.pin_sky:  # the noiseless sky level of the real stamps, network units
                 net.sky_level.copy_(torch.from_numpy(2.0 * stretched_level(sky) - 1.0))
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)

@@ -144,10 +144,12 @@ class Generator(nn.Module):
         Latent dimension.
     channels : int
         Width of the highest-resolution block (the 4x4 block has 8x this).
-    sky_noise : bool
+    sky_noise : bool or "correlated"
         G paints the noiseless stamp and :class:`~galearn.gan.sky.SkyNoise`
         adds the sky noise measured on the real stamps (set its buffers with
         ``G.sky.set(measure_sky(...))``) instead of the learnt per-band noise.
+        ``"correlated"``: that noise with the real sky's measured
+        autocorrelation (``G.sky.set_correlation(measure_sky_correlation(...))``).
     template : bool
         A learnt per-class image ``(n_classes, C, H, W)`` added to the output
         (``gan.g_template``), started at the pixel-wise median of the class's
@@ -190,7 +192,7 @@ class Generator(nn.Module):
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
-                 sky_noise: bool = False, template: bool = False, out_scale: float = 1.0,
+                 sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False) -> None:
         super().__init__()
@@ -216,7 +218,7 @@ class Generator(nn.Module):
         if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
             from .sky import SkyNoise
 
-            self.sky = SkyNoise(n_bands)
+            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None)
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
