@@ -21,6 +21,10 @@ Usage::
         [--mock-methods ...] [--real-full-seeds 1] [--fuse catalog:zbest ...] [--colours auto|off]
         [--colour-weight 0.2] [--resamples 10] [--json out.json]
 
+``--methods auto`` is exactly what ``galearn classify`` runs by default on each
+workspace (spectral clustering in the PCA space when the aperture colours are
+fused, k-means in the 5-D UMAP otherwise); the table names what it resolved to.
+
 ``--colours auto`` (default) clusters what ``galearn classify`` clusters by
 default: the CNN features with the label-free aperture colours appended
 (:mod:`galearn.features.aperture`; not for display images); ``off``: the CNN
@@ -50,14 +54,16 @@ from galearn.evaluate.classify import colour_block_for, comparison_columns  # no
 from galearn.features.fuse import append_block  # noqa: E402
 from galearn.features.fuse import (CATALOG_PREFIX, catalog_matrix, check_fuse, fuse_blocks,  # noqa: E402
                                    fuse_repeats, robust_standardise)
-from galearn.maps.clusters import default_clusters  # noqa: E402
+from galearn.maps.clusters import default_clusters, default_method  # noqa: E402
 from galearn.store import load_features, require_sample, resolve_backbone  # noqa: E402
 from galearn.runtime import blas_threads  # noqa: E402
 from galearn.store import Workspace, read_map  # noqa: E402
 
-#: name -> (space, method, select); the first is galearn's default for display images (galearn.maps.clusters.DEFAULT_*),
-#: ``spectral-silhouette`` its default when the aperture colours are fused (``galearn.maps.default_method``)
+#: name -> (space, method, select). ``auto`` is what ``galearn classify`` runs by default
+#: (``galearn.maps.default_method``: ``spectral-silhouette`` when the aperture colours are fused,
+#: else ``kmeans-silhouette-umap5``), resolved per workspace.
 METHODS = {
+    "auto": ("auto", "auto", None),
     "kmeans-silhouette-umap5": ("umap:5", "kmeans", "silhouette"),
     "kmeans-silhouette": ("pca", "kmeans", "silhouette"),
     "kmeans-stability": ("pca", "kmeans", "stability"),
@@ -83,7 +89,8 @@ KEYS = ("n_clusters", "cluster_majority_balanced_accuracy", "ami", "ari", "clust
 
 def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None, colours: str = "auto",
          colour_weight: float = 0.2):
-    """Features (optionally with catalogue columns fused as ``galearn features --fuse catalog:...`` does), map, columns.
+    """Features (optionally with catalogue columns fused as ``galearn features --fuse catalog:...`` does), map, columns
+    and whether the aperture colours were fused.
 
     ``colours`` ``auto`` appends the label-free aperture colours as ``galearn classify`` does
     (:func:`galearn.evaluate.classify.colour_block_for`: only for stamps in linear units), ``off`` does not.
@@ -109,7 +116,7 @@ def load(ws_path: str, compare: tuple[str, ...], fuse: str | None = None, colour
         X = X.astype(np.float64)
     print(f"  {ws_path}: colours {'fused ' + str(record['columns']) if record['fused'] else 'not fused: ' + record['reason']}"
           + (f" (weight {colour_weight})" if record["fused"] else ""), flush=True)
-    return X, xy, columns
+    return X, xy, columns, bool(record["fused"])
 
 
 def encode(labels: np.ndarray):
@@ -120,15 +127,17 @@ def encode(labels: np.ndarray):
     return keep, np.searchsorted(names, labels[keep]), list(names)
 
 
-def evaluate(X, xy, columns, seed, methods, resamples):
+def evaluate(X, xy, columns, seed, methods, resamples, colours_fused=False):
     rows = {}
     with blas_threads(1):
         for name in methods:
             space, method, select = METHODS[name]
+            if method == "auto":
+                method, space = default_method(colours_fused)
             t0 = time.perf_counter()
             fit = default_clusters(X, method=method, space=space, xy=xy, select=select,
                                    stability_resamples=resamples, random_state=seed)
-            row = {"stability": fit.stability, "seconds": time.perf_counter() - t0,
+            row = {"stability": fit.stability, "seconds": time.perf_counter() - t0, "clusterer": f"{method} in {space}",
                    "stability_by_k": {int(k): float(v) for k, v in fit.stability_scores.items()}}
             for col, labels in columns.items():
                 keep, yi, names = encode(labels)
@@ -152,9 +161,10 @@ def mean_table(runs: list[dict]) -> dict:
         entry = {"n_runs": len(have),
                  "stability": float(np.mean([r["stability"] for r in have])),
                  "stability_min": float(np.min([r["stability"] for r in have])),
-                 "seconds": float(np.mean([r["seconds"] for r in have]))}
+                 "seconds": float(np.mean([r["seconds"] for r in have])),
+                 "clusterer": sorted({r["clusterer"] for r in have})}
         for col in have[0]:
-            if col in ("stability", "seconds", "stability_by_k"):
+            if col in ("stability", "seconds", "stability_by_k", "clusterer"):
                 continue
             entry[col] = {k: float(np.mean([r[col][k] for r in have])) for k in KEYS}
             entry[col]["cluster_majority_balanced_accuracy_min"] = float(
@@ -194,28 +204,28 @@ def main(argv=None) -> int:
             ap.error("--mock-seeds: one seed per --mock workspace")
         for i, path in zip(seeds, args.mock):
             print(f"mock {path} (seed {i})", flush=True)
-            X, xy, cols = load(path, (), colours=args.colours, colour_weight=args.colour_weight)
-            runs.append(evaluate(X, xy, cols, i, args.mock_methods or args.methods, args.resamples))
+            X, xy, cols, fused = load(path, (), colours=args.colours, colour_weight=args.colour_weight)
+            runs.append(evaluate(X, xy, cols, i, args.mock_methods or args.methods, args.resamples, fused))
         result["mock"] = mean_table(runs)
         for fuse in args.fuse:
             runs = []
             for i, path in zip(seeds, args.mock):
                 print(f"mock {path} (seed {i}) fused {fuse}", flush=True)
-                X, xy, cols = load(path, (), fuse, colours=args.colours, colour_weight=args.colour_weight)
-                runs.append(evaluate(X, xy, cols, i, (args.mock_methods or args.methods)[:1], args.resamples))
+                X, xy, cols, fused = load(path, (), fuse, colours=args.colours, colour_weight=args.colour_weight)
+                runs.append(evaluate(X, xy, cols, i, (args.mock_methods or args.methods)[:1], args.resamples, fused))
             result[f"mock+{fuse}"] = mean_table(runs)
     if args.real:
         runs = []
-        X, xy, cols = load(args.real, (args.real_column,), colours=args.colours, colour_weight=args.colour_weight)
+        X, xy, cols, fused = load(args.real, (args.real_column,), colours=args.colours, colour_weight=args.colour_weight)
         for seed in args.seeds:
             print(f"real {args.real} (seed {seed})", flush=True)
             full = args.real_full_seeds is None or len(runs) < args.real_full_seeds
-            runs.append(evaluate(X, xy, cols, seed, args.methods if full else args.methods[:1], args.resamples))
+            runs.append(evaluate(X, xy, cols, seed, args.methods if full else args.methods[:1], args.resamples, fused))
         result["real"] = mean_table(runs)
 
     print()
     mock_cols = ("uvj_class", "truth_morph", "truth_class")
-    head = "| method | space |"
+    head = "| method | clusterer in space |"
     if "mock" in result:
         head += " mock k | UVJ maj-BA | UVJ AMI | ET/disk maj-BA | 5-class maj-BA | mock stability |"
     if "real" in result:
@@ -225,7 +235,8 @@ def main(argv=None) -> int:
     for name in args.methods:
         if not any(name in result.get(k, {}) for k in ("mock", "real")):
             continue
-        line = f"| {name} | {METHODS[name][0]} |"
+        resolved = {c for k in ("mock", "real") for c in result.get(k, {}).get(name, {}).get("clusterer", [])}
+        line = f"| {name} | {', '.join(sorted(resolved))} |"
         if "mock" in result and name in result["mock"]:
             m = result["mock"][name]
             c = [m.get(k) for k in mock_cols]

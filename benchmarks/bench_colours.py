@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         (raw, names), kind = block_of(ws)
         real = kind == "images"
         wanted = (args.real_column,) if real else ("uvj_class", "truth_morph")
-        X, _, cols = load(ws, wanted, colours="off")
+        X, _, cols, _ = load(ws, wanted, colours="off")
         cols = {c: cols[c] for c in wanted}
         seed = 0 if real else i
         B = robust_standardise(raw)[0]
