@@ -128,3 +128,46 @@ def test_white_measured_sky_keeps_its_state_and_the_option_is_checked():
     assert corr.sky.correlated and "sky.amplitude" in corr.state_dict()
     with pytest.raises(BadValueError, match="gan.sky_noise must be one of measured, measured-correlated, learnt"):
         _validate(dataclasses.replace(TINY, sky_noise="correlated"))
+
+
+def test_sky_penalty_measures_the_noiseless_ring_against_the_real_sky_and_resumes(tmp_path):
+    """gan.g_sky_penalty: the mean squared deviation (in sky sigmas) of the noiseless stamp's outer ring from the
+    measured sky level is 0 for a flat ring at that level, 1 for a ring one sigma off; G's loss carries it."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate, build_networks
+    from galearn.gan.sky import SkyNoise, measure_sky, stretched_level
+
+    stretched, stretch = _correlated_sky(n=100)
+    sky = measure_sky(stretched, stretch)
+    module = SkyNoise(3)
+    module.set(sky)
+    level = torch.tensor(sky["level"], dtype=torch.float32)
+    flat = torch.from_numpy(2.0 * stretched_level(sky) - 1.0).view(1, 3, 1, 1).expand(2, 3, 32, 32).clone()
+    assert float(module.ring_deviation(flat, level)) < 1e-6
+    # One sigma above the level everywhere (linear units -> stretched -> network units).
+    a, nrm = np.asarray(sky["softening"]), np.asarray(sky["norm"])
+    up = np.arcsinh((np.asarray(sky["level"]) + np.asarray(sky["sigma"])) / a) / nrm
+    shifted = torch.from_numpy((2.0 * up - 1.0).astype("f4")).view(1, 3, 1, 1).expand(2, 3, 32, 32).clone()
+    assert float(module.ring_deviation(shifted, level)) == pytest.approx(1.0, rel=1e-3)
+    # Only the ring counts: a bright centre costs nothing.
+    centre = flat.clone()
+    centre[..., 8:24, 8:24] = 0.9
+    assert float(module.ring_deviation(centre, level)) < 1e-6
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, sky_noise="measured", g_sky_penalty=0.5)
+    G, _, G_ema = build_networks(2, 3, 32, cfg)
+    assert G.sky_penalty == 0.5 and "sky_ring_level" in G.state_dict()
+    G.train()
+    G(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]), torch.Generator().manual_seed(0))
+    assert G.last_sky_penalty is not None and G.last_sky_penalty.requires_grad
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    info = json.loads((ws.gan / "config.json").read_text())
+    np.testing.assert_allclose(ckpt["G_ema"]["sky_ring_level"].numpy(), info["sky"]["level"], rtol=1e-6)
+    with pytest.raises(BadValueError, match="g_sky_penalty"):
+        from galearn.gan import run_train
+
+        run_train(ws, dataclasses.replace(cfg, g_sky_penalty=0.0, steps=6), resume=True, progress=False)
+    with pytest.raises(BadValueError, match="gan.g_sky_penalty must be a number >= 0"):
+        _validate(dataclasses.replace(cfg, g_sky_penalty=-1.0))
+    with pytest.raises(BadValueError, match="g_sky_penalty needs gan.sky_noise"):
+        _validate(dataclasses.replace(cfg, sky_noise="learnt"))

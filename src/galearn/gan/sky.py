@@ -279,6 +279,30 @@ class SkyNoise(torch.nn.Module):
         for name in ("sigma", "softening", "norm"):
             getattr(self, name).copy_(torch.as_tensor(sky[name], dtype=torch.float32))
 
+    def _linear(self, h: torch.Tensor) -> torch.Tensor:
+        """Network units (unclipped noiseless stamps) -> linear units."""
+        shape = (1, h.shape[1], 1, 1)
+        a = self.softening.view(shape).to(h.dtype)
+        nrm = self.norm.view(shape).to(h.dtype)
+        u = ((h + 1.0) * 0.5).clamp(-1.0, 1.5)
+        asinh = a > 0
+        return torch.where(asinh, torch.where(asinh, a, torch.ones_like(a)) * torch.sinh(u * nrm), u)
+
+    def ring_deviation(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Mean over stamps, bands and outer-ring pixels (``H // 8`` wide) of ``((x - level_b) / sigma_b)^2``.
+
+        ``h``: noiseless stamps (network units); ``x``: their linear units;
+        ``level``: the real noiseless sky level per band (linear units). 0
+        for a flat ring at the real level; a scalar with ``h``'s graph.
+        """
+        k = max(1, h.shape[-1] // 8)
+        lin = self._linear(h.float())
+        z = (lin - level.view(1, -1, 1, 1)) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
+        z2 = z.square()
+        inner = z2[..., k:-k, k:-k].sum(dim=(-2, -1))
+        n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
+        return ((z2.sum(dim=(-2, -1)) - inner) / n_ring).mean()
+
     def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``."""
         c = h.shape[1]
