@@ -104,3 +104,29 @@ def test_spectral_clusterer_finds_the_small_population_stably():
     assert set(chosen.stability_scores) == {2, 3, 4, 5} and chosen.stability is not None
     assert (fit.predict(X[:5]) == fit.labels[:5]).all()  # nearest fitted neighbour
     assert default_method(True) == ("spectral", "pca") and default_method(False) == ("kmeans", "umap:5")
+
+
+def test_spectral_partitions_are_scikit_learns_normalised_cut():
+    """One Lanczos embedding cut at every k gives SpectralClustering's own partitions (cluster_qr)."""
+    import warnings
+
+    from sklearn.cluster import SpectralClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    from galearn.maps.clusters import _fuzzy_graph, _spectral_labels, _spectral_maps
+
+    X, y = blobs(1)
+    graph = _fuzzy_graph(X, 0)
+    maps = _spectral_maps(graph, 6, seed=0)
+    assert maps.shape == (len(X), 6)
+    for k in (2, 3, 4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
+                                     random_state=0).fit(graph).labels_
+        assert adjusted_rand_score(ref, _spectral_labels(maps, k)) > 0.99
+    # the normalised cut finds the far, small group at k = 2 ...
+    two = _spectral_labels(maps, 2)
+    assert adjusted_rand_score(y == "small", two) > 0.95
+    # ... and is deterministic for a seed
+    np.testing.assert_array_equal(_spectral_labels(_spectral_maps(graph, 6, seed=0), 3), _spectral_labels(maps, 3))
