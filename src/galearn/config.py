@@ -201,11 +201,12 @@ class GanTrainConfig:
     d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
-    sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "learnt": per-band noise gain
+    sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
     g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)
     g_envelope: bool = False  # G's own output x the (drawn) class template's light / its peak: nothing painted on the sky (needs g_template; docs/gan.md round 4)
+    g_sky_penalty: float = 0.0  # G loss + this x the mean squared deviation of the NOISELESS stamp's outer ring from the measured sky level, in sky sigmas (needs sky_noise measured*; docs/gan.md round 5)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)
     d_radius: bool = True  # SNGAN D: append a fixed distance-from-centre map to its input (a centring prior)

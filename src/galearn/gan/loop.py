@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope")
+           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
-                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False}
+                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -89,12 +89,14 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     """
     check_stamp_size(stamp_size)
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
-                  sky_noise=getattr(cfg, "sky_noise", "learnt") == "measured",
+                  sky_noise={"measured": True, "measured-correlated": "correlated"}.get(getattr(cfg, "sky_noise", "learnt"),
+                                                                                         False),
                   template=bool(getattr(cfg, "g_template", False)),
                   out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
                   template_warp=bool(getattr(cfg, "g_template_warp", False)),
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
-                  envelope=bool(getattr(cfg, "g_envelope", False)))
+                  envelope=bool(getattr(cfg, "g_envelope", False)),
+                  sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -210,6 +212,10 @@ def _validate(cfg: GanTrainConfig) -> None:
     for name in ("g_residual", "g_pin_sky", "g_envelope"):
         if getattr(cfg, name) not in ("bands", False) and not cfg.g_template:
             raise BadValueError(f"gan.{name} needs gan.g_template = true")
+    if not (isinstance(cfg.g_sky_penalty, (int, float)) and cfg.g_sky_penalty >= 0):
+        raise BadValueError(f"gan.g_sky_penalty must be a number >= 0, got {cfg.g_sky_penalty!r}")
+    if cfg.g_sky_penalty and cfg.sky_noise not in ("measured", "measured-correlated"):
+        raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated, got {cfg.sky_noise!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
@@ -467,9 +473,21 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         from .sky import measure_sky, stretched_level
 
         sky = measure_sky(stamps, sample.stretch)
+        rho = None
+        if G.sky_noise and G.sky.correlated:  # the sky's measured autocorrelation (gan.sky_noise = measured-correlated)
+            from .sky import measure_sky_correlation
+
+            rho = measure_sky_correlation(stamps)
+            mid = np.array(rho.shape[-2:]) // 2
+            sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
+                                    for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
+                if rho is not None:
+                    net.sky.set_correlation(rho)
+            if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units
+                net.sky_ring_level.copy_(torch.as_tensor(sky["level"], dtype=torch.float32))
             if G.pin_sky:  # the noiseless sky level of the real stamps, network units
                 net.sky_level.copy_(torch.from_numpy(2.0 * stretched_level(sky) - 1.0))
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)

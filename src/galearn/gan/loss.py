@@ -108,7 +108,14 @@ class GanLoss:
 
     def g_loss(self, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
                fake: torch.Tensor | None = None) -> torch.Tensor:
-        """Generator hinge loss; ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``."""
+        """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, when set).
+
+        ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
+        """
         if fake is None:
             fake = self.run_G(z, y, gen)
-        return hinge_g_loss(self.run_D(fake, y, gen))
+        loss = hinge_g_loss(self.run_D(fake, y, gen))
+        weight = float(getattr(self.G, "sky_penalty", 0.0))
+        if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
+            loss = loss + weight * self.G.last_sky_penalty.float()
+        return loss

@@ -144,10 +144,12 @@ class Generator(nn.Module):
         Latent dimension.
     channels : int
         Width of the highest-resolution block (the 4x4 block has 8x this).
-    sky_noise : bool
+    sky_noise : bool or "correlated"
         G paints the noiseless stamp and :class:`~galearn.gan.sky.SkyNoise`
         adds the sky noise measured on the real stamps (set its buffers with
         ``G.sky.set(measure_sky(...))``) instead of the learnt per-band noise.
+        ``"correlated"``: that noise with the real sky's measured
+        autocorrelation (``G.sky.set_correlation(measure_sky_correlation(...))``).
     template : bool
         A learnt per-class image ``(n_classes, C, H, W)`` added to the output
         (``gan.g_template``), started at the pixel-wise median of the class's
@@ -173,6 +175,13 @@ class Generator(nn.Module):
         over bands, set from the class templates by
         :func:`galearn.gan.loop.init_output_bias`), so G changes the light
         but not the band ratios of the template (needs ``template``).
+    sky_penalty : float
+        ``gan.g_sky_penalty``: in training mode each forward stores
+        ``last_sky_penalty``, the mean squared deviation of the noiseless
+        stamps' outer ring from the real sky level (buffer
+        ``sky_ring_level``, linear units), in units of the sky sigma
+        (:meth:`galearn.gan.sky.SkyNoise.ring_deviation`); the G loss adds it
+        times this weight, so G keeps its own structure off the sky.
     pin_sky : bool
         Shift each noiseless stamp, per band, so that its outer-ring median
         equals the real stamps' noiseless sky level (buffer ``sky_level``,
@@ -190,9 +199,9 @@ class Generator(nn.Module):
     """
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
-                 sky_noise: bool = False, template: bool = False, out_scale: float = 1.0,
+                 sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
-                 envelope: bool = False) -> None:
+                 envelope: bool = False, sky_penalty: float = 0.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -216,10 +225,16 @@ class Generator(nn.Module):
         if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
             from .sky import SkyNoise
 
-            self.sky = SkyNoise(n_bands)
+            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None)
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
+        self.sky_penalty = float(sky_penalty)
+        if self.sky_penalty:
+            if not sky_noise:
+                raise BadValueError("gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated")
+            self.register_buffer("sky_ring_level", torch.zeros(n_bands))
+        self.last_sky_penalty: torch.Tensor | None = None  # of the last training-mode forward (gan.g_sky_penalty)
         if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
             self.template = nn.Parameter(torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
         else:
@@ -257,6 +272,8 @@ class Generator(nn.Module):
             if self.pin_sky:
                 out = out - ring_median(out) + self.sky_level.view(1, -1, 1, 1).to(out.dtype)
         if self.sky_noise:
+            if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
+                self.last_sky_penalty = self.sky.ring_deviation(out, self.sky_ring_level)
             return self.sky(out, gen)
         return self.out_noise(out, gen).clamp(-1.0, 1.0)
 

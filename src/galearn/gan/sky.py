@@ -10,9 +10,17 @@ noise, and G spends its capacity on the galaxy.
 * :func:`measure_sky` -- per-band sky level and noise sigma of real stretched
   stamps, from their outer ring, allowing for the stretch's clip at 0 (a
   censored normal fitted by two quantiles).
+* :func:`measure_sky_correlation` -- per-band 2-D autocorrelation of the
+  real stamps' outer-ring sky (``gan.sky_noise = "measured-correlated"``),
+  from how often two ring pixels at a lag are both below a low quantile
+  (the normal copula's orthant probability, so the clip at 0 and the
+  neighbours' bright tail do not bias it), and :func:`noise_amplitude`, the
+  square root of its power spectrum on a doubled (circulant-embedding) grid.
 * :class:`SkyNoise` -- the torch module: stretched -> linear units ->
   ``+ sigma_b * N(0, 1)`` (per pixel, independent per band, from the step's
-  seeded ``torch.Generator``) -> stretched, clipped to ``[0, 1]``.
+  seeded ``torch.Generator``; with an amplitude set, a Gaussian random field
+  with the measured autocorrelation: white noise filtered by FFT) ->
+  stretched, clipped to ``[0, 1]``.
 
 The stretches handled: ``asinh`` (``clip(asinh(x / a) / asinh(m / a), 0, 1)``,
 linear units = physical) and any other (``identity`` for 8-bit images: the
@@ -27,9 +35,9 @@ from scipy.stats import norm
 
 from ..errors import BadValueError
 
-__all__ = ["measure_sky", "stretched_level", "SkyNoise", "SKY_NOISE"]
+__all__ = ["measure_sky", "measure_sky_correlation", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
-SKY_NOISE = ("measured", "learnt")
+SKY_NOISE = ("measured", "measured-correlated", "learnt")
 
 
 def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,6 +108,119 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
             "clipped_fraction": p0s}
 
 
+def _orthant_inverse(z: float, p_both: np.ndarray) -> np.ndarray:
+    """Correlation ``rho`` of a standard bivariate normal with ``P(X < z, Y < z) = p_both`` (tabulated, clipped)."""
+    rho = np.linspace(-0.99, 0.999, 600)
+    # P(X < z, Y < z; rho) = Phi(z)^2 + integral_0^rho phi2(z, z; r) dr (Plackett), integrated on the grid.
+    dens = np.exp(-z * z / (1.0 + rho)) / (2.0 * np.pi * np.sqrt(1.0 - rho * rho))
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
+    table = norm.cdf(z) ** 2 + cum - np.interp(0.0, rho, cum)
+    return np.interp(p_both, table, rho)  # table increases with rho
+
+
+def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None, min_pairs: int = 2000) -> np.ndarray:
+    """Per-band autocorrelation of the real stamps' sky, from their outer ring (lags up to the stamp side).
+
+    Parameters
+    ----------
+    stretched : array (N, C, H, W)
+        Real stretched stamps in ``[0, 1]`` (any monotone stretch: the
+        estimate uses only the order of the values).
+    border : int, optional
+        Width (pixels) of the outer ring; default ``H // 8``.
+    min_pairs : int
+        Radii with fewer ring pixel pairs (over all stamps) get correlation 0;
+        so do radii whose estimate is within 3 rough standard errors
+        (``2 / sqrt(pairs)``) of 0.
+
+    Returns
+    -------
+    array (C, 2H - 1, 2W - 1), float32
+        ``rho[b, H - 1 + dy, W - 1 + dx]``: the correlation of the band's sky
+        at lag ``(dy, dx)`` pixels; 1 at lag 0. Measured per lag up to 4
+        pixels on both axes; beyond, isotropic: pairs pooled in bins of the
+        lag's length rounded to whole pixels, held non-negative and
+        non-increasing with it (per-lag estimates at long lags are too noisy:
+        their errors would add a white floor to the spectrum).
+
+    Notes
+    -----
+    A ring pixel is "low" when it is at most the ring's ``q`` quantile, ``q =
+    max(p0 + 0.05, 0.25)`` (``p0``: the fraction clipped at 0, as in
+    :func:`measure_sky`). For a Gaussian sky (seen through any monotone
+    stretch) the fraction of lag-``d`` ring pairs that are both low is the
+    bivariate normal's orthant probability at ``z = Phi^-1(q)``, which fixes
+    the correlation (the "tetrachoric" correlation). Pair counts at all lags
+    are computed at once by FFT auto-correlation of the ring and low masks.
+    """
+    x = np.asarray(stretched)
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise BadValueError(f"measure_sky_correlation needs stamps (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    bw = max(1, int(border if border is not None else h // 8))
+    ring = np.ones((h, w), dtype=bool)
+    ring[bw:-bw, bw:-bw] = False
+    shape = (2 * h, 2 * w)
+
+    def autocorr(m: np.ndarray) -> np.ndarray:  # sum over leading axes of sum_p m[p] m[p + d], lags centred
+        f = np.fft.rfft2(m, s=shape)
+        a = np.fft.irfft2((f * f.conj()).reshape(-1, *f.shape[-2:]).sum(0), s=shape)
+        return np.fft.fftshift(a)[1:, 1:]
+
+    dy, dx = np.meshgrid(np.arange(1 - h, h), np.arange(1 - w, w), indexing="ij")
+    # One bin per lag up to `exact` pixels on both axes, one per whole-pixel lag length beyond.
+    exact = (np.abs(dy) <= 4) & (np.abs(dx) <= 4)
+    key = np.where(exact, (dy + 4) * 9 + (dx + 4), 81 + np.rint(np.hypot(dy, dx)).astype(np.int64))
+    _, radius = np.unique(key, return_inverse=True)
+    radius = radius.reshape(key.shape)
+    pairs = np.bincount(radius.ravel(), weights=n * autocorr(ring.astype("f8")).ravel())
+    out = np.zeros((c, 2 * h - 1, 2 * w - 1), dtype="f8")
+    for b in range(c):
+        v = x[:, b]
+        p0 = float((v[:, ring] <= 0).mean())
+        q = min(max(p0 + 0.05, 0.25), 0.6)
+        low = (v <= np.quantile(v[:, ring], q)) & ring
+        q_true = float(low[:, ring].mean())
+        rho = np.zeros(len(pairs))
+        if 0.0 < q_true < 1.0:  # else a constant ring: no measurable correlation
+            both = np.bincount(radius.ravel(), weights=autocorr(low.astype("f8")).ravel(), minlength=len(pairs))
+            ok = pairs >= min_pairs
+            p_both = np.where(ok, both / np.maximum(pairs, 1.0), q_true * q_true)
+            rho = np.where(ok, _orthant_inverse(float(norm.ppf(q_true)), p_both), 0.0)
+            rho = np.where(np.abs(rho) >= 6.0 / np.sqrt(np.maximum(pairs, 1.0)), rho, 0.0)
+            # Beyond the per-lag square: non-negative and non-increasing with the lag's length, so the noise
+            # of the long, few-pair lags cannot raise it again once it has fallen.
+            rho[81:] = np.minimum.accumulate(np.clip(rho[81:], 0.0, None))
+        out[b] = rho[radius]
+        out[b, h - 1, w - 1] = 1.0
+    return out.astype("f4")
+
+
+def noise_amplitude(rho: np.ndarray) -> np.ndarray:
+    """Square root of the power spectrum of autocorrelations ``rho`` (C, 2H - 1, 2W - 1), on the (2H, 2W) torus.
+
+    Returns ``(C, 2H, W + 1)`` float32 for ``torch.fft.irfft2``: white noise on
+    the doubled grid, its (orthonormal) FFT multiplied by this and transformed
+    back, cropped to ``(H, W)``, has the autocorrelation ``rho`` (circulant
+    embedding; negative powers of a noisy estimate are set to 0 and the
+    spectrum rescaled so the variance stays 1).
+    """
+    rho = np.asarray(rho, dtype="f8")
+    c, hh, ww = rho.shape
+    h, w = (hh + 1) // 2, (ww + 1) // 2
+    acf = np.zeros((c, 2 * h, 2 * w))
+    acf[:, 1:, 1:] = rho  # lag 0 at (h, w)
+    # Lag +-h / +-w (never measured; the torus's wrap point): the lag next to it, so a slowly falling
+    # correlation does not drop to 0 there (a step that would put negative lobes in the spectrum).
+    acf[:, 0, :] = acf[:, 1, :]
+    acf[:, :, 0] = acf[:, :, 1]
+    acf = np.fft.ifftshift(acf, axes=(-2, -1))  # lag 0 at (0, 0)
+    power = np.clip(np.fft.rfft2(acf).real, 0.0, None)
+    full_mean = (power[..., 0].sum((-1)) + 2 * power[..., 1:w].sum((-2, -1)) + power[..., w].sum(-1)) / (4 * h * w)
+    power = power / np.maximum(full_mean, 1e-12)[:, None, None]
+    return np.sqrt(power).astype("f4")
+
+
 def stretched_level(sky: dict) -> np.ndarray:
     """The noiseless sky level of a :func:`measure_sky` result in stretched units (per band, ``float32``)."""
     level = np.asarray(sky["level"], dtype="f8")
@@ -116,14 +237,41 @@ class SkyNoise(torch.nn.Module):
     Buffers (saved in G's state dict, so a sampled library uses the training
     run's sky): ``sigma``, ``softening`` and ``norm`` per band, as returned by
     :func:`measure_sky`. Before :meth:`set` they are placeholders (sigma 0:
-    no noise).
+    no noise). With ``stamp_size`` (correlated sky) also ``amplitude``
+    ``(C, 2H, H + 1)``, from :func:`noise_amplitude` (placeholder: white).
     """
 
-    def __init__(self, n_bands: int) -> None:
+    def __init__(self, n_bands: int, stamp_size: int | None = None) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
         self.register_buffer("norm", torch.ones(n_bands))
+        self.correlated = stamp_size is not None
+        if self.correlated:
+            self.register_buffer("amplitude", torch.ones(n_bands, 2 * int(stamp_size), int(stamp_size) + 1))
+
+    @torch.no_grad()
+    def set_correlation(self, rho: np.ndarray) -> None:
+        """Set ``amplitude`` from a :func:`measure_sky_correlation` result (correlated sky only)."""
+        if not self.correlated:
+            raise BadValueError("this generator's sky noise is white (gan.sky_noise = measured)")
+        self.amplitude.copy_(torch.from_numpy(noise_amplitude(rho)))
+
+    def draw(self, shape: tuple[int, int, int, int], gen: torch.Generator | None, device: torch.device,
+             dtype: torch.dtype) -> torch.Tensor:
+        """Unit-variance sky noise ``(N, C, H, W)``: white, or the correlated field; from ``gen`` when given."""
+        n, c, height, width = shape
+        big = (n, c, 2 * height, 2 * width) if self.correlated else shape
+        dt = torch.float32 if self.correlated else dtype  # white: drawn as before (same numbers as earlier runs)
+        if gen is None:
+            white = torch.randn(big, device=device, dtype=dt)
+        else:
+            white = torch.randn(big, generator=gen, device=gen.device, dtype=dt).to(device)
+        if not self.correlated:
+            return white
+        spec = torch.fft.rfft2(white, norm="ortho") * self.amplitude.to(device)
+        field = torch.fft.irfft2(spec, s=big[-2:], norm="ortho")
+        return field[..., :height, :width].to(dtype)
 
     @torch.no_grad()
     def set(self, sky: dict) -> None:
@@ -131,14 +279,35 @@ class SkyNoise(torch.nn.Module):
         for name in ("sigma", "softening", "norm"):
             getattr(self, name).copy_(torch.as_tensor(sky[name], dtype=torch.float32))
 
+    def _linear(self, h: torch.Tensor) -> torch.Tensor:
+        """Network units (unclipped noiseless stamps) -> linear units."""
+        shape = (1, h.shape[1], 1, 1)
+        a = self.softening.view(shape).to(h.dtype)
+        nrm = self.norm.view(shape).to(h.dtype)
+        u = ((h + 1.0) * 0.5).clamp(-1.0, 1.5)
+        asinh = a > 0
+        return torch.where(asinh, torch.where(asinh, a, torch.ones_like(a)) * torch.sinh(u * nrm), u)
+
+    def ring_deviation(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Mean over stamps, bands and outer-ring pixels (``H // 8`` wide) of ``((x - level_b) / sigma_b)^2``.
+
+        ``h``: noiseless stamps (network units); ``x``: their linear units;
+        ``level``: the real noiseless sky level per band (linear units). 0
+        for a flat ring at the real level; a scalar with ``h``'s graph.
+        """
+        k = max(1, h.shape[-1] // 8)
+        lin = self._linear(h.float())
+        z = (lin - level.view(1, -1, 1, 1)) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
+        z2 = z.square()
+        inner = z2[..., k:-k, k:-k].sum(dim=(-2, -1))
+        n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
+        return ((z2.sum(dim=(-2, -1)) - inner) / n_ring).mean()
+
     def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``."""
-        n, c, height, width = h.shape
+        c = h.shape[1]
         shape = (1, c, 1, 1)
-        if gen is None:
-            noise = torch.randn((n, c, height, width), device=h.device, dtype=h.dtype)
-        else:
-            noise = torch.randn((n, c, height, width), generator=gen, device=gen.device, dtype=h.dtype).to(h.device)
+        noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
         sigma = self.sigma.view(shape).to(h.dtype)
         a = self.softening.view(shape).to(h.dtype)
         nrm = self.norm.view(shape).to(h.dtype)

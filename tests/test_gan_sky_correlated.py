@@ -1,0 +1,173 @@
+"""Correlated sky noise of the generator (gan.sky_noise = "measured-correlated", gan/sky.py): the autocorrelation
+measured on the real stamps' outer ring, the seeded Gaussian random field drawn with it, resume and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_gan import TINY, assert_resume_exact  # noqa: E402
+
+SIGMA = np.array([0.5, 1.0, 2.0])
+SMOOTH = 1.0  # Gaussian filter of the correlated bands (pixels): correlation exp(-d^2 / (4 SMOOTH^2))
+
+
+def _correlated_sky(n=300, size=32, seed=0):
+    """Physical stamps: a Gaussian galaxy on a sky N(0, SIGMA_b), white in band 0, smoothed in bands 1-2;
+    returns the asinh-stretched stamps and the stretch description."""
+    from scipy.ndimage import gaussian_filter
+
+    from galearn.imaging import AsinhStretch
+
+    rng = np.random.default_rng(seed)
+    pad = 6
+    white = rng.standard_normal((n, 3, size + 2 * pad, size + 2 * pad))
+    white[:, 1:] = gaussian_filter(white[:, 1:], (0, 0, SMOOTH, SMOOTH))
+    field = white[:, :, pad:-pad, pad:-pad]
+    field = field / field.std(axis=(0, 2, 3), keepdims=True)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    galaxy = 40.0 * np.exp(-(xx**2 + yy**2) / (2 * 2.5**2))
+    phys = galaxy[None, None] * rng.uniform(0.5, 2, (n, 1, 1, 1)) + field * SIGMA[None, :, None, None]
+    stretch = AsinhStretch.fit(phys, noise_sigma=SIGMA)
+    d = {"method": "asinh", "softening": stretch.softening.tolist(), "maximum": stretch.maximum.tolist()}
+    return stretch.forward(phys).astype("f4"), d
+
+
+def _lag_corr(x: np.ndarray, dy: int, dx: int) -> float:
+    h, w = x.shape[-2:]
+    a = x[..., : h - dy, : w - dx].ravel()
+    b = x[..., dy:, dx:].ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_measured_correlation_recovers_a_constructed_field_through_the_clipped_stretch():
+    from galearn.gan.sky import measure_sky_correlation
+
+    stretched, _ = _correlated_sky()
+    assert (stretched == 0).mean() > 0.3  # the stretch clipped the sky's negative half
+    rho = measure_sky_correlation(stretched)
+    size = stretched.shape[-1]
+    assert rho.shape == (3, 2 * size - 1, 2 * size - 1) and rho.dtype == np.float32
+    c = size - 1
+    for dy, dx in [(0, 1), (1, 0), (1, 1), (0, 2), (2, 1)]:
+        expected = np.exp(-(dy * dy + dx * dx) / (4 * SMOOTH**2))
+        for b in (1, 2):
+            assert abs(rho[b, c + dy, c + dx] - expected) < 0.05, (b, dy, dx, rho[b, c + dy, c + dx], expected)
+            assert rho[b, c - dy, c - dx] == pytest.approx(rho[b, c + dy, c + dx], abs=1e-6)  # symmetric
+        assert abs(rho[0, c + dy, c + dx]) < 0.03  # the white band stays white
+    assert rho[:, c, c].tolist() == [1.0, 1.0, 1.0]
+    # A constant ring (no sky to measure) gives white noise, not an error.
+    flat = np.zeros((4, 3, 16, 16), dtype="f4")
+    assert np.count_nonzero(measure_sky_correlation(flat)) == 3
+
+
+def test_correlated_noise_draw_is_seeded_and_has_the_measured_correlation():
+    from galearn.gan.sky import SkyNoise, measure_sky, measure_sky_correlation
+
+    stretched, stretch = _correlated_sky()
+    rho = measure_sky_correlation(stretched)
+    module = SkyNoise(3, 32)
+    module.set(measure_sky(stretched, stretch))
+    module.set_correlation(rho)
+    unit = module.draw((200, 3, 32, 32), torch.Generator().manual_seed(5), torch.device("cpu"), torch.float32)
+    again = module.draw((200, 3, 32, 32), torch.Generator().manual_seed(5), torch.device("cpu"), torch.float32)
+    other = module.draw((200, 3, 32, 32), torch.Generator().manual_seed(6), torch.device("cpu"), torch.float32)
+    assert torch.equal(unit, again) and not torch.equal(unit, other)
+    np.testing.assert_allclose(unit.var(dim=(0, 2, 3)).numpy(), 1.0, rtol=0.05)
+    u = unit.numpy()
+    assert abs(_lag_corr(u[:, 0], 0, 1)) < 0.03
+    for b in (1, 2):
+        assert abs(_lag_corr(u[:, b], 0, 1) - np.exp(-0.25)) < 0.1
+        assert abs(_lag_corr(u[:, b], 2, 0) - np.exp(-1.0)) < 0.1
+    # The generated empty sky, measured like a real one, has the real sky's correlation and rms.
+    h = torch.full((300, 3, 32, 32), -1.0)
+    noisy = ((module(h, torch.Generator().manual_seed(1)) + 1) / 2).numpy()
+    back = measure_sky_correlation(noisy)
+    np.testing.assert_allclose(back[:, 31, 32], rho[:, 31, 32], atol=0.08)
+    np.testing.assert_allclose(measure_sky(noisy, stretch)["sigma"], SIGMA, rtol=0.1)
+    # A white-noise module has no spectrum to set.
+    from galearn.errors import BadValueError
+
+    with pytest.raises(BadValueError, match="white"):
+        SkyNoise(3).set_correlation(rho)
+
+
+def test_training_with_the_correlated_sky_resumes_exactly_and_samples_reproducibly(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_sample, run_train
+    from galearn.store import open_sample
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured-correlated", g_template=True,
+                              d_radius=True)
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    info = json.loads((ws.gan / "config.json").read_text())
+    assert set(info["sky"]["correlation_x"]) >= {"1", "2", "4"}
+    amp = ckpt["G_ema"]["sky.amplitude"]
+    assert amp.shape == (3, 64, 33) and torch.equal(amp, ckpt["G"]["sky.amplitude"])
+    assert not torch.equal(amp, torch.ones_like(amp))  # set from the measured correlation, not the placeholder
+    with pytest.raises(BadValueError, match="sky_noise"):
+        run_train(ws, dataclasses.replace(cfg, sky_noise="measured", steps=6), resume=True, progress=False)
+    run_sample(ws, dataclasses.replace(cfg, n_per_class=4), progress=False)
+    first = open_sample(ws.library).read("stretched")
+    run_sample(ws, dataclasses.replace(cfg, n_per_class=4), progress=False)
+    np.testing.assert_array_equal(first, open_sample(ws.library).read("stretched"))
+
+
+def test_white_measured_sky_keeps_its_state_and_the_option_is_checked():
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate, build_networks
+
+    white, _, _ = build_networks(2, 3, 32, dataclasses.replace(TINY, sky_noise="measured"))
+    assert "sky.sigma" in white.state_dict() and "sky.amplitude" not in white.state_dict()  # old checkpoints load
+    corr, _, _ = build_networks(2, 3, 32, dataclasses.replace(TINY, sky_noise="measured-correlated"))
+    assert corr.sky.correlated and "sky.amplitude" in corr.state_dict()
+    with pytest.raises(BadValueError, match="gan.sky_noise must be one of measured, measured-correlated, learnt"):
+        _validate(dataclasses.replace(TINY, sky_noise="correlated"))
+
+
+def test_sky_penalty_measures_the_noiseless_ring_against_the_real_sky_and_resumes(tmp_path):
+    """gan.g_sky_penalty: the mean squared deviation (in sky sigmas) of the noiseless stamp's outer ring from the
+    measured sky level is 0 for a flat ring at that level, 1 for a ring one sigma off; G's loss carries it."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate, build_networks
+    from galearn.gan.sky import SkyNoise, measure_sky, stretched_level
+
+    stretched, stretch = _correlated_sky(n=100)
+    sky = measure_sky(stretched, stretch)
+    module = SkyNoise(3)
+    module.set(sky)
+    level = torch.tensor(sky["level"], dtype=torch.float32)
+    flat = torch.from_numpy(2.0 * stretched_level(sky) - 1.0).view(1, 3, 1, 1).expand(2, 3, 32, 32).clone()
+    assert float(module.ring_deviation(flat, level)) < 1e-6
+    # One sigma above the level everywhere (linear units -> stretched -> network units).
+    a, nrm = np.asarray(sky["softening"]), np.asarray(sky["norm"])
+    up = np.arcsinh((np.asarray(sky["level"]) + np.asarray(sky["sigma"])) / a) / nrm
+    shifted = torch.from_numpy((2.0 * up - 1.0).astype("f4")).view(1, 3, 1, 1).expand(2, 3, 32, 32).clone()
+    assert float(module.ring_deviation(shifted, level)) == pytest.approx(1.0, rel=1e-3)
+    # Only the ring counts: a bright centre costs nothing.
+    centre = flat.clone()
+    centre[..., 8:24, 8:24] = 0.9
+    assert float(module.ring_deviation(centre, level)) < 1e-6
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, sky_noise="measured", g_sky_penalty=0.5)
+    G, _, G_ema = build_networks(2, 3, 32, cfg)
+    assert G.sky_penalty == 0.5 and "sky_ring_level" in G.state_dict()
+    G.train()
+    G(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]), torch.Generator().manual_seed(0))
+    assert G.last_sky_penalty is not None and G.last_sky_penalty.requires_grad
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    info = json.loads((ws.gan / "config.json").read_text())
+    np.testing.assert_allclose(ckpt["G_ema"]["sky_ring_level"].numpy(), info["sky"]["level"], rtol=1e-6)
+    with pytest.raises(BadValueError, match="g_sky_penalty"):
+        from galearn.gan import run_train
+
+        run_train(ws, dataclasses.replace(cfg, g_sky_penalty=0.0, steps=6), resume=True, progress=False)
+    with pytest.raises(BadValueError, match="gan.g_sky_penalty must be a number >= 0"):
+        _validate(dataclasses.replace(cfg, g_sky_penalty=-1.0))
+    with pytest.raises(BadValueError, match="g_sky_penalty needs gan.sky_noise"):
+        _validate(dataclasses.replace(cfg, sky_noise="learnt"))
