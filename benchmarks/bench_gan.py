@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="train until this much CPU time (process time of the G+D steps) instead of --minutes of wall time")
     p.add_argument("--image-folder", default=None, help="real RGB images (ingest-images) instead of the mock field")
     p.add_argument("--labels", default=None, help="label CSV of --image-folder (e.g. ../shared/data/galaxy-zoo-dev/labels.csv)")
+    p.add_argument("--gan-overrides", default=None,
+                   help='JSON of further [gan] settings, e.g. \'{"sky_noise": "measured-correlated"}\'')
     p.add_argument("--prepare-only", action="store_true", help="stop after simulate / cutouts / features")
     p.add_argument("--restart", action="store_true", help="train from scratch even if checkpoints exist")
     p.add_argument("--out", default="benchmarks/out/bench_gan.json")
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "discriminator": args.discriminator, "precision": args.precision,
                                       "realism_space": args.realism_space}.items()
                    if v is not None}
+    if args.gan_overrides:
+        gan_changes.update(json.loads(args.gan_overrides))
     gcfg = dataclasses.replace(cfg.gan, random_state=args.seed, checkpoint_every=args.chunk,
                                grid_every=args.chunk, **gan_changes)
     cfg = dataclasses.replace(cfg, gan=gcfg)
@@ -125,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     mock = ws.root / "mock"
-    if args.image_folder and not ws.sample.exists():
-        from galearn.survey import make_sample_from_images
+    if args.image_folder:  # real images: ingested once; never a mock field
+        if not ws.sample.exists():
+            from galearn.survey import make_sample_from_images
 
-        make_sample_from_images(args.image_folder, args.labels, ws, cfg.ingest)
-        timing["ingest"] = time.perf_counter() - t
+            make_sample_from_images(args.image_folder, args.labels, ws, cfg.ingest)
+            timing["ingest"] = time.perf_counter() - t
     elif not (mock / "catalog.fits").exists():
         from galearn.mock import simulate_field
 

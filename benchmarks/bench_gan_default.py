@@ -9,6 +9,12 @@ Copies ``sample.h5`` / ``sample.parts`` / ``features`` / ``config.toml`` /
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bench_gan_default.py \\
         /tmp/15r3-s1 wg0-s1 '{"g_template_warp": true, "g_out_scale": 0.0}' --out-dir /tmp/14r3
+
+``--summary OUT_DIR`` prints, per setting, the mean and standard deviation of
+the default-run aims over all of its runs in OUT_DIR (runs named
+``SETTING-FIELD``; a ``r1`` etc. in SETTING marks another training seed of
+the same setting, e.g. ``def-s0``, ``defr1-s0``), and how many runs met all
+four aims.
 """
 
 from __future__ import annotations
@@ -28,7 +34,36 @@ KEYS = ("steps", "fid", "fid_real_baseline", "precision", "precision_real_baseli
         "morphology_failed_fraction", "verdict")
 
 
+AIMS = {"morph_ratio": (lambda v: v <= 2.0), "precision": (lambda v: v >= 0.5), "recall": (lambda v: v >= 0.3),
+        "memorised_fraction": (lambda v: v <= 0.01)}
+
+
+def summary(out_dir: Path) -> None:
+    """Per setting: mean +- sd over its runs of the default-run aims, and the runs that met all of them."""
+    import re
+
+    import numpy as np
+
+    runs: dict[str, list] = {}
+    for f in sorted(out_dir.glob("*.json")):
+        setting = re.sub(r"r\d+$", "", f.stem.rsplit("-", 1)[0])
+        runs.setdefault(setting, []).append((f.stem, json.loads(f.read_text())))
+    for setting, items in runs.items():
+        values = {k: np.array([m[k] for _, m in items], dtype=float) for k in (*AIMS, "fid_ratio")}
+        met = sum(all(ok(m[k]) for k, ok in AIMS.items()) for _, m in items)
+        sd = (lambda a: a.std(ddof=1) if len(a) > 1 else float("nan"))
+        print(f"{setting}: {len(items)} runs; " + "; ".join(f"{k} {v.mean():.2f} +- {sd(v):.2f}" for k, v in values.items())
+              + f"; all aims met in {met}/{len(items)}")
+        for name, m in items:
+            print(f"    {name}: " + " ".join(f"{k} {m[k]:.2f}" for k in (*AIMS, "fid_ratio")))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--summary"]:
+        summary(Path(argv[1]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="finished workspace (sample + features); only read")
     p.add_argument("name")

@@ -183,3 +183,24 @@ def test_realism_verdict_says_under_trained():
                                  "precision": 0.74, "recall": 0.30, "realism_space": "morphometry", "memorised_fraction": 0.0,
                                  "fid": 44.6, "fid_real_baseline": 10.2})
     assert not far and text.startswith("rough at 100 steps") and "close to real" not in text
+
+
+def test_morphology_ratio_interval_brackets_the_sampling_noise():
+    from astropy.table import Table
+
+    from galearn.gan.evaluate import morphology_ratio_interval, realism_verdict
+
+    rng = np.random.default_rng(0)
+
+    def table(n, shift=0.0):
+        return Table({"gini": rng.normal(0.5 + shift, 0.05, n), "asymmetry": rng.normal(0.0 + 4 * shift, 0.1, n),
+                      "ok": np.ones(n, bool)})
+
+    heldout, generated, train, shifted = table(40), table(40), table(40), table(40, shift=0.1)
+    same = morphology_ratio_interval(heldout, generated, train, random_state=1)
+    far = morphology_ratio_interval(heldout, shifted, train, random_state=1)
+    assert same[0] < 1.0 < same[1] < far[0]  # a real-like set straddles 1; a shifted one lies well above
+    assert morphology_ratio_interval(heldout, generated, train, random_state=1) == same  # seeded
+    _, text = realism_verdict({"steps": 190, "morphology_wasserstein": 0.5, "morphology_wasserstein_real_baseline": 0.25,
+                               "morphology_wasserstein_ratio_interval": [1.6, 2.7], "morphology_n": {"generated": 40}})
+    assert "morphology 2.0x the real baseline (68 % 1.6-2.7x, statmorph on 40 stamps per set)" in text

@@ -87,6 +87,28 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     return out
 
 
+def morphology_ratio_interval(heldout, generated, train, *, n_boot: int = 200, random_state: int = 0) -> list | None:
+    """16th and 84th percentiles of ``W(heldout, generated) / W(heldout, train)`` over bootstrap resamples.
+
+    The statmorph sets are small (``gan.eval_morphology_n``): the interval is
+    the ratio's sampling noise, quoted beside it so that a single draw is not
+    read as a pass or a fail. Each resample redraws all three measured tables
+    with replacement. None when fewer than 20 resamples give a finite ratio.
+    """
+    from ..morphology import morphology_wasserstein
+
+    rng = np.random.default_rng(random_state)
+    ratios = []
+    for _ in range(n_boot):
+        h, g, t = (tab[rng.integers(0, len(tab), len(tab))] for tab in (heldout, generated, train))
+        num, den = morphology_wasserstein(h, g)[0], morphology_wasserstein(h, t)[0]
+        if np.isfinite(num) and np.isfinite(den) and den > 0:
+            ratios.append(num / den)
+    if len(ratios) < 20:
+        return None
+    return [float(v) for v in np.percentile(ratios, [16, 84])]
+
+
 def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
                       f_gen: np.ndarray, y_gen: np.ndarray, *, minority_fraction: float = 0.1,
                       n_repeats: int = 10, random_state: int = 0) -> dict:
@@ -453,6 +475,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         m_base, per_stat_base = morphology_wasserstein(morph_sets["real_heldout"], morph_sets["real_train"])
         metrics["morphology_wasserstein"] = m_gen
         metrics["morphology_wasserstein_real_baseline"] = m_base
+        metrics["morphology_wasserstein_ratio_interval"] = morphology_ratio_interval(
+            morph_sets["real_heldout"], morph_sets["generated"], morph_sets["real_train"], random_state=seed)
         metrics["morphology_per_statistic"] = {
             s: {"generated": per_stat_gen.get(s), "real_baseline": per_stat_base.get(s)}
             for s in sorted(set(per_stat_gen) | set(per_stat_base))
@@ -534,7 +558,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         ratio = mw / mb
         far |= ratio > 2.0
         close &= ratio <= 1.3
-        parts.append(f"morphology {ratio:.1f}x the real baseline")
+        ci = m.get("morphology_wasserstein_ratio_interval")
+        n = (m.get("morphology_n") or {}).get("generated")
+        noise = f" (68 % {ci[0]:.1f}-{ci[1]:.1f}x" + (f", statmorph on {n} stamps per set)" if n else ")") if ci else ""
+        parts.append(f"morphology {ratio:.1f}x the real baseline{noise}")
     elif mb:
         far, close = True, False
         parts.append("morphology not measurable on the generated stamps")

@@ -28,7 +28,8 @@ from torch.nn.utils import spectral_norm
 
 from ..errors import BadValueError
 
-__all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters"]
+__all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
+           "gaussian_blur"]
 
 
 def check_stamp_size(stamp_size: int) -> int:
@@ -78,6 +79,14 @@ class ConditionalBatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.bn(x)
         return h * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Every channel of ``(N, C, H, W)`` smoothed by a Gaussian of ``sigma`` pixels (``2 ceil(3 sigma) + 1`` taps, reflected edges)."""
+    from torchvision.transforms.v2.functional import gaussian_blur as _blur
+
+    size = 2 * max(1, math.ceil(3.0 * sigma)) + 1
+    return _blur(x, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
 def _noise(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -191,6 +200,11 @@ class Generator(nn.Module):
         measured noise is added and clipped. (Not the template's ring median:
         the pixel-wise median over stamps holds the neighbours' light and sat
         0.1-0.4 linear units above the measured level, docs/gan.md round 4.)
+    blur : float
+        ``gan.g_blur``: G's own output (not the template, not the sky noise)
+        is smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so
+        G cannot paint structure finer than about a PSF: real stamps are
+        band-limited by the PSF and all their pixel-scale power is noise.
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak
@@ -201,7 +215,7 @@ class Generator(nn.Module):
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
-                 envelope: bool = False, sky_penalty: float = 0.0) -> None:
+                 envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -215,6 +229,9 @@ class Generator(nn.Module):
         self.residual, self.pin_sky, self.envelope = residual, bool(pin_sky), bool(envelope)
         self.to_img = nn.Conv2d(widths[-1], 1 if residual == "luminance" else n_bands, 3, padding=1,
                                 padding_mode="reflect")
+        self.blur = float(blur)
+        if self.blur < 0:
+            raise BadValueError(f"gan.g_blur must be >= 0 (pixels), got {blur!r}")
         if pin_sky:
             self.register_buffer("sky_level", torch.full((n_bands,), -1.0))
         if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
@@ -259,6 +276,8 @@ class Generator(nn.Module):
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
         out = self.to_img(h)
+        if self.blur:
+            out = gaussian_blur(out, self.blur)
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
         if self.template is not None:
