@@ -6,9 +6,12 @@ reports ``W(H, G) / W(H, T)``. This measures the three sets of a finished GAN
 workspace (one of ``bench_gan_default.py``'s ``ws-NAME``) at a larger size
 (all held-out stamps, ``--n`` training and generated ones), prints the ratio
 at that size, then the spread of the ratio over ``--draws`` random 40-stamp
-subsets of the same measurements (what the default evaluation sees)::
+subsets of the same measurements (what the default evaluation sees), and
+checks the evaluation's noise estimate (``morphology_ratio_interval``: the
+ratio +- its bootstrap standard deviation) against the spread of the ratio
+over ``--check`` fresh subsets::
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gan_morph_n.py /tmp/14r6/ws-def-s0
+      PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gan_morph_n.py /tmp/14r6/ws-def-s0
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=150, help="training and generated stamps measured")
     p.add_argument("--subset", type=int, default=40, help="stamps per set of the default evaluation")
     p.add_argument("--draws", type=int, default=200)
+    p.add_argument("--check", type=int, default=25, help="subsets on which the bootstrap sd is checked")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    from galearn.gan.evaluate import morphology_ratio_interval
     from galearn.imaging import robust_noise
     from galearn.morphology import measure_morphology_parallel, morphology_wasserstein
     from galearn.store import open_sample
@@ -54,9 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     draws = np.array([ratio({k: t[np.sort(rng.choice(len(t), args.subset, replace=False))] for k, t in tab.items()})
                       for _ in range(args.draws)])
     per_stat = morphology_wasserstein(tab["heldout"], tab["generated"])[1]
+    half_widths = []
+    for i in range(args.check):
+        sub = {k: t[np.sort(rng.choice(len(t), args.subset, replace=False))] for k, t in tab.items()}
+        lo, hi = morphology_ratio_interval(sub["heldout"], sub["generated"], sub["train"], n_boot=100, random_state=i)
+        half_widths.append((hi - lo) / 2)
     out = {"workspace": str(ws), "n": {k: len(t) for k, t in tab.items()}, "ratio": full,
            f"ratio_{args.subset}_median": float(np.median(draws)),
            f"ratio_{args.subset}_16_84": np.percentile(draws, [16, 84]).tolist(),
+           f"ratio_{args.subset}_sd": float(draws.std(ddof=1)),
+           "bootstrap_sd_mean": float(np.mean(half_widths)),
            "per_statistic_generated": per_stat}
     print(json.dumps(out, indent=1))
     return 0

@@ -201,6 +201,10 @@ def test_morphology_ratio_interval_brackets_the_sampling_noise():
     far = morphology_ratio_interval(heldout, shifted, train, random_state=1)
     assert same[0] < 1.0 < same[1] < far[0]  # a real-like set straddles 1; a shifted one lies well above
     assert morphology_ratio_interval(heldout, generated, train, random_state=1) == same  # seeded
+    from galearn.morphology import morphology_wasserstein
+
+    ratio = morphology_wasserstein(heldout, shifted)[0] / morphology_wasserstein(heldout, train)[0]
+    assert np.mean(far) == pytest.approx(ratio)  # centred on the ratio itself (+- the bootstrap sd)
     _, text = realism_verdict({"steps": 190, "morphology_wasserstein": 0.5, "morphology_wasserstein_real_baseline": 0.25,
                                "morphology_wasserstein_ratio_interval": [1.6, 2.7], "morphology_n": {"generated": 40}})
     assert "morphology 2.0x the real baseline (68 % 1.6-2.7x, statmorph on 40 stamps per set)" in text
