@@ -75,3 +75,13 @@ def test_blur_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
     for bad in (-1.0, "wide"):
         with pytest.raises(BadValueError, match="g_blur"):
             _validate(dataclasses.replace(TINY, g_blur=bad))
+
+
+def test_blur_is_a_configuration_key_with_its_range():
+    from galearn.config import RunConfig, load_config, parse_overrides
+    from galearn.errors import BadValueError
+
+    assert RunConfig().gan.g_blur == 0.0  # off by default (docs/gan.md round 6)
+    assert load_config(None, parse_overrides(["gan.g_blur=0.8"])).gan.g_blur == 0.8
+    with pytest.raises(BadValueError, match="gan.g_blur"):
+        load_config(None, parse_overrides(["gan.g_blur=-1"]))
