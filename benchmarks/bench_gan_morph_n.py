@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from galearn.gan.evaluate import morphology_ratio_interval
-    from galearn.imaging import robust_noise
+    from galearn.gan.evaluate import morphology_noise_sigma, morphology_ratio, morphology_ratio_interval
     from galearn.morphology import measure_morphology_parallel, morphology_wasserstein
     from galearn.store import open_sample
 
@@ -46,23 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"heldout": (real, np.sort(np.asarray(split["heldout"]))),
             "train": (real, np.sort(rng.choice(np.asarray(split["train"]), args.n, replace=False))),
             "generated": (lib, np.sort(rng.choice(lib.n, args.n, replace=False)))}
-    rows = np.sort(rng.permutation(real.n)[:256])  # the sky noise as gan evaluate estimates it
-    phys = real.read("physical", rows)
-    noise = np.array([robust_noise(phys[:, b]) for b in range(phys.shape[1])])
+    noise = morphology_noise_sigma(real, rng)  # as gan evaluate estimates it
     tab = {k: measure_morphology_parallel(s.read("physical", idx), real.bands, noise_sigma=noise, progress=False)
            for k, (s, idx) in sets.items()}
 
-    def ratio(t: dict) -> float:
-        return morphology_wasserstein(t["heldout"], t["generated"])[0] / morphology_wasserstein(t["heldout"], t["train"])[0]
+    def subsets() -> tuple:
+        """One evaluation-sized draw of each set (drawn in the order heldout, train, generated): (heldout, generated, train)."""
+        sub = {k: t[np.sort(rng.choice(len(t), args.subset, replace=False))] for k, t in tab.items()}
+        return sub["heldout"], sub["generated"], sub["train"]
 
-    full = ratio(tab)
-    draws = np.array([ratio({k: t[np.sort(rng.choice(len(t), args.subset, replace=False))] for k, t in tab.items()})
-                      for _ in range(args.draws)])
+    full = morphology_ratio(tab["heldout"], tab["generated"], tab["train"])
+    draws = np.array([morphology_ratio(*subsets()) for _ in range(args.draws)])
     per_stat = morphology_wasserstein(tab["heldout"], tab["generated"])[1]
     half_widths = []
     for i in range(args.check):
-        sub = {k: t[np.sort(rng.choice(len(t), args.subset, replace=False))] for k, t in tab.items()}
-        lo, hi = morphology_ratio_interval(sub["heldout"], sub["generated"], sub["train"], n_boot=100, random_state=i)
+        lo, hi = morphology_ratio_interval(*subsets(), n_boot=100, random_state=i)
         half_widths.append((hi - lo) / 2)
     out = {"workspace": str(ws), "n": {k: len(t) for k, t in tab.items()}, "ratio": full,
            f"ratio_{args.subset}_median": float(np.median(draws)),

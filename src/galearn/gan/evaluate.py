@@ -87,6 +87,23 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     return out
 
 
+def morphology_noise_sigma(sample: Sample, rng: np.random.Generator, n: int = 256) -> np.ndarray:
+    """Per-band sky noise sigma (physical units) given to statmorph: :func:`~galearn.imaging.robust_noise` of ``n`` random real stamps."""
+    from ..imaging import robust_noise
+
+    rows = np.sort(rng.permutation(sample.n)[: min(sample.n, n)])
+    phys = sample.read("physical", rows)
+    return np.array([robust_noise(phys[:, b]) for b in range(phys.shape[1])])
+
+
+def morphology_ratio(heldout, generated, train) -> float:
+    """``W(heldout, generated) / W(heldout, train)`` of statmorph tables (:func:`~galearn.morphology.morphology_wasserstein`); NaN when not finite."""
+    from ..morphology import morphology_wasserstein
+
+    num, den = morphology_wasserstein(heldout, generated)[0], morphology_wasserstein(heldout, train)[0]
+    return num / den if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
+
+
 def morphology_ratio_interval(heldout, generated, train, *, n_boot: int = 200, random_state: int = 0) -> list | None:
     """``ratio -+ sd``: ``W(heldout, generated) / W(heldout, train)`` minus and plus its bootstrap standard deviation.
 
@@ -100,15 +117,9 @@ def morphology_ratio_interval(heldout, generated, train, *, n_boot: int = 200, r
     0.52 on two mock libraries, docs/gan.md round 6). None when the ratio or
     fewer than 20 resamples are finite.
     """
-    from ..morphology import morphology_wasserstein
-
-    def ratio(h, g, t) -> float:
-        num, den = morphology_wasserstein(h, g)[0], morphology_wasserstein(h, t)[0]
-        return num / den if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
-
-    centre = ratio(heldout, generated, train)
+    centre = morphology_ratio(heldout, generated, train)
     rng = np.random.default_rng(random_state)
-    boot = np.array([ratio(*(tab[rng.integers(0, len(tab), len(tab))] for tab in (heldout, generated, train)))
+    boot = np.array([morphology_ratio(*(tab[rng.integers(0, len(tab), len(tab))] for tab in (heldout, generated, train)))
                      for _ in range(n_boot)])
     boot = boot[np.isfinite(boot)]
     if not np.isfinite(centre) or len(boot) < 20:
@@ -305,7 +316,6 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
     from ..evaluate.realism import memorised_fraction
-    from ..imaging import robust_noise
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -459,9 +469,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
             "real_train": stratified_like(labels, idx_T, mcounts, rng),
             "generated": stratified_like(lib_labels, idx_G, mcounts, rng),
         }
-        noise_rows = np.sort(rng.permutation(sample.n)[: min(sample.n, 256)])
-        real_phys = sample.read("physical", noise_rows)
-        noise = np.array([robust_noise(real_phys[:, b]) for b in range(real_phys.shape[1])])
+        noise = morphology_noise_sigma(sample, rng)
         # All three sets in one parallel pass (better load balance than one pass per set).
         stacked = np.concatenate([(library if key == "generated" else sample).read("physical", idx)
                                   for key, idx in m_idx.items()])
