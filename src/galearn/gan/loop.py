@@ -49,11 +49,13 @@ log = logging.getLogger(__name__)
 _FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur")
+           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
+           "g_asymmetry")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
-                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0}
+                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
+                   "g_asymmetry": 1.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -97,7 +99,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
-                  blur=float(getattr(cfg, "g_blur", 0.0)))
+                  blur=float(getattr(cfg, "g_blur", 0.0)),
+                  asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -219,6 +222,10 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated, got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
+    if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
+            and 0 <= cfg.g_asymmetry <= 1):
+        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
+                            f"got {cfg.g_asymmetry!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
