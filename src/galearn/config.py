@@ -186,6 +186,7 @@ class GanTrainConfig:
     """What ``galearn gan train`` reads (its fingerprint: a change retrains the GAN)."""
 
     condition: str | None = None  # None: UVJ class where available, else truth_class
+    redshift_bins: tuple = ()  # also condition on redshift: (): no; [n]: n equal-count bins; [e0, e1, ...]: these bin edges (docs/gan.md)
     steps: int = 190  # ~0.56 CPU s/step at batch 16 on 1 thread: ~107 s, fits `galearn run`; rough, not full quality (docs/gan.md)
     batch_size: int = 16  # 16 x 190 steps beat 32 x 100 steps at equal CPU time on 3 mock fields (docs/gan.md, round 4)
     z_dim: int = 128
@@ -458,6 +459,8 @@ def _convert(value: Any, kind: type) -> Any:
     elif kind is tuple:
         if isinstance(value, (list, tuple)):
             return tuple(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # one number: a one-element list
+            return (value,)
         if isinstance(value, str):  # "a,b" from KEY=VALUE or a single name
             parts = [p.strip() for p in value.split(",") if p.strip()]
             return tuple(_json_or_text(p) for p in parts)
