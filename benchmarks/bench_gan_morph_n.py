@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
            f"ratio_{args.subset}_median": float(np.median(draws)),
            f"ratio_{args.subset}_16_84": np.percentile(draws, [16, 84]).tolist(),
            f"ratio_{args.subset}_sd": float(draws.std(ddof=1)),
-           "bootstrap_sd_mean": float(np.mean(half_widths)),
+           "bootstrap_sd_mean": float(np.mean(half_widths)) if half_widths else None,
            "per_statistic_generated": per_stat}
     print(json.dumps(out, indent=1))
     return 0

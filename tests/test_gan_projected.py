@@ -118,18 +118,22 @@ def test_bf16_step_follows_the_fp32_loss_trend():
     from galearn.gan.loop import train_step
 
     stamps, y = _stamps(n=32)
-    traces = {}
-    for precision in ("fp32", "bf16"):
-        cfg = dataclasses.replace(TINY, d_steps=1, precision=precision, lr_d=1e-3, lr_g=1e-3)
-        nets = _networks(cfg)
-        rows = [train_step(s, stamps=stamps, y_all=y, cfg=cfg, device=torch.device("cpu"), **nets) for s in range(12)]
-        traces[precision] = np.array([[r["loss_D"], r["loss_G"]] for r in rows])
-    a, b = traces["fp32"], traces["bf16"]
-    assert np.all(np.isfinite(b))
-    # Same start (same weights and data) and the same direction over the run.
-    np.testing.assert_allclose(a[0], b[0], atol=0.05)
-    assert np.abs(a - b).max() < 0.3
-    assert np.sign(a[-4:, 0].mean() - a[:4, 0].mean()) == np.sign(b[-4:, 0].mean() - b[:4, 0].mean())
+    # lr 5e-4: a clear trend in 12 steps (D loss -0.8). At 1e-3 this tiny GAN is chaotic: fp32 and bf16
+    # rounding part after ~10 steps at some seeds (loss differences > 1), with or without gan.g_asymmetry.
+    for seed in (3, 4):
+        traces = {}
+        for precision in ("fp32", "bf16"):
+            cfg = dataclasses.replace(TINY, d_steps=1, precision=precision, lr_d=5e-4, lr_g=5e-4, random_state=seed)
+            nets = _networks(cfg)
+            rows = [train_step(s, stamps=stamps, y_all=y, cfg=cfg, device=torch.device("cpu"), **nets) for s in range(12)]
+            traces[precision] = np.array([[r["loss_D"], r["loss_G"]] for r in rows])
+        a, b = traces["fp32"], traces["bf16"]
+        assert np.all(np.isfinite(b))
+        # Same start (same weights and data) and the same direction over the run.
+        np.testing.assert_allclose(a[0], b[0], atol=0.05)
+        assert np.abs(a - b).max() < 0.3
+        trend_a, trend_b = a[-4:, 0].mean() - a[:4, 0].mean(), b[-4:, 0].mean() - b[:4, 0].mean()
+        assert trend_a < -0.3 and abs(trend_a - trend_b) < 0.1
 
 
 def test_fast_step_changes_cost_not_the_game():

@@ -15,7 +15,11 @@ from ..errors import BadValueError, MissingInputError
 from ..store import Sample, Workspace, atomic_write_text
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
-__all__ = ["condition_labels", "make_split", "load_or_make_split", "read_split"]
+__all__ = ["condition_labels", "gan_condition", "redshift_bin_edges", "redshift_bin_labels", "REDSHIFT_BIN",
+           "make_split", "load_or_make_split", "read_split"]
+
+#: Catalogue column of the generated library that holds each stamp's redshift bin (``gan.redshift_bins``).
+REDSHIFT_BIN = "redshift_bin"
 
 _NO_CLASS = {"", "nan", "none", "--", "n/a", "null"}
 
@@ -89,6 +93,75 @@ def _as_labels(column, name: str, path) -> np.ndarray:
     return labels.astype(str)
 
 
+def redshift_bin_edges(sample: Sample, bins: tuple | list) -> tuple[float, ...]:
+    """Redshift bin edges for ``gan.redshift_bins``.
+
+    ``()``: no redshift conditioning. ``(n,)``: ``n`` bins of about equal
+    count over the sample's finite redshifts (the ``z`` role), edges rounded
+    to 0.01 and widened outwards so that every galaxy falls in a bin.
+    Two or more numbers: those edges (strictly increasing, ``>= 0``).
+    """
+    bins = tuple(bins or ())
+    if not bins:
+        return ()
+    col = sample.column("z")
+    if col is None:
+        raise BadValueError(f"gan.redshift_bins={list(bins)}: {sample.path} has no redshift column (role z); "
+                            f"leave gan.redshift_bins empty")
+    if len(bins) == 1:
+        n = bins[0]
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or not 2 <= n <= 10:
+            raise BadValueError(f"gan.redshift_bins={list(bins)}: one number is a count of equal-count bins, 2 to 10; "
+                                f"or give two or more bin edges")
+        z = np.asarray(np.ma.filled(np.ma.asarray(sample.catalog[col], dtype="f8"), np.nan))
+        z = z[np.isfinite(z)]
+        if len(z) < 2 * int(n):
+            raise BadValueError(f"gan.redshift_bins={int(n)}: {sample.path} has only {len(z)} finite redshifts "
+                                f"in column {col!r}")
+        edges = np.round(np.quantile(z, np.linspace(0.0, 1.0, int(n) + 1)), 2)
+        edges[0], edges[-1] = np.floor(z.min() * 100) / 100, np.ceil(z.max() * 100) / 100
+        edges = np.unique(edges)
+        if len(edges) < 3:
+            raise BadValueError(f"gan.redshift_bins={int(n)}: the redshifts in {sample.path} column {col!r} "
+                                f"do not split into two or more bins")
+        return tuple(float(e) for e in edges)
+    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or not np.isfinite(e) or e < 0 for e in bins) \
+            or np.any(np.diff(np.asarray(bins, dtype="f8")) <= 0):
+        raise BadValueError(f"gan.redshift_bins={list(bins)}: bin edges must be strictly increasing redshifts >= 0")
+    return tuple(float(e) for e in bins)
+
+
+def redshift_bin_labels(z: np.ndarray, edges: tuple | list) -> np.ndarray:
+    """Label ``"z0.50-1.20"`` per redshift (``[lo, hi)``, the last bin closed); ``""`` outside the edges or not finite."""
+    z = np.asarray(np.ma.filled(np.ma.asarray(z, dtype="f8"), np.nan))
+    edges = np.asarray(edges, dtype="f8")
+    names = np.array([f"z{lo:.2f}-{hi:.2f}" for lo, hi in zip(edges[:-1], edges[1:])] + [""])
+    inside = np.isfinite(z) & (z >= edges[0]) & (z <= edges[-1])
+    k = np.clip(np.searchsorted(edges, np.where(inside, z, edges[0]), side="right") - 1, 0, len(edges) - 2)
+    return np.where(inside, names[k], "").astype(str)
+
+
+def gan_condition(sample: Sample, condition: str | None, redshift_edges: tuple | list = ()) -> tuple[str, np.ndarray]:
+    """The GAN's condition name and labels: :func:`condition_labels`, joined with the redshift bin when binned.
+
+    With ``redshift_edges`` (:func:`redshift_bin_edges`) the name is
+    ``"<condition>+redshift_bin"`` and each label ``"<class> <bin>"`` (e.g.
+    ``"SF z0.50-1.20"``); a stamp with no class or outside the edges gets
+    ``""`` (not trained on). ``condition`` may also be such a joined name
+    (as stored in the checkpoint and ``gan/split.json``).
+    """
+    suffix = "+" + REDSHIFT_BIN
+    base = condition[: -len(suffix)] if condition and condition.endswith(suffix) else condition
+    name, labels = condition_labels(sample, base)
+    if not redshift_edges:
+        if base != condition:
+            raise BadValueError(f"condition {condition!r} needs the redshift bin edges it was trained with")
+        return name, labels
+    zbin = redshift_bin_labels(sample.catalog[sample.column("z")], redshift_edges)
+    joint = np.where((labels != "") & (zbin != ""), np.char.add(np.char.add(labels, " "), zbin), "")
+    return name + suffix, joint.astype(str)
+
+
 def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int) -> dict:
     """Stratified held-out set plus a class-balanced test subset of it.
 
@@ -128,14 +201,14 @@ def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int
 
 
 def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np.ndarray, *,
-                       heldout_fraction: float, random_state: int) -> dict:
+                       heldout_fraction: float, random_state: int, redshift_edges: tuple | list = ()) -> dict:
     """Read ``WS/gan/split.json`` when it matches this sample/condition/seed, else make and write it."""
     key = {"sample_checksum": sample.checksum, "condition": condition, "heldout_fraction": heldout_fraction,
-           "random_state": random_state}
+           "random_state": random_state, "redshift_edges": [float(e) for e in redshift_edges]}
     path = ws.gan_split
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if all(stored.get(k) == v for k, v in key.items()):
+        if all(stored.get(k, [] if k == "redshift_edges" else None) == v for k, v in key.items()):
             return _from_json(stored)
     split = make_split(labels, heldout_fraction=heldout_fraction, random_state=random_state)
     ids = sample.ids()
@@ -156,6 +229,7 @@ def read_split(ws: Workspace) -> dict:
     doc = json.loads(path.read_text(encoding="utf-8"))
     out = _from_json(doc)
     out.update({k: doc[k] for k in ("sample_checksum", "condition")})
+    out["redshift_edges"] = tuple(doc.get("redshift_edges") or ())
     return out
 
 

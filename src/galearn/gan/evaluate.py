@@ -51,7 +51,7 @@ from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import MORPHOMETRY, group_wasserstein, morphometry_features, photometry_statistics
-from .data import condition_labels, read_split
+from .data import gan_condition, read_split
 from .spaces import check_gan_config, check_realism_space
 
 __all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
@@ -328,7 +328,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     if split["sample_checksum"] != sample.checksum:
         raise BadValueError(f"{sample.path} changed since `galearn gan train` made {ws.gan_split}: train again")
     condition = split["condition"]
-    _, labels = condition_labels(sample, condition)
+    _, labels = gan_condition(sample, condition, split["redshift_edges"])
     if condition not in library.catalog.colnames:
         raise BadValueError(f"{library.path} has no column {condition!r}: run `galearn gan sample` again")
     lib_labels = np.asarray(library.catalog[condition]).astype(str)
@@ -390,6 +390,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 
     f_H, f_T, f_G, f_train = fr(idx_H), fr(idx_T), fl(idx_G), fr(train)
     metrics: dict = {"condition": condition, "classes": classes, "backbone": backbone, "feature_settings": feat_settings}
+    if split["redshift_edges"]:
+        metrics["redshift_edges"] = list(split["redshift_edges"])
     ckpt_steps = np.unique(np.asarray(library.catalog["checkpoint_step"])) if "checkpoint_step" in library.catalog.colnames else []
     metrics["steps"] = int(ckpt_steps[-1]) if len(ckpt_steps) else None
     metrics["discriminator"] = trained.get("discriminator", "sngan")

@@ -36,7 +36,7 @@ from ..errors import BadValueError, Interrupted
 from ..runtime import derive_seed, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import condition_labels, load_or_make_split
+from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
 from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
@@ -46,14 +46,16 @@ __all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_fil
 log = logging.getLogger(__name__)
 
 # Config fields that must not change when resuming (steps / checkpoint_every / grid_every may).
-_FROZEN = ("condition", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
+_FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_g", "lr_d", "ema_beta", "diffaugment",
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
-           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur")
+           "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
+           "g_asymmetry")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
-                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0}
+                   "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
+                   "g_asymmetry": 1.0, "redshift_bins": ()}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -97,7 +99,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
-                  blur=float(getattr(cfg, "g_blur", 0.0)))
+                  blur=float(getattr(cfg, "g_blur", 0.0)),
+                  asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -219,6 +222,10 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated, got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
+    if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
+            and 0 <= cfg.g_asymmetry <= 1):
+        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
+                            f"got {cfg.g_asymmetry!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
@@ -428,7 +435,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
-    condition, labels = condition_labels(sample, cfg.condition)
+    redshift_edges = redshift_bin_edges(sample, cfg.redshift_bins)
+    condition, labels = gan_condition(sample, cfg.condition, redshift_edges)
     run_dir = ws.gan
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -455,9 +463,14 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         ws.gan_stats.unlink(missing_ok=True)
 
     split = load_or_make_split(ws, sample, condition, labels, heldout_fraction=cfg.heldout_fraction,
-                               random_state=cfg.random_state)
+                               random_state=cfg.random_state, redshift_edges=redshift_edges)
     classes = split["classes"]
     train_idx = split["train"]
+    few = {c: int((labels[train_idx] == c).sum()) for c in classes}
+    few = {c: n for c, n in few.items() if n < 8}
+    if few:
+        log.warning("condition classes with fewer than 8 training stamps (their template and samples are poor): %s%s",
+                    few, "; use fewer gan.redshift_bins" if redshift_edges else "")
     if len(train_idx) < 2:
         raise BadValueError(f"{sample.path}: only {len(train_idx)} labelled training stamps for the GAN")
     class_index = {c: i for i, c in enumerate(classes)}
@@ -516,8 +529,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         set_rng_state(ckpt["rng"])
 
     info = {
-        "config": dataclasses.asdict(cfg), "condition": condition, "classes": classes, "bands": bands,
-        "stamp_size": size, "n_train": int(len(train_idx)), "n_heldout": int(len(split["heldout"])),
+        "config": dataclasses.asdict(cfg), "condition": condition, "redshift_edges": list(redshift_edges),
+        "classes": classes, "bands": bands, "stamp_size": size, "n_train": int(len(train_idx)), "n_heldout": int(len(split["heldout"])),
         "class_counts_train": {c: int((y_all == i).sum()) for i, c in enumerate(classes)},
         "device": str(device), "threads": n_threads, "sample": str(sample.path),
         "sample_checksum": sample.checksum, "galearn_version": __version__,
@@ -549,7 +562,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
             "config": dataclasses.asdict(cfg), "version": __version__, "rng": rng_state(),
             "classes": list(classes), "bands": list(bands), "stamp_size": int(size), "n_bands": len(bands),
-            "condition": condition, "sample_checksum": sample.checksum, "seconds": seconds,
+            "condition": condition, "redshift_edges": list(redshift_edges), "sample_checksum": sample.checksum,
+            "seconds": seconds,
             "cpu_seconds": cpu_seconds, "discriminator": cfg.discriminator,
             "d_feature_network": getattr(D, "provenance", None),
         }
@@ -611,6 +625,6 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     update_manifest(ws, {"gan": {
         "run": relative_to_workspace(ws, run_dir), "split": relative_to_workspace(ws, ws.gan_split),
         "checkpoint": None if last is None else relative_to_workspace(ws, last), "steps": int(cfg.steps),
-        "condition": condition, "classes": list(classes), "sample_checksum": sample.checksum,
-        "settings": dataclasses.asdict(cfg)}})
+        "condition": condition, "redshift_edges": list(redshift_edges), "classes": list(classes),
+        "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg)}})
     return run_dir

@@ -205,6 +205,14 @@ class Generator(nn.Module):
         is smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so
         G cannot paint structure finer than about a PSF: real stamps are
         band-limited by the PSF and all their pixel-scale power is noise.
+    asymmetry : float
+        ``gan.g_asymmetry``: G's own output (after ``blur``, before the
+        template) is split into its parts symmetric and antisymmetric under
+        a 180-degree rotation about the stamp centre, and the antisymmetric
+        part is scaled by this weight (1: off; 0: G can add only
+        point-symmetric light). A prior against the lopsided blobs a short
+        run paints (statmorph asymmetry, docs/gan.md round 7) that still lets
+        G make real asymmetry (neighbours, mergers) at a weight above 0.
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak
@@ -215,7 +223,8 @@ class Generator(nn.Module):
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
-                 envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0) -> None:
+                 envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
+                 asymmetry: float = 1.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -232,6 +241,9 @@ class Generator(nn.Module):
         self.blur = float(blur)
         if self.blur < 0:
             raise BadValueError(f"gan.g_blur must be >= 0 (pixels), got {blur!r}")
+        self.asymmetry = float(asymmetry)
+        if not 0.0 <= self.asymmetry <= 1.0:
+            raise BadValueError(f"gan.g_asymmetry must be in [0, 1], got {asymmetry!r}")
         if pin_sky:
             self.register_buffer("sky_level", torch.full((n_bands,), -1.0))
         if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
@@ -278,6 +290,9 @@ class Generator(nn.Module):
         out = self.to_img(h)
         if self.blur:
             out = gaussian_blur(out, self.blur)
+        if self.asymmetry != 1.0:  # symmetric part + weight x antisymmetric part, about the stamp centre
+            rotated = torch.flip(out, dims=(2, 3))
+            out = 0.5 * (1.0 + self.asymmetry) * out + 0.5 * (1.0 - self.asymmetry) * rotated
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
         if self.template is not None:

@@ -25,7 +25,7 @@ from ..errors import BadValueError, MissingInputError
 from ..runtime import derive_seed, resolve_device
 from ..store import SampleWriter, Workspace, check_made_from, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import condition_labels
+from .data import REDSHIFT_BIN, gan_condition
 from .loop import build_networks, generate, set_threads
 
 __all__ = ["run_sample", "library_counts", "load_generator", "sample_class"]
@@ -120,7 +120,8 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
         raise BadValueError(f"{ckpt_path} was trained on bands {bands} / {ckpt['stamp_size']} px, but {sample.path} "
                             f"has {sample.bands} / {sample.stamp_size} px: run `galearn gan train` again")
     check_made_from(ckpt_path, ckpt.get("sample_checksum"), sample, f"galearn gan train --workspace {ws.root}")
-    _, labels = condition_labels(sample, condition)
+    redshift_edges = tuple(ckpt.get("redshift_edges") or ())
+    _, labels = gan_condition(sample, condition, redshift_edges)
     real_counts = {c: int((labels == c).sum()) for c in classes}
     counts = library_counts(real_counts, n_per_class=cfg.n_per_class, balance=cfg.balance)
     n_total = sum(counts.values())
@@ -168,6 +169,10 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
         catalog["id"] = np.array([f"gan-{i + 1:06d}" for i in range(n_total)])
         catalog["synthetic"] = np.ones(n_total, dtype=bool)
         catalog[condition] = np.array(rows_class, dtype=str)
+        if redshift_edges:  # the joint label, and its class and redshift bin as columns of their own
+            base, zbin = np.array([c.rsplit(" ", 1) for c in rows_class], dtype=str).reshape(-1, 2).T
+            catalog[condition.rsplit("+", 1)[0]] = base
+            catalog[REDSHIFT_BIN] = zbin
         catalog["class_index"] = np.array(rows_index, dtype=np.int64)
         catalog["checkpoint"] = np.array([ckpt_path.name] * n_total)
         catalog["checkpoint_step"] = np.full(n_total, int(ckpt["step"]), dtype=np.int64)
@@ -176,7 +181,7 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
             stretch=stretch,
             columns={"id": "id"},
             inputs=[{"file": str(ckpt_path), "step": int(ckpt["step"])}, {"file": str(sample.path), "checksum": sample.checksum}],
-            extra={"condition": condition, "classes": classes, "counts": counts, "balance": bool(cfg.balance),
+            extra={"condition": condition, "redshift_edges": list(redshift_edges), "classes": classes, "counts": counts, "balance": bool(cfg.balance),
                    "n_per_class": cfg.n_per_class, "random_state": cfg.random_state, "checkpoint": ckpt_path.name,
                    "checkpoint_step": int(ckpt["step"]), "physical": physical_note, "synthetic": True},
         )

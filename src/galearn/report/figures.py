@@ -566,6 +566,11 @@ def _real_condition(data) -> tuple[str, np.ndarray] | None:
         from .data import _strings
 
         return cond, _strings(data.sample.catalog[cond])[data.index]
+    edges = ((getattr(data, "metrics", None) or {}).get("gan") or {}).get("redshift_edges")
+    if cond and edges:  # conditioned on class and redshift bin (gan.redshift_bins): the real stamps' joint labels
+        from ..gan.data import gan_condition
+
+        return cond, gan_condition(data.sample, cond, edges)[1][data.index]
     return None
 
 

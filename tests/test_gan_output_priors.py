@@ -1,0 +1,122 @@
+"""Priors on G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
+issue 14 round 6) and a weight on its point-antisymmetric part (gan.g_asymmetry, round 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_gan import TINY, assert_resume_exact, assert_sample_reproducible  # noqa: E402
+
+
+def test_gaussian_blur_is_scipys_gaussian_filter():
+    from scipy.ndimage import gaussian_filter
+
+    from galearn.gan.networks import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 32, 32)).astype(np.float32)
+    for sigma in (0.6, 1.0, 1.7):
+        got = gaussian_blur(torch.from_numpy(x), sigma).numpy()
+        # torch's "reflect" padding is scipy's "mirror"; the same radius (ceil(3 sigma) taps each side).
+        want = gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="mirror", truncate=np.ceil(3 * sigma) / sigma)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    flat = torch.full((1, 2, 16, 16), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 1.0), flat)
+
+
+def _high_frequency_power(x: torch.Tensor) -> float:
+    """Mean square of the discrete Laplacian inside the stamp (weights frequency f as f**4; no wrap-around edge)."""
+    lap = x[..., 1:-1, 2:] + x[..., 1:-1, :-2] + x[..., 2:, 1:-1] + x[..., :-2, 1:-1] - 4 * x[..., 1:-1, 1:-1]
+    return float((lap**2).mean())
+
+
+def test_blur_smooths_gs_own_output_only():
+    from galearn.gan.loop import build_networks
+
+    cfg = dataclasses.replace(TINY, sky_noise="measured")
+    G, _, _ = build_networks(2, 3, 32, cfg)
+    Gb, _, _ = build_networks(2, 3, 32, dataclasses.replace(cfg, g_blur=1.0))
+    Gb.load_state_dict(G.state_dict())  # the same weights: the blur adds none
+    seen = {}
+    for name, g in (("sharp", G), ("blurred", Gb)):
+        g.sky.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, args[0].detach()))
+        g.eval()
+        torch.manual_seed(1)
+        g(torch.randn(4, TINY.z_dim), torch.tensor([0, 1, 0, 1]))
+    # G's noiseless stamps: the blurred one has a small fraction of the high-frequency power, the same mean light.
+    assert _high_frequency_power(seen["blurred"]) < 0.2 * _high_frequency_power(seen["sharp"])
+    torch.testing.assert_close(seen["blurred"].mean(dim=(2, 3)), seen["sharp"].mean(dim=(2, 3)), rtol=0, atol=0.02)
+
+
+def _noiseless_stamps(**options) -> torch.Tensor:
+    """G's noiseless stamps (what its sky-noise layer receives) for fixed weights, latents and classes."""
+    from galearn.gan.loop import build_networks
+
+    cfg = dataclasses.replace(TINY, sky_noise="measured")
+    torch.manual_seed(0)
+    G, _, _ = build_networks(2, 3, 32, dataclasses.replace(cfg, **options))
+    seen = {}
+    G.sky.register_forward_hook(lambda m, args, out: seen.__setitem__("x", args[0].detach()))
+    G.eval()
+    torch.manual_seed(1)
+    G(torch.randn(4, TINY.z_dim), torch.tensor([0, 1, 0, 1]))
+    return seen["x"]
+
+
+def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
+    def parts(x):
+        rotated = torch.flip(x, dims=(2, 3))  # 180 degrees about the stamp centre
+        return 0.5 * (x + rotated), 0.5 * (x - rotated)
+
+    free, half, none = (_noiseless_stamps(g_asymmetry=a) for a in (1.0, 0.5, 0.0))
+    # TINY has no template: the noiseless stamp is G's own output.
+    sym_free, anti_free = parts(free)
+    assert float(anti_free.norm()) > 0.01 * float(free.norm()) > 0  # an untrained G is lopsided
+    for got, weight in ((half, 0.5), (none, 0.0)):
+        sym, anti = parts(got)
+        torch.testing.assert_close(sym, sym_free, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(anti, weight * anti_free, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(none, torch.flip(none, dims=(2, 3)), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
+                                               ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half"))])
+def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
+    from galearn.gan.loop import LEGACY_SETTINGS, _validate
+
+    off = LEGACY_SETTINGS[name]
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, **{name: value})
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    assert ckpt["config"][name] == value
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match=name):
+        run_train(ws, dataclasses.replace(cfg, steps=6, **{name: off}), resume=True, progress=False)
+    # A checkpoint from before the option (no key in its config) resumes with the option off.
+    plain = dataclasses.replace(cfg, **{name: off})
+    run_train(ws, plain, progress=False)
+    old = load_checkpoint(ws.gan / "ckpt-000004.pt")
+    old["config"] = {k: v for k, v in old["config"].items() if k != name}
+    save_checkpoint(ws.gan / "ckpt-000004.pt", old)
+    run_train(ws, dataclasses.replace(plain, steps=5), resume=True, progress=False)
+    for bad in bads:
+        with pytest.raises(BadValueError, match=name):
+            _validate(dataclasses.replace(TINY, **{name: bad}))
+
+
+@pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2)])
+def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
+    from galearn.config import RunConfig, load_config, parse_overrides
+    from galearn.errors import BadValueError
+
+    assert getattr(RunConfig().gan, name) == default  # g_blur off, g_asymmetry 0.5 (docs/gan.md rounds 6, 7)
+    assert getattr(load_config(None, parse_overrides([f"gan.{name}={value}"])).gan, name) == value
+    with pytest.raises(BadValueError, match=f"gan.{name}"):
+        load_config(None, parse_overrides([f"gan.{name}={bad}"]))
