@@ -36,8 +36,8 @@ def _size(physical: np.ndarray) -> np.ndarray:
     img = np.clip(physical.sum(axis=1), 0, None)
     h = img.shape[-1]
     yy, xx = np.mgrid[:h, :h] - (h - 1) / 2.0
-    r2 = (yy**2 + xx**2) * (np.hypot(yy, xx) < h / 4.0)
-    w = img * (np.hypot(yy, xx) < h / 4.0)
+    r2 = yy**2 + xx**2
+    w = img * (r2 < (h / 4.0) ** 2)
     return np.sqrt((w * r2).sum(axis=(1, 2)) / np.maximum(w.sum(axis=(1, 2)), 1e-12))
 
 
@@ -50,7 +50,7 @@ def _stats(stamps: np.ndarray, bands: list[str]) -> Table:
 
 
 def compare(ws_class: Path, ws_z: Path) -> dict:
-    from galearn.gan.data import REDSHIFT_BIN, gan_condition, read_split
+    from galearn.gan.data import REDSHIFT_BIN, class_condition, gan_condition, read_split, split_cells
     from galearn.morphometry import group_wasserstein
     from galearn.store import Workspace, open_sample
 
@@ -61,13 +61,13 @@ def compare(ws_class: Path, ws_z: Path) -> dict:
         raise SystemExit(f"{ws_z} was not conditioned on redshift (gan.redshift_bins)")
     _, joint = gan_condition(sample, split["condition"], split["redshift_edges"])
     lib_z, lib_c = open_sample(wz.library), open_sample(wc.library)
-    class_col = split["condition"].rsplit("+", 1)[0]
+    class_col = class_condition(split["condition"])
     lz_joint = np.asarray(lib_z.catalog[split["condition"]]).astype(str)
     lc_class = np.asarray(lib_c.catalog[class_col]).astype(str)
     bands = sample.bands
     rows, groups = [], {"flux": "flux_", "colour": "colour_", "size": "size_"}
     for cell in split["classes"]:
-        cls, zbin = cell.rsplit(" ", 1)
+        cls, zbin = (str(v) for v in split_cells(cell))
         held = split["heldout"][joint[split["heldout"]] == cell]
         train = split["train"][joint[split["train"]] == cell]
         gz = np.flatnonzero(lz_joint == cell)

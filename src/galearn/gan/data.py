@@ -15,8 +15,8 @@ from ..errors import BadValueError, MissingInputError
 from ..store import Sample, Workspace, atomic_write_text
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
-__all__ = ["condition_labels", "gan_condition", "redshift_bin_edges", "redshift_bin_labels", "REDSHIFT_BIN",
-           "make_split", "load_or_make_split", "read_split"]
+__all__ = ["condition_labels", "gan_condition", "class_condition", "split_cells", "redshift_bin_edges",
+           "redshift_bin_labels", "REDSHIFT_BIN", "make_split", "load_or_make_split", "read_split"]
 
 #: Catalogue column of the generated library that holds each stamp's redshift bin (``gan.redshift_bins``).
 REDSHIFT_BIN = "redshift_bin"
@@ -141,6 +141,18 @@ def redshift_bin_labels(z: np.ndarray, edges: tuple | list) -> np.ndarray:
     return np.where(inside, names[k], "").astype(str)
 
 
+def class_condition(condition: str | None) -> str | None:
+    """The class column of a GAN condition name: ``"uvj_class+redshift_bin"`` -> ``"uvj_class"``; others unchanged."""
+    suffix = "+" + REDSHIFT_BIN
+    return condition[: -len(suffix)] if condition and condition.endswith(suffix) else condition
+
+
+def split_cells(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Joint labels ``"<class> <bin>"`` of :func:`gan_condition` -> their classes and redshift bins (string arrays)."""
+    parts = np.char.rpartition(np.asarray(labels, dtype=str), " ")
+    return parts[..., 0], parts[..., 2]
+
+
 def gan_condition(sample: Sample, condition: str | None, redshift_edges: tuple | list = ()) -> tuple[str, np.ndarray]:
     """The GAN's condition name and labels: :func:`condition_labels`, joined with the redshift bin when binned.
 
@@ -150,8 +162,7 @@ def gan_condition(sample: Sample, condition: str | None, redshift_edges: tuple |
     ``""`` (not trained on). ``condition`` may also be such a joined name
     (as stored in the checkpoint and ``gan/split.json``).
     """
-    suffix = "+" + REDSHIFT_BIN
-    base = condition[: -len(suffix)] if condition and condition.endswith(suffix) else condition
+    base = class_condition(condition)
     name, labels = condition_labels(sample, base)
     if not redshift_edges:
         if base != condition:
@@ -159,7 +170,7 @@ def gan_condition(sample: Sample, condition: str | None, redshift_edges: tuple |
         return name, labels
     zbin = redshift_bin_labels(sample.catalog[sample.column("z")], redshift_edges)
     joint = np.where((labels != "") & (zbin != ""), np.char.add(np.char.add(labels, " "), zbin), "")
-    return name + suffix, joint.astype(str)
+    return f"{name}+{REDSHIFT_BIN}", joint.astype(str)
 
 
 def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int) -> dict:

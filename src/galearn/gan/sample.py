@@ -25,7 +25,7 @@ from ..errors import BadValueError, MissingInputError
 from ..runtime import derive_seed, resolve_device
 from ..store import SampleWriter, Workspace, check_made_from, open_sample, relative_to_workspace, update_manifest
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import REDSHIFT_BIN, gan_condition
+from .data import REDSHIFT_BIN, class_condition, gan_condition, split_cells
 from .loop import build_networks, generate, set_threads
 
 __all__ = ["run_sample", "library_counts", "load_generator", "sample_class"]
@@ -170,9 +170,7 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
         catalog["synthetic"] = np.ones(n_total, dtype=bool)
         catalog[condition] = np.array(rows_class, dtype=str)
         if redshift_edges:  # the joint label, and its class and redshift bin as columns of their own
-            base, zbin = np.array([c.rsplit(" ", 1) for c in rows_class], dtype=str).reshape(-1, 2).T
-            catalog[condition.rsplit("+", 1)[0]] = base
-            catalog[REDSHIFT_BIN] = zbin
+            catalog[class_condition(condition)], catalog[REDSHIFT_BIN] = split_cells(rows_class)
         catalog["class_index"] = np.array(rows_index, dtype=np.int64)
         catalog["checkpoint"] = np.array([ckpt_path.name] * n_total)
         catalog["checkpoint_step"] = np.full(n_total, int(ckpt["step"]), dtype=np.int64)
@@ -181,8 +179,8 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
             stretch=stretch,
             columns={"id": "id"},
             inputs=[{"file": str(ckpt_path), "step": int(ckpt["step"])}, {"file": str(sample.path), "checksum": sample.checksum}],
-            extra={"condition": condition, "redshift_edges": list(redshift_edges), "classes": classes, "counts": counts, "balance": bool(cfg.balance),
-                   "n_per_class": cfg.n_per_class, "random_state": cfg.random_state, "checkpoint": ckpt_path.name,
+            extra={"condition": condition, "redshift_edges": list(redshift_edges), "classes": classes, "counts": counts,
+                   "balance": bool(cfg.balance), "n_per_class": cfg.n_per_class, "random_state": cfg.random_state, "checkpoint": ckpt_path.name,
                    "checkpoint_step": int(ckpt["step"]), "physical": physical_note, "synthetic": True},
         )
     log.info("library: %s", counts)
