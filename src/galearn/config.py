@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import tomllib
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "ComputeConfig",
     "RunConfig",
     "load_config",
+    "RETIRED_KEYS",
     "parse_overrides",
     "step_config",
     "check_value",
@@ -552,11 +554,22 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (bool, type(None))) else repr(value)
 
 
+#: Keys an older release wrote to ``WS/config.toml`` that nothing reads any more: a configuration
+#: file carrying one still loads (with a warning), so an old workspace's file can be re-run.
+RETIRED_KEYS = {
+    "compute.cluster_fit_subsample": "the clusters are fitted on a subsample of classify.fit_subsample rows",
+}
+
+
 def _build(cls: type, data: dict, where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     hints = _hints(cls)
     kwargs = {}
     for key, value in data.items():
+        if f"{where}{key}" in RETIRED_KEYS:
+            warnings.warn(f"configuration key '{where}{key}' is no longer used and is ignored "
+                          f"({RETIRED_KEYS[where + key]})", stacklevel=3)
+            continue
         if key not in known:
             raise BadValueError(f"unknown configuration key '{where}{key}'; known: {', '.join(known)}")
         sub = hints[key]
