@@ -46,8 +46,11 @@ def summary(out_dir: Path) -> None:
 
     runs: dict[str, list] = {}
     for f in sorted(out_dir.glob("*.json")):
+        m = json.loads(f.read_text())
+        if not all(k in m for k in (*AIMS, "fid_ratio")):  # another benchmark's output in the same folder
+            continue
         setting = re.sub(r"r\d+$", "", f.stem.rsplit("-", 1)[0])
-        runs.setdefault(setting, []).append((f.stem, json.loads(f.read_text())))
+        runs.setdefault(setting, []).append((f.stem, m))
     for setting, items in runs.items():
         values = {k: np.array([m[k] for _, m in items], dtype=float) for k in (*AIMS, "fid_ratio")}
         met = sum(all(ok(m[k]) for k, ok in AIMS.items()) for _, m in items)

@@ -26,6 +26,19 @@ def test_unknown_key_names_the_key():
         load_config(None, {"embed": {"perplexityy": 3}})
 
 
+def test_an_old_workspace_config_with_a_retired_key_still_loads(tmp_path):
+    # `WS/config.toml` written by an older release carries compute.cluster_fit_subsample
+    path = tmp_path / "config.toml"
+    path.write_text(RunConfig().to_toml() + "\n")
+    text = path.read_text().replace("[compute]\n", "[compute]\ncluster_fit_subsample = 50000\n")
+    assert "cluster_fit_subsample" in text
+    path.write_text(text)
+    with pytest.warns(UserWarning, match="compute.cluster_fit_subsample.*no longer used"):
+        cfg = load_config(path)
+    assert cfg == RunConfig()
+    assert "cluster_fit_subsample" not in cfg.to_toml()
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(MissingInputError, match="nope.toml"):
         load_config(tmp_path / "nope.toml")

@@ -1,5 +1,6 @@
-"""Priors on G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
-issue 14 round 6) and a weight on its point-antisymmetric part (gan.g_asymmetry, round 7)."""
+"""Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
+issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7) and FastGAN's skip-layer
+excitation (gan.g_skip_excitation, round 8)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
 
 
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
-                                               ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half"))])
+                                               ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
+                                               ("g_skip_excitation", True, ())])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -111,12 +113,52 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
             _validate(dataclasses.replace(TINY, **{name: bad}))
 
 
-@pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2)])
+@pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
+                                                       ("g_skip_excitation", False, True, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError
 
-    assert getattr(RunConfig().gan, name) == default  # g_blur off, g_asymmetry 0.5 (docs/gan.md rounds 6, 7)
+    assert getattr(RunConfig().gan, name) == default  # g_blur off, g_asymmetry 0.5, no skip excitation (docs/gan.md)
     assert getattr(load_config(None, parse_overrides([f"gan.{name}={value}"])).gan, name) == value
     with pytest.raises(BadValueError, match=f"gan.{name}"):
         load_config(None, parse_overrides([f"gan.{name}={bad}"]))
+
+
+def test_skip_excitation_gates_each_channel_of_the_high_resolution_map_from_the_low_one():
+    from galearn.gan.networks import SkipExcitation
+
+    torch.manual_seed(0)
+    sle = SkipExcitation(8, 4)
+    high, low = torch.randn(3, 4, 32, 32), torch.randn(3, 8, 8, 8)
+    with torch.no_grad():
+        gate = sle(high, low) / high
+    assert gate.shape == (3, 4, 32, 32)
+    assert float(gate.min()) > 0 and float(gate.max()) < 1  # a sigmoid
+    torch.testing.assert_close(gate, gate[..., :1, :1].expand_as(gate))  # one weight per sample and channel
+    assert float((gate[0, :, 0, 0] - gate[1, :, 0, 0]).abs().max()) > 1e-4  # from each sample's own low map
+
+
+@pytest.mark.parametrize("stamp_size, gated", [(32, {32}), (64, {32, 64})])
+def test_skip_excitation_is_the_plain_generator_when_every_gate_is_open(stamp_size, gated):
+    from galearn.gan.loop import build_networks
+
+    torch.manual_seed(0)
+    G, _, _ = build_networks(2, 3, stamp_size, TINY)
+    Gs, _, _ = build_networks(2, 3, stamp_size, dataclasses.replace(TINY, g_skip_excitation=True))
+    assert G.skip_excitation is None
+    assert {8 * 2 ** int(i) for i in Gs.skip_excitation} == gated  # outputs of 32 px and more
+    missing, unexpected = Gs.load_state_dict(G.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("skip_excitation.") for k in missing)
+    z, y = torch.randn(4, TINY.z_dim), torch.tensor([0, 1, 0, 1])
+    G.eval(), Gs.eval()
+    with torch.no_grad():
+        for m in Gs.skip_excitation.values():  # sigmoid(40) == 1 in float32: every gate open
+            m.out.weight.zero_()
+            m.out.bias.fill_(40.0)
+        gen = torch.Generator().manual_seed(1)
+        want = G(z, y, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(Gs(z, y, gen), want)
+        for m in Gs.skip_excitation.values():  # half open: a different image
+            m.out.bias.zero_()
+        assert not torch.allclose(Gs(z, y, torch.Generator().manual_seed(1)), want)

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import tomllib
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "ComputeConfig",
     "RunConfig",
     "load_config",
+    "RETIRED_KEYS",
     "parse_overrides",
     "step_config",
     "check_value",
@@ -210,6 +212,7 @@ class GanTrainConfig:
     g_sky_penalty: float = 0.0  # G loss + this x the mean squared deviation of the NOISELESS stamp's outer ring from the measured sky level, in sky sigmas (needs sky_noise measured*; docs/gan.md round 5)
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
+    g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)
     d_radius: bool = True  # SNGAN D: append a fixed distance-from-centre map to its input (a centring prior)
@@ -552,11 +555,22 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (bool, type(None))) else repr(value)
 
 
+#: Keys an older release wrote to ``WS/config.toml`` that nothing reads any more: a configuration
+#: file carrying one still loads (with a warning), so an old workspace's file can be re-run.
+RETIRED_KEYS = {
+    "compute.cluster_fit_subsample": "the clusters are fitted on a subsample of classify.fit_subsample rows",
+}
+
+
 def _build(cls: type, data: dict, where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     hints = _hints(cls)
     kwargs = {}
     for key, value in data.items():
+        if f"{where}{key}" in RETIRED_KEYS:
+            warnings.warn(f"configuration key '{where}{key}' is no longer used and is ignored "
+                          f"({RETIRED_KEYS[where + key]})", stacklevel=3)
+            continue
         if key not in known:
             raise BadValueError(f"unknown configuration key '{where}{key}'; known: {', '.join(known)}")
         sub = hints[key]

@@ -29,7 +29,7 @@ from torch.nn.utils import spectral_norm
 from ..errors import BadValueError
 
 __all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
-           "gaussian_blur"]
+           "gaussian_blur", "SkipExcitation"]
 
 
 def check_stamp_size(stamp_size: int) -> int:
@@ -130,6 +130,27 @@ class _GBlock(nn.Module):
         return F.relu(self.bn(self.noise(self.conv(x), gen), y))
 
 
+class SkipExcitation(nn.Module):
+    """FastGAN's skip-layer excitation (Liu et al. 2021): a low-resolution map gates a high-resolution one.
+
+    ``gate = sigmoid(conv1x1(LeakyReLU(conv4x4(avgpool4(low)))))`` is one
+    weight per channel of the high-resolution map, ``(N, c_high, 1, 1)``, so
+    the coarse layout of a sample (size, brightness, class) rescales the
+    channels that paint its fine structure, and the low-resolution block gets
+    a short gradient path from the output.
+    """
+
+    def __init__(self, c_low: int, c_high: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.conv = nn.Conv2d(c_low, c_high, 4)
+        self.out = nn.Conv2d(c_high, c_high, 1)
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.out(F.leaky_relu(self.conv(self.pool(low)), 0.1)))
+        return high * gate
+
+
 class Generator(nn.Module):
     """Class-conditional generator: ``(z (N, z_dim), y (N,) int64) -> (N, C, H, W)`` in ``[-1, 1]``.
 
@@ -213,6 +234,11 @@ class Generator(nn.Module):
         point-symmetric light). A prior against the lopsided blobs a short
         run paints (statmorph asymmetry, docs/gan.md round 7) that still lets
         G make real asymmetry (neighbours, mergers) at a weight above 0.
+    skip_excitation : bool
+        ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
+        (:class:`SkipExcitation`): the output of every block at resolution
+        ``r >= 32`` is gated, channel by channel, by the block at ``r / 4``
+        (8 -> 32, 16 -> 64 pixels for 64-pixel stamps).
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak
@@ -224,13 +250,18 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
-                 asymmetry: float = 1.0) -> None:
+                 asymmetry: float = 1.0, skip_excitation: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
         self.fc = nn.Linear(z_dim, widths[0] * 16)
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
         self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
+        # Skip-layer excitation: block i (resolution 8 * 2**i) gated by the map two resolutions below
+        # (index i - 1 in [4x4 map, block 0, block 1, ...]); only for outputs of 32 pixels and more.
+        self.skip_excitation = nn.ModuleDict(
+            {str(i): SkipExcitation(widths[i - 1], widths[i + 1])
+             for i in range(len(self.blocks)) if skip_excitation and 8 * 2**i >= 32}) if skip_excitation else None
         if residual not in ("bands", "luminance"):
             raise BadValueError(f"gan.g_residual must be bands or luminance, got {residual!r}")
         if (residual == "luminance" or pin_sky or envelope) and not template:
@@ -281,8 +312,12 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self._w0, 4, 4)
         h = F.relu(self.bn0(h, y))
-        for block in self.blocks:
+        maps = [h]  # the 4x4 map and every block's output, for the skip-layer excitation
+        for i, block in enumerate(self.blocks):
             h = block(h, y, gen)
+            if self.skip_excitation is not None and str(i) in self.skip_excitation:
+                h = self.skip_excitation[str(i)](h, maps[i - 1])
+            maps.append(h)
         # Linear output, clipped to [-1, 1] like the data themselves: a stretched stamp
         # is clip(asinh(flux / s) / asinh(max / s), 0, 1), so about half of all (sky)
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
