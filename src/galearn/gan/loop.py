@@ -50,12 +50,13 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
-           "g_asymmetry", "g_skip_excitation")
+           "g_asymmetry", "g_skip_excitation", "sky_scatter")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
-                   "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False}
+                   "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
+                   "sky_scatter": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -101,7 +102,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
-                  skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)))
+                  skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
+                  sky_scatter=bool(getattr(cfg, "sky_scatter", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -498,11 +500,20 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             mid = np.array(rho.shape[-2:]) // 2
             sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
                                     for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
+        ratios = None
+        if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
+            from .sky import measure_sky_scatter
+
+            ratios = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state)
+            sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
+                                            for q in (0.05, 0.5, 0.95)}
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
                 if rho is not None:
                     net.sky.set_correlation(rho)
+                if ratios is not None:
+                    net.sky.set_scatter(ratios)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units
                 net.sky_ring_level.copy_(torch.as_tensor(sky["level"], dtype=torch.float32))
             if G.pin_sky:  # the noiseless sky level of the real stamps, network units
