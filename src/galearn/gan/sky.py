@@ -110,22 +110,23 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
             "clipped_fraction": p0s}
 
 
+def _quantile_of_sorted(srt: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray:
+    """Linear-interpolated quantiles of sorted values along ``axis``, one ``q`` per row (``q`` keeps that axis, size 1)."""
+    m = srt.shape[axis]
+    pos = q * (m - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = pos - lo
+    return np.take_along_axis(srt, lo, axis) * (1 - frac) + np.take_along_axis(srt, hi, axis) * frac
+
+
 def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Censored-normal ``(sigma, x_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes)."""
     p0 = clipped.mean(axis=axis, keepdims=True)
     q1 = np.clip(p0 + 0.05, 0.25, 0.6)
     q2 = q1 + 0.3
     srt = np.sort(lin, axis=axis)
-    m = lin.shape[axis]
-
-    def at(q: np.ndarray) -> np.ndarray:  # linear-interpolated quantile, one q per row (numpy's default method)
-        pos = q * (m - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, m - 1)
-        frac = pos - lo
-        return (np.take_along_axis(srt, lo, axis) * (1 - frac) + np.take_along_axis(srt, hi, axis) * frac)
-
-    x1, x2 = at(q1), at(q2)
+    x1, x2 = _quantile_of_sorted(srt, q1, axis), _quantile_of_sorted(srt, q2, axis)
     sigma = (x2 - x1) / (norm.ppf(q2) - norm.ppf(q1))
     return np.squeeze(sigma, axis), np.squeeze(x1, axis)
 
@@ -175,13 +176,19 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     return np.clip(ratio, 0.1, 10.0).astype("f4")
 
 
-def _orthant_inverse(z: float, p_both: np.ndarray) -> np.ndarray:
-    """Correlation ``rho`` of a standard bivariate normal with ``P(X < z, Y < z) = p_both`` (tabulated, clipped)."""
+def _orthant_inverse(z: np.ndarray, weight: np.ndarray, p_both: np.ndarray) -> np.ndarray:
+    """Correlation ``rho`` with ``sum_g weight_g P(X < z_g, Y < z_g; rho) = p_both`` (standard bivariate normals).
+
+    A mixture over groups of stamps whose low quantile ``Phi(z_g)`` differs;
+    tabulated on a grid of ``rho`` and inverted by interpolation (clipped).
+    """
     rho = np.linspace(-0.99, 0.999, 600)
-    # P(X < z, Y < z; rho) = Phi(z)^2 + integral_0^rho phi2(z, z; r) dr (Plackett), integrated on the grid.
-    dens = np.exp(-z * z / (1.0 + rho)) / (2.0 * np.pi * np.sqrt(1.0 - rho * rho))
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
-    table = norm.cdf(z) ** 2 + cum - np.interp(0.0, rho, cum)
+    table = np.zeros_like(rho)
+    for zg, wg in zip(np.atleast_1d(z), np.atleast_1d(weight) / np.sum(weight)):
+        # P(X < z, Y < z; rho) = Phi(z)^2 + integral_0^rho phi2(z, z; r) dr (Plackett), integrated on the grid.
+        dens = np.exp(-zg * zg / (1.0 + rho)) / (2.0 * np.pi * np.sqrt(1.0 - rho * rho))
+        cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
+        table += wg * (norm.cdf(zg) ** 2 + cum - np.interp(0.0, rho, cum))
     return np.interp(p_both, table, rho)  # table increases with rho
 
 
@@ -212,11 +219,13 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
 
     Notes
     -----
-    A ring pixel is "low" when it is at most the ring's ``q`` quantile, ``q =
-    max(p0 + 0.05, 0.25)`` (``p0``: the fraction clipped at 0, as in
-    :func:`measure_sky`). For a Gaussian sky (seen through any monotone
-    stretch) the fraction of lag-``d`` ring pairs that are both low is the
-    bivariate normal's orthant probability at ``z = Phi^-1(q)``, which fixes
+    A ring pixel is "low" when it is at most its own stamp's ring's ``q``
+    quantile, ``q = max(p0 + 0.05, 0.25)`` (``p0``: that ring's fraction
+    clipped at 0, as in :func:`measure_sky`): per stamp, so that stamps of
+    different sky level or depth do not read as a correlation at every lag.
+    For a Gaussian sky (seen through any monotone stretch) the fraction of
+    lag-``d`` ring pairs that are both low is the bivariate normal's orthant
+    probability at ``z = Phi^-1(q)`` (a mixture over the stamps' ``q``), which fixes
     the correlation (the "tetrachoric" correlation). Pair counts at all lags
     are computed at once by FFT auto-correlation of the ring and low masks.
     """
@@ -244,17 +253,25 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
     out = np.zeros((c, 2 * h - 1, 2 * w - 1), dtype="f8")
     for b in range(c):
         v = x[:, b]
-        p0 = float((v[:, ring] <= 0).mean())
-        q = min(max(p0 + 0.05, 0.25), 0.6)
-        low = (v <= np.quantile(v[:, ring], q)) & ring
-        q_true = float(low[:, ring].mean())
+        # Each stamp's own low quantile: stamps of different sky level or depth would otherwise read as a
+        # correlation at every lag (a common factor per stamp; the per-stamp level is gan.sky_scatter's job).
+        vr = v[:, ring]
+        q = np.clip((vr <= 0).mean(axis=1, keepdims=True) + 0.05, 0.25, 0.95)
+        threshold = _quantile_of_sorted(np.sort(vr, axis=1), q, axis=1)  # (N, 1)
+        low = (v <= threshold[:, :, None]) & ring
+        q_stamp = low[:, ring].mean(axis=1)  # the low fraction each stamp reached (ties at the clip)
+        usable = (q_stamp > 0.0) & (q_stamp < 1.0)  # else a constant ring: no measurable correlation
         rho = np.zeros(len(pairs))
-        if 0.0 < q_true < 1.0:  # else a constant ring: no measurable correlation
-            both = np.bincount(radius.ravel(), weights=autocorr(low.astype("f8")).ravel(), minlength=len(pairs))
-            ok = pairs >= min_pairs
-            p_both = np.where(ok, both / np.maximum(pairs, 1.0), q_true * q_true)
-            rho = np.where(ok, _orthant_inverse(float(norm.ppf(q_true)), p_both), 0.0)
-            rho = np.where(np.abs(rho) >= 6.0 / np.sqrt(np.maximum(pairs, 1.0)), rho, 0.0)
+        if usable.any():
+            n_used = int(usable.sum())
+            both = np.bincount(radius.ravel(), weights=autocorr(low[usable].astype("f8")).ravel(), minlength=len(pairs))
+            used_pairs = pairs * n_used / n
+            ok = used_pairs >= min_pairs
+            groups, counts = np.unique(np.round(q_stamp[usable] * 40) / 40, return_counts=True)  # bins of 0.025
+            z = norm.ppf(np.clip(groups, 1e-3, 1 - 1e-3))
+            p_both = both / np.maximum(used_pairs, 1.0)
+            rho = np.where(ok, _orthant_inverse(z, counts, p_both), 0.0)
+            rho = np.where(np.abs(rho) >= 6.0 / np.sqrt(np.maximum(used_pairs, 1.0)), rho, 0.0)
             # Beyond the per-lag square: non-negative and non-increasing with the lag's length, so the noise
             # of the long, few-pair lags cannot raise it again once it has fallen.
             rho[81:] = np.minimum.accumulate(np.clip(rho[81:], 0.0, None))
