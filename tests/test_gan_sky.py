@@ -263,6 +263,8 @@ def test_scattered_sky_noise_draws_the_real_depths_and_is_seeded():
                                rtol=0, atol=0)
     scattered.set_scatter(measure_sky_scatter(stretched, stretch, sky, rows=SCATTER_ROWS))
     a = scattered(h, torch.Generator().manual_seed(5))
+    drawn = scattered.last_scales  # the rows this forward used, one per stamp (the library's censored sky reads them)
+    assert drawn.shape == (300, 3) and bool((drawn[:, None, :] == scattered.scales[None]).all(-1).any(-1).all())
     torch.testing.assert_close(a, scattered(h, torch.Generator().manual_seed(5)), rtol=0, atol=0)
     # Measured stamp by stamp like the real ones, the generated skies have the real stamps' three depths.
     fake = ((a + 1) / 2).numpy()

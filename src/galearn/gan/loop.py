@@ -345,22 +345,29 @@ def class_filename(name: str) -> str:
 
 @torch.no_grad()
 def generate(G: torch.nn.Module, labels: np.ndarray, z: np.ndarray, device: torch.device, batch: int = 256,
-             *, noise_seed: int = 0) -> np.ndarray:
+             *, noise_seed: int = 0, with_sky_scales: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Stretched stamps ``(N, C, H, W)`` in ``[0, 1]`` from latents ``z (N, z_dim)`` and class indices.
 
     G's per-pixel noise comes from a torch generator seeded with ``noise_seed``
-    (same ``z``, labels and seed: identical stamps).
+    (same ``z``, labels and seed: identical stamps). ``with_sky_scales``: also
+    return each stamp's drawn sky-sigma ratios ``(N, C)`` (``gan.sky_scatter``;
+    None for a generator without them).
     """
     G.eval()
     gen = torch.Generator().manual_seed(int(noise_seed) & ((1 << 63) - 1))
-    out = []
+    out, scales = [], []
+    sky = getattr(G, "sky", None) if getattr(G, "sky_noise", False) else None
     for start in range(0, len(z), batch):
         zz = torch.as_tensor(z[start : start + batch], dtype=torch.float32, device=device)
         yy = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
         out.append(to_stretched(G(zz, yy, gen)).clamp_(0.0, 1.0).cpu().numpy())
-    if not out:
-        return np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4")
-    return np.concatenate(out).astype("f4")
+        if sky is not None and sky.scatter:
+            scales.append(sky.last_scales.cpu().numpy())
+    stamps = (np.concatenate(out).astype("f4") if out
+              else np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4"))
+    if not with_sky_scales:
+        return stamps
+    return stamps, (np.concatenate(scales).astype("f8") if scales else None)
 
 
 def save_grid(path: Path, stretched: np.ndarray, bands: list[str], n_cols: int) -> Path:

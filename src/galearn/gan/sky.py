@@ -337,6 +337,7 @@ class SkyNoise(torch.nn.Module):
         if self.correlated:
             self.register_buffer("amplitude", torch.ones(n_bands, 2 * int(stamp_size), int(stamp_size) + 1))
         self.scatter = bool(scatter)
+        self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
         if self.scatter:
             self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
 
@@ -412,7 +413,9 @@ class SkyNoise(torch.nn.Module):
                 row = torch.randint(len(self.scales), (n,), device=h.device)
             else:
                 row = torch.randint(len(self.scales), (n,), generator=gen, device=gen.device).to(h.device)
-            sigma = sigma * self.scales[row].view(n, c, 1, 1).to(h.dtype)
+            factors = self.scales[row]
+            self.last_scales = factors.detach()
+            sigma = sigma * factors.view(n, c, 1, 1).to(h.dtype)
         a = self.softening.view(shape).to(h.dtype)
         nrm = self.norm.view(shape).to(h.dtype)
         # Noiseless stretched value, kept in a range where sinh stays finite.
