@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="?", default="{}", help='JSON of [gan] settings, e.g. \'{"condition": "morph"}\'')
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--out-dir", default="benchmarks/out/gan_default")
+    p.add_argument("--no-train", action="store_true",
+                   help="sample and evaluate OUT_DIR/ws-NAME's trained run again (after a change to sampling or "
+                        "evaluation); its JSON keeps the training CPU time it had")
     args = p.parse_args(argv)
 
     from galearn.config import RunConfig, load_config
@@ -102,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
                                         "threads": 1, **over})
     cfg = dataclasses.replace(cfg, gan=g)
     c0, t0 = time.process_time(), time.time()
-    run_train(ws, g, progress=False)
+    previous = out_dir / f"{args.name}.json"
+    if args.no_train:
+        if not ws.gan_checkpoints():
+            p.error(f"--no-train: {ws_dir} has no trained run")
+        train_cpu = json.loads(previous.read_text())["train_cpu_s"] if previous.exists() else None
+    else:
+        run_train(ws, g, progress=False)
     c1 = time.process_time()
+    if not args.no_train:
+        train_cpu = c1 - c0
     run_sample(ws, g, progress=False)
     c2 = time.process_time()
     m = run_evaluate(ws, cfg, progress=False)
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     out["backbone"] = {k: bs.get(k) for k in ("fid", "fid_real_baseline", "precision", "recall")}
     out["balancing"] = {k: m["balancing"].get(k) for k in ("balanced_accuracy_real_only", "balanced_accuracy_reweighted",
                                                            "balanced_accuracy_with_gan")}
-    out.update(train_cpu_s=c1 - c0, sample_cpu_s=c2 - c1, eval_cpu_s=c3 - c2, wall_s=time.time() - t0, over=over)
+    out.update(train_cpu_s=train_cpu, sample_cpu_s=c2 - c1, eval_cpu_s=c3 - c2, wall_s=time.time() - t0, over=over)
     text = json.dumps(out, indent=1)
     print(text)
     (out_dir / f"{args.name}.json").write_text(text + "\n")

@@ -87,7 +87,7 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
 
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
-                                               ("g_skip_excitation", True, ())])
+                                               ("g_skip_excitation", True, ()), ("sky_scatter", True, ())])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -114,12 +114,13 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
 
 
 @pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
-                                                       ("g_skip_excitation", False, True, "often")])
+                                                       ("g_skip_excitation", False, True, "often"),
+                                                       ("sky_scatter", True, False, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError
 
-    assert getattr(RunConfig().gan, name) == default  # g_blur off, g_asymmetry 0.5, no skip excitation (docs/gan.md)
+    assert getattr(RunConfig().gan, name) == default  # g_blur off, g_asymmetry 0.5, no skip excitation, sky scatter on
     assert getattr(load_config(None, parse_overrides([f"gan.{name}={value}"])).gan, name) == value
     with pytest.raises(BadValueError, match=f"gan.{name}"):
         load_config(None, parse_overrides([f"gan.{name}={bad}"]))

@@ -70,6 +70,29 @@ def test_round_trip_restores_the_negative_sky_of_real_stamps():
         stretch.inverse(stretched, censored_noise_sigma=np.array([0.004, 0.0, 0.01]), random_state=0)
 
 
+def test_censored_sky_can_have_each_stamps_own_depth():
+    """``censored_noise_sigma (N, C)``: each stamp's censored pixels get its own sigma (gan.sky_scatter)."""
+    physical = noisy_stamps(n=40)
+    depth = np.where(np.arange(40) % 2 == 0, 0.5, 2.0)
+    physical = physical * depth[:, None, None, None].astype("f4")  # sources scale too: only the ratio matters here
+    stretch = AsinhStretch.fit(physical, noise_sigma=SIGMA)
+    stretched = stretch.forward(physical)
+    per_stamp = depth[:, None] * SIGMA[None, :]
+    fixed = stretch.inverse(stretched, censored_noise_sigma=per_stamp, random_state=[0, 1])
+    censored = stretched == 0
+    for d in (0.5, 2.0):
+        rows = depth == d
+        for b in range(len(BANDS)):
+            orig = physical[rows, b][censored[rows, b]]
+            new = fixed[rows, b][censored[rows, b]]
+            assert abs(new.std() / orig.std() - 1) < 0.12, (d, b, orig.std(), new.std())
+    # one row of per-stamp sigmas equal to the band sigmas: the (C,) result, draw for draw
+    same = stretch.inverse(stretched, censored_noise_sigma=np.repeat(SIGMA[None], 40, axis=0), random_state=[0, 1])
+    np.testing.assert_array_equal(same, stretch.inverse(stretched, censored_noise_sigma=SIGMA, random_state=[0, 1]))
+    with pytest.raises(BadValueError, match="censored_noise_sigma"):
+        stretch.inverse(stretched, censored_noise_sigma=per_stamp[:10], random_state=0)
+
+
 def test_stretch_noise_sigma_prefers_the_stored_value():
     d = AsinhStretch(softening=[0.02, 0.04, 0.06], maximum=[1.0, 1.0, 1.0]).to_dict()
     np.testing.assert_allclose(stretch_noise_sigma(d), [0.01, 0.02, 0.03])  # softening / 2 (default)
@@ -104,6 +127,7 @@ def test_library_physical_sky_is_uncensored_and_the_same_seed_gives_the_same_lib
     assert floor.any() and np.all(ph[floor] <= 0) and np.mean(ph[floor] < 0) > 0.99
     np.testing.assert_allclose(ph[~floor], stretch.inverse(st)[~floor], rtol=1e-6)
     assert "7003" in lib.extra["physical"] and "stored noise_sigma" in lib.extra["physical"]
+    assert "sky_scatter" in lib.extra["physical"]  # the default: each stamp's censored sky at its drawn depth
 
     run_sample(ws, dataclasses.replace(cfg, n_per_class=6), progress=False)
     again = open_sample(ws.library)

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from galearn.errors import BadValueError  # noqa: E402
 from test_gan import TINY, assert_resume_exact, assert_sample_reproducible  # noqa: E402
 
 SIGMA = np.array([0.5, 1.0, 2.0])
@@ -209,3 +210,79 @@ def test_training_with_the_drawn_template_resumes_exactly_and_old_checkpoints_lo
         run_train(ws, dataclasses.replace(cfg, steps=6, g_out_scale=1.0), resume=True, progress=False)
     with pytest.raises(BadValueError, match="g_template_warp needs"):
         _validate(dataclasses.replace(TINY, g_template=False, g_template_warp=True))
+
+
+def _uneven_depth(n=240, size=32, seed=0):
+    """:func:`_real_like` stamps whose sky sigma is SIGMA x 0.5, 1 or 2 (one factor per stamp, all bands)."""
+    from galearn.imaging import AsinhStretch
+
+    rng = np.random.default_rng(seed)
+    depth = np.array([0.5, 1.0, 2.0])[np.arange(n) % 3]
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    galaxy = 40.0 * np.exp(-(xx**2 + yy**2) / (2 * 2.5**2))
+    phys = galaxy[None, None] * rng.uniform(0.5, 2, (n, 1, 1, 1))
+    phys = phys + rng.standard_normal((n, 3, size, size)) * SIGMA[None, :, None, None] * depth[:, None, None, None]
+    stretch = AsinhStretch.fit(phys, noise_sigma=SIGMA)
+    d = {"method": "asinh", "softening": stretch.softening.tolist(), "maximum": stretch.maximum.tolist()}
+    return stretch.forward(phys).astype("f4"), d, depth
+
+
+def test_sky_scatter_recovers_each_stamps_depth():
+    from galearn.gan.sky import measure_sky, measure_sky_scatter
+
+    stretched, stretch, depth = _uneven_depth()
+    sky = measure_sky(stretched, stretch)
+    ratios = measure_sky_scatter(stretched, stretch, sky, rows=len(depth))  # every stamp once, in order
+    assert ratios.shape == (len(depth), 3) and ratios.dtype == np.float32
+    sigma = ratios * np.asarray(sky["sigma"])[None]
+    got = sigma / SIGMA[None]  # each stamp's own sigma over its band's: its depth factor (448 ring pixels each)
+    for d in (0.5, 1.0, 2.0):
+        np.testing.assert_allclose(np.median(got[depth == d], axis=0), d, rtol=0.1)
+    assert np.mean(np.abs(got / depth[:, None] - 1) < 0.3) > 0.95
+    # Seeded rows; fewer stamps than rows are drawn with replacement.
+    again = measure_sky_scatter(stretched, stretch, sky, rows=64, random_state=4)
+    np.testing.assert_array_equal(again, measure_sky_scatter(stretched, stretch, sky, rows=64, random_state=4))
+    assert measure_sky_scatter(stretched[:10], stretch, sky, rows=64).shape == (64, 3)
+    # One depth everywhere: every ratio near 1.
+    even, stretch_even = _real_like()
+    flat = measure_sky_scatter(even, stretch_even, measure_sky(even, stretch_even))
+    assert np.abs(np.median(flat, axis=0) - 1).max() < 0.05 and np.quantile(flat, 0.95) < 1.25
+
+
+def test_scattered_sky_noise_draws_the_real_depths_and_is_seeded():
+    from galearn.gan.sky import SCATTER_ROWS, SkyNoise, measure_sky, measure_sky_scatter
+
+    stretched, stretch, depth = _uneven_depth()
+    sky = measure_sky(stretched, stretch)
+    plain, scattered = SkyNoise(3), SkyNoise(3, scatter=True)
+    for m in (plain, scattered):
+        m.set(sky)
+    h = torch.full((300, 3, 32, 32), -1.0)
+    # All ratios 1 (the placeholder): the plain module's noise, number for number.
+    torch.testing.assert_close(scattered(h, torch.Generator().manual_seed(2)), plain(h, torch.Generator().manual_seed(2)),
+                               rtol=0, atol=0)
+    scattered.set_scatter(measure_sky_scatter(stretched, stretch, sky, rows=SCATTER_ROWS))
+    a = scattered(h, torch.Generator().manual_seed(5))
+    drawn = scattered.last_scales  # the rows this forward used, one per stamp (the library's censored sky reads them)
+    assert drawn.shape == (300, 3) and bool((drawn[:, None, :] == scattered.scales[None]).all(-1).any(-1).all())
+    torch.testing.assert_close(a, scattered(h, torch.Generator().manual_seed(5)), rtol=0, atol=0)
+    # Measured stamp by stamp like the real ones, the generated skies have the real stamps' three depths.
+    fake = ((a + 1) / 2).numpy()
+    got = measure_sky_scatter(fake, stretch, sky, rows=len(fake)) * np.asarray(sky["sigma"])[None] / SIGMA[None]
+    for d in (0.5, 1.0, 2.0):
+        share = (np.abs(got[:, 1] / d - 1) < 0.2).mean()
+        assert 0.2 < share < 0.47, (d, share)
+    with pytest.raises(BadValueError, match="sky_scatter"):
+        plain.set_scatter(np.ones((SCATTER_ROWS, 3)))
+
+
+def test_training_with_sky_scatter_stores_the_real_ratios(tmp_path):
+    from galearn.gan.sky import SCATTER_ROWS
+
+    cfg = dataclasses.replace(TINY, steps=2, checkpoint_every=2, sky_noise="measured", sky_scatter=True)
+    ws_a, a = assert_resume_exact(tmp_path, dataclasses.replace(cfg, steps=4))
+    info = json.loads((ws_a.gan / "config.json").read_text())
+    assert set(info["sky"]["sigma_ratio_quantiles"]) == {"0.05", "0.5", "0.95"}
+    scales = a["G_ema"]["sky.scales"]
+    assert scales.shape == (SCATTER_ROWS, 3) and float(scales.std()) > 0  # measured, not the placeholder
+    torch.testing.assert_close(scales, a["G"]["sky.scales"])

@@ -205,6 +205,7 @@ class GanTrainConfig:
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     sky_noise: str = "measured"  # "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain
+    sky_scatter: bool = True  # measured sky: each generated stamp's noise sigma = the pooled sigma x one real training stamp's own ratio (depth varies across a mosaic; 8-bit images are scaled one by one); ignored with sky_noise = learnt (docs/gan.md round 9)
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
     g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)

@@ -216,9 +216,10 @@ class AsinhStretch:
         ----------
         stretched : ndarray, shape (..., C, H, W)
             Stretched values in ``[0, 1]``.
-        censored_noise_sigma : array of shape (C,), optional
+        censored_noise_sigma : array of shape (C,) or (N, C), optional
             Per-band pixel noise sigma (physical units per pixel, e.g.
-            electrons/s), see :func:`stretch_noise_sigma`. ``None``: censored
+            electrons/s), see :func:`stretch_noise_sigma`; ``(N, C)``: per
+            stamp of ``stretched (N, C, H, W)`` (stamps of different depth). ``None``: censored
             pixels stay 0 (the plain inverse).
         random_state : int, sequence of int or numpy Generator, optional
             Seed of the draws (same seed and input: identical output).
@@ -236,16 +237,21 @@ class AsinhStretch:
         m = self._shape(self.maximum, s.ndim)
         out = (a * np.sinh(s * np.arcsinh(m / a))).astype("f4")
         if censored_noise_sigma is not None:
-            sigma = np.asarray(censored_noise_sigma, dtype="f8").ravel()
-            if sigma.shape != self.softening.shape or np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
-                raise BadValueError(f"censored_noise_sigma must be finite and > 0 for each of the "
-                                    f"{self.softening.size} bands, got {sigma.tolist()}")
+            sigma = np.asarray(censored_noise_sigma, dtype="f8")
+            n_bands = self.softening.size
+            per_stamp = sigma.ndim == 2 and s.ndim == 4 and sigma.shape == (s.shape[0], n_bands)
+            if not per_stamp:
+                sigma = sigma.ravel()
+            if (not per_stamp and sigma.shape != self.softening.shape) or np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
+                raise BadValueError(f"censored_noise_sigma must be finite and > 0 for each of the {n_bands} bands "
+                                    f"(or each stamp and band), got {np.round(sigma, 6).tolist()[:8]}")
             censored = s <= 0
             n_censored = int(censored.sum())
             if n_censored:
                 rng = (random_state if isinstance(random_state, np.random.Generator)
                        else np.random.default_rng(random_state))
-                per_pixel = np.broadcast_to(self._shape(sigma, s.ndim), s.shape)[censored]
+                sigma_b = sigma[:, :, None, None] if per_stamp else self._shape(sigma, s.ndim)
+                per_pixel = np.broadcast_to(sigma_b, s.shape)[censored]
                 out[censored] = (-np.abs(rng.standard_normal(n_censored)) * per_pixel).astype("f4")
                 if censored_smoothing_pixels > 0 and s.ndim >= 2:
                     from scipy import ndimage, special

@@ -50,12 +50,13 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
-           "g_asymmetry", "g_skip_excitation")
+           "g_asymmetry", "g_skip_excitation", "sky_scatter")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
-                   "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False}
+                   "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
+                   "sky_scatter": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -101,7 +102,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
-                  skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)))
+                  skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
+                  sky_scatter=bool(getattr(cfg, "sky_scatter", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -343,22 +345,29 @@ def class_filename(name: str) -> str:
 
 @torch.no_grad()
 def generate(G: torch.nn.Module, labels: np.ndarray, z: np.ndarray, device: torch.device, batch: int = 256,
-             *, noise_seed: int = 0) -> np.ndarray:
+             *, noise_seed: int = 0, with_sky_scales: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Stretched stamps ``(N, C, H, W)`` in ``[0, 1]`` from latents ``z (N, z_dim)`` and class indices.
 
     G's per-pixel noise comes from a torch generator seeded with ``noise_seed``
-    (same ``z``, labels and seed: identical stamps).
+    (same ``z``, labels and seed: identical stamps). ``with_sky_scales``: also
+    return each stamp's drawn sky-sigma ratios ``(N, C)`` (``gan.sky_scatter``;
+    None for a generator without them).
     """
     G.eval()
     gen = torch.Generator().manual_seed(int(noise_seed) & ((1 << 63) - 1))
-    out = []
+    out, scales = [], []
+    sky = getattr(G, "sky", None) if getattr(G, "sky_noise", False) else None
     for start in range(0, len(z), batch):
         zz = torch.as_tensor(z[start : start + batch], dtype=torch.float32, device=device)
         yy = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
         out.append(to_stretched(G(zz, yy, gen)).clamp_(0.0, 1.0).cpu().numpy())
-    if not out:
-        return np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4")
-    return np.concatenate(out).astype("f4")
+        if sky is not None and sky.scatter:
+            scales.append(sky.last_scales.cpu().numpy())
+    stamps = (np.concatenate(out).astype("f4") if out
+              else np.zeros((0, G.n_bands, G.stamp_size, G.stamp_size), dtype="f4"))
+    if not with_sky_scales:
+        return stamps
+    return stamps, (np.concatenate(scales).astype("f8") if scales else None)
 
 
 def save_grid(path: Path, stretched: np.ndarray, bands: list[str], n_cols: int) -> Path:
@@ -498,11 +507,20 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             mid = np.array(rho.shape[-2:]) // 2
             sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
                                     for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
+        ratios = None
+        if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
+            from .sky import measure_sky_scatter
+
+            ratios = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state)
+            sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
+                                            for q in (0.05, 0.5, 0.95)}
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
                 if rho is not None:
                     net.sky.set_correlation(rho)
+                if ratios is not None:
+                    net.sky.set_scatter(ratios)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units
                 net.sky_ring_level.copy_(torch.as_tensor(sky["level"], dtype=torch.float32))
             if G.pin_sky:  # the noiseless sky level of the real stamps, network units

@@ -250,7 +250,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
-                 asymmetry: float = 1.0, skip_excitation: bool = False) -> None:
+                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -285,7 +285,7 @@ class Generator(nn.Module):
         if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
             from .sky import SkyNoise
 
-            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None)
+            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter)
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)

@@ -63,15 +63,17 @@ def load_generator(ws: Workspace, *, device: str | None = None, checkpoint: str 
     return G_ema.to(dev).eval(), ckpt, path
 
 
-def sample_class(G_ema, class_index: int, n: int, z_dim: int, *, random_state: int, device=None) -> np.ndarray:
+def sample_class(G_ema, class_index: int, n: int, z_dim: int, *, random_state: int, device=None,
+                 with_sky_scales: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """``n`` stretched stamps of one class; latents from ``default_rng([random_state, 7001, class_index])``,
-    G's pixel noise from ``derive_seed(random_state, class_index, 7002)``."""
+    G's pixel noise from ``derive_seed(random_state, class_index, 7002)``. ``with_sky_scales``: also each
+    stamp's drawn sky-sigma ratios ``(n, C)`` (None without ``gan.sky_scatter``)."""
     import torch
 
     z = np.random.default_rng([int(random_state), 7001, int(class_index)]).standard_normal((n, z_dim)).astype("f4")
     dev = next(G_ema.parameters()).device if device is None else torch.device(device)
     return generate(G_ema, np.full(n, class_index, dtype=np.int64), z, dev,
-                    noise_seed=derive_seed(random_state, int(class_index), 7002))
+                    noise_seed=derive_seed(random_state, int(class_index), 7002), with_sky_scales=with_sky_scales)
 
 
 def library_counts(real_counts: dict[str, int], *, n_per_class: int | None, balance: bool) -> dict[str, int]:
@@ -134,8 +136,9 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
         sky_sigma = stretch_noise_sigma(stretch)
         asinh = AsinhStretch.from_dict(stretch)
 
-        def inverse(stretched: np.ndarray, class_index: int) -> np.ndarray:
-            return asinh.inverse(stretched, censored_noise_sigma=sky_sigma,
+        def inverse(stretched: np.ndarray, class_index: int, scales: np.ndarray | None) -> np.ndarray:
+            sigma = sky_sigma if scales is None else sky_sigma[None, :] * scales  # each stamp's drawn depth
+            return asinh.inverse(stretched, censored_noise_sigma=sigma,
                                  random_state=[int(cfg.random_state), 7003, int(class_index)])
 
         stored = stretch.get("noise_sigma")
@@ -147,6 +150,8 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
             "truncated to <= 0 (mu >= 0: local level, 1.5-pixel Gaussian smoothing of a first pass of "
             "-|N(0, noise_sigma_b)| draws), seeded by default_rng([random_state, 7003, class_index]), "
             f"noise_sigma per band = {[float(s) for s in sky_sigma]} ({sigma_from} of the sample's stretch)"
+            + (", times each stamp's drawn sky-sigma ratio (gan.sky_scatter)"
+               if getattr(getattr(G_ema, "sky", None), "scatter", False) else "")
         )
     else:
         inverse = None
@@ -159,8 +164,8 @@ def run_sample(ws: Workspace, cfg: GanSampleConfig | GanConfig, *, progress: boo
         start = 0
         for k, c in enumerate(tqdm(classes, desc="gan sample", disable=progress is False if progress is not None else None)):
             n = counts[c]
-            stretched = sample_class(G_ema, k, n, z_dim, random_state=cfg.random_state)
-            physical = inverse(stretched, k) if inverse is not None else stretched
+            stretched, scales = sample_class(G_ema, k, n, z_dim, random_state=cfg.random_state, with_sky_scales=True)
+            physical = inverse(stretched, k, scales) if inverse is not None else stretched
             writer.write(start, stretched, physical)
             rows_class += [c] * n
             rows_index += [k] * n

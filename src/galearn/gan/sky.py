@@ -10,6 +10,10 @@ noise, and G spends its capacity on the galaxy.
 * :func:`measure_sky` -- per-band sky level and noise sigma of real stretched
   stamps, from their outer ring, allowing for the stretch's clip at 0 (a
   censored normal fitted by two quantiles).
+* :func:`measure_sky_scatter` -- each real stamp's own sky sigma over the
+  pooled one, per band (``gan.sky_scatter``): depth varies across a mosaic
+  (tile overlaps, deep fields inside wide ones) and 8-bit images are scaled
+  one by one, so one noise level for every generated stamp would be a tell.
 * :func:`measure_sky_correlation` -- per-band 2-D autocorrelation of the
   real stamps' outer-ring sky (``gan.sky_noise = "measured-correlated"``),
   from how often two ring pixels at a lag are both below a low quantile
@@ -18,7 +22,8 @@ noise, and G spends its capacity on the galaxy.
   square root of its power spectrum on a doubled (circulant-embedding) grid.
 * :class:`SkyNoise` -- the torch module: stretched -> linear units ->
   ``+ sigma_b * N(0, 1)`` (per pixel, independent per band, from the step's
-  seeded ``torch.Generator``; with an amplitude set, a Gaussian random field
+  seeded ``torch.Generator``; with the scatter set, ``sigma_b`` times the
+  ratios of one real stamp drawn per generated stamp; with an amplitude set, a Gaussian random field
   with the measured autocorrelation: white noise filtered by FFT) ->
   stretched, clipped to ``[0, 1]``.
 
@@ -35,9 +40,11 @@ from scipy.stats import norm
 
 from ..errors import BadValueError
 
-__all__ = ["measure_sky", "measure_sky_correlation", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
+__all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
 SKY_NOISE = ("measured", "measured-correlated", "learnt")
+#: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
+SCATTER_ROWS = 256
 
 
 def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,32 +96,99 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
     lin, a, nrm = _linearise(x, stretch)
     ring = np.ones(x.shape[-2:], dtype=bool)
     ring[w:-w, w:-w] = False
-    sigma, level, p0s = [], [], []
-    for b in range(x.shape[1]):
-        v = lin[:, b][:, ring].ravel()
-        clipped = np.asarray(x[:, b][:, ring]).ravel() <= 0
-        p0 = float(clipped.mean())
-        q1 = min(max(p0 + 0.05, 0.25), 0.6)
-        q2 = q1 + 0.3
-        x1, x2 = np.quantile(v, [q1, q2])
-        z1, z2 = norm.ppf([q1, q2])
-        s = (x2 - x1) / (z2 - z1)
-        if not s > 0:  # constant ring (e.g. a blank test image): fall back to the MAD
-            s = 1.4826 * float(np.median(np.abs(v - np.median(v)))) or 1e-6
-        sigma.append(float(s))
-        level.append(float(x1 - s * z1))
-        p0s.append(p0)
+    v = np.moveaxis(lin[:, :, ring], 1, 0).reshape(x.shape[1], -1)  # (C, N * ring pixels)
+    clipped = np.moveaxis(x[:, :, ring], 1, 0).reshape(x.shape[1], -1) <= 0
+    s, x1 = _sky_quantiles(v, clipped, axis=1)
+    q1 = np.clip(clipped.mean(axis=1) + 0.05, 0.25, 0.6)
+    # constant ring (e.g. a blank test image): fall back to the MAD
+    mad = 1.4826 * np.median(np.abs(v - np.median(v, axis=1, keepdims=True)), axis=1)
+    s = np.where(s > 0, s, np.where(mad > 0, mad, 1e-6))
+    sigma = [float(t) for t in s]
+    level = [float(t) for t in x1 - s * norm.ppf(q1)]
+    p0s = [float(t) for t in clipped.mean(axis=1)]
     return {"sigma": sigma, "level": level, "softening": [float(t) for t in a], "norm": [float(t) for t in nrm],
             "clipped_fraction": p0s}
 
 
-def _orthant_inverse(z: float, p_both: np.ndarray) -> np.ndarray:
-    """Correlation ``rho`` of a standard bivariate normal with ``P(X < z, Y < z) = p_both`` (tabulated, clipped)."""
+def _quantile_of_sorted(srt: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray:
+    """Linear-interpolated quantiles of sorted values along ``axis``, one ``q`` per row (``q`` keeps that axis, size 1)."""
+    m = srt.shape[axis]
+    pos = q * (m - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = pos - lo
+    return np.take_along_axis(srt, lo, axis) * (1 - frac) + np.take_along_axis(srt, hi, axis) * frac
+
+
+def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Censored-normal ``(sigma, x_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes)."""
+    p0 = clipped.mean(axis=axis, keepdims=True)
+    q1 = np.clip(p0 + 0.05, 0.25, 0.6)
+    q2 = q1 + 0.3
+    srt = np.sort(lin, axis=axis)
+    x1, x2 = _quantile_of_sorted(srt, q1, axis), _quantile_of_sorted(srt, q2, axis)
+    sigma = (x2 - x1) / (norm.ppf(q2) - norm.ppf(q1))
+    return np.squeeze(sigma, axis), np.squeeze(x1, axis)
+
+
+def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, *, rows: int = SCATTER_ROWS,
+                        random_state: int = 0, border: int | None = None) -> np.ndarray:
+    """Each real stamp's own sky sigma over the pooled :func:`measure_sky` sigma: ``(rows, C)`` float32.
+
+    Parameters
+    ----------
+    stretched : array (N, C, H, W)
+        The real stretched stamps :func:`measure_sky` measured.
+    stretch : dict or None
+        The sample's stretch description.
+    sky : dict
+        :func:`measure_sky`'s result for the same stamps (its ``sigma``).
+    rows : int
+        Rows returned: ``rows`` stamps drawn from the N (seeded; without
+        replacement when ``N >= rows``), each row one stamp's ratios in all
+        bands, so depth that varies together across bands stays together.
+    random_state : int
+    border : int, optional
+        Width (pixels) of the outer ring; default ``H // 8``.
+
+    Notes
+    -----
+    Each stamp's ring is measured on its own, with the same censored-normal
+    quantile estimate as :func:`measure_sky` (vectorised over stamps). A ring
+    whose estimate is not positive (blank, or all clipped) gets ratio 1; the
+    ratios are clipped to ``[0.1, 10]``.
+    """
+    x = np.asarray(stretched)
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise BadValueError(f"measure_sky_scatter needs stamps (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    bw = max(1, int(border if border is not None else h // 8))
+    ring = np.ones((h, w), dtype=bool)
+    ring[bw:-bw, bw:-bw] = False
+    pooled = np.asarray(sky["sigma"], dtype="f8")
+    if pooled.shape != (c,):
+        raise BadValueError(f"the measured sky has {pooled.size} bands, the stamps {c}")
+    pick = np.random.default_rng(random_state).choice(n, size=rows, replace=n < rows)
+    sub = x[np.sort(pick)] if n >= rows else x[pick]
+    lin, _, _ = _linearise(sub, stretch)
+    sigma, _ = _sky_quantiles(lin[:, :, ring], sub[:, :, ring] <= 0, axis=2)  # (rows, C)
+    ratio = np.where(sigma > 0, sigma / np.maximum(pooled, 1e-12)[None], 1.0)
+    return np.clip(ratio, 0.1, 10.0).astype("f4")
+
+
+def _orthant_inverse(z: np.ndarray, weight: np.ndarray, p_both: np.ndarray) -> np.ndarray:
+    """Correlation ``rho`` with ``sum_g weight_g P(X < z_g, Y < z_g; rho) = p_both`` (standard bivariate normals).
+
+    A mixture over groups of stamps whose low quantile ``Phi(z_g)`` differs;
+    tabulated on a grid of ``rho`` and inverted by interpolation (clipped).
+    """
     rho = np.linspace(-0.99, 0.999, 600)
-    # P(X < z, Y < z; rho) = Phi(z)^2 + integral_0^rho phi2(z, z; r) dr (Plackett), integrated on the grid.
-    dens = np.exp(-z * z / (1.0 + rho)) / (2.0 * np.pi * np.sqrt(1.0 - rho * rho))
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
-    table = norm.cdf(z) ** 2 + cum - np.interp(0.0, rho, cum)
+    table = np.zeros_like(rho)
+    for zg, wg in zip(np.atleast_1d(z), np.atleast_1d(weight) / np.sum(weight)):
+        # P(X < z, Y < z; rho) = Phi(z)^2 + integral_0^rho phi2(z, z; r) dr (Plackett), integrated on the grid.
+        dens = np.exp(-zg * zg / (1.0 + rho)) / (2.0 * np.pi * np.sqrt(1.0 - rho * rho))
+        cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
+        table += wg * (norm.cdf(zg) ** 2 + cum - np.interp(0.0, rho, cum))
     return np.interp(p_both, table, rho)  # table increases with rho
 
 
@@ -145,11 +219,13 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
 
     Notes
     -----
-    A ring pixel is "low" when it is at most the ring's ``q`` quantile, ``q =
-    max(p0 + 0.05, 0.25)`` (``p0``: the fraction clipped at 0, as in
-    :func:`measure_sky`). For a Gaussian sky (seen through any monotone
-    stretch) the fraction of lag-``d`` ring pairs that are both low is the
-    bivariate normal's orthant probability at ``z = Phi^-1(q)``, which fixes
+    A ring pixel is "low" when it is at most its own stamp's ring's ``q``
+    quantile, ``q = max(p0 + 0.05, 0.25)`` (``p0``: that ring's fraction
+    clipped at 0, as in :func:`measure_sky`): per stamp, so that stamps of
+    different sky level or depth do not read as a correlation at every lag.
+    For a Gaussian sky (seen through any monotone stretch) the fraction of
+    lag-``d`` ring pairs that are both low is the bivariate normal's orthant
+    probability at ``z = Phi^-1(q)`` (a mixture over the stamps' ``q``), which fixes
     the correlation (the "tetrachoric" correlation). Pair counts at all lags
     are computed at once by FFT auto-correlation of the ring and low masks.
     """
@@ -177,17 +253,25 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
     out = np.zeros((c, 2 * h - 1, 2 * w - 1), dtype="f8")
     for b in range(c):
         v = x[:, b]
-        p0 = float((v[:, ring] <= 0).mean())
-        q = min(max(p0 + 0.05, 0.25), 0.6)
-        low = (v <= np.quantile(v[:, ring], q)) & ring
-        q_true = float(low[:, ring].mean())
+        # Each stamp's own low quantile: stamps of different sky level or depth would otherwise read as a
+        # correlation at every lag (a common factor per stamp; the per-stamp level is gan.sky_scatter's job).
+        vr = v[:, ring]
+        q = np.clip((vr <= 0).mean(axis=1, keepdims=True) + 0.05, 0.25, 0.95)
+        threshold = _quantile_of_sorted(np.sort(vr, axis=1), q, axis=1)  # (N, 1)
+        low = (v <= threshold[:, :, None]) & ring
+        q_stamp = low[:, ring].mean(axis=1)  # the low fraction each stamp reached (ties at the clip)
+        usable = (q_stamp > 0.0) & (q_stamp < 1.0)  # else a constant ring: no measurable correlation
         rho = np.zeros(len(pairs))
-        if 0.0 < q_true < 1.0:  # else a constant ring: no measurable correlation
-            both = np.bincount(radius.ravel(), weights=autocorr(low.astype("f8")).ravel(), minlength=len(pairs))
-            ok = pairs >= min_pairs
-            p_both = np.where(ok, both / np.maximum(pairs, 1.0), q_true * q_true)
-            rho = np.where(ok, _orthant_inverse(float(norm.ppf(q_true)), p_both), 0.0)
-            rho = np.where(np.abs(rho) >= 6.0 / np.sqrt(np.maximum(pairs, 1.0)), rho, 0.0)
+        if usable.any():
+            n_used = int(usable.sum())
+            both = np.bincount(radius.ravel(), weights=autocorr(low[usable].astype("f8")).ravel(), minlength=len(pairs))
+            used_pairs = pairs * n_used / n
+            ok = used_pairs >= min_pairs
+            groups, counts = np.unique(np.round(q_stamp[usable] * 40) / 40, return_counts=True)  # bins of 0.025
+            z = norm.ppf(np.clip(groups, 1e-3, 1 - 1e-3))
+            p_both = both / np.maximum(used_pairs, 1.0)
+            rho = np.where(ok, _orthant_inverse(z, counts, p_both), 0.0)
+            rho = np.where(np.abs(rho) >= 6.0 / np.sqrt(np.maximum(used_pairs, 1.0)), rho, 0.0)
             # Beyond the per-lag square: non-negative and non-increasing with the lag's length, so the noise
             # of the long, few-pair lags cannot raise it again once it has fallen.
             rho[81:] = np.minimum.accumulate(np.clip(rho[81:], 0.0, None))
@@ -239,9 +323,12 @@ class SkyNoise(torch.nn.Module):
     :func:`measure_sky`. Before :meth:`set` they are placeholders (sigma 0:
     no noise). With ``stamp_size`` (correlated sky) also ``amplitude``
     ``(C, 2H, H + 1)``, from :func:`noise_amplitude` (placeholder: white).
+    With ``scatter`` also ``scales`` ``(SCATTER_ROWS, C)``, from
+    :func:`measure_sky_scatter` (placeholder: all 1): each stamp's sigma is
+    ``sigma`` times one row, drawn per stamp from the same generator.
     """
 
-    def __init__(self, n_bands: int, stamp_size: int | None = None) -> None:
+    def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -249,6 +336,17 @@ class SkyNoise(torch.nn.Module):
         self.correlated = stamp_size is not None
         if self.correlated:
             self.register_buffer("amplitude", torch.ones(n_bands, 2 * int(stamp_size), int(stamp_size) + 1))
+        self.scatter = bool(scatter)
+        self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
+        if self.scatter:
+            self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
+
+    @torch.no_grad()
+    def set_scatter(self, ratios: np.ndarray) -> None:
+        """Set ``scales`` from a :func:`measure_sky_scatter` result (``gan.sky_scatter`` only)."""
+        if not self.scatter:
+            raise BadValueError("this generator's sky noise has one level per band (gan.sky_scatter = false)")
+        self.scales.copy_(torch.as_tensor(np.asarray(ratios), dtype=torch.float32))
 
     @torch.no_grad()
     def set_correlation(self, rho: np.ndarray) -> None:
@@ -309,6 +407,15 @@ class SkyNoise(torch.nn.Module):
         shape = (1, c, 1, 1)
         noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
         sigma = self.sigma.view(shape).to(h.dtype)
+        if self.scatter:  # one real stamp's sigma ratios per generated stamp
+            n = h.shape[0]
+            if gen is None:
+                row = torch.randint(len(self.scales), (n,), device=h.device)
+            else:
+                row = torch.randint(len(self.scales), (n,), generator=gen, device=gen.device).to(h.device)
+            factors = self.scales[row]
+            self.last_scales = factors.detach()
+            sigma = sigma * factors.view(n, c, 1, 1).to(h.dtype)
         a = self.softening.view(shape).to(h.dtype)
         nrm = self.norm.view(shape).to(h.dtype)
         # Noiseless stretched value, kept in a range where sinh stays finite.
