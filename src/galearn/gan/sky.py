@@ -60,6 +60,18 @@ def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray,
     return np.asarray(stretched, dtype="f8"), np.zeros(n_bands), np.ones(n_bands)
 
 
+def _stamps_and_ring(stretched: np.ndarray, border: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(stamps (N, C, H, W), outer-ring mask (H, W))``; the ring is ``border`` (default ``H // 8``) pixels wide."""
+    x = np.asarray(stretched)
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise BadValueError(f"{what} needs stamps (N, C, H, W), got shape {x.shape}")
+    h, w = x.shape[-2:]
+    bw = max(1, int(border if border is not None else h // 8))
+    ring = np.ones((h, w), dtype=bool)
+    ring[bw:-bw, bw:-bw] = False
+    return x, ring
+
+
 def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: int | None = None) -> dict:
     """Per-band sky level and noise of real stamps, in the stretch's linear units.
 
@@ -88,14 +100,8 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
     and ``q2 = q1 + 0.3`` (below the neighbours' tail) give
     ``sigma = (x_q2 - x_q1) / (z_q2 - z_q1)`` and ``level = x_q1 - sigma z_q1``.
     """
-    x = np.asarray(stretched)
-    if x.ndim != 4 or x.shape[0] < 1:
-        raise BadValueError(f"measure_sky needs stamps (N, C, H, W), got shape {x.shape}")
-    size = x.shape[-1]
-    w = max(1, int(border if border is not None else size // 8))
+    x, ring = _stamps_and_ring(stretched, border, "measure_sky")
     lin, a, nrm = _linearise(x, stretch)
-    ring = np.ones(x.shape[-2:], dtype=bool)
-    ring[w:-w, w:-w] = False
     v = np.moveaxis(lin[:, :, ring], 1, 0).reshape(x.shape[1], -1)  # (C, N * ring pixels)
     clipped = np.moveaxis(x[:, :, ring], 1, 0).reshape(x.shape[1], -1) <= 0
     s, x1 = _sky_quantiles(v, clipped, axis=1)
@@ -158,13 +164,8 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     whose estimate is not positive (blank, or all clipped) gets ratio 1; the
     ratios are clipped to ``[0.1, 10]``.
     """
-    x = np.asarray(stretched)
-    if x.ndim != 4 or x.shape[0] < 1:
-        raise BadValueError(f"measure_sky_scatter needs stamps (N, C, H, W), got shape {x.shape}")
-    n, c, h, w = x.shape
-    bw = max(1, int(border if border is not None else h // 8))
-    ring = np.ones((h, w), dtype=bool)
-    ring[bw:-bw, bw:-bw] = False
+    x, ring = _stamps_and_ring(stretched, border, "measure_sky_scatter")
+    n, c = x.shape[:2]
     pooled = np.asarray(sky["sigma"], dtype="f8")
     if pooled.shape != (c,):
         raise BadValueError(f"the measured sky has {pooled.size} bands, the stamps {c}")
@@ -229,13 +230,8 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
     the correlation (the "tetrachoric" correlation). Pair counts at all lags
     are computed at once by FFT auto-correlation of the ring and low masks.
     """
-    x = np.asarray(stretched)
-    if x.ndim != 4 or x.shape[0] < 1:
-        raise BadValueError(f"measure_sky_correlation needs stamps (N, C, H, W), got shape {x.shape}")
+    x, ring = _stamps_and_ring(stretched, border, "measure_sky_correlation")
     n, c, h, w = x.shape
-    bw = max(1, int(border if border is not None else h // 8))
-    ring = np.ones((h, w), dtype=bool)
-    ring[bw:-bw, bw:-bw] = False
     shape = (2 * h, 2 * w)
 
     def autocorr(m: np.ndarray) -> np.ndarray:  # sum over leading axes of sum_p m[p] m[p + d], lags centred
