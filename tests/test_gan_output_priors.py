@@ -87,7 +87,8 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
 
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
-                                               ("g_skip_excitation", True, ()), ("sky_scatter", True, ())])
+                                               ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
+                                               ("g_random_rotation", True, ())])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -115,7 +116,8 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
 
 @pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
                                                        ("g_skip_excitation", False, True, "often"),
-                                                       ("sky_scatter", True, False, "often")])
+                                                       ("sky_scatter", True, False, "often"),
+                                                       ("g_random_rotation", False, True, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError
@@ -163,3 +165,18 @@ def test_skip_excitation_is_the_plain_generator_when_every_gate_is_open(stamp_si
         for m in Gs.skip_excitation.values():  # half open: a different image
             m.out.bias.zero_()
         assert not torch.allclose(Gs(z, y, torch.Generator().manual_seed(1)), want)
+
+
+def test_random_rotation_keeps_the_light_turns_each_stamp_its_own_way_and_is_seeded():
+    from galearn.gan.networks import rotate_stamps
+
+    yy, xx = torch.meshgrid(torch.arange(32.0) - 15.5, torch.arange(32.0) - 15.5, indexing="ij")
+    bar = torch.exp(-0.5 * ((xx / 5.0) ** 2 + (yy / 1.5) ** 2)).expand(64, 1, 32, 32).contiguous()  # horizontal
+    a = rotate_stamps(bar, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, rotate_stamps(bar, torch.Generator().manual_seed(0)), rtol=0, atol=0)
+    torch.testing.assert_close(a.sum(dim=(1, 2, 3)), bar.sum(dim=(1, 2, 3)), rtol=0.02, atol=0)
+    w = a[:, 0]
+    qxx, qyy, qxy = (w * xx * xx).sum((1, 2)), (w * yy * yy).sum((1, 2)), (w * xx * yy).sum((1, 2))
+    angle = 0.5 * torch.atan2(2 * qxy, qxx - qyy)  # position angle of each rotated bar, -pi/2..pi/2
+    hist = torch.histc(angle, bins=4, min=-torch.pi / 2, max=torch.pi / 2)
+    assert hist.min() >= 8, hist  # spread over all orientations, not one

@@ -213,6 +213,7 @@ class GanTrainConfig:
     g_sky_penalty: float = 0.0  # G loss + this x the mean squared deviation of the NOISELESS stamp's outer ring from the measured sky level, in sky sigmas (needs sky_noise measured*; docs/gan.md round 5)
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
+    g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)

@@ -50,13 +50,13 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
-           "g_asymmetry", "g_skip_excitation", "sky_scatter")
+           "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
-                   "sky_scatter": False}
+                   "sky_scatter": False, "g_random_rotation": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -103,7 +103,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
-                  sky_scatter=bool(getattr(cfg, "sky_scatter", False)))
+                  sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
+                  random_rotation=bool(getattr(cfg, "g_random_rotation", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")

@@ -250,7 +250,8 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
-                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False) -> None:
+                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
+                 random_rotation: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -289,6 +290,7 @@ class Generator(nn.Module):
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
+        self.random_rotation = bool(random_rotation)
         self.sky_penalty = float(sky_penalty)
         if self.sky_penalty:
             if not sky_noise:
@@ -340,11 +342,33 @@ class Generator(nn.Module):
             out = out + base
             if self.pin_sky:
                 out = out - ring_median(out) + self.sky_level.view(1, -1, 1, 1).to(out.dtype)
+        if self.random_rotation:  # galaxies' orientations on the sky are isotropic: the noiseless stamp at a seeded angle
+            out = rotate_stamps(out, gen)
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 self.last_sky_penalty = self.sky.ring_deviation(out, self.sky_ring_level)
             return self.sky(out, gen)
         return self.out_noise(out, gen).clamp(-1.0, 1.0)
+
+
+def rotate_stamps(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each stamp ``(N, C, H, W)`` about its centre by a uniform random angle (bilinear, edges extended).
+
+    The angles come from ``gen`` (seeded) when given; outside the stamp the
+    nearest edge pixel is used (the noiseless sky level).
+    """
+    n = x.shape[0]
+    if gen is None:
+        u = torch.rand(n, device=x.device)
+    else:
+        u = torch.rand(n, generator=gen, device=gen.device).to(x.device)
+    angle = (2.0 * torch.pi * u).to(torch.float32)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False).to(x.dtype)
 
 
 D_HEADS = ("sum", "dense")
