@@ -105,16 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                                         "threads": 1, **over})
     cfg = dataclasses.replace(cfg, gan=g)
     c0, t0 = time.process_time(), time.time()
-    previous = out_dir / f"{args.name}.json"
+    out_json = out_dir / f"{args.name}.json"
     if args.no_train:
         if not ws.gan_checkpoints():
             p.error(f"--no-train: {ws_dir} has no trained run")
-        train_cpu = json.loads(previous.read_text())["train_cpu_s"] if previous.exists() else None
+        train_cpu = json.loads(out_json.read_text())["train_cpu_s"] if out_json.exists() else None
     else:
         run_train(ws, g, progress=False)
+        train_cpu = time.process_time() - c0
     c1 = time.process_time()
-    if not args.no_train:
-        train_cpu = c1 - c0
     run_sample(ws, g, progress=False)
     c2 = time.process_time()
     m = run_evaluate(ws, cfg, progress=False)
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     out.update(train_cpu_s=train_cpu, sample_cpu_s=c2 - c1, eval_cpu_s=c3 - c2, wall_s=time.time() - t0, over=over)
     text = json.dumps(out, indent=1)
     print(text)
-    (out_dir / f"{args.name}.json").write_text(text + "\n")
+    out_json.write_text(text + "\n")
     return 0
 
 

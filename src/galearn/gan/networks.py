@@ -89,11 +89,17 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _blur(x, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
+def seeded_draw(draw, *args, gen: torch.Generator | None, device: torch.device, **kwargs) -> torch.Tensor:
+    """``draw(*args, **kwargs)`` (``torch.randn`` / ``rand`` / ``randint``) on ``device``: from ``gen`` (seeded,
+    drawn on the generator's own device, then moved) or, without one, torch's global RNG."""
+    if gen is None:
+        return draw(*args, device=device, **kwargs)
+    return draw(*args, generator=gen, device=gen.device, **kwargs).to(device)
+
+
 def _noise(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise of ``shape`` on ``like``'s device, from ``gen`` (seeded) or torch's global RNG."""
-    if gen is None:
-        return torch.randn(shape, device=like.device, dtype=like.dtype)
-    return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
+    return seeded_draw(torch.randn, shape, gen=gen, device=like.device, dtype=like.dtype)
 
 
 class NoiseInjection(nn.Module):
@@ -357,11 +363,7 @@ def rotate_stamps(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.
     The angles come from ``gen`` (seeded) when given; outside the stamp the
     nearest edge pixel is used (the noiseless sky level).
     """
-    n = x.shape[0]
-    if gen is None:
-        u = torch.rand(n, device=x.device)
-    else:
-        u = torch.rand(n, generator=gen, device=gen.device).to(x.device)
+    u = seeded_draw(torch.rand, x.shape[0], gen=gen, device=x.device)
     angle = (2.0 * torch.pi * u).to(torch.float32)
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros_like(cos)

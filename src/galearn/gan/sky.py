@@ -39,6 +39,7 @@ import torch
 from scipy.stats import norm
 
 from ..errors import BadValueError
+from .networks import seeded_draw
 
 __all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
@@ -104,13 +105,12 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
     lin, a, nrm = _linearise(x, stretch)
     v = np.moveaxis(lin[:, :, ring], 1, 0).reshape(x.shape[1], -1)  # (C, N * ring pixels)
     clipped = np.moveaxis(x[:, :, ring], 1, 0).reshape(x.shape[1], -1) <= 0
-    s, x1 = _sky_quantiles(v, clipped, axis=1)
-    q1 = np.clip(clipped.mean(axis=1) + 0.05, 0.25, 0.6)
+    s, x1, z1 = _sky_quantiles(v, clipped, axis=1)
     # constant ring (e.g. a blank test image): fall back to the MAD
     mad = 1.4826 * np.median(np.abs(v - np.median(v, axis=1, keepdims=True)), axis=1)
     s = np.where(s > 0, s, np.where(mad > 0, mad, 1e-6))
     sigma = [float(t) for t in s]
-    level = [float(t) for t in x1 - s * norm.ppf(q1)]
+    level = [float(t) for t in x1 - s * z1]
     p0s = [float(t) for t in clipped.mean(axis=1)]
     return {"sigma": sigma, "level": level, "softening": [float(t) for t in a], "norm": [float(t) for t in nrm],
             "clipped_fraction": p0s}
@@ -126,15 +126,16 @@ def _quantile_of_sorted(srt: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray
     return np.take_along_axis(srt, lo, axis) * (1 - frac) + np.take_along_axis(srt, hi, axis) * frac
 
 
-def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Censored-normal ``(sigma, x_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes)."""
+def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Censored-normal ``(sigma, x_q1, z_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes)."""
     p0 = clipped.mean(axis=axis, keepdims=True)
     q1 = np.clip(p0 + 0.05, 0.25, 0.6)
     q2 = q1 + 0.3
     srt = np.sort(lin, axis=axis)
     x1, x2 = _quantile_of_sorted(srt, q1, axis), _quantile_of_sorted(srt, q2, axis)
-    sigma = (x2 - x1) / (norm.ppf(q2) - norm.ppf(q1))
-    return np.squeeze(sigma, axis), np.squeeze(x1, axis)
+    z1 = norm.ppf(q1)
+    sigma = (x2 - x1) / (norm.ppf(q2) - z1)
+    return np.squeeze(sigma, axis), np.squeeze(x1, axis), np.squeeze(z1, axis)
 
 
 def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, *, rows: int = SCATTER_ROWS,
@@ -172,7 +173,7 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     pick = np.random.default_rng(random_state).choice(n, size=rows, replace=n < rows)
     sub = x[np.sort(pick)] if n >= rows else x[pick]
     lin, _, _ = _linearise(sub, stretch)
-    sigma, _ = _sky_quantiles(lin[:, :, ring], sub[:, :, ring] <= 0, axis=2)  # (rows, C)
+    sigma, _, _ = _sky_quantiles(lin[:, :, ring], sub[:, :, ring] <= 0, axis=2)  # (rows, C)
     ratio = np.where(sigma > 0, sigma / np.maximum(pooled, 1e-12)[None], 1.0)
     return np.clip(ratio, 0.1, 10.0).astype("f4")
 
@@ -357,10 +358,7 @@ class SkyNoise(torch.nn.Module):
         n, c, height, width = shape
         big = (n, c, 2 * height, 2 * width) if self.correlated else shape
         dt = torch.float32 if self.correlated else dtype  # white: drawn as before (same numbers as earlier runs)
-        if gen is None:
-            white = torch.randn(big, device=device, dtype=dt)
-        else:
-            white = torch.randn(big, generator=gen, device=gen.device, dtype=dt).to(device)
+        white = seeded_draw(torch.randn, big, gen=gen, device=device, dtype=dt)
         if not self.correlated:
             return white
         spec = torch.fft.rfft2(white, norm="ortho") * self.amplitude.to(device)
@@ -405,10 +403,7 @@ class SkyNoise(torch.nn.Module):
         sigma = self.sigma.view(shape).to(h.dtype)
         if self.scatter:  # one real stamp's sigma ratios per generated stamp
             n = h.shape[0]
-            if gen is None:
-                row = torch.randint(len(self.scales), (n,), device=h.device)
-            else:
-                row = torch.randint(len(self.scales), (n,), generator=gen, device=gen.device).to(h.device)
+            row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
             factors = self.scales[row]
             self.last_scales = factors.detach()
             sigma = sigma * factors.view(n, c, 1, 1).to(h.dtype)
