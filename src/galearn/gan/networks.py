@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
 from ..errors import BadValueError
+from .rng import seeded_draw
 
 __all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
            "gaussian_blur", "SkipExcitation"]
@@ -87,14 +88,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
     size = 2 * max(1, math.ceil(3.0 * sigma)) + 1
     return _blur(x, kernel_size=[size, size], sigma=[sigma, sigma])
-
-
-def seeded_draw(draw, *args, gen: torch.Generator | None, device: torch.device, **kwargs) -> torch.Tensor:
-    """``draw(*args, **kwargs)`` (``torch.randn`` / ``rand`` / ``randint``) on ``device``: from ``gen`` (seeded,
-    drawn on the generator's own device, then moved) or, without one, torch's global RNG."""
-    if gen is None:
-        return draw(*args, device=device, **kwargs)
-    return draw(*args, generator=gen, device=gen.device, **kwargs).to(device)
 
 
 def _noise(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch
 from scipy.stats import norm
 
 from ..errors import BadValueError
-from .networks import seeded_draw
+from .rng import seeded_draw
 
 __all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
