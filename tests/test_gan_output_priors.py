@@ -147,8 +147,9 @@ def test_skip_excitation_is_the_plain_generator_when_every_gate_is_open(stamp_si
     from galearn.gan.loop import build_networks
 
     torch.manual_seed(0)
-    G, _, _ = build_networks(2, 3, stamp_size, TINY)
-    Gs, _, _ = build_networks(2, 3, stamp_size, dataclasses.replace(TINY, g_skip_excitation=True))
+    cfg = dataclasses.replace(TINY, sky_noise="measured")
+    G, _, _ = build_networks(2, 3, stamp_size, cfg)
+    Gs, _, _ = build_networks(2, 3, stamp_size, dataclasses.replace(cfg, g_skip_excitation=True))
     assert G.skip_excitation is None
     assert {8 * 2 ** int(i) for i in Gs.skip_excitation} == gated  # outputs of 32 px and more
     missing, unexpected = Gs.load_state_dict(G.state_dict(), strict=False)

@@ -24,6 +24,8 @@ def _networks(cfg, n_bands=3, size=32):
 
     torch.set_num_threads(1)  # as `gan train` (gan.threads = 1): more threads only contend on a shared machine
     torch.manual_seed(0)
+    if cfg.sky_noise == "auto":  # run_train chooses it from real stamps; these networks see none
+        cfg = dataclasses.replace(cfg, sky_noise="measured")
     G, D, G_ema = build_networks(2, n_bands, size, cfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.adam_beta1, cfg.adam_beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.adam_beta1, cfg.adam_beta2))

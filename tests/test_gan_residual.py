@@ -18,7 +18,7 @@ from test_gan_sky import _real_like  # noqa: E402
 def _generator(**kw):
     from galearn.gan.loop import build_networks, init_output_bias
 
-    cfg = dataclasses.replace(TINY, g_template=True, **kw)
+    cfg = dataclasses.replace(TINY, g_template=True, **{"sky_noise": "measured", **kw})
     G, _, G_ema = build_networks(2, 3, 32, cfg)
     stamps, _ = _real_like(n=40)
     y = np.arange(40) % 2

@@ -94,7 +94,7 @@ def test_sky_noise_option_is_checked():
 def test_template_starts_at_the_class_median_and_radius_map_is_centred():
     from galearn.gan.loop import build_networks, init_output_bias
 
-    cfg = dataclasses.replace(TINY, g_template=True, d_radius=True)
+    cfg = dataclasses.replace(TINY, g_template=True, d_radius=True, sky_noise="measured")
     G, D, G_ema = build_networks(2, 3, 32, cfg)
     stamps, _ = _real_like(n=40)
     y = np.arange(40) % 2
@@ -117,7 +117,7 @@ def test_generator_output_starts_at_the_template_and_grows_from_there(tmp_path):
     from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
     from galearn.gan.loop import build_networks, init_output_bias
 
-    cfg = dataclasses.replace(TINY, g_template=True, g_out_scale=0.0)
+    cfg = dataclasses.replace(TINY, g_template=True, g_out_scale=0.0, sky_noise="measured")
     G, _, G_ema = build_networks(2, 3, 32, cfg)
     stamps, _ = _real_like(n=40)
     y = np.arange(40) % 2

@@ -122,7 +122,7 @@ def test_white_measured_sky_keeps_its_state_and_the_option_is_checked():
     assert "sky.sigma" in white.state_dict() and "sky.amplitude" not in white.state_dict()  # old checkpoints load
     corr, _, _ = build_networks(2, 3, 32, dataclasses.replace(TINY, sky_noise="measured-correlated"))
     assert corr.sky.correlated and "sky.amplitude" in corr.state_dict()
-    with pytest.raises(BadValueError, match="gan.sky_noise must be one of measured, measured-correlated, learnt"):
+    with pytest.raises(BadValueError, match="gan.sky_noise must be one of auto, measured, measured-correlated, learnt"):
         _validate(dataclasses.replace(TINY, sky_noise="correlated"))
 
 
@@ -185,3 +185,62 @@ def test_stamps_of_different_sky_level_do_not_read_as_a_correlated_sky():
     rho = measure_sky_correlation(stretched)
     lags = rho[:, 31, 32:40]  # lags 1..8 along x
     assert np.abs(lags).max() < 0.06, lags
+
+
+def test_auto_sky_picks_the_correlated_model_only_for_a_sky_correlated_at_short_lags():
+    """gan.sky_noise = auto: correlated for pixel-scale noise correlation (JPEG, drizzle), white otherwise --
+    also when the ring holds galaxy light, which correlates the ring at every lag alike."""
+    from galearn.gan.sky import choose_sky_noise, measure_sky_correlation, short_range_correlation
+    from galearn.imaging import AsinhStretch
+
+    correlated, _ = _correlated_sky()  # bands 1, 2 smoothed: the median band is correlated
+    rho = measure_sky_correlation(correlated)
+    short = short_range_correlation(rho)
+    assert abs(short[0]) < 0.05 and (short[1:] > 0.5).all(), short
+    assert choose_sky_noise(rho) == "measured-correlated"
+    assert choose_sky_noise(rho[:1].repeat(3, axis=0)) == "measured"  # three white bands
+    # White noise plus a neighbour's broad light (8 px Gaussian, 1-3 sigma, anywhere on the stamp): the ring is
+    # correlated at every lag alike (lag 1 would pass a plain lag-1 threshold), the noise is white.
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:32, :32]
+    cy, cx = rng.uniform(0, 32, (2, 240, 1, 1, 1))
+    halo = rng.uniform(1, 3, (240, 1, 1, 1)) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 8.0**2))
+    phys = (halo + rng.standard_normal((240, 3, 32, 32))) * SIGMA[None, :, None, None]
+    rho = measure_sky_correlation(AsinhStretch.fit(phys, noise_sigma=SIGMA).forward(phys).astype("f4"))
+    assert rho[:, 31, 32].min() > 0.15 and rho[:, 31, 40].min() > 0.1, rho[:, 31, 32:41]
+    assert choose_sky_noise(rho) == "measured"
+
+
+def test_auto_sky_is_resolved_from_the_training_stamps_recorded_and_kept_on_resume(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+    from galearn.gan.loop import build_networks, resolve_sky_noise
+    from test_gan import make_workspace
+
+    cfg = dataclasses.replace(TINY, steps=2, checkpoint_every=2, sky_noise="auto")
+    ws = make_workspace(tmp_path / "auto", n=40)
+    run_train(ws, cfg, progress=False)
+    ckpt = load_checkpoint(ws.gan / "ckpt-000002.pt")
+    info = json.loads((ws.gan / "config.json").read_text())
+    chosen = ckpt["config"]["sky_noise"]
+    assert chosen == "measured" and info["sky"]["noise_model"] == chosen  # white synthetic sky
+    # The same as asking for the chosen model outright, bit for bit.
+    ws_b = make_workspace(tmp_path / "explicit", n=40)
+    run_train(ws_b, dataclasses.replace(cfg, sky_noise=chosen), progress=False)
+    other = load_checkpoint(ws_b.gan / "ckpt-000002.pt")
+    for key in ("G", "D", "G_ema"):
+        for name, value in ckpt[key].items():
+            assert torch.equal(value, other[key][name]), (key, name)
+    # Resuming with auto keeps what auto chose; with the other model, it is refused.
+    run_train(ws, dataclasses.replace(cfg, steps=4), resume=True, progress=False)
+    assert load_checkpoint(ws.gan / "ckpt-000004.pt")["config"]["sky_noise"] == chosen
+    with pytest.raises(BadValueError, match="sky_noise"):
+        run_train(ws, dataclasses.replace(cfg, steps=6, sky_noise="measured-correlated"), resume=True, progress=False)
+    # Networks cannot be built before the choice is made.
+    with pytest.raises(BadValueError, match="resolve"):
+        build_networks(2, 3, 32, cfg)
+    stamps, _ = _correlated_sky(n=60)
+    resolved, rho = resolve_sky_noise(cfg, stamps, ["a", "b", "c"])
+    assert resolved.sky_noise == "measured-correlated" and rho.shape == (3, 63, 63)
+    assert resolve_sky_noise(resolved, stamps) == (resolved, None)

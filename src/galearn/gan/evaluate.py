@@ -396,6 +396,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["steps"] = int(ckpt_steps[-1]) if len(ckpt_steps) else None
     metrics["discriminator"] = trained.get("discriminator", "sngan")
     metrics["d_feature_network"] = trained.get("d_backbone") if metrics["discriminator"] == "projected" else None
+    metrics["sky_noise"] = trained.get("sky_noise")  # the sky model trained with (gan.sky_noise = auto resolved)
 
     # -- realism in a space the discriminator did not look through (gan.realism_space)
     if real_space is real_feats:
@@ -546,14 +547,14 @@ def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
 
 
 def _trained_with(ws: Workspace) -> dict:
-    """The GAN run's discriminator settings (``WS/gan/config.json``); {} when unknown."""
+    """The GAN run's discriminator and sky-model settings (``WS/gan/config.json``); {} when unknown."""
     import json
 
     path = ws.gan_config
     if not path.exists():
         return {}
     cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    return {k: cfg.get(k) for k in ("discriminator", "d_backbone") if k in cfg}
+    return {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise") if k in cfg}
 
 
 def realism_verdict(m: dict) -> tuple[bool, str]:

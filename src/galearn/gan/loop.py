@@ -40,7 +40,7 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
 from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
-__all__ = ["run_train", "build_networks", "set_threads", "save_grid", "class_filename", "train_step",
+__all__ = ["run_train", "build_networks", "resolve_sky_noise", "set_threads", "save_grid", "class_filename", "train_step",
            "autocast_dtype", "DISCRIMINATORS"]
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,27 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
+def resolve_sky_noise(cfg: GanTrainConfig, stamps: np.ndarray,
+                      bands: Sequence[str] = ()) -> tuple[GanTrainConfig, np.ndarray | None]:
+    """``cfg`` with ``gan.sky_noise = "auto"`` replaced by the sky model the real stamps call for.
+
+    ``stamps`` are the real training stamps, stretched, ``(N, C, H, W)``. The
+    choice is :func:`~galearn.gan.sky.choose_sky_noise` of their measured sky
+    correlation (returned too, so that it is not measured twice; ``None`` when
+    ``cfg`` was not ``"auto"``). Any other value is returned as it is.
+    """
+    if cfg.sky_noise != "auto":
+        return cfg, None
+    from .sky import choose_sky_noise, measure_sky_correlation, short_range_correlation
+
+    rho = measure_sky_correlation(stamps)
+    cfg = dataclasses.replace(cfg, sky_noise=choose_sky_noise(rho))
+    names = list(bands) or [str(b) for b in range(len(rho))]
+    log.info("gan.sky_noise = auto: %s (short-range sky correlation per band: %s)", cfg.sky_noise,
+             ", ".join(f"{b} {r:.2f}" for b, r in zip(names, short_range_correlation(rho))))
+    return cfg, rho
+
+
 def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainConfig, *,
                    with_D: bool = True) -> tuple[Generator, torch.nn.Module | None, Generator]:
     """G, D and the EMA copy of G (eval mode, no gradients).
@@ -91,6 +112,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
     registry). ``with_D=False`` skips D (sampling needs only G).
     """
     check_stamp_size(stamp_size)
+    if getattr(cfg, "sky_noise", None) == "auto":
+        raise BadValueError("gan.sky_noise = auto is chosen from the real stamps: resolve it first (resolve_sky_noise)")
     G = Generator(n_classes, n_bands, stamp_size, z_dim=cfg.z_dim, channels=cfg.channels,
                   sky_noise={"measured": True, "measured-correlated": "correlated"}.get(getattr(cfg, "sky_noise", "learnt"),
                                                                                          False),
@@ -222,8 +245,9 @@ def _validate(cfg: GanTrainConfig) -> None:
             raise BadValueError(f"gan.{name} needs gan.g_template = true")
     if not (isinstance(cfg.g_sky_penalty, (int, float)) and cfg.g_sky_penalty >= 0):
         raise BadValueError(f"gan.g_sky_penalty must be a number >= 0, got {cfg.g_sky_penalty!r}")
-    if cfg.g_sky_penalty and cfg.sky_noise not in ("measured", "measured-correlated"):
-        raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated, got {cfg.sky_noise!r}")
+    if cfg.g_sky_penalty and cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
+        raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = auto, measured or measured-correlated, "
+                            f"got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
     if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
@@ -459,6 +483,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         for name in _FROZEN:
             # Checkpoints of older versions lack newer fields: they were trained with the default.
             was = old.get(name, LEGACY_SETTINGS.get(name, defaults[name]))
+            if name == "sky_noise" and cfg.sky_noise == "auto" and was in ("measured", "measured-correlated"):
+                cfg = dataclasses.replace(cfg, sky_noise=was)  # what "auto" chose when this run started
             if was != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {was!r}, now {getattr(cfg, name)!r} "
@@ -488,6 +514,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     y_all = np.array([class_index[c] for c in labels[train_idx]], dtype=np.int64)
     stamps = sample.read("stretched", train_idx)  # (n_train, C, H, W), 0..1
     bands, size = sample.bands, sample.stamp_size
+    cfg, rho = resolve_sky_noise(cfg, stamps, bands)  # "auto": white or correlated, from the real sky (a fresh run)
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
     # Start G at the data's background level: the stretched stamps are mostly sky
@@ -500,11 +527,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         from .sky import measure_sky, stretched_level
 
         sky = measure_sky(stamps, sample.stretch)
-        rho = None
+        if G.sky_noise:
+            sky["noise_model"] = cfg.sky_noise
         if G.sky_noise and G.sky.correlated:  # the sky's measured autocorrelation (gan.sky_noise = measured-correlated)
             from .sky import measure_sky_correlation
 
-            rho = measure_sky_correlation(stamps)
+            if rho is None:
+                rho = measure_sky_correlation(stamps)
             mid = np.array(rho.shape[-2:]) // 2
             sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
                                     for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
@@ -518,7 +547,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
-                if rho is not None:
+                if G.sky.correlated:
                     net.sky.set_correlation(rho)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
