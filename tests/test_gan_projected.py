@@ -191,6 +191,18 @@ def test_realism_verdict_says_under_trained():
     assert not far and text.startswith("rough at 100 steps") and "close to real" not in text
 
 
+def test_report_caption_names_the_baselines_and_what_the_run_trained_with():
+    from galearn.report.html import gan_realism_caption
+
+    text = gan_realism_caption({"verdict": "rough at 190 steps", "fid": 30.0, "fid_real_baseline": 10.0,
+                                "realism_space": "morphometry", "discriminator": "sngan",
+                                "sky_noise": "measured-correlated"})
+    assert text == ("rough at 190 steps. Realism in the morphometry space (not a network the discriminator looked "
+                    "through): FID 30 (real baseline 10). Trained with the sngan discriminator and measured "
+                    "correlated sky noise.")
+    assert gan_realism_caption({"fid": 30.0}) == "Realism: FID 30."
+
+
 def test_morphology_ratio_interval_brackets_the_sampling_noise():
     from astropy.table import Table
 

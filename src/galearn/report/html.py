@@ -52,6 +52,10 @@ FIGURE_CAPTIONS = {
 _JSON_SHORT_LIST = 12  # lists up to this length are shown in the metrics table
 
 
+#: How the report names each ``gan.sky_noise`` model a run trained with.
+SKY_MODELS = {"measured": "measured white", "measured-correlated": "measured correlated", "learnt": "learnt"}
+
+
 def gan_realism_caption(gan: dict) -> str:
     """The GAN evaluation's verdict and its realism figures beside their real-vs-real baselines (plain text)."""
     if not gan:
@@ -73,8 +77,12 @@ def gan_realism_caption(gan: dict) -> str:
     verdict = gan.get("verdict") or ""
     space = gan.get("realism_space")
     where = f" in the {space} space (not a network the discriminator looked through)" if space else ""
+    setup = [f"{gan['discriminator']} discriminator" if gan.get("discriminator") else "",
+             f"{SKY_MODELS.get(gan['sky_noise'], gan['sky_noise'])} sky noise" if gan.get("sky_noise") else ""]
+    trained = " and ".join(p for p in setup if p)
     return (f"{verdict.upper() if gan.get('far_from_real') else verdict}. " if verdict else "") + (
-        f"Realism{where}: {text}." if text else "")
+        f"Realism{where}: {text}." if text else "") + (f" Trained with the {trained}." if trained else "")
+
 
 
 # --------------------------------------------------------------------------- data for the page
