@@ -244,3 +244,21 @@ def test_auto_sky_is_resolved_from_the_training_stamps_recorded_and_kept_on_resu
     resolved, rho = resolve_sky_noise(cfg, stamps, ["a", "b", "c"])
     assert resolved.sky_noise == "measured-correlated" and rho.shape == (3, 63, 63)
     assert resolve_sky_noise(resolved, stamps) == (resolved, None)
+
+
+def test_noise_correlation_keeps_the_short_range_noise_and_drops_the_broad_plateau():
+    from galearn.gan.sky import noise_correlation
+
+    size = 16
+    dy, dx = np.meshgrid(np.arange(1 - size, size), np.arange(1 - size, size), indexing="ij")
+    r = np.hypot(dy, dx)
+    noise = np.exp(-(r**2) / 4.0)  # SMOOTH = 1 px noise correlation: 0.78 at lag 1, 0.02 at lag 4
+    plateau = 0.08 * np.exp(-r / 12.0)  # galaxy light in the ring: slow, at every lag
+    rho = np.stack([noise, noise + plateau * (1 - noise), np.where(r == 0, 1.0, plateau)]).astype("f4")
+    part = noise_correlation(rho)
+    c = size - 1
+    assert part.shape == rho.shape and part.dtype == np.float32 and part[:, c, c].tolist() == [1.0, 1.0, 1.0]
+    assert (part[:, r >= 4] == 0).all()  # nothing beyond 4 pixels
+    np.testing.assert_allclose(part[0, c, c + 1], np.exp(-0.25) - np.exp(-4.0), atol=0.02)  # the noise, kept
+    np.testing.assert_allclose(part[1, c, c + 1:c + 4], part[0, c, c + 1:c + 4], atol=0.03)  # plateau removed
+    assert part[2, c, c + 1:c + 4].max() < 0.02  # a plateau alone: only its slope within 4 pixels is left

@@ -530,13 +530,16 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         if G.sky_noise:
             sky["noise_model"] = cfg.sky_noise
         if G.sky_noise and G.sky.correlated:  # the sky's measured autocorrelation (gan.sky_noise = measured-correlated)
-            from .sky import measure_sky_correlation
+            from .sky import measure_sky_correlation, noise_correlation
 
             if rho is None:
                 rho = measure_sky_correlation(stamps)
             mid = np.array(rho.shape[-2:]) // 2
             sky["correlation_x"] = {str(d): [round(float(r), 4) for r in rho[:, mid[0], mid[1] + d]]
                                     for d in (1, 2, 4, 8, 16, 32) if mid[1] + d < rho.shape[-1]}
+            drawn = noise_correlation(rho)  # what the sky noise is drawn with: the measured one's pixel-noise part
+            sky["noise_correlation_x"] = {str(d): [round(float(r), 4) for r in drawn[:, mid[0], mid[1] + d]]
+                                          for d in (1, 2, 3) if mid[1] + d < rho.shape[-1]}
         ratios = None
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
@@ -548,7 +551,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             if G.sky_noise:
                 net.sky.set(sky)
                 if G.sky.correlated:
-                    net.sky.set_correlation(rho)
+                    net.sky.set_correlation(drawn)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units

@@ -18,13 +18,18 @@ noise, and G spends its capacity on the galaxy.
   real stamps' outer-ring sky (``gan.sky_noise = "measured-correlated"``),
   from how often two ring pixels at a lag are both below a low quantile
   (the normal copula's orthant probability, so the clip at 0 and the
-  neighbours' bright tail do not bias it), and :func:`noise_amplitude`, the
-  square root of its power spectrum on a doubled (circulant-embedding) grid.
+  neighbours' bright tail do not bias it); :func:`noise_correlation`, its
+  pixel-noise part (within 4 pixels, less the broad part that galaxy light
+  in the ring adds at every lag); :func:`choose_sky_noise`, white or
+  correlated from that part (``gan.sky_noise = "auto"``); and
+  :func:`noise_amplitude`, the square root of a correlation's power spectrum
+  on a doubled (circulant-embedding) grid.
 * :class:`SkyNoise` -- the torch module: stretched -> linear units ->
   ``+ sigma_b * N(0, 1)`` (per pixel, independent per band, from the step's
   seeded ``torch.Generator``; with the scatter set, ``sigma_b`` times the
   ratios of one real stamp drawn per generated stamp; with an amplitude set, a Gaussian random field
-  with the measured autocorrelation: white noise filtered by FFT) ->
+  with the set autocorrelation, in training the measured one's noise part: white noise filtered by
+  FFT) ->
   stretched, clipped to ``[0, 1]``.
 
 The stretches handled: ``asinh`` (``clip(asinh(x / a) / asinh(m / a), 0, 1)``,
@@ -41,13 +46,15 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "short_range_correlation", "choose_sky_noise",
-           "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
+__all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_correlation", "short_range_correlation",
+           "choose_sky_noise", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
 SKY_NOISE = ("auto", "measured", "measured-correlated", "learnt")
-#: ``gan.sky_noise = "auto"`` picks the correlated sky when the median band's short-range sky correlation
-#: (lag 1 minus lag 8 pixels, mean of the two axes) reaches this (docs/gan.md round 10).
+#: ``gan.sky_noise = "auto"`` picks the correlated sky when the median band's lag-1 noise correlation
+#: (:func:`short_range_correlation`) reaches this (docs/gan.md round 10).
 CORRELATED_SKY_THRESHOLD = 0.15
+#: Lag length (pixels) from which the measured sky correlation counts as galaxy light, not noise (noise_correlation).
+SHORT_RANGE_CUT = 4
 #: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
 SCATTER_ROWS = 256
 
@@ -281,22 +288,39 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
     return out.astype("f4")
 
 
-def short_range_correlation(rho: np.ndarray) -> np.ndarray:
-    """Per band, the sky correlation at lag 1 pixel minus that at lag 8 (mean of the x and y axes).
+def noise_correlation(rho: np.ndarray, *, cut: int = SHORT_RANGE_CUT) -> np.ndarray:
+    """The pixel-noise part of the measured sky correlation ``rho``, which the correlated sky draws.
 
-    ``rho`` is :func:`measure_sky_correlation`'s output. The difference keeps
-    what pixel-scale noise correlation (JPEG blocks, drizzle's shared input
-    pixels, resampling) puts at short lags and drops a flat residual at every
-    lag (galaxy light and neighbours in the ring), which is not noise texture.
+    The ring's correlation has two parts: the noise's own, which falls to 0
+    within a few pixels (drizzle's shared input pixels, resampling kernels,
+    JPEG), and a broad, slowly falling one from the light of galaxies and
+    neighbours in the ring, which the generator paints itself (drawn as
+    noise it comes out as faint blotches). Within ``cut`` pixels (lag length)
+    this keeps ``rho`` minus its value at ``cut`` (the mean of the two axes;
+    the broad part taken as flat there), rescaled so that lag 0 stays 1;
+    beyond, 0. Same shape as ``rho`` (C, 2H - 1, 2W - 1), float32.
     """
     rho = np.asarray(rho, dtype="f8")
-    cy, cx = (rho.shape[-2] - 1) // 2, (rho.shape[-1] - 1) // 2
-    far = min(8, cy, cx)
+    c, hh, ww = rho.shape
+    cy, cx = (hh - 1) // 2, (ww - 1) // 2
+    cut = min(cut, cy, cx)
+    base = np.clip(0.5 * (rho[:, cy, cx + cut] + rho[:, cy + cut, cx]), 0.0, 0.99)[:, None, None]
+    dy, dx = np.meshgrid(np.arange(hh) - cy, np.arange(ww) - cx, indexing="ij")
+    out = np.where(np.hypot(dy, dx) < cut, np.clip(rho - base, 0.0, None) / (1.0 - base), 0.0)
+    out[:, cy, cx] = 1.0
+    return out.astype("f4")
 
-    def at(d: int) -> np.ndarray:
-        return 0.5 * (rho[:, cy, cx + d] + rho[:, cy + d, cx])
 
-    return at(1) - at(far)
+def short_range_correlation(rho: np.ndarray) -> np.ndarray:
+    """Per band, the lag-1 value (mean of the x and y axes) of :func:`noise_correlation` of ``rho``.
+
+    ``rho`` is :func:`measure_sky_correlation`'s output. Pixel-scale noise
+    correlation (JPEG blocks, drizzle, resampling) shows here; a flat
+    residual at every lag (galaxy light and neighbours in the ring) does not.
+    """
+    part = noise_correlation(rho)
+    cy, cx = (part.shape[-2] - 1) // 2, (part.shape[-1] - 1) // 2
+    return 0.5 * (part[:, cy, cx + 1].astype("f8") + part[:, cy + 1, cx])
 
 
 def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRESHOLD) -> str:
@@ -304,9 +328,10 @@ def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRES
 
     ``"measured-correlated"`` when the median band's
     :func:`short_range_correlation` is at least ``threshold``, else the
-    white ``"measured"`` sky. Measured on the default mock field the short-range
-    correlation is below 0.1 in every band (white noise plus galaxy light);
-    on 8-bit JPEG survey images about 0.5 (docs/gan.md round 10).
+    white ``"measured"`` sky. Measured: at most 0.011 per band on the mock
+    fields (white noise; their ring's galaxy light correlates it by 0.02-0.09
+    at every lag up to 8 pixels), about 0.5 on 8-bit JPEG survey images
+    (docs/gan.md round 10).
     """
     return "measured-correlated" if float(np.median(short_range_correlation(rho))) >= threshold else "measured"
 
