@@ -36,6 +36,15 @@ def test_realistic_minority_stamps_help_and_junk_does_not():
     assert again["per_repeat"] == m["per_repeat"]
 
 
+def test_equal_classes_name_a_minority_and_a_different_majority():
+    f_train, y_train = _two_classes(80, 80, 0)
+    f_test, y_test = _two_classes(40, 40, 1)
+    gen, y_gen = _two_classes(100, 100, 2)
+    m = balancing_metrics(f_train, y_train, f_test, y_test, gen, y_gen, n_repeats=2, random_state=0)
+    assert m["minority_class"] == "a" and m["majority_class"] == "b"
+    assert m["n_train_majority"] == 80 and m["n_train_minority_real"] == 8 and m["n_train_minority_generated"] == 72
+
+
 def test_bad_repeats_refused():
     f, y = _two_classes(20, 10, 0)
     with pytest.raises(BadValueError, match="n_repeats"):

@@ -133,8 +133,8 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
                       n_repeats: int = 10, random_state: int = 0) -> dict:
     """Does adding generated minority stamps help a classifier trained on an imbalanced set?
 
-    The smallest class of ``y_train`` is cut (seeded) to ``minority_fraction``
-    of the largest; a standardised logistic regression is trained on that set
+    The smallest class of ``y_train`` (the first of equal ones) is cut
+    (seeded) to ``minority_fraction`` of the largest; a standardised logistic regression is trained on that set
     alone (``real_only``), on it with class weights inversely proportional to
     the class counts (``reweighted``: the usual remedy without a generator),
     and on it with generated stamps of the minority class added up to the
@@ -157,7 +157,10 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
         return {"skipped": "needs at least two classes in the training and test sets"}
     if n_repeats < 1:
         raise BadValueError(f"balancing n_repeats must be >= 1, got {n_repeats}")
-    majority, minority = classes[np.argmax(counts)], classes[np.argmin(counts)]
+    # The smallest class is cut (the first of equal ones); the majority is the largest of the others.
+    minority = classes[np.argmin(counts)]
+    others_counts = np.where(classes == minority, -1, counts)
+    majority = classes[np.argmax(others_counts)]
     n_major = int(counts.max())
     n_keep = max(2, int(np.ceil(minority_fraction * n_major)))
     minority_idx = np.flatnonzero(y_train == minority)
