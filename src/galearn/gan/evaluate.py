@@ -134,9 +134,10 @@ def balancing_metrics(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarr
     """Does adding generated minority stamps help a classifier trained on an imbalanced set?
 
     The smallest class of ``y_train`` (the first of equal ones) is cut
-    (seeded) to ``minority_fraction`` of the largest; a standardised logistic regression is trained on that set
-    alone (``real_only``), on it with class weights inversely proportional to
-    the class counts (``reweighted``: the usual remedy without a generator),
+    (seeded) to ``minority_fraction`` of the largest; a standardised
+    logistic regression is trained on that set alone (``real_only``), on it
+    with class weights inversely proportional to the class counts
+    (``reweighted``: the usual remedy without a generator),
     and on it with generated stamps of the minority class added up to the
     majority count (``with_gan``); each is scored by balanced accuracy on
     ``(f_test, y_test)``. The cut and the generated stamps drawn are repeated
