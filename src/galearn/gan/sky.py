@@ -288,6 +288,12 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
     return out.astype("f4")
 
 
+def _at_lag(rho: np.ndarray, d: int) -> np.ndarray:
+    """Per band, the mean of ``rho`` (C, 2H - 1, 2W - 1; lag 0 at the centre) at lags ``(0, d)`` and ``(d, 0)``."""
+    cy, cx = (rho.shape[-2] - 1) // 2, (rho.shape[-1] - 1) // 2
+    return 0.5 * (rho[:, cy, cx + d].astype("f8") + rho[:, cy + d, cx])
+
+
 def noise_correlation(rho: np.ndarray, *, cut: int = SHORT_RANGE_CUT) -> np.ndarray:
     """The pixel-noise part of the measured sky correlation ``rho``, which the correlated sky draws.
 
@@ -304,7 +310,7 @@ def noise_correlation(rho: np.ndarray, *, cut: int = SHORT_RANGE_CUT) -> np.ndar
     c, hh, ww = rho.shape
     cy, cx = (hh - 1) // 2, (ww - 1) // 2
     cut = min(cut, cy, cx)
-    base = np.clip(0.5 * (rho[:, cy, cx + cut] + rho[:, cy + cut, cx]), 0.0, 0.99)[:, None, None]
+    base = np.clip(_at_lag(rho, cut), 0.0, 0.99)[:, None, None]
     dy, dx = np.meshgrid(np.arange(hh) - cy, np.arange(ww) - cx, indexing="ij")
     out = np.where(np.hypot(dy, dx) < cut, np.clip(rho - base, 0.0, None) / (1.0 - base), 0.0)
     out[:, cy, cx] = 1.0
@@ -318,9 +324,7 @@ def short_range_correlation(rho: np.ndarray) -> np.ndarray:
     correlation (JPEG blocks, drizzle, resampling) shows here; a flat
     residual at every lag (galaxy light and neighbours in the ring) does not.
     """
-    part = noise_correlation(rho)
-    cy, cx = (part.shape[-2] - 1) // 2, (part.shape[-1] - 1) // 2
-    return 0.5 * (part[:, cy, cx + 1].astype("f8") + part[:, cy + 1, cx])
+    return _at_lag(noise_correlation(rho), 1)
 
 
 def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRESHOLD) -> str:
