@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clusters import encode, load  # noqa: E402
 from galearn.evaluate import agreement_metrics, cluster_agreement  # noqa: E402
 from galearn.features.aperture import colour_block, sample_colour_block  # noqa: E402
-from galearn.features.fuse import fuse_repeats, robust_standardise, subtract_border_background  # noqa: E402
+from galearn.features.fuse import fuse_repeats, robust_standardise  # noqa: E402
+from galearn.imaging import subtract_border_background  # noqa: E402
 from galearn.features.fuse import append_block  # noqa: E402
 from galearn.maps.clusters import default_clusters  # noqa: E402
 from galearn.runtime import blas_threads  # noqa: E402

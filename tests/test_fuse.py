@@ -20,8 +20,8 @@ from galearn.features.fuse import (  # noqa: E402
     fuse_blocks,
     fuse_repeats,
     robust_standardise,
-    subtract_border_background,
 )
+from galearn.imaging import subtract_border_background  # noqa: E402
 from astropy.table import Table  # noqa: E402
 
 from galearn.store import Workspace, read_features, read_metrics, write_sample  # noqa: E402

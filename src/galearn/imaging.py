@@ -22,6 +22,7 @@ __all__ = [
     "AsinhStretch",
     "minmax_asinh",
     "robust_noise",
+    "subtract_border_background",
     "stretch_noise_sigma",
     "band_wavelength_nm",
     "bands_blue_to_red",
@@ -91,6 +92,22 @@ def robust_noise(pixels: np.ndarray) -> float:
     sig = mad_std(values)
     keep = np.abs(values - med) < 5 * sig if sig > 0 else slice(None)
     return float(mad_std(values[keep]))
+
+
+def subtract_border_background(stamps: np.ndarray, width: int | None = None) -> np.ndarray:
+    """Subtract, per stamp and band, the median of the outer frame of ``width`` pixels.
+
+    For display images (e.g. SDSS JPEGs) whose sky is not zero. ``width``
+    defaults to ``max(2, side // 16)`` pixels.
+    """
+    x = np.asarray(stamps, dtype="f8")
+    n, c, h, w = x.shape
+    k = max(2, min(h, w) // 16) if width is None else int(width)
+    if not 1 <= k < min(h, w) // 2:
+        raise BadValueError(f"background frame width must be 1..{min(h, w) // 2 - 1} pixels, got {k}")
+    frame = np.concatenate([x[..., :k, :].reshape(n, c, -1), x[..., -k:, :].reshape(n, c, -1),
+                            x[..., k:-k, :k].reshape(n, c, -1), x[..., k:-k, -k:].reshape(n, c, -1)], axis=-1)
+    return x - np.median(frame, axis=-1)[..., None, None]
 
 
 @dataclass

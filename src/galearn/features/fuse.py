@@ -51,6 +51,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import BadValueError
+from ..imaging import subtract_border_background
 
 __all__ = [
     "FUSE_CHOICES",
@@ -59,7 +60,6 @@ __all__ = [
     "check_fuse",
     "catalog_matrix",
     "CATALOG_PREFIX",
-    "subtract_border_background",
     "measure_stamp_morphology",
     "morphology_matrix",
     "robust_standardise",
@@ -128,22 +128,6 @@ def catalog_matrix(sample, columns: list[str]) -> tuple[np.ndarray, list[str]]:
             raise BadValueError(f"--fuse catalog: column {name!r} of {sample.path} is not numeric")
         cols.append(np.ma.filled(np.ma.asarray(col, dtype="f8"), np.nan))
     return np.stack(cols, axis=1), list(columns)
-
-
-def subtract_border_background(stamps: np.ndarray, width: int | None = None) -> np.ndarray:
-    """Subtract, per stamp and band, the median of the outer frame of ``width`` pixels.
-
-    For display images (e.g. SDSS JPEGs) whose sky is not zero. ``width``
-    defaults to ``max(2, side // 16)`` pixels.
-    """
-    x = np.asarray(stamps, dtype="f8")
-    n, c, h, w = x.shape
-    k = max(2, min(h, w) // 16) if width is None else int(width)
-    if not 1 <= k < min(h, w) // 2:
-        raise BadValueError(f"background frame width must be 1..{min(h, w) // 2 - 1} pixels, got {k}")
-    frame = np.concatenate([x[..., :k, :].reshape(n, c, -1), x[..., -k:, :].reshape(n, c, -1),
-                            x[..., k:-k, :k].reshape(n, c, -1), x[..., k:-k, -k:].reshape(n, c, -1)], axis=-1)
-    return x - np.median(frame, axis=-1)[..., None, None]
 
 
 def measure_stamp_morphology(

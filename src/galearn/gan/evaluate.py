@@ -46,6 +46,7 @@ from astropy.table import vstack
 
 from ..config import GanConfig, GanEvaluateConfig, RunConfig, step_config
 from ..errors import BadValueError
+from ..imaging import subtract_border_background
 from ..morphology import measure_morphology_parallel
 from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
@@ -87,12 +88,32 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     return out
 
 
-def morphology_noise_sigma(sample: Sample, rng: np.random.Generator, n: int = 256) -> np.ndarray:
+def subtracts_background(sample: Sample) -> bool:
+    """Whether the evaluation subtracts each stamp's border median before measuring it.
+
+    True for ingested display images (``sample.kind == "images"``, e.g. SDSS
+    JPEGs), whose sky sits on a pedestal: statmorph flags such a stamp "bad"
+    (its sky mean above its sky sigma) and segments at a fixed level from 0
+    run over the whole stamp. The same rule as the fused morphology features
+    (:func:`galearn.features.fuse.sample_morphology`).
+    """
+    return sample.kind == "images"
+
+
+def physical_stamps(stamps_file: Sample, rows: np.ndarray, *, subtract_background: bool = False) -> np.ndarray:
+    """``stamps_file``'s physical stamps ``rows``, with the border median subtracted when asked
+    (:func:`~galearn.imaging.subtract_border_background`)."""
+    x = stamps_file.read("physical", rows)
+    return subtract_border_background(x) if subtract_background else x
+
+
+def morphology_noise_sigma(sample: Sample, rng: np.random.Generator, n: int = 256, *,
+                           subtract_background: bool = False) -> np.ndarray:
     """Per-band sky noise sigma (physical units) given to statmorph: :func:`~galearn.imaging.robust_noise` of ``n`` random real stamps."""
     from ..imaging import robust_noise
 
     rows = np.sort(rng.permutation(sample.n)[: min(sample.n, n)])
-    phys = sample.read("physical", rows)
+    phys = physical_stamps(sample, rows, subtract_background=subtract_background)
     return np.array([robust_noise(phys[:, b]) for b in range(phys.shape[1])])
 
 
@@ -448,9 +469,11 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         per_class[c] = entry
 
     # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
-    phot = {"real_heldout": photometry_statistics(sample.read("physical", idx_H), sample.bands),
-            "real_train": photometry_statistics(sample.read("physical", idx_T), sample.bands),
-            "generated": photometry_statistics(library.read("physical", idx_G), sample.bands)}
+    bkg = subtracts_background(sample)
+    metrics["physical_background"] = "border median subtracted per stamp (ingested images)" if bkg else "as stored"
+    phot = {"real_heldout": photometry_statistics(physical_stamps(sample, idx_H, subtract_background=bkg), sample.bands),
+            "real_train": photometry_statistics(physical_stamps(sample, idx_T, subtract_background=bkg), sample.bands),
+            "generated": photometry_statistics(physical_stamps(library, idx_G, subtract_background=bkg), sample.bands)}
     cls_of = {"real_heldout": labels[idx_H], "real_train": labels[idx_T], "generated": lib_labels[idx_G]}
     for group, prefix in PHOTOMETRY_GROUPS.items():
         metrics[f"{group}_wasserstein"], per_g = group_wasserstein(phot["real_heldout"], phot["generated"], prefix)
@@ -476,9 +499,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
             "real_train": stratified_like(labels, idx_T, mcounts, rng),
             "generated": stratified_like(lib_labels, idx_G, mcounts, rng),
         }
-        noise = morphology_noise_sigma(sample, rng)
+        noise = morphology_noise_sigma(sample, rng, subtract_background=bkg)
         # All three sets in one parallel pass (better load balance than one pass per set).
-        stacked = np.concatenate([(library if key == "generated" else sample).read("physical", idx)
+        stacked = np.concatenate([physical_stamps(library if key == "generated" else sample, idx, subtract_background=bkg)
                                   for key, idx in m_idx.items()])
         current_session().stages.pop("morphology", None)
         measured = measure_morphology_parallel(stacked, sample.bands, noise_sigma=noise, progress=progress)
