@@ -189,6 +189,15 @@ def test_realism_verdict_says_under_trained():
                                  "precision": 0.74, "recall": 0.30, "realism_space": "morphometry", "memorised_fraction": 0.0,
                                  "fid": 44.6, "fid_real_baseline": 10.2})
     assert not far and text.startswith("rough at 100 steps") and "close to real" not in text
+    # statmorph measured 3 of 40 held-out real stamps (a JPEG sky pedestal, round 11): never "close", and said
+    good = {"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
+            "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0,
+            "fid": 14.0, "fid_real_baseline": 10.0, "morphology_n": {"real_heldout": 40, "generated": 40}}
+    far, text = realism_verdict({**good, "morphology_failed_fraction": {"real_heldout": 0.925, "generated": 0.05}})
+    assert not far and text.startswith("rough at 4000 steps")
+    assert "statmorph measured only 3 of 40 held-out real stamps: the morphology figure is unreliable" in text
+    far, text = realism_verdict({**good, "morphology_failed_fraction": {"real_heldout": 0.1, "generated": 0.2}})
+    assert text.startswith("close to real") and "unreliable" not in text
 
 
 def test_report_caption_names_the_baselines_and_what_the_run_trained_with():

@@ -584,6 +584,17 @@ def _trained_with(ws: Workspace) -> dict:
     return {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise") if k in cfg}
 
 
+def _few_measured(m: dict) -> str:
+    """A warning when statmorph measured fewer than half of a set's stamps (its flag >= 2 on the rest), else ''."""
+    sizes, failed = m.get("morphology_n") or {}, m.get("morphology_failed_fraction") or {}
+    short = []
+    for key, name in (("real_heldout", "held-out real"), ("generated", "generated")):
+        n, f = sizes.get(key), failed.get(key)
+        if n and f is not None and f > 0.5:
+            short.append(f"{int(round(n * (1.0 - f)))} of {n} {name}")
+    return f"statmorph measured only {' and '.join(short)} stamps: the morphology figure is unreliable" if short else ""
+
+
 def realism_verdict(m: dict) -> tuple[bool, str]:
     """A plain statement of how far the library is from real (for the report), and whether it is far.
 
@@ -596,7 +607,9 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     * "rough at N steps": those aims met, the full-quality ones not
       (morphology <= 1.3x, FID <= 1.5x its baseline, precision >= 0.7,
       recall >= 0.6): usable for a look, not a science-grade library;
-    * "close to real at N steps": the full-quality aims met too.
+    * "close to real at N steps": the full-quality aims met too (never when
+      statmorph measured fewer than half of the held-out real or generated
+      stamps: the verdict then says so).
     """
     parts, far, close = [], False, True
     mw, mb = m.get("morphology_wasserstein"), m.get("morphology_wasserstein_real_baseline")
@@ -608,6 +621,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         n = (m.get("morphology_n") or {}).get("generated")
         noise = f" (68 % {ci[0]:.1f}-{ci[1]:.1f}x" + (f", statmorph on {n} stamps per set)" if n else ")") if ci else ""
         parts.append(f"morphology {ratio:.1f}x the real baseline{noise}")
+        few = _few_measured(m)
+        if few:
+            close = False
+            parts.append(few)
     elif mb:
         far, close = True, False
         parts.append("morphology not measurable on the generated stamps")
