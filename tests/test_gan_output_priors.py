@@ -88,7 +88,8 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
-                                               ("g_random_rotation", True, ())])
+                                               ("g_random_rotation", True, ()),
+                                               ("g_upsample", "bilinear", ("cubic", 2))])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -117,7 +118,8 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
 @pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
                                                        ("g_skip_excitation", False, True, "often"),
                                                        ("sky_scatter", True, False, "often"),
-                                                       ("g_random_rotation", False, True, "often")])
+                                                       ("g_random_rotation", False, True, "often"),
+                                                       ("g_upsample", "nearest", "bilinear", "cubic")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError
@@ -181,3 +183,22 @@ def test_random_rotation_keeps_the_light_turns_each_stamp_its_own_way_and_is_see
     angle = 0.5 * torch.atan2(2 * qxy, qxx - qyy)  # position angle of each rotated bar, -pi/2..pi/2
     hist = torch.histc(angle, bins=4, min=-torch.pi / 2, max=torch.pi / 2)
     assert hist.min() >= 8, hist  # spread over all orientations, not one
+
+
+def test_bilinear_upsampling_gives_g_less_pixel_scale_power():
+    """``gan.g_upsample = bilinear``: the same weights paint smoother stamps (no 2x2 blocks to paint over)."""
+    from galearn.gan.networks import Generator
+
+    torch.manual_seed(0)
+    nearest = Generator(2, 3, 32, z_dim=8, channels=8)
+    bilinear = Generator(2, 3, 32, z_dim=8, channels=8, upsample="bilinear")
+    bilinear.load_state_dict(nearest.state_dict())
+    z, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 2
+    power = []
+    for G in (nearest, bilinear):
+        G.eval()
+        with torch.no_grad():
+            G.out_noise.weight.zero_()  # the noiseless stamp
+            x = G(z, y, torch.Generator().manual_seed(2))
+        power.append(float((x[..., 1:, :] - x[..., :-1, :]).square().mean() / x.var()))  # pixel-to-pixel differences
+    assert power[1] < 0.8 * power[0]

@@ -39,7 +39,7 @@ from ..store import Workspace, atomic_path, atomic_write_text, open_sample, rela
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
-from .networks import Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
+from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
 __all__ = ["run_train", "build_networks", "resolve_sky_noise", "set_threads", "save_grid", "class_filename", "train_step",
            "autocast_dtype", "DISCRIMINATORS"]
@@ -51,13 +51,13 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
-           "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation")
+           "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
-                   "sky_scatter": False, "g_random_rotation": False}
+                   "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -128,7 +128,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
-                  random_rotation=bool(getattr(cfg, "g_random_rotation", False)))
+                  random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
+                  upsample=getattr(cfg, "g_upsample", "nearest"))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -255,6 +256,8 @@ def _validate(cfg: GanTrainConfig) -> None:
             and 0 <= cfg.g_asymmetry <= 1):
         raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
                             f"got {cfg.g_asymmetry!r}")
+    if cfg.g_upsample not in G_UPSAMPLE:
+        raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:

@@ -29,7 +29,7 @@ from torch.nn.utils import spectral_norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["Generator", "Discriminator", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
+__all__ = ["Generator", "Discriminator", "G_UPSAMPLE", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
            "gaussian_blur", "SkipExcitation"]
 
 
@@ -114,9 +114,16 @@ class NoiseInjection(nn.Module):
         return h + self.weight * _noise((n, c if self.per_channel else 1, height, width), h, gen)
 
 
+#: Up-sampling of G's blocks (``gan.g_upsample``).
+G_UPSAMPLE = ("nearest", "bilinear")
+
+
 class _GBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, n_classes: int) -> None:
+    def __init__(self, c_in: int, c_out: int, n_classes: int, upsample: str = "nearest") -> None:
         super().__init__()
+        if upsample not in G_UPSAMPLE:
+            raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {upsample!r}")
+        self.upsample = upsample
         # Reflect padding: zero padding after every x2 up-sampling gives G a border
         # signal at each resolution; at 16x16 it surfaced as a bright square frame
         # 64/16 = 4 pixels inside the stamp edge (docs/gan.md).
@@ -125,7 +132,10 @@ class _GBlock(nn.Module):
         self.bn = ConditionalBatchNorm2d(c_out, n_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.upsample == "bilinear":  # a low-pass (tent) interpolation: no pixel-scale blocks to paint over
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
         return F.relu(self.bn(self.noise(self.conv(x), gen), y))
 
 
@@ -238,6 +248,15 @@ class Generator(nn.Module):
         (:class:`SkipExcitation`): the output of every block at resolution
         ``r >= 32`` is gated, channel by channel, by the block at ``r / 4``
         (8 -> 32, 16 -> 64 pixels for 64-pixel stamps).
+    upsample : {"nearest", "bilinear"}
+        ``gan.g_upsample``: how every block doubles its input before its
+        convolution. ``"bilinear"`` interpolates (a tent low-pass filter), so
+        G does not start from 2x2 pixel blocks that its convolutions must
+        paint over; the real stamps are band-limited by the PSF (and by the
+        resampling of ingested images), and on the 600 real dev images the
+        generated stamps carried 0.4-0.6 dex more power at the highest
+        spatial frequencies than the real ones, all of it in G's noiseless
+        output (docs/gan.md round 11).
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak
@@ -250,13 +269,13 @@ class Generator(nn.Module):
                  template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
-                 random_rotation: bool = False) -> None:
+                 random_rotation: bool = False, upsample: str = "nearest") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
         self.fc = nn.Linear(z_dim, widths[0] * 16)
         self.bn0 = ConditionalBatchNorm2d(widths[0], n_classes)
-        self.blocks = nn.ModuleList(_GBlock(a, b, n_classes) for a, b in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(_GBlock(a, b, n_classes, upsample) for a, b in zip(widths[:-1], widths[1:]))
         # Skip-layer excitation: block i (resolution 8 * 2**i) gated by the map two resolutions below
         # (index i - 1 in [4x4 map, block 0, block 1, ...]); only for outputs of 32 pixels and more.
         self.skip_excitation = nn.ModuleDict(
