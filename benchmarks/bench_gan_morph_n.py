@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from galearn.gan.evaluate import (morphology_noise_sigma, morphology_ratio, morphology_ratio_interval, physical_stamps,
-                                      subtracts_background)
+    from galearn.gan.evaluate import morphology_noise_sigma, morphology_ratio, morphology_ratio_interval, physical_stamps
     from galearn.morphology import measure_morphology_parallel, morphology_wasserstein
     from galearn.store import open_sample
 
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"heldout": (real, np.sort(np.asarray(split["heldout"]))),
             "train": (real, np.sort(rng.choice(np.asarray(split["train"]), args.n, replace=False))),
             "generated": (lib, np.sort(rng.choice(lib.n, args.n, replace=False)))}
-    bkg = subtracts_background(real)  # as gan evaluate measures them
+    bkg = real.display_images  # border median subtracted, as gan evaluate measures them
     noise = morphology_noise_sigma(real, rng, subtract_background=bkg)
     tab = {k: measure_morphology_parallel(physical_stamps(s, idx, subtract_background=bkg), real.bands, noise_sigma=noise,
                                           progress=False)

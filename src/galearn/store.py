@@ -725,6 +725,13 @@ class Sample:
                 self._rejected = _read_table(f, "rejected")
         return self._rejected
 
+    @property
+    def display_images(self) -> bool:
+        """Ingested display images (``kind == "images"``, e.g. SDSS JPEGs / 255): their sky sits on a
+        pedestal and their pixel ratios are not colours, so measurements subtract each stamp's border
+        median first (:func:`galearn.imaging.subtract_border_background`) and aperture colours are skipped."""
+        return self.kind == "images"
+
     def has(self, which: str) -> bool:
         with h5py.File(self.path, "r") as f:
             return f"stamps/{which}" in f

@@ -173,7 +173,7 @@ def colour_block_for(sample: Sample, cfg: ClassifyConfig, space: str) -> tuple[d
     found = sample_colour_block(sample)
     if found is None:
         why = ("display images (ingest-images): pixel ratios of stretched images are not colours"
-               if sample.kind == "images" else "the sample has no physical stamps")
+               if sample.display_images else "the sample has no physical stamps")
         if setting_ == "on":
             raise BadValueError(f"classify.colours = on: {sample.path} cannot give aperture colours: {why}")
         record["reason"] = why

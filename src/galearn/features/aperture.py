@@ -127,9 +127,9 @@ def sample_colour_block(sample, *, batch: int = 4096) -> tuple[np.ndarray, list[
     """:func:`colour_block` of a sample's physical stamps, read in batches; None for display images.
 
     None when the sample has no ``stamps/physical`` or holds display images
-    (``sample.kind == "images"``): their pixel ratios are not colours.
+    (``Sample.display_images``): their pixel ratios are not colours.
     """
-    if sample.kind == "images" or not sample.has("physical") or sample.n == 0:
+    if sample.display_images or not sample.has("physical") or sample.n == 0:
         return None
     bands = list(sample.bands)
     head = sample.read("physical", slice(0, min(sample.n, NOISE_STAMPS))).astype(np.float64)

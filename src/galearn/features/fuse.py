@@ -254,7 +254,7 @@ def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, pro
 
     The cache is used while its ``sample_checksum`` matches the stamps. Physical
     stamps are measured where the file has them, else the stretched ones;
-    ingested images (``kind == "images"``) and stretched-only files get the
+    ingested images (``Sample.display_images``) and stretched-only files get the
     border-median background subtracted first.
     """
     from ..store import read_table, write_table
@@ -267,7 +267,7 @@ def sample_morphology(ws, sample, *, library: bool = False, n_jobs: int = 1, pro
                 return table
         except Exception:  # noqa: BLE001 - a damaged cache is measured again
             pass
-    physical = sample.has("physical") and sample.kind != "images"
+    physical = sample.has("physical") and not sample.display_images
     stamps = sample.read("physical" if physical else "stretched")
     log.info("measuring statmorph morphology of %d stamps (%s)", sample.n, "physical" if physical else "stretched")
     table = measure_stamp_morphology(stamps, sample.bands, background=not physical, n_jobs=n_jobs,

@@ -88,18 +88,6 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     return out
 
 
-def subtracts_background(sample: Sample) -> bool:
-    """Whether the evaluation subtracts each stamp's border median before measuring it.
-
-    True for ingested display images (``sample.kind == "images"``, e.g. SDSS
-    JPEGs), whose sky sits on a pedestal: statmorph flags such a stamp "bad"
-    (its sky mean above its sky sigma) and segments at a fixed level from 0
-    run over the whole stamp. The same rule as the fused morphology features
-    (:func:`galearn.features.fuse.sample_morphology`).
-    """
-    return sample.kind == "images"
-
-
 def physical_stamps(stamps_file: Sample, rows: np.ndarray, *, subtract_background: bool = False) -> np.ndarray:
     """``stamps_file``'s physical stamps ``rows``, with the border median subtracted when asked
     (:func:`~galearn.imaging.subtract_border_background`)."""
@@ -469,7 +457,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         per_class[c] = entry
 
     # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
-    bkg = subtracts_background(sample)
+    # Display images: statmorph flags a stamp whose sky sits on a pedestal "bad" (sky mean above its sigma).
+    bkg = sample.display_images
     metrics["physical_background"] = "border median subtracted per stamp (ingested images)" if bkg else "as stored"
     phot = {"real_heldout": photometry_statistics(physical_stamps(sample, idx_H, subtract_background=bkg), sample.bands),
             "real_train": photometry_statistics(physical_stamps(sample, idx_T, subtract_background=bkg), sample.bands),
