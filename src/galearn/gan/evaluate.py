@@ -460,9 +460,10 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     # Display images: statmorph flags a stamp whose sky sits on a pedestal "bad" (sky mean above its sigma).
     bkg = sample.display_images
     metrics["physical_background"] = "border median subtracted per stamp (ingested images)" if bkg else "as stored"
-    phot = {"real_heldout": photometry_statistics(physical_stamps(sample, idx_H, subtract_background=bkg), sample.bands),
-            "real_train": photometry_statistics(physical_stamps(sample, idx_T, subtract_background=bkg), sample.bands),
-            "generated": photometry_statistics(physical_stamps(library, idx_G, subtract_background=bkg), sample.bands)}
+    eval_rows = {"real_heldout": idx_H, "real_train": idx_T, "generated": idx_G}
+    eval_phys = {key: physical_stamps(library if key == "generated" else sample, rows, subtract_background=bkg)
+                 for key, rows in eval_rows.items()}
+    phot = {key: photometry_statistics(x, sample.bands) for key, x in eval_phys.items()}
     cls_of = {"real_heldout": labels[idx_H], "real_train": labels[idx_T], "generated": lib_labels[idx_G]}
     for group, prefix in PHOTOMETRY_GROUPS.items():
         metrics[f"{group}_wasserstein"], per_g = group_wasserstein(phot["real_heldout"], phot["generated"], prefix)
@@ -490,8 +491,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         }
         noise = morphology_noise_sigma(sample, rng, subtract_background=bkg)
         # All three sets in one parallel pass (better load balance than one pass per set).
-        stacked = np.concatenate([physical_stamps(library if key == "generated" else sample, idx, subtract_background=bkg)
-                                  for key, idx in m_idx.items()])
+        # The statmorph subsets are rows of the (sorted) evaluation sets read above.
+        stacked = np.concatenate([eval_phys[key][np.searchsorted(eval_rows[key], idx)] for key, idx in m_idx.items()])
+        del eval_phys
         current_session().stages.pop("morphology", None)
         measured = measure_morphology_parallel(stacked, sample.bands, noise_sigma=noise, progress=progress)
         if "morphology" in current_session().stages:  # ran in partitions on a cluster
