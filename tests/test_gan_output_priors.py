@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_gan import TINY, assert_resume_exact, assert_sample_reproducible  # noqa: E402
+from test_gan import TINY, assert_resume_exact, assert_sample_reproducible, make_workspace  # noqa: E402
 
 
 def test_gaussian_blur_is_scipys_gaussian_filter():
@@ -89,7 +89,8 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
-                                               ("g_upsample", "bilinear", ("cubic", 2))])
+                                               ("g_upsample", "bilinear", ("cubic", 2)),
+                                               ("g_template_trainable", False, ())])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -119,7 +120,9 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_skip_excitation", False, True, "often"),
                                                        ("sky_scatter", True, False, "often"),
                                                        ("g_random_rotation", False, True, "often"),
-                                                       ("g_upsample", "nearest", "bilinear", "cubic")])
+                                                       ("g_upsample", "nearest", "bilinear", "cubic"),
+                                                       ("g_template_trainable", True, False, "often"),
+                                                       ("d_minibatch_std", 0, 4, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError
@@ -202,3 +205,22 @@ def test_bilinear_upsampling_gives_g_less_pixel_scale_power():
             x = G(z, y, torch.Generator().manual_seed(2))
         power.append(float((x[..., 1:, :] - x[..., :-1, :]).square().mean() / x.var()))  # pixel-to-pixel differences
     assert power[1] < 0.8 * power[0]
+
+
+def test_a_frozen_template_stays_the_class_median_and_is_not_trained(tmp_path):
+    """``gan.g_template_trainable = false``: the template keeps its start (the class median) through training."""
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+    from galearn.gan.loop import build_networks
+
+    for trainable in (True, False):
+        cfg = dataclasses.replace(TINY, steps=3, checkpoint_every=1, g_template=True, g_template_trainable=trainable)
+        ws = make_workspace(tmp_path / str(trainable), n=40)
+        run_train(ws, cfg, progress=False)
+        first, last = (load_checkpoint(ws.gan / f"ckpt-00000{k}.pt") for k in (1, 3))
+        start = first["G"]["template"]
+        assert float(start.abs().amax()) > 0.1  # set from the real stamps, not the zeros it is built with
+        moved = max(float((last[key]["template"] - first[key]["template"]).abs().amax()) for key in ("G", "G_ema"))
+        assert (moved > 1e-5) == trainable
+        G = build_networks(2, 3, 32, dataclasses.replace(cfg, sky_noise="measured"), with_D=False)[0]
+        assert any(p is G.template for p in G.parameters()) == trainable  # frozen: never in G's optimiser

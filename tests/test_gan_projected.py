@@ -94,6 +94,31 @@ def test_resume_is_exact_with_the_projected_discriminator(tmp_path):
         run_train(ws_a, dataclasses.replace(cfg, discriminator="sngan", steps=6), resume=True, progress=False)
 
 
+def test_minibatch_std_lets_the_projected_heads_see_batch_variety(tmp_path):
+    from galearn.gan import run_train
+    from galearn.gan.loop import _validate
+
+    stamps, y = _stamps(n=8)
+    x = torch.from_numpy(stamps) * 2 - 1
+    y = torch.from_numpy(y)
+    for group in (0, 4):
+        D = _networks(dataclasses.replace(PROJ, d_minibatch_std=group), size=32)["D"].eval()
+        with torch.no_grad():
+            varied = D(x, y)[0]
+            copies = D(x[:1].expand(8, -1, -1, -1), y[:1].expand(8))[0]  # the same stamp among copies of itself
+        # Without it a stamp's logits do not depend on the rest of the batch; with it they do.
+        assert torch.allclose(varied, copies, atol=1e-6) == (group == 0)
+    for bad in (-1, 1.5, True, PROJ.batch_size + 1):
+        with pytest.raises(BadValueError, match="d_minibatch_std"):
+            _validate(dataclasses.replace(PROJ, d_minibatch_std=bad))
+    with pytest.raises(BadValueError, match="d_minibatch_std"):
+        _validate(dataclasses.replace(PROJ, discriminator="sngan", d_minibatch_std=4))
+    cfg = dataclasses.replace(PROJ, steps=4, checkpoint_every=2, d_minibatch_std=4)
+    ws_a, _ = assert_resume_exact(tmp_path, cfg)
+    with pytest.raises(BadValueError, match="d_minibatch_std"):  # frozen on resume
+        run_train(ws_a, dataclasses.replace(cfg, d_minibatch_std=0, steps=6), resume=True, progress=False)
+
+
 def test_realism_space_refused_when_it_is_the_discriminators_network(tmp_path, capsys):
     from galearn.cli import main
     from galearn.gan import run_train

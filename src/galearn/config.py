@@ -202,11 +202,13 @@ class GanTrainConfig:
     d_backbone: str = "efficientnet-lite0"  # feature network of the projected D (any registered backbone)
     d_layers: tuple = ()  # its stages projected; (): stage2, stage3, stage5, stage7 (EfficientNet) / layer1-4 (ResNet)
     d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
+    d_minibatch_std: int = 0  # projected D: group size of a minibatch standard deviation in each head (0: off; Karras et al. 2018; docs/gan.md round 12)
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     sky_noise: str = "auto"  # "auto": "measured-correlated" when the real sky's short-range correlation is >= 0.15 (JPEG, drizzled mosaics), else "measured" (gan/sky.py choose_sky_noise; docs/gan.md round 10); "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain
     sky_scatter: bool = True  # measured sky: each generated stamp's noise sigma = the pooled sigma x one real training stamp's own ratio (depth varies across a mosaic; 8-bit images are scaled one by one); ignored with sky_noise = learnt (docs/gan.md round 9)
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
+    g_template_trainable: bool = True  # learn the class template with G; false: it stays the class's median real stamp (a learnt template is one image shared by every sample; docs/gan.md round 12)
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
     g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)
     g_envelope: bool = False  # G's own output x the (drawn) class template's light / its peak: nothing painted on the sky (needs g_template; docs/gan.md round 4)

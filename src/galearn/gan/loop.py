@@ -51,13 +51,15 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "random_state", "heldout_fraction", "adam_beta1", "adam_beta2", "d_steps", "d_head", "r1_gamma",
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
-           "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample")
+           "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
+           "g_template_trainable")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
-                   "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest"}
+                   "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
+                   "d_minibatch_std": 0, "g_template_trainable": True}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -121,6 +123,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   template=bool(getattr(cfg, "g_template", False)),
                   out_scale=float(getattr(cfg, "g_out_scale", 1.0)),
                   template_warp=bool(getattr(cfg, "g_template_warp", False)),
+                  template_trainable=bool(getattr(cfg, "g_template_trainable", True)),
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
@@ -138,7 +141,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
 
             D = ProjectedDiscriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, backbone=cfg.d_backbone,
                                        layers=tuple(cfg.d_layers) or None, input_size=cfg.d_input_size or None,
-                                       random_state=cfg.random_state)
+                                       random_state=cfg.random_state,
+                                       minibatch_std=int(getattr(cfg, "d_minibatch_std", 0)))
         elif kind == "sngan":
             D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head,
                               radius_channel=bool(getattr(cfg, "d_radius", False)))
@@ -266,6 +270,13 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {cfg.discriminator!r}")
     if cfg.precision not in PRECISIONS:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if not (isinstance(cfg.d_minibatch_std, int) and not isinstance(cfg.d_minibatch_std, bool)
+            and 0 <= cfg.d_minibatch_std <= cfg.batch_size):
+        raise BadValueError(f"gan.d_minibatch_std must be a group size from 0 (off) to gan.batch_size "
+                            f"({cfg.batch_size}), got {cfg.d_minibatch_std!r}")
+    if cfg.d_minibatch_std and cfg.discriminator != "projected":
+        raise BadValueError("gan.d_minibatch_std is for gan.discriminator=projected (the SNGAN D has it in "
+                            "gan.d_head=dense); set it to 0")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
     from .sky import SKY_NOISE

@@ -203,6 +203,11 @@ class Generator(nn.Module):
         per weight) G's own image grows from there gradually instead of
         starting as full-amplitude random structure that the first steps must
         undo. The rest of G learns as soon as these weights leave 0 (step 1).
+    template_trainable : bool
+        Learn the class template with G (``gan.g_template_trainable``);
+        ``False`` keeps it the class's median real stamp. Learnt, it is one
+        image shared by every sample of the class, and a long run paints
+        texture into it (docs/gan.md round 12).
     template_warp : bool
         Draw the template per sample (``gan.g_template_warp``, needs
         ``template``): brightness, size and shape of the class template from
@@ -266,7 +271,7 @@ class Generator(nn.Module):
 
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
-                 template_warp: bool = False, residual: str = "bands", pin_sky: bool = False,
+                 template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest") -> None:
@@ -316,7 +321,11 @@ class Generator(nn.Module):
             self.register_buffer("sky_ring_level", torch.zeros(n_bands))
         self.last_sky_penalty: torch.Tensor | None = None  # of the last training-mode forward (gan.g_sky_penalty)
         if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
-            self.template = nn.Parameter(torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
+            start = torch.zeros(n_classes, n_bands, stamp_size, stamp_size)
+            if template_trainable:
+                self.template = nn.Parameter(start)
+            else:  # a buffer: in the state dict (same key), never in the optimiser
+                self.register_buffer("template", start)
         else:
             self.template = None
         if template_warp:

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
 from ..errors import BadValueError
-from .networks import check_stamp_size
+from .networks import check_stamp_size, minibatch_stddev
 
 __all__ = ["ProjectedDiscriminator", "DEFAULT_LAYERS", "feature_network"]
 
@@ -77,9 +77,12 @@ class _Head(nn.Module):
     FLATTENED map (Projected GAN's final 4x4 convolution without padding):
     the head knows where a source is, so an off-centre source can be told
     from the always-centred real galaxies (global pooling cannot).
+    ``minibatch_std`` (a group size; 0: off) appends the minibatch standard
+    deviation of the last map before the dense layer (Karras et al. 2018), so
+    a generator that makes too little variety within a batch can be told.
     """
 
-    def __init__(self, c_in: int, size: int, n_classes: int, width: int) -> None:
+    def __init__(self, c_in: int, size: int, n_classes: int, width: int, minibatch_std: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(c_in, width, 3, padding=1)), nn.LeakyReLU(0.2)]
         w = width
@@ -88,12 +91,16 @@ class _Head(nn.Module):
             layers += [spectral_norm(nn.Conv2d(w, w2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             w, size = w2, size // 2
         self.body = nn.Sequential(*layers)
-        self.dense = spectral_norm(nn.Linear(w * size * size, w))
+        self.minibatch_std = int(minibatch_std)
+        self.dense = spectral_norm(nn.Linear((w + (self.minibatch_std > 0)) * size * size, w))
         self.linear = spectral_norm(nn.Linear(w, 1))
         self.embed = spectral_norm(nn.Embedding(n_classes, w))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.dense(self.body(h).flatten(1)), 0.2)
+        h = self.body(h)
+        if self.minibatch_std:
+            h = minibatch_stddev(h, self.minibatch_std)
+        h = F.leaky_relu(self.dense(h.flatten(1)), 0.2)
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
 
 
@@ -116,6 +123,9 @@ class ProjectedDiscriminator(nn.Module):
         (bilinear); None: the stamp size.
     random_state : int
         Seed of the fixed random projections.
+    minibatch_std : int
+        Group size of the heads' minibatch standard deviation (0: none;
+        ``gan.d_minibatch_std``).
     weights : str, optional
         Local weights file of the backbone.
     stages : nn.ModuleDict, optional
@@ -127,7 +137,7 @@ class ProjectedDiscriminator(nn.Module):
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, channels: int = 16,
                  backbone: str = "efficientnet-lite0", layers: tuple[str, ...] | None = None,
                  input_size: int | None = None, random_state: int = 0, weights: str | None = None,
-                 stages: nn.ModuleDict | None = None, mean=None, std=None) -> None:
+                 stages: nn.ModuleDict | None = None, mean=None, std=None, minibatch_std: int = 0) -> None:
         super().__init__()
         check_stamp_size(stamp_size)
         self.backbone = str(backbone)
@@ -174,7 +184,8 @@ class ProjectedDiscriminator(nn.Module):
             self.register_buffer(f"ccm{k}", _random_conv(co, ci, 1, gen))
             if k + 1 < len(widths):
                 self.register_buffer(f"csm{k}", _random_conv(co, widths[k + 1], 3, gen))
-        self.heads = nn.ModuleList(_Head(w, s, n_classes, 2 * int(channels)) for w, s in zip(widths, sizes))
+        self.heads = nn.ModuleList(_Head(w, s, n_classes, 2 * int(channels), minibatch_std)
+                                   for w, s in zip(widths, sizes))
 
     # -- frozen part
     @property
