@@ -122,7 +122,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_random_rotation", False, True, "often"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
-                                                       ("d_minibatch_std", 0, 4, "often")])
+                                                       ("d_minibatch_std", 4, 0, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError

@@ -271,12 +271,11 @@ def _validate(cfg: GanTrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if not (isinstance(cfg.d_minibatch_std, int) and not isinstance(cfg.d_minibatch_std, bool)
-            and 0 <= cfg.d_minibatch_std <= cfg.batch_size):
-        raise BadValueError(f"gan.d_minibatch_std must be a group size from 0 (off) to gan.batch_size "
-                            f"({cfg.batch_size}), got {cfg.d_minibatch_std!r}")
-    if cfg.d_minibatch_std and cfg.discriminator != "projected":
-        raise BadValueError("gan.d_minibatch_std is for gan.discriminator=projected (the SNGAN D has it in "
-                            "gan.d_head=dense); set it to 0")
+            and cfg.d_minibatch_std >= 0):
+        raise BadValueError(f"gan.d_minibatch_std must be a group size, 0 (off) or more, got {cfg.d_minibatch_std!r}")
+    if cfg.discriminator == "projected" and cfg.d_minibatch_std > cfg.batch_size:
+        raise BadValueError(f"gan.d_minibatch_std ({cfg.d_minibatch_std}) must not exceed gan.batch_size "
+                            f"({cfg.batch_size})")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
     from .sky import SKY_NOISE
