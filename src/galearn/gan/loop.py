@@ -273,9 +273,6 @@ def _validate(cfg: GanTrainConfig) -> None:
     if not (isinstance(cfg.d_minibatch_std, int) and not isinstance(cfg.d_minibatch_std, bool)
             and cfg.d_minibatch_std >= 0):
         raise BadValueError(f"gan.d_minibatch_std must be a group size, 0 (off) or more, got {cfg.d_minibatch_std!r}")
-    if cfg.discriminator == "projected" and cfg.d_minibatch_std > cfg.batch_size:
-        raise BadValueError(f"gan.d_minibatch_std ({cfg.d_minibatch_std}) must not exceed gan.batch_size "
-                            f"({cfg.batch_size})")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
     from .sky import SKY_NOISE
