@@ -464,7 +464,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     eval_phys = {key: physical_stamps(library if key == "generated" else sample, rows, subtract_background=bkg)
                  for key, rows in eval_rows.items()}
     phot = {key: photometry_statistics(x, sample.bands) for key, x in eval_phys.items()}
-    cls_of = {"real_heldout": labels[idx_H], "real_train": labels[idx_T], "generated": lib_labels[idx_G]}
+    cls_of = {key: (lib_labels if key == "generated" else labels)[rows] for key, rows in eval_rows.items()}
     for group, prefix in PHOTOMETRY_GROUPS.items():
         metrics[f"{group}_wasserstein"], per_g = group_wasserstein(phot["real_heldout"], phot["generated"], prefix)
         metrics[f"{group}_wasserstein_real_baseline"], per_b = group_wasserstein(phot["real_heldout"], phot["real_train"], prefix)
