@@ -213,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 "flux_wasserstein", "flux_wasserstein_real_baseline", "colour_wasserstein",
                 "colour_wasserstein_real_baseline", "realism_space", "verdict"):
         print(f"{key:40s} {metrics.get(key)}")
+    for key, o in ((metrics.get("orientation") or {}).get("sets") or {}).items():
+        if o.get("resultant") is not None:
+            print(f"orientation {key:13s} resultant {o['resultant']:.3f} (isotropic ~{o['isotropic_expectation']:.3f}), "
+                  f"Rayleigh p {o['rayleigh_p']:.2g}, n {o['n']}")
     print("balancing", json.dumps(metrics.get("balancing"), indent=1))
     for c, m in metrics.get("per_class", {}).items():
         print(f"class {c}: " + ", ".join(f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, float)))

@@ -224,6 +224,57 @@ def test_realism_verdict_says_under_trained():
     assert text.startswith("close to real") and "unreliable" not in text
 
 
+def _elongated(angles_deg: np.ndarray, size: int = 48, axis_ratio: float = 0.4) -> np.ndarray:
+    """Gaussian discs (3 bands) with their major axes at ``angles_deg`` from the +x (column) axis."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    t = np.radians(np.asarray(angles_deg, dtype="f8"))[:, None, None]
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    img = np.exp(-0.5 * ((u / 6.0) ** 2 + (v / (6.0 * axis_ratio)) ** 2))
+    return np.repeat(img[:, None], 3, axis=1).astype("f4")
+
+
+def test_shape_moments_and_orientation_isotropy():
+    from galearn.morphometry import orientation_isotropy, shape_moments
+
+    ell, angle = shape_moments(_elongated(np.array([0.0, 30.0, 95.0, 170.0])))
+    off = (angle - [0.0, 30.0, 95.0, 170.0] + 90.0) % 180.0 - 90.0  # axial difference, degrees
+    assert np.all((angle >= 0) & (angle < 180)) and np.all(np.abs(off) < 0.5)
+    assert np.all(ell > 0.5)
+    round_ell, _ = shape_moments(_elongated(np.array([40.0]), axis_ratio=1.0))
+    assert round_ell[0] < 0.02
+    rng = np.random.default_rng(0)
+    spread = orientation_isotropy(rng.uniform(0, 180, 400), np.ones(400))
+    assert spread["n"] == 400 and spread["resultant"] < 0.15 and spread["rayleigh_p"] > 1e-3
+    # nearly parallel -- and 179 degrees is next to 1 degree (axial data)
+    parallel = orientation_isotropy(rng.normal(0, 10, 400) % 180, np.ones(400))
+    assert parallel["resultant"] > 0.8 and parallel["rayleigh_p"] < 1e-10
+    # round stamps are not counted
+    assert orientation_isotropy(np.zeros(50), np.zeros(50))["n"] == 0
+
+
+def test_orientation_metrics_and_the_verdict_say_when_generated_galaxies_lean_one_way():
+    from galearn.gan.evaluate import orientation_metrics, realism_verdict
+    from galearn.morphometry import photometry_statistics
+
+    rng = np.random.default_rng(1)
+    classes = ["a", "b"]
+    real = photometry_statistics(_elongated(rng.uniform(0, 180, 120)), BANDS)
+    leaning = photometry_statistics(_elongated(rng.normal(45, 8, 120)), BANDS)
+    # class a leans at 45 degrees and class b at 135: pooled they would look isotropic, per class they do not
+    opposed = photometry_statistics(_elongated(np.r_[rng.normal(45, 8, 60), rng.normal(135, 8, 60)]), BANDS)
+    cls = np.repeat(classes, 60)
+    for gen, should_lean in ((real, False), (leaning, True), (opposed, True)):
+        o = orientation_metrics({"real_heldout": real, "generated": gen}, {"real_heldout": cls, "generated": cls}, classes)
+        g = o["sets"]["generated"]
+        assert g["n"] == 120 and set(g["per_class"]) == set(classes)
+        assert (g["rayleigh_p"] < 1e-3) == should_lean and (g["resultant"] > 0.5) == should_lean
+        good = {"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
+                "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0,
+                "fid": 14.0, "fid_real_baseline": 10.0, "orientation": o}
+        _, text = realism_verdict(good)
+        assert text.startswith("rough") == should_lean and ("lean one way" in text) == should_lean
+
+
 def test_report_caption_names_the_baselines_and_what_the_run_trained_with():
     from galearn.report.html import gan_realism_caption
 

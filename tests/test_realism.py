@@ -125,6 +125,9 @@ def test_evaluate_real_against_real_sits_at_the_baseline_and_shuffled_far_from_i
     assert m["morphology_wasserstein"] < 2.5 * m["morphology_wasserstein_real_baseline"] + 0.1
     assert m["steps"] == 7 and m["condition"] == "truth_class"
     assert set(m["per_class"]) == {"disk", "spheroid"}
+    orient = m["orientation"]["sets"]  # fresh galaxies at uniform angles: isotropic like the real ones, no "lean" said
+    assert set(orient) == {"real_heldout", "real_train", "generated"} and orient["generated"]["n"] > 10
+    assert orient["generated"]["rayleigh_p"] > 1e-3 and "lean one way" not in m["verdict"]
     bal = m["balancing"]
     assert 0 <= bal["balanced_accuracy_real_only"] <= 1 and 0 <= bal["balanced_accuracy_with_gan"] <= 1
     assert bal["n_train_minority_real"] < bal["n_train_majority"]

@@ -589,6 +589,10 @@ def gan_evaluate(workspace, scheduler, scheduler_file, config, overrides) -> Non
         if key in metrics:
             value = metrics[key]
             click.echo(f"{key}: {value:.4g}" if isinstance(value, (int, float)) else f"{key}: {value}")
+    sets = (metrics.get("orientation") or {}).get("sets") or {}
+    if all((sets.get(k) or {}).get("resultant") is not None for k in ("generated", "real_heldout")):
+        click.echo(f"orientation resultant: generated {sets['generated']['resultant']:.3f}, "
+                   f"real {sets['real_heldout']['resultant']:.3f} (0 = every direction, 1 = all parallel)")
     balancing = metrics.get("balancing", {})
     if "balanced_accuracy_real_only" in balancing:
         gain = balancing.get("gain_with_gan_over_real_only") or {}

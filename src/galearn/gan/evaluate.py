@@ -22,6 +22,9 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
 * ``per_class``: the same per condition class.
+* ``orientation``: whether each set's elongated stamps point every way
+  within each class (axial mean resultant length, Rayleigh test;
+  :func:`orientation_metrics`).
 * ``balancing``: a class-balanced real test set (``split.json``
   ``balanced_test``, never seen by the GAN); training set = GAN training stamps
   with the minority class cut to 10 % of the majority; logistic regression on
@@ -51,7 +54,8 @@ from ..morphology import measure_morphology_parallel
 from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
-from ..morphometry import MORPHOMETRY, group_wasserstein, morphometry_features, photometry_statistics
+from ..morphometry import (MORPHOMETRY, group_wasserstein, morphometry_features, orientation_isotropy,
+                           photometry_statistics)
 from .data import gan_condition, read_split
 from .spaces import check_gan_config, check_realism_space
 
@@ -474,6 +478,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
             sel = {k: t[cls_of[k] == c] for k, t in phot.items()}
             per_class[c][f"{group}_wasserstein"], _ = group_wasserstein(sel["real_heldout"], sel["generated"], prefix)
             per_class[c][f"{group}_wasserstein_real_baseline"], _ = group_wasserstein(sel["real_heldout"], sel["real_train"], prefix)
+    metrics["orientation"] = orientation_metrics(phot, cls_of, classes)
+    for c in classes:
+        per_class[c]["orientation_resultant"] = {k: v["per_class"][c]["resultant"] for k, v in metrics["orientation"]["sets"].items()}
     metrics["power_spectrum_mean"] = {k: np.mean([np.asarray(t[n]) for n in t.colnames if n.startswith("power_")], axis=1).tolist()
                                       for k, t in (("real", phot["real_heldout"]), ("real_train", phot["real_train"]),
                                                    ("generated", phot["generated"]))}
@@ -553,6 +560,61 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 PHOTOMETRY_GROUPS = {"power_spectrum": "power_", "flux": "flux_", "colour": "colour_"}
 
 
+#: Stamps rounder than this carry no position angle worth counting (moment ellipticity, 0 round .. 1 a line).
+ORIENTATION_MIN_ELLIPTICITY = 0.2
+#: Rayleigh p-value below which a set's orientations are called anisotropic.
+ORIENTATION_ALPHA = 1e-3
+
+
+def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
+                        min_ellipticity: float = ORIENTATION_MIN_ELLIPTICITY) -> dict:
+    """Are the position angles of each evaluation set's elongated stamps isotropic, within each condition class?
+
+    Galaxies on the sky point every way; D's flips and 90-degree turns cannot
+    ask G for that, and a G whose discs all lean one way passes the morphology
+    and morphometry figures (nearly rotation-invariant). Per set (``phot``:
+    :func:`~galearn.morphometry.photometry_statistics` tables with
+    ``ellipticity`` and ``position_angle``; ``cls_of``: their class labels):
+    per class :func:`~galearn.morphometry.orientation_isotropy`, then
+    ``resultant`` (n-weighted mean over classes of the axial mean resultant
+    length; 0 isotropic, 1 all parallel), ``isotropic_expectation`` (about
+    what an isotropic set of those sizes gives), ``rayleigh_p`` (the classes'
+    Rayleigh p-values combined, Fisher's method) and ``n``.
+    """
+    from scipy.stats import combine_pvalues
+
+    sets = {}
+    for key, t in phot.items():
+        ell, angle = np.asarray(t["ellipticity"]), np.asarray(t["position_angle"])
+        per = {c: orientation_isotropy(angle[cls_of[key] == c], ell[cls_of[key] == c], min_ellipticity=min_ellipticity)
+               for c in classes}
+        used = [v for v in per.values() if v["resultant"] is not None]
+        n = sum(v["n"] for v in used)
+        sets[key] = {
+            "resultant": float(sum(v["n"] * v["resultant"] for v in used) / n) if n else None,
+            "isotropic_expectation": float(sum(np.sqrt(np.pi * v["n"] / 4.0) for v in used) / n) if n else None,
+            "rayleigh_p": float(combine_pvalues([max(v["rayleigh_p"], 1e-300) for v in used], method="fisher").pvalue)
+            if used else None,
+            "n": int(n), "per_class": per,
+        }
+    return {"min_ellipticity": float(min_ellipticity), "alpha": ORIENTATION_ALPHA,
+            "what": "axial mean resultant length of the moment position angles of stamps with ellipticity >= "
+                    "min_ellipticity, per condition class (0 = every direction, 1 = all parallel)",
+            "sets": sets}
+
+
+def _orientation_statement(m: dict) -> str:
+    """'' unless the generated stamps' orientations are anisotropic where the held-out real ones are not."""
+    sets = (m.get("orientation") or {}).get("sets") or {}
+    gen, real = sets.get("generated") or {}, sets.get("real_heldout") or {}
+    if gen.get("rayleigh_p") is None or real.get("rayleigh_p") is None:
+        return ""
+    if gen["rayleigh_p"] >= ORIENTATION_ALPHA or real["rayleigh_p"] < ORIENTATION_ALPHA:
+        return ""
+    return (f"generated galaxies lean one way: orientation resultant {gen['resultant']:.2f} "
+            f"(real {real['resultant']:.2f}, isotropic about {real['isotropic_expectation']:.2f})")
+
+
 def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
     """Mean of the statmorph, power-spectrum, flux and colour distances (those measured), generated and baseline."""
     keys = ["morphology", *PHOTOMETRY_GROUPS]
@@ -600,7 +662,8 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
       recall >= 0.6): usable for a look, not a science-grade library;
     * "close to real at N steps": the full-quality aims met too (never when
       statmorph measured fewer than half of the held-out real or generated
-      stamps: the verdict then says so).
+      stamps, nor when the generated orientations are anisotropic and the
+      held-out real ones are not: the verdict then says so).
     """
     parts, far, close = [], False, True
     mw, mb = m.get("morphology_wasserstein"), m.get("morphology_wasserstein_real_baseline")
@@ -633,6 +696,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     if mem is not None:
         far |= mem > 0.01
         parts.append(f"memorised {100 * mem:.1f} %")
+    leaning = _orientation_statement(m)
+    if leaning:
+        close = False
+        parts.append(leaning)
     steps = m.get("steps")
     at = f" at {steps} steps" if steps is not None else ""
     if far:
