@@ -255,6 +255,7 @@ def test_shape_moments_and_orientation_isotropy():
 def test_orientation_metrics_and_the_verdict_say_when_generated_galaxies_lean_one_way():
     from galearn.gan.evaluate import orientation_metrics, realism_verdict
     from galearn.morphometry import photometry_statistics
+    from galearn.report.figures import morphology_histograms
 
     rng = np.random.default_rng(1)
     classes = ["a", "b"]
@@ -267,6 +268,8 @@ def test_orientation_metrics_and_the_verdict_say_when_generated_galaxies_lean_on
         o = orientation_metrics({"real_heldout": real, "generated": gen}, {"real_heldout": cls, "generated": cls}, classes)
         g = o["sets"]["generated"]
         assert g["n"] == 120 and set(g["per_class"]) == set(classes)
+        (hist,) = morphology_histograms({"orientation": o}).values()  # the report's morphology figure finds it
+        assert len(hist["edges"]) == 13 and sum(hist["generated"]["counts"]) == hist["generated"]["n"] == 120
         assert (g["rayleigh_p"] < 1e-3) == should_lean and (g["resultant"] > 0.5) == should_lean
         good = {"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
                 "precision": 0.7, "recall": 0.6, "realism_space": "morphometry", "memorised_fraction": 0.0,

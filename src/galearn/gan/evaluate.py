@@ -579,7 +579,8 @@ def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
     ``resultant`` (n-weighted mean over classes of the axial mean resultant
     length; 0 isotropic, 1 all parallel), ``isotropic_expectation`` (about
     what an isotropic set of those sizes gives), ``rayleigh_p`` (the classes'
-    Rayleigh p-values combined, Fisher's method) and ``n``.
+    Rayleigh p-values combined, Fisher's method) and ``n``; ``histogram``: the
+    angles of all classes in 15-degree bins (the report's morphology figure).
     """
     from scipy.stats import combine_pvalues
 
@@ -597,10 +598,17 @@ def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
             if used else None,
             "n": int(n), "per_class": per,
         }
+    edges = np.linspace(0.0, 180.0, 13)
+    hist: dict = {"edges": edges.tolist()}
+    for key, name in (("real_heldout", "real"), ("real_train", "real_train"), ("generated", "generated")):
+        if key in phot:
+            t = phot[key]
+            angle = np.asarray(t["position_angle"])[np.asarray(t["ellipticity"]) >= min_ellipticity]
+            hist[name] = {"counts": np.histogram(angle, edges)[0].tolist(), "n": int(len(angle))}
     return {"min_ellipticity": float(min_ellipticity), "alpha": ORIENTATION_ALPHA,
             "what": "axial mean resultant length of the moment position angles of stamps with ellipticity >= "
                     "min_ellipticity, per condition class (0 = every direction, 1 = all parallel)",
-            "sets": sets}
+            "sets": sets, "histogram": {f"position angle (deg; moments, e >= {min_ellipticity:g})": hist}}
 
 
 def _orientation_statement(m: dict) -> str:

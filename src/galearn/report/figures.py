@@ -715,7 +715,8 @@ def fig_morphology(gan: dict, path: Path) -> Path | None:
             ax.legend(fontsize=7)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    fig.suptitle("morphology statistics (statmorph), real vs generated", fontsize=11)
+    angles = " and position angles" if any(k.startswith("position angle") for k in hists) else ""
+    fig.suptitle(f"morphology statistics (statmorph){angles}, real vs generated", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return _save(fig, path)
 
