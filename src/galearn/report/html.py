@@ -41,7 +41,8 @@ FIGURE_CAPTIONS = {
     "library_map": "Left: real galaxies. Right: the GAN library (GENERATED stamps, not galaxies) placed onto the "
                    "same map with the fitted map's transform (no refit), same grid and extent.",
     "class_grids": "Real (left) and generated (right) stamps per condition class, drawn at random.",
-    "morphology": "Morphology statistics (statmorph) of real and generated stamps.",
+    "morphology": ("Morphology statistics (statmorph) of real and generated stamps and, where measured, the "
+                   "position angles of the elongated ones (real galaxies point every way)."),
     "anomalies_top": "The 48 most unusual galaxies (galearn anomalies), most unusual first; "
                      "the second line is truth_rare where the catalogue has it.",
     "learn_proposals": "The galaxies to label next (galearn learn): uncertain predictions spread over the map, "
