@@ -36,7 +36,8 @@ from .errors import BadValueError
 from .morphology import scaled_wasserstein
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "photometry_statistics",
-           "power_spectrum", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy"]
+           "power_spectrum", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
+           "MIN_ELLIPTICITY_FOR_ANGLE"]
 
 #: Name of the space in metrics.json ``gan.realism_space``.
 MORPHOMETRY = "morphometry"
@@ -119,7 +120,12 @@ def shape_moments(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ell.astype("f8"), angle.astype("f8")
 
 
-def orientation_isotropy(angle_deg: np.ndarray, ellipticity: np.ndarray, *, min_ellipticity: float = 0.2) -> dict:
+#: Stamps rounder than this carry no position angle worth counting (moment ellipticity, 0 round .. 1 a line).
+MIN_ELLIPTICITY_FOR_ANGLE = 0.2
+
+
+def orientation_isotropy(angle_deg: np.ndarray, ellipticity: np.ndarray, *,
+                         min_ellipticity: float = MIN_ELLIPTICITY_FOR_ANGLE) -> dict:
     """How far position angles are from isotropic, on the stamps with ``ellipticity >= min_ellipticity``.
 
     Axial statistics (angles doubled; astropy.stats): ``resultant`` is the mean

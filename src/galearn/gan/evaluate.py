@@ -54,8 +54,8 @@ from ..morphology import measure_morphology_parallel
 from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
-from ..morphometry import (MORPHOMETRY, group_wasserstein, morphometry_features, orientation_isotropy,
-                           photometry_statistics)
+from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wasserstein, morphometry_features,
+                           orientation_isotropy, photometry_statistics)
 from .data import gan_condition, read_split
 from .spaces import check_gan_config, check_realism_space
 
@@ -560,14 +560,12 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 PHOTOMETRY_GROUPS = {"power_spectrum": "power_", "flux": "flux_", "colour": "colour_"}
 
 
-#: Stamps rounder than this carry no position angle worth counting (moment ellipticity, 0 round .. 1 a line).
-ORIENTATION_MIN_ELLIPTICITY = 0.2
 #: Rayleigh p-value below which a set's orientations are called anisotropic.
 ORIENTATION_ALPHA = 1e-3
 
 
 def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
-                        min_ellipticity: float = ORIENTATION_MIN_ELLIPTICITY) -> dict:
+                        min_ellipticity: float = MIN_ELLIPTICITY_FOR_ANGLE) -> dict:
     """Are the position angles of each evaluation set's elongated stamps isotropic, within each condition class?
 
     Galaxies on the sky point every way; D's flips and 90-degree turns cannot
@@ -584,11 +582,15 @@ def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
     """
     from scipy.stats import combine_pvalues
 
-    sets = {}
+    edges = np.linspace(0.0, 180.0, 13)
+    sets, hist = {}, {"edges": edges.tolist()}
     for key, t in phot.items():
         ell, angle = np.asarray(t["ellipticity"]), np.asarray(t["position_angle"])
         per = {c: orientation_isotropy(angle[cls_of[key] == c], ell[cls_of[key] == c], min_ellipticity=min_ellipticity)
                for c in classes}
+        elongated = angle[ell >= min_ellipticity]  # the report names the held-out set "real", as morphology_stats does
+        hist["real" if key == "real_heldout" else key] = {"counts": np.histogram(elongated, edges)[0].tolist(),
+                                                          "n": int(len(elongated))}
         used = [v for v in per.values() if v["resultant"] is not None]
         n = sum(v["n"] for v in used)
         sets[key] = {
@@ -598,13 +600,6 @@ def orientation_metrics(phot: dict, cls_of: dict, classes: list[str], *,
             if used else None,
             "n": int(n), "per_class": per,
         }
-    edges = np.linspace(0.0, 180.0, 13)
-    hist: dict = {"edges": edges.tolist()}
-    for key, name in (("real_heldout", "real"), ("real_train", "real_train"), ("generated", "generated")):
-        if key in phot:
-            t = phot[key]
-            angle = np.asarray(t["position_angle"])[np.asarray(t["ellipticity"]) >= min_ellipticity]
-            hist[name] = {"counts": np.histogram(angle, edges)[0].tolist(), "n": int(len(angle))}
     return {"min_ellipticity": float(min_ellipticity), "alpha": ORIENTATION_ALPHA,
             "what": "axial mean resultant length of the moment position angles of stamps with ellipticity >= "
                     "min_ellipticity, per condition class (0 = every direction, 1 = all parallel)",
