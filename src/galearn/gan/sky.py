@@ -335,7 +335,8 @@ def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRES
     white ``"measured"`` sky. Measured: at most 0.011 per band on the mock
     fields (white noise; their ring's galaxy light correlates it by 0.02-0.09
     at every lag up to 8 pixels), about 0.5 on 8-bit JPEG survey images
-    (docs/gan.md round 10).
+    (docs/gan.md round 10), 0.28-0.53 on noise drizzled at the settings of
+    GOODS and CANDELS (``benchmarks/bench_sky_drizzle.py``).
     """
     return "measured-correlated" if float(np.median(short_range_correlation(rho))) >= threshold else "measured"
 
