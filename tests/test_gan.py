@@ -135,6 +135,43 @@ def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
         parse_policy("flip,color")
 
 
+def test_auto_diffaugment_is_per_discriminator_recorded_and_kept_on_resume(tmp_path):
+    """gan.diffaugment = auto: no flips or turns for the projected D (so it sees orientation), all three for
+    SNGAN; the resolved policy is what the checkpoint records, and resuming with auto keeps it."""
+    from galearn.gan import run_train
+    from galearn.gan.augment import resolve_policy
+    from galearn.gan.checkpoint import load_checkpoint
+
+    assert resolve_policy("auto", "projected") == "translation"
+    assert resolve_policy("auto", "sngan") == "flip,rot90,translation"
+    assert resolve_policy("flip,translation", "projected") == "flip,translation"  # named policies stay
+    with pytest.raises(BadValueError, match="no policy for gan.discriminator"):
+        resolve_policy("auto", "stylegan")
+    with pytest.raises(BadValueError, match="known: auto"):
+        run_train(make_workspace(tmp_path / "bad"), dataclasses.replace(TINY, diffaugment="auto,flip"), progress=False)
+
+    ws = make_workspace(tmp_path)
+    cfg = dataclasses.replace(TINY, steps=2)
+    assert cfg.diffaugment == "auto"
+    run_train(ws, cfg, progress=False)
+    assert load_checkpoint(ws.gan / "ckpt-000002.pt")["config"]["diffaugment"] == "flip,rot90,translation"
+    # A run started with a named policy keeps it when resumed with auto; another named one is refused.
+    ws_t = make_workspace(tmp_path / "t")
+    run_train(ws_t, dataclasses.replace(cfg, diffaugment="translation"), progress=False)
+    run_train(ws_t, dataclasses.replace(cfg, steps=4), resume=True, progress=False)
+    assert load_checkpoint(ws_t.gan / "ckpt-000004.pt")["config"]["diffaugment"] == "translation"
+    with pytest.raises(BadValueError, match="gan.diffaugment was 'translation'"):
+        run_train(ws_t, dataclasses.replace(cfg, steps=6, diffaugment="flip,rot90,translation"), resume=True,
+                  progress=False)
+    # A checkpoint from before the setting was recorded was trained with all three policies.
+    ckpt_file = ws.gan / "ckpt-000002.pt"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+    del ckpt["config"]["diffaugment"]
+    torch.save(ckpt, ckpt_file)
+    with pytest.raises(BadValueError, match="gan.diffaugment was 'flip,rot90,translation', now 'translation'"):
+        run_train(ws, dataclasses.replace(cfg, steps=4, diffaugment="translation"), resume=True, progress=False)
+
+
 def test_resumed_training_matches_uninterrupted_run(tmp_path):
     from galearn.gan import run_train
     from galearn.gan.checkpoint import load_checkpoint

@@ -19,6 +19,7 @@ PROJ = dataclasses.replace(TINY, discriminator="projected", d_steps=1)
 
 
 def _networks(cfg, n_bands=3, size=32):
+    from galearn.gan.augment import resolve_policy
     from galearn.gan.loop import autocast_dtype, build_networks
     from galearn.gan.loss import GanLoss
 
@@ -26,6 +27,7 @@ def _networks(cfg, n_bands=3, size=32):
     torch.manual_seed(0)
     if cfg.sky_noise == "auto":  # run_train chooses it from real stamps; these networks see none
         cfg = dataclasses.replace(cfg, sky_noise="measured")
+    cfg = dataclasses.replace(cfg, diffaugment=resolve_policy(cfg.diffaugment, cfg.discriminator))
     G, D, G_ema = build_networks(2, n_bands, size, cfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.adam_beta1, cfg.adam_beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.adam_beta1, cfg.adam_beta2))

@@ -108,4 +108,5 @@ def test_train_sample_evaluate_per_class_and_redshift_bin(tmp_path):
     metrics = run_evaluate(ws, cfg, feature_fn=lambda x: x.reshape(len(x), -1)[:, ::97].astype("f4"))
     assert metrics["redshift_edges"] == edges and metrics["condition"] == "truth_class+redshift_bin"
     assert metrics["sky_noise"] == ckpt["config"]["sky_noise"] == "measured"  # what gan.sky_noise = auto chose
+    assert metrics["diffaugment"] == ckpt["config"]["diffaugment"] != "auto"  # and gan.diffaugment = auto
     assert set(metrics["per_class"]) == set(ckpt["classes"])

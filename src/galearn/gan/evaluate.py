@@ -414,6 +414,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["discriminator"] = trained.get("discriminator", "sngan")
     metrics["d_feature_network"] = trained.get("d_backbone") if metrics["discriminator"] == "projected" else None
     metrics["sky_noise"] = trained.get("sky_noise")  # the sky model trained with (gan.sky_noise = auto resolved)
+    metrics["diffaugment"] = trained.get("diffaugment")  # D's augmentation trained with (gan.diffaugment = auto resolved)
 
     # -- realism in a space the discriminator did not look through (gan.realism_space)
     if real_space is real_feats:
@@ -630,14 +631,14 @@ def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
 
 
 def _trained_with(ws: Workspace) -> dict:
-    """The GAN run's discriminator and sky-model settings (``WS/gan/config.json``); {} when unknown."""
+    """The GAN run's discriminator, sky-model and augmentation settings (``WS/gan/config.json``); {} when unknown."""
     import json
 
     path = ws.gan_config
     if not path.exists():
         return {}
     cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    return {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise") if k in cfg}
+    return {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise", "diffaugment") if k in cfg}
 
 
 def _few_measured(m: dict) -> str:

@@ -36,6 +36,7 @@ from ..config import GanConfig, GanTrainConfig, step_config
 from ..errors import BadValueError, Interrupted
 from ..runtime import derive_seed, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
+from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
@@ -59,7 +60,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
-                   "d_minibatch_std": 0, "g_template_trainable": True}
+                   "d_minibatch_std": 0, "g_template_trainable": True, "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -268,6 +269,7 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
     if cfg.discriminator not in DISCRIMINATORS:
         raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {cfg.discriminator!r}")
+    parse_policy(resolve_policy(cfg.diffaugment, cfg.discriminator))
     if cfg.precision not in PRECISIONS:
         raise BadValueError(f"gan.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if not (isinstance(cfg.d_minibatch_std, int) and not isinstance(cfg.d_minibatch_std, bool)
@@ -496,6 +498,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             was = old.get(name, LEGACY_SETTINGS.get(name, defaults[name]))
             if name == "sky_noise" and cfg.sky_noise == "auto" and was in ("measured", "measured-correlated"):
                 cfg = dataclasses.replace(cfg, sky_noise=was)  # what "auto" chose when this run started
+            if name == "diffaugment" and cfg.diffaugment == "auto" and was != "auto":
+                cfg = dataclasses.replace(cfg, diffaugment=was)  # what "auto" was (or the default) when it started
             if was != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {was!r}, now {getattr(cfg, name)!r} "
@@ -526,6 +530,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     stamps = sample.read("stretched", train_idx)  # (n_train, C, H, W), 0..1
     bands, size = sample.bands, sample.stamp_size
     cfg, rho = resolve_sky_noise(cfg, stamps, bands)  # "auto": white or correlated, from the real sky (a fresh run)
+    cfg = dataclasses.replace(cfg, diffaugment=resolve_policy(cfg.diffaugment, cfg.discriminator))
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
     # Start G at the data's background level: the stretched stamps are mostly sky
