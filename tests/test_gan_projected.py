@@ -285,10 +285,12 @@ def test_report_caption_names_the_baselines_and_what_the_run_trained_with():
 
     text = gan_realism_caption({"verdict": "rough at 190 steps", "fid": 30.0, "fid_real_baseline": 10.0,
                                 "realism_space": "morphometry", "discriminator": "sngan",
-                                "sky_noise": "measured-correlated"})
+                                "sky_noise": "measured-correlated", "diffaugment": "flip,rot90,translation"})
     assert text == ("rough at 190 steps. Realism in the morphometry space (not a network the discriminator looked "
-                    "through): FID 30 (real baseline 10). Trained with the sngan discriminator and measured "
-                    "correlated sky noise.")
+                    "through): FID 30 (real baseline 10). Trained with the sngan discriminator (DiffAugment: flip, "
+                    "rot90, translation) and measured correlated sky noise.")
+    assert "projected discriminator (DiffAugment: none)." in gan_realism_caption(
+        {"discriminator": "projected", "diffaugment": ""})
     assert gan_realism_caption({"fid": 30.0}) == "Realism: FID 30."
 
 

@@ -78,7 +78,9 @@ def gan_realism_caption(gan: dict) -> str:
     verdict = gan.get("verdict") or ""
     space = gan.get("realism_space")
     where = f" in the {space} space (not a network the discriminator looked through)" if space else ""
-    setup = [f"{gan['discriminator']} discriminator" if gan.get("discriminator") else "",
+    augment = gan.get("diffaugment")
+    augmented = "" if augment is None else f" (DiffAugment: {augment.replace(',', ', ') or 'none'})"
+    setup = [f"{gan['discriminator']} discriminator{augmented}" if gan.get("discriminator") else "",
              f"{SKY_MODELS.get(gan['sky_noise'], gan['sky_noise'])} sky noise" if gan.get("sky_noise") else ""]
     trained = " and ".join(p for p in setup if p)
     return (f"{verdict.upper() if gan.get('far_from_real') else verdict}. " if verdict else "") + (
