@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from galearn.config import GanConfig
-    from galearn.gan.augment import resolve_policy
-    from galearn.gan.loop import autocast_dtype, build_networks, resolve_sky_noise, set_threads, train_step
+    from galearn.gan.loop import autocast_dtype, build_networks, resolve_auto_settings, set_threads, train_step
     from galearn.runtime import resolve_device
     from galearn.gan.loss import GanLoss
 
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     y_all = (np.arange(len(stamps)) % 2).astype(np.int64)
     results = {}
     for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
-        cfg, _ = resolve_sky_noise(dataclasses.replace(GanConfig(), **SETTINGS[name]), stamps)
-        cfg = dataclasses.replace(cfg, diffaugment=resolve_policy(cfg.diffaugment, cfg.discriminator))
+        cfg, _ = resolve_auto_settings(dataclasses.replace(GanConfig(), **SETTINGS[name]), stamps)
         torch.manual_seed(0)
         G, D, G_ema = build_networks(2, stamps.shape[1], stamps.shape[-1], cfg)
         G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)

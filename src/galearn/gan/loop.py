@@ -42,8 +42,8 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 
-__all__ = ["run_train", "build_networks", "resolve_sky_noise", "set_threads", "save_grid", "class_filename", "train_step",
-           "autocast_dtype", "DISCRIMINATORS"]
+__all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
+           "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,15 @@ def resolve_sky_noise(cfg: GanTrainConfig, stamps: np.ndarray,
     log.info("gan.sky_noise = auto: %s (short-range sky correlation per band: %s)", cfg.sky_noise,
              ", ".join(f"{b} {r:.2f}" for b, r in zip(names, short_range_correlation(rho))))
     return cfg, rho
+
+
+def resolve_auto_settings(cfg: GanTrainConfig, stamps: np.ndarray,
+                          bands: Sequence[str] = ()) -> tuple[GanTrainConfig, np.ndarray | None]:
+    """``cfg`` with every ``"auto"`` resolved before the networks are built: ``gan.sky_noise`` from the real
+    ``stamps`` (:func:`resolve_sky_noise`, whose measured correlation is returned too) and ``gan.diffaugment``
+    from ``gan.discriminator`` (:func:`~galearn.gan.augment.resolve_policy`)."""
+    cfg, rho = resolve_sky_noise(cfg, stamps, bands)
+    return dataclasses.replace(cfg, diffaugment=resolve_policy(cfg.diffaugment, cfg.discriminator)), rho
 
 
 def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainConfig, *,
@@ -498,8 +507,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             was = old.get(name, LEGACY_SETTINGS.get(name, defaults[name]))
             if name == "sky_noise" and cfg.sky_noise == "auto" and was in ("measured", "measured-correlated"):
                 cfg = dataclasses.replace(cfg, sky_noise=was)  # what "auto" chose when this run started
-            if name == "diffaugment" and cfg.diffaugment == "auto" and was != "auto":
-                cfg = dataclasses.replace(cfg, diffaugment=was)  # what "auto" was (or the default) when it started
+            if name == "diffaugment" and cfg.diffaugment == "auto":
+                cfg = dataclasses.replace(cfg, diffaugment=was)  # what "auto" resolved to when this run started
             if was != getattr(cfg, name):
                 raise BadValueError(
                     f"cannot resume {ckpt_file}: gan.{name} was {was!r}, now {getattr(cfg, name)!r} "
@@ -529,8 +538,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     y_all = np.array([class_index[c] for c in labels[train_idx]], dtype=np.int64)
     stamps = sample.read("stretched", train_idx)  # (n_train, C, H, W), 0..1
     bands, size = sample.bands, sample.stamp_size
-    cfg, rho = resolve_sky_noise(cfg, stamps, bands)  # "auto": white or correlated, from the real sky (a fresh run)
-    cfg = dataclasses.replace(cfg, diffaugment=resolve_policy(cfg.diffaugment, cfg.discriminator))
+    cfg, rho = resolve_auto_settings(cfg, stamps, bands)  # sky: white or correlated, from the real sky (a fresh run)
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
     # Start G at the data's background level: the stretched stamps are mostly sky
