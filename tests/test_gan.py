@@ -124,6 +124,17 @@ def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
     t32 = diff_augment(x, "translation32", torch.Generator().manual_seed(1))
     rolls = [torch.roll(x, (dy, dx), (2, 3)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     assert all(any(torch.equal(t32[i], r[i]) for r in rolls) for i in range(len(x)))
+    # cutout: one square hole per stamp, up to half the side (clipped at the border), the same
+    # pixels in every band, filled with that stamp's own per-band median (its sky level).
+    c = diff_augment(x, "cutout", torch.Generator().manual_seed(2))
+    hole = (c != x).any(1)  # (a pixel already at its median value is unchanged in that band)
+    for i in range(len(x)):
+        rows, cols = hole[i].any(1).nonzero(), hole[i].any(0).nonzero()
+        assert 0 < len(rows) <= 16 and 0 < len(cols) <= 16
+        assert hole[i, rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a rectangle
+        fill = c[i][:, hole[i]]
+        torch.testing.assert_close(fill, x[i].flatten(1).median(1).values[:, None].expand_as(fill))
+        torch.testing.assert_close(c[i][:, ~hole[i]], x[i][:, ~hole[i]])
     # Same generator seed -> same augmentation (resumable), and gradients flow.
     xr = x.clone().requires_grad_(True)
     a = diff_augment(xr, "flip,rot90,translation", torch.Generator().manual_seed(5))

@@ -225,7 +225,7 @@ class GanTrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
     r1_every: int = 16
     ema_beta: float = 0.999  # ramped up as min(beta, (1+step)/(10+step))
-    diffaugment: str = "auto"  # DiffAugment before D (flip, rot90, translation, translation32; no colour policy: band ratios matter); "auto": "translation" for the projected D (so it sees orientation, docs/gan.md round 14), "flip,rot90,translation" for SNGAN
+    diffaugment: str = "auto"  # DiffAugment before D (flip, rot90, translation, translation32, cutout -- which leaks, docs/gan.md round 15; no colour policy: band ratios matter); "auto": "translation" for the projected D (so it sees orientation, docs/gan.md round 14), "flip,rot90,translation" for SNGAN
     checkpoint_every: int = 50
     grid_every: int = 50
     device: str | None = None

@@ -14,6 +14,15 @@ cannot learn the augmentation. Policies (comma-separated names):
 ``translation32``
     the same, up to 1/32 of the side (2 pixels at 64): real galaxies sit at
     the stamp centre, and a large shift lets G place sources off-centre.
+``cutout``
+    one square of half the stamp side, at a random centre (clipped at the
+    border), set to the stamp's own per-band median -- its sky level, so the
+    hole is a patch of blank sky rather than DiffAugment's mid-grey square.
+    Hides part of every galaxy from D, a regulariser against a D that
+    separates a few hundred real stamps too easily -- but it LEAKS: applied
+    to every stamp, G learns to paint the noiseless hole (flat dark squares
+    in up to 7.5 % of 30-CPU-minute libraries, docs/gan.md round 15). Kept
+    to repeat those runs; not part of ``auto``.
 
 There is deliberately no colour/brightness policy: band ratios (colours) are
 what the UVJ evaluation depends on, so they must not be augmented away.
@@ -75,11 +84,27 @@ def _translation32(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return _translation(x, gen, ratio=1 / 32)
 
 
+def _cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
+    n, c, h, w = x.shape
+    half_y, half_x = h * ratio / 2, w * ratio / 2
+    cy = torch.randint(0, h, (n, 1, 1), generator=gen, device="cpu").to(x.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=gen, device="cpu").to(x.device)
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
+    )
+    hole = ((gy[None] - cy).abs() < half_y) & ((gx[None] - cx).abs() < half_x)  # (N, H, W)
+    # Filled with the stamp's own per-band median (its sky: galaxies cover a small part of a
+    # stamp), detached -- a constant, as DiffAugment's zero fill is.
+    sky = x.detach().reshape(n, c, -1).median(dim=2).values[:, :, None, None]
+    return torch.where(hole[:, None], sky.to(x.dtype), x)
+
+
 POLICIES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "flip": _flip,
     "rot90": _rot90,
     "translation": _translation,
     "translation32": _translation32,
+    "cutout": _cutout,
 }
 
 
