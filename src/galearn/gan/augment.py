@@ -42,6 +42,17 @@ from ..errors import BadValueError
 __all__ = ["POLICIES", "AUTO_POLICY", "parse_policy", "resolve_policy", "diff_augment"]
 
 
+def _draw_int(low: int, high: int, shape: tuple, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    # Drawn on the CPU generator whatever the device (the same draws on CPU and CUDA: exact resume).
+    return torch.randint(low, high, shape, generator=gen, device="cpu").to(device)
+
+
+def _pixel_grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column index of every pixel, each ``(1, H, W)``."""
+    gy, gx = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return gy[None], gx[None]
+
+
 def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     fx = torch.rand(n, generator=gen, device="cpu").to(x.device) < 0.5
@@ -53,7 +64,7 @@ def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _rot90(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     if x.shape[-1] != x.shape[-2]:
         raise BadValueError(f"rot90 augmentation needs square stamps, got {tuple(x.shape[-2:])}")
-    k = torch.randint(0, 4, (x.shape[0],), generator=gen, device="cpu").to(x.device)
+    k = _draw_int(0, 4, (x.shape[0],), gen, x.device)
     out = x
     for quarter in (1, 2, 3):
         rotated = torch.rot90(x, quarter, dims=(2, 3))
@@ -68,13 +79,11 @@ def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 1 / 16) -
     # that no real stamp has, and G learnt to paint that frame.
     n, _, h, w = x.shape
     sy, sx = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
-    ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen, device="cpu").to(x.device)
-    tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen, device="cpu").to(x.device)
-    gy, gx = torch.meshgrid(
-        torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
-    )
-    src_y = torch.remainder(gy[None] - ty, h)
-    src_x = torch.remainder(gx[None] - tx, w)
+    ty = _draw_int(-sy, sy + 1, (n, 1, 1), gen, x.device)
+    tx = _draw_int(-sx, sx + 1, (n, 1, 1), gen, x.device)
+    gy, gx = _pixel_grid(h, w, x.device)
+    src_y = torch.remainder(gy - ty, h)
+    src_x = torch.remainder(gx - tx, w)
     flat = x.reshape(n, x.shape[1], -1)
     index = (src_y * w + src_x).reshape(n, 1, -1).expand(-1, x.shape[1], -1)
     return torch.gather(flat, 2, index).reshape(x.shape)
@@ -87,12 +96,10 @@ def _translation32(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, c, h, w = x.shape
     half_y, half_x = h * ratio / 2, w * ratio / 2
-    cy = torch.randint(0, h, (n, 1, 1), generator=gen, device="cpu").to(x.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=gen, device="cpu").to(x.device)
-    gy, gx = torch.meshgrid(
-        torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
-    )
-    hole = ((gy[None] - cy).abs() < half_y) & ((gx[None] - cx).abs() < half_x)  # (N, H, W)
+    cy = _draw_int(0, h, (n, 1, 1), gen, x.device)
+    cx = _draw_int(0, w, (n, 1, 1), gen, x.device)
+    gy, gx = _pixel_grid(h, w, x.device)
+    hole = ((gy - cy).abs() < half_y) & ((gx - cx).abs() < half_x)  # (N, H, W)
     # Filled with the stamp's own per-band median (its sky: galaxies cover a small part of a
     # stamp), detached -- a constant, as DiffAugment's zero fill is.
     sky = x.detach().reshape(n, c, -1).median(dim=2).values[:, :, None, None]

@@ -538,7 +538,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     y_all = np.array([class_index[c] for c in labels[train_idx]], dtype=np.int64)
     stamps = sample.read("stretched", train_idx)  # (n_train, C, H, W), 0..1
     bands, size = sample.bands, sample.stamp_size
-    cfg, rho = resolve_auto_settings(cfg, stamps, bands)  # sky: white or correlated, from the real sky (a fresh run)
+    cfg, rho = resolve_auto_settings(cfg, stamps, bands)  # a fresh run: sky from the real sky, augmentation from D
 
     G, D, G_ema = build_networks(len(classes), len(bands), size, cfg)
     # Start G at the data's background level: the stretched stamps are mostly sky
