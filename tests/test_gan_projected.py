@@ -199,6 +199,30 @@ def test_morphometry_space_and_photometry_statistics():
     assert np.nanmedian(red) > np.nanmedian(blue)  # spheroids are redder
 
 
+def test_realism_diagnosis_names_the_group_that_holds_recall_down():
+    from galearn.gan.evaluate import realism_diagnosis
+    from galearn.morphometry import morphometry_names
+    from galearn.report.html import gan_realism_caption
+
+    names = morphometry_names(3, BANDS)
+    rng = np.random.default_rng(3)
+    held, base, gen, calm = (rng.normal(size=(150, len(names))) for _ in range(4))
+    power = np.array([n.startswith("power_") for n in names])
+    gen[:, power] = 0.3 * gen[:, power] + 1.5  # shifted and too narrow in every power bin, as a grainy generator
+    diag = realism_diagnosis(gen, held, base, names)
+    assert diag["limiting_group"] == "power spectrum" and diag["recall_gain"] > 0.3
+    assert all(f["name"].startswith("power_") and f["shift"] > 1.2 and f["spread"] < 0.4 for f in diag["features"])
+    assert abs(diag["features"][0]["shift_real_baseline"]) < 0.5
+    entry = diag["without_group"]["power spectrum"]
+    assert entry["n_features"] == int(power.sum()) and entry["recall"] > 0.5 and entry["recall_real_baseline"] > 0.5
+    assert "Recall is held down most by the power spectrum statistics" in gan_realism_caption(
+        {"recall": 0.1, "realism_diagnosis": diag})
+    # a library drawn like the real stamps has no limiting group, and the caption says nothing about it
+    calm = realism_diagnosis(calm, held, base, names)
+    assert calm["limiting_group"] is None
+    assert "held down" not in gan_realism_caption({"recall": 0.8, "realism_diagnosis": calm})
+
+
 def test_realism_verdict_says_under_trained():
     from galearn.gan.evaluate import realism_verdict
 

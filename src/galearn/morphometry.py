@@ -35,7 +35,7 @@ from astropy.table import Table
 from .errors import BadValueError
 from .morphology import scaled_wasserstein
 
-__all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "photometry_statistics",
+__all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "morphometry_groups", "photometry_statistics",
            "power_spectrum", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
            "MIN_ELLIPTICITY_FOR_ANGLE"]
 
@@ -162,6 +162,18 @@ def morphometry_names(n_bands: int, bands: list[str] | None = None) -> list[str]
     for a, b in _adjacent_pairs(bands, n_bands):
         names += [f"colour_{tags[a]}-{tags[b]}_inner", f"colour_{tags[a]}-{tags[b]}_outer"]
     return names
+
+
+#: Groups of :func:`morphometry_names` by what they describe (name prefix -> group).
+MORPHOMETRY_GROUPS = {"profile": ("profile_",), "power spectrum": ("power_",), "asymmetry": ("asymmetry_",),
+                      "pixel percentiles": ("p50_", "p90_", "p99_"), "shape": ("size", "ellipticity", "offset"),
+                      "colour": ("colour_",)}
+
+
+def morphometry_groups(names: list[str]) -> dict[str, np.ndarray]:
+    """Boolean column masks of ``names`` (from :func:`morphometry_names`) per group of :data:`MORPHOMETRY_GROUPS`."""
+    names = [str(n) for n in names]
+    return {group: np.array([n.startswith(prefixes) for n in names]) for group, prefixes in MORPHOMETRY_GROUPS.items()}
 
 
 def morphometry_features(stretched: np.ndarray, bands: list[str] | None = None, *, batch: int = 512) -> np.ndarray:

@@ -22,6 +22,9 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
 * ``per_class``: the same per condition class.
+* ``realism_diagnosis`` (morphometry space): the features the generated set
+  is most shifted in, and recall with each group of features left out
+  (:func:`realism_diagnosis`) -- which statistics hold recall down.
 * ``orientation``: whether each set's elongated stamps point every way
   within each class (axial mean resultant length, Rayleigh test;
   :func:`orientation_metrics`).
@@ -55,11 +58,11 @@ from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wasserstein, morphometry_features,
-                           orientation_isotropy, photometry_statistics)
+                           morphometry_names, orientation_isotropy, photometry_statistics)
 from .data import gan_condition, read_split
 from .spaces import check_gan_config, check_realism_space
 
-__all__ = ["run_evaluate", "realism_metrics", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
+__all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
            "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,61 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     out["kid_real_baseline"], _ = kernel_distance(f_base, f_held, random_state=random_state)
     out["precision"], out["recall"] = precision_recall(f_held, f_gen, k=k)
     out["precision_real_baseline"], out["recall_real_baseline"] = precision_recall(f_held, f_base, k=k)
+    return out
+
+
+def realism_diagnosis(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, names: list[str], *,
+                      k: int = 3, n_top: int = 8, min_gain: float = 0.15) -> dict:
+    """Where in a named realism space the generated set ``f_gen`` differs from the held-out real ``f_held``.
+
+    ``f_base``: the real baseline set (real training stamps), ``names``: one per
+    column (:func:`galearn.morphometry.morphometry_names`). Returns
+
+    * ``features``: the ``n_top`` columns with the largest generated mean
+      shift, in units of the held-out stamps' standard deviation, with the
+      generated spread as a fraction of theirs, beside the same for the baseline;
+    * ``without_group``: precision and recall (``k``-NN, as ``realism_metrics``)
+      with one group of columns (:data:`galearn.morphometry.MORPHOMETRY_GROUPS`)
+      left out, beside the real baseline's recall without it;
+    * ``limiting_group``: the group whose removal raises the generated recall
+      the most beyond what it does to the baseline's, when that excess
+      (``recall_gain``) is at least ``min_gain`` (else None).
+
+    A diagnosis, not a score: leaving a group out is not how the library is judged.
+    """
+    from ..evaluate.realism import precision_recall
+    from ..morphometry import morphometry_groups
+
+    names = [str(n) for n in names]
+    if f_gen.shape[1] != len(names):
+        raise ValueError(f"{len(names)} names for {f_gen.shape[1]} columns")
+    sd = f_held.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    shift = (f_gen.mean(axis=0) - f_held.mean(axis=0)) / sd
+    base_shift = (f_base.mean(axis=0) - f_held.mean(axis=0)) / sd
+    spread, base_spread = f_gen.std(axis=0) / sd, f_base.std(axis=0) / sd
+    top = np.argsort(-np.abs(shift), kind="stable")[:n_top]
+    out: dict = {"features": [{"name": names[j], "shift": float(shift[j]), "spread": float(spread[j]),
+                               "shift_real_baseline": float(base_shift[j]), "spread_real_baseline": float(base_spread[j])}
+                              for j in top]}
+    _, recall = precision_recall(f_held, f_gen, k=k)
+    without: dict = {}
+    for group, mask in morphometry_groups(names).items():
+        keep = ~mask
+        if not mask.any() or not keep.any():
+            continue
+        p, r = precision_recall(f_held[:, keep], f_gen[:, keep], k=k)
+        _, rb = precision_recall(f_held[:, keep], f_base[:, keep], k=k)
+        without[group] = {"n_features": int(mask.sum()), "precision": p, "recall": r, "recall_real_baseline": rb}
+    out["without_group"] = without
+    # Fewer dimensions alone move a k-NN recall: a group counts by how much more the
+    # generated recall rises without it than the real baseline's does.
+    _, recall_base = precision_recall(f_held, f_base, k=k)
+    excess = {g: (e["recall"] - recall) - (e["recall_real_baseline"] - recall_base) for g, e in without.items()}
+    best = max(excess, key=excess.get, default=None)
+    gain = excess[best] if best is not None else 0.0
+    out["limiting_group"] = best if gain >= min_gain else None
+    out["recall_gain"] = float(gain)
     return out
 
 
@@ -452,6 +510,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         bspace["name"] = backbone
         bspace["discriminator_looked_through_it"] = bool(metrics["d_feature_network"] == backbone)
         metrics["backbone_space"] = bspace
+
+    if space == MORPHOMETRY:
+        metrics["realism_diagnosis"] = realism_diagnosis(s_G, s_H, s_T, morphometry_names(len(sample.bands), sample.bands))
 
     per_class: dict = {}
     for c in classes:

@@ -84,7 +84,21 @@ def gan_realism_caption(gan: dict) -> str:
              f"{SKY_MODELS.get(gan['sky_noise'], gan['sky_noise'])} sky noise" if gan.get("sky_noise") else ""]
     trained = " and ".join(p for p in setup if p)
     return (f"{verdict.upper() if gan.get('far_from_real') else verdict}. " if verdict else "") + (
-        f"Realism{where}: {text}." if text else "") + (f" Trained with the {trained}." if trained else "")
+        f"Realism{where}: {text}." if text else "") + _diagnosis_sentence(gan) + (
+        f" Trained with the {trained}." if trained else "")
+
+
+def _diagnosis_sentence(gan: dict) -> str:
+    """Which statistics hold the library's recall down (``gan.realism_diagnosis``), or ""."""
+    diag = gan.get("realism_diagnosis") or {}
+    group = diag.get("limiting_group")
+    if not group:
+        return ""
+    entry = diag["without_group"][group]
+    shifted = [f"{f['name']} {f['shift']:+.1f} sd (spread {f['spread']:.2f}x)" for f in diag.get("features", [])[:3]]
+    return (f" Recall is held down most by the {group} statistics: {entry['recall']:.2f} without them "
+            f"(real baseline {entry['recall_real_baseline']:.2f})" + (
+                f"; largest shifts from the real stamps: {', '.join(shifted)}." if shifted else "."))
 
 
 
