@@ -58,12 +58,12 @@ from ..compute import current_session
 from ..store import (Sample, Workspace, check_made_from, library_sample_checksum, open_sample, read_features,
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wasserstein, morphometry_features,
-                           morphometry_names, orientation_isotropy, photometry_statistics)
+                           morphometry_groups, morphometry_names, orientation_isotropy, photometry_statistics)
 from .data import gan_condition, read_split
 from .spaces import check_gan_config, check_realism_space
 
-__all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "balancing_metrics", "stratified_like", "measure_morphology_parallel",
-           "check_realism_space", "realism_verdict"]
+__all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "balancing_metrics", "stratified_like",
+           "measure_morphology_parallel", "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,6 @@ def realism_diagnosis(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray,
     A diagnosis, not a score: leaving a group out is not how the library is judged.
     """
     from ..evaluate.realism import precision_recall
-    from ..morphometry import morphometry_groups
 
     names = [str(n) for n in names]
     if f_gen.shape[1] != len(names):
