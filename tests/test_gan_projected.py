@@ -206,7 +206,7 @@ def test_realism_diagnosis_names_the_group_that_holds_recall_down():
 
     names = morphometry_names(3, BANDS)
     rng = np.random.default_rng(3)
-    held, base, gen, calm = (rng.normal(size=(150, len(names))) for _ in range(4))
+    held, base, gen, like_real = (rng.normal(size=(150, len(names))) for _ in range(4))
     power = np.array([n.startswith("power_") for n in names])
     gen[:, power] = 0.3 * gen[:, power] + 1.5  # shifted and too narrow in every power bin, as a grainy generator
     diag = realism_diagnosis(gen, held, base, names)
@@ -218,7 +218,7 @@ def test_realism_diagnosis_names_the_group_that_holds_recall_down():
     assert "Recall is held down most by the power spectrum statistics" in gan_realism_caption(
         {"recall": 0.1, "realism_diagnosis": diag})
     # a library drawn like the real stamps has no limiting group, and the caption says nothing about it
-    calm = realism_diagnosis(calm, held, base, names)
+    calm = realism_diagnosis(like_real, held, base, names)
     assert calm["limiting_group"] is None
     assert "held down" not in gan_realism_caption({"recall": 0.8, "realism_diagnosis": calm})
 
