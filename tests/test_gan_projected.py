@@ -177,6 +177,30 @@ def test_fast_step_changes_cost_not_the_game():
     assert abs(out[True]["loss_D"] - out[False]["loss_D"]) < 0.2
 
 
+def test_fast_step_sends_the_generated_batch_through_the_frozen_network_once():
+    from galearn.gan.loop import train_step
+
+    stamps, y = _stamps(n=32)
+    passes = {}
+    for fast in (False, True):
+        cfg = dataclasses.replace(PROJ, fast_step=fast)
+        nets = _networks(cfg)
+        D, loss = nets["D"], nets["loss"]
+        first = next(iter(D.feature_stages.values()))
+        calls = []
+        first.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        train_step(0, stamps=stamps, y_all=y, cfg=cfg, device=torch.device("cpu"), **nets)
+        passes[fast] = len(calls)
+        if fast:  # the shared pass scores as a fresh augmented pass of the same stamps would
+            D.eval()  # spectral norm: no power iteration between the two scorings
+            fake = torch.rand(4, 3, 32, 32) * 2 - 1
+            labels = torch.tensor([0, 1, 0, 1])
+            shared = loss.project(fake, torch.Generator().manual_seed(5))
+            direct = loss.run_D(fake, labels, torch.Generator().manual_seed(5))
+            torch.testing.assert_close(loss._score(shared, labels), direct)
+    assert passes == {False: 3, True: 2}  # real + fake (D step) + fake (G step)  ->  real + shared fake
+
+
 def test_morphometry_space_and_photometry_statistics():
     from galearn.morphometry import morphometry_features, morphometry_names, photometry_statistics, power_spectrum
     from galearn.imaging import AsinhStretch

@@ -191,7 +191,9 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
     Everything random comes from ``(cfg.random_state, step)``. With
     ``cfg.fast_step`` the last D step's generated stamps (made WITH their graph)
     are reused, detached, by D and then by the G step: one G forward per step
-    instead of two (DCGAN's order); inputs are channels-last on the CPU.
+    instead of two (DCGAN's order); with a frozen feature network in D
+    (projected) one augmented pass through it serves both steps too; inputs
+    are channels-last on the CPU.
     """
     rng = np.random.default_rng([cfg.random_state, step])
     gen = torch.Generator().manual_seed(derive_seed(cfg.random_state, step, 0))
@@ -206,17 +208,21 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
         return x, torch.from_numpy(y_all[pick]).to(device)
 
     real, y = batch(rng.integers(0, n_train, cfg.batch_size))
-    fake = None
+    fake = fake_features = None
+    share_features = fast and getattr(D, "frozen_features", False)
     for d_step in range(cfg.d_steps):
         if d_step:  # further D steps of the same G step: fresh real stamps
             real, y = batch(rng.integers(0, n_train, cfg.batch_size))
         z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
         if fast and d_step == cfg.d_steps - 1:
             fake = loss.run_G(z, y, gen)  # kept with its graph for the G step
+            if share_features:  # the frozen trunk's pass over it too
+                fake_features = loss.project(fake, gen)
         # Lazy R1 (StyleGAN2): every r1_every-th D update, weighted by the interval.
         n_d = step * cfg.d_steps + d_step
         r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every if cfg.r1_gamma and n_d % cfg.r1_every == 0 else 0.0
-        loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen, r1_weight=r1_weight, fake=fake)
+        loss_d, d_real, d_fake = loss.d_loss(real, y, z, gen, r1_weight=r1_weight, fake=fake,
+                                             fake_features=fake_features)
         opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_D.step()
@@ -225,7 +231,7 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
         z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
         loss_g = loss.g_loss(y, z, gen)
     else:
-        loss_g = loss.g_loss(y, None, gen, fake=fake)
+        loss_g = loss.g_loss(y, None, gen, fake=fake, fake_features=fake_features)
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()

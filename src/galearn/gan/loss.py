@@ -1,7 +1,8 @@
 """Hinge loss for the conditional GAN, with augmentation in one place.
 
 :class:`GanLoss` runs G and D. Every stamp shown to D -- real or generated --
-goes through :meth:`GanLoss.run_D`, which applies the differentiable
+goes through :meth:`GanLoss.run_D` (or, for a discriminator with a frozen
+feature network, :meth:`GanLoss.project`), which applies the differentiable
 augmentation first, so real and fake are augmented identically (STYLE.md §7).
 """
 
@@ -82,8 +83,26 @@ class GanLoss:
                 return self.D(x, y, detach_features=True).float()
             return self.D(x, y).float()
 
+    def project(self, x: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        """Augment ``x`` with the step's generator and run D's frozen feature network WITH a graph.
+
+        For a discriminator with ``frozen_features`` (projected): the trunk
+        does not change when D's heads are updated, so one pass over the
+        generated batch serves the D step (detached) and the G step: pass it
+        as ``fake_features`` to :meth:`d_loss` and :meth:`g_loss`.
+        """
+        x = diff_augment(x, self._names, gen)
+        with self._autocast(x):
+            return self.D.project(x)
+
+    def _score(self, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """D's head logits (fp32) on features from :meth:`project`."""
+        with self._autocast(feats[0]):
+            return self.D.score(feats, y).float()
+
     def d_loss(self, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
-               r1_weight: float = 0.0, fake: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+               r1_weight: float = 0.0, fake: torch.Tensor | None = None,
+               fake_features: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, float, float]:
         """Discriminator hinge loss (+ ``r1_weight`` x R1 penalty) and the mean logits on real and fake.
 
         ``r1_weight``: ``gamma / 2 * interval`` on the steps of a lazy R1
@@ -91,30 +110,40 @@ class GanLoss:
         to the un-augmented real stamps; the augmentations only permute pixels,
         so its norm is that with respect to the augmented ones. ``fake``:
         generated stamps of this step (detached here; the G step may reuse
-        them), else generated from ``z`` without a graph.
+        them), else generated from ``z`` without a graph. ``fake_features``:
+        :meth:`project` of this step's generated stamps, scored here detached
+        (``fake`` and ``z`` are then not used).
         """
-        if fake is None:
+        if fake is None and fake_features is None:
             with torch.no_grad():
                 fake = self.run_G(z, y, gen)
-        fake = fake.detach()
         if r1_weight > 0:
             real = real.detach().requires_grad_(True)
         logits_real = self.run_D(real, y, gen, detach_features=r1_weight <= 0)
-        logits_fake = self.run_D(fake, y, gen, detach_features=True)
+        if fake_features is not None:
+            logits_fake = self._score([f.detach() for f in fake_features], y)
+        else:
+            logits_fake = self.run_D(fake.detach(), y, gen, detach_features=True)
         loss = hinge_d_loss(logits_real, logits_fake)
         if r1_weight > 0:
             loss = loss + r1_weight * r1_penalty(logits_real, real)
         return loss, float(logits_real.detach().mean()), float(logits_fake.detach().mean())
 
     def g_loss(self, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
-               fake: torch.Tensor | None = None) -> torch.Tensor:
+               fake: torch.Tensor | None = None, fake_features: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, when set).
 
         ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
+        ``fake_features``: :meth:`project` of them (with its graph), scored by
+        D's heads as they are after the D step.
         """
-        if fake is None:
-            fake = self.run_G(z, y, gen)
-        loss = hinge_g_loss(self.run_D(fake, y, gen))
+        if fake_features is not None:
+            logits = self._score(fake_features, y)
+        else:
+            if fake is None:
+                fake = self.run_G(z, y, gen)
+            logits = self.run_D(fake, y, gen)
+        loss = hinge_g_loss(logits)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()

@@ -228,6 +228,10 @@ class ProjectedDiscriminator(nn.Module):
             mixed[k] = mixed[k] + F.conv2d(up, getattr(self, f"csm{k}").to(up.dtype), padding=1)
         return mixed
 
+    def score(self, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, n_scales)`` of the trainable heads on features from :meth:`project`."""
+        return torch.stack([head(f, y) for head, f in zip(self.heads, feats)], dim=1)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, *, detach_features: bool = False) -> torch.Tensor:
         """Logits ``(N, n_scales)``; ``detach_features``: run the frozen part without a graph (D steps)."""
         if detach_features:
@@ -235,4 +239,4 @@ class ProjectedDiscriminator(nn.Module):
                 feats = self.project(x)
         else:
             feats = self.project(x)
-        return torch.stack([head(f, y) for head, f in zip(self.heads, feats)], dim=1)
+        return self.score(feats, y)
