@@ -13,7 +13,9 @@ Settings (``name: overrides of GanConfig``):
 * ``sngan-fast``: channels-last, one G forward per step;
 * ``sngan-fast-bf16``: the same under bf16 autocast;
 * ``projected-slow``: projected D, ``fast_step = False``;
-* ``projected-fast`` / ``projected-fast-bf16``.
+* ``projected-fast`` / ``projected-fast-bf16``: as ``sngan-fast``, and one
+  pass of the generated batch through the frozen network serves the D and
+  the G step.
 
 Example::
 

@@ -21,7 +21,9 @@ The feature network is held OUTSIDE the module's parameters and state dict:
 never in an optimiser, never in a checkpoint (it is rebuilt from the registry
 and its weights' provenance is recorded). Gradients flow THROUGH it to the
 generator's images in the generator step; in the discriminator step the
-features are computed without a graph (:attr:`frozen_features`).
+features are computed without a graph (:attr:`frozen_features`), or, in the
+fast step, the generated batch's one pass WITH a graph is shared by both
+steps (:meth:`galearn.gan.loss.GanLoss.project`, :meth:`ProjectedDiscriminator.score`).
 
 Bands: a 3-band sample goes in band order as the network's three input
 channels (no colour augmentation, no reordering); 1 band is repeated; other
