@@ -197,7 +197,7 @@ def test_fast_step_sends_the_generated_batch_through_the_frozen_network_once():
             labels = torch.tensor([0, 1, 0, 1])
             shared = loss.project(fake, torch.Generator().manual_seed(5))
             direct = loss.run_D(fake, labels, torch.Generator().manual_seed(5))
-            torch.testing.assert_close(loss._score(shared, labels), direct)
+            torch.testing.assert_close(loss.score(shared, labels), direct)
     assert passes == {False: 3, True: 2}  # real + fake (D step) + fake (G step)  ->  real + shared fake
 
 

@@ -95,7 +95,7 @@ class GanLoss:
         with self._autocast(x):
             return self.D.project(x)
 
-    def _score(self, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    def score(self, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """D's head logits (fp32) on features from :meth:`project`."""
         with self._autocast(feats[0]):
             return self.D.score(feats, y).float()
@@ -121,7 +121,7 @@ class GanLoss:
             real = real.detach().requires_grad_(True)
         logits_real = self.run_D(real, y, gen, detach_features=r1_weight <= 0)
         if fake_features is not None:
-            logits_fake = self._score([f.detach() for f in fake_features], y)
+            logits_fake = self.score([f.detach() for f in fake_features], y)
         else:
             logits_fake = self.run_D(fake.detach(), y, gen, detach_features=True)
         loss = hinge_d_loss(logits_real, logits_fake)
@@ -138,7 +138,7 @@ class GanLoss:
         D's heads as they are after the D step.
         """
         if fake_features is not None:
-            logits = self._score(fake_features, y)
+            logits = self.score(fake_features, y)
         else:
             if fake is None:
                 fake = self.run_G(z, y, gen)

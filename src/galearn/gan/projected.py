@@ -23,7 +23,7 @@ and its weights' provenance is recorded). Gradients flow THROUGH it to the
 generator's images in the generator step; in the discriminator step the
 features are computed without a graph (:attr:`frozen_features`), or, in the
 fast step, the generated batch's one pass WITH a graph is shared by both
-steps (:meth:`galearn.gan.loss.GanLoss.project`, :meth:`ProjectedDiscriminator.score`).
+steps (:meth:`galearn.gan.loss.GanLoss.project` and :meth:`~galearn.gan.loss.GanLoss.score`).
 
 Bands: a 3-band sample goes in band order as the network's three input
 channels (no colour augmentation, no reordering); 1 band is repeated; other
