@@ -90,7 +90,8 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
                                                ("g_upsample", "bilinear", ("cubic", 2)),
-                                               ("g_template_trainable", False, ())])
+                                               ("g_template_trainable", False, ()),
+                                               ("g_template_blur", 1.0, (-1.0, "wide", 9, True))])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -122,6 +123,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_random_rotation", False, True, "often"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
+                                                       ("g_template_blur", 0.0, 1.0, -1),
                                                        ("d_minibatch_std", 4, 0, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
@@ -224,3 +226,34 @@ def test_a_frozen_template_stays_the_class_median_and_is_not_trained(tmp_path):
         assert (moved > 1e-5) == trainable
         G = build_networks(2, 3, 32, dataclasses.replace(cfg, sky_noise="measured"), with_D=False)[0]
         assert any(p is G.template for p in G.parameters()) == trainable  # frozen: never in G's optimiser
+
+
+def test_a_smoothed_template_keeps_the_median_stamp_and_learns_no_pixel_scale_texture(tmp_path):
+    """``gan.g_template_blur``: the class templates G adds start as the unsmoothed class medians, and their learnt
+    change from it has the Gaussian's low-pass spectrum (the raw parameter's pixel-scale part never reaches G's output)."""
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint
+    from galearn.gan.loop import _validate, build_networks
+
+    cfg = dataclasses.replace(TINY, steps=3, checkpoint_every=1, g_template=True, g_template_blur=1.5, lr_g=0.05)
+    ws = make_workspace(tmp_path, n=40)
+    run_train(ws, cfg, progress=False)
+    G = build_networks(2, 3, 32, dataclasses.replace(cfg, sky_noise="measured"), with_D=False)[0]
+    first, last = (load_checkpoint(ws.gan / f"ckpt-00000{k}.pt") for k in (1, 3))
+    start = last["G"]["template_start"]
+    assert float(start.abs().amax()) > 0.1  # the class medians, set from the real stamps
+    torch.testing.assert_close(first["G"]["template_start"], start, rtol=0, atol=0)  # a buffer: never trained
+    G.load_state_dict(last["G"], strict=False)
+    change = (G.class_templates() - start).detach()
+    raw = (G.template - start).detach()
+    assert float(raw.abs().amax()) > 1e-4  # the template learnt
+
+    def roughness(x):  # pixel-to-pixel differences over the spread
+        return float((x[..., 1:, :] - x[..., :-1, :]).square().mean() / x.var())
+
+    assert roughness(change) < 0.5 * roughness(raw)
+    G.template.data.copy_(start)
+    torch.testing.assert_close(G.class_templates(), start, rtol=0, atol=0)  # the median itself is not smoothed
+    with pytest.raises(BadValueError, match="g_template_trainable"):
+        _validate(dataclasses.replace(TINY, g_template_blur=1.0, g_template_trainable=False))

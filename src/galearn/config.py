@@ -209,6 +209,7 @@ class GanTrainConfig:
     sky_scatter: bool = True  # measured sky: each generated stamp's noise sigma = the pooled sigma x one real training stamp's own ratio (depth varies across a mosaic; 8-bit images are scaled one by one); ignored with sky_noise = learnt (docs/gan.md round 9)
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_trainable: bool = True  # learn the class template with G; false: it stays the class's median real stamp (a learnt template is one image shared by every sample; docs/gan.md round 12)
+    g_template_blur: float = 0.0  # Gaussian sigma (pixels) smoothing the learnt template's change from the median real stamp it started at: shape and light, no pixel-scale texture (0: off; needs g_template_trainable; docs/gan.md round 18)
     g_template_warp: bool = False  # each sample's template: the class median scaled in brightness / size and sheared, from z (spread measured on the real stamps)
     g_residual: str = "bands"  # G's own output: "bands" (one map per band) or "luminance" (one map x the class template's colour, needs g_template; docs/gan.md round 4)
     g_envelope: bool = False  # G's own output x the (drawn) class template's light / its peak: nothing painted on the sky (needs g_template; docs/gan.md round 4)
@@ -402,7 +403,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
     "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"),
-    "g_asymmetry": (0, 1, "[]"),
+    "g_template_blur": (0, 8, "[]"), "g_asymmetry": (0, 1, "[]"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {

@@ -53,14 +53,14 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
-           "g_template_trainable")
+           "g_template_trainable", "g_template_blur")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
-                   "d_minibatch_std": 0, "g_template_trainable": True, "diffaugment": "flip,rot90,translation"}
+                   "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -142,7 +142,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
-                  upsample=getattr(cfg, "g_upsample", "nearest"))
+                  upsample=getattr(cfg, "g_upsample", "nearest"),
+                  template_blur=float(getattr(cfg, "g_template_blur", 0.0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -272,6 +273,12 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
+    if not (isinstance(cfg.g_template_blur, (int, float)) and not isinstance(cfg.g_template_blur, bool)
+            and 0 <= cfg.g_template_blur <= 8):
+        raise BadValueError(f"gan.g_template_blur must be a Gaussian sigma in pixels, 0 (off) to 8, "
+                            f"got {cfg.g_template_blur!r}")
+    if cfg.g_template_blur and not (cfg.g_template and cfg.g_template_trainable):
+        raise BadValueError("gan.g_template_blur needs gan.g_template = true and gan.g_template_trainable = true")
     if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
             and 0 <= cfg.g_asymmetry <= 1):
         raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
@@ -374,6 +381,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
                          for k in range(G.template.shape[0])]).astype("f4")
         for net in (G, G_ema):
             net.template.copy_(torch.from_numpy(tmpl))
+            if net.template_blur:
+                net.template_start.copy_(torch.from_numpy(tmpl))
         if G.warp is not None:
             from .template import measure_shapes
 

@@ -208,6 +208,13 @@ class Generator(nn.Module):
         ``False`` keeps it the class's median real stamp. Learnt, it is one
         image shared by every sample of the class, and a long run paints
         texture into it (docs/gan.md round 12).
+    template_blur : float
+        ``gan.g_template_blur``: the learnt template's departure from the
+        median real stamp it started at (buffer ``template_start``) is
+        smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so the
+        template learns shape and light but no pixel-scale texture; the
+        median stamp itself is kept unsmoothed (needs ``template`` and
+        ``template_trainable``; docs/gan.md round 18).
     template_warp : bool
         Draw the template per sample (``gan.g_template_warp``, needs
         ``template``): brightness, size and shape of the class template from
@@ -274,7 +281,7 @@ class Generator(nn.Module):
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
-                 random_rotation: bool = False, upsample: str = "nearest") -> None:
+                 random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -328,6 +335,12 @@ class Generator(nn.Module):
                 self.register_buffer("template", start)
         else:
             self.template = None
+        self.template_blur = float(template_blur)
+        if self.template_blur:
+            if self.template_blur < 0 or not (template and template_trainable):
+                raise BadValueError(f"gan.g_template_blur must be a sigma >= 0 (pixels) and needs gan.g_template = true "
+                                    f"and gan.g_template_trainable = true, got {template_blur!r}")
+            self.register_buffer("template_start", torch.zeros(n_classes, n_bands, stamp_size, stamp_size))
         if template_warp:
             if not template:
                 raise BadValueError("gan.g_template_warp needs gan.g_template = true")
@@ -337,6 +350,13 @@ class Generator(nn.Module):
         else:
             self.warp = None
         self._w0 = widths[0]
+
+    def class_templates(self) -> torch.Tensor:
+        """The class templates ``(n_classes, C, H, W)`` G adds (network units): ``template``, its learnt change
+        smoothed with ``template_blur``."""
+        if not self.template_blur:
+            return self.template
+        return self.template_start + gaussian_blur(self.template - self.template_start, self.template_blur)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self._w0, 4, 4)
@@ -362,7 +382,8 @@ class Generator(nn.Module):
         if self.template is not None:
             from .template import ring_median
 
-            base = self.warp(self.template, z, y) if self.warp is not None else self.template[y]
+            templates = self.class_templates()
+            base = self.warp(templates, z, y) if self.warp is not None else templates[y]
             if self.envelope:  # the source's light above its sky, 0..1: G paints only where the template has light
                 light = (base - ring_median(base)).clamp(min=0.0).sum(dim=1, keepdim=True).detach()
                 out = out * (light / light.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6))
