@@ -262,3 +262,67 @@ def test_noise_correlation_keeps_the_short_range_noise_and_drops_the_broad_plate
     np.testing.assert_allclose(part[0, c, c + 1], np.exp(-0.25) - np.exp(-4.0), atol=0.02)  # the noise, kept
     np.testing.assert_allclose(part[1, c, c + 1:c + 4], part[0, c, c + 1:c + 4], atol=0.03)  # plateau removed
     assert part[2, c, c + 1:c + 4].max() < 0.02  # a plateau alone: only its slope within 4 pixels is left
+
+
+def test_grouped_sky_separates_white_from_smooth_skies_and_each_stamp_draws_its_own_texture():
+    """gan.sky_correlation_groups: real stamps grouped by their own sky's smoothness; a generated stamp draws the
+    kernel of the real stamp whose depth it draws, so smooth and white skies both appear, as in the real sample."""
+    from scipy.ndimage import gaussian_filter
+
+    from galearn.errors import BadValueError
+    from galearn.gan.sky import SCATTER_ROWS, SkyNoise, measure_grouped_sky_correlation, sky_roughness
+
+    rng = np.random.default_rng(3)
+    n, size = 120, 32
+    sky = rng.standard_normal((n, 3, size, size))
+    smooth = np.arange(n) % 2 == 1
+    sky[smooth] = gaussian_filter(sky[smooth], (0, 0, 1.5, 1.5))
+    sky /= sky.std(axis=(2, 3), keepdims=True)
+    stretched = np.clip(0.2 + 0.05 * sky, 0, 1).astype("f4")
+    rough = sky_roughness(stretched)
+    assert rough[smooth].min() > rough[~smooth].max()
+    group, rho = measure_grouped_sky_correlation(stretched, 2)
+    np.testing.assert_array_equal(group, smooth.astype(int))  # group 0: the least correlated skies
+    c = size - 1
+    assert rho.shape == (2, 3, 2 * size - 1, 2 * size - 1)
+    assert np.all(np.abs(rho[0, :, c, c + 1]) < 0.05) and np.all(rho[1, :, c, c + 1] > 0.5)
+
+    module = SkyNoise(3, size, scatter=True, groups=2)
+    module.set({"sigma": [0.05] * 3, "softening": [0.0] * 3, "norm": [1.0] * 3})
+    module.set_correlation(rho)
+    module.set_groups(np.arange(SCATTER_ROWS) % 2)
+    h = torch.full((400, 3, size, size), -0.2)
+    out = module(h, torch.Generator().manual_seed(2))
+    assert torch.equal(out, module(h, torch.Generator().manual_seed(2)))  # seeded
+    per_stamp = sky_roughness(((out + 1) / 2).numpy(), border=size // 2)
+    lag1 = np.sort(per_stamp)
+    assert lag1[: 120].max() < 0.2 and lag1[-120:].min() > 0.5  # both textures drawn, none in between
+    with pytest.raises(BadValueError, match="correlation groups"):
+        module.set_correlation(rho[0])
+    with pytest.raises(BadValueError, match="sky_scatter"):
+        SkyNoise(3, size, groups=2)
+    with pytest.raises(BadValueError, match="sky_correlation_groups"):
+        measure_grouped_sky_correlation(stretched[:1], 2)
+
+
+def test_training_with_grouped_sky_kernels_resumes_exactly_and_the_option_is_checked(tmp_path):
+    from galearn.config import RunConfig, load_config, parse_overrides
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate
+
+    assert RunConfig().gan.sky_correlation_groups == 0
+    assert load_config(None, parse_overrides(["gan.sky_correlation_groups=4"])).gan.sky_correlation_groups == 4
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured-correlated", g_template=True,
+                              sky_scatter=True, sky_correlation_groups=2)
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    amp, row_group = ckpt["G_ema"]["sky.amplitude"], ckpt["G_ema"]["sky.row_group"]
+    assert amp.shape == (2, 3, 64, 33) and not torch.equal(amp[0], amp[1])
+    assert set(row_group.tolist()) == {0, 1}
+    info = json.loads((ws.gan / "config.json").read_text())
+    assert len(info["sky"]["group_noise_correlation_x1"]) == 2
+    assert_sample_reproducible(ws, cfg)
+    for bad in (-1, 17, 1.5, True):
+        with pytest.raises(BadValueError, match="sky_correlation_groups"):
+            _validate(dataclasses.replace(TINY, sky_correlation_groups=bad))
+    with pytest.raises(BadValueError, match="sky_scatter"):
+        _validate(dataclasses.replace(TINY, sky_correlation_groups=2, sky_scatter=False))

@@ -207,6 +207,7 @@ class GanTrainConfig:
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     sky_noise: str = "auto"  # "auto": "measured-correlated" when the real sky's short-range correlation is >= 0.15 (JPEG, drizzled mosaics), else "measured" (gan/sky.py choose_sky_noise; docs/gan.md round 10); "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain
     sky_scatter: bool = True  # measured sky: each generated stamp's noise sigma = the pooled sigma x one real training stamp's own ratio (depth varies across a mosaic; 8-bit images are scaled one by one); ignored with sky_noise = learnt (docs/gan.md round 9)
+    sky_correlation_groups: int = 0  # measured-correlated sky: the real stamps in this many groups by their sky's smoothness, a noise kernel per group, each generated stamp draws its kernel with its depth (needs sky_scatter; 0: one pooled kernel; docs/gan.md round 18)
     g_template: bool = True  # G adds a learnt per-class image, started at the class's pixel-wise median real stamp
     g_template_trainable: bool = True  # learn the class template with G; false: it stays the class's median real stamp (a learnt template is one image shared by every sample; docs/gan.md round 12)
     g_template_blur: float = 0.0  # Gaussian sigma (pixels) smoothing the learnt template's change from the median real stamp it started at: shape and light, no pixel-scale texture (0: off; needs g_template_trainable; docs/gan.md round 18)
@@ -403,7 +404,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
     "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"),
-    "g_template_blur": (0, 8, "[]"), "g_asymmetry": (0, 1, "[]"),
+    "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {

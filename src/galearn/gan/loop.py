@@ -53,14 +53,15 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "r1_every", "discriminator", "d_backbone", "d_layers", "d_input_size", "precision", "fast_step", "sky_noise", "d_radius", "g_template",
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
-           "g_template_trainable", "g_template_blur")
+           "g_template_trainable", "g_template_blur", "sky_correlation_groups")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
-                   "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "diffaugment": "flip,rot90,translation"}
+                   "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
+                   "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
@@ -143,7 +144,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
                   upsample=getattr(cfg, "g_upsample", "nearest"),
-                  template_blur=float(getattr(cfg, "g_template_blur", 0.0)))
+                  template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
+                  sky_groups=int(getattr(cfg, "sky_correlation_groups", 0)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -279,6 +281,12 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {cfg.g_template_blur!r}")
     if cfg.g_template_blur and not (cfg.g_template and cfg.g_template_trainable):
         raise BadValueError("gan.g_template_blur needs gan.g_template = true and gan.g_template_trainable = true")
+    groups = cfg.sky_correlation_groups
+    if not (isinstance(groups, int) and not isinstance(groups, bool) and 0 <= groups <= 16):
+        raise BadValueError(f"gan.sky_correlation_groups must be a whole number from 0 (one sky kernel) to 16, "
+                            f"got {groups!r}")
+    if groups and not cfg.sky_scatter:
+        raise BadValueError("gan.sky_correlation_groups needs gan.sky_scatter = true (a group per depth row)")
     if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
             and 0 <= cfg.g_asymmetry <= 1):
         raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
@@ -579,13 +587,21 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             drawn = noise_correlation(rho)  # what the sky noise is drawn with: the measured one's pixel-noise part
             sky["noise_correlation_x"] = {str(d): [round(float(r), 4) for r in drawn[:, mid[0], mid[1] + d]]
                                           for d in (1, 2, 3) if mid[1] + d < rho.shape[-1]}
-        ratios = None
+        ratios = row_group = None
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
 
-            ratios = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state)
+            ratios, rows = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state,
+                                               return_stamps=True)
             sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
                                             for q in (0.05, 0.5, 0.95)}
+            if G.sky.groups:  # a sky kernel per group of real stamps by sky smoothness (gan.sky_correlation_groups)
+                from .sky import measure_grouped_sky_correlation
+
+                group, drawn = measure_grouped_sky_correlation(stamps, G.sky.groups)
+                row_group = group[rows]
+                sky["group_noise_correlation_x1"] = [[round(float(r), 4) for r in g[:, mid[0], mid[1] + 1]]
+                                                     for g in drawn]
         for net in (G, G_ema):
             if G.sky_noise:
                 net.sky.set(sky)
@@ -593,6 +609,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_correlation(drawn)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
+                if row_group is not None:
+                    net.sky.set_groups(row_group)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units
                 net.sky_ring_level.copy_(torch.as_tensor(sky["level"], dtype=torch.float32))
             if G.pin_sky:  # the noiseless sky level of the real stamps, network units

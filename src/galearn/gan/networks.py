@@ -215,6 +215,11 @@ class Generator(nn.Module):
         template learns shape and light but no pixel-scale texture; the
         median stamp itself is kept unsmoothed (needs ``template`` and
         ``template_trainable``; docs/gan.md round 18).
+    sky_groups : int
+        ``gan.sky_correlation_groups``: the correlated sky's kernel per group
+        of real stamps by sky smoothness, drawn per stamp with its depth
+        (:class:`~galearn.gan.sky.SkyNoise`; ignored unless ``sky_noise`` is
+        ``"correlated"``; needs ``sky_scatter``).
     template_warp : bool
         Draw the template per sample (``gan.g_template_warp``, needs
         ``template``): brightness, size and shape of the class template from
@@ -281,7 +286,8 @@ class Generator(nn.Module):
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
-                 random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0) -> None:
+                 random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
+                 sky_groups: int = 0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -316,7 +322,8 @@ class Generator(nn.Module):
         if sky_noise:  # the measured sky noise is added to G's noiseless stamps (gan/sky.py)
             from .sky import SkyNoise
 
-            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter)
+            self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
+                                groups=sky_groups)
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)

@@ -24,6 +24,11 @@ noise, and G spends its capacity on the galaxy.
   correlated from that part (``gan.sky_noise = "auto"``); and
   :func:`noise_amplitude`, the square root of a correlation's power spectrum
   on a doubled (circulant-embedding) grid.
+* :func:`sky_roughness` and :func:`measure_grouped_sky_correlation` -- the
+  real stamps split by how smooth their own sky is, and each group's noise
+  correlation (``gan.sky_correlation_groups``): survey cutouts resampled to
+  each galaxy's size have skies from near-white to strongly smoothed, and
+  one pooled kernel would give every generated stamp the same texture.
 * :class:`SkyNoise` -- the torch module: stretched -> linear units ->
   ``+ sigma_b * N(0, 1)`` (per pixel, independent per band, from the step's
   seeded ``torch.Generator``; with the scatter set, ``sigma_b`` times the
@@ -47,7 +52,7 @@ from ..errors import BadValueError
 from .rng import seeded_draw
 
 __all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_correlation", "short_range_correlation",
-           "choose_sky_noise", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
+           "sky_roughness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
 
 SKY_NOISE = ("auto", "measured", "measured-correlated", "learnt")
 #: ``gan.sky_noise = "auto"`` picks the correlated sky when the median band's lag-1 noise correlation
@@ -150,7 +155,8 @@ def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.
 
 
 def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, *, rows: int = SCATTER_ROWS,
-                        random_state: int = 0, border: int | None = None) -> np.ndarray:
+                        random_state: int = 0, border: int | None = None,
+                        return_stamps: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Each real stamp's own sky sigma over the pooled :func:`measure_sky` sigma: ``(rows, C)`` float32.
 
     Parameters
@@ -168,6 +174,8 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     random_state : int
     border : int, optional
         Width (pixels) of the outer ring; default ``H // 8``.
+    return_stamps : bool
+        Also return the index of the real stamp behind each row ``(rows,)``.
 
     Notes
     -----
@@ -182,11 +190,14 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     if pooled.shape != (c,):
         raise BadValueError(f"the measured sky has {pooled.size} bands, the stamps {c}")
     pick = np.random.default_rng(random_state).choice(n, size=rows, replace=n < rows)
-    sub = x[np.sort(pick)] if n >= rows else x[pick]
+    if n >= rows:
+        pick = np.sort(pick)
+    sub = x[pick]
     lin, _, _ = _linearise(sub, stretch)
     sigma, _, _ = _sky_quantiles(lin[:, :, ring], sub[:, :, ring] <= 0, axis=2)  # (rows, C)
     ratio = np.where(sigma > 0, sigma / np.maximum(pooled, 1e-12)[None], 1.0)
-    return np.clip(ratio, 0.1, 10.0).astype("f4")
+    ratio = np.clip(ratio, 0.1, 10.0).astype("f4")
+    return (ratio, pick) if return_stamps else ratio
 
 
 def _orthant_inverse(z: np.ndarray, weight: np.ndarray, p_both: np.ndarray) -> np.ndarray:
@@ -327,6 +338,54 @@ def short_range_correlation(rho: np.ndarray) -> np.ndarray:
     return _at_lag(noise_correlation(rho), 1)
 
 
+def sky_roughness(stretched: np.ndarray, *, border: int | None = None) -> np.ndarray:
+    """Each stamp's sky smoothness ``(N,)``, from the low pixels of its top and bottom ``border`` rows
+    (default ``H // 8``): median over bands of ``(p_both - q^2) / (q - q^2)``.
+
+    ``q`` is the strip's low fraction (pixels at most its ``max(p0 + 0.05,
+    0.25)`` quantile, as in :func:`measure_sky_correlation`) and ``p_both``
+    the fraction of horizontally adjacent pairs both low: 0 for a white sky,
+    1 for a sky constant over neighbours. Only the order of the values and
+    the low (sky) pixels count, so neighbours' light and the clip at 0 do
+    not raise it. A ranking statistic for
+    :func:`measure_grouped_sky_correlation`, which measures each group's
+    correlation properly; 0 for a constant strip.
+    """
+    x, _ = _stamps_and_ring(stretched, border, "sky_roughness")
+    bw = max(1, int(border if border is not None else x.shape[-2] // 8))
+    strips = np.concatenate([x[..., :bw, :], x[..., -bw:, :]], axis=-2)  # (N, C, 2 bw, W)
+    flat = strips.reshape(*strips.shape[:2], -1)
+    q = np.clip((flat <= 0).mean(axis=-1, keepdims=True) + 0.05, 0.25, 0.95)
+    threshold = _quantile_of_sorted(np.sort(flat, axis=-1), q, axis=-1)[..., None]  # (N, C, 1, 1)
+    low = strips <= threshold
+    q_low = low.mean(axis=(-2, -1))
+    both = (low[..., :-1] & low[..., 1:]).mean(axis=(-2, -1))
+    den = q_low - q_low * q_low
+    r = np.divide(both - q_low * q_low, den, out=np.zeros(den.shape), where=den > 0)
+    return np.median(r, axis=1)
+
+
+def measure_grouped_sky_correlation(stretched: np.ndarray, groups: int, *,
+                                    border: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The real stamps in ``groups`` equal-count groups by :func:`sky_roughness`, and each group's sky noise correlation.
+
+    Returns ``(group, correlation)``: the group index of each stamp ``(N,)``
+    (0: the least correlated sky) and :func:`noise_correlation` of
+    :func:`measure_sky_correlation` on each group's stamps ``(groups, C, 2H - 1,
+    2W - 1)`` float32.
+    """
+    x, _ = _stamps_and_ring(stretched, border, "measure_grouped_sky_correlation")
+    groups = int(groups)
+    if not 1 <= groups <= len(x):
+        raise BadValueError(f"gan.sky_correlation_groups = {groups} needs at least that many training stamps "
+                            f"(have {len(x)})")
+    order = np.argsort(sky_roughness(x, border=border), kind="stable")
+    group = np.empty(len(x), dtype=np.int64)
+    group[order] = np.arange(len(x)) * groups // len(x)
+    rho = np.stack([noise_correlation(measure_sky_correlation(x[group == g], border=border)) for g in range(groups)])
+    return group, rho.astype("f4")
+
+
 def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRESHOLD) -> str:
     """The sky model ``gan.sky_noise = "auto"`` trains with, from the measured sky correlation ``rho``.
 
@@ -387,17 +446,28 @@ class SkyNoise(torch.nn.Module):
     With ``scatter`` also ``scales`` ``(SCATTER_ROWS, C)``, from
     :func:`measure_sky_scatter` (placeholder: all 1): each stamp's sigma is
     ``sigma`` times one row, drawn per stamp from the same generator.
+    With ``groups`` (correlated sky and scatter only) ``amplitude`` is
+    ``(groups, C, 2H, H + 1)``, one per group of real stamps by sky smoothness
+    (:func:`measure_grouped_sky_correlation`), and ``row_group`` ``(SCATTER_ROWS,)``
+    the group of each scatter row's real stamp: a generated stamp draws its
+    depth and its sky texture from the same real stamp.
     """
 
-    def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False) -> None:
+    def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
         self.register_buffer("norm", torch.ones(n_bands))
         self.correlated = stamp_size is not None
-        if self.correlated:
-            self.register_buffer("amplitude", torch.ones(n_bands, 2 * int(stamp_size), int(stamp_size) + 1))
         self.scatter = bool(scatter)
+        self.groups = int(groups) if self.correlated else 0
+        if self.groups and not self.scatter:
+            raise BadValueError("gan.sky_correlation_groups needs gan.sky_scatter = true (a group per depth row)")
+        if self.correlated:
+            grid = (n_bands, 2 * int(stamp_size), int(stamp_size) + 1)
+            self.register_buffer("amplitude", torch.ones((self.groups, *grid) if self.groups else grid))
+        if self.groups:
+            self.register_buffer("row_group", torch.zeros(SCATTER_ROWS, dtype=torch.long))
         self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
         if self.scatter:
             self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
@@ -411,21 +481,39 @@ class SkyNoise(torch.nn.Module):
 
     @torch.no_grad()
     def set_correlation(self, rho: np.ndarray) -> None:
-        """Set ``amplitude`` from a :func:`measure_sky_correlation` result (correlated sky only)."""
+        """Set ``amplitude`` from a correlation ``(C, 2H - 1, 2W - 1)`` (correlated sky only), or one per group
+        ``(groups, C, 2H - 1, 2W - 1)`` (with ``groups``)."""
         if not self.correlated:
             raise BadValueError("this generator's sky noise is white (gan.sky_noise = measured)")
-        self.amplitude.copy_(torch.from_numpy(noise_amplitude(rho)))
+        rho = np.asarray(rho)
+        if (rho.ndim == 4) != bool(self.groups) or (self.groups and len(rho) != self.groups):
+            raise BadValueError(f"this generator's sky has {self.groups or 'no'} correlation groups, "
+                                f"got correlations of shape {rho.shape}")
+        amp = np.stack([noise_amplitude(r) for r in rho]) if rho.ndim == 4 else noise_amplitude(rho)
+        self.amplitude.copy_(torch.from_numpy(amp))
+
+    @torch.no_grad()
+    def set_groups(self, row_group: np.ndarray) -> None:
+        """Set ``row_group``: the correlation group of each scatter row's real stamp (with ``groups`` only)."""
+        if not self.groups:
+            raise BadValueError("this generator's sky has one correlation (gan.sky_correlation_groups = 0)")
+        row_group = np.asarray(row_group, dtype=np.int64)
+        if row_group.min() < 0 or row_group.max() >= self.groups:
+            raise BadValueError(f"sky correlation groups must be in 0..{self.groups - 1}")
+        self.row_group.copy_(torch.from_numpy(row_group))
 
     def draw(self, shape: tuple[int, int, int, int], gen: torch.Generator | None, device: torch.device,
-             dtype: torch.dtype) -> torch.Tensor:
-        """Unit-variance sky noise ``(N, C, H, W)``: white, or the correlated field; from ``gen`` when given."""
+             dtype: torch.dtype, amplitude: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-variance sky noise ``(N, C, H, W)``: white, or the correlated field; from ``gen`` when given.
+        ``amplitude``: one per stamp ``(N, C, 2H, W + 1)`` instead of the buffer (correlation groups)."""
         n, c, height, width = shape
         big = (n, c, 2 * height, 2 * width) if self.correlated else shape
         dt = torch.float32 if self.correlated else dtype  # white: drawn as before (same numbers as earlier runs)
         white = seeded_draw(torch.randn, big, gen=gen, device=device, dtype=dt)
         if not self.correlated:
             return white
-        spec = torch.fft.rfft2(white, norm="ortho") * self.amplitude.to(device)
+        amp = self.amplitude if amplitude is None else amplitude
+        spec = torch.fft.rfft2(white, norm="ortho") * amp.to(device)
         field = torch.fft.irfft2(spec, s=big[-2:], norm="ortho")
         return field[..., :height, :width].to(dtype)
 
@@ -461,13 +549,17 @@ class SkyNoise(torch.nn.Module):
 
     def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``."""
-        c = h.shape[1]
+        n, c = h.shape[:2]
         shape = (1, c, 1, 1)
-        noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
+        if self.groups:  # the real stamp's row first: its depth and its sky texture
+            row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
+            noise = self.draw(tuple(h.shape), gen, h.device, h.dtype, self.amplitude[self.row_group[row]])
+        else:
+            noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
         sigma = self.sigma.view(shape).to(h.dtype)
         if self.scatter:  # one real stamp's sigma ratios per generated stamp
-            n = h.shape[0]
-            row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
+            if not self.groups:
+                row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
             factors = self.scales[row]
             self.last_scales = factors.detach()
             sigma = sigma * factors.view(n, c, 1, 1).to(h.dtype)
