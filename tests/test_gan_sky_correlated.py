@@ -270,7 +270,7 @@ def test_grouped_sky_separates_white_from_smooth_skies_and_each_stamp_draws_its_
     from scipy.ndimage import gaussian_filter
 
     from galearn.errors import BadValueError
-    from galearn.gan.sky import SCATTER_ROWS, SkyNoise, measure_grouped_sky_correlation, sky_roughness
+    from galearn.gan.sky import SCATTER_ROWS, SkyNoise, measure_grouped_sky_correlation, sky_smoothness
 
     rng = np.random.default_rng(3)
     n, size = 120, 32
@@ -279,8 +279,8 @@ def test_grouped_sky_separates_white_from_smooth_skies_and_each_stamp_draws_its_
     sky[smooth] = gaussian_filter(sky[smooth], (0, 0, 1.5, 1.5))
     sky /= sky.std(axis=(2, 3), keepdims=True)
     stretched = np.clip(0.2 + 0.05 * sky, 0, 1).astype("f4")
-    rough = sky_roughness(stretched)
-    assert rough[smooth].min() > rough[~smooth].max()
+    smoothness = sky_smoothness(stretched)
+    assert smoothness[smooth].min() > smoothness[~smooth].max()
     group, rho = measure_grouped_sky_correlation(stretched, 2)
     np.testing.assert_array_equal(group, smooth.astype(int))  # group 0: the least correlated skies
     c = size - 1
@@ -294,9 +294,9 @@ def test_grouped_sky_separates_white_from_smooth_skies_and_each_stamp_draws_its_
     h = torch.full((400, 3, size, size), -0.2)
     out = module(h, torch.Generator().manual_seed(2))
     assert torch.equal(out, module(h, torch.Generator().manual_seed(2)))  # seeded
-    per_stamp = sky_roughness(((out + 1) / 2).numpy(), border=size // 2)
-    lag1 = np.sort(per_stamp)
-    assert lag1[: 120].max() < 0.2 and lag1[-120:].min() > 0.5  # both textures drawn, none in between
+    per_stamp = sky_smoothness(((out + 1) / 2).numpy(), border=size // 2)
+    ranked = np.sort(per_stamp)
+    assert ranked[:120].max() < 0.2 and ranked[-120:].min() > 0.5  # both textures drawn, none in between
     with pytest.raises(BadValueError, match="correlation groups"):
         module.set_correlation(rho[0])
     with pytest.raises(BadValueError, match="sky_scatter"):

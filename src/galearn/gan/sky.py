@@ -24,7 +24,7 @@ noise, and G spends its capacity on the galaxy.
   correlated from that part (``gan.sky_noise = "auto"``); and
   :func:`noise_amplitude`, the square root of a correlation's power spectrum
   on a doubled (circulant-embedding) grid.
-* :func:`sky_roughness` and :func:`measure_grouped_sky_correlation` -- the
+* :func:`sky_smoothness` and :func:`measure_grouped_sky_correlation` -- the
   real stamps split by how smooth their own sky is, and each group's noise
   correlation (``gan.sky_correlation_groups``): survey cutouts resampled to
   each galaxy's size have skies from near-white to strongly smoothed, and
@@ -52,7 +52,8 @@ from ..errors import BadValueError
 from .rng import seeded_draw
 
 __all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_correlation", "short_range_correlation",
-           "sky_roughness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level", "SkyNoise", "SKY_NOISE"]
+           "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
+           "SkyNoise", "SKY_NOISE"]
 
 SKY_NOISE = ("auto", "measured", "measured-correlated", "learnt")
 #: ``gan.sky_noise = "auto"`` picks the correlated sky when the median band's lag-1 noise correlation
@@ -338,7 +339,7 @@ def short_range_correlation(rho: np.ndarray) -> np.ndarray:
     return _at_lag(noise_correlation(rho), 1)
 
 
-def sky_roughness(stretched: np.ndarray, *, border: int | None = None) -> np.ndarray:
+def sky_smoothness(stretched: np.ndarray, *, border: int | None = None) -> np.ndarray:
     """Each stamp's sky smoothness ``(N,)``, from the low pixels of its top and bottom ``border`` rows
     (default ``H // 8``): median over bands of ``(p_both - q^2) / (q - q^2)``.
 
@@ -351,7 +352,7 @@ def sky_roughness(stretched: np.ndarray, *, border: int | None = None) -> np.nda
     :func:`measure_grouped_sky_correlation`, which measures each group's
     correlation properly; 0 for a constant strip.
     """
-    x, _ = _stamps_and_ring(stretched, border, "sky_roughness")
+    x, _ = _stamps_and_ring(stretched, border, "sky_smoothness")
     bw = max(1, int(border if border is not None else x.shape[-2] // 8))
     strips = np.concatenate([x[..., :bw, :], x[..., -bw:, :]], axis=-2)  # (N, C, 2 bw, W)
     flat = strips.reshape(*strips.shape[:2], -1)
@@ -367,7 +368,7 @@ def sky_roughness(stretched: np.ndarray, *, border: int | None = None) -> np.nda
 
 def measure_grouped_sky_correlation(stretched: np.ndarray, groups: int, *,
                                     border: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The real stamps in ``groups`` equal-count groups by :func:`sky_roughness`, and each group's sky noise correlation.
+    """The real stamps in ``groups`` equal-count groups by :func:`sky_smoothness`, and each group's sky noise correlation.
 
     Returns ``(group, correlation)``: the group index of each stamp ``(N,)``
     (0: the least correlated sky) and :func:`noise_correlation` of
@@ -379,7 +380,7 @@ def measure_grouped_sky_correlation(stretched: np.ndarray, groups: int, *,
     if not 1 <= groups <= len(x):
         raise BadValueError(f"gan.sky_correlation_groups = {groups} needs at least that many training stamps "
                             f"(have {len(x)})")
-    order = np.argsort(sky_roughness(x, border=border), kind="stable")
+    order = np.argsort(sky_smoothness(x, border=border), kind="stable")
     group = np.empty(len(x), dtype=np.int64)
     group[order] = np.arange(len(x)) * groups // len(x)
     rho = np.stack([noise_correlation(measure_sky_correlation(x[group == g], border=border)) for g in range(groups)])
