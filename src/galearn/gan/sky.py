@@ -201,6 +201,13 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     return (ratio, pick) if return_stamps else ratio
 
 
+def _low_threshold(values: np.ndarray) -> np.ndarray:
+    """Each row's "low" sky threshold over its last axis: the ``max(p0 + 0.05, 0.25)`` quantile (``p0``: the row's
+    fraction clipped at 0, capped at 0.95), shape ``(..., 1)``."""
+    q = np.clip((values <= 0).mean(axis=-1, keepdims=True) + 0.05, 0.25, 0.95)
+    return _quantile_of_sorted(np.sort(values, axis=-1), q, axis=-1)
+
+
 def _orthant_inverse(z: np.ndarray, weight: np.ndarray, p_both: np.ndarray) -> np.ndarray:
     """Correlation ``rho`` with ``sum_g weight_g P(X < z_g, Y < z_g; rho) = p_both`` (standard bivariate normals).
 
@@ -275,9 +282,7 @@ def measure_sky_correlation(stretched: np.ndarray, *, border: int | None = None,
         v = x[:, b]
         # Each stamp's own low quantile: stamps of different sky level or depth would otherwise read as a
         # correlation at every lag (a common factor per stamp; the per-stamp level is gan.sky_scatter's job).
-        vr = v[:, ring]
-        q = np.clip((vr <= 0).mean(axis=1, keepdims=True) + 0.05, 0.25, 0.95)
-        threshold = _quantile_of_sorted(np.sort(vr, axis=1), q, axis=1)  # (N, 1)
+        threshold = _low_threshold(v[:, ring])  # (N, 1)
         low = (v <= threshold[:, :, None]) & ring
         q_stamp = low[:, ring].mean(axis=1)  # the low fraction each stamp reached (ties at the clip)
         usable = (q_stamp > 0.0) & (q_stamp < 1.0)  # else a constant ring: no measurable correlation
@@ -355,9 +360,7 @@ def sky_smoothness(stretched: np.ndarray, *, border: int | None = None) -> np.nd
     x, _ = _stamps_and_ring(stretched, border, "sky_smoothness")
     bw = max(1, int(border if border is not None else x.shape[-2] // 8))
     strips = np.concatenate([x[..., :bw, :], x[..., -bw:, :]], axis=-2)  # (N, C, 2 bw, W)
-    flat = strips.reshape(*strips.shape[:2], -1)
-    q = np.clip((flat <= 0).mean(axis=-1, keepdims=True) + 0.05, 0.25, 0.95)
-    threshold = _quantile_of_sorted(np.sort(flat, axis=-1), q, axis=-1)[..., None]  # (N, C, 1, 1)
+    threshold = _low_threshold(strips.reshape(*strips.shape[:2], -1))[..., None]  # (N, C, 1, 1)
     low = strips <= threshold
     q_low = low.mean(axis=(-2, -1))
     both = (low[..., :-1] & low[..., 1:]).mean(axis=(-2, -1))
