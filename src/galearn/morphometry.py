@@ -36,7 +36,7 @@ from .errors import BadValueError
 from .morphology import scaled_wasserstein
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "morphometry_groups", "photometry_statistics",
-           "power_spectrum", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
+           "power_spectrum", "power_bin_weights", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
            "MIN_ELLIPTICITY_FOR_ANGLE"]
 
 #: Name of the space in metrics.json ``gan.realism_space``.
@@ -84,12 +84,16 @@ def power_spectrum(x: np.ndarray, n_bins: int = _N_K) -> np.ndarray:
     n, c, h, _ = x.shape
     f = np.fft.fft2(x - x.mean(axis=(2, 3), keepdims=True), axes=(2, 3))
     p = (f.real**2 + f.imag**2) / (h * h)
-    k = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(h), indexing="ij")).ravel()
-    edges = np.linspace(1.0 / h, 0.5, n_bins + 1)
+    return np.log10(p.reshape(n, c, h * h) @ power_bin_weights(h, n_bins) + 1e-12)
+
+
+def power_bin_weights(size: int, n_bins: int = _N_K) -> np.ndarray:
+    """``(size*size, n_bins)`` weights averaging an unshifted ``fft2`` power map in :func:`power_spectrum`'s radial bins."""
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")).ravel()
+    edges = np.linspace(1.0 / size, 0.5, n_bins + 1)
     m = np.stack([(k >= a) & (k < b if i < n_bins - 1 else k <= b) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))],
                  axis=1).astype("f8")
-    m /= np.maximum(m.sum(0, keepdims=True), 1.0)
-    return np.log10(p.reshape(n, c, h * h) @ m + 1e-12)
+    return m / np.maximum(m.sum(0, keepdims=True), 1.0)
 
 
 def _second_moments(total: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, ...]:

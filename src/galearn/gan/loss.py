@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from ..morphometry import power_bin_weights
 from .augment import diff_augment, parse_policy
 
-__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty"]
+__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -40,6 +41,37 @@ def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.square().sum(dim=(1, 2, 3)).mean()
 
 
+def batch_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """log10 of the batch-mean azimuthally averaged power spectrum of ``x`` ``(N, C, H, H)``: ``(C, n_bins)``.
+
+    The same spectrum as :func:`galearn.morphometry.power_spectrum` (each
+    stamp's mean removed, ``weights`` from
+    :func:`galearn.morphometry.power_bin_weights`), averaged over the batch
+    before the log; differentiable (``torch.fft``), in fp32.
+    """
+    x = x.float()
+    n, c, h, w = x.shape
+    f = torch.fft.fft2(x - x.mean(dim=(2, 3), keepdim=True))
+    power = (f.real.square() + f.imag.square()).reshape(n, c, h * w) / (h * w)
+    return torch.log10(power.mean(dim=0) @ weights + 1e-12)
+
+
+def power_match_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference (dex^2, over bands and the 8 radial bins) of the log power spectra of a generated and a real batch.
+
+    An explicit spectral target (Holzschuh et al. 2022 compare these spectra):
+    a discriminator on ImageNet features rewards pixel-scale texture that the
+    real stamps do not have (docs/gan.md round 19); this term pulls the
+    generated batch's spectrum -- the stamps D sees, sky noise included --
+    to the real batch's of the same step (same classes). No gradient reaches
+    ``real``.
+    """
+    weights = torch.from_numpy(power_bin_weights(fake.shape[-1])).to(device=fake.device, dtype=torch.float32)
+    with torch.no_grad():
+        target = batch_log_power(real, weights)
+    return (batch_log_power(fake, weights) - target).square().mean()
+
+
 @dataclass
 class GanLoss:
     """Runs the networks for one G+D step.
@@ -56,6 +88,7 @@ class GanLoss:
     D: torch.nn.Module
     policy: str = "flip,rot90,translation"
     autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: G and D forwards under autocast
+    power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
@@ -130,12 +163,15 @@ class GanLoss:
         return loss, float(logits_real.detach().mean()), float(logits_fake.detach().mean())
 
     def g_loss(self, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator, *,
-               fake: torch.Tensor | None = None, fake_features: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, when set).
+               fake: torch.Tensor | None = None, fake_features: list[torch.Tensor] | None = None,
+               real: torch.Tensor | None = None) -> torch.Tensor:
+        """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, + ``power_match`` x
+        :func:`power_match_penalty` against ``real``, when set).
 
         ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
         ``fake_features``: :meth:`project` of them (with its graph), scored by
-        D's heads as they are after the D step.
+        D's heads as they are after the D step. ``real``: the step's real
+        batch (classes ``y``), needed when ``power_match`` is set.
         """
         if fake_features is not None:
             logits = self.score(fake_features, y)
@@ -144,6 +180,10 @@ class GanLoss:
                 fake = self.run_G(z, y, gen)
             logits = self.run_D(fake, y, gen)
         loss = hinge_g_loss(logits)
+        if self.power_match:
+            if real is None or fake is None:
+                raise ValueError("GanLoss.g_loss: power_match needs this step's generated stamps and real batch")
+            loss = loss + self.power_match * power_match_penalty(fake, real)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()
