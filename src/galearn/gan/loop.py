@@ -232,9 +232,7 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
 
     if fake is None:
         z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
-        if loss.power_match:  # the spectrum term needs the stamps; the SNGAN path makes them here
-            fake = loss.run_G(z, y, gen)
-        loss_g = loss.g_loss(y, z, gen, fake=fake, real=real)
+        loss_g = loss.g_loss(y, z, gen, real=real)
     else:
         loss_g = loss.g_loss(y, None, gen, fake=fake, fake_features=fake_features, real=real)
     opt_G.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ augmentation first, so real and fake are augmented identically (STYLE.md §7).
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,12 @@ def batch_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.log10(power.mean(dim=0) @ weights + 1e-12)
 
 
+@functools.lru_cache(maxsize=8)
+def _bin_weights(size: int, device: torch.device) -> torch.Tensor:
+    """:func:`galearn.morphometry.power_bin_weights` as fp32 on ``device``, built once per stamp size (read-only)."""
+    return torch.from_numpy(power_bin_weights(size)).to(device=device, dtype=torch.float32)
+
+
 def power_match_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean squared difference (dex^2, over bands and the 8 radial bins) of the log power spectra of a generated and a real batch.
 
@@ -66,7 +73,7 @@ def power_match_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     to the real batch's of the same step (same classes). No gradient reaches
     ``real``.
     """
-    weights = torch.from_numpy(power_bin_weights(fake.shape[-1])).to(device=fake.device, dtype=torch.float32)
+    weights = _bin_weights(fake.shape[-1], fake.device)
     with torch.no_grad():
         target = batch_log_power(real, weights)
     return (batch_log_power(fake, weights) - target).square().mean()
