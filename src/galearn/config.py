@@ -216,6 +216,7 @@ class GanTrainConfig:
     g_envelope: bool = False  # G's own output x the (drawn) class template's light / its peak: nothing painted on the sky (needs g_template; docs/gan.md round 4)
     g_sky_penalty: float = 0.0  # G loss + this x the mean squared deviation of the NOISELESS stamp's outer ring from the measured sky level, in sky sigmas (needs sky_noise measured*; docs/gan.md round 5)
     g_power_match: float = 0.0  # G loss + this x the mean squared difference (dex^2) of the log azimuthally averaged power spectra (8 bins per band) of the generated and the real batch of the step (0: off; docs/gan.md round 19)
+    g_pixel_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance of the per-band pixel-value distributions of the generated and the real batch of the step, over the real batch's standard deviation; clipped pixels still get gradient, so G cannot hide a too-dark sky at black (0: off; docs/gan.md round 20)
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
@@ -406,7 +407,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
     "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"),
     "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"),
-    "g_power_match": (0, None, "[)"),
+    "g_power_match": (0, None, "[)"), "g_pixel_match": (0, None, "[)"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {

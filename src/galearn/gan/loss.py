@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from ..morphometry import power_bin_weights
 from .augment import diff_augment, parse_policy
 
-__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty"]
+__all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
+           "pixel_match_penalty"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -79,6 +80,35 @@ def power_match_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (batch_log_power(fake, weights) - target).square().mean()
 
 
+def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """1-D Wasserstein-1 distance between the per-band pixel values of a generated and a real batch, over the real
+    batch's standard deviation (mean over bands).
+
+    ``fake_unclipped``: the generated stamps before their clip to ``[-1, 1]``
+    (network units, with their graph); ``real``: a real batch of the same
+    shape. Both batches' values are sorted per band and compared quantile by
+    quantile, the generated ones clipped as D sees them but with the clip's
+    gradient passed straight through: a generated pixel clipped to black
+    where the real quantile is brighter is still pulled up, so a generator
+    cannot hide a too-dark sky at the floor (docs/gan.md round 20). The
+    absolute (not squared) difference gives every quantile the same pull, so
+    the faint sky is not drowned by the bright pixels of whichever galaxies
+    the two batches hold. 0 when the batches hold the same values; no
+    gradient reaches ``real``.
+    """
+    if fake_unclipped.shape != real.shape:
+        raise ValueError(f"pixel_match_penalty: generated {tuple(fake_unclipped.shape)} and real "
+                         f"{tuple(real.shape)} batches differ in shape")
+    fake = fake_unclipped.float()
+    fake = fake + (fake.clamp(-1.0, 1.0) - fake).detach()  # clipped values, unclipped gradient
+    c = fake.shape[1]
+    fake_sorted = torch.sort(fake.transpose(0, 1).reshape(c, -1), dim=1).values
+    with torch.no_grad():
+        real_sorted = torch.sort(real.float().transpose(0, 1).reshape(c, -1), dim=1).values
+        spread = real_sorted.std(dim=1).clamp(min=1e-4)
+    return ((fake_sorted - real_sorted).abs().mean(dim=1) / spread).mean()
+
+
 @dataclass
 class GanLoss:
     """Runs the networks for one G+D step.
@@ -96,9 +126,12 @@ class GanLoss:
     policy: str = "flip,rot90,translation"
     autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: G and D forwards under autocast
     power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
+    pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
+        if self.pixel_match:  # G keeps each training forward's output before its clip (Generator.last_unclipped)
+            self.G.keep_unclipped = True
 
     def _autocast(self, like: torch.Tensor):
         if self.autocast_dtype is None:
@@ -173,12 +206,12 @@ class GanLoss:
                fake: torch.Tensor | None = None, fake_features: list[torch.Tensor] | None = None,
                real: torch.Tensor | None = None) -> torch.Tensor:
         """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, + ``power_match`` x
-        :func:`power_match_penalty` against ``real``, when set).
+        :func:`power_match_penalty` and ``pixel_match`` x :func:`pixel_match_penalty` against ``real``, when set).
 
         ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
         ``fake_features``: :meth:`project` of them (with its graph), scored by
         D's heads as they are after the D step. ``real``: the step's real
-        batch (classes ``y``), needed when ``power_match`` is set.
+        batch (classes ``y``), needed when ``power_match`` or ``pixel_match`` is set.
         """
         if fake_features is not None:
             logits = self.score(fake_features, y)
@@ -191,6 +224,11 @@ class GanLoss:
             if real is None or fake is None:
                 raise ValueError("GanLoss.g_loss: power_match needs this step's generated stamps and real batch")
             loss = loss + self.power_match * power_match_penalty(fake, real)
+        if self.pixel_match:
+            unclipped = self.G.last_unclipped  # from the training forward that made `fake`
+            if real is None or unclipped is None:
+                raise ValueError("GanLoss.g_loss: pixel_match needs the real batch and a training-mode G forward")
+            loss = loss + self.pixel_match * pixel_match_penalty(unclipped, real)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()

@@ -334,6 +334,10 @@ class Generator(nn.Module):
                 raise BadValueError("gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated")
             self.register_buffer("sky_ring_level", torch.zeros(n_bands))
         self.last_sky_penalty: torch.Tensor | None = None  # of the last training-mode forward (gan.g_sky_penalty)
+        # Set by GanLoss for gan.g_pixel_match: each training-mode forward then stores its
+        # output before the final clip to [-1, 1] (with its graph) in ``last_unclipped``.
+        self.keep_unclipped = False
+        self.last_unclipped: torch.Tensor | None = None
         if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
             start = torch.zeros(n_classes, n_bands, stamp_size, stamp_size)
             if template_trainable:
@@ -402,8 +406,14 @@ class Generator(nn.Module):
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 self.last_sky_penalty = self.sky.ring_deviation(out, self.sky_ring_level)
+            if self.keep_unclipped and self.training:
+                clipped, self.last_unclipped = self.sky(out, gen, unclipped=True)
+                return clipped
             return self.sky(out, gen)
-        return self.out_noise(out, gen).clamp(-1.0, 1.0)
+        out = self.out_noise(out, gen)
+        if self.keep_unclipped and self.training:
+            self.last_unclipped = out
+        return out.clamp(-1.0, 1.0)
 
 
 def rotate_stamps(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:

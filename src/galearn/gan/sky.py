@@ -551,8 +551,13 @@ class SkyNoise(torch.nn.Module):
         n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
         return ((z2.sum(dim=(-2, -1)) - inner) / n_ring).mean()
 
-    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``."""
+    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *,
+                unclipped: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``.
+
+        ``unclipped``: also return the same stamps before the clip (negative
+        sky below -1, with its graph), for losses that must see through it.
+        """
         n, c = h.shape[:2]
         shape = (1, c, 1, 1)
         if self.groups:  # the real stamp's row first: its depth and its sky texture
@@ -576,4 +581,8 @@ class SkyNoise(torch.nn.Module):
         linear = torch.where(asinh, a_safe * torch.sinh(u * nrm), u)
         noisy = linear + sigma * noise
         out = torch.where(asinh, torch.asinh(noisy.clamp(min=0.0) / a_safe) / nrm, noisy)
-        return (out.clamp(0.0, 1.0) * 2.0 - 1.0)
+        clipped = out.clamp(0.0, 1.0) * 2.0 - 1.0
+        if not unclipped:
+            return clipped
+        # asinh is odd and increasing: clipping after it is clipping before it
+        return clipped, torch.where(asinh, torch.asinh(noisy / a_safe) / nrm, noisy) * 2.0 - 1.0
