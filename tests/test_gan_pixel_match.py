@@ -94,3 +94,19 @@ def test_training_with_pixel_match_runs_on_each_step_path(tmp_path, discriminato
                               sky_noise=sky_noise, d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)
     assert (ws.gan / "ckpt-000002.pt").exists()
+
+
+@pytest.mark.parametrize("softening", [0.0, 0.05])
+def test_sky_noise_unclipped_output_clips_to_the_clipped_one_with_the_same_noise(softening):
+    """Linear and asinh stretches: the unclipped stamps are the clipped ones before the clip (negative sky kept)."""
+    from galearn.gan.sky import SkyNoise
+
+    sky = SkyNoise(3)
+    norm = float(np.arcsinh(1.0 / softening)) if softening else 1.0
+    sky.set({"sigma": [0.02] * 3, "softening": [softening] * 3, "norm": [norm] * 3})
+    h = torch.full((4, 3, 16, 16), -0.98)  # a faint noiseless sky: about half its noisy pixels fall below 0
+    clipped = sky(h, torch.Generator().manual_seed(3))
+    again, unclipped = sky(h, torch.Generator().manual_seed(3), unclipped=True)
+    torch.testing.assert_close(again, clipped, rtol=0, atol=0)
+    torch.testing.assert_close(unclipped.clamp(-1, 1), clipped, rtol=0, atol=1e-6)
+    assert float((unclipped < -1).float().mean()) > 0.2
