@@ -406,11 +406,9 @@ class Generator(nn.Module):
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 self.last_sky_penalty = self.sky.ring_deviation(out, self.sky_ring_level)
-            if self.keep_unclipped and self.training:
-                clipped, self.last_unclipped = self.sky(out, gen, unclipped=True)
-                return clipped
-            return self.sky(out, gen)
-        out = self.out_noise(out, gen)
+            out = self.sky(out, gen, clip=False)
+        else:
+            out = self.out_noise(out, gen)
         if self.keep_unclipped and self.training:
             self.last_unclipped = out
         return out.clamp(-1.0, 1.0)

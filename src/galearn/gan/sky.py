@@ -551,12 +551,13 @@ class SkyNoise(torch.nn.Module):
         n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
         return ((z2.sum(dim=(-2, -1)) - inner) / n_ring).mean()
 
-    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *,
-                unclipped: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *, clip: bool = True) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``.
 
-        ``unclipped``: also return the same stamps before the clip (negative
-        sky below -1, with its graph), for losses that must see through it.
+        ``clip=False``: the same stamps before the clip (negative sky below
+        -1), for losses that must see through it. asinh is odd and
+        increasing, so clipping after the stretch is clipping the linear
+        values at 0 before it.
         """
         n, c = h.shape[:2]
         shape = (1, c, 1, 1)
@@ -580,9 +581,5 @@ class SkyNoise(torch.nn.Module):
         a_safe = torch.where(asinh, a, torch.ones_like(a))
         linear = torch.where(asinh, a_safe * torch.sinh(u * nrm), u)
         noisy = linear + sigma * noise
-        out = torch.where(asinh, torch.asinh(noisy.clamp(min=0.0) / a_safe) / nrm, noisy)
-        clipped = out.clamp(0.0, 1.0) * 2.0 - 1.0
-        if not unclipped:
-            return clipped
-        # asinh is odd and increasing: clipping after it is clipping before it
-        return clipped, torch.where(asinh, torch.asinh(noisy / a_safe) / nrm, noisy) * 2.0 - 1.0
+        out = torch.where(asinh, torch.asinh(noisy / a_safe) / nrm, noisy) * 2.0 - 1.0
+        return out.clamp(-1.0, 1.0) if clip else out
