@@ -221,6 +221,7 @@ class GanTrainConfig:
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
+    g_match_reference: str = "batch"  # what g_power_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class's mean spectrum and pixel quantiles over the whole training set; docs/gan.md round 21)
     g_upsample: str = "nearest"  # how G's blocks double their input: "nearest" or "bilinear" (a low-pass interpolation; docs/gan.md round 11)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)
@@ -413,6 +414,7 @@ FIELD_RANGES: dict[str, tuple] = {
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
+    "g_match_reference": ("batch", "class"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

@@ -54,7 +54,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
-           "g_pixel_match")
+           "g_pixel_match", "g_match_reference")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -62,9 +62,10 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
-                   "g_power_match": 0.0, "g_pixel_match": 0.0, "diffaugment": "flip,rot90,translation"}
+                   "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
+MATCH_REFERENCES = ("batch", "class")
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
@@ -280,6 +281,12 @@ def _validate(cfg: GanTrainConfig) -> None:
         weight = getattr(cfg, name)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
             raise BadValueError(f"gan.{name} must be a weight >= 0 (0: off), got {weight!r}")
+    reference = getattr(cfg, "g_match_reference", "batch")
+    if reference not in MATCH_REFERENCES:
+        raise BadValueError(f"gan.g_match_reference must be one of {', '.join(MATCH_REFERENCES)}, got {reference!r}")
+    if reference != "batch" and not (cfg.g_power_match or cfg.g_pixel_match):
+        raise BadValueError(f"gan.g_match_reference = {reference} has no effect without gan.g_power_match or "
+                            f"gan.g_pixel_match > 0")
     if not (isinstance(cfg.g_template_blur, (int, float)) and not isinstance(cfg.g_template_blur, bool)
             and 0 <= cfg.g_template_blur <= 8):
         raise BadValueError(f"gan.g_template_blur must be a Gaussian sigma in pixels, 0 (off) to 8, "
@@ -665,8 +672,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             writer.writeheader()
             writer.writerows(rows)
 
+    reference = None
+    if getattr(cfg, "g_match_reference", "batch") == "class" and (cfg.g_power_match or cfg.g_pixel_match):
+        from .loss import ClassReference  # the matching terms' targets: each class over the whole training set
+
+        reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes)).to(device)  # network units, as from_stretched
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
-                   pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)))
+                   pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)), reference=reference)
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 

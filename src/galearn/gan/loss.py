@@ -19,7 +19,7 @@ from ..morphometry import power_bin_weights
 from .augment import diff_augment, parse_policy
 
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
-           "pixel_match_penalty"]
+           "pixel_match_penalty", "ClassReference"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -64,29 +64,37 @@ def _bin_weights(size: int, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(power_bin_weights(size)).to(device=device, dtype=torch.float32)
 
 
-def power_match_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def power_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
+                        target: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared difference (dex^2, over bands and the 8 radial bins) of the log power spectra of a generated and a real batch.
 
     An explicit spectral target (Holzschuh et al. 2022 compare these spectra):
     a discriminator on ImageNet features rewards pixel-scale texture that the
     real stamps do not have (docs/gan.md round 19); this term pulls the
     generated batch's spectrum -- the stamps D sees, sky noise included --
-    to the real batch's of the same step (same classes). No gradient reaches
-    ``real``.
+    to the real batch's of the same step (same classes), or to ``target``
+    ``(C, 8)``, a log10 spectrum given instead (:meth:`ClassReference.log_power`).
+    No gradient reaches ``real``.
     """
     weights = _bin_weights(fake.shape[-1], fake.device)
-    with torch.no_grad():
-        target = batch_log_power(real, weights)
+    if target is None:
+        if real is None:
+            raise ValueError("power_match_penalty: give the real batch or a target spectrum")
+        with torch.no_grad():
+            target = batch_log_power(real, weights)
     return (batch_log_power(fake, weights) - target).square().mean()
 
 
-def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor | None = None, *,
+                        target_sorted: torch.Tensor | None = None) -> torch.Tensor:
     """1-D Wasserstein-1 distance between the per-band pixel values of a generated and a real batch, over the real
     batch's standard deviation (mean over bands).
 
     ``fake_unclipped``: the generated stamps before their clip to ``[-1, 1]``
     (network units, with their graph); ``real``: a real batch of the same
-    shape. Both batches' values are sorted per band and compared quantile by
+    shape, or ``target_sorted`` ``(C, N*H*W)``: the real values given instead,
+    sorted per band (:meth:`ClassReference.sorted_pixels`). Both batches'
+    values are sorted per band and compared quantile by
     quantile, the generated ones clipped as D sees them but with the clip's
     gradient passed straight through: a generated pixel clipped to black
     where the real quantile is brighter is still pulled up, so a generator
@@ -96,17 +104,87 @@ def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor) -> tor
     the two batches hold. 0 when the batches hold the same values; no
     gradient reaches ``real``.
     """
-    if fake_unclipped.shape != real.shape:
-        raise ValueError(f"pixel_match_penalty: generated {tuple(fake_unclipped.shape)} and real "
-                         f"{tuple(real.shape)} batches differ in shape")
+    c = fake_unclipped.shape[1]
+    if target_sorted is None:
+        if real is None:
+            raise ValueError("pixel_match_penalty: give the real batch or its sorted values")
+        if fake_unclipped.shape != real.shape:
+            raise ValueError(f"pixel_match_penalty: generated {tuple(fake_unclipped.shape)} and real "
+                             f"{tuple(real.shape)} batches differ in shape")
+        with torch.no_grad():
+            target_sorted = torch.sort(real.float().transpose(0, 1).reshape(c, -1), dim=1).values
+    elif target_sorted.shape != (c, fake_unclipped[:, 0].numel()):
+        raise ValueError(f"pixel_match_penalty: sorted target {tuple(target_sorted.shape)} does not hold "
+                         f"{c} bands x {fake_unclipped[:, 0].numel()} pixels")
     fake = fake_unclipped.float()
     fake = fake + (fake.clamp(-1.0, 1.0) - fake).detach()  # clipped values, unclipped gradient
-    c = fake.shape[1]
     fake_sorted = torch.sort(fake.transpose(0, 1).reshape(c, -1), dim=1).values
-    with torch.no_grad():
-        real_sorted = torch.sort(real.float().transpose(0, 1).reshape(c, -1), dim=1).values
-        spread = real_sorted.std(dim=1).clamp(min=1e-4)
-    return ((fake_sorted - real_sorted).abs().mean(dim=1) / spread).mean()
+    spread = target_sorted.std(dim=1).clamp(min=1e-4)
+    return ((fake_sorted - target_sorted).abs().mean(dim=1) / spread).mean()
+
+
+class ClassReference:
+    """The real training stamps of each condition class, summarised once, as targets for the matching terms.
+
+    ``gan.g_match_reference = "class"``: instead of the step's own real
+    batch -- 16 particular galaxies, which G could be pulled toward, and
+    whose draw adds a floor of batch-to-batch noise to the terms -- each
+    generated batch is compared with what its classes hold over the whole
+    training set: the class-mean power spectrum (linear, before the log, so
+    the target is the expected batch mean) and ``H*W`` quantiles of each
+    class's pixel values per band (at levels ``(k + 1/2) / (H*W)``), one set
+    per generated stamp of that class, so a batch's target is the mixture of
+    its classes.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, C, H, W)`` real training stamps in network units (``[-1, 1]``).
+    y : numpy.ndarray
+        ``(n,)`` their class indices, ``0 .. n_classes - 1``.
+    n_classes : int
+    chunk : int
+        Stamps per FFT chunk (memory only).
+    """
+
+    def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256) -> None:
+        import numpy as np
+
+        stamps = np.asarray(stamps, dtype=np.float32)
+        y = np.asarray(y)
+        n, c, h, w = stamps.shape
+        weights = _bin_weights(h, torch.device("cpu"))
+        levels = (np.arange(h * w) + 0.5) / (h * w)
+        power = np.zeros((n_classes, c, weights.shape[1]), dtype=np.float64)
+        quantiles = np.zeros((n_classes, c, h * w), dtype=np.float32)
+        for k in range(n_classes):
+            members = np.flatnonzero(y == k)
+            if not len(members):
+                raise ValueError(f"ClassReference: class {k} has no training stamps")
+            for start in range(0, len(members), chunk):
+                x = torch.from_numpy(stamps[members[start:start + chunk]])
+                f = torch.fft.fft2(x - x.mean(dim=(2, 3), keepdim=True))
+                p = (f.real.square() + f.imag.square()).reshape(len(x), c, h * w) / (h * w)
+                power[k] += (p.sum(dim=0) @ weights).double().numpy()
+            power[k] /= len(members)
+            values = stamps[members].transpose(1, 0, 2, 3).reshape(c, -1)
+            quantiles[k] = np.quantile(values, levels, axis=1).T
+        self.power = torch.from_numpy(power.astype(np.float32))  # (K, C, bins), linear
+        self.quantiles = torch.from_numpy(quantiles)  # (K, C, H*W), each row ascending
+
+    def to(self, device: torch.device | str) -> ClassReference:
+        """Move the targets to ``device`` (in place); returns self."""
+        self.power, self.quantiles = self.power.to(device), self.quantiles.to(device)
+        return self
+
+    def log_power(self, y: torch.Tensor) -> torch.Tensor:
+        """log10 of the expected batch-mean power spectrum of a batch of classes ``y``: ``(C, bins)``."""
+        return torch.log10(self.power[y].mean(dim=0) + 1e-12)
+
+    def sorted_pixels(self, y: torch.Tensor) -> torch.Tensor:
+        """The pixel values of a batch of classes ``y``, each stamp's class quantiles pooled, sorted per band: ``(C, N*H*W)``."""
+        q = self.quantiles[y]  # (N, C, H*W)
+        return torch.sort(q.transpose(0, 1).reshape(q.shape[1], -1), dim=1).values
 
 
 @dataclass
@@ -127,6 +205,7 @@ class GanLoss:
     autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: G and D forwards under autocast
     power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
     pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
+    reference: ClassReference | None = None  # gan.g_match_reference = "class": both terms' targets from the classes, not the batch
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
@@ -211,7 +290,8 @@ class GanLoss:
         ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
         ``fake_features``: :meth:`project` of them (with its graph), scored by
         D's heads as they are after the D step. ``real``: the step's real
-        batch (classes ``y``), needed when ``power_match`` or ``pixel_match`` is set.
+        batch (classes ``y``), needed when ``power_match`` or ``pixel_match`` is set
+        without a class ``reference``.
         """
         if fake_features is not None:
             logits = self.score(fake_features, y)
@@ -220,15 +300,18 @@ class GanLoss:
                 fake = self.run_G(z, y, gen)
             logits = self.run_D(fake, y, gen)
         loss = hinge_g_loss(logits)
+        ref = self.reference
         if self.power_match:
-            if real is None or fake is None:
+            if (real is None and ref is None) or fake is None:
                 raise ValueError("GanLoss.g_loss: power_match needs this step's generated stamps and real batch")
-            loss = loss + self.power_match * power_match_penalty(fake, real)
+            target = None if ref is None else ref.log_power(y)
+            loss = loss + self.power_match * power_match_penalty(fake, real, target=target)
         if self.pixel_match:
             unclipped = self.G.last_unclipped  # from the training forward that made `fake`
-            if real is None or unclipped is None:
+            if (real is None and ref is None) or unclipped is None:
                 raise ValueError("GanLoss.g_loss: pixel_match needs the real batch and a training-mode G forward")
-            loss = loss + self.pixel_match * pixel_match_penalty(unclipped, real)
+            target = None if ref is None else ref.sorted_pixels(y)
+            loss = loss + self.pixel_match * pixel_match_penalty(unclipped, real, target_sorted=target)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()

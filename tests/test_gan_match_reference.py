@@ -1,0 +1,113 @@
+"""gan.g_match_reference = "class": the matching terms compare each generated batch with its classes over the whole
+training set (mean power spectrum, pixel quantiles) instead of the step's real batch (docs/gan.md issue 14 round 21)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_gan import TINY, assert_resume_exact, assert_sample_reproducible, make_workspace  # noqa: E402
+
+
+def _two_classes(seed: int = 0):
+    """Two classes that differ in sky level and in texture (smooth vs white noise), network units."""
+    rng = np.random.default_rng(seed)
+    smooth = -0.9 + 0.05 * np.cumsum(rng.normal(size=(20, 3, 32, 32)), axis=-1) / 4
+    noisy = -0.6 + 0.1 * rng.normal(size=(12, 3, 32, 32))
+    x = np.concatenate([smooth, noisy]).clip(-1, 1).astype("f4")  # real stamps lie in [-1, 1]
+    return x, np.repeat([0, 1], [20, 12])
+
+
+def test_class_reference_is_each_class_over_the_training_set():
+    from galearn.gan.loss import ClassReference, _bin_weights, batch_log_power, pixel_match_penalty
+
+    x, y = _two_classes()
+    ref = ClassReference(x, y, 2, chunk=7)  # chunks that do not divide the classes
+    t, yt = torch.from_numpy(x), torch.from_numpy(y)
+    weights = _bin_weights(32, torch.device("cpu"))
+    for k in (0, 1):
+        members = t[yt == k]
+        # the expected spectrum of a batch of one class: that class's mean spectrum
+        torch.testing.assert_close(ref.log_power(torch.tensor([k, k, k])), batch_log_power(members, weights),
+                                   rtol=0, atol=1e-5)
+        # the class's own stamps against its quantiles: next to nothing (quantile sampling only)
+        target = ref.sorted_pixels(yt[yt == k])
+        assert target.shape == (3, members[:, 0].numel())
+        assert float(pixel_match_penalty(members, target_sorted=target)) < 0.01
+    # a batch's target is the mixture of its classes: a mixed batch is near its mixed reference, far from one class's
+    mixed = torch.cat([t[:4], t[20:24]])
+    near = float(pixel_match_penalty(mixed, target_sorted=ref.sorted_pixels(torch.tensor([0] * 4 + [1] * 4))))
+    far = float(pixel_match_penalty(mixed, target_sorted=ref.sorted_pixels(torch.zeros(8, dtype=torch.long))))
+    assert near < 0.1 < far
+    with pytest.raises(ValueError, match="class 2 has no training stamps"):
+        ClassReference(x, y, 3)
+    with pytest.raises(ValueError, match="sorted target"):
+        pixel_match_penalty(mixed, target_sorted=ref.sorted_pixels(torch.tensor([0, 1])))
+
+
+def test_g_loss_with_a_class_reference_needs_no_real_batch():
+    from galearn.gan.loop import build_networks
+    from galearn.gan.loss import ClassReference, GanLoss, pixel_match_penalty, power_match_penalty
+
+    cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
+    G, D, _ = build_networks(2, 3, 32, cfg)
+    D.eval()
+    x, y_all = _two_classes(1)
+    ref = ClassReference(x, y_all, 2)
+    y = torch.tensor([0, 1, 0, 1])
+    z = torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0))
+    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, reference=ref)
+    fake = loss.run_G(z, y, torch.Generator().manual_seed(1))
+    unclipped = G.last_unclipped
+    plain = GanLoss(G, D).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
+    got = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)  # no real batch
+    want = (plain + 2.0 * power_match_penalty(fake, target=ref.log_power(y))
+            + 3.0 * pixel_match_penalty(unclipped, target_sorted=ref.sorted_pixels(y)))
+    torch.testing.assert_close(got, want)
+    real = torch.from_numpy(x[[0, 20, 1, 21]])
+    again = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real)
+    assert float((got - again).detach().abs()) == 0.0
+    batch = GanLoss(G, D, power_match=2.0, pixel_match=3.0).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake,
+                                                                   real=real)
+    assert float((got - batch).detach().abs()) > 0  # the step's batch as the reference gives another loss
+
+
+def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
+    from galearn.config import RunConfig, load_config, parse_overrides
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.loop import LEGACY_SETTINGS, _validate
+
+    assert RunConfig().gan.g_match_reference == LEGACY_SETTINGS["g_match_reference"] == "batch"
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_power_match=2.0, g_pixel_match=1.0,
+                              g_match_reference="class")
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    assert ckpt["config"]["g_match_reference"] == "class"
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match="g_match_reference"):  # frozen on resume
+        run_train(ws, dataclasses.replace(cfg, steps=6, g_match_reference="batch"), resume=True, progress=False)
+    for bad in ("whole", 1, None):
+        with pytest.raises(BadValueError, match="g_match_reference"):
+            _validate(dataclasses.replace(cfg, g_match_reference=bad))
+    with pytest.raises(BadValueError, match="no effect without"):
+        _validate(dataclasses.replace(TINY, g_match_reference="class"))
+    got = load_config(None, parse_overrides(["gan.g_match_reference=class", "gan.g_pixel_match=1"])).gan
+    assert got.g_match_reference == "class"
+    with pytest.raises(BadValueError, match="gan.g_match_reference"):
+        load_config(None, parse_overrides(["gan.g_match_reference=whole"]))
+
+
+@pytest.mark.parametrize("discriminator, fast_step", [("sngan", False), ("projected", True)])
+def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discriminator, fast_step):
+    from galearn.gan import run_train
+
+    ws = make_workspace(tmp_path)
+    cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
+                              g_power_match=1.0, g_match_reference="class", sky_noise="measured",
+                              d_steps=1 if discriminator == "projected" else TINY.d_steps)
+    run_train(ws, cfg, progress=False)
+    assert (ws.gan / "ckpt-000002.pt").exists()
