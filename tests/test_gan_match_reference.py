@@ -1,5 +1,6 @@
 """gan.g_match_reference = "class": the matching terms compare each generated batch with its classes over the whole
-training set (mean power spectrum, pixel quantiles) instead of the step's real batch (docs/gan.md issue 14 round 21)."""
+training set (mean power spectrum, pixel quantiles) instead of the step's real batch; gan.g_stamp_power_match: the
+distribution of the stamps' own spectra (docs/gan.md issue 14 round 21)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,34 @@ def test_class_reference_is_each_class_over_the_training_set():
         pixel_match_penalty(mixed, target_sorted=ref.sorted_pixels(torch.tensor([0, 1])))
 
 
+def test_stamp_log_power_is_the_evaluations_spectrum_and_its_penalty_counts_in_real_spreads():
+    from galearn.gan.loss import ClassReference, _bin_weights, stamp_log_power, stamp_power_penalty
+    from galearn.morphometry import power_spectrum
+
+    x, y = _two_classes(2)
+    t = torch.from_numpy(x)
+    weights = _bin_weights(32, torch.device("cpu"))
+    np.testing.assert_allclose(stamp_log_power(t, weights).numpy(), power_spectrum((x + 1) / 2) + np.log10(4.0),
+                               atol=2e-4)  # [-1, 1] units: twice the [0, 1] amplitude, 4x the power
+    real = t[:16]
+    assert float(stamp_power_penalty(real, real)) == 0.0
+    # every stamp 2x brighter (sky included): each log spectrum + log10(4), i.e. that over each row's spread
+    logs = stamp_log_power(real, weights).reshape(16, -1)
+    want = (np.log10(4.0) / logs.std(dim=0)).mean()
+    torch.testing.assert_close(stamp_power_penalty(2 * real, real), want, rtol=1e-4, atol=1e-5)
+    ref = ClassReference(x, y, 2)
+    target = ref.sorted_stamp_power(torch.tensor([0, 0, 1]))
+    assert target.shape == (3 * weights.shape[1], 3) and bool((target.diff(dim=1) >= 0).all())
+    own = float(stamp_power_penalty(t[20:26], target_sorted=ref.sorted_stamp_power(torch.ones(6, dtype=torch.long))))
+    other = float(stamp_power_penalty(t[20:26], target_sorted=ref.sorted_stamp_power(torch.zeros(6, dtype=torch.long))))
+    assert own < 0.5 < 2 < other  # white noise against its own class, and against the smooth class
+    with pytest.raises(ValueError, match="does not match"):
+        stamp_power_penalty(t[:4], target_sorted=target)
+
+
 def test_g_loss_with_a_class_reference_needs_no_real_batch():
     from galearn.gan.loop import build_networks
-    from galearn.gan.loss import ClassReference, GanLoss, pixel_match_penalty, power_match_penalty
+    from galearn.gan.loss import ClassReference, GanLoss, pixel_match_penalty, power_match_penalty, stamp_power_penalty
 
     cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
     G, D, _ = build_networks(2, 3, 32, cfg)
@@ -60,18 +86,19 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     ref = ClassReference(x, y_all, 2)
     y = torch.tensor([0, 1, 0, 1])
     z = torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0))
-    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, reference=ref)
+    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5, reference=ref)
     fake = loss.run_G(z, y, torch.Generator().manual_seed(1))
     unclipped = G.last_unclipped
     plain = GanLoss(G, D).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
     got = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)  # no real batch
     want = (plain + 2.0 * power_match_penalty(fake, target=ref.log_power(y))
-            + 3.0 * pixel_match_penalty(unclipped, target_sorted=ref.sorted_pixels(y)))
+            + 3.0 * pixel_match_penalty(unclipped, target_sorted=ref.sorted_pixels(y))
+            + 1.5 * stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y)))
     torch.testing.assert_close(got, want)
     real = torch.from_numpy(x[[0, 20, 1, 21]])
     again = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real)
     assert float((got - again).detach().abs()) == 0.0
-    batch = GanLoss(G, D, power_match=2.0, pixel_match=3.0).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake,
+    batch = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake,
                                                                    real=real)
     assert float((got - batch).detach().abs()) > 0  # the step's batch as the reference gives another loss
 
@@ -95,6 +122,7 @@ def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp
             _validate(dataclasses.replace(cfg, g_match_reference=bad))
     with pytest.raises(BadValueError, match="no effect without"):
         _validate(dataclasses.replace(TINY, g_match_reference="class"))
+    _validate(dataclasses.replace(TINY, g_match_reference="class", g_stamp_power_match=1.0))  # any one term will do
     got = load_config(None, parse_overrides(["gan.g_match_reference=class", "gan.g_pixel_match=1"])).gan
     assert got.g_match_reference == "class"
     with pytest.raises(BadValueError, match="gan.g_match_reference"):
@@ -107,7 +135,8 @@ def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discri
 
     ws = make_workspace(tmp_path)
     cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
-                              g_power_match=1.0, g_match_reference="class", sky_noise="measured",
+                              g_power_match=1.0, g_stamp_power_match=1.0, g_match_reference="class",
+                              sky_noise="measured",
                               d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)
     assert (ws.gan / "ckpt-000002.pt").exists()

@@ -54,7 +54,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
-           "g_pixel_match", "g_match_reference")
+           "g_pixel_match", "g_match_reference", "g_stamp_power_match")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -62,10 +62,12 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
-                   "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "diffaugment": "flip,rot90,translation"}
+                   "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
+                   "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
+MATCH_TERMS = ("g_power_match", "g_stamp_power_match", "g_pixel_match")  # G-loss terms against real statistics
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
@@ -277,16 +279,16 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
-    for name in ("g_power_match", "g_pixel_match"):
+    for name in MATCH_TERMS:
         weight = getattr(cfg, name)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
             raise BadValueError(f"gan.{name} must be a weight >= 0 (0: off), got {weight!r}")
     reference = getattr(cfg, "g_match_reference", "batch")
     if reference not in MATCH_REFERENCES:
         raise BadValueError(f"gan.g_match_reference must be one of {', '.join(MATCH_REFERENCES)}, got {reference!r}")
-    if reference != "batch" and not (cfg.g_power_match or cfg.g_pixel_match):
-        raise BadValueError(f"gan.g_match_reference = {reference} has no effect without gan.g_power_match or "
-                            f"gan.g_pixel_match > 0")
+    if reference != "batch" and not any(getattr(cfg, name, 0.0) for name in MATCH_TERMS):
+        raise BadValueError(f"gan.g_match_reference = {reference} has no effect without one of "
+                            f"{', '.join('gan.' + name for name in MATCH_TERMS)} > 0")
     if not (isinstance(cfg.g_template_blur, (int, float)) and not isinstance(cfg.g_template_blur, bool)
             and 0 <= cfg.g_template_blur <= 8):
         raise BadValueError(f"gan.g_template_blur must be a Gaussian sigma in pixels, 0 (off) to 8, "
@@ -673,12 +675,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             writer.writerows(rows)
 
     reference = None
-    if getattr(cfg, "g_match_reference", "batch") == "class" and (cfg.g_power_match or cfg.g_pixel_match):
+    if getattr(cfg, "g_match_reference", "batch") == "class" and any(getattr(cfg, n, 0.0) for n in MATCH_TERMS):
         from .loss import ClassReference  # the matching terms' targets: each class over the whole training set
 
         reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes)).to(device)  # network units, as from_stretched
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
-                   pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)), reference=reference)
+                   pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)),
+                   stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference)
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 
