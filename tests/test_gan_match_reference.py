@@ -97,10 +97,12 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     torch.testing.assert_close(got, want)
     real = torch.from_numpy(x[[0, 20, 1, 21]])
     again = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real)
-    assert float((got - again).detach().abs()) == 0.0
-    batch = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake,
-                                                                   real=real)
-    assert float((got - batch).detach().abs()) > 0  # the step's batch as the reference gives another loss
+    assert float((got - again).detach().abs()) == 0.0  # the reference, not the batch, is the target
+    # ... and it is another target than the step's batch would be
+    fake = fake.detach()
+    assert float(power_match_penalty(fake, real)) != float(power_match_penalty(fake, target=ref.log_power(y)))
+    assert float(stamp_power_penalty(fake, real)) != float(
+        stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y)))
 
 
 def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):

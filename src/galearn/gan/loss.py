@@ -51,11 +51,15 @@ def batch_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     :func:`galearn.morphometry.power_bin_weights`), averaged over the batch
     before the log; differentiable (``torch.fft``), in fp32.
     """
+    return torch.log10(_power_map(x).mean(dim=0) @ weights + 1e-12)
+
+
+def _power_map(x: torch.Tensor) -> torch.Tensor:
+    """Each stamp's 2-D power ``|fft2(x - mean)|^2 / (H W)`` per band, flattened: ``(N, C, H*W)``, fp32."""
     x = x.float()
     n, c, h, w = x.shape
     f = torch.fft.fft2(x - x.mean(dim=(2, 3), keepdim=True))
-    power = (f.real.square() + f.imag.square()).reshape(n, c, h * w) / (h * w)
-    return torch.log10(power.mean(dim=0) @ weights + 1e-12)
+    return (f.real.square() + f.imag.square()).reshape(n, c, h * w) / (h * w)
 
 
 @functools.lru_cache(maxsize=8)
@@ -121,10 +125,10 @@ def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor | None 
     return _sorted_w1(fake.transpose(0, 1).reshape(c, -1), target_sorted)
 
 
-def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor) -> torch.Tensor:
+def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: float = 1e-4) -> torch.Tensor:
     """Mean over rows of the 1-D Wasserstein-1 distance between ``values`` ``(F, M)`` and the ascending rows of
-    ``target_sorted`` ``(F, M)``, each over its target row's standard deviation."""
-    spread = target_sorted.std(dim=1).clamp(min=1e-4)
+    ``target_sorted`` ``(F, M)``, each over its target row's standard deviation (at least ``min_spread``)."""
+    spread = target_sorted.std(dim=1).clamp(min=min_spread)
     return ((torch.sort(values, dim=1).values - target_sorted).abs().mean(dim=1) / spread).mean()
 
 
@@ -135,11 +139,7 @@ def stamp_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     fp32): each stamp's mean removed, ``weights`` from
     :func:`galearn.morphometry.power_bin_weights`.
     """
-    x = x.float()
-    n, c, h, w = x.shape
-    f = torch.fft.fft2(x - x.mean(dim=(2, 3), keepdim=True))
-    power = (f.real.square() + f.imag.square()).reshape(n, c, h * w) / (h * w)
-    return torch.log10(power @ weights + 1e-12)
+    return torch.log10(_power_map(x) @ weights + 1e-12)
 
 
 def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
@@ -154,7 +154,7 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     spread). This term compares the distributions of the per-stamp values.
     ``target_sorted`` ``(C * 8, N)``: the real values given instead of
     ``real``, ascending per row (:meth:`ClassReference.sorted_stamp_power`).
-    No gradient reaches ``real``.
+    A spread under 0.05 dex counts as 0.05 dex. No gradient reaches ``real``.
     """
     weights = _bin_weights(fake.shape[-1], fake.device)
     values = stamp_log_power(fake, weights).reshape(len(fake), -1).T  # (C * bins, N)
@@ -166,7 +166,7 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     if target_sorted.shape != values.shape:
         raise ValueError(f"stamp_power_penalty: target {tuple(target_sorted.shape)} does not match the generated "
                          f"spectra {tuple(values.shape)}")
-    return _sorted_w1(values, target_sorted)
+    return _sorted_w1(values, target_sorted, min_spread=0.05)  # 0.05 dex: a class of near-identical stamps
 
 
 class ClassReference:
@@ -214,11 +214,9 @@ class ClassReference:
                 raise ValueError(f"ClassReference: class {k} has no training stamps")
             logs = []
             for start in range(0, len(members), chunk):
-                x = torch.from_numpy(stamps[members[start:start + chunk]])
-                f = torch.fft.fft2(x - x.mean(dim=(2, 3), keepdim=True))
-                p = (f.real.square() + f.imag.square()).reshape(len(x), c, h * w) / (h * w) @ weights
+                p = _power_map(torch.from_numpy(stamps[members[start:start + chunk]])) @ weights  # (n, C, bins)
                 power[k] += p.sum(dim=0).double().numpy()
-                logs.append(torch.log10(p + 1e-12).reshape(len(x), -1).numpy())
+                logs.append(torch.log10(p + 1e-12).reshape(len(p), -1).numpy())
             power[k] /= len(members)
             stamp_quantiles[k] = np.quantile(np.concatenate(logs), stamp_levels, axis=0).T
             values = stamps[members].transpose(1, 0, 2, 3).reshape(c, -1)
