@@ -181,7 +181,7 @@ class ClassReference:
     class's pixel values per band (at levels ``(k + 1/2) / (H*W)``) and 32
     quantiles of its stamps' own log spectra per band and bin, one set per
     generated stamp of that class, so a batch's target is the mixture of
-    its classes.
+    its classes. A class without training stamps takes the whole set's.
 
     Parameters
     ----------
@@ -210,8 +210,8 @@ class ClassReference:
         stamp_quantiles = np.zeros((n_classes, c * weights.shape[1], self.N_STAMP_QUANTILES), dtype=np.float32)
         for k in range(n_classes):
             members = np.flatnonzero(y == k)
-            if not len(members):
-                raise ValueError(f"ClassReference: class {k} has no training stamps")
+            if not len(members):  # e.g. a class (or redshift bin) whose few stamps all went to the held-out set
+                members = np.arange(n)
             logs = []
             for start in range(0, len(members), chunk):
                 p = _power_map(torch.from_numpy(stamps[members[start:start + chunk]])) @ weights  # (n, C, bins)
