@@ -161,6 +161,29 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
     ws = _evaluation_workspace(tmp_path / "copy", copies)
     m = _run(ws, n_morph=0)
     assert m["memorised_fraction"] > 0.9
+    assert m["memorised_fraction_pixels"] > 0.9 and m["memorised_pixels_train_n"] == len(read_split(ws)["train"])
+    assert "pixel copies" in m["verdict"] and m["verdict"].startswith("under-trained")
+
+
+def test_pixel_copy_check_finds_turned_copies_and_not_fresh_galaxies():
+    from galearn.evaluate.realism import memorised_fraction_pixels, pixel_nearest_distances
+
+    rng = np.random.default_rng(3)
+    train = rng.random((50, 3, 16, 16)).astype("f4")
+    heldout = rng.random((40, 3, 16, 16)).astype("f4")
+    turned = np.rot90(train[:10], 1, axes=(2, 3))[..., ::-1]  # a copy, turned 90 degrees and mirrored
+    d = pixel_nearest_distances(turned, [train[:7], train[7:30], train[30:]])  # streamed in uneven chunks
+    np.testing.assert_allclose(d, 0.0, atol=1e-3)
+    np.testing.assert_allclose(pixel_nearest_distances(heldout, [train]), pixel_nearest_distances(heldout, [train[:25], train[25:]]),
+                               rtol=1e-6)
+    assert pixel_nearest_distances(heldout, [train]).min() > 0.3  # independent noise stamps: RMS ~0.41
+    fresh = rng.random((40, 3, 16, 16)).astype("f4")
+    frac, threshold = memorised_fraction_pixels(fresh, heldout, lambda: iter([train]))
+    assert frac <= 0.1 and threshold > 0.3
+    frac, _ = memorised_fraction_pixels(np.concatenate([turned, fresh[:10]]), heldout, lambda: iter([train]))
+    assert frac == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(Exception, match="empty"):
+        pixel_nearest_distances(fresh, [])
 
 
 def test_frechet_low_rank_path_equals_the_covariance_path():

@@ -18,6 +18,12 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   training stamps (feature space) is nearer than the 1st percentile of the
   held-out stamps' nearest-training-stamp distances (~0.01 for a generator
   that does not copy).
+* ``memorised_fraction_pixels``: the same test on the stretched pixels, each
+  ``G`` / ``H`` stamp against its nearest training stamp in any of 8 rotations
+  / flips (RMS difference; ``memorised_threshold_pixels``): copies of
+  training stamps, which a feature space can hide or fake (at most
+  ``COPY_CHECK_MAX_TRAIN`` training stamps, a seeded draw beyond that;
+  ``memorised_pixels_train_n``).
 * ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
   physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
@@ -66,6 +72,7 @@ __all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "balancing_me
            "measure_morphology_parallel", "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
+COPY_CHECK_MAX_TRAIN = 20000  # training stamps the pixel-space copy check compares with (a seeded draw beyond)
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -389,7 +396,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         The ``gan`` metrics (see the module docstring).
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
-    from ..evaluate.realism import memorised_fraction
+    from ..evaluate.realism import memorised_fraction, memorised_fraction_pixels
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -502,6 +509,17 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics.update({k: v for k, v in overall.items() if k != "n"})
     metrics["n_eval"] = int(len(idx_H))
     metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G, s_train, s_H)
+    # The same test in pixel space (any of 8 rotations / flips): copies of training stamps, which no feature space blurs.
+    copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
+                         else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
+
+    def train_chunks():
+        for start in range(0, len(copy_train), 256):
+            yield sample.read("stretched", copy_train[start:start + 256])
+
+    metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
+        library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H)), train_chunks)
+    metrics["memorised_pixels_train_n"] = int(len(copy_train))
     # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
     if space != backbone:
         bspace = {k: v for k, v in realism_metrics(f_G, f_H, f_T, random_state=seed).items() if k != "n"}
@@ -719,7 +737,8 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
 
     * far from real ("under-trained: N steps"): morphology (statmorph)
       Wasserstein above 2x its real baseline, precision below 0.5 or recall
-      below 0.3 (realism space), or memorised fraction above 0.01 -- short of
+      below 0.3 (realism space), or memorised fraction (realism space or
+      pixels) above 0.01 -- short of
       the quick default run's aims;
     * "rough at N steps": those aims met, the full-quality ones not
       (morphology <= 1.3x, FID <= 1.5x its baseline, precision >= 0.7,
@@ -756,10 +775,12 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     if fid is not None and fb:
         close &= fid / fb <= 1.5
         parts.append(f"FID {fid / fb:.1f}x the real baseline")
-    mem = m.get("memorised_fraction")
+    mem, copies = m.get("memorised_fraction"), m.get("memorised_fraction_pixels")
     if mem is not None:
         far |= mem > 0.01
-        parts.append(f"memorised {100 * mem:.1f} %")
+        parts.append(f"memorised {100 * mem:.1f} %" + (f" (pixel copies {100 * copies:.1f} %)" if copies is not None else ""))
+    if copies is not None:
+        far |= copies > 0.01
     leaning = _orientation_statement(m)
     if leaning:
         close = False
