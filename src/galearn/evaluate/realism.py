@@ -228,14 +228,16 @@ def pixel_nearest_distances(stamps: np.ndarray, reference_chunks) -> np.ndarray:
 
 def memorised_fraction_pixels(generated: np.ndarray, heldout: np.ndarray, train_chunks, *,
                               percentile: float = 1.0) -> tuple[float, float]:
-    """:func:`memorised_fraction` in pixel space: a copy detector that no feature space can blur.
+    """:func:`memorised_fraction` in pixel space, where no feature space can hide a copy.
 
     Fraction of ``generated`` stamps whose RMS pixel difference to the nearest
     training stamp (any of 8 rotations / flips; :func:`pixel_nearest_distances`)
     is below the ``percentile``-th percentile of the same distance for the
     ``heldout`` real stamps. ``train_chunks``: a callable returning a fresh
     iterable of training-stamp chunks (it is read twice). About
-    ``percentile / 100`` for a generator that does not copy.
+    ``percentile / 100`` for a generator that neither copies nor crowds into
+    the densest part of the training set (both score higher; look at the
+    flagged stamps beside their nearest training stamps to tell which).
 
     Returns
     -------

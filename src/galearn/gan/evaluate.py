@@ -20,8 +20,9 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   that does not copy).
 * ``memorised_fraction_pixels``: the same test on the stretched pixels, each
   ``G`` / ``H`` stamp against its nearest training stamp in any of 8 rotations
-  / flips (RMS difference; ``memorised_threshold_pixels``): copies of
-  training stamps, which a feature space can hide or fake (at most
+  / flips (RMS difference; ``memorised_threshold_pixels``): no feature
+  space can hide a copy there; like the feature-space test it also counts
+  stamps merely crowded next to a training stamp (at most
   ``COPY_CHECK_MAX_TRAIN`` training stamps, a seeded draw beyond that;
   ``memorised_pixels_train_n``).
 * ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
@@ -509,7 +510,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics.update({k: v for k, v in overall.items() if k != "n"})
     metrics["n_eval"] = int(len(idx_H))
     metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G, s_train, s_H)
-    # The same test in pixel space (any of 8 rotations / flips): copies of training stamps, which no feature space blurs.
+    # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
+    # stamps crowded next to a training stamp too, copies or not (docs/gan.md round 21).
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
                          else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
 
@@ -778,7 +780,7 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     mem, copies = m.get("memorised_fraction"), m.get("memorised_fraction_pixels")
     if mem is not None:
         far |= mem > 0.01
-        parts.append(f"memorised {100 * mem:.1f} %" + (f" (pixel copies {100 * copies:.1f} %)" if copies is not None else ""))
+        parts.append(f"memorised {100 * mem:.1f} %" + (f" ({100 * copies:.1f} % in pixels)" if copies is not None else ""))
     if copies is not None:
         far |= copies > 0.01
     leaning = _orientation_statement(m)
