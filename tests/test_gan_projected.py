@@ -272,9 +272,9 @@ def test_realism_verdict_says_under_trained():
     assert "statmorph measured only 3 of 40 held-out real stamps: the morphology figure is unreliable" in text
     far, text = realism_verdict({**good, "morphology_failed_fraction": {"real_heldout": 0.1, "generated": 0.2}})
     assert text.startswith("close to real") and "unreliable" not in text
-    # stamps nearer to training stamps in pixel space than real ones are: far, whatever the feature space says
+    # the pixel-space test is shown beside the realism-space one, not graded (a quieter sky alone brings stamps nearer)
     far, text = realism_verdict({**good, "memorised_fraction_pixels": 0.05})
-    assert far and "memorised 0.0 % (5.0 % in pixels)" in text
+    assert not far and text.startswith("close to real") and "memorised 0.0 % (5.0 % nearer in pixels)" in text
 
 
 def _elongated(angles_deg: np.ndarray, size: int = 48, axis_ratio: float = 0.4) -> np.ndarray:

@@ -739,8 +739,8 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
 
     * far from real ("under-trained: N steps"): morphology (statmorph)
       Wasserstein above 2x its real baseline, precision below 0.5 or recall
-      below 0.3 (realism space), or memorised fraction (realism space or
-      pixels) above 0.01 -- short of
+      below 0.3 (realism space), or memorised fraction above 0.01 (realism
+      space; the pixel-space one is shown beside it, not graded) -- short of
       the quick default run's aims;
     * "rough at N steps": those aims met, the full-quality ones not
       (morphology <= 1.3x, FID <= 1.5x its baseline, precision >= 0.7,
@@ -780,9 +780,9 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     mem, copies = m.get("memorised_fraction"), m.get("memorised_fraction_pixels")
     if mem is not None:
         far |= mem > 0.01
-        parts.append(f"memorised {100 * mem:.1f} %" + (f" ({100 * copies:.1f} % in pixels)" if copies is not None else ""))
-    if copies is not None:
-        far |= copies > 0.01
+        # The pixel test is shown, not graded: a quieter generated sky alone brings stamps nearer in RMS.
+        near = f" ({100 * copies:.1f} % nearer in pixels)" if copies is not None else ""
+        parts.append(f"memorised {100 * mem:.1f} %{near}")
     leaning = _orientation_statement(m)
     if leaning:
         close = False
