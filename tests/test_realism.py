@@ -178,9 +178,9 @@ def test_pixel_copy_check_finds_turned_copies_and_not_fresh_galaxies():
                                rtol=1e-6)
     assert pixel_nearest_distances(heldout, [train]).min() > 0.3  # independent noise stamps: RMS ~0.41
     fresh = rng.random((40, 3, 16, 16)).astype("f4")
-    frac, threshold = memorised_fraction_pixels(fresh, heldout, lambda: iter([train]))
+    frac, threshold = memorised_fraction_pixels(fresh, heldout, [train])
     assert frac <= 0.1 and threshold > 0.3
-    frac, _ = memorised_fraction_pixels(np.concatenate([turned, fresh[:10]]), heldout, lambda: iter([train]))
+    frac, _ = memorised_fraction_pixels(np.concatenate([turned, fresh[:10]]), heldout, [train])
     assert frac == pytest.approx(0.5, abs=0.06)
     with pytest.raises(Exception, match="empty"):
         pixel_nearest_distances(fresh, [])

@@ -233,8 +233,8 @@ def memorised_fraction_pixels(generated: np.ndarray, heldout: np.ndarray, train_
     Fraction of ``generated`` stamps whose RMS pixel difference to the nearest
     training stamp (any of 8 rotations / flips; :func:`pixel_nearest_distances`)
     is below the ``percentile``-th percentile of the same distance for the
-    ``heldout`` real stamps. ``train_chunks``: a callable returning a fresh
-    iterable of training-stamp chunks (it is read twice). About
+    ``heldout`` real stamps. ``train_chunks``: an iterable of training-stamp
+    chunks, read once for both sets. About
     ``percentile / 100`` for a generator that neither copies nor crowds into
     the densest part of the training set (both score higher; look at the
     flagged stamps beside their nearest training stamps to tell which).
@@ -244,6 +244,6 @@ def memorised_fraction_pixels(generated: np.ndarray, heldout: np.ndarray, train_
     (fraction, threshold) : tuple of float
         The threshold in RMS pixel units of the stamps.
     """
-    threshold = float(np.percentile(pixel_nearest_distances(heldout, train_chunks()), percentile))
-    fraction = float(np.mean(pixel_nearest_distances(generated, train_chunks()) < threshold))
-    return fraction, threshold
+    d = pixel_nearest_distances(np.concatenate([np.asarray(heldout, "f4"), np.asarray(generated, "f4")]), train_chunks)
+    threshold = float(np.percentile(d[:len(heldout)], percentile))
+    return float(np.mean(d[len(heldout):] < threshold)), threshold

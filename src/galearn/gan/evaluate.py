@@ -515,10 +515,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
                          else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
 
-    def train_chunks():
-        for start in range(0, len(copy_train), 256):
-            yield sample.read("stretched", copy_train[start:start + 256])
-
+    train_chunks = (sample.read("stretched", copy_train[i:i + 256]) for i in range(0, len(copy_train), 256))
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
         library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H)), train_chunks)
     metrics["memorised_pixels_train_n"] = int(len(copy_train))

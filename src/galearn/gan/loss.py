@@ -12,6 +12,7 @@ import contextlib
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -197,8 +198,6 @@ class ClassReference:
     N_STAMP_QUANTILES = 32  # quantiles of each class's per-stamp log spectra (per band and bin)
 
     def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256) -> None:
-        import numpy as np
-
         stamps = np.asarray(stamps, dtype=np.float32)
         y = np.asarray(y)
         n, c, h, w = stamps.shape
@@ -268,7 +267,7 @@ class GanLoss:
     power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
     pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
     stamp_power_match: float = 0.0  # gan.g_stamp_power_match: G loss + this x stamp_power_penalty(generated, real batch)
-    reference: ClassReference | None = None  # gan.g_match_reference = "class": both terms' targets from the classes, not the batch
+    reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
