@@ -54,7 +54,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
-           "g_pixel_match", "g_match_reference", "g_stamp_power_match")
+           "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -63,6 +63,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
+                   "g_mode_seeking": 0.0,
                    "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -238,7 +239,7 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
         z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen).to(device)
         loss_g = loss.g_loss(y, z, gen, real=real)
     else:
-        loss_g = loss.g_loss(y, None, gen, fake=fake, fake_features=fake_features, real=real)
+        loss_g = loss.g_loss(y, z, gen, fake=fake, fake_features=fake_features, real=real)
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -279,8 +280,8 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {cfg.sky_noise!r}")
     if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
         raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
-    for name in MATCH_TERMS:
-        weight = getattr(cfg, name)
+    for name in (*MATCH_TERMS, "g_mode_seeking"):
+        weight = getattr(cfg, name, 0.0)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
             raise BadValueError(f"gan.{name} must be a weight >= 0 (0: off), got {weight!r}")
     reference = getattr(cfg, "g_match_reference", "batch")
@@ -681,7 +682,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes)).to(device)  # network units, as from_stretched
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
                    pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)),
-                   stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference)
+                   stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference,
+                   mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 

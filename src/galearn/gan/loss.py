@@ -20,7 +20,7 @@ from ..morphometry import power_bin_weights
 from .augment import diff_augment, parse_policy
 
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
-           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "ClassReference"]
+           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "mode_seeking_penalty", "ClassReference"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -170,6 +170,39 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     return _sorted_w1(values, target_sorted, min_spread=0.05)  # 0.05 dex: a class of near-identical stamps
 
 
+def _block_pair_distances(x: torch.Tensor, y: torch.Tensor, pool: int) -> torch.Tensor:
+    """Mean absolute difference of ``pool`` x ``pool``-pixel block means for every pair of stamps of one class."""
+    i, j = torch.triu(y[:, None] == y[None, :], diagonal=1).nonzero(as_tuple=True)
+    b = x.float()
+    if pool > 1:
+        b = F.avg_pool2d(b, pool)
+    b = b.flatten(1)
+    return (b[i] - b[j]).abs().mean(dim=1)
+
+
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, y: torch.Tensor, *, pool: int = 4,
+                         eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term of MSGAN (Mao et al. 2019): ``1 / (mean d_image / d_latent + eps)`` over same-class pairs.
+
+    For every pair of generated stamps of the same class in the batch, the
+    mean absolute difference of the stamps, each first averaged over
+    ``pool`` x ``pool`` pixel blocks (galaxy structure, not the per-pixel
+    sky noise, which differs between any two draws), over the mean absolute
+    difference of their latents. The ratio is averaged over the pairs; a
+    generator that maps different latents of a class to the same galaxy has
+    a small ratio and a large penalty. 0 (no gradient) when no two stamps of
+    the batch share a class. ``fake``: ``(N, C, H, W)`` with its graph;
+    ``z``: ``(N, z_dim)``; ``y``: ``(N,)`` class indices.
+    """
+    if len(fake) != len(z) or len(fake) != len(y):
+        raise ValueError(f"mode_seeking_penalty: {len(fake)} stamps, {len(z)} latents and {len(y)} classes")
+    d_image = _block_pair_distances(fake, y, pool)
+    if not len(d_image):
+        return fake.new_zeros(())
+    d_latent = _block_pair_distances(z.reshape(len(z), -1, 1, 1), y, 1)
+    return 1.0 / ((d_image / d_latent.clamp(min=1e-8)).mean() + eps)
+
+
 class ClassReference:
     """The real training stamps of each condition class, summarised once, as targets for the matching terms.
 
@@ -267,6 +300,7 @@ class GanLoss:
     power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
     pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
     stamp_power_match: float = 0.0  # gan.g_stamp_power_match: G loss + this x stamp_power_penalty(generated, real batch)
+    mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
 
     def __post_init__(self) -> None:
@@ -348,9 +382,11 @@ class GanLoss:
                real: torch.Tensor | None = None) -> torch.Tensor:
         """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, + ``power_match`` x
         :func:`power_match_penalty`, ``stamp_power_match`` x :func:`stamp_power_penalty` and ``pixel_match`` x
-        :func:`pixel_match_penalty` against ``real`` or the class ``reference``, when set).
+        :func:`pixel_match_penalty` against ``real`` or the class ``reference``, + ``mode_seeking`` x
+        :func:`mode_seeking_penalty`, when set).
 
-        ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``.
+        ``fake``: this step's generated stamps (with their graph), else ``G(z, y)``; ``z``: their latents (needed by
+        the mode-seeking term).
         ``fake_features``: :meth:`project` of them (with its graph), scored by
         D's heads as they are after the D step. ``real``: the step's real
         batch (classes ``y``), needed when a matching term is set without a
@@ -380,6 +416,10 @@ class GanLoss:
                 raise ValueError("GanLoss.g_loss: pixel_match needs the real batch and a training-mode G forward")
             target = None if ref is None else ref.sorted_pixels(y)
             loss = loss + self.pixel_match * pixel_match_penalty(unclipped, real, target_sorted=target)
+        if self.mode_seeking:
+            if fake is None or z is None:
+                raise ValueError("GanLoss.g_loss: mode_seeking needs this step's generated stamps and their latents")
+            loss = loss + self.mode_seeking * mode_seeking_penalty(fake, z, y)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()
