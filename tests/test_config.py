@@ -78,3 +78,16 @@ def test_gan_steps_read_only_their_own_settings():
     assert steps == {f.name for f in fields(GanConfig)}
     assert not {"balancing_repeats", "eval_max_n", "eval_morphology_n", "n_per_class", "balance"} & {
         f.name for f in fields(GanTrainConfig)}
+
+
+def test_the_shipped_30_minute_gan_setting_loads_and_is_valid():
+    """docs/gan-30min.toml (docs/gan.md round 23) stays a configuration `gan train --config` accepts."""
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    from galearn.gan.loop import _validate
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "docs" / "gan-30min.toml").gan
+    _validate(cfg)
+    assert (cfg.discriminator, cfg.steps, cfg.g_mode_seeking, cfg.g_stamp_power_match) == ("projected", 2873, 0.1, 5.0)
+    assert cfg.condition == RunConfig().gan.condition  # the label column is the user's: --condition
