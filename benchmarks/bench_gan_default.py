@@ -31,7 +31,7 @@ KEYS = ("steps", "fid", "fid_real_baseline", "precision", "precision_real_baseli
         "memorised_fraction", "morphology_wasserstein", "morphology_wasserstein_real_baseline",
         "power_spectrum_wasserstein", "power_spectrum_wasserstein_real_baseline", "flux_wasserstein",
         "flux_wasserstein_real_baseline", "colour_wasserstein", "colour_wasserstein_real_baseline",
-        "morphology_failed_fraction", "verdict")
+        "morphology_failed_fraction", "realism_untargeted", "verdict")
 
 
 AIMS = {"morph_ratio": (lambda v: v <= 2.0), "precision": (lambda v: v >= 0.5), "recall": (lambda v: v >= 0.3),

@@ -368,3 +368,38 @@ def test_morphology_ratio_interval_brackets_the_sampling_noise():
     _, text = realism_verdict({"steps": 190, "morphology_wasserstein": 0.5, "morphology_wasserstein_real_baseline": 0.25,
                                "morphology_wasserstein_ratio_interval": [1.6, 2.7], "morphology_n": {"generated": 40}})
     assert "morphology 2.0x the real baseline (68 % 1.6-2.7x, statmorph on 40 stamps per set)" in text
+
+
+def test_realism_without_the_statistics_gs_loss_matched_is_graded_too():
+    from galearn.gan.evaluate import realism_verdict, untargeted_realism
+    from galearn.gan.spaces import targeted_morphometry_groups
+    from galearn.morphometry import morphometry_names
+
+    assert targeted_morphometry_groups({}) == [] and targeted_morphometry_groups({"g_power_match": 0.0, "g_pixel_match": None}) == []
+    assert targeted_morphometry_groups({"g_pixel_match": 10, "g_stamp_power_match": 5, "g_power_match": 50}) == [
+        "power spectrum", "pixel percentiles"]
+    names = morphometry_names(3, BANDS)
+    rng = np.random.default_rng(4)
+    held, base, gen = (rng.normal(size=(150, len(names))) for _ in range(3))
+    matched = np.array([n.startswith(("power_", "p50_", "p90_", "p99_")) for n in names])
+    gen[:, ~matched] = 0.7 * gen[:, ~matched] + 0.3  # real-like only in what G's loss matched
+    u = untargeted_realism(gen, held, base, names, ["power spectrum", "pixel percentiles"])
+    assert u["dim"] == int((~matched).sum()) and u["groups_left_out"] == ["power spectrum", "pixel percentiles"]
+    from galearn.gan.evaluate import realism_metrics
+    full = realism_metrics(gen, held, base)
+    # the headline passes the FID aim (<= 1.5x) on the matched columns' strength; without them it does not
+    assert full["fid"] / full["fid_real_baseline"] < 1.5 < u["fid"] / u["fid_real_baseline"] and u["recall"] < full["recall"]
+    with pytest.raises(ValueError, match="no morphometry group"):
+        untargeted_realism(gen, held, base, names, ["texture"])
+    good = {"steps": 4000, "morphology_wasserstein": 0.3, "morphology_wasserstein_real_baseline": 0.24,
+            "precision": 0.75, "recall": 0.65, "realism_space": "morphometry", "memorised_fraction": 0.0,
+            "fid": 14.0, "fid_real_baseline": 10.0}
+    assert realism_verdict(good)[1].startswith("close to real")
+    short = {"precision": 0.66, "recall": 0.59, "fid": 30.0, "fid_real_baseline": 10.0, "groups_left_out": ["power spectrum"]}
+    far, text = realism_verdict({**good, "realism_untargeted": short})
+    assert not far and text.startswith("rough at 4000 steps")
+    assert "without the statistics G's loss matched (power spectrum): FID 3.0x, precision 0.66, recall 0.59" in text
+    far, text = realism_verdict({**good, "realism_untargeted": {**short, "recall": 0.2}})
+    assert far and text.startswith("under-trained")
+    assert realism_verdict({**good, "realism_untargeted": {**short, "precision": 0.8, "recall": 0.7, "fid": 12.0}})[1].startswith(
+        "close to real")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -245,3 +246,24 @@ def test_ingested_images_are_measured_above_their_sky_pedestal(tmp_path, kind):
     else:
         assert m["physical_background"] == "as stored"
         assert min(failed.values()) >= 0.8
+
+
+def test_realism_is_also_measured_without_the_statistics_gs_loss_matched(tmp_path):
+    """A run trained with power-spectrum / pixel-value targets (gan/config.json) gets ``realism_untargeted``."""
+    from galearn.morphometry import morphometry_groups, morphometry_names
+
+    ws = _evaluation_workspace(tmp_path, _fresh_real(False))
+    m = _run(ws, n_morph=0)
+    assert "realism_untargeted" not in m and "without the statistics" not in m["verdict"]
+    ws.gan_config.write_text(json.dumps({"config": {"discriminator": "projected", "d_backbone": "efficientnet-lite0",
+                                                     "g_power_match": 0.0, "g_stamp_power_match": 5.0,
+                                                     "g_pixel_match": 10.0}}))
+    m = _run(ws, n_morph=0)
+    u = m["realism_untargeted"]
+    names = morphometry_names(len(BANDS), BANDS)
+    groups = morphometry_groups(names)
+    assert u["groups_left_out"] == ["power spectrum", "pixel percentiles"]
+    assert u["dim"] == len(names) - int((groups["power spectrum"] | groups["pixel percentiles"]).sum()) == len(names) - 3 * (8 + 3)
+    assert u["fid"] < 2.0 * u["fid_real_baseline"] and u["precision"] > 0.6 and u["recall"] > 0.6  # fresh real galaxies
+    assert u["fid"] != m["fid"] and "without the statistics G's loss matched (power spectrum, pixel percentiles)" in m["verdict"]
+    assert read_metrics(ws.metrics)["gan"]["realism_untargeted"]["dim"] == u["dim"]

@@ -9,7 +9,13 @@ from __future__ import annotations
 from ..errors import BadValueError
 from ..morphometry import MORPHOMETRY
 
-__all__ = ["check_realism_space", "check_gan_config"]
+__all__ = ["check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROUPS", "targeted_morphometry_groups"]
+
+#: The morphometry groups (:data:`galearn.morphometry.MORPHOMETRY_GROUPS`) whose statistics a G-loss term
+#: matches to the real stamps': the azimuthally averaged power spectrum in the evaluation's own bins, and
+#: the pixel-value distribution whose percentiles the morphometry vector holds.
+TARGETED_MORPHOMETRY_GROUPS = {"g_power_match": ("power spectrum",), "g_stamp_power_match": ("power spectrum",),
+                               "g_pixel_match": ("pixel percentiles",)}
 
 
 def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
@@ -42,3 +48,18 @@ def check_gan_config(cfg) -> None:
     if getattr(cfg, "discriminator", "sngan") == "projected":
         check_realism_space(getattr(cfg, "realism_space", MORPHOMETRY),
                             {"discriminator": "projected", "d_backbone": cfg.d_backbone})
+
+
+def targeted_morphometry_groups(trained: dict) -> list[str]:
+    """The morphometry groups G's loss was trained to match (``trained``: the run's ``gan`` settings), in a fixed order.
+
+    A generator that matches a statistic in its loss lowers distances measured
+    on that statistic whether or not it becomes more realistic -- the
+    discriminator's case of Kynkäänniemi et al. 2023 on G's own terms -- so
+    ``galearn gan evaluate`` also reports realism with these groups left out.
+    """
+    groups: list[str] = []
+    for term, names in TARGETED_MORPHOMETRY_GROUPS.items():
+        if float(trained.get(term) or 0.0) > 0:
+            groups += [g for g in names if g not in groups]
+    return groups
