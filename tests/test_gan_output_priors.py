@@ -69,6 +69,21 @@ def _noiseless_stamps(**options) -> torch.Tensor:
     return seen["x"]
 
 
+def test_colour_blur_smooths_the_colour_of_gs_own_output_and_keeps_its_light():
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate
+
+    sharp, smooth = _noiseless_stamps(), _noiseless_stamps(g_colour_blur=1.0)
+    # TINY has no template: the noiseless stamp is G's own output. The same weights, the same light (band mean) ...
+    torch.testing.assert_close(smooth.mean(dim=1), sharp.mean(dim=1), rtol=0, atol=1e-5)
+    colour = lambda x: x - x.mean(dim=1, keepdim=True)  # noqa: E731
+    # ... and a colour with a small fraction of its pixel-scale power (no band drawn a pixel apart from another)
+    assert _high_frequency_power(colour(smooth)) < 0.2 * _high_frequency_power(colour(sharp))
+    assert _high_frequency_power(smooth.mean(dim=1)) > 0.9 * _high_frequency_power(sharp.mean(dim=1))
+    with pytest.raises(BadValueError, match="g_colour_blur"):
+        _validate(dataclasses.replace(TINY, g_colour_blur=1.0, g_residual="luminance", g_template=True))
+
+
 def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
     def parts(x):
         rotated = torch.flip(x, dims=(2, 3))  # 180 degrees about the stamp centre
@@ -86,6 +101,7 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
 
 
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
+                                               ("g_colour_blur", 1.0, (-1.0, "wide", 9, True)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
@@ -122,6 +138,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
 
 
 @pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
+                                                       ("g_colour_blur", 0.0, 1.0, -1),
                                                        ("g_skip_excitation", False, True, "often"),
                                                        ("sky_scatter", True, False, "often"),
                                                        ("g_random_rotation", False, True, "often"),

@@ -218,6 +218,7 @@ class GanTrainConfig:
     g_power_match: float = 0.0  # G loss + this x the mean squared difference (dex^2) of the log azimuthally averaged power spectra (8 bins per band) of the generated and the real batch of the step (0: off; docs/gan.md round 19)
     g_pixel_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance of the per-band pixel-value distributions of the generated and the real batch of the step, over the real batch's standard deviation; clipped pixels still get gradient, so G cannot hide a too-dark sky at black (0: off; docs/gan.md round 20)
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
+    g_colour_blur: float = 0.0  # Gaussian sigma (pixels) smoothing only the COLOUR of G's own output (each band minus the band mean), not its light: no sharp colour fringes (0: off; docs/gan.md round 24)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
@@ -408,7 +409,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
-    "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"),
+    "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"), "g_colour_blur": (0, 8, "[]"),
     "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"),
     "g_power_match": (0, None, "[)"), "g_pixel_match": (0, None, "[)"),
     "g_stamp_power_match": (0, None, "[)"), "g_mode_seeking": (0, None, "[)"),

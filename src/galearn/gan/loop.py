@@ -54,7 +54,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
-           "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking")
+           "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -63,7 +63,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
-                   "g_mode_seeking": 0.0,
+                   "g_mode_seeking": 0.0, "g_colour_blur": 0.0,
                    "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -144,6 +144,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
                   blur=float(getattr(cfg, "g_blur", 0.0)),
+                  colour_blur=float(getattr(cfg, "g_colour_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
@@ -278,8 +279,12 @@ def _validate(cfg: GanTrainConfig) -> None:
     if cfg.g_sky_penalty and cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
         raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = auto, measured or measured-correlated, "
                             f"got {cfg.sky_noise!r}")
-    if not (isinstance(cfg.g_blur, (int, float)) and not isinstance(cfg.g_blur, bool) and 0 <= cfg.g_blur <= 8):
-        raise BadValueError(f"gan.g_blur must be a Gaussian sigma in pixels, 0 (off) to 8, got {cfg.g_blur!r}")
+    for name in ("g_blur", "g_colour_blur"):
+        sigma = getattr(cfg, name, 0.0)
+        if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and 0 <= sigma <= 8):
+            raise BadValueError(f"gan.{name} must be a Gaussian sigma in pixels, 0 (off) to 8, got {sigma!r}")
+    if getattr(cfg, "g_colour_blur", 0.0) and cfg.g_residual != "bands":
+        raise BadValueError("gan.g_colour_blur needs gan.g_residual = bands (a luminance residual has no colour of its own)")
     for name in (*MATCH_TERMS, "g_mode_seeking"):
         weight = getattr(cfg, name, 0.0)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):

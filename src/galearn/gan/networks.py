@@ -252,6 +252,13 @@ class Generator(nn.Module):
         is smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so
         G cannot paint structure finer than about a PSF: real stamps are
         band-limited by the PSF and all their pixel-scale power is noise.
+    colour_blur : float
+        ``gan.g_colour_blur``: only the colour of G's own output -- each band
+        minus the mean over bands -- is smoothed by a Gaussian of this sigma
+        (pixels; 0: off; after ``blur``); its light, the band mean, stays
+        sharp. A galaxy's colour changes over about a PSF or more, so bands
+        drawn a pixel apart (a red and a blue edge on opposite sides) are
+        not real; ``residual = "bands"`` only.
     asymmetry : float
         ``gan.g_asymmetry``: G's own output (after ``blur``, before the
         template) is split into its parts symmetric and antisymmetric under
@@ -287,7 +294,7 @@ class Generator(nn.Module):
                  envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
-                 sky_groups: int = 0) -> None:
+                 sky_groups: int = 0, colour_blur: float = 0.0) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -309,6 +316,9 @@ class Generator(nn.Module):
         self.blur = float(blur)
         if self.blur < 0:
             raise BadValueError(f"gan.g_blur must be >= 0 (pixels), got {blur!r}")
+        self.colour_blur = float(colour_blur)
+        if self.colour_blur < 0 or (self.colour_blur and residual != "bands"):
+            raise BadValueError(f"gan.g_colour_blur must be >= 0 (pixels) and needs gan.g_residual = bands, got {colour_blur!r}")
         self.asymmetry = float(asymmetry)
         if not 0.0 <= self.asymmetry <= 1.0:
             raise BadValueError(f"gan.g_asymmetry must be in [0, 1], got {asymmetry!r}")
@@ -385,6 +395,9 @@ class Generator(nn.Module):
         out = self.to_img(h)
         if self.blur:
             out = gaussian_blur(out, self.blur)
+        if self.colour_blur:  # the light (band mean) sharp, its colour (band - mean) smooth
+            light = out.mean(dim=1, keepdim=True)
+            out = light + gaussian_blur(out - light, self.colour_blur)
         if self.asymmetry != 1.0:  # symmetric part + weight x antisymmetric part, about the stamp centre
             rotated = torch.flip(out, dims=(2, 3))
             out = 0.5 * (1.0 + self.asymmetry) * out + 0.5 * (1.0 - self.asymmetry) * rotated
