@@ -41,6 +41,7 @@ from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng
 from .data import gan_condition, load_or_make_split, redshift_bin_edges
 from .loss import GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
+from .spaces import TARGETED_MORPHOMETRY_GROUPS
 
 __all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
            "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
@@ -68,7 +69,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
-MATCH_TERMS = ("g_power_match", "g_stamp_power_match", "g_pixel_match")  # G-loss terms against real statistics
+MATCH_TERMS = tuple(TARGETED_MORPHOMETRY_GROUPS)  # G-loss terms against real statistics (the groups each matches: spaces.py)
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
