@@ -275,6 +275,15 @@ def test_realism_verdict_says_under_trained():
     # the pixel-space test is shown beside the realism-space one, not graded (a quieter sky alone brings stamps nearer)
     far, text = realism_verdict({**good, "memorised_fraction_pixels": 0.05})
     assert not far and text.startswith("close to real") and "memorised 0.0 % (5.0 % nearer in pixels)" in text
+    # a generated sky noisier than the real one (G paints under the measured noise, round 25): never "close", and said
+    real_sky = {"sigma": [[0.007, 0.013, 0.03]] * 3, "clipped_fraction": [0.04, 0.03, 0.12]}
+    painted = {"sigma": [[0.018, 0.025, 0.04], [0.017, 0.023, 0.037], [0.017, 0.022, 0.034]],
+               "clipped_fraction": [0.21, 0.25, 0.30]}
+    far, text = realism_verdict({**good, "sky": {"real_heldout": real_sky, "generated": painted}})
+    assert not far and text.startswith("rough at 4000 steps")
+    assert "its sky is unlike the real one: per-stamp sky sigma up to 1.9x the real, 25 % of pixels black (real 6 %)" in text
+    far, text = realism_verdict({**good, "sky": {"real_heldout": real_sky, "generated": real_sky}})
+    assert text.startswith("close to real") and "sky" not in text
 
 
 def _elongated(angles_deg: np.ndarray, size: int = 48, axis_ratio: float = 0.4) -> np.ndarray:

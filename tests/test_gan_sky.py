@@ -45,6 +45,56 @@ def test_measure_sky_recovers_the_per_band_rms_through_the_clipped_stretch():
     np.testing.assert_allclose(measure_sky(flat, {"method": "identity"})["sigma"], 0.01, rtol=0.05)
 
 
+def test_measure_sky_takes_8bit_quantiles_between_whole_levels():
+    """8-bit images hold whole levels: a sky sigma of 2.5-4 levels read off their raw quantiles is off by
+    tens of percent, band by band (round 25, galaxy-zoo-dev: -28 % to +29 %); between levels it is not."""
+    from galearn.gan.sky import _sky_quantiles, measure_sky, measure_sky_scatter, quantisation_step
+
+    rng = np.random.default_rng(3)
+    sigma_levels, level_levels = np.array([3.9, 3.5, 2.5]), np.array([5.0, 5.0, 3.0])
+    sky = level_levels[None, :, None, None] + sigma_levels[None, :, None, None] * rng.standard_normal((300, 3, 32, 32))
+    eight_bit = (np.clip(np.rint(sky), 0, 255) / 255).astype("f4")
+    identity = {"method": "identity"}
+    assert quantisation_step(eight_bit, identity) == pytest.approx(1 / 255)
+    assert quantisation_step(eight_bit + 1e-3, identity) == 0.0  # not on the grid: continuous values
+    got = measure_sky(eight_bit, identity)
+    np.testing.assert_allclose(np.asarray(got["sigma"]) * 255, sigma_levels, rtol=0.03)
+    np.testing.assert_allclose(np.asarray(got["level"]) * 255, level_levels, atol=0.15)
+    # The raw quantiles (what measure_sky did before) miss by more than 5 % in some band.
+    x, ring = eight_bit.astype("f8"), np.ones((32, 32), bool)
+    ring[4:-4, 4:-4] = False
+    v = np.moveaxis(x[:, :, ring], 1, 0).reshape(3, -1)
+    raw, _, _ = _sky_quantiles(v, v <= 0, axis=1)
+    assert np.abs(raw * 255 / sigma_levels - 1).max() > 0.05
+    # Per stamp as well: one depth everywhere, every ratio near 1 (448 ring pixels a stamp).
+    ratios = measure_sky_scatter(eight_bit, identity, got, rows=300)
+    assert np.abs(np.median(ratios, axis=0) - 1).max() < 0.05
+
+
+def test_sky_per_stamp_sees_a_sky_painted_under_the_noise():
+    """gan evaluate's `sky`: a generator that adds smooth structure and a darker level under the measured noise
+    shows as a larger per-stamp sigma, a wider, lower level and more pixels at black than the real stamps."""
+    from galearn.gan.evaluate import sky_comparison
+    from galearn.gan.sky import sky_per_stamp
+
+    rng = np.random.default_rng(5)
+    n, size = 200, 32
+    real = np.clip(0.02 + 0.01 * rng.standard_normal((n, 3, size, size)), 0, 1)
+    per = sky_per_stamp(real, {"method": "identity"})
+    assert per["level"].shape == per["sigma"].shape == per["clipped"].shape == (n, 3)
+    np.testing.assert_allclose(np.median(per["sigma"], axis=0), 0.01, rtol=0.1)
+    np.testing.assert_allclose(np.median(per["level"], axis=0), 0.02, atol=0.002)
+    yy = np.linspace(-1, 1, size)[None, None, :, None]
+    painted = (0.01 + 0.01 * rng.standard_normal((n, 1, 1, 1))  # a darker level, different in each stamp,
+               + 0.015 * yy * rng.standard_normal((n, 1, 1, 1))  # a gradient across each sky
+               + 0.01 * rng.standard_normal((n, 3, size, size)))
+    out = sky_comparison({"real": real, "generated": np.clip(painted, 0, 1)}, {"method": "identity"}, ["u", "g", "r"])
+    gen, ref = out["generated"], out["real"]
+    assert all(g[1] > 1.2 * r[1] for g, r in zip(gen["sigma"], ref["sigma"]))  # medians, per band
+    assert all(g[2] - g[0] > 2 * (r[2] - r[0]) for g, r in zip(gen["level"], ref["level"]))  # 5-95 % range
+    assert min(gen["clipped_fraction"]) > 1.5 * max(ref["clipped_fraction"])
+
+
 def test_sky_noise_is_seeded_and_has_the_measured_rms():
     from galearn.gan.sky import SkyNoise, measure_sky
 

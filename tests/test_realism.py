@@ -129,6 +129,11 @@ def test_evaluate_real_against_real_sits_at_the_baseline_and_shuffled_far_from_i
     orient = m["orientation"]["sets"]  # fresh galaxies at uniform angles: isotropic like the real ones, no "lean" said
     assert set(orient) == {"real_heldout", "real_train", "generated"} and orient["generated"]["n"] > 10
     assert orient["generated"]["rayleigh_p"] > 1e-3 and "lean one way" not in m["verdict"]
+    sky = m["sky"]  # the same sky in both: each set's per-stamp level and sigma agree
+    assert sky["bands"] == list(BANDS) and sky["generated"]["n"] > 10
+    for key in ("level", "sigma"):
+        np.testing.assert_allclose(np.asarray(sky["generated"][key])[:, 1], np.asarray(sky["real_heldout"][key])[:, 1],
+                                   rtol=0.25, atol=0.05 * np.asarray(sky["real_heldout"]["sigma"])[:, 1].max())
     bal = m["balancing"]
     assert 0 <= bal["balanced_accuracy_real_only"] <= 1 and 0 <= bal["balanced_accuracy_with_gan"] <= 1
     assert bal["n_train_minority_real"] < bal["n_train_majority"]

@@ -30,6 +30,7 @@ __all__ = [
     "make_split",
     "read_split",
     "measure_sky",
+    "sky_per_stamp",
     "SkyNoise",
 ]
 
@@ -49,6 +50,7 @@ _WHERE = {
     "make_split": ".data",
     "read_split": ".data",
     "measure_sky": ".sky",
+    "sky_per_stamp": ".sky",
     "SkyNoise": ".sky",
 }
 

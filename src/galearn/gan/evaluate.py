@@ -36,6 +36,9 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   its statistics: ``gan.g_power_match``, ``g_stamp_power_match``,
   ``g_pixel_match``): FID / KID / precision / recall with those groups left
   out (:func:`untargeted_realism`); the verdict grades both.
+* ``sky``: each set's own skies (outer-ring level and sigma per stamp,
+  pixels at black) per band, real held-out / real train / generated
+  (:func:`sky_comparison`): whether G paints under the measured noise.
 * ``orientation``: whether each set's elongated stamps point every way
   within each class (axial mean resultant length, Rayleigh test;
   :func:`orientation_metrics`).
@@ -73,8 +76,8 @@ from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wassers
 from .data import gan_condition, read_split
 from .spaces import TARGETED_MORPHOMETRY_GROUPS, check_gan_config, check_realism_space, targeted_morphometry_groups
 
-__all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "untargeted_realism", "balancing_metrics", "stratified_like",
-           "measure_morphology_parallel", "check_realism_space", "realism_verdict"]
+__all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "untargeted_realism", "sky_comparison",
+           "balancing_metrics", "stratified_like", "measure_morphology_parallel", "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
 COPY_CHECK_MAX_TRAIN = 20000  # training stamps the pixel-space copy check compares with (a seeded draw beyond)
@@ -180,6 +183,26 @@ def untargeted_realism(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray
                                             random_state=random_state, k=k).items() if k != "n"}
     out["groups_left_out"] = list(groups)
     out["dim"] = int(keep.sum())
+    return out
+
+
+def sky_comparison(sets: dict[str, np.ndarray], stretch: dict | None, bands: list[str]) -> dict:
+    """Each set's own skies (:func:`~galearn.gan.sky.sky_per_stamp`) summarised per band: the median and the
+    5-95 % range over its stamps of the ring level and sigma (the stretch's linear units; x 255 for 8-bit
+    levels) and the mean fraction of pixels at black. A generator that paints structure or a dark sky under
+    the measured noise shows as a sigma above the real one, a wider level range, more black pixels."""
+    from .sky import sky_per_stamp
+
+    out: dict = {"bands": [str(b) for b in bands],
+                 "what": "per stamp: outer-ring sky level and sigma (censored normal, stretch's linear units), "
+                         "fraction of pixels at or below 0; over stamps: median and 5 / 95 % quantiles per band"}
+    for key, stretched in sets.items():
+        if len(stretched) == 0:
+            continue
+        per = sky_per_stamp(stretched, stretch)
+        out[key] = {"level": np.quantile(per["level"], [0.05, 0.5, 0.95], axis=0).T.tolist(),
+                    "sigma": np.quantile(per["sigma"], [0.05, 0.5, 0.95], axis=0).T.tolist(),
+                    "clipped_fraction": per["clipped"].mean(axis=0).tolist(), "n": int(len(stretched))}
     return out
 
 
@@ -545,6 +568,10 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
         library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H)), train_chunks)
     metrics["memorised_pixels_train_n"] = int(len(copy_train))
+    metrics["sky"] = sky_comparison({"real_heldout": sample.read("stretched", np.sort(idx_H)),
+                                     "real_train": sample.read("stretched", np.sort(idx_T)),
+                                     "generated": library.read("stretched", np.sort(idx_G))},
+                                    sample.stretch, sample.bands)
     # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
     if space != backbone:
         bspace = {k: v for k, v in realism_metrics(f_G, f_H, f_T, random_state=seed).items() if k != "n"}
@@ -726,6 +753,26 @@ def _orientation_statement(m: dict) -> str:
             f"(real {real['resultant']:.2f}, isotropic about {real['isotropic_expectation']:.2f})")
 
 
+#: The generated skies are called unlike the real ones when their median per-stamp sigma exceeds the held-out
+#: real one by this factor in some band, or their black fraction exceeds twice the real one plus 0.05.
+SKY_SIGMA_RATIO = 1.5
+
+
+def _sky_statement(m: dict) -> str:
+    """'' unless the generated stamps' own skies are noisier or blacker than the held-out real ones (``sky``)."""
+    sky = m.get("sky") or {}
+    gen, real = sky.get("generated"), sky.get("real_heldout")
+    if not gen or not real:
+        return ""
+    ratio = max(g[1] / r[1] for g, r in zip(gen["sigma"], real["sigma"]) if r[1] > 0) if any(
+        r[1] > 0 for r in real["sigma"]) else 0.0
+    black_g, black_r = float(np.mean(gen["clipped_fraction"])), float(np.mean(real["clipped_fraction"]))
+    if ratio <= SKY_SIGMA_RATIO and black_g <= 2.0 * black_r + 0.05:
+        return ""
+    return (f"its sky is unlike the real one: per-stamp sky sigma up to {ratio:.1f}x the real, "
+            f"{100 * black_g:.0f} % of pixels black (real {100 * black_r:.0f} %)")
+
+
 def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
     """Mean of the statmorph, power-spectrum, flux and colour distances (those measured), generated and baseline."""
     keys = ["morphology", *PHOTOMETRY_GROUPS]
@@ -779,7 +826,8 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     * "close to real at N steps": the full-quality aims met too (never when
       statmorph measured fewer than half of the held-out real or generated
       stamps, nor when the generated orientations are anisotropic and the
-      held-out real ones are not: the verdict then says so).
+      held-out real ones are not, nor when the generated skies are noisier
+      or blacker than the real ones, ``sky``: the verdict then says so).
     """
     parts, far, close = [], False, True
     mw, mb = m.get("morphology_wasserstein"), m.get("morphology_wasserstein_real_baseline")
@@ -822,10 +870,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         # The pixel test is shown, not graded: a quieter generated sky alone brings stamps nearer in RMS.
         near = f" ({100 * copies:.1f} % nearer in pixels)" if copies is not None else ""
         parts.append(f"memorised {100 * mem:.1f} %{near}")
-    leaning = _orientation_statement(m)
-    if leaning:
-        close = False
-        parts.append(leaning)
+    for statement in (_orientation_statement(m), _sky_statement(m)):
+        if statement:
+            close = False
+            parts.append(statement)
     steps = m.get("steps")
     at = f" at {steps} steps" if steps is not None else ""
     if far:

@@ -14,6 +14,8 @@ noise, and G spends its capacity on the galaxy.
   pooled one, per band (``gan.sky_scatter``): depth varies across a mosaic
   (tile overlaps, deep fields inside wide ones) and 8-bit images are scaled
   one by one, so one noise level for every generated stamp would be a tell.
+* :func:`sky_per_stamp` -- each stamp's own ring level, sigma and clipped
+  fraction (``galearn gan evaluate``'s ``sky``: real against generated).
 * :func:`measure_sky_correlation` -- per-band 2-D autocorrelation of the
   real stamps' outer-ring sky (``gan.sky_noise = "measured-correlated"``),
   from how often two ring pixels at a lag are both below a low quantile
@@ -51,7 +53,8 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "measure_sky_correlation", "noise_correlation", "short_range_correlation",
+__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "quantisation_step", "measure_sky_correlation",
+           "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
 
@@ -76,6 +79,47 @@ def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray,
         x = a[None, :, None, None] * np.sinh(np.asarray(stretched, dtype="f8") * nrm[None, :, None, None])
         return x, a, nrm
     return np.asarray(stretched, dtype="f8"), np.zeros(n_bands), np.ones(n_bands)
+
+
+def quantisation_step(stretched: np.ndarray, stretch: dict | None) -> float:
+    """The step (linear units) of values stored as whole 8-bit levels, else 0.
+
+    8-bit images (a linear ``identity`` stretch, ``value / 255``) hold every
+    value on the grid ``k / 255``: their quantiles interpolate between whole
+    levels, which at a sky sigma of a few levels biases a quantile-based
+    sigma by tens of percent per band (docs/gan.md, round 25).
+    """
+    if stretch and stretch.get("method") == "asinh":
+        return 0.0
+    x = np.asarray(stretched, dtype="f8")
+    if x.size == 0:
+        return 0.0
+    sample = x.ravel()[:: max(1, x.size // 200_000)]
+    levels = sample * 255.0
+    return 1.0 / 255.0 if np.all(np.abs(levels - np.rint(levels)) < 1e-3) else 0.0
+
+
+def _dequantised_quantile(values: np.ndarray, q: np.ndarray, step: float, axis: int) -> np.ndarray:
+    """Quantiles of values on a grid of ``step`` as if each were spread evenly over its level's bin
+    (``k step +- step / 2``): a continuous, deterministic quantile function of the histogram.
+
+    ``q`` keeps ``axis`` with size 1 (one quantile per row), as :func:`_quantile_of_sorted`.
+    """
+    v = np.moveaxis(np.asarray(values, dtype="f8"), axis, -1)
+    lead, m = v.shape[:-1], v.shape[-1]
+    codes = np.rint(v / step).astype(np.int64).reshape(-1, m)
+    lo = int(codes.min())
+    codes -= lo
+    k = int(codes.max()) + 1
+    rows = codes.shape[0]
+    counts = np.bincount((np.arange(rows)[:, None] * k + codes).ravel(), minlength=rows * k).reshape(rows, k)
+    cum = np.cumsum(counts, axis=1)
+    target = np.broadcast_to(np.moveaxis(np.asarray(q, dtype="f8"), axis, -1), (*lead, 1)).reshape(rows, 1) * m
+    level = np.minimum((cum < target).sum(axis=1, keepdims=True), k - 1)  # the first level reaching the target
+    below = np.take_along_axis(cum, level, 1) - np.take_along_axis(counts, level, 1)
+    inside = (target - below) / np.maximum(np.take_along_axis(counts, level, 1), 1)
+    out = (lo + level - 0.5 + np.clip(inside, 0.0, 1.0)) * step
+    return np.moveaxis(out.reshape(*lead, 1), -1, axis)
 
 
 def _stamps_and_ring(stretched: np.ndarray, border: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +166,7 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
     lin, a, nrm = _linearise(x, stretch)
     v = np.moveaxis(lin[:, :, ring], 1, 0).reshape(x.shape[1], -1)  # (C, N * ring pixels)
     clipped = np.moveaxis(x[:, :, ring], 1, 0).reshape(x.shape[1], -1) <= 0
-    s, x1, z1 = _sky_quantiles(v, clipped, axis=1)
+    s, x1, z1 = _sky_quantiles(v, clipped, axis=1, step=quantisation_step(x, stretch))
     # constant ring (e.g. a blank test image): fall back to the MAD
     mad = 1.4826 * np.median(np.abs(v - np.median(v, axis=1, keepdims=True)), axis=1)
     s = np.where(s > 0, s, np.where(mad > 0, mad, 1e-6))
@@ -143,13 +187,18 @@ def _quantile_of_sorted(srt: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray
     return np.take_along_axis(srt, lo, axis) * (1 - frac) + np.take_along_axis(srt, hi, axis) * frac
 
 
-def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Censored-normal ``(sigma, x_q1, z_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes)."""
+def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int,
+                   step: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Censored-normal ``(sigma, x_q1, z_q1)`` of ring values ``lin`` along ``axis`` (see :func:`measure_sky`'s notes);
+    ``step`` > 0: the values are whole levels of that step (8-bit), their quantiles taken between levels."""
     p0 = clipped.mean(axis=axis, keepdims=True)
     q1 = np.clip(p0 + 0.05, 0.25, 0.6)
     q2 = q1 + 0.3
-    srt = np.sort(lin, axis=axis)
-    x1, x2 = _quantile_of_sorted(srt, q1, axis), _quantile_of_sorted(srt, q2, axis)
+    if step > 0:
+        x1, x2 = _dequantised_quantile(lin, q1, step, axis), _dequantised_quantile(lin, q2, step, axis)
+    else:
+        srt = np.sort(lin, axis=axis)
+        x1, x2 = _quantile_of_sorted(srt, q1, axis), _quantile_of_sorted(srt, q2, axis)
     z1 = norm.ppf(q1)
     sigma = (x2 - x1) / (norm.ppf(q2) - z1)
     return np.squeeze(sigma, axis), np.squeeze(x1, axis), np.squeeze(z1, axis)
@@ -185,7 +234,7 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     whose estimate is not positive (blank, or all clipped) gets ratio 1; the
     ratios are clipped to ``[0.1, 10]``.
     """
-    x, ring = _stamps_and_ring(stretched, border, "measure_sky_scatter")
+    x, _ = _stamps_and_ring(stretched, border, "measure_sky_scatter")
     n, c = x.shape[:2]
     pooled = np.asarray(sky["sigma"], dtype="f8")
     if pooled.shape != (c,):
@@ -193,12 +242,31 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     pick = np.random.default_rng(random_state).choice(n, size=rows, replace=n < rows)
     if n >= rows:
         pick = np.sort(pick)
-    sub = x[pick]
-    lin, _, _ = _linearise(sub, stretch)
-    sigma, _, _ = _sky_quantiles(lin[:, :, ring], sub[:, :, ring] <= 0, axis=2)  # (rows, C)
+    sigma = sky_per_stamp(x[pick], stretch, border=border)["sigma"]  # (rows, C)
     ratio = np.where(sigma > 0, sigma / np.maximum(pooled, 1e-12)[None], 1.0)
     ratio = np.clip(ratio, 0.1, 10.0).astype("f4")
     return (ratio, pick) if return_stamps else ratio
+
+
+def sky_per_stamp(stretched: np.ndarray, stretch: dict | None = None, *, border: int | None = None) -> dict:
+    """Each stamp's own sky: ring level and noise sigma (the stretch's linear units) and its clipped fraction.
+
+    The same censored-normal estimate as :func:`measure_sky`, one stamp at a
+    time (8-bit values between whole levels). A generator that paints
+    structure or a dark sky under its noise shows here: its per-stamp sigma
+    above the real one, its level spread wider, more pixels at black.
+
+    Returns
+    -------
+    dict
+        ``level`` and ``sigma`` ``(N, C)`` (outer ring, ``border`` default
+        ``H // 8`` pixels wide) and ``clipped`` ``(N, C)``: the fraction of
+        the whole stamp's pixels at or below 0.
+    """
+    x, ring = _stamps_and_ring(stretched, border, "sky_per_stamp")
+    lin, _, _ = _linearise(x, stretch)
+    sigma, x1, z1 = _sky_quantiles(lin[:, :, ring], x[:, :, ring] <= 0, axis=2, step=quantisation_step(x, stretch))
+    return {"level": x1 - sigma * z1, "sigma": sigma, "clipped": (x <= 0).mean(axis=(2, 3))}
 
 
 def _low_threshold(values: np.ndarray) -> np.ndarray:
