@@ -169,6 +169,42 @@ def test_sky_penalty_measures_the_noiseless_ring_against_the_real_sky_and_resume
         _validate(dataclasses.replace(cfg, sky_noise="learnt"))
 
 
+def test_sky_penalty_against_each_stamps_own_ring_costs_structure_not_level(tmp_path):
+    """gan.g_sky_reference = stamp: the ring is held to its own median, so a flat ring at ANY level costs nothing
+    (real skies differ from stamp to stamp) and a gradient across it still costs; resume is exact."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate, build_networks
+    from galearn.gan.sky import SkyNoise, measure_sky, stretched_level
+
+    stretched, stretch = _correlated_sky(n=100)
+    sky = measure_sky(stretched, stretch)
+    module = SkyNoise(3)
+    module.set(sky)
+    level = torch.tensor(sky["level"], dtype=torch.float32)
+    a, nrm = np.asarray(sky["softening"]), np.asarray(sky["norm"])
+    up = np.arcsinh((np.asarray(sky["level"]) + 2 * np.asarray(sky["sigma"])) / a) / nrm
+    brighter = torch.from_numpy((2.0 * up - 1.0).astype("f4")).view(1, 3, 1, 1).expand(2, 3, 32, 32).clone()
+    assert float(module.ring_deviation(brighter, level)) == pytest.approx(4.0, rel=1e-3)  # against the measured level
+    own = module.ring_median(brighter)
+    assert own.shape == (2, 3) and float(module.ring_deviation(brighter, own)) < 1e-6  # against its own median
+    flat = torch.from_numpy(2.0 * stretched_level(sky) - 1.0).view(1, 3, 1, 1).expand(2, 3, 32, 32)
+    ramp = flat + 0.3 * torch.linspace(-1, 1, 32).view(1, 1, 32, 1)
+    assert float(module.ring_deviation(ramp, module.ring_median(ramp))) > 0.5  # about one sigma rms
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, sky_noise="measured", g_sky_penalty=0.5,
+                              g_sky_reference="stamp")
+    G, _, _ = build_networks(2, 3, 32, cfg)
+    assert G.sky_reference == "stamp"
+    G.train()
+    G(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]), torch.Generator().manual_seed(0))
+    assert G.last_sky_penalty is not None and G.last_sky_penalty.requires_grad
+    assert_resume_exact(tmp_path, cfg)
+    with pytest.raises(BadValueError, match="g_sky_reference = stamp .* needs gan.g_sky_penalty > 0"):
+        _validate(dataclasses.replace(cfg, g_sky_penalty=0.0))
+    with pytest.raises(BadValueError, match="g_sky_reference"):
+        _validate(dataclasses.replace(cfg, g_sky_reference="ring"))
+
+
 def test_stamps_of_different_sky_level_do_not_read_as_a_correlated_sky():
     """White skies whose level differs from stamp to stamp (by 1 sigma rms): no correlation at any lag.
 

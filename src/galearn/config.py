@@ -217,6 +217,7 @@ class GanTrainConfig:
     g_sky_penalty: float = 0.0  # G loss + this x the mean squared deviation of the NOISELESS stamp's outer ring from the measured sky level, in sky sigmas (needs sky_noise measured*; docs/gan.md round 5)
     g_power_match: float = 0.0  # G loss + this x the mean squared difference (dex^2) of the log azimuthally averaged power spectra (8 bins per band) of the generated and the real batch of the step (0: off; docs/gan.md round 19)
     g_pixel_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance of the per-band pixel-value distributions of the generated and the real batch of the step, over the real batch's standard deviation; clipped pixels still get gradient, so G cannot hide a too-dark sky at black (0: off; docs/gan.md round 20)
+    g_sky_reference: str = "measured"  # what g_sky_penalty holds the noiseless ring to: "measured" (the real stamps' one sky level per band) or "stamp" (each stamp's own ring median: structure on the sky costs, its level may vary like the real ones'; docs/gan.md round 25)
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
     g_colour_blur: float = 0.0  # Gaussian sigma (pixels) smoothing only the COLOUR of G's own output (each band minus the band mean), not its light: no sharp colour fringes (0: off; docs/gan.md round 24)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
@@ -418,7 +419,7 @@ FIELD_RANGES: dict[str, tuple] = {
 FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
-    "g_match_reference": ("batch", "class"),
+    "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

@@ -55,7 +55,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_out_scale", "g_template_warp", "g_residual", "g_pin_sky", "g_envelope", "g_sky_penalty", "g_blur",
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
-           "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur")
+           "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
+           "g_sky_reference")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -64,7 +65,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
-                   "g_mode_seeking": 0.0, "g_colour_blur": 0.0,
+                   "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -144,6 +145,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
+                  sky_reference=getattr(cfg, "g_sky_reference", "measured"),
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   colour_blur=float(getattr(cfg, "g_colour_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
@@ -277,6 +279,11 @@ def _validate(cfg: GanTrainConfig) -> None:
             raise BadValueError(f"gan.{name} needs gan.g_template = true")
     if not (isinstance(cfg.g_sky_penalty, (int, float)) and cfg.g_sky_penalty >= 0):
         raise BadValueError(f"gan.g_sky_penalty must be a number >= 0, got {cfg.g_sky_penalty!r}")
+    if cfg.g_sky_reference not in ("measured", "stamp"):
+        raise BadValueError(f"gan.g_sky_reference must be measured or stamp, got {cfg.g_sky_reference!r}")
+    if cfg.g_sky_reference == "stamp" and not cfg.g_sky_penalty:
+        raise BadValueError("gan.g_sky_reference = stamp sets what gan.g_sky_penalty holds the sky to: "
+                            "it needs gan.g_sky_penalty > 0")
     if cfg.g_sky_penalty and cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
         raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = auto, measured or measured-correlated, "
                             f"got {cfg.sky_noise!r}")

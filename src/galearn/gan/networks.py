@@ -238,6 +238,11 @@ class Generator(nn.Module):
         ``sky_ring_level``, linear units), in units of the sky sigma
         (:meth:`galearn.gan.sky.SkyNoise.ring_deviation`); the G loss adds it
         times this weight, so G keeps its own structure off the sky.
+    sky_reference : {"measured", "stamp"}
+        ``gan.g_sky_reference``: the penalty's level, the real sky level
+        (one per band) or each stamp's own ring median (per stamp and band,
+        not differentiated): only structure on the sky costs then, and the
+        sky level may vary from stamp to stamp as the real ones do.
     pin_sky : bool
         Shift each noiseless stamp, per band, so that its outer-ring median
         equals the real stamps' noiseless sky level (buffer ``sky_level``,
@@ -291,7 +296,7 @@ class Generator(nn.Module):
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, z_dim: int = 128, channels: int = 32,
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
-                 envelope: bool = False, sky_penalty: float = 0.0, blur: float = 0.0,
+                 envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0) -> None:
@@ -344,6 +349,9 @@ class Generator(nn.Module):
                 raise BadValueError("gan.g_sky_penalty needs gan.sky_noise = measured or measured-correlated")
             self.register_buffer("sky_ring_level", torch.zeros(n_bands))
         self.last_sky_penalty: torch.Tensor | None = None  # of the last training-mode forward (gan.g_sky_penalty)
+        if sky_reference not in ("measured", "stamp"):
+            raise BadValueError(f"gan.g_sky_reference must be measured or stamp, got {sky_reference!r}")
+        self.sky_reference = sky_reference
         # Set by GanLoss for gan.g_pixel_match: each training-mode forward then stores its
         # output before the final clip to [-1, 1] (with its graph) in ``last_unclipped``.
         self.keep_unclipped = False
@@ -418,7 +426,8 @@ class Generator(nn.Module):
             out = rotate_stamps(out, gen)
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
-                self.last_sky_penalty = self.sky.ring_deviation(out, self.sky_ring_level)
+                level = self.sky.ring_median(out).detach() if self.sky_reference == "stamp" else self.sky_ring_level
+                self.last_sky_penalty = self.sky.ring_deviation(out, level)
             out = self.sky(out, gen, clip=False)
         else:
             out = self.out_noise(out, gen)

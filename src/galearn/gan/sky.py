@@ -604,16 +604,31 @@ class SkyNoise(torch.nn.Module):
         asinh = a > 0
         return torch.where(asinh, torch.where(asinh, a, torch.ones_like(a)) * torch.sinh(u * nrm), u)
 
+    @staticmethod
+    def _ring_mask(h: torch.Tensor) -> torch.Tensor:
+        """The outer ring (``H // 8`` wide) of stamps ``h``, a boolean ``(H, W)`` mask."""
+        k = max(1, h.shape[-1] // 8)
+        ring = torch.ones(h.shape[-2:], dtype=torch.bool, device=h.device)
+        ring[k:-k, k:-k] = False
+        return ring
+
+    def ring_median(self, h: torch.Tensor) -> torch.Tensor:
+        """Each noiseless stamp's outer-ring median per band ``(N, C)``, linear units (``gan.g_sky_reference = stamp``)."""
+        lin = self._linear(h.float())
+        return lin[..., self._ring_mask(h)].median(dim=-1).values
+
     def ring_deviation(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Mean over stamps, bands and outer-ring pixels (``H // 8`` wide) of ``((x - level_b) / sigma_b)^2``.
+        """Mean over stamps, bands and outer-ring pixels (``H // 8`` wide) of ``((x - level) / sigma_b)^2``.
 
         ``h``: noiseless stamps (network units); ``x``: their linear units;
-        ``level``: the real noiseless sky level per band (linear units). 0
-        for a flat ring at the real level; a scalar with ``h``'s graph.
+        ``level``: the real noiseless sky level per band ``(C,)`` or a level
+        per stamp and band ``(N, C)`` (linear units). 0 for a flat ring at
+        the level; a scalar with ``h``'s graph.
         """
         k = max(1, h.shape[-1] // 8)
         lin = self._linear(h.float())
-        z = (lin - level.view(1, -1, 1, 1)) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
+        level = level.view(-1, h.shape[1], 1, 1) if level.dim() == 2 else level.view(1, -1, 1, 1)
+        z = (lin - level) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
         z2 = z.square()
         inner = z2[..., k:-k, k:-k].sum(dim=(-2, -1))
         n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
