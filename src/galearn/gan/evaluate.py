@@ -565,13 +565,12 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
                          else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
 
     train_chunks = (sample.read("stretched", copy_train[i:i + 256]) for i in range(0, len(copy_train), 256))
+    stretched_G, stretched_H = library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H))
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
-        library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H)), train_chunks)
+        stretched_G, stretched_H, train_chunks)
     metrics["memorised_pixels_train_n"] = int(len(copy_train))
-    metrics["sky"] = sky_comparison({"real_heldout": sample.read("stretched", np.sort(idx_H)),
-                                     "real_train": sample.read("stretched", np.sort(idx_T)),
-                                     "generated": library.read("stretched", np.sort(idx_G))},
-                                    sample.stretch, sample.bands)
+    metrics["sky"] = sky_comparison({"real_heldout": stretched_H, "real_train": sample.read("stretched", np.sort(idx_T)),
+                                     "generated": stretched_G}, sample.stretch, sample.bands)
     # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
     if space != backbone:
         bspace = {k: v for k, v in realism_metrics(f_G, f_H, f_T, random_state=seed).items() if k != "n"}

@@ -625,14 +625,10 @@ class SkyNoise(torch.nn.Module):
         per stamp and band ``(N, C)`` (linear units). 0 for a flat ring at
         the level; a scalar with ``h``'s graph.
         """
-        k = max(1, h.shape[-1] // 8)
         lin = self._linear(h.float())
         level = level.view(-1, h.shape[1], 1, 1) if level.dim() == 2 else level.view(1, -1, 1, 1)
         z = (lin - level) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
-        z2 = z.square()
-        inner = z2[..., k:-k, k:-k].sum(dim=(-2, -1))
-        n_ring = h.shape[-1] * h.shape[-2] - (h.shape[-2] - 2 * k) * (h.shape[-1] - 2 * k)
-        return ((z2.sum(dim=(-2, -1)) - inner) / n_ring).mean()
+        return z.square()[..., self._ring_mask(h)].mean()
 
     def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *, clip: bool = True) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``.
