@@ -205,6 +205,37 @@ def test_sky_penalty_against_each_stamps_own_ring_costs_structure_not_level(tmp_
         _validate(dataclasses.replace(cfg, g_sky_reference="ring"))
 
 
+def test_sky_pinned_per_stamp_to_the_level_of_the_real_stamp_its_depth_comes_from(tmp_path):
+    """gan.g_pin_sky_to = stamp: each generated stamp's noiseless ring median is one real stamp's own sky level,
+    the same row (all bands) its sky sigma comes from; the levels are measured per real stamp; resume is exact."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate, build_networks
+    from galearn.gan.sky import SCATTER_ROWS
+    from galearn.gan.template import ring_median
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_template=True, sky_noise="measured",
+                              sky_scatter=True, g_pin_sky=True, g_pin_sky_to="stamp")
+    G, _, _ = build_networks(2, 3, 32, cfg)
+    G.eval()
+    levels = np.stack([np.linspace(-0.9, -0.5, SCATTER_ROWS) + 0.1 * b for b in range(3)], axis=1)  # a row per level
+    G.sky.set_row_levels(levels)  # sigma still 0: no noise, the output is the pinned noiseless stamp
+    with torch.no_grad():
+        out = G(torch.randn(16, 8), torch.tensor([0, 1] * 8), torch.Generator().manual_seed(0))
+    got = ring_median(out)[:, :, 0, 0].numpy()
+    row = np.abs(got[:, :1] - levels[None, :, 0]).argmin(axis=1)
+    np.testing.assert_allclose(got, levels[row], atol=1e-5)  # every band from the same real stamp's row
+    assert len(set(row.tolist())) > 8
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    measured = ckpt["G_ema"]["sky.row_level"]
+    assert measured.shape == (SCATTER_ROWS, 3) and bool((measured.std(dim=0) > 0).all())
+    assert_sample_reproducible(ws, cfg)
+    for bad in ({"g_pin_sky": False}, {"sky_scatter": False}, {"sky_noise": "learnt"}):
+        with pytest.raises(BadValueError, match="g_pin_sky_to = stamp .* needs"):
+            _validate(dataclasses.replace(cfg, **bad))
+    with pytest.raises(BadValueError, match="g_pin_sky_to must be"):
+        _validate(dataclasses.replace(cfg, g_pin_sky_to="ring"))
+
+
 def test_stamps_of_different_sky_level_do_not_read_as_a_correlated_sky():
     """White skies whose level differs from stamp to stamp (by 1 sigma rms): no correlation at any lag.
 

@@ -228,6 +228,7 @@ class GanTrainConfig:
     g_match_reference: str = "batch"  # what g_power_match / g_stamp_power_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class over the whole training set: its mean spectrum, its stamps' spectra and its pixel values; docs/gan.md round 21)
     g_upsample: str = "nearest"  # how G's blocks double their input: "nearest" or "bilinear" (a low-pass interpolation; docs/gan.md round 11)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
+    g_pin_sky_to: str = "measured"  # the level g_pin_sky pins to: "measured" (one per band) or "stamp" (per generated stamp, the sky level of the real stamp its sky depth comes from; needs sky_scatter; docs/gan.md round 26)
     g_out_scale: float = 1.0  # G's output conv starts at this multiple of PyTorch's default init (0: G starts at the template, docs/gan.md)
     d_radius: bool = True  # SNGAN D: append a fixed distance-from-centre map to its input (a centring prior)
     d_head: str = "sum"  # D epilogue: "sum" (global sum pooling) or "dense" (minibatch std + conv + flattened 4x4 dense; position-aware)
@@ -420,6 +421,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "method": ("tsne", "umap", "pca"), "stretch": ("asinh", "minmax-asinh"), "resample": ("adaptive", "exact"),
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
+    "g_pin_sky_to": ("measured", "stamp"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

@@ -56,7 +56,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
-           "g_sky_reference")
+           "g_sky_reference", "g_pin_sky_to")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -66,7 +66,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
-                   "diffaugment": "flip,rot90,translation"}
+                   "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -143,6 +143,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   template_warp=bool(getattr(cfg, "g_template_warp", False)),
                   template_trainable=bool(getattr(cfg, "g_template_trainable", True)),
                   residual=getattr(cfg, "g_residual", "bands"), pin_sky=bool(getattr(cfg, "g_pin_sky", False)),
+                  pin_sky_to=getattr(cfg, "g_pin_sky_to", "measured"),
                   envelope=bool(getattr(cfg, "g_envelope", False)),
                   sky_penalty=float(getattr(cfg, "g_sky_penalty", 0.0)),
                   sky_reference=getattr(cfg, "g_sky_reference", "measured"),
@@ -284,6 +285,11 @@ def _validate(cfg: GanTrainConfig) -> None:
     if cfg.g_sky_reference == "stamp" and not cfg.g_sky_penalty:
         raise BadValueError("gan.g_sky_reference = stamp sets what gan.g_sky_penalty holds the sky to: "
                             "it needs gan.g_sky_penalty > 0")
+    if cfg.g_pin_sky_to not in ("measured", "stamp"):
+        raise BadValueError(f"gan.g_pin_sky_to must be measured or stamp, got {cfg.g_pin_sky_to!r}")
+    if cfg.g_pin_sky_to == "stamp" and not (cfg.g_pin_sky and cfg.sky_scatter and cfg.sky_noise != "learnt"):
+        raise BadValueError("gan.g_pin_sky_to = stamp draws each stamp's sky level with its sky depth: it needs "
+                            "gan.g_pin_sky = true, gan.sky_scatter = true and a measured gan.sky_noise")
     if cfg.g_sky_penalty and cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
         raise BadValueError(f"gan.g_sky_penalty needs gan.sky_noise = auto, measured or measured-correlated, "
                             f"got {cfg.sky_noise!r}")
@@ -621,6 +627,12 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
 
             ratios, rows = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state,
                                                return_stamps=True)
+            if G.sky.row_levels:  # each row's real stamp's own noiseless sky level (gan.g_pin_sky_to = stamp)
+                from .sky import sky_per_stamp
+
+                own = sky_per_stamp(stamps[rows], sample.stretch)["level"]
+                own = np.where(np.isfinite(own), own, np.asarray(sky["level"], dtype="f8")[None])
+                row_levels = 2.0 * stretched_level({**sky, "level": own}) - 1.0
             sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
                                             for q in (0.05, 0.5, 0.95)}
             if G.sky.groups:  # a sky kernel per group of real stamps by sky smoothness (gan.sky_correlation_groups)
@@ -637,6 +649,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_correlation(drawn)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
+                if G.sky.row_levels:
+                    net.sky.set_row_levels(row_levels)
                 if row_group is not None:
                     net.sky.set_groups(row_group)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units

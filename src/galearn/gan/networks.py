@@ -252,6 +252,12 @@ class Generator(nn.Module):
         measured noise is added and clipped. (Not the template's ring median:
         the pixel-wise median over stamps holds the neighbours' light and sat
         0.1-0.4 linear units above the measured level, docs/gan.md round 4.)
+    pin_sky_to : {"measured", "stamp"}
+        ``gan.g_pin_sky_to``, with ``pin_sky``: the one measured level per
+        band, or per generated stamp the noiseless sky level of the real
+        stamp whose depth its sky noise takes (a scatter row, buffer
+        ``sky.row_level``; needs ``sky_scatter``): the generated sky levels
+        then spread as the real ones do, none below black unless a real one is.
     blur : float
         ``gan.g_blur``: G's own output (not the template, not the sky noise)
         is smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so
@@ -299,7 +305,7 @@ class Generator(nn.Module):
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
-                 sky_groups: int = 0, colour_blur: float = 0.0) -> None:
+                 sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -327,6 +333,12 @@ class Generator(nn.Module):
         self.asymmetry = float(asymmetry)
         if not 0.0 <= self.asymmetry <= 1.0:
             raise BadValueError(f"gan.g_asymmetry must be in [0, 1], got {asymmetry!r}")
+        if pin_sky_to not in ("measured", "stamp"):
+            raise BadValueError(f"gan.g_pin_sky_to must be measured or stamp, got {pin_sky_to!r}")
+        if pin_sky_to == "stamp" and not (pin_sky and sky_noise and sky_scatter):
+            raise BadValueError("gan.g_pin_sky_to = stamp needs gan.g_pin_sky = true, a measured sky noise and "
+                                "gan.sky_scatter = true")
+        self.pin_sky_to = pin_sky_to
         if pin_sky:
             self.register_buffer("sky_level", torch.full((n_bands,), -1.0))
         if residual == "luminance":  # per-class band weights of G's one output map (loop.init_output_bias)
@@ -338,7 +350,7 @@ class Generator(nn.Module):
             from .sky import SkyNoise
 
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
-                                groups=sky_groups)
+                                groups=sky_groups, row_levels=pin_sky_to == "stamp")
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
@@ -401,6 +413,7 @@ class Generator(nn.Module):
         # pixels are exactly 0, i.e. -1 here. A tanh would have to be driven deep into
         # saturation to make them, where its gradient vanishes (docs/gan.md).
         out = self.to_img(h)
+        row = None  # each stamp's scatter row, when its sky level is drawn with it (gan.g_pin_sky_to = stamp)
         if self.blur:
             out = gaussian_blur(out, self.blur)
         if self.colour_blur:  # the light (band mean) sharp, its colour (band - mean) smooth
@@ -421,14 +434,19 @@ class Generator(nn.Module):
                 out = out * (light / light.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6))
             out = out + base
             if self.pin_sky:
-                out = out - ring_median(out) + self.sky_level.view(1, -1, 1, 1).to(out.dtype)
+                if self.pin_sky_to == "stamp":  # the real stamp this one takes its sky from: level, then depth
+                    row = self.sky.draw_rows(out.shape[0], gen, out.device)
+                    level = self.sky.row_level[row][:, :, None, None]
+                else:
+                    level = self.sky_level.view(1, -1, 1, 1)
+                out = out - ring_median(out) + level.to(out.dtype)
         if self.random_rotation:  # galaxies' orientations on the sky are isotropic: the noiseless stamp at a seeded angle
             out = rotate_stamps(out, gen)
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 level = self.sky.ring_median(out).detach() if self.sky_reference == "stamp" else self.sky_ring_level
                 self.last_sky_penalty = self.sky.ring_deviation(out, level)
-            out = self.sky(out, gen, clip=False)
+            out = self.sky(out, gen, clip=False, row=row)
         else:
             out = self.out_noise(out, gen)
         if self.keep_unclipped and self.training:

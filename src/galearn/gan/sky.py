@@ -525,7 +525,8 @@ class SkyNoise(torch.nn.Module):
     depth and its sky texture from the same real stamp.
     """
 
-    def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0) -> None:
+    def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
+                 row_levels: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -543,6 +544,11 @@ class SkyNoise(torch.nn.Module):
         self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
         if self.scatter:
             self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
+        self.row_levels = bool(row_levels)
+        if self.row_levels:
+            if not self.scatter:
+                raise BadValueError("gan.g_pin_sky_to = stamp needs gan.sky_scatter = true (a real stamp per row)")
+            self.register_buffer("row_level", torch.full((SCATTER_ROWS, n_bands), -1.0))
 
     @torch.no_grad()
     def set_scatter(self, ratios: np.ndarray) -> None:
@@ -550,6 +556,18 @@ class SkyNoise(torch.nn.Module):
         if not self.scatter:
             raise BadValueError("this generator's sky noise has one level per band (gan.sky_scatter = false)")
         self.scales.copy_(torch.as_tensor(np.asarray(ratios), dtype=torch.float32))
+
+    @torch.no_grad()
+    def set_row_levels(self, levels: np.ndarray) -> None:
+        """Set ``row_level`` ``(SCATTER_ROWS, C)``: the noiseless sky level (network units) of each scatter row's
+        real stamp (``gan.g_pin_sky_to = stamp`` only)."""
+        if not self.row_levels:
+            raise BadValueError("this generator pins its sky to one level per band (gan.g_pin_sky_to = measured)")
+        self.row_level.copy_(torch.as_tensor(np.asarray(levels), dtype=torch.float32))
+
+    def draw_rows(self, n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """``n`` scatter rows ``(n,)`` int64 drawn from ``gen``: the real stamp each generated stamp takes its sky from."""
+        return seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=device)
 
     @torch.no_grad()
     def set_correlation(self, rho: np.ndarray) -> None:
@@ -630,25 +648,29 @@ class SkyNoise(torch.nn.Module):
         z = (lin - level) / self.sigma.clamp(min=1e-6).view(1, -1, 1, 1)
         return z.square()[..., self._ring_mask(h)].mean()
 
-    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *, clip: bool = True) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, gen: torch.Generator | None = None, *, clip: bool = True,
+                row: torch.Tensor | None = None) -> torch.Tensor:
         """``h``: noiseless stamps in network units (unclipped); returns noisy stamps clipped to ``[-1, 1]``.
 
         ``clip=False``: the same stamps before the clip (negative sky below
         -1), for losses that must see through it. asinh is odd and
         increasing, so clipping after the stretch is clipping the linear
-        values at 0 before it.
+        values at 0 before it. ``row``: each stamp's scatter row, already
+        drawn (:meth:`draw_rows`, ``gan.g_pin_sky_to = stamp``); drawn here
+        when not given.
         """
         n, c = h.shape[:2]
         shape = (1, c, 1, 1)
         if self.groups:  # the real stamp's row first: its depth and its sky texture
-            row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
+            if row is None:
+                row = self.draw_rows(n, gen, h.device)
             noise = self.draw(tuple(h.shape), gen, h.device, h.dtype, self.amplitude[self.row_group[row]])
         else:
             noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
         sigma = self.sigma.view(shape).to(h.dtype)
         if self.scatter:  # one real stamp's sigma ratios per generated stamp
-            if not self.groups:
-                row = seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=h.device)
+            if row is None:
+                row = self.draw_rows(n, gen, h.device)
             factors = self.scales[row]
             self.last_scales = factors.detach()
             sigma = sigma * factors.view(n, c, 1, 1).to(h.dtype)
