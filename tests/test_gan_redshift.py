@@ -76,7 +76,7 @@ def test_joint_condition_labels_and_name(tmp_path):
 
 
 def test_train_sample_evaluate_per_class_and_redshift_bin(tmp_path):
-    torch = pytest.importorskip("torch")  # noqa: F841
+    torch = pytest.importorskip("torch")
     from test_gan import TINY
 
     from galearn.gan import run_evaluate, run_sample, run_train
@@ -109,4 +109,6 @@ def test_train_sample_evaluate_per_class_and_redshift_bin(tmp_path):
     assert metrics["redshift_edges"] == edges and metrics["condition"] == "truth_class+redshift_bin"
     assert metrics["sky_noise"] == ckpt["config"]["sky_noise"] == "measured"  # what gan.sky_noise = auto chose
     assert metrics["diffaugment"] == ckpt["config"]["diffaugment"] != "auto"  # and gan.diffaugment = auto
+    trained_on = metrics["trained_on"]  # the torch build and processor the run's numbers hold for
+    assert trained_on["torch"] == torch.__version__ and trained_on["cpu_capability"] and trained_on["cpu"]
     assert set(metrics["per_class"]) == set(ckpt["classes"])

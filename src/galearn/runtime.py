@@ -3,6 +3,7 @@
 * seeds: :func:`derive_seed` (an independent seed from ``(random_state, *keys)``)
   and :func:`as_seed` (a plain int for libraries on the legacy ``RandomState`` API);
 * :func:`resolve_device`: the torch device a stage runs on;
+* :func:`machine_description`: the torch build and processor a result was computed with;
 * :func:`blas_threads`: limit the BLAS / OpenMP pools of numpy and scikit-learn;
 * :func:`json_default`: JSON encoding of numpy scalars / arrays, paths and sets;
 * :func:`deep_merge`: merge nested dictionaries (configuration overrides,
@@ -31,7 +32,7 @@ import numpy as np
 
 from .errors import BadValueError
 
-__all__ = ["derive_seed", "as_seed", "resolve_device", "blas_threads", "json_default", "deep_merge", "StopRequest",
+__all__ = ["derive_seed", "as_seed", "resolve_device", "machine_description", "blas_threads", "json_default", "deep_merge", "StopRequest",
            "stop_requests"]
 
 _SEED_MASK = (1 << 63) - 1
@@ -87,6 +88,30 @@ def resolve_device(device: str | None, *, option: str = "device") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadValueError(f"{option}={device}: CUDA is not available on this machine (use cpu)")
     return device
+
+
+def machine_description(device: str = "cpu") -> dict:
+    """The torch version, the vector instructions its CPU kernels use, the processor and (CUDA) the GPU.
+
+    A seed reproduces a training run bit for bit with the same torch build on
+    the same kind of processor. torch picks its CPU kernels by instruction set
+    (AVX2, AVX512, ...), whose float sums round differently, and a GAN
+    amplifies such last-bit differences over its steps: recorded beside a run
+    (``WS/gan/config.json``), this says whether two runs can be compared number
+    for number.
+    """
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    out = {"torch": torch.__version__, "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def blas_threads(n: int | None = 1):

@@ -529,6 +529,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["d_feature_network"] = trained.get("d_backbone") if metrics["discriminator"] == "projected" else None
     metrics["sky_noise"] = trained.get("sky_noise")  # the sky model trained with (gan.sky_noise = auto resolved)
     metrics["diffaugment"] = trained.get("diffaugment")  # D's augmentation trained with (gan.diffaugment = auto resolved)
+    metrics["trained_on"] = trained.get("trained_on")  # torch build and processor (runtime.machine_description)
 
     # -- realism in a space the discriminator did not look through (gan.realism_space)
     if real_space is real_feats:
@@ -784,15 +785,19 @@ def _holzschuh(entry: dict) -> tuple[float | None, float | None]:
 
 
 def _trained_with(ws: Workspace) -> dict:
-    """The GAN run's discriminator, sky-model, augmentation and statistic-matching settings (``WS/gan/config.json``); {} when unknown."""
+    """The GAN run's discriminator, sky-model, augmentation and statistic-matching settings and the machine it was trained on (``WS/gan/config.json``); {} when unknown."""
     import json
 
     path = ws.gan_config
     if not path.exists():
         return {}
-    cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    return {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise", "diffaugment", *TARGETED_MORPHOMETRY_GROUPS)
-            if k in cfg}
+    info = json.loads(path.read_text(encoding="utf-8"))
+    cfg = info.get("config", {})
+    out = {k: cfg.get(k) for k in ("discriminator", "d_backbone", "sky_noise", "diffaugment", *TARGETED_MORPHOMETRY_GROUPS)
+           if k in cfg}
+    if "machine" in info:  # torch build and processor: numbers compare bit for bit only on the same kind
+        out["trained_on"] = info["machine"]
+    return out
 
 
 def _few_measured(m: dict) -> str:

@@ -34,7 +34,7 @@ import torch
 from .. import __version__
 from ..config import GanConfig, GanTrainConfig, step_config
 from ..errors import BadValueError, Interrupted
-from ..runtime import derive_seed, resolve_device, stop_requests
+from ..runtime import derive_seed, machine_description, resolve_device, stop_requests
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -683,7 +683,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "config": dataclasses.asdict(cfg), "condition": condition, "redshift_edges": list(redshift_edges),
         "classes": classes, "bands": bands, "stamp_size": size, "n_train": int(len(train_idx)), "n_heldout": int(len(split["heldout"])),
         "class_counts_train": {c: int((y_all == i).sum()) for i, c in enumerate(classes)},
-        "device": str(device), "threads": n_threads, "sample": str(sample.path),
+        "device": str(device), "threads": n_threads, "machine": machine_description(str(device)),
+        "sample": str(sample.path),
         "sample_checksum": sample.checksum, "galearn_version": __version__,
         "parameters": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
         "discriminator": cfg.discriminator,
