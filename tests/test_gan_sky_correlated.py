@@ -228,6 +228,8 @@ def test_sky_pinned_per_stamp_to_the_level_of_the_real_stamp_its_depth_comes_fro
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
     measured = ckpt["G_ema"]["sky.row_level"]
     assert measured.shape == (SCATTER_ROWS, 3) and bool((measured.std(dim=0) > 0).all())
+    spread = json.loads((ws.gan / "config.json").read_text())["sky"]["row_level_quantiles"]
+    assert all(lo < hi for lo, hi in zip(spread["0.05"], spread["0.95"]))  # recorded, linear units
     assert_sample_reproducible(ws, cfg)
     for bad in ({"g_pin_sky": False}, {"sky_scatter": False}, {"sky_noise": "learnt"}):
         with pytest.raises(BadValueError, match="g_pin_sky_to = stamp .* needs"):

@@ -633,6 +633,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                 own = sky_per_stamp(stamps[rows], sample.stretch)["level"]
                 own = np.where(np.isfinite(own), own, np.asarray(sky["level"], dtype="f8")[None])
                 row_levels = 2.0 * stretched_level({**sky, "level": own}) - 1.0
+                sky["row_level_quantiles"] = {str(q): [round(float(v), 5) for v in np.quantile(own, q, axis=0)]
+                                              for q in (0.05, 0.5, 0.95)}  # linear units, as "level"
             sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
                                             for q in (0.05, 0.5, 0.95)}
             if G.sky.groups:  # a sky kernel per group of real stamps by sky smoothness (gan.sky_correlation_groups)
