@@ -625,12 +625,9 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
 
-            ratios, rows = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state,
-                                               return_stamps=True)
+            ratios, rows, own = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state,
+                                                    return_stamps=True)
             if G.sky.row_levels:  # each row's real stamp's own noiseless sky level (gan.g_pin_sky_to = stamp)
-                from .sky import sky_per_stamp
-
-                own = sky_per_stamp(stamps[rows], sample.stretch)["level"]
                 own = np.where(np.isfinite(own), own, np.asarray(sky["level"], dtype="f8")[None])
                 row_levels = 2.0 * stretched_level({**sky, "level": own}) - 1.0
                 sky["row_level_quantiles"] = {str(q): [round(float(v), 5) for v in np.quantile(own, q, axis=0)]

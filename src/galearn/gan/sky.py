@@ -206,7 +206,7 @@ def _sky_quantiles(lin: np.ndarray, clipped: np.ndarray, axis: int,
 
 def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, *, rows: int = SCATTER_ROWS,
                         random_state: int = 0, border: int | None = None,
-                        return_stamps: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                        return_stamps: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each real stamp's own sky sigma over the pooled :func:`measure_sky` sigma: ``(rows, C)`` float32.
 
     Parameters
@@ -225,7 +225,9 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     border : int, optional
         Width (pixels) of the outer ring; default ``H // 8``.
     return_stamps : bool
-        Also return the index of the real stamp behind each row ``(rows,)``.
+        Also return the index of the real stamp behind each row ``(rows,)``
+        and that stamp's own noiseless sky level ``(rows, C)`` (linear units,
+        :func:`sky_per_stamp`).
 
     Notes
     -----
@@ -242,10 +244,11 @@ def measure_sky_scatter(stretched: np.ndarray, stretch: dict | None, sky: dict, 
     pick = np.random.default_rng(random_state).choice(n, size=rows, replace=n < rows)
     if n >= rows:
         pick = np.sort(pick)
-    sigma = sky_per_stamp(x[pick], stretch, border=border)["sigma"]  # (rows, C)
+    own = sky_per_stamp(x[pick], stretch, border=border)
+    sigma = own["sigma"]  # (rows, C)
     ratio = np.where(sigma > 0, sigma / np.maximum(pooled, 1e-12)[None], 1.0)
     ratio = np.clip(ratio, 0.1, 10.0).astype("f4")
-    return (ratio, pick) if return_stamps else ratio
+    return (ratio, pick, own["level"]) if return_stamps else ratio
 
 
 def sky_per_stamp(stretched: np.ndarray, stretch: dict | None = None, *, border: int | None = None) -> dict:
