@@ -284,6 +284,14 @@ def test_realism_verdict_says_under_trained():
     assert "its sky is unlike the real one: per-stamp sky sigma up to 1.9x the real, 25 % of pixels black (real 6 %)" in text
     far, text = realism_verdict({**good, "sky": {"real_heldout": real_sky, "generated": real_sky}})
     assert text.startswith("close to real") and "sky" not in text
+    # pixel noise coloured where the real one is grey (a colour JPEG's sky, round 27): said, never "close"
+    grey = {**real_sky, "band_correlation": {"R-G": 0.99, "R-B": 0.98, "G-B": 0.99}}
+    coloured = {**real_sky, "band_correlation": {"R-G": 0.58, "R-B": 0.54, "G-B": 0.56}}
+    far, text = realism_verdict({**good, "sky": {"real_heldout": grey, "generated": coloured}})
+    assert text.startswith("rough at 4000 steps") and "its pixel noise correlated 0.56 between bands (real 0.99)" in text
+    far, text = realism_verdict({**good, "sky": {"real_heldout": grey, "generated": {**grey, "band_correlation": {
+        "R-G": 0.9, "R-B": 0.85, "G-B": 0.9}}}})
+    assert text.startswith("close to real")
 
 
 def _elongated(angles_deg: np.ndarray, size: int = 48, axis_ratio: float = 0.4) -> np.ndarray:

@@ -93,6 +93,8 @@ def test_sky_per_stamp_sees_a_sky_painted_under_the_noise():
     assert all(g[1] > 1.2 * r[1] for g, r in zip(gen["sigma"], ref["sigma"]))  # medians, per band
     assert all(g[2] - g[0] > 2 * (r[2] - r[0]) for g, r in zip(gen["level"], ref["level"]))  # 5-95 % range
     assert min(gen["clipped_fraction"]) > 1.5 * max(ref["clipped_fraction"])
+    assert set(gen["band_correlation"]) == {"u-g", "u-r", "g-r"}  # independent noise per band in both sets
+    assert max(abs(v) for s in (gen, ref) for v in s["band_correlation"].values()) < 0.1
 
 
 def test_sky_noise_is_seeded_and_has_the_measured_rms():

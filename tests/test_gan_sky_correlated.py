@@ -395,3 +395,67 @@ def test_training_with_grouped_sky_kernels_resumes_exactly_and_the_option_is_che
             _validate(dataclasses.replace(TINY, sky_correlation_groups=bad))
     with pytest.raises(BadValueError, match="sky_scatter"):
         _validate(dataclasses.replace(TINY, sky_correlation_groups=2, sky_scatter=False))
+
+
+def _grey_sky(rho_bands, *, n=200, size=64, level=1.2, sigma_levels=3.5, neighbours=False, seed=1):
+    """8-bit stamps (values k / 255) of a sky ``level`` sigmas above black, its noise correlated between bands by
+    ``rho_bands``; with ``neighbours``, a bright blob in the outer ring of every stamp, redder in one band."""
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(np.asarray(rho_bands, dtype="f8"))
+    z = np.einsum("bc,nchw->nbhw", chol, rng.standard_normal((n, 3, size, size)))
+    if neighbours:
+        yy, xx = np.mgrid[:size, :size]
+        blob = 20.0 * np.exp(-((xx - 3) ** 2 + (yy - size / 2) ** 2) / 4.0)
+        z = z + blob[None, None] * np.array([1.0, 0.5, 0.2])[None, :, None, None]
+    return np.rint(np.clip((level + z) * sigma_levels, 0, 255)) / 255.0
+
+
+def test_band_correlation_of_the_sky_is_measured_through_the_clip_and_past_neighbours():
+    """measure_sky_band_correlation: a grey (JPEG-like) sky's correlation between bands is recovered from 8-bit
+    stamps, well above black within 0.02, 1.2 sigma above it (a quarter of the ring clipped in part) within 0.1;
+    independent bands read as uncorrelated; neighbouring galaxies in the ring do not move it."""
+    from galearn.gan.sky import measure_sky_band_correlation
+
+    rho = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.9], [0.8, 0.9, 1.0]])
+    upper = np.triu_indices(3, 1)
+    high = measure_sky_band_correlation(_grey_sky(rho, level=5.0))
+    np.testing.assert_allclose(high[upper], rho[upper], atol=0.02)
+    low = measure_sky_band_correlation(_grey_sky(rho))
+    np.testing.assert_allclose(low[upper], rho[upper], atol=0.1)
+    crowded = measure_sky_band_correlation(_grey_sky(rho, neighbours=True))
+    np.testing.assert_allclose(crowded[upper], low[upper], atol=0.03)
+    independent = measure_sky_band_correlation(_grey_sky(np.eye(3)))
+    assert np.abs(independent[upper]).max() < 0.05, independent
+    assert np.all(np.linalg.eigvalsh(low) > 0) and np.allclose(np.diag(low), 1.0)
+
+
+def test_sky_noise_correlated_between_bands_as_measured(tmp_path):
+    """gan.sky_band_correlation: the generator's sky noise has the real sky's correlation between bands, measured
+    at training and kept in G's state (gan/config.json records it); the identity placeholder draws exactly the
+    independent noise; resume is exact and sampling reproducible."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import build_networks
+    from galearn.gan.sky import SkyNoise, measure_sky_band_correlation
+
+    rho = np.array([[1.0, 0.97, 0.95], [0.97, 1.0, 0.97], [0.95, 0.97, 1.0]])
+    sky = {"sigma": [0.014] * 3, "softening": [0.0] * 3, "norm": [1.0] * 3}
+    flat = torch.full((64, 3, 64, 64), -1.0 + 2 * 0.06)
+    mixed, plain = SkyNoise(3, band_correlated=True), SkyNoise(3)
+    for s in (mixed, plain):
+        s.set(sky)
+    assert torch.equal(mixed(flat, torch.Generator().manual_seed(0)), plain(flat, torch.Generator().manual_seed(0)))
+    mixed.set_band_correlation(rho)
+    got = measure_sky_band_correlation(((mixed(flat, torch.Generator().manual_seed(0)) + 1) / 2).numpy())
+    np.testing.assert_allclose(got[np.triu_indices(3, 1)], rho[np.triu_indices(3, 1)], atol=0.03)
+    with pytest.raises(BadValueError, match="independent between bands"):
+        plain.set_band_correlation(rho)
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", sky_band_correlation=True)
+    G, _, _ = build_networks(2, 3, 32, cfg)
+    assert G.sky.band_correlated
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    mix = ckpt["G_ema"]["sky.band_mix"]
+    recorded = np.array(json.loads((ws.gan / "config.json").read_text())["sky"]["band_correlation"])
+    np.testing.assert_allclose((mix @ mix.T).numpy(), recorded, atol=1e-3)
+    assert recorded.shape == (3, 3) and np.allclose(np.diag(recorded), 1.0)
+    assert_sample_reproducible(ws, cfg)

@@ -190,8 +190,10 @@ def sky_comparison(sets: dict[str, np.ndarray], stretch: dict | None, bands: lis
     """Each set's own skies (:func:`~galearn.gan.sky.sky_per_stamp`) summarised per band: the median and the
     5-95 % range over its stamps of the ring level and sigma (the stretch's linear units; x 255 for 8-bit
     levels) and the mean fraction of pixels at black. A generator that paints structure or a dark sky under
-    the measured noise shows as a sigma above the real one, a wider level range, more black pixels."""
-    from .sky import sky_per_stamp
+    the measured noise shows as a sigma above the real one, a wider level range, more black pixels; a sky drawn
+    independently per band where the real one is grey shows in ``band_correlation`` (the pixel-scale noise's
+    correlation between each pair of bands, :func:`~galearn.gan.sky.measure_sky_band_correlation`)."""
+    from .sky import measure_sky_band_correlation, sky_per_stamp
 
     out: dict = {"bands": [str(b) for b in bands],
                  "what": "per stamp: outer-ring sky level and sigma (censored normal, stretch's linear units), "
@@ -203,6 +205,9 @@ def sky_comparison(sets: dict[str, np.ndarray], stretch: dict | None, bands: lis
         out[key] = {"level": np.quantile(per["level"], [0.05, 0.5, 0.95], axis=0).T.tolist(),
                     "sigma": np.quantile(per["sigma"], [0.05, 0.5, 0.95], axis=0).T.tolist(),
                     "clipped_fraction": per["clipped"].mean(axis=0).tolist(), "n": int(len(stretched))}
+        rho = measure_sky_band_correlation(stretched, stretch)
+        out[key]["band_correlation"] = {f"{bands[i]}-{bands[j]}": round(float(rho[i, j]), 4)
+                                        for i in range(len(bands)) for j in range(i + 1, len(bands))}
     return out
 
 
@@ -756,6 +761,8 @@ def _orientation_statement(m: dict) -> str:
 #: The generated skies are called unlike the real ones when their median per-stamp sigma exceeds the held-out
 #: real one by this factor in some band, or their black fraction exceeds twice the real one plus 0.05.
 SKY_SIGMA_RATIO = 1.5
+#: The verdict says the generated sky noise is coloured when its mean band correlation is this far below the real one's.
+SKY_BAND_CORRELATION_GAP = 0.2
 
 
 def _sky_statement(m: dict) -> str:
@@ -767,10 +774,14 @@ def _sky_statement(m: dict) -> str:
     ratio = max(g[1] / r[1] for g, r in zip(gen["sigma"], real["sigma"]) if r[1] > 0) if any(
         r[1] > 0 for r in real["sigma"]) else 0.0
     black_g, black_r = float(np.mean(gen["clipped_fraction"])), float(np.mean(real["clipped_fraction"]))
-    if ratio <= SKY_SIGMA_RATIO and black_g <= 2.0 * black_r + 0.05:
+    rho_g, rho_r = (float(np.mean(list(s["band_correlation"].values()))) if s.get("band_correlation") else 0.0
+                    for s in (gen, real))
+    grey = rho_r - rho_g > SKY_BAND_CORRELATION_GAP
+    if ratio <= SKY_SIGMA_RATIO and black_g <= 2.0 * black_r + 0.05 and not grey:
         return ""
     return (f"its sky is unlike the real one: per-stamp sky sigma up to {ratio:.1f}x the real, "
-            f"{100 * black_g:.0f} % of pixels black (real {100 * black_r:.0f} %)")
+            f"{100 * black_g:.0f} % of pixels black (real {100 * black_r:.0f} %)"
+            + (f", its pixel noise correlated {rho_g:.2f} between bands (real {rho_r:.2f})" if grey else ""))
 
 
 def _holzschuh(entry: dict) -> tuple[float | None, float | None]:

@@ -56,7 +56,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
-           "g_sky_reference", "g_pin_sky_to")
+           "g_sky_reference", "g_pin_sky_to", "sky_band_correlation")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -66,7 +66,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
-                   "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation"}
+                   "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -152,6 +152,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
+                  sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
                   upsample=getattr(cfg, "g_upsample", "nearest"),
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
@@ -621,6 +622,12 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             drawn = noise_correlation(rho)  # what the sky noise is drawn with: the measured one's pixel-noise part
             sky["noise_correlation_x"] = {str(d): [round(float(r), 4) for r in drawn[:, mid[0], mid[1] + d]]
                                           for d in (1, 2, 3) if mid[1] + d < rho.shape[-1]}
+        band_rho = None
+        if G.sky_noise and G.sky.band_correlated:  # the bands' pixel noise correlated as the real sky's
+            from .sky import measure_sky_band_correlation
+
+            band_rho = measure_sky_band_correlation(stamps, sample.stretch)
+            sky["band_correlation"] = [[round(float(r), 4) for r in row] for row in band_rho]
         ratios = row_group = None
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
@@ -646,6 +653,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                 net.sky.set(sky)
                 if G.sky.correlated:
                     net.sky.set_correlation(drawn)
+                if band_rho is not None:
+                    net.sky.set_band_correlation(band_rho)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
                 if G.sky.row_levels:

@@ -220,6 +220,12 @@ class Generator(nn.Module):
         of real stamps by sky smoothness, drawn per stamp with its depth
         (:class:`~galearn.gan.sky.SkyNoise`; ignored unless ``sky_noise`` is
         ``"correlated"``; needs ``sky_scatter``).
+    sky_band_correlation : bool
+        ``gan.sky_band_correlation``: the measured sky's unit noise mixed
+        between bands by the Cholesky factor of the real sky's band
+        correlation (buffer ``sky.band_mix``, set from
+        :func:`galearn.gan.sky.measure_sky_band_correlation` by
+        :func:`galearn.gan.loop.run_train`; ignored without ``sky_noise``).
     template_warp : bool
         Draw the template per sample (``gan.g_template_warp``, needs
         ``template``): brightness, size and shape of the class template from
@@ -303,7 +309,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False,
+                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured") -> None:
         super().__init__()
@@ -350,7 +356,7 @@ class Generator(nn.Module):
             from .sky import SkyNoise
 
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
-                                groups=sky_groups, row_levels=pin_sky_to == "stamp")
+                                groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation)
         else:
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)

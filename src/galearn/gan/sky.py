@@ -14,6 +14,8 @@ noise, and G spends its capacity on the galaxy.
   pooled one, per band (``gan.sky_scatter``): depth varies across a mosaic
   (tile overlaps, deep fields inside wide ones) and 8-bit images are scaled
   one by one, so one noise level for every generated stamp would be a tell.
+* :func:`measure_sky_band_correlation` -- the correlation between bands of
+  the real sky's pixel-scale noise (``gan.sky_band_correlation``).
 * :func:`sky_per_stamp` -- each stamp's own ring level, sigma and clipped
   fraction (``galearn gan evaluate``'s ``sky``: real against generated).
 * :func:`measure_sky_correlation` -- per-band 2-D autocorrelation of the
@@ -32,7 +34,8 @@ noise, and G spends its capacity on the galaxy.
   each galaxy's size have skies from near-white to strongly smoothed, and
   one pooled kernel would give every generated stamp the same texture.
 * :class:`SkyNoise` -- the torch module: stretched -> linear units ->
-  ``+ sigma_b * N(0, 1)`` (per pixel, independent per band, from the step's
+  ``+ sigma_b * N(0, 1)`` (per pixel, independent per band unless
+  ``gan.sky_band_correlation`` mixes the bands as the real sky's, from the step's
   seeded ``torch.Generator``; with the scatter set, ``sigma_b`` times the
   ratios of one real stamp drawn per generated stamp; with an amplitude set, a Gaussian random field
   with the set autocorrelation, in training the measured one's noise part: white noise filtered by
@@ -53,7 +56,7 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "quantisation_step", "measure_sky_correlation",
+__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation", "quantisation_step", "measure_sky_correlation",
            "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
@@ -270,6 +273,54 @@ def sky_per_stamp(stretched: np.ndarray, stretch: dict | None = None, *, border:
     lin, _, _ = _linearise(x, stretch)
     sigma, x1, z1 = _sky_quantiles(lin[:, :, ring], x[:, :, ring] <= 0, axis=2, step=quantisation_step(x, stretch))
     return {"level": x1 - sigma * z1, "sigma": sigma, "clipped": (x <= 0).mean(axis=(2, 3))}
+
+
+def measure_sky_band_correlation(stretched: np.ndarray, stretch: dict | None = None, *,
+                                 border: int | None = None, min_pixels: int = 1000) -> np.ndarray:
+    """Correlation ``(C, C)`` between bands of the real stamps' pixel-scale sky noise, from their outer ring.
+
+    Independent exposures through each filter (HST, GalSim) have noise
+    uncorrelated between bands; a colour JPEG (Galaxy Zoo's SDSS
+    composites) keeps its colour at lower resolution than its light, so its
+    pixel noise is nearly the same in R, G and B (docs/gan.md, round 27),
+    and a sky drawn independently per band would be a tell.
+
+    Each band's pixel-scale part (the linear value less its 3x3 mean) is
+    read on the ring's pixels whose 3x3 neighbourhood is unclipped in every
+    band, and the correlation of each pair of bands is the robust
+    Gnanadesikan-Kettenring estimate from the MADs of the standardised sum
+    and difference (neighbouring galaxies in the ring are outliers, not
+    signal). The matrix is made positive definite (eigenvalues at least
+    0.01). Returns the identity when fewer than ``min_pixels`` ring pixels
+    are usable.
+    """
+    from scipy.ndimage import minimum_filter, uniform_filter
+
+    x, ring = _stamps_and_ring(stretched, border, "measure_sky_band_correlation")
+    c = x.shape[1]
+    if c < 2:
+        return np.ones((c, c))
+    lin, _, _ = _linearise(x, stretch)
+    high = lin - uniform_filter(lin, size=(1, 1, 3, 3), mode="reflect")
+    unclipped = minimum_filter((x > 0).all(axis=1), size=(1, 3, 3), mode="nearest")  # (N, H, W)
+    use = unclipped & ring[None]
+    if use.sum() < min_pixels:
+        return np.eye(c)
+    v = high.transpose(1, 0, 2, 3)[:, use]  # (C, pixels)
+
+    def mad(a: np.ndarray) -> np.ndarray:
+        return np.median(np.abs(a - np.median(a, axis=-1, keepdims=True)), axis=-1)
+
+    v = v / np.maximum(mad(v), 1e-12)[:, None]
+    rho = np.eye(c)
+    for i in range(c):
+        for j in range(i + 1, c):
+            plus, minus = mad(v[i] + v[j]) ** 2, mad(v[i] - v[j]) ** 2
+            rho[i, j] = rho[j, i] = (plus - minus) / max(plus + minus, 1e-12)
+    w, vec = np.linalg.eigh(rho)
+    rho = (vec * np.maximum(w, 0.01)) @ vec.T
+    d = np.sqrt(np.diag(rho))
+    return rho / d[:, None] / d[None, :]
 
 
 def _low_threshold(values: np.ndarray) -> np.ndarray:
@@ -525,11 +576,13 @@ class SkyNoise(torch.nn.Module):
     ``(groups, C, 2H, H + 1)``, one per group of real stamps by sky smoothness
     (:func:`measure_grouped_sky_correlation`), and ``row_group`` ``(SCATTER_ROWS,)``
     the group of each scatter row's real stamp: a generated stamp draws its
-    depth and its sky texture from the same real stamp.
+    depth and its sky texture from the same real stamp. With
+    ``band_correlated`` also ``band_mix`` ``(C, C)`` (placeholder: identity),
+    the Cholesky factor of :func:`measure_sky_band_correlation`'s matrix.
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
-                 row_levels: bool = False) -> None:
+                 row_levels: bool = False, band_correlated: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -552,6 +605,20 @@ class SkyNoise(torch.nn.Module):
             if not self.scatter:
                 raise BadValueError("gan.g_pin_sky_to = stamp needs gan.sky_scatter = true (a real stamp per row)")
             self.register_buffer("row_level", torch.full((SCATTER_ROWS, n_bands), -1.0))
+        self.band_correlated = bool(band_correlated)
+        if self.band_correlated:
+            self.register_buffer("band_mix", torch.eye(n_bands))
+
+    @torch.no_grad()
+    def set_band_correlation(self, rho: np.ndarray) -> None:
+        """Set ``band_mix`` ``(C, C)``, the Cholesky factor of a :func:`measure_sky_band_correlation` result
+        (``gan.sky_band_correlation`` only): the unit noise of the bands is mixed by it before its sigma."""
+        if not self.band_correlated:
+            raise BadValueError("this generator's sky noise is independent between bands (gan.sky_band_correlation = false)")
+        rho = np.asarray(rho, dtype="f8")
+        if rho.shape != tuple(self.band_mix.shape):
+            raise BadValueError(f"a band correlation of shape {rho.shape} for a {len(self.band_mix)}-band sky")
+        self.band_mix.copy_(torch.from_numpy(np.linalg.cholesky(rho)).float())
 
     @torch.no_grad()
     def set_scatter(self, ratios: np.ndarray) -> None:
@@ -670,6 +737,8 @@ class SkyNoise(torch.nn.Module):
             noise = self.draw(tuple(h.shape), gen, h.device, h.dtype, self.amplitude[self.row_group[row]])
         else:
             noise = self.draw(tuple(h.shape), gen, h.device, h.dtype)
+        if self.band_correlated:  # the bands' noise correlated as the real sky's (gan.sky_band_correlation)
+            noise = torch.einsum("bc,nchw->nbhw", self.band_mix.to(noise.dtype), noise)
         sigma = self.sigma.view(shape).to(h.dtype)
         if self.scatter:  # one real stamp's sigma ratios per generated stamp
             if row is None:
