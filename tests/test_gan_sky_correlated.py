@@ -429,12 +429,13 @@ def test_band_correlation_of_the_sky_is_measured_through_the_clip_and_past_neigh
     assert np.all(np.linalg.eigvalsh(low) > 0) and np.allclose(np.diag(low), 1.0)
 
 
-def test_sky_noise_correlated_between_bands_as_measured(tmp_path):
+def test_sky_noise_correlated_between_bands_as_measured(tmp_path, monkeypatch):
     """gan.sky_band_correlation: the generator's sky noise has the real sky's correlation between bands, measured
-    at training and kept in G's state (gan/config.json records it); the identity placeholder draws exactly the
-    independent noise; resume is exact and sampling reproducible."""
+    at training and kept in G's state (gan/config.json records it; applied only from 0.1 in some pair of bands,
+    else the bands stay independent); the identity placeholder draws exactly the independent noise; resume is
+    exact and sampling reproducible."""
     from galearn.errors import BadValueError
-    from galearn.gan.loop import build_networks
+    from galearn.gan.loop import SKY_BAND_CORRELATION_MIN, build_networks
     from galearn.gan.sky import SkyNoise, measure_sky_band_correlation
 
     rho = np.array([[1.0, 0.97, 0.95], [0.97, 1.0, 0.97], [0.95, 0.97, 1.0]])
@@ -453,9 +454,18 @@ def test_sky_noise_correlated_between_bands_as_measured(tmp_path):
     cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", sky_band_correlation=True)
     G, _, _ = build_networks(2, 3, 32, cfg)
     assert G.sky.band_correlated
-    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    # the tiny mock's sky is independent between bands (separate exposures): measured, recorded, not applied
+    ws, ckpt = assert_resume_exact(tmp_path / "mock", cfg)
+    recorded_sky = json.loads((ws.gan / "config.json").read_text())["sky"]
+    assert np.abs(np.array(recorded_sky["band_correlation"]) - np.eye(3)).max() < SKY_BAND_CORRELATION_MIN
+    assert recorded_sky["band_correlation_applied"] is False
+    assert torch.equal(ckpt["G_ema"]["sky.band_mix"], torch.eye(3))
+    # a grey sky (as measured on a colour JPEG): applied, kept in G's state, resumed and sampled exactly
+    monkeypatch.setattr("galearn.gan.sky.measure_sky_band_correlation", lambda stamps, stretch=None: rho)
+    ws, ckpt = assert_resume_exact(tmp_path / "grey", cfg)
     mix = ckpt["G_ema"]["sky.band_mix"]
-    recorded = np.array(json.loads((ws.gan / "config.json").read_text())["sky"]["band_correlation"])
-    np.testing.assert_allclose((mix @ mix.T).numpy(), recorded, atol=1e-3)
-    assert recorded.shape == (3, 3) and np.allclose(np.diag(recorded), 1.0)
+    recorded_sky = json.loads((ws.gan / "config.json").read_text())["sky"]
+    assert recorded_sky["band_correlation_applied"] is True
+    np.testing.assert_allclose((mix @ mix.T).numpy(), recorded_sky["band_correlation"], atol=1e-3)
+    np.testing.assert_allclose(recorded_sky["band_correlation"], rho, atol=1e-4)
     assert_sample_reproducible(ws, cfg)
