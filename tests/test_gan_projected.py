@@ -292,6 +292,11 @@ def test_realism_verdict_says_under_trained():
     far, text = realism_verdict({**good, "sky": {"real_heldout": grey, "generated": {**grey, "band_correlation": {
         "R-G": 0.9, "R-B": 0.85, "G-B": 0.9}}}})
     assert text.startswith("close to real")
+    # faint sources correlate an HST-like ring's bands by 0.15-0.2: light, not a grey noise, so not said
+    faint = {**real_sky, "band_correlation": {"R-G": 0.18, "R-B": 0.15, "G-B": 0.21}}
+    far, text = realism_verdict({**good, "sky": {"real_heldout": faint, "generated": {**real_sky, "band_correlation": {
+        "R-G": -0.02, "R-B": 0.0, "G-B": -0.03}}}})
+    assert text.startswith("close to real")
 
 
 def _elongated(angles_deg: np.ndarray, size: int = 48, axis_ratio: float = 0.4) -> np.ndarray:

@@ -431,12 +431,12 @@ def test_band_correlation_of_the_sky_is_measured_through_the_clip_and_past_neigh
 
 def test_sky_noise_correlated_between_bands_as_measured(tmp_path, monkeypatch):
     """gan.sky_band_correlation: the generator's sky noise has the real sky's correlation between bands, measured
-    at training and kept in G's state (gan/config.json records it; applied only from 0.1 in some pair of bands,
+    at training and kept in G's state (gan/config.json records it; applied only from 0.3 in some pair of bands,
     else the bands stay independent); the identity placeholder draws exactly the independent noise; resume is
     exact and sampling reproducible."""
     from galearn.errors import BadValueError
-    from galearn.gan.loop import SKY_BAND_CORRELATION_MIN, build_networks
-    from galearn.gan.sky import SkyNoise, measure_sky_band_correlation
+    from galearn.gan.loop import build_networks
+    from galearn.gan.sky import SKY_BAND_CORRELATION_MIN, SkyNoise, measure_sky_band_correlation
 
     rho = np.array([[1.0, 0.97, 0.95], [0.97, 1.0, 0.97], [0.95, 0.97, 1.0]])
     sky = {"sigma": [0.014] * 3, "softening": [0.0] * 3, "norm": [1.0] * 3}

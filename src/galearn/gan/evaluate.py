@@ -761,12 +761,15 @@ def _orientation_statement(m: dict) -> str:
 #: The generated skies are called unlike the real ones when their median per-stamp sigma exceeds the held-out
 #: real one by this factor in some band, or their black fraction exceeds twice the real one plus 0.05.
 SKY_SIGMA_RATIO = 1.5
-#: The verdict says the generated sky noise is coloured when its mean band correlation is this far below the real one's.
+#: The verdict says the generated sky noise is coloured when its mean band correlation is this far below the real
+#: one's, and the real one's is a shared (grey) noise (``SKY_BAND_CORRELATION_MIN``, not faint sources' light).
 SKY_BAND_CORRELATION_GAP = 0.2
 
 
 def _sky_statement(m: dict) -> str:
     """'' unless the generated stamps' own skies are noisier or blacker than the held-out real ones (``sky``)."""
+    from .sky import SKY_BAND_CORRELATION_MIN
+
     sky = m.get("sky") or {}
     gen, real = sky.get("generated"), sky.get("real_heldout")
     if not gen or not real:
@@ -776,7 +779,7 @@ def _sky_statement(m: dict) -> str:
     black_g, black_r = float(np.mean(gen["clipped_fraction"])), float(np.mean(real["clipped_fraction"]))
     rho_g, rho_r = (float(np.mean(list(s["band_correlation"].values()))) if s.get("band_correlation") else 0.0
                     for s in (gen, real))
-    grey = rho_r - rho_g > SKY_BAND_CORRELATION_GAP
+    grey = rho_r >= SKY_BAND_CORRELATION_MIN and rho_r - rho_g > SKY_BAND_CORRELATION_GAP
     if ratio <= SKY_SIGMA_RATIO and black_g <= 2.0 * black_r + 0.05 and not grey:
         return ""
     return (f"its sky is unlike the real one: per-stamp sky sigma up to {ratio:.1f}x the real, "

@@ -58,9 +58,6 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_sky_reference", "g_pin_sky_to", "sky_band_correlation")
 DISCRIMINATORS = ("sngan", "projected")
-#: gan.sky_band_correlation mixes the bands' sky noise only when the real sky's correlation reaches this in some pair
-#: of bands; below it (separate exposures through each filter: HST, the GalSim mock) the bands stay independent.
-SKY_BAND_CORRELATION_MIN = 0.1
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
@@ -627,7 +624,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                                           for d in (1, 2, 3) if mid[1] + d < rho.shape[-1]}
         band_rho = None
         if G.sky_noise and G.sky.band_correlated:  # the bands' pixel noise correlated as the real sky's
-            from .sky import measure_sky_band_correlation
+            from .sky import SKY_BAND_CORRELATION_MIN, measure_sky_band_correlation
 
             band_rho = measure_sky_band_correlation(stamps, sample.stretch)
             sky["band_correlation"] = [[round(float(r), 4) for r in row] for row in band_rho]

@@ -56,7 +56,7 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation", "quantisation_step", "measure_sky_correlation",
+__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation", "SKY_BAND_CORRELATION_MIN", "quantisation_step", "measure_sky_correlation",
            "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
@@ -67,6 +67,11 @@ SKY_NOISE = ("auto", "measured", "measured-correlated", "learnt")
 CORRELATED_SKY_THRESHOLD = 0.15
 #: Lag length (pixels) from which the measured sky correlation counts as galaxy light, not noise (noise_correlation).
 SHORT_RANGE_CUT = 4
+#: gan.sky_band_correlation mixes the bands' sky noise only when the real sky's correlation reaches this in some pair
+#: of bands. A colour JPEG's noise reads 0.98 (galaxy-zoo-dev); separate exposures through each filter have
+#: independent noise, and the faint sources in their rings read 0.15-0.2 (the GalSim mock: light, not noise), so
+#: below this the bands stay independent (docs/gan.md round 27).
+SKY_BAND_CORRELATION_MIN = 0.3
 #: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
 SCATTER_ROWS = 256
 
