@@ -56,7 +56,8 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation", "SKY_BAND_CORRELATION_MIN", "quantisation_step", "measure_sky_correlation",
+__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
+           "SKY_BAND_CORRELATION_MIN", "quantisation_step", "measure_sky_correlation",
            "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
