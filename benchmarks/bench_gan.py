@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from galearn.config import RunConfig
+    from galearn.errors import Interrupted
     from galearn.gan import run_evaluate, run_sample, run_train
     from galearn.gan.checkpoint import latest_checkpoint, load_checkpoint
     from galearn.store import Workspace, read_metrics
@@ -179,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.max_steps and (time.perf_counter() - t < args.minutes * 60 if budget is None
                                      else cpu_done() < budget):
         step = min(args.max_steps, step + args.chunk)
-        run_train(ws, dataclasses.replace(gcfg, steps=step), resume=resume, cpu_budget_s=budget)
+        try:
+            run_train(ws, dataclasses.replace(gcfg, steps=step), resume=resume, cpu_budget_s=budget)
+        except Interrupted as exc:  # SIGINT / SIGTERM: the checkpoint is saved; run again without --restart
+            print(f"{exc}; to go on: the same bench_gan.py command without --restart", file=sys.stderr)
+            return exc.exit_code
         resume = True
         step = int(load_checkpoint(latest_checkpoint(ws.gan))["step"])
     timing["gan_train"] = time.perf_counter() - t

@@ -342,6 +342,35 @@ def test_sigint_checkpoints_the_current_step_and_resume_is_exact(tmp_path):
             torch.testing.assert_close(resumed[net][name], value, rtol=0, atol=0, msg=f"{net}.{name}")
 
 
+def test_sigterm_in_the_last_gan_step_finishes_the_run_and_stops(tmp_path, monkeypatch):
+    """A stop asked for during the last step is not swallowed: the run is saved whole, then Interrupted."""
+    pytest.importorskip("torch")
+    from galearn.config import load_config, parse_overrides, section
+    from galearn.errors import Interrupted
+    from galearn.gan import loop
+    from galearn.gan.checkpoint import latest_checkpoint, load_checkpoint
+    from galearn.store import read_manifest
+
+    ws = sample_workspace(tmp_path / "ws", n=40)
+    cfg = section(load_config(None, parse_overrides(GAN_OPTS)), "gan", condition="truth_class", steps=2)
+    real_step = loop.train_step
+
+    def step_then_sigterm(step, **kw):  # a real SIGTERM to this process during the last step
+        if step == cfg.steps - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(step, **kw)
+
+    monkeypatch.setattr(loop, "train_step", step_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=r"after its last step \(2\); the training is complete") as info:
+        loop.run_train(ws, cfg, progress=False)
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert load_checkpoint(latest_checkpoint(ws.gan))["step"] == 2
+    assert read_manifest(ws)["gan"]["steps"] == 2  # the run is recorded whole
+    assert len(ws.gan_stats.read_text().splitlines()) == 3
+
+
 # --------------------------------------------------------------------------- 6. labels in the page's inline JSON
 
 
@@ -566,7 +595,8 @@ def test_messages_show_plain_values(tmp_path, capsys):
 # --------------------------------------------------------------------------- 5b. SIGTERM during adapt
 
 
-def test_sigterm_during_adapt_checkpoints_and_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signal_in_step", [1, 2], ids=["first step", "last step"])
+def test_sigterm_during_adapt_checkpoints_and_resume_is_exact(tmp_path, monkeypatch, signal_in_step):
     torch = pytest.importorskip("torch")
     from galearn.errors import Interrupted
     from galearn.features import adapt as adapt_mod
@@ -583,24 +613,24 @@ def test_sigterm_during_adapt_checkpoints_and_resume_is_exact(tmp_path, monkeypa
 
     real_loss, calls = adapt_mod.nt_xent_loss, []
 
-    def loss_then_sigterm(*a, **k):  # a real SIGTERM to this process during step 1
+    def loss_then_sigterm(*a, **k):  # a real SIGTERM to this process during the step asked for
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == signal_in_step:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_loss(*a, **k)
 
     monkeypatch.setattr(adapt_mod, "nt_xent_loss", loss_then_sigterm)
     ckpt = tmp_path / "ckpt.pt"
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Interrupted, match="interrupted at step 1 of 2") as info:
+    with pytest.raises(Interrupted, match=f"interrupted at step {signal_in_step} of 2") as info:
         adapt_mod.adapt_backbone(fresh(), images, checkpoint=ckpt, **kw)
     assert info.value.exit_code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
-    assert torch.load(ckpt, weights_only=True)["step"] == 1
+    assert torch.load(ckpt, weights_only=True)["step"] == signal_in_step
     monkeypatch.setattr(adapt_mod, "nt_xent_loss", real_loss)
     resumed = fresh()
     h = adapt_mod.adapt_backbone(resumed, images, checkpoint=ckpt, **kw)
-    assert h["resumed_from"] == 1 and h["finished"]
+    assert h["resumed_from"] == signal_in_step and h["finished"]
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

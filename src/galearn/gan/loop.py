@@ -799,4 +799,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "checkpoint": None if last is None else relative_to_workspace(ws, last), "steps": int(cfg.steps),
         "condition": condition, "redshift_edges": list(redshift_edges), "classes": list(classes),
         "sample_checksum": sample.checksum, "settings": dataclasses.asdict(cfg)}})
+    if stop.requested:  # asked during the last step: the run is complete, but what follows it must not start
+        raise Interrupted(f"gan train stopped as asked after its last step ({cfg.steps}); the training is complete "
+                          f"and saved in {run_dir}; nothing after it was started", stop.signum)
     return run_dir
