@@ -388,19 +388,9 @@ def adapt_backbone(
     stop_at = total if max_steps is None else min(total, step + int(max_steps))
     epoch_losses: list[float] = []
     std = tuple(backbone.std)
-
-    def stop_here(signum: int) -> Interrupted:  # SIGINT / SIGTERM: save the last finished step, say how to go on
-        save()
-        return Interrupted(
-            f"adapt interrupted at step {step} of {total}; saved {ckpt}; run the same `galearn adapt` "
-            "command again to continue from there" if ckpt is not None else
-            f"adapt interrupted at step {step} of {total} (no checkpoint file given)", signum)
-
     with stop_requests("adapt") as stop, \
             tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
         while step < stop_at:
-            if stop.requested:
-                raise stop_here(stop.signum)
             if time.perf_counter() > deadline:
                 log.warning("adapt: budget of %.1f min reached at step %d of %d (re-run to continue)",
                             budget_minutes, step, total)
@@ -429,10 +419,16 @@ def adapt_backbone(
             if step % steps_per_epoch == 0:
                 losses.append(float(np.mean(epoch_losses)))
                 epoch_losses = []
-            if step % checkpoint_every == 0 or step == total:
+            saved = step % checkpoint_every == 0 or step == total
+            if saved:
                 save()
-        if stop.requested:  # asked during the last step: stop all the same, not go on to what follows
-            raise stop_here(stop.signum)
+            if stop.requested:  # SIGINT / SIGTERM (the last step too): save this step, say how to go on
+                if not saved:
+                    save()
+                raise Interrupted(
+                    f"adapt interrupted at step {step} of {total}; saved {ckpt}; run the same `galearn adapt` "
+                    "command again to continue from there" if ckpt is not None else
+                    f"adapt interrupted at step {step} of {total} (no checkpoint file given)", stop.signum)
     if step < total:
         save()
     model.eval()
