@@ -236,6 +236,8 @@ class GanTrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight on real stamps (0: off); lazy, every r1_every D updates
     r1_every: int = 16
     ema_beta: float = 0.999  # ramped up as min(beta, (1+step)/(10+step))
+    lr_decay_start: int = 0  # G and D learning rates fall linearly from this step (0: constant learning rates) ...
+    lr_decay_end: int = 0  # ... to zero at this step (pix2pix's linear decay; steps, not a fraction of gan.steps, so chunked and budgeted runs keep one schedule; docs/gan.md round 29)
     diffaugment: str = "auto"  # DiffAugment before D (flip, rot90, translation, translation32, cutout -- which leaks, docs/gan.md round 15; no colour policy: band ratios matter); "auto": "translation" for the projected D (so it sees orientation, docs/gan.md round 14), "flip,rot90,translation" for SNGAN
     checkpoint_every: int = 50
     grid_every: int = 50
@@ -406,7 +408,8 @@ FIELD_RANGES: dict[str, tuple] = {
     "checkpoint_every": (1, None, "[)"), "grid_every": (1, None, "[)"), "d_steps": (1, None, "[)"),
     "r1_every": (1, None, "[)"), "r1_gamma": (0, None, "[)"), "lr_g": (0, None, "()"), "lr_d": (0, None, "()"),
     "learning_rate": (0, None, "()"), "adam_beta1": (0, 1, "[)"), "adam_beta2": (0, 1, "[)"),
-    "ema_beta": (0, 1, "[)"), "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"),
+    "ema_beta": (0, 1, "[)"), "lr_decay_start": (0, None, "[)"), "lr_decay_end": (0, None, "[)"),
+    "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"),
     "balancing_repeats": (1, None, "[)"), "eval_morphology_n": (0, None, "[)"), "n_per_class": (1, None, "[)"),
     "epochs": (1, None, "[)"), "budget_minutes": (0, None, "[)"), "temperature": (0, None, "()"),
     "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),

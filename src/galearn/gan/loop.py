@@ -56,7 +56,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
-           "g_sky_reference", "g_pin_sky_to", "sky_band_correlation")
+           "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -66,7 +66,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
-                   "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False}
+                   "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
+                   "lr_decay_start": 0, "lr_decay_end": 0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -221,6 +222,10 @@ def train_step(step: int, *, G: Generator, D: torch.nn.Module, G_ema: Generator,
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.from_numpy(y_all[pick]).to(device)
 
+    scale = lr_scale_at(step, cfg.lr_decay_start, cfg.lr_decay_end)
+    for opt, lr in ((opt_G, cfg.lr_g), (opt_D, cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = lr * scale
     real, y = batch(rng.integers(0, n_train, cfg.batch_size))
     fake = fake_features = None
     share_features = fast and getattr(D, "frozen_features", False)
@@ -332,6 +337,11 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.g_out_scale must be in [0, 1], got {cfg.g_out_scale!r}")
     if not 0.0 <= cfg.ema_beta < 1.0:
         raise BadValueError(f"gan.ema_beta must be in [0, 1), got {cfg.ema_beta}")
+    start, end = cfg.lr_decay_start, cfg.lr_decay_end
+    if not (isinstance(start, int) and isinstance(end, int) and not isinstance(start, bool)
+            and not isinstance(end, bool) and ((start == 0 and end == 0) or 0 <= start < end)):
+        raise BadValueError(f"gan.lr_decay_start / gan.lr_decay_end must be steps with start < end (both 0: constant "
+                            f"learning rates), got {start!r} / {end!r}")
     if cfg.discriminator not in DISCRIMINATORS:
         raise BadValueError(f"gan.discriminator must be one of {', '.join(DISCRIMINATORS)}, got {cfg.discriminator!r}")
     parse_policy(resolve_policy(cfg.diffaugment, cfg.discriminator))
@@ -385,6 +395,17 @@ def standing_stats(G_ema: Generator, seed: int, device: torch.device, *, n_batch
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     G_ema.eval()
+
+
+def lr_scale_at(step: int, start: int, end: int) -> float:
+    """Learning-rate multiplier of (0-based) ``step``: 1 before ``start``, then linear to 0 at ``end``.
+
+    ``start = end = 0``: constant (1). A function of the step alone, so a
+    resumed or chunked run follows the same schedule.
+    """
+    if not end or step < start:
+        return 1.0
+    return max(0.0, (end - step) / (end - start))
 
 
 def ema_beta_at(step: int, beta: float) -> float:
