@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 "recall", "recall_real_baseline", "morphology_wasserstein", "morphology_wasserstein_real_baseline",
                 "memorised_fraction", "power_spectrum_wasserstein", "power_spectrum_wasserstein_real_baseline",
                 "flux_wasserstein", "flux_wasserstein_real_baseline", "colour_wasserstein",
-                "colour_wasserstein_real_baseline", "realism_space", "verdict"):
+                "colour_wasserstein_real_baseline", "fid_std", "fid_real_baseline_std", "fid_ratio_draws", "draws",
+                "realism_space", "verdict"):
         print(f"{key:40s} {metrics.get(key)}")
     u = metrics.get("realism_untargeted")
     if u:

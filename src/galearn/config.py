@@ -264,6 +264,7 @@ class GanEvaluateConfig:
 
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
     balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
+    realism_draws: int = 10  # draws of the real baseline T and the generated G (H fixed) averaged in FID / KID / precision / recall (1: one draw, as before round 29; docs/gan.md)
     realism_space: str = "morphometry"  # FID / KID / precision / recall / memorisation space; never the D's own network
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
     random_state: int = 0
@@ -410,7 +411,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "learning_rate": (0, None, "()"), "adam_beta1": (0, 1, "[)"), "adam_beta2": (0, 1, "[)"),
     "ema_beta": (0, 1, "[)"), "lr_decay_start": (0, None, "[)"), "lr_decay_end": (0, None, "[)"),
     "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"),
-    "balancing_repeats": (1, None, "[)"), "eval_morphology_n": (0, None, "[)"), "n_per_class": (1, None, "[)"),
+    "balancing_repeats": (1, None, "[)"), "realism_draws": (1, None, "[)"), "eval_morphology_n": (0, None, "[)"), "n_per_class": (1, None, "[)"),
     "epochs": (1, None, "[)"), "budget_minutes": (0, None, "[)"), "temperature": (0, None, "()"),
     "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),

@@ -14,6 +14,11 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   :func:`galearn.features.extract_features`); ``*_real_baseline``: ``T``
   against ``H``. KID: polynomial kernel, unbiased MMD^2, mean over 100 subsets.
   Precision / recall: k = 3 nearest neighbours (Kynkäänniemi et al. 2019).
+  Each is the mean over ``gan.realism_draws`` draws of ``T`` and ``G`` (``H``
+  fixed; ``draws``, ``fid_std``, ``fid_real_baseline_std``, and
+  ``fid_ratio_draws``: 5 / 50 / 95 % of one draw's ratio); so are
+  ``realism_untargeted``, ``backbone_space`` and ``per_class``. Every other
+  set below is the first draw.
 * ``memorised_fraction``: fraction of ``G`` whose nearest neighbour among ALL
   training stamps (feature space) is nearer than the 1st percentile of the
   held-out stamps' nearest-training-stamp distances (~0.01 for a generator
@@ -107,6 +112,27 @@ def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *
     out["kid_real_baseline"], _ = kernel_distance(f_base, f_held, random_state=random_state)
     out["precision"], out["recall"] = precision_recall(f_held, f_gen, k=k)
     out["precision_real_baseline"], out["recall_real_baseline"] = precision_recall(f_held, f_base, k=k)
+    return out
+
+
+def mean_over_draws(rows: list[dict]) -> dict:
+    """The mean of each number over :func:`realism_metrics`-like dicts of repeated draws of ``T`` and ``G``.
+
+    Other values come from the first draw. ``fid_std`` / ``fid_real_baseline_std``: their spread over the
+    draws; ``fid_ratio_draws``: the 5 / 50 / 95 % quantiles of each draw's own ratio (what one draw, as in
+    evaluations before issue 14 round 29, could read); ``draws``: how many.
+    """
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float) and all(isinstance(r.get(key), float) for r in rows):
+            out[key] = float(np.mean([r[key] for r in rows]))
+    for key in ("fid", "fid_real_baseline"):
+        if all(isinstance(r.get(key), float) for r in rows):
+            out[f"{key}_std"] = float(np.std([r[key] for r in rows]))
+    ratios = [r["fid"] / r["fid_real_baseline"] for r in rows if r.get("fid") is not None and r.get("fid_real_baseline")]
+    if ratios:
+        out["fid_ratio_draws"] = np.quantile(ratios, [0.05, 0.5, 0.95]).tolist()
+    out["draws"] = len(rows)
     return out
 
 
@@ -438,7 +464,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         and the feature files when present; writes ``gan/morphology.ecsv`` and
         ``report/metrics.json``.
     cfg : GanEvaluateConfig (or GanConfig / RunConfig, of which only that part is read)
-        ``eval_morphology_n``, ``eval_max_n``, ``balancing_repeats``, ``random_state``.
+        ``eval_morphology_n``, ``eval_max_n``, ``balancing_repeats``, ``realism_draws``, ``random_state``.
     feature_fn : callable, optional
         ``stretched (N, C, H, W) -> features (N, D)``; default: the feature space
         of the active feature file (``WS/manifest.json`` ``features``: backbone,
@@ -505,12 +531,19 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     idx_H = stratified_like(labels, heldout, counts, rng)
     idx_T = stratified_like(labels, train, counts, rng)
     idx_G = stratified_like(lib_labels, lib_pool, counts, rng)
+    # Further draws of T and G for the realism numbers (H is fixed): one draw of 120 stamps in a 67-number space
+    # moves the FID ratio by 2x (docs/gan.md round 29). Their own generator: draw 0 and every other set as before.
+    rng_draws = np.random.default_rng([int(seed), 910])
+    draws = [(idx_T, idx_G)] + [(stratified_like(labels, train, counts, rng_draws),
+                                 stratified_like(lib_labels, lib_pool, counts, rng_draws))
+                                for _ in range(getattr(gcfg, "realism_draws", 1) - 1)]
+    idx_G_all = np.unique(np.concatenate([g for _, g in draws]))
 
     # Balancing needs generated minority stamps, up to the majority training count.
     train_counts = {c: int((labels[train] == c).sum()) for c in classes}
     minority = min(train_counts, key=train_counts.get)
     gen_minority = lib_pool[lib_labels == minority][: max(train_counts.values())]
-    lib_needed = np.union1d(idx_G, gen_minority)
+    lib_needed = np.union1d(idx_G_all, gen_minority)
     real_needed = np.union1d(np.union1d(idx_H, train), split["balanced_test"])
 
     f_real_all = real_feats(real_needed)
@@ -541,9 +574,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         s_real, s_lib, spos_real, spos_lib = f_real_all, f_lib_all, pos_real, pos_lib
     else:
         real_space_idx = np.union1d(idx_H, train)
-        s_real, s_lib = real_space(real_space_idx), lib_space(idx_G)
+        s_real, s_lib = real_space(real_space_idx), lib_space(idx_G_all)
         spos_real = {int(i): k for k, i in enumerate(real_space_idx)}
-        spos_lib = {int(i): k for k, i in enumerate(idx_G)}
+        spos_lib = {int(i): k for k, i in enumerate(idx_G_all)}
     if space == MORPHOMETRY:  # standardise with the real training stamps' statistics
         ref = s_real[[spos_real[int(i)] for i in train]]
         mu, sd = ref.mean(0), ref.std(0)
@@ -561,7 +594,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         {"features": "morphometry_features (galearn.morphometry), standardised by the real training stamps",
          "dim": int(s_real.shape[1])} if space == MORPHOMETRY else space_settings)
     s_H, s_T, s_G, s_train = sr(idx_H), sr(idx_T), sl(idx_G), sr(train)
-    overall = realism_metrics(s_G, s_H, s_T, random_state=seed)
+    overall = mean_over_draws([realism_metrics(sl(g), s_H, sr(t), random_state=seed) for t, g in draws])
     metrics.update({k: v for k, v in overall.items() if k != "n"})
     metrics["n_eval"] = int(len(idx_H))
     metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G, s_train, s_H)
@@ -579,7 +612,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
                                      "generated": stretched_G}, sample.stretch, sample.bands)
     # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
     if space != backbone:
-        bspace = {k: v for k, v in realism_metrics(f_G, f_H, f_T, random_state=seed).items() if k != "n"}
+        bspace = {k: v for k, v in mean_over_draws([realism_metrics(fl(g), f_H, fr(t), random_state=seed)
+                                                     for t, g in draws]).items() if k != "n"}
         bspace["memorised_fraction"], _ = memorised_fraction(f_G, f_train, f_H)
         bspace["name"] = backbone
         bspace["discriminator_looked_through_it"] = bool(metrics["d_feature_network"] == backbone)
@@ -590,12 +624,14 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         metrics["realism_diagnosis"] = realism_diagnosis(s_G, s_H, s_T, names)
         targeted = targeted_morphometry_groups(trained)
         if targeted:
-            metrics["realism_untargeted"] = untargeted_realism(s_G, s_H, s_T, names, targeted, random_state=seed)
+            metrics["realism_untargeted"] = mean_over_draws([untargeted_realism(sl(g), s_H, sr(t), names, targeted,
+                                                                                random_state=seed) for t, g in draws])
 
     per_class: dict = {}
     for c in classes:
-        h, t, g = idx_H[labels[idx_H] == c], idx_T[labels[idx_T] == c], idx_G[lib_labels[idx_G] == c]
-        entry = realism_metrics(sl(g), sr(h), sr(t), random_state=seed)
+        h, g = idx_H[labels[idx_H] == c], idx_G[lib_labels[idx_G] == c]
+        entry = mean_over_draws([realism_metrics(sl(gd[lib_labels[gd] == c]), sr(h), sr(td[labels[td] == c]),
+                                                 random_state=seed) for td, gd in draws])
         if len(g) and len(h):
             entry["memorised_fraction"], _ = memorised_fraction(sl(g), s_train, sr(h))
         per_class[c] = entry

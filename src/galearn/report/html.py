@@ -68,7 +68,11 @@ def gan_realism_caption(gan: dict) -> str:
             return None
         return f"{label} {fmt.format(v)}" + ("" if b is None else f" (real baseline {fmt.format(b)})")
 
-    parts = [pair("fid", "FID"), pair("precision", "precision", "{:.2f}"), pair("recall", "recall", "{:.2f}"),
+    fid = pair("fid", "FID")
+    if fid and (gan.get("draws") or 1) > 1 and gan.get("fid_ratio_draws"):
+        lo, _, hi = gan["fid_ratio_draws"]
+        fid += f", mean of {gan['draws']} draws (one draw's ratio {lo:.1f}-{hi:.1f}x)"
+    parts = [fid, pair("precision", "precision", "{:.2f}"), pair("recall", "recall", "{:.2f}"),
              pair("morphology_wasserstein", "morphology W1"), pair("power_spectrum_wasserstein", "power-spectrum W1"),
              pair("flux_wasserstein", "flux W1"), pair("colour_wasserstein", "colour W1")]
     mem = gan.get("memorised_fraction")
