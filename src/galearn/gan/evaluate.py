@@ -532,11 +532,12 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     idx_T = stratified_like(labels, train, counts, rng)
     idx_G = stratified_like(lib_labels, lib_pool, counts, rng)
     # Further draws of T and G for the realism numbers (H is fixed): one draw of 120 stamps in a 67-number space
-    # moves the FID ratio by 2x (docs/gan.md round 29). Their own generator: draw 0 and every other set as before.
+    # moves the FID ratio by 2x (docs/gan.md round 29). They have a generator of their own, so draw 0 and every
+    # other set are those of a one-draw evaluation.
     rng_draws = np.random.default_rng([int(seed), 910])
     draws = [(idx_T, idx_G)] + [(stratified_like(labels, train, counts, rng_draws),
                                  stratified_like(lib_labels, lib_pool, counts, rng_draws))
-                                for _ in range(getattr(gcfg, "realism_draws", 1) - 1)]
+                                for _ in range(gcfg.realism_draws - 1)]
     idx_G_all = np.unique(np.concatenate([g for _, g in draws]))
 
     # Balancing needs generated minority stamps, up to the majority training count.
