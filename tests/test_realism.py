@@ -215,6 +215,16 @@ def test_kid_spread_is_not_zero_for_small_sets():
     assert mean > 0 and std > 0
 
 
+def test_kid_from_whole_kernels_equals_kid_per_subset(monkeypatch):
+    import galearn.evaluate.realism as realism
+
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(90, 40)), rng.normal(size=(70, 40)) + 0.2
+    whole = kernel_distance(a, b, n_subsets=20, random_state=3)
+    monkeypatch.setattr(realism, "_KID_WHOLE_KERNEL_MAX", 10)  # sets larger than this: kernels per subset
+    np.testing.assert_allclose(whole, kernel_distance(a, b, n_subsets=20, random_state=3), rtol=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["images", "mock"])
 def test_ingested_images_are_measured_above_their_sky_pedestal(tmp_path, kind):
     """Display images (kind "images") sit on a sky pedestal: the evaluation subtracts each stamp's border median.
