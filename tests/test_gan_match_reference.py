@@ -1,6 +1,7 @@
 """gan.g_match_reference = "class": the matching terms compare each generated batch with its classes over the whole
 training set (mean power spectrum, pixel quantiles) instead of the step's real batch; gan.g_stamp_power_match: the
-distribution of the stamps' own spectra (docs/gan.md issue 14 round 21)."""
+distribution of the stamps' own spectra (docs/gan.md issue 14 round 21); gan.g_colour_power_match: the same of their
+colour maps, every pair of bands' difference (round 30)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+
+from galearn.errors import BadValueError
 
 torch = pytest.importorskip("torch")
 
@@ -75,25 +78,59 @@ def test_stamp_log_power_is_the_evaluations_spectrum_and_its_penalty_counts_in_r
         stamp_power_penalty(t[:4], target_sorted=target)
 
 
+def test_colour_power_penalty_sees_colour_structure_the_per_band_spectra_cannot():
+    from galearn.gan.loss import ClassReference, band_differences, colour_power_penalty, stamp_power_penalty
+
+    rng = np.random.default_rng(5)
+    light = 0.3 * rng.normal(size=(16, 1, 32, 32)).astype("f4")
+    grey = torch.from_numpy(np.repeat(light, 3, axis=1))  # the same texture in every band: no colour structure
+    idx = [[0, 1, 2], [1, 2, 0], [2, 0, 1]]  # each band's texture from another stamp: the same per-band statistics
+    light_t = torch.from_numpy(light[:, 0])
+    coloured = torch.stack([light_t[(np.arange(16) + 5 * b) % 16] for b in range(3)], dim=1)
+    d = band_differences(coloured)
+    assert d.shape == (16, 3, 32, 32)
+    torch.testing.assert_close(d[:, 1], coloured[:, 0] - coloured[:, 2])
+    # the per-band spectra cannot tell the two batches apart (the same stamps, shuffled between bands) ...
+    assert float(stamp_power_penalty(coloured, grey)) < 0.05
+    # ... the colour maps' spectra can: the grey batch has none
+    assert float(colour_power_penalty(grey, grey)) == 0.0
+    assert float(colour_power_penalty(coloured, grey)) > 10 * float(colour_power_penalty(grey[:8].repeat(2, 1, 1, 1), grey))
+    x = torch.cat([grey, coloured]).numpy()
+    y = np.repeat([0, 1], 16)
+    ref = ClassReference(x, y, 2, colours=True)
+    target = ref.sorted_colour_power(torch.tensor([0, 0, 1]))
+    assert target.shape == (3 * 8, 3) and bool((target.diff(dim=1) >= 0).all())
+    own = float(colour_power_penalty(coloured, target_sorted=ref.sorted_colour_power(torch.ones(16, dtype=torch.long))))
+    other = float(colour_power_penalty(coloured, target_sorted=ref.sorted_colour_power(torch.zeros(16, dtype=torch.long))))
+    assert own < 0.5 < 10 < other
+    fake = coloured.clone().requires_grad_(True)
+    colour_power_penalty(fake, target_sorted=ref.sorted_colour_power(torch.zeros(16, dtype=torch.long))).backward()
+    assert bool(torch.isfinite(fake.grad).all()) and float(fake.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="colours=True"):
+        ClassReference(x, y, 2).sorted_colour_power(torch.tensor([0]))
+
+
 def test_g_loss_with_a_class_reference_needs_no_real_batch():
     from galearn.gan.loop import build_networks
-    from galearn.gan.loss import ClassReference, GanLoss, pixel_match_penalty, power_match_penalty, stamp_power_penalty
+    from galearn.gan.loss import (ClassReference, GanLoss, colour_power_penalty, pixel_match_penalty,
+                                  power_match_penalty, stamp_power_penalty)
 
     cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
     G, D, _ = build_networks(2, 3, 32, cfg)
     D.eval()
     x, y_all = _two_classes(1)
-    ref = ClassReference(x, y_all, 2)
+    ref = ClassReference(x, y_all, 2, colours=True)
     y = torch.tensor([0, 1, 0, 1])
     z = torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0))
-    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5, reference=ref)
+    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5, colour_power_match=0.5, reference=ref)
     fake = loss.run_G(z, y, torch.Generator().manual_seed(1))
     unclipped = G.last_unclipped
     plain = GanLoss(G, D).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
     got = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)  # no real batch
     want = (plain + 2.0 * power_match_penalty(fake, target=ref.log_power(y))
             + 3.0 * pixel_match_penalty(unclipped, target_sorted=ref.sorted_pixels(y))
-            + 1.5 * stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y)))
+            + 1.5 * stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y))
+            + 0.5 * colour_power_penalty(fake, target_sorted=ref.sorted_colour_power(y)))
     torch.testing.assert_close(got, want)
     real = torch.from_numpy(x[[0, 20, 1, 21]])
     again = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real)
@@ -103,6 +140,12 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     assert float(power_match_penalty(fake, real)) != float(power_match_penalty(fake, target=ref.log_power(y)))
     assert float(stamp_power_penalty(fake, real)) != float(
         stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y)))
+    # without a reference the step's real batch is the target
+    batch = GanLoss(G, D, colour_power_match=0.5)
+    torch.testing.assert_close(batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real),
+                               plain.detach() + 0.5 * colour_power_penalty(fake, real))
+    with pytest.raises(ValueError, match="colour_power_match needs"):
+        batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
 
 
 def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
@@ -137,8 +180,20 @@ def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discri
 
     ws = make_workspace(tmp_path)
     cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
-                              g_power_match=1.0, g_stamp_power_match=1.0, g_match_reference="class",
+                              g_power_match=1.0, g_stamp_power_match=1.0, g_colour_power_match=1.0,
+                              g_match_reference="class",
                               sky_noise="measured",
                               d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)
     assert (ws.gan / "ckpt-000002.pt").exists()
+
+
+def test_colour_power_match_is_refused_on_one_band(tmp_path):
+    from conftest import make_stamp_workspace
+    from galearn.gan import run_train
+
+    ws = make_stamp_workspace(tmp_path / "ws", n=20, bands=("F160W",), columns={"truth_class": np.repeat(["a", "b"], 10)})
+    cfg = dataclasses.replace(TINY, steps=1, g_colour_power_match=1.0)
+    with pytest.raises(BadValueError, match="g_colour_power_match.*one band"):
+        run_train(ws, cfg, progress=False)
+    assert not list(ws.gan_checkpoints())

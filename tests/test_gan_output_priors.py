@@ -111,6 +111,7 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
                                                ("g_power_match", 2.0, (-1.0, "strong", True)),
                                                ("g_pixel_match", 2.0, (-1.0, "strong", True)),
                                                ("g_stamp_power_match", 2.0, (-1.0, "strong", True)),
+                                               ("g_colour_power_match", 2.0, (-1.0, "strong", True)),
                                                ("g_mode_seeking", 1.0, (-1.0, "strong", True))])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
@@ -148,6 +149,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_power_match", 0.0, 2.0, -1),
                                                        ("g_pixel_match", 0.0, 2.0, -1),
                                                        ("g_stamp_power_match", 0.0, 2.0, -1),
+                                                       ("g_colour_power_match", 0.0, 2.0, -1),
                                                        ("g_mode_seeking", 0.0, 1.0, -1),
                                                        ("d_minibatch_std", 4, 0, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):

@@ -400,6 +400,8 @@ def test_realism_without_the_statistics_gs_loss_matched_is_graded_too():
     assert targeted_morphometry_groups({}) == [] and targeted_morphometry_groups({"g_power_match": 0.0, "g_pixel_match": None}) == []
     assert targeted_morphometry_groups({"g_pixel_match": 10, "g_stamp_power_match": 5, "g_power_match": 50}) == [
         "power spectrum", "pixel percentiles"]
+    assert targeted_morphometry_groups({"g_colour_power_match": 5, "g_pixel_match": 10}) == [
+        "power spectrum", "colour", "pixel percentiles"]  # the colour maps' spectra: both spectra and colours
     names = morphometry_names(3, BANDS)
     rng = np.random.default_rng(4)
     held, base, gen = (rng.normal(size=(150, len(names))) for _ in range(3))

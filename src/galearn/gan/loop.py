@@ -56,7 +56,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
-           "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end")
+           "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -67,7 +67,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
-                   "lr_decay_start": 0, "lr_decay_end": 0}
+                   "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -571,6 +571,9 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
+    if getattr(cfg, "g_colour_power_match", 0.0) and len(sample.bands) < 2:
+        raise BadValueError(f"gan.g_colour_power_match compares the stamps' colours, but {sample.path} holds one band "
+                            f"({sample.bands[0]}); set it to 0")
     redshift_edges = redshift_bin_edges(sample, cfg.redshift_bins)
     condition, labels = gan_condition(sample, cfg.condition, redshift_edges)
     run_dir = ws.gan
@@ -740,10 +743,12 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     if getattr(cfg, "g_match_reference", "batch") == "class" and any(getattr(cfg, n, 0.0) for n in MATCH_TERMS):
         from .loss import ClassReference  # the matching terms' targets: each class over the whole training set
 
-        reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes)).to(device)  # network units, as from_stretched
+        reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes),  # network units, as from_stretched
+                                   colours=bool(getattr(cfg, "g_colour_power_match", 0.0))).to(device)
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
                    pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)),
                    stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference,
+                   colour_power_match=float(getattr(cfg, "g_colour_power_match", 0.0)),
                    mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)

@@ -20,7 +20,8 @@ from ..morphometry import power_bin_weights
 from .augment import diff_augment, parse_policy
 
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
-           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "mode_seeking_penalty", "ClassReference"]
+           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "band_differences", "colour_power_penalty",
+           "mode_seeking_penalty", "ClassReference"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -170,6 +171,26 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     return _sorted_w1(values, target_sorted, min_spread=0.05)  # 0.05 dex: a class of near-identical stamps
 
 
+def band_differences(x: torch.Tensor) -> torch.Tensor:
+    """Every pair of bands' difference ``x_i - x_j`` (``i < j``), a stamp's colour maps: ``(N, C (C - 1) / 2, H, W)``."""
+    i, j = torch.triu_indices(x.shape[1], x.shape[1], offset=1, device=x.device)
+    return x[:, i] - x[:, j]
+
+
+def colour_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
+                         target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`stamp_power_penalty` of the stamps' colour maps (:func:`band_differences`): how much colour structure
+    each stamp has at each scale, its distribution against the real stamps'.
+
+    The per-band terms cannot see whether the bands move together: a
+    generator can match every band's spectrum while its colour varies from
+    pixel to pixel where real galaxies' colours are smooth (docs/gan.md round
+    30). ``target_sorted``: :meth:`ClassReference.sorted_colour_power`.
+    """
+    return stamp_power_penalty(band_differences(fake), None if real is None else band_differences(real),
+                               target_sorted=target_sorted)
+
+
 def _block_pair_distances(x: torch.Tensor, y: torch.Tensor, pool: int) -> torch.Tensor:
     """Mean absolute difference of ``pool`` x ``pool``-pixel block means for every pair of stamps of one class."""
     i, j = torch.triu(y[:, None] == y[None, :], diagonal=1).nonzero(as_tuple=True)
@@ -216,6 +237,8 @@ class ClassReference:
     quantiles of its stamps' own log spectra per band and bin, one set per
     generated stamp of that class, so a batch's target is the mixture of
     its classes. A class without training stamps takes the whole set's.
+    With ``colours``, the same quantiles of the spectra of their colour maps
+    (:func:`band_differences`), the target of ``gan.g_colour_power_match``.
 
     Parameters
     ----------
@@ -226,41 +249,55 @@ class ClassReference:
     n_classes : int
     chunk : int
         Stamps per FFT chunk (memory only).
+    colours : bool
+        Also summarise the colour maps' spectra (:meth:`sorted_colour_power`).
     """
 
     N_STAMP_QUANTILES = 32  # quantiles of each class's per-stamp log spectra (per band and bin)
 
-    def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256) -> None:
+    def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256, colours: bool = False) -> None:
         stamps = np.asarray(stamps, dtype=np.float32)
         y = np.asarray(y)
         n, c, h, w = stamps.shape
-        weights = _bin_weights(h, torch.device("cpu"))
         levels = (np.arange(h * w) + 0.5) / (h * w)
-        power = np.zeros((n_classes, c, weights.shape[1]), dtype=np.float64)
         quantiles = np.zeros((n_classes, c, h * w), dtype=np.float32)
-        stamp_levels = (np.arange(self.N_STAMP_QUANTILES) + 0.5) / self.N_STAMP_QUANTILES
-        stamp_quantiles = np.zeros((n_classes, c * weights.shape[1], self.N_STAMP_QUANTILES), dtype=np.float32)
-        for k in range(n_classes):
-            members = np.flatnonzero(y == k)
-            if not len(members):  # e.g. a class (or redshift bin) whose few stamps all went to the held-out set
-                members = np.arange(n)
-            logs = []
-            for start in range(0, len(members), chunk):
-                p = _power_map(torch.from_numpy(stamps[members[start:start + chunk]])) @ weights  # (n, C, bins)
-                power[k] += p.sum(dim=0).double().numpy()
-                logs.append(torch.log10(p + 1e-12).reshape(len(p), -1).numpy())
-            power[k] /= len(members)
-            stamp_quantiles[k] = np.quantile(np.concatenate(logs), stamp_levels, axis=0).T
-            values = stamps[members].transpose(1, 0, 2, 3).reshape(c, -1)
-            quantiles[k] = np.quantile(values, levels, axis=1).T
-        self.power = torch.from_numpy(power.astype(np.float32))  # (K, C, bins), linear
+        # e.g. a class (or redshift bin) whose few stamps all went to the held-out set: the whole set stands in
+        members = [np.flatnonzero(y == k) if (y == k).any() else np.arange(n) for k in range(n_classes)]
+        for k, m in enumerate(members):
+            quantiles[k] = np.quantile(stamps[m].transpose(1, 0, 2, 3).reshape(c, -1), levels, axis=1).T
+        power, stamp_quantiles = self._spectra(stamps, members, chunk)
+        self.power = torch.from_numpy(power)  # (K, C, bins), linear
         self.quantiles = torch.from_numpy(quantiles)  # (K, C, H*W), each row ascending
         self.stamp_quantiles = torch.from_numpy(stamp_quantiles)  # (K, C * bins, Q): the stamps' own log10 spectra
+        self.colour_quantiles = None  # (K, pairs * bins, Q): the same of their colour maps (band_differences)
+        if colours:
+            self.colour_quantiles = torch.from_numpy(
+                self._spectra(band_differences(torch.from_numpy(stamps)).numpy(), members, chunk)[1])
+
+    @classmethod
+    def _spectra(cls, stamps: np.ndarray, members: list[np.ndarray], chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each class's mean power spectrum ``(K, C, bins)`` and quantiles of its stamps' own log10 spectra
+        ``(K, C * bins, Q)``."""
+        weights = _bin_weights(stamps.shape[-1], torch.device("cpu"))
+        levels = (np.arange(cls.N_STAMP_QUANTILES) + 0.5) / cls.N_STAMP_QUANTILES
+        power = np.zeros((len(members), stamps.shape[1], weights.shape[1]), dtype=np.float64)
+        stamp_quantiles = np.zeros((len(members), power[0].size, cls.N_STAMP_QUANTILES), dtype=np.float32)
+        for k, m in enumerate(members):
+            logs = []
+            for start in range(0, len(m), chunk):
+                p = _power_map(torch.from_numpy(stamps[m[start:start + chunk]])) @ weights  # (n, C, bins)
+                power[k] += p.sum(dim=0).double().numpy()
+                logs.append(torch.log10(p + 1e-12).reshape(len(p), -1).numpy())
+            power[k] /= len(m)
+            stamp_quantiles[k] = np.quantile(np.concatenate(logs), levels, axis=0).T
+        return power.astype(np.float32), stamp_quantiles
 
     def to(self, device: torch.device | str) -> ClassReference:
         """Move the targets to ``device`` (in place); returns self."""
         self.power, self.quantiles = self.power.to(device), self.quantiles.to(device)
         self.stamp_quantiles = self.stamp_quantiles.to(device)
+        if self.colour_quantiles is not None:
+            self.colour_quantiles = self.colour_quantiles.to(device)
         return self
 
     def log_power(self, y: torch.Tensor) -> torch.Tensor:
@@ -275,8 +312,17 @@ class ClassReference:
     def sorted_stamp_power(self, y: torch.Tensor) -> torch.Tensor:
         """The per-stamp log10 spectra of a batch of classes ``y`` as ``N`` quantiles of their classes' mixture:
         ``(C * bins, N)``, ascending per row (the middle one of each block of ``Q`` pooled class quantiles)."""
+        return self._mixture(self.stamp_quantiles, y)
+
+    def sorted_colour_power(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`sorted_stamp_power` of the stamps' colour maps (built with ``colours=True``): ``(pairs * bins, N)``."""
+        if self.colour_quantiles is None:
+            raise ValueError("ClassReference: built without colours=True, it holds no colour spectra")
+        return self._mixture(self.colour_quantiles, y)
+
+    def _mixture(self, class_quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         q = self.N_STAMP_QUANTILES
-        pooled = torch.sort(self.stamp_quantiles[y].transpose(0, 1).reshape(self.stamp_quantiles.shape[1], -1),
+        pooled = torch.sort(class_quantiles[y].transpose(0, 1).reshape(class_quantiles.shape[1], -1),
                             dim=1).values  # (F, N * Q)
         return pooled[:, q // 2::q]
 
@@ -300,6 +346,7 @@ class GanLoss:
     power_match: float = 0.0  # gan.g_power_match: G loss + this x power_match_penalty(generated, real batch)
     pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
     stamp_power_match: float = 0.0  # gan.g_stamp_power_match: G loss + this x stamp_power_penalty(generated, real batch)
+    colour_power_match: float = 0.0  # gan.g_colour_power_match: G loss + this x colour_power_penalty(generated, real batch)
     mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
 
@@ -381,7 +428,8 @@ class GanLoss:
                fake: torch.Tensor | None = None, fake_features: list[torch.Tensor] | None = None,
                real: torch.Tensor | None = None) -> torch.Tensor:
         """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, + ``power_match`` x
-        :func:`power_match_penalty`, ``stamp_power_match`` x :func:`stamp_power_penalty` and ``pixel_match`` x
+        :func:`power_match_penalty`, ``stamp_power_match`` x :func:`stamp_power_penalty`, ``colour_power_match`` x
+        :func:`colour_power_penalty` and ``pixel_match`` x
         :func:`pixel_match_penalty` against ``real`` or the class ``reference``, + ``mode_seeking`` x
         :func:`mode_seeking_penalty`, when set).
 
@@ -410,6 +458,11 @@ class GanLoss:
                 raise ValueError("GanLoss.g_loss: stamp_power_match needs this step's generated stamps and real batch")
             target = None if ref is None else ref.sorted_stamp_power(y)
             loss = loss + self.stamp_power_match * stamp_power_penalty(fake, real, target_sorted=target)
+        if self.colour_power_match:
+            if (real is None and ref is None) or fake is None:
+                raise ValueError("GanLoss.g_loss: colour_power_match needs this step's generated stamps and real batch")
+            target = None if ref is None else ref.sorted_colour_power(y)
+            loss = loss + self.colour_power_match * colour_power_penalty(fake, real, target_sorted=target)
         if self.pixel_match:
             unclipped = self.G.last_unclipped  # from the training forward that made `fake`
             if (real is None and ref is None) or unclipped is None:
