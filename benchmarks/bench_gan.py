@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                 "colour_wasserstein_real_baseline", "fid_std", "fid_real_baseline_std", "fid_ratio_draws", "draws",
                 "realism_space", "verdict"):
         print(f"{key:40s} {metrics.get(key)}")
+    td = metrics.get("typical_distance")
+    if td:
+        print(f"typical (median Mahalanobis) distance: generated {td['generated_median']:.2f} "
+              f"+- {td['generated_median_std']:.2f}, held-out real {td['heldout_median']:.2f}, ratio {td['ratio']:.2f}")
     u = metrics.get("realism_untargeted")
     if u:
         print(f"without {', '.join(u['groups_left_out'])} (matched by G's loss): FID {u.get('fid')} "

@@ -125,6 +125,8 @@ def test_evaluate_real_against_real_sits_at_the_baseline_and_shuffled_far_from_i
     assert m["memorised_fraction"] < 0.1
     assert m["morphology_wasserstein"] < 2.5 * m["morphology_wasserstein_real_baseline"] + 0.1
     assert m["steps"] == 7 and m["condition"] == "truth_class"
+    td = m["typical_distance"]  # fresh galaxies lie as near the real manifold as held-out real ones
+    assert 0.85 < td["ratio"] < 1.15 and td["generated_median_std"] > 0, td  # measured 1.01
     assert set(m["per_class"]) == {"disk", "spheroid"}
     orient = m["orientation"]["sets"]  # fresh galaxies at uniform angles: isotropic like the real ones, no "lean" said
     assert set(orient) == {"real_heldout", "real_train", "generated"} and orient["generated"]["n"] > 10
@@ -148,7 +150,29 @@ def test_evaluate_real_against_real_sits_at_the_baseline_and_shuffled_far_from_i
     assert s["fid"] > 5 * s["fid_real_baseline"]
     assert s["kid"] > 5 * max(s["kid_real_baseline"], 1e-3)
     assert s["precision"] < 0.2 and s["recall"] < 0.2
+    assert s["typical_distance"]["ratio"] > 5, s["typical_distance"]  # measured 12.7
     assert "morphology_wasserstein" not in s
+
+
+def test_typical_distance_whitens_by_the_training_covariance():
+    from galearn.gan.evaluate import typical_distance
+
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(6, 6))
+    train, held = rng.normal(size=(2000, 6)) @ mix, rng.normal(size=(300, 6)) @ mix
+    same = typical_distance([rng.normal(size=(300, 6)) @ mix for _ in range(4)], held, train)
+    assert abs(same["ratio"] - 1) < 0.1 and same["generated_median_std"] > 0
+    assert abs(same["heldout_median"] - np.sqrt(6 - 2 / 3)) < 0.25  # the chi distribution's median, 6 dof
+    twice = typical_distance([2 * rng.normal(size=(300, 6)) @ mix], held, train)
+    assert abs(twice["ratio"] - 2) < 0.2 and twice["generated_median_std"] == 0.0
+    # one step along the direction the real stamps hold tightest weighs more than a step along the widest
+    w, v = np.linalg.eigh(np.cov(train, rowvar=False))
+    step = 3 * np.sqrt(w[0])  # three standard deviations along the tightest direction
+    tight = typical_distance([held + step * v[:, 0]], held, train)
+    wide = typical_distance([held + step * v[:, -1]], held, train)
+    assert tight["ratio"] > 1.4 and wide["ratio"] < 1.05
+    with pytest.raises(ValueError, match="cannot fix a covariance"):
+        typical_distance([held], held, train[:6])
 
 
 def test_copied_training_stamps_count_as_memorised(tmp_path):
@@ -317,3 +341,5 @@ def test_realism_numbers_are_means_over_draws_of_the_baseline_and_generated_sets
 
     assert f"mean of 5 draws (one draw's ratio {lo:.1f}-{hi:.1f}x)" in gan_realism_caption(five)
     assert "draws" not in gan_realism_caption(one)
+    td = five["typical_distance"]
+    assert f"typical stamp {td['ratio']:.1f}x as far from the real ones" in gan_realism_caption(five)

@@ -75,6 +75,10 @@ def gan_realism_caption(gan: dict) -> str:
     parts = [fid, pair("precision", "precision", "{:.2f}"), pair("recall", "recall", "{:.2f}"),
              pair("morphology_wasserstein", "morphology W1"), pair("power_spectrum_wasserstein", "power-spectrum W1"),
              pair("flux_wasserstein", "flux W1"), pair("colour_wasserstein", "colour W1")]
+    td = gan.get("typical_distance")
+    if td and td.get("heldout_median"):
+        parts.append(f"typical stamp {td['ratio']:.1f}x as far from the real ones as a held-out real galaxy "
+                     f"(median Mahalanobis distance {td['generated_median']:.1f} against {td['heldout_median']:.1f})")
     mem = gan.get("memorised_fraction")
     if mem is not None:
         parts.append(f"memorised {100 * mem:.1f} %")
