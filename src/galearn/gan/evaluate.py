@@ -206,7 +206,9 @@ def typical_distance(f_gen_draws: list[np.ndarray], f_held: np.ndarray, f_train:
     ``generated_median_std`` over the draws and their ``ratio``. A per-stamp
     statistic, so it is steadier than an FID of ~120 stamps in 67 dimensions
     (docs/gan.md round 30); its whitening makes a combination the real stamps
-    hold tight (e.g. a colour) count as much as one they spread along.
+    hold tight (e.g. a colour) count as much as one they spread along. Like
+    precision it is one-sided: a generator of average stamps reads below 1,
+    so read it beside recall.
     """
     f_train = np.asarray(f_train, dtype=np.float64)
     if len(f_train) <= f_train.shape[1]:
