@@ -175,6 +175,11 @@ def test_typical_distance_whitens_by_the_training_covariance():
         typical_distance([held], held, train[:6])
 
 
+def test_evaluate_with_fewer_training_stamps_than_numbers_leaves_the_typical_distance_out(tmp_path):
+    m = _run(_evaluation_workspace(tmp_path, _fresh_real(False), n=80), n_morph=0)  # 56 training stamps, 67 numbers
+    assert "typical_distance" not in m and m["fid"] > 0 and "typical stamp" not in m["verdict"]
+
+
 def test_copied_training_stamps_count_as_memorised(tmp_path):
     from galearn.gan.data import read_split
 

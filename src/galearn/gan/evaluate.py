@@ -40,10 +40,11 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
 * ``typical_distance`` (morphometry space): the median Mahalanobis distance,
   by the real training stamps' covariance, of the held-out real and of the
   generated stamps, and their ratio (:func:`typical_distance`): a per-stamp
-  number, steadier than the FID.
+  number, steadier than the FID (absent when there are no more training
+  stamps than numbers).
 * ``realism_untargeted`` (morphometry space, when G's loss matched some of
   its statistics: ``gan.g_power_match``, ``g_stamp_power_match``,
-  ``g_pixel_match``): FID / KID / precision / recall with those groups left
+  ``g_colour_power_match``, ``g_pixel_match``): FID / KID / precision / recall with those groups left
   out (:func:`untargeted_realism`); the verdict grades both.
 * ``sky``: each set's own skies (outer-ring level and sigma per stamp,
   pixels at black) per band, real held-out / real train / generated
@@ -662,7 +663,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     if space == MORPHOMETRY:
         names = morphometry_names(len(sample.bands), sample.bands)
         metrics["realism_diagnosis"] = realism_diagnosis(s_G, s_H, s_T, names)
-        metrics["typical_distance"] = typical_distance([sl(g) for _, g in draws], s_H, s_train)
+        if len(s_train) > s_train.shape[1]:  # else too few training stamps to fix the covariance: not reported
+            metrics["typical_distance"] = typical_distance([sl(g) for _, g in draws], s_H, s_train)
         targeted = targeted_morphometry_groups(trained)
         if targeted:
             metrics["realism_untargeted"] = mean_over_draws([untargeted_realism(sl(g), s_H, sr(t), names, targeted,
