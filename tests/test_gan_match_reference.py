@@ -150,7 +150,6 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
 
 def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
     from galearn.config import RunConfig, load_config, parse_overrides
-    from galearn.errors import BadValueError
     from galearn.gan import run_train
     from galearn.gan.loop import LEGACY_SETTINGS, _validate
 
