@@ -1,5 +1,6 @@
 """Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
-issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7) and FastGAN's skip-layer
+issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
+round 31) and FastGAN's skip-layer
 excitation (gan.g_skip_excitation, round 8)."""
 
 from __future__ import annotations
@@ -100,9 +101,42 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
     torch.testing.assert_close(none, torch.flip(none, dims=(2, 3)), rtol=1e-5, atol=1e-8)
 
 
+def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
+    """``gan.g_asymmetry_radius``: the antisymmetric part keeps g_asymmetry's weight near the centre and its own
+    full value far out (neighbours), with the symmetric part untouched."""
+    from galearn.errors import BadValueError
+    from galearn.gan.loop import _validate
+    from galearn.gan.networks import asymmetry_weight_map
+
+    w = asymmetry_weight_map(32, 0.25, 0.4)[0, 0]
+    torch.testing.assert_close(w, torch.flip(w, dims=(0, 1)))  # point-symmetric itself
+    assert float(w[15:17, 15:17].max()) == 0.25 and float(w[0, 0]) == 1.0  # centre / corner (r = 1.37 half sides)
+    assert float(w[16, 16 + 5]) == 0.25 and float(w[16, 31]) == 1.0  # r = 0.34 / 0.97 half sides
+    mid = float(w[16, 16 + 8])  # r = 0.53: on the ramp
+    assert 0.25 < mid < 1.0
+    rows = w[16, 16:]  # from the centre outwards: never falls
+    assert bool((rows[1:] >= rows[:-1]).all())
+
+    def parts(x):
+        rotated = torch.flip(x, dims=(2, 3))
+        return 0.5 * (x + rotated), 0.5 * (x - rotated)
+
+    free, confined = _noiseless_stamps(g_asymmetry=1.0), _noiseless_stamps(g_asymmetry=0.25, g_asymmetry_radius=0.4)
+    sym_free, anti_free = parts(free)
+    sym, anti = parts(confined)
+    torch.testing.assert_close(sym, sym_free, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(anti, w * anti_free, rtol=1e-5, atol=1e-7)
+    assert float(anti_free[..., 14:18, 14:18].abs().amax()) > 0  # the centre had antisymmetric light to scale
+    for bad in ({"g_asymmetry": 1.0, "g_asymmetry_radius": 0.4}, {"g_asymmetry_radius": 3.0},
+                {"g_asymmetry_radius": -0.1}, {"g_asymmetry_radius": "far"}):
+        with pytest.raises(BadValueError, match="g_asymmetry_radius"):
+            _validate(dataclasses.replace(TINY, **bad))
+
+
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
                                                ("g_colour_blur", 1.0, (-1.0, "wide", 9, True)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
+                                               ("g_asymmetry_radius", 0.4, (-0.1, 3.0, True, "far")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
                                                ("g_upsample", "bilinear", ("cubic", 2)),
@@ -139,6 +173,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
 
 
 @pytest.mark.parametrize("name, default, value, bad", [("g_blur", 0.0, 0.8, -1), ("g_asymmetry", 0.5, 0.25, 2),
+                                                       ("g_asymmetry_radius", 0.0, 0.4, 3),
                                                        ("g_colour_blur", 0.0, 1.0, -1),
                                                        ("g_skip_excitation", False, True, "often"),
                                                        ("sky_scatter", True, False, "often"),

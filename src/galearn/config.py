@@ -222,6 +222,7 @@ class GanTrainConfig:
     g_blur: float = 0.0  # Gaussian sigma (pixels) smoothing G's own output before the template and sky noise (0: off)
     g_colour_blur: float = 0.0  # Gaussian sigma (pixels) smoothing only the COLOUR of G's own output (each band minus the band mean), not its light: no sharp colour fringes (0: off; docs/gan.md round 24)
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
+    g_asymmetry_radius: float = 0.0  # g_asymmetry only within this radius (half sides of the stamp, from its centre), rising to 1 (free) 0.25 further out: a symmetric galaxy among free neighbours (0: the whole stamp; docs/gan.md round 31)
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
     g_stamp_power_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and radial bin, of the stamps' own log power spectra between the generated and the real batch, over the real spread (0: off; docs/gan.md round 21)
@@ -418,7 +419,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "n_clusters": (1, None, "[)"), "min_cluster_size": (2, None, "[)"), "thumbnail_grid": (1, None, "[)"),
     "thumbnail_pixels": (1, None, "[)"), "max_points_html": (1, None, "[)"), "sprite_pixels": (1, None, "[)"),
     "fuse_weight": (0, None, "()"), "threads": (0, None, "[)"), "colour_weight": (0, 1, "()"), "g_blur": (0, 8, "[]"), "g_colour_blur": (0, 8, "[]"),
-    "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"),
+    "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"), "g_asymmetry_radius": (0, 2, "[]"),
     "g_power_match": (0, None, "[)"), "g_pixel_match": (0, None, "[)"),
     "g_stamp_power_match": (0, None, "[)"), "g_mode_seeking": (0, None, "[)"), "g_colour_power_match": (0, None, "[)"),
 }

@@ -56,7 +56,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry", "g_skip_excitation", "sky_scatter", "g_random_rotation", "g_upsample", "d_minibatch_std",
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
-           "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end")
+           "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
+           "g_asymmetry_radius")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -67,7 +68,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
-                   "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0}
+                   "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
+                   "g_asymmetry_radius": 0.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -151,6 +153,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   colour_blur=float(getattr(cfg, "g_colour_blur", 0.0)),
                   asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
+                  asymmetry_radius=float(getattr(cfg, "g_asymmetry_radius", 0.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
@@ -331,6 +334,12 @@ def _validate(cfg: GanTrainConfig) -> None:
             and 0 <= cfg.g_asymmetry <= 1):
         raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
                             f"got {cfg.g_asymmetry!r}")
+    radius = getattr(cfg, "g_asymmetry_radius", 0.0)
+    if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and 0 <= radius <= 2):
+        raise BadValueError(f"gan.g_asymmetry_radius must be a radius in half sides of the stamp, 0 (off) to 2, "
+                            f"got {radius!r}")
+    if radius and cfg.g_asymmetry == 1:
+        raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
     if cfg.g_upsample not in G_UPSAMPLE:
         raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:

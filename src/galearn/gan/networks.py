@@ -160,6 +160,23 @@ class SkipExcitation(nn.Module):
         return high * gate
 
 
+def asymmetry_weight_map(stamp_size: int, weight: float, radius: float, ramp: float = 0.25) -> torch.Tensor:
+    """The weight of the point-antisymmetric part of G's output per pixel, ``(1, 1, size, size)``.
+
+    ``weight`` within ``radius`` of the stamp centre (in units of the half
+    side, ``stamp_size / 2`` pixels), 1 beyond ``radius + ramp``, and a
+    cosine ramp between. It depends on the distance from the centre alone,
+    so it is itself point-symmetric and the split into symmetric and
+    antisymmetric parts holds pixel by pixel.
+    """
+    centre = (stamp_size - 1) / 2.0
+    axis = (torch.arange(stamp_size, dtype=torch.float32) - centre) / (stamp_size / 2.0)
+    r = torch.sqrt(axis[:, None] ** 2 + axis[None, :] ** 2)
+    t = ((r - radius) / ramp).clamp(0.0, 1.0)
+    rise = 0.5 - 0.5 * torch.cos(torch.pi * t)
+    return (weight + (1.0 - weight) * rise)[None, None]
+
+
 class Generator(nn.Module):
     """Class-conditional generator: ``(z (N, z_dim), y (N,) int64) -> (N, C, H, W)`` in ``[-1, 1]``.
 
@@ -284,6 +301,15 @@ class Generator(nn.Module):
         point-symmetric light). A prior against the lopsided blobs a short
         run paints (statmorph asymmetry, docs/gan.md round 7) that still lets
         G make real asymmetry (neighbours, mergers) at a weight above 0.
+    asymmetry_radius : float
+        ``gan.g_asymmetry_radius``: where ``asymmetry`` applies (0: the whole
+        stamp). Otherwise the weight rises from ``asymmetry`` inside this
+        radius (in units of the stamp's half side, from its centre) to 1
+        (free) at ``asymmetry_radius + 0.25`` and beyond, along a cosine
+        ramp: the central galaxy stays nearly point-symmetric, while
+        neighbours in the field around it, which make the real stamps'
+        tails of centroid offset and asymmetry, are not halved by their
+        mirror images (docs/gan.md round 31).
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -309,7 +335,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
+                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured") -> None:
         super().__init__()
@@ -339,6 +365,14 @@ class Generator(nn.Module):
         self.asymmetry = float(asymmetry)
         if not 0.0 <= self.asymmetry <= 1.0:
             raise BadValueError(f"gan.g_asymmetry must be in [0, 1], got {asymmetry!r}")
+        self.asymmetry_radius = float(asymmetry_radius)
+        if self.asymmetry_radius < 0:
+            raise BadValueError(f"gan.g_asymmetry_radius must be >= 0 (half sides of the stamp), got {asymmetry_radius!r}")
+        if self.asymmetry_radius and self.asymmetry == 1.0:
+            raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
+        if self.asymmetry_radius:  # the antisymmetric weight per pixel; not saved (made from the settings)
+            self.register_buffer("asymmetry_map", asymmetry_weight_map(stamp_size, self.asymmetry, self.asymmetry_radius),
+                                 persistent=False)
         if pin_sky_to not in ("measured", "stamp"):
             raise BadValueError(f"gan.g_pin_sky_to must be measured or stamp, got {pin_sky_to!r}")
         if pin_sky_to == "stamp" and not (pin_sky and sky_noise and sky_scatter):
@@ -427,7 +461,8 @@ class Generator(nn.Module):
             out = light + gaussian_blur(out - light, self.colour_blur)
         if self.asymmetry != 1.0:  # symmetric part + weight x antisymmetric part, about the stamp centre
             rotated = torch.flip(out, dims=(2, 3))
-            out = 0.5 * (1.0 + self.asymmetry) * out + 0.5 * (1.0 - self.asymmetry) * rotated
+            weight = self.asymmetry_map if self.asymmetry_radius else self.asymmetry
+            out = 0.5 * (1.0 + weight) * out + 0.5 * (1.0 - weight) * rotated
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
         if self.template is not None:
