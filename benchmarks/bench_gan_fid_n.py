@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     ws = Workspace(args.workspace)
+    for path, step in ((ws.sample, "galearn cutouts / ingest-images"), (ws.gan_split, "galearn gan train"),
+                       (ws.library, "galearn gan sample")):
+        if not Path(path).exists():
+            print(f"bench_gan_fid_n: {path} not found; run {step} on this workspace first", file=sys.stderr)
+            sys.exit(2)
     sample, library = open_sample(ws.sample), open_sample(ws.library)
     split = json.loads(ws.gan_split.read_text())
     train, held = np.sort(np.asarray(split["train"])), np.sort(np.asarray(split["heldout"]))
