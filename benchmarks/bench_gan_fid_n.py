@@ -9,6 +9,8 @@ numbers standardised by the real training stamps (``gan.realism_space = morphome
   not an artefact of the evaluation's 120 held-out stamps (Chong & Forsyth 2020, "Effectively Unbiased FID");
 * the FID of the whole library against all training stamps with each group of numbers left out, and of each group
   alone (the part of the distance that lies between groups shows as a drop larger than the group's own FID);
+* each stamp's power spectrum given its light profile (linear least squares on the real training stamps): the
+  mean shift and the spread of the held-out real and the generated residuals, in units of the training ones';
 * the 10 / 50 / 90 / 99th percentiles of the centroid offset (pixels) and the asymmetry of the middle band, real
   (training + held-out) against generated.
 
@@ -76,11 +78,27 @@ def main(argv: list[str] | None = None) -> dict:
         out["by_size"].append(row)
         print(f"N = {n}: FID generated {row['fid_generated']:.2f}, real vs real {row['fid_real_vs_real']:.2f}, "
               f"ratio {row['ratio']:.2f} (mean of {args.draws} draws)")
-    for group, mask in morphometry_groups(names).items():
+    groups = morphometry_groups(names)
+    for group, mask in groups.items():
         without = frechet_distance(z_gen[:, ~mask], z_train[:, ~mask])
         alone = frechet_distance(z_gen[:, mask], z_train[:, mask])
         out["groups"][group] = {"n_numbers": int(mask.sum()), "fid_without": without, "fid_alone": alone}
         print(f"  without {group:18s} ({mask.sum():2d} numbers): {without:6.2f}; alone: {alone:6.2f}")
+    # Each stamp's spectrum given its light profile: least squares on the real training stamps, then the
+    # generated and held-out residuals per spectral number, in units of the training residuals' spread.
+    profile, spectrum = groups["profile"], groups["power spectrum"]
+    design = lambda z: np.c_[np.ones(len(z)), z[:, profile]]  # noqa: E731
+    coef, *_ = np.linalg.lstsq(design(z_train), z_train[:, spectrum], rcond=None)
+    residual = lambda z: z[:, spectrum] - design(z) @ coef  # noqa: E731
+    spread = residual(z_train).std(0)
+    z_held = (f_held - mu) / sd
+    for label, z in (("held-out real", z_held), ("generated", z_gen)):
+        r = residual(z)
+        shift, ratio = r.mean(0) / spread, r.std(0) / spread
+        out[f"spectrum_given_profile_{label.split()[0].replace('-', '')}"] = {
+            "shift": shift.tolist(), "spread_ratio": ratio.tolist(), "names": [n for n, m in zip(names, spectrum) if m]}
+        print(f"  spectrum given profile, {label}: largest |mean shift| {np.abs(shift).max():.2f}, "
+              f"spread ratio {ratio.min():.2f}-{ratio.max():.2f} (median {np.median(ratio):.2f}) of the training residuals'")
     f_real = np.concatenate([f_train, f_held])
     asymmetries = [n for n in names if n.startswith("asymmetry_")]
     middle = asymmetries[len(asymmetries) // 2]
