@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from galearn.evaluate.realism import frechet_distance  # noqa: E402
+from galearn.gan.evaluate import standardise  # noqa: E402
 from galearn.morphometry import morphometry_features, morphometry_groups, morphometry_names  # noqa: E402
 from galearn.store import Workspace, open_sample  # noqa: E402
 
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     f_held = morphometry_features(sample.read("stretched", held))
     f_gen = morphometry_features(library.read("stretched", np.arange(library.n)))
     names = morphometry_names(len(sample.bands), list(sample.bands))
-    mu, sd = f_train.mean(0), f_train.std(0)
-    sd[sd == 0] = 1.0
-    z_train, z_gen = (f_train - mu) / sd, (f_gen - mu) / sd
+    z_train, z_gen, z_held = standardise(f_train, f_train, f_gen, f_held)
     rng = np.random.default_rng(args.seed)
     out: dict = {"workspace": str(args.workspace), "n_train": len(train), "n_heldout": len(held), "n_generated": len(f_gen),
                  "fid_all": frechet_distance(z_gen, z_train), "by_size": [], "groups": {}, "tails": {}}
@@ -91,7 +90,6 @@ def main(argv: list[str] | None = None) -> dict:
     coef, *_ = np.linalg.lstsq(design(z_train), z_train[:, spectrum], rcond=None)
     residual = lambda z: z[:, spectrum] - design(z) @ coef  # noqa: E731
     spread = residual(z_train).std(0)
-    z_held = (f_held - mu) / sd
     for label, z in (("held-out real", z_held), ("generated", z_gen)):
         r = residual(z)
         shift, ratio = r.mean(0) / spread, r.std(0) / spread

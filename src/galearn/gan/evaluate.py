@@ -87,6 +87,7 @@ from .data import gan_condition, read_split
 from .spaces import TARGETED_MORPHOMETRY_GROUPS, check_gan_config, check_realism_space, targeted_morphometry_groups
 
 __all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "typical_distance", "untargeted_realism", "sky_comparison",
+           "standardise",
            "balancing_metrics", "stratified_like", "measure_morphology_parallel", "check_realism_space", "realism_verdict"]
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,13 @@ def realism_diagnosis(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray,
     out["limiting_group"] = best if gain >= min_gain else None
     out["recall_gain"] = float(gain)
     return out
+
+
+def standardise(reference: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays`` in units of ``reference``'s per-column scatter, about its mean (a constant column: unscaled)."""
+    mu, sd = reference.mean(axis=0), reference.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return tuple((a - mu) / sd for a in arrays)
 
 
 def typical_distance(f_gen_draws: list[np.ndarray], f_held: np.ndarray, f_train: np.ndarray) -> dict:
@@ -619,10 +627,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         spos_real = {int(i): k for k, i in enumerate(real_space_idx)}
         spos_lib = {int(i): k for k, i in enumerate(idx_G_all)}
     if space == MORPHOMETRY:  # standardise with the real training stamps' statistics
-        ref = s_real[[spos_real[int(i)] for i in train]]
-        mu, sd = ref.mean(0), ref.std(0)
-        sd = np.where(sd > 0, sd, 1.0)
-        s_real, s_lib = (s_real - mu) / sd, (s_lib - mu) / sd
+        s_real, s_lib = standardise(s_real[[spos_real[int(i)] for i in train]], s_real, s_lib)
 
     def sr(idx: np.ndarray) -> np.ndarray:
         return s_real[[spos_real[int(i)] for i in idx]]
