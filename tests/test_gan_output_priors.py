@@ -186,7 +186,8 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_stamp_power_match", 0.0, 2.0, -1),
                                                        ("g_colour_power_match", 0.0, 2.0, -1),
                                                        ("g_mode_seeking", 0.0, 1.0, -1),
-                                                       ("d_minibatch_std", 4, 0, "often")])
+                                                       ("d_minibatch_std", 4, 0, "often"),
+                                                       ("d_pixel_head", False, True, "often")])
 def test_output_prior_is_a_configuration_key_with_its_range(name, default, value, bad):
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.errors import BadValueError

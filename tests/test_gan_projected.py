@@ -120,6 +120,38 @@ def test_minibatch_std_lets_the_projected_heads_see_batch_variety(tmp_path):
         run_train(ws_a, dataclasses.replace(cfg, d_minibatch_std=0, steps=6), resume=True, progress=False)
 
 
+def test_pixel_head_scores_the_stamps_own_pixels_beside_the_projected_scales(tmp_path):
+    from galearn.gan import run_train
+    from galearn.gan.loop import _validate
+
+    stamps, y = _stamps(n=8)
+    x = torch.from_numpy(stamps) * 2 - 1
+    y = torch.from_numpy(y)
+    plain = _networks(PROJ)["D"].eval()
+    nets = _networks(dataclasses.replace(PROJ, d_pixel_head=True))
+    D = nets["D"].eval()
+    with torch.no_grad():
+        feats = D.project(x)
+        logits = D(x, y)
+    assert logits.shape == (8, plain(x, y).shape[1] + 1)
+    assert feats[-1] is x  # the last "scale" is the stamps themselves, no feature network between
+    # The pixel head trains with the other heads and passes its gradient to the stamps.
+    in_opt = {id(p) for g in nets["opt_D"].param_groups for p in g["params"]}
+    assert {id(p) for p in D.heads[-1].parameters()} <= in_opt
+    x_grad = x.clone().requires_grad_(True)
+    D.score(D.project(x_grad), y)[:, -1].sum().backward()
+    assert x_grad.grad.abs().sum() > 0
+    for bad in (1, "yes"):
+        with pytest.raises(BadValueError, match="d_pixel_head"):
+            _validate(dataclasses.replace(PROJ, d_pixel_head=bad))
+    with pytest.raises(BadValueError, match="d_pixel_head.*projected"):
+        _validate(dataclasses.replace(TINY, d_pixel_head=True))
+    cfg = dataclasses.replace(PROJ, steps=4, checkpoint_every=2, d_pixel_head=True)
+    ws_a, _ = assert_resume_exact(tmp_path, cfg)
+    with pytest.raises(BadValueError, match="d_pixel_head"):  # frozen on resume
+        run_train(ws_a, dataclasses.replace(cfg, d_pixel_head=False, steps=6), resume=True, progress=False)
+
+
 def test_realism_space_refused_when_it_is_the_discriminators_network(tmp_path, capsys):
     from galearn.cli import main
     from galearn.gan import run_train

@@ -57,14 +57,14 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
-           "g_asymmetry_radius")
+           "g_asymmetry_radius", "d_pixel_head")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
                    "g_residual": "bands", "g_pin_sky": False, "g_envelope": False, "g_sky_penalty": 0.0, "g_blur": 0.0,
                    "g_asymmetry": 1.0, "redshift_bins": (), "g_skip_excitation": False,
                    "sky_scatter": False, "g_random_rotation": False, "g_upsample": "nearest",
-                   "d_minibatch_std": 0, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
+                   "d_minibatch_std": 0, "d_pixel_head": False, "g_template_trainable": True, "g_template_blur": 0.0, "sky_correlation_groups": 0,
                    "g_power_match": 0.0, "g_pixel_match": 0.0, "g_match_reference": "batch", "g_stamp_power_match": 0.0,
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
@@ -170,7 +170,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
             D = ProjectedDiscriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, backbone=cfg.d_backbone,
                                        layers=tuple(cfg.d_layers) or None, input_size=cfg.d_input_size or None,
                                        random_state=cfg.random_state,
-                                       minibatch_std=int(getattr(cfg, "d_minibatch_std", 0)))
+                                       minibatch_std=int(getattr(cfg, "d_minibatch_std", 0)),
+                                       pixel_head=bool(getattr(cfg, "d_pixel_head", False)))
         elif kind == "sngan":
             D = Discriminator(n_classes, n_bands, stamp_size, channels=cfg.channels, head=cfg.d_head,
                               radius_channel=bool(getattr(cfg, "d_radius", False)))
@@ -359,6 +360,11 @@ def _validate(cfg: GanTrainConfig) -> None:
     if not (isinstance(cfg.d_minibatch_std, int) and not isinstance(cfg.d_minibatch_std, bool)
             and cfg.d_minibatch_std >= 0):
         raise BadValueError(f"gan.d_minibatch_std must be a group size, 0 (off) or more, got {cfg.d_minibatch_std!r}")
+    if not isinstance(cfg.d_pixel_head, bool):
+        raise BadValueError(f"gan.d_pixel_head must be true or false, got {cfg.d_pixel_head!r}")
+    if cfg.d_pixel_head and cfg.discriminator != "projected":
+        raise BadValueError("gan.d_pixel_head adds a pixel head to the projected D; it needs gan.discriminator = projected "
+                            "(the SNGAN D looks at pixels already)")
     if cfg.discriminator == "projected" and cfg.r1_gamma:
         raise BadValueError("gan.r1_gamma is not supported with gan.discriminator=projected (set it to 0)")
     from .sky import SKY_NOISE

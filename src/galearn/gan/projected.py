@@ -15,6 +15,10 @@ convolutions down to 4x4 or less, global sum pooling) gives a class-
 conditional projection logit ``psi(h) + <embed(y), h>`` (Miyato & Koyama
 2018); :meth:`ProjectedDiscriminator.forward` returns the logits of all
 scales, ``(N, n_scales)``, and the hinge loss averages over them.
+``pixel_head=True`` adds one more head of the same kind on the (augmented)
+stamp's own pixels, beside the projected scales (Vision-aided GAN, Kumari
+et al. 2022, keeps a pixel-space D beside its pre-trained ones): it sees the
+light profile and the pixel texture together, as no ImageNet feature does.
 
 The feature network is held OUTSIDE the module's parameters and state dict:
 ``requires_grad=False``, always in eval mode (``train()`` does not reach it),
@@ -130,6 +134,9 @@ class ProjectedDiscriminator(nn.Module):
         ``gan.d_minibatch_std``).
     weights : str, optional
         Local weights file of the backbone.
+    pixel_head : bool
+        One more head on the stamp's own pixels (``gan.d_pixel_head``): its
+        logit is the last of :meth:`forward`'s columns.
     stages : nn.ModuleDict, optional
         An already built trunk (tests); else built from the registry.
     """
@@ -139,7 +146,8 @@ class ProjectedDiscriminator(nn.Module):
     def __init__(self, n_classes: int, n_bands: int, stamp_size: int = 64, *, channels: int = 16,
                  backbone: str = "efficientnet-lite0", layers: tuple[str, ...] | None = None,
                  input_size: int | None = None, random_state: int = 0, weights: str | None = None,
-                 stages: nn.ModuleDict | None = None, mean=None, std=None, minibatch_std: int = 0) -> None:
+                 stages: nn.ModuleDict | None = None, mean=None, std=None, minibatch_std: int = 0,
+                 pixel_head: bool = False) -> None:
         super().__init__()
         check_stamp_size(stamp_size)
         self.backbone = str(backbone)
@@ -188,6 +196,9 @@ class ProjectedDiscriminator(nn.Module):
                 self.register_buffer(f"csm{k}", _random_conv(co, widths[k + 1], 3, gen))
         self.heads = nn.ModuleList(_Head(w, s, n_classes, 2 * int(channels), minibatch_std)
                                    for w, s in zip(widths, sizes))
+        self.pixel_head = bool(pixel_head)
+        if self.pixel_head:
+            self.heads.append(_Head(n_bands, stamp_size, n_classes, 2 * int(channels), minibatch_std))
 
     # -- frozen part
     @property
@@ -217,7 +228,8 @@ class ProjectedDiscriminator(nn.Module):
         return out
 
     def project(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stamps ``(N, C, H, W)`` in ``[-1, 1]`` -> mixed multi-scale features (finest first)."""
+        """Stamps ``(N, C, H, W)`` in ``[-1, 1]`` -> mixed multi-scale features (finest first), then, with
+        ``pixel_head``, the stamps themselves."""
         h = F.conv2d(x, self.in_weight.to(x.dtype), self.in_bias.to(x.dtype))
         if h.shape[-1] != self.input_size:
             h = F.interpolate(h, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -228,7 +240,7 @@ class ProjectedDiscriminator(nn.Module):
         for k in range(len(mixed) - 2, -1, -1):  # CSM: top-down pyramid
             up = F.interpolate(mixed[k + 1], size=mixed[k].shape[-2:], mode="bilinear", align_corners=False)
             mixed[k] = mixed[k] + F.conv2d(up, getattr(self, f"csm{k}").to(up.dtype), padding=1)
-        return mixed
+        return mixed + [x] if self.pixel_head else mixed
 
     def score(self, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_scales)`` of the trainable heads on features from :meth:`project`."""
