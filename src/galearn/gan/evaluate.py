@@ -19,12 +19,13 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   ``fid_ratio_draws``: 5 / 50 / 95 % of one draw's ratio); so are
   ``realism_untargeted``, ``backbone_space`` and ``per_class``. Every other
   set below is the first draw.
-* ``memorised_fraction``: fraction of ``G`` whose nearest neighbour among ALL
-  training stamps (feature space) is nearer than the 1st percentile of the
-  held-out stamps' nearest-training-stamp distances (~0.01 for a generator
-  that does not copy).
+* ``memorised_fraction``: fraction of the generated stamps of all draws
+  (``memorised_n`` of them) whose nearest neighbour among ALL training
+  stamps (feature space) is nearer than the 1st percentile of the held-out
+  stamps' nearest-training-stamp distances (~0.01 for a generator that does
+  not copy).
 * ``memorised_fraction_pixels``: the same test on the stretched pixels, each
-  ``G`` / ``H`` stamp against its nearest training stamp in any of 8 rotations
+  generated / ``H`` stamp against its nearest training stamp in any of 8 rotations
   / flips (RMS difference; ``memorised_threshold_pixels``): no feature
   space can hide a copy there; like the feature-space test it also counts
   stamps merely crowded next to a training stamp (at most
@@ -606,7 +607,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     def fl(idx: np.ndarray) -> np.ndarray:
         return f_lib_all[[pos_lib[int(i)] for i in idx]]
 
-    f_H, f_T, f_G, f_train = fr(idx_H), fr(idx_T), fl(idx_G), fr(train)
+    f_H, f_train = fr(idx_H), fr(train)
     metrics: dict = {"condition": condition, "classes": classes, "backbone": backbone, "feature_settings": feat_settings}
     if split["redshift_edges"]:
         metrics["redshift_edges"] = list(split["redshift_edges"])
@@ -643,7 +644,10 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     overall = mean_over_draws([realism_metrics(sl(g), s_H, sr(t), random_state=seed) for t, g in draws])
     metrics.update({k: v for k, v in overall.items() if k != "n"})
     metrics["n_eval"] = int(len(idx_H))
-    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G, s_train, s_H)
+    # Copies are counted among every generated stamp of the draws (~10x one draw's: a stamp is 0.1 %, not 0.8 %).
+    s_G_all = sl(idx_G_all)
+    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H)
+    metrics["memorised_n"] = int(len(idx_G_all))
     # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
     # stamps crowded next to a training stamp too, copies or not (docs/gan.md round 21).
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
@@ -652,7 +656,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     train_chunks = (sample.read("stretched", copy_train[i:i + 256]) for i in range(0, len(copy_train), 256))
     stretched_G, stretched_H = library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H))
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
-        stretched_G, stretched_H, train_chunks)
+        library.read("stretched", idx_G_all), stretched_H, train_chunks)
     metrics["memorised_pixels_train_n"] = int(len(copy_train))
     metrics["sky"] = sky_comparison({"real_heldout": stretched_H, "real_train": sample.read("stretched", np.sort(idx_T)),
                                      "generated": stretched_G}, sample.stretch, sample.bands)
@@ -660,7 +664,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     if space != backbone:
         bspace = {k: v for k, v in mean_over_draws([realism_metrics(fl(g), f_H, fr(t), random_state=seed)
                                                      for t, g in draws]).items() if k != "n"}
-        bspace["memorised_fraction"], _ = memorised_fraction(f_G, f_train, f_H)
+        bspace["memorised_fraction"], _ = memorised_fraction(fl(idx_G_all), f_train, f_H)
         bspace["name"] = backbone
         bspace["discriminator_looked_through_it"] = bool(metrics["d_feature_network"] == backbone)
         metrics["backbone_space"] = bspace
@@ -677,7 +681,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 
     per_class: dict = {}
     for c in classes:
-        h, g = idx_H[labels[idx_H] == c], idx_G[lib_labels[idx_G] == c]
+        h, g = idx_H[labels[idx_H] == c], idx_G_all[lib_labels[idx_G_all] == c]
         entry = mean_over_draws([realism_metrics(sl(gd[lib_labels[gd] == c]), sr(h), sr(td[labels[td] == c]),
                                                  random_state=seed) for td, gd in draws])
         if len(g) and len(h):
