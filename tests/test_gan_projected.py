@@ -304,6 +304,11 @@ def test_realism_verdict_says_under_trained():
     assert "statmorph measured only 3 of 40 held-out real stamps: the morphology figure is unreliable" in text
     far, text = realism_verdict({**good, "morphology_failed_fraction": {"real_heldout": 0.1, "generated": 0.2}})
     assert text.startswith("close to real") and "unreliable" not in text
+    # more generated stamps nearer a training stamp than real galaxies are: far from real, but not under-trained
+    far, text = realism_verdict({**good, "memorised_fraction": 0.021})
+    assert far and text.startswith("memorising at 4000 steps;") and "memorised 2.1 %" in text
+    far, text = realism_verdict({**good, "recall": 0.2, "memorised_fraction": 0.021})
+    assert far and text.startswith("under-trained: 4000 steps and memorising;")
     # the pixel-space test is shown beside the realism-space one, not graded (a quieter sky alone brings stamps nearer)
     far, text = realism_verdict({**good, "memorised_fraction_pixels": 0.05})
     assert not far and text.startswith("close to real") and "memorised 0.0 % (5.0 % nearer in pixels)" in text

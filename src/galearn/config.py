@@ -203,7 +203,7 @@ class GanTrainConfig:
     d_layers: tuple = ()  # its stages projected; (): stage2, stage3, stage5, stage7 (EfficientNet) / layer1-4 (ResNet)
     d_input_size: int = 0  # stamps resized to this side before the feature network; 0: the stamp size
     d_minibatch_std: int = 4  # projected D: group size (at most the batch) of a minibatch standard deviation in each head (0: off; ignored by the SNGAN D; 30 CPU min on the mock: 6 of 7 aims against 4, docs/gan.md round 12)
-    d_pixel_head: bool = False  # projected D: one more head on the stamp's own pixels beside the projected scales (Vision-aided GAN's pixel-space D beside pre-trained ones; ignored by the SNGAN D)
+    d_pixel_head: bool = False  # projected D: one more head on the stamp's own pixels beside the projected scales (Vision-aided GAN's pixel-space D beside pre-trained ones; needs the projected D; 30 CPU min on the dev images: no lower FID on the whole library at seeds 0 / 2, docs/gan.md round 32)
     precision: str = "fp32"  # "fp32", "bf16" (autocast for G and D forwards) or "auto" (bf16 where the device has it)
     fast_step: bool = True  # channels-last tensors and one G forward per step (the last D step's fakes feed the G step)
     sky_noise: str = "auto"  # "auto": "measured-correlated" when the real sky's short-range correlation is >= 0.15 (JPEG, drizzled mosaics), else "measured" (gan/sky.py choose_sky_noise; docs/gan.md round 10); "measured": G paints the noiseless stamp, the real stamps' measured sky noise is added (gan/sky.py); "measured-correlated": that noise with the real sky's measured autocorrelation; "learnt": per-band noise gain

@@ -918,11 +918,12 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
 
     Three grades, from the two sets of aims of issue 14:
 
-    * far from real ("under-trained: N steps"): morphology (statmorph)
-      Wasserstein above 2x its real baseline, precision below 0.5 or recall
-      below 0.3 (realism space), or memorised fraction above 0.01 (realism
-      space; the pixel-space one is shown beside it, not graded) -- short of
-      the quick default run's aims;
+    * far from real -- short of the quick default run's aims: "under-trained:
+      N steps" when morphology (statmorph) Wasserstein is above 2x its real
+      baseline, precision below 0.5 or recall below 0.3 (realism space);
+      "memorising at N steps" when the memorised fraction is above 0.01
+      (realism space; the pixel-space one is shown beside it, not graded),
+      which more training does not cure;
     * precision, recall and FID are graded in the realism space and, when G's
       loss matched some of its statistics, also without them
       (``realism_untargeted``): an aim counts when met in both;
@@ -935,7 +936,7 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
       held-out real ones are not, nor when the generated skies are noisier
       or blacker than the real ones, ``sky``: the verdict then says so).
     """
-    parts, far, close = [], False, True
+    parts, far, close, memorising = [], False, True, False
     mw, mb = m.get("morphology_wasserstein"), m.get("morphology_wasserstein_real_baseline")
     if mw is not None and mb and np.isfinite(mw) and np.isfinite(mb):
         ratio = mw / mb
@@ -972,7 +973,7 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
                      f"FID {ufid / ufb:.1f}x, precision {up:.2f}, recall {ur:.2f}")
     mem, copies = m.get("memorised_fraction"), m.get("memorised_fraction_pixels")
     if mem is not None:
-        far |= mem > 0.01
+        memorising = mem > 0.01
         # The pixel test is shown, not graded: a quieter generated sky alone brings stamps nearer in RMS.
         near = f" ({100 * copies:.1f} % nearer in pixels)" if copies is not None else ""
         parts.append(f"memorised {100 * mem:.1f} %{near}")
@@ -983,7 +984,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
     steps = m.get("steps")
     at = f" at {steps} steps" if steps is not None else ""
     if far:
-        head = f"under-trained: {steps} steps" if steps is not None else "far from real"
+        head = (f"under-trained: {steps} steps" if steps is not None else "far from real") + (
+            " and memorising" if memorising else "")
+    elif memorising:
+        far, head = True, "memorising" + at
     elif close and parts:
         head = "close to real" + at
     else:
