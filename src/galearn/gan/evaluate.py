@@ -18,7 +18,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   fixed; ``draws``, ``fid_std``, ``fid_real_baseline_std``, and
   ``fid_ratio_draws``: 5 / 50 / 95 % of one draw's ratio); so are
   ``realism_untargeted``, ``backbone_space`` and ``per_class``. Every other
-  set below is the first draw.
+  set below is the first draw's, except the memorised fractions' (all draws).
 * ``memorised_fraction``: fraction of the generated stamps of all draws
   (``memorised_n`` of them) whose nearest neighbour among ALL training
   stamps (feature space) is nearer than the 1st percentile of the held-out
@@ -654,9 +654,10 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
                          else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
 
     train_chunks = (sample.read("stretched", copy_train[i:i + 256]) for i in range(0, len(copy_train), 256))
-    stretched_G, stretched_H = library.read("stretched", np.sort(idx_G)), sample.read("stretched", np.sort(idx_H))
+    stretched_G_all, stretched_H = library.read("stretched", idx_G_all), sample.read("stretched", np.sort(idx_H))
+    stretched_G = stretched_G_all[np.searchsorted(idx_G_all, np.sort(idx_G))]  # the first draw's, from the same read
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
-        library.read("stretched", idx_G_all), stretched_H, train_chunks)
+        stretched_G_all, stretched_H, train_chunks)
     metrics["memorised_pixels_train_n"] = int(len(copy_train))
     metrics["sky"] = sky_comparison({"real_heldout": stretched_H, "real_train": sample.read("stretched", np.sort(idx_T)),
                                      "generated": stretched_G}, sample.stretch, sample.bands)
@@ -987,12 +988,12 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         head = (f"under-trained: {steps} steps" if steps is not None else "far from real") + (
             " and memorising" if memorising else "")
     elif memorising:
-        far, head = True, "memorising" + at
+        head = "memorising" + at
     elif close and parts:
         head = "close to real" + at
     else:
         head = "rough" + at + " (quick-run aims met, full-quality aims not: train longer for a science library)"
-    return far, head + ("; " + "; ".join(parts) if parts else "")
+    return far or memorising, head + ("; " + "; ".join(parts) if parts else "")
 
 
 def _json_safe(obj):
