@@ -1,7 +1,8 @@
 """gan.g_match_reference = "class": the matching terms compare each generated batch with its classes over the whole
 training set (mean power spectrum, pixel quantiles) instead of the step's real batch; gan.g_stamp_power_match: the
 distribution of the stamps' own spectra (docs/gan.md issue 14 round 21); gan.g_colour_power_match: the same of their
-colour maps, every pair of bands' difference (round 30)."""
+colour maps, every pair of bands' difference (round 30); gan.g_profile_match: the distribution of the stamps' own
+light profiles (round 33)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,46 @@ def test_stamp_log_power_is_the_evaluations_spectrum_and_its_penalty_counts_in_r
         stamp_power_penalty(t[:4], target_sorted=target)
 
 
+def test_stamp_profile_is_the_evaluations_profile_and_its_penalty_counts_in_real_spreads():
+    from galearn.gan.loss import ClassReference, profile_match_penalty, stamp_profile
+    from galearn.morphometry import radial_profile
+
+    x, y = _two_classes(3)
+    t = torch.from_numpy(x)
+    np.testing.assert_allclose(stamp_profile(t).numpy(), radial_profile(x), atol=1e-5)
+    real = t[:16]
+    assert float(profile_match_penalty(real, real)) == 0.0
+    # every stamp brighter by 0.1 (sky included): each annulus + 0.1, i.e. 0.1 over each row's spread (at 32 pixels
+    # two of the 8 annuli hold no pixel centre: 0 in every stamp, no distance)
+    prof = stamp_profile(real).reshape(16, -1)
+    spread = prof.std(dim=0)
+    assert int((spread == 0).sum()) == 2 * 3
+    want = torch.where(spread > 0, 0.1 / spread.clamp(min=0.01), torch.zeros(())).mean()
+    torch.testing.assert_close(profile_match_penalty(real + 0.1, real), want, rtol=1e-4, atol=1e-5)
+    # a galaxy more concentrated than the real ones costs, though the stamps' mean brightness is the same
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    r = np.hypot(yy, xx)
+    wide, compact = np.exp(-r / 6.0), np.exp(-r / 2.0)
+    compact *= wide.sum() / compact.sum()
+    wide_t = torch.from_numpy(np.broadcast_to(wide - 0.5, (8, 3, 32, 32)).astype("f4")).contiguous()
+    compact_t = torch.from_numpy(np.broadcast_to(compact - 0.5, (8, 3, 32, 32)).astype("f4")).contiguous()
+    assert float(compact_t.mean()) == pytest.approx(float(wide_t.mean()), abs=1e-5)
+    assert float(profile_match_penalty(compact_t, wide_t)) > 10
+    ref = ClassReference(x, y, 2)
+    target = ref.sorted_stamp_profile(torch.tensor([0, 0, 1]))
+    assert target.shape == (3 * 8, 3) and bool((target.diff(dim=1) >= 0).all())
+    own = float(profile_match_penalty(t[20:26], target_sorted=ref.sorted_stamp_profile(torch.ones(6, dtype=torch.long))))
+    other = float(profile_match_penalty(t[20:26], target_sorted=ref.sorted_stamp_profile(torch.zeros(6, dtype=torch.long))))
+    assert own < 0.5 < 2 < other  # the brighter noisy class against its own profiles, and against the smooth class's
+    fake = t[20:26].clone().requires_grad_(True)
+    profile_match_penalty(fake, target_sorted=ref.sorted_stamp_profile(torch.zeros(6, dtype=torch.long))).backward()
+    assert bool(torch.isfinite(fake.grad).all()) and float(fake.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="does not match"):
+        profile_match_penalty(t[:4], target_sorted=target)
+    with pytest.raises(ValueError, match="give the real batch"):
+        profile_match_penalty(t[:4])
+
+
 def test_colour_power_penalty_sees_colour_structure_the_per_band_spectra_cannot():
     from galearn.gan.loss import ClassReference, band_differences, colour_power_penalty, stamp_power_penalty
 
@@ -113,7 +154,7 @@ def test_colour_power_penalty_sees_colour_structure_the_per_band_spectra_cannot(
 def test_g_loss_with_a_class_reference_needs_no_real_batch():
     from galearn.gan.loop import build_networks
     from galearn.gan.loss import (ClassReference, GanLoss, colour_power_penalty, pixel_match_penalty,
-                                  power_match_penalty, stamp_power_penalty)
+                                  power_match_penalty, profile_match_penalty, stamp_power_penalty)
 
     cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
     G, D, _ = build_networks(2, 3, 32, cfg)
@@ -122,7 +163,8 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     ref = ClassReference(x, y_all, 2, colours=True)
     y = torch.tensor([0, 1, 0, 1])
     z = torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0))
-    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5, colour_power_match=0.5, reference=ref)
+    loss = GanLoss(G, D, power_match=2.0, pixel_match=3.0, stamp_power_match=1.5, colour_power_match=0.5,
+                   profile_match=0.7, reference=ref)
     fake = loss.run_G(z, y, torch.Generator().manual_seed(1))
     unclipped = G.last_unclipped
     plain = GanLoss(G, D).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
@@ -130,7 +172,8 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     want = (plain + 2.0 * power_match_penalty(fake, target=ref.log_power(y))
             + 3.0 * pixel_match_penalty(unclipped, target_sorted=ref.sorted_pixels(y))
             + 1.5 * stamp_power_penalty(fake, target_sorted=ref.sorted_stamp_power(y))
-            + 0.5 * colour_power_penalty(fake, target_sorted=ref.sorted_colour_power(y)))
+            + 0.5 * colour_power_penalty(fake, target_sorted=ref.sorted_colour_power(y))
+            + 0.7 * profile_match_penalty(fake, target_sorted=ref.sorted_stamp_profile(y)))
     torch.testing.assert_close(got, want)
     real = torch.from_numpy(x[[0, 20, 1, 21]])
     again = loss.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real)
@@ -145,6 +188,11 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
     torch.testing.assert_close(batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real),
                                plain.detach() + 0.5 * colour_power_penalty(fake, real))
     with pytest.raises(ValueError, match="colour_power_match needs"):
+        batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
+    batch = GanLoss(G, D, profile_match=0.7)
+    torch.testing.assert_close(batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real),
+                               plain.detach() + 0.7 * profile_match_penalty(fake, real))
+    with pytest.raises(ValueError, match="profile_match needs"):
         batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
 
 
@@ -180,7 +228,7 @@ def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discri
     ws = make_workspace(tmp_path)
     cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
                               g_power_match=1.0, g_stamp_power_match=1.0, g_colour_power_match=1.0,
-                              g_match_reference="class",
+                              g_profile_match=1.0, g_match_reference="class",
                               sky_noise="measured",
                               d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)

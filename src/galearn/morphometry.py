@@ -36,7 +36,7 @@ from .errors import BadValueError
 from .morphology import scaled_wasserstein
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "morphometry_groups", "photometry_statistics",
-           "power_spectrum", "power_bin_weights", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
+           "power_spectrum", "power_bin_weights", "profile_annulus_weights", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
            "MIN_ELLIPTICITY_FOR_ANGLE"]
 
 #: Name of the space in metrics.json ``gan.realism_space``.
@@ -67,12 +67,17 @@ def _annulus_matrix(size: int, edges: np.ndarray) -> np.ndarray:
     return m / np.maximum(m.sum(0, keepdims=True), 1.0)
 
 
+def profile_annulus_weights(size: int) -> np.ndarray:
+    """``(size*size, 8)`` weights averaging a flattened stamp in :func:`radial_profile`'s annuli (radii in pixels
+    0-1-2-3-5-8-12-20-32 at 64 pixels, scaled to ``size``)."""
+    return _annulus_matrix(size, _RADII * size / 64.0)
+
+
 def radial_profile(x: np.ndarray) -> np.ndarray:
-    """Mean value in the 8 annuli of :data:`_RADII` (scaled to the stamp side): ``(N, C, 8)``."""
+    """Mean value in the 8 annuli of :func:`profile_annulus_weights`: ``(N, C, 8)``."""
     x = _check(x)
     n, c, h, _ = x.shape
-    w = _annulus_matrix(h, _RADII * h / 64.0)
-    return (x.reshape(n, c, h * h) @ w).astype("f8")
+    return (x.reshape(n, c, h * h) @ profile_annulus_weights(h)).astype("f8")
 
 
 def power_spectrum(x: np.ndarray, n_bins: int = _N_K) -> np.ndarray:

@@ -45,7 +45,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   stamps than numbers).
 * ``realism_untargeted`` (morphometry space, when G's loss matched some of
   its statistics: ``gan.g_power_match``, ``g_stamp_power_match``,
-  ``g_colour_power_match``, ``g_pixel_match``): FID / KID / precision / recall with those groups left
+  ``g_colour_power_match``, ``g_profile_match``, ``g_pixel_match``): FID / KID / precision / recall with those groups left
   out (:func:`untargeted_realism`); the verdict grades both.
 * ``sky``: each set's own skies (outer-ring level and sigma per stamp,
   pixels at black) per band, real held-out / real train / generated

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..morphometry import power_bin_weights
+from ..morphometry import power_bin_weights, profile_annulus_weights
 from .augment import diff_augment, parse_policy
 
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
-           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "band_differences", "colour_power_penalty",
+           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "stamp_profile", "profile_match_penalty",
+           "band_differences", "colour_power_penalty",
            "mode_seeking_penalty", "ClassReference"]
 
 
@@ -159,16 +160,54 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     A spread under 0.05 dex counts as 0.05 dex. No gradient reaches ``real``.
     """
     weights = _bin_weights(fake.shape[-1], fake.device)
-    values = stamp_log_power(fake, weights).reshape(len(fake), -1).T  # (C * bins, N)
+    return _stamp_statistic_penalty(lambda x: stamp_log_power(x, weights), fake, real, target_sorted,
+                                    min_spread=0.05, name="stamp_power_penalty")  # 0.05 dex: near-identical stamps
+
+
+@functools.lru_cache(maxsize=8)
+def _annulus_weights(size: int, device: torch.device) -> torch.Tensor:
+    """:func:`galearn.morphometry.profile_annulus_weights` as fp32 on ``device``, built once per stamp size (read-only)."""
+    return torch.from_numpy(profile_annulus_weights(size)).to(device=device, dtype=torch.float32)
+
+
+def stamp_profile(x: torch.Tensor) -> torch.Tensor:
+    """Each stamp's azimuthally averaged profile, :func:`galearn.morphometry.radial_profile` in torch
+    (differentiable, fp32): the mean value in 8 annuli about the stamp centre, ``(N, C, 8)``."""
+    x = x.float()
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h * w) @ _annulus_weights(h, x.device)
+
+
+def profile_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
+                          target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+    """1-D Wasserstein-1 distance between the stamps' own light profiles (:func:`stamp_profile`) of a generated
+    and a real batch, per band and annulus, over the real values' standard deviation (mean over the ``C x 8``).
+
+    The spectral terms let G trade the light profile for the matched texture:
+    trained twice as long, the profiles drift from the real ones while the
+    spectra come nearer (docs/gan.md round 32). This term holds each annulus's
+    distribution of surface brightness -- brightness, size and concentration --
+    to the real one. ``target_sorted`` ``(C * 8, N)``: the real values given
+    instead of ``real`` (:meth:`ClassReference.sorted_stamp_profile`). A spread
+    under 0.01 (network units, 0.5 % of the stretched range) counts as 0.01.
+    """
+    return _stamp_statistic_penalty(stamp_profile, fake, real, target_sorted, min_spread=0.01,
+                                    name="profile_match_penalty")
+
+
+def _stamp_statistic_penalty(statistic, fake: torch.Tensor, real: torch.Tensor | None,
+                             target_sorted: torch.Tensor | None, *, min_spread: float, name: str) -> torch.Tensor:
+    """:func:`_sorted_w1` of a per-stamp ``statistic`` ``(N, ...)`` of ``fake`` against ``real``'s or ``target_sorted``."""
+    values = statistic(fake).reshape(len(fake), -1).T  # (F, N)
     if target_sorted is None:
         if real is None:
-            raise ValueError("stamp_power_penalty: give the real batch or its sorted spectra")
+            raise ValueError(f"{name}: give the real batch or its sorted values")
         with torch.no_grad():
-            target_sorted = torch.sort(stamp_log_power(real, weights).reshape(len(real), -1).T, dim=1).values
+            target_sorted = torch.sort(statistic(real).reshape(len(real), -1).T, dim=1).values
     if target_sorted.shape != values.shape:
-        raise ValueError(f"stamp_power_penalty: target {tuple(target_sorted.shape)} does not match the generated "
-                         f"spectra {tuple(values.shape)}")
-    return _sorted_w1(values, target_sorted, min_spread=0.05)  # 0.05 dex: a class of near-identical stamps
+        raise ValueError(f"{name}: target {tuple(target_sorted.shape)} does not match the generated "
+                         f"values {tuple(values.shape)}")
+    return _sorted_w1(values, target_sorted, min_spread=min_spread)
 
 
 def band_differences(x: torch.Tensor) -> torch.Tensor:
@@ -238,7 +277,9 @@ class ClassReference:
     generated stamp of that class, so a batch's target is the mixture of
     its classes. A class without training stamps takes the whole set's.
     With ``colours``, the same quantiles of the spectra of their colour maps
-    (:func:`band_differences`), the target of ``gan.g_colour_power_match``.
+    (:func:`band_differences`), the target of ``gan.g_colour_power_match``;
+    and 32 quantiles of its stamps' light profiles (:func:`stamp_profile`),
+    the target of ``gan.g_profile_match``.
 
     Parameters
     ----------
@@ -269,6 +310,10 @@ class ClassReference:
         self.power = torch.from_numpy(power)  # (K, C, bins), linear
         self.quantiles = torch.from_numpy(quantiles)  # (K, C, H*W), each row ascending
         self.stamp_quantiles = torch.from_numpy(stamp_quantiles)  # (K, C * bins, Q): the stamps' own log10 spectra
+        profiles = stamp_profile(torch.from_numpy(stamps)).reshape(n, -1).numpy()  # (n, C * 8)
+        q_levels = (np.arange(self.N_STAMP_QUANTILES) + 0.5) / self.N_STAMP_QUANTILES
+        self.profile_quantiles = torch.from_numpy(np.stack(
+            [np.quantile(profiles[m], q_levels, axis=0).T for m in members]).astype(np.float32))  # (K, C * 8, Q)
         self.colour_quantiles = None  # (K, pairs * bins, Q): the same of their colour maps (band_differences)
         if colours:
             self.colour_quantiles = torch.from_numpy(
@@ -296,6 +341,7 @@ class ClassReference:
         """Move the targets to ``device`` (in place); returns self."""
         self.power, self.quantiles = self.power.to(device), self.quantiles.to(device)
         self.stamp_quantiles = self.stamp_quantiles.to(device)
+        self.profile_quantiles = self.profile_quantiles.to(device)
         if self.colour_quantiles is not None:
             self.colour_quantiles = self.colour_quantiles.to(device)
         return self
@@ -313,6 +359,10 @@ class ClassReference:
         """The per-stamp log10 spectra of a batch of classes ``y`` as ``N`` quantiles of their classes' mixture:
         ``(C * bins, N)``, ascending per row (the middle one of each block of ``Q`` pooled class quantiles)."""
         return self._mixture(self.stamp_quantiles, y)
+
+    def sorted_stamp_profile(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`sorted_stamp_power` of the stamps' light profiles (:func:`stamp_profile`): ``(C * 8, N)``."""
+        return self._mixture(self.profile_quantiles, y)
 
     def sorted_colour_power(self, y: torch.Tensor) -> torch.Tensor:
         """:meth:`sorted_stamp_power` of the stamps' colour maps (built with ``colours=True``): ``(pairs * bins, N)``."""
@@ -347,6 +397,7 @@ class GanLoss:
     pixel_match: float = 0.0  # gan.g_pixel_match: G loss + this x pixel_match_penalty(generated before its clip, real batch)
     stamp_power_match: float = 0.0  # gan.g_stamp_power_match: G loss + this x stamp_power_penalty(generated, real batch)
     colour_power_match: float = 0.0  # gan.g_colour_power_match: G loss + this x colour_power_penalty(generated, real batch)
+    profile_match: float = 0.0  # gan.g_profile_match: G loss + this x profile_match_penalty(generated, real batch)
     mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
 
@@ -429,7 +480,7 @@ class GanLoss:
                real: torch.Tensor | None = None) -> torch.Tensor:
         """Generator hinge loss (+ ``G.sky_penalty`` x the ring's deviation from the real sky, + ``power_match`` x
         :func:`power_match_penalty`, ``stamp_power_match`` x :func:`stamp_power_penalty`, ``colour_power_match`` x
-        :func:`colour_power_penalty` and ``pixel_match`` x
+        :func:`colour_power_penalty`, ``profile_match`` x :func:`profile_match_penalty` and ``pixel_match`` x
         :func:`pixel_match_penalty` against ``real`` or the class ``reference``, + ``mode_seeking`` x
         :func:`mode_seeking_penalty`, when set).
 
@@ -463,6 +514,11 @@ class GanLoss:
                 raise ValueError("GanLoss.g_loss: colour_power_match needs this step's generated stamps and real batch")
             target = None if ref is None else ref.sorted_colour_power(y)
             loss = loss + self.colour_power_match * colour_power_penalty(fake, real, target_sorted=target)
+        if self.profile_match:
+            if (real is None and ref is None) or fake is None:
+                raise ValueError("GanLoss.g_loss: profile_match needs this step's generated stamps and real batch")
+            target = None if ref is None else ref.sorted_stamp_profile(y)
+            loss = loss + self.profile_match * profile_match_penalty(fake, real, target_sorted=target)
         if self.pixel_match:
             unclipped = self.G.last_unclipped  # from the training forward that made `fake`
             if (real is None and ref is None) or unclipped is None:
