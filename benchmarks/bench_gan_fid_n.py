@@ -9,12 +9,15 @@ numbers standardised by the real training stamps (``gan.realism_space = morphome
   not an artefact of the evaluation's 120 held-out stamps (Chong & Forsyth 2020, "Effectively Unbiased FID");
 * the FID of the whole library against all training stamps with each group of numbers left out, and of each group
   alone (the part of the distance that lies between groups shows as a drop larger than the group's own FID);
+* the FID of ``--common`` groups together (default asymmetry, shape, colour: what no G-loss term of the shipped
+  setting or of ``gan.g_profile_match`` matches), so runs whose losses target different groups are compared in one
+  space (``gan.realism_untargeted`` leaves out each run's own targets), at each N as above;
 * each stamp's power spectrum given its light profile (linear least squares on the real training stamps): the
   mean shift and the spread of the held-out real and the generated residuals, in units of the training ones';
 * the 10 / 50 / 90 / 99th percentiles of the centroid offset (pixels) and the asymmetry of the middle band, real
   (training + held-out) against generated.
 
-    .venv/bin/python benchmarks/bench_gan_fid_n.py WS [--sizes 120 240] [--draws 5] [--seed 0] [--out OUT.json]
+    .venv/bin/python benchmarks/bench_gan_fid_n.py WS [--sizes 120 240] [--draws 5] [--seed 0] [--common GROUP ...] [--out OUT.json]
 
 Deterministic in ``--seed``.
 """
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[120, 240], help="set sizes N (at most half the training stamps)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--common", nargs="+", default=["asymmetry", "shape", "colour"],
+                    help="morphometry groups whose FID is also given together (one space for runs with other targets)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     ws = Workspace(args.workspace)
@@ -58,26 +63,40 @@ def main(argv: list[str] | None = None) -> dict:
     f_gen = morphometry_features(library.read("stretched", np.arange(library.n)))
     names = morphometry_names(len(sample.bands), list(sample.bands))
     z_train, z_gen, z_held = standardise(f_train, f_train, f_gen, f_held)
-    rng = np.random.default_rng(args.seed)
     out: dict = {"workspace": str(args.workspace), "n_train": len(train), "n_heldout": len(held), "n_generated": len(f_gen),
                  "fid_all": frechet_distance(z_gen, z_train), "by_size": [], "groups": {}, "tails": {}}
     print(f"{args.workspace}: {len(train)} training, {len(f_gen)} generated stamps")
     print(f"FID, whole library against all training stamps: {out['fid_all']:.2f}")
+    groups = morphometry_groups(names)
+    unknown = sorted(set(args.common) - set(groups))
+    if unknown:
+        print(f"bench_gan_fid_n: --common {' '.join(unknown)}: not a morphometry group ({', '.join(groups)})", file=sys.stderr)
+        sys.exit(2)
+    common = np.any([groups[g] for g in args.common], axis=0)
+    out["common"] = {"groups": args.common, "n_numbers": int(common.sum()),
+                     "fid_all": frechet_distance(z_gen[:, common], z_train[:, common]), "by_size": []}
+    rng = np.random.default_rng(args.seed)
     for n in args.sizes:
         if 2 * n > len(train) or n > len(f_gen):
             print(f"N = {n}: skipped (needs {2 * n} training and {n} generated stamps)")
             continue
-        gen, real = [], []
+        fids = {key: ([], []) for key in ("by_size", "common")}  # generated, real vs real; the same draws in both spaces
         for _ in range(args.draws):
             perm = rng.permutation(len(train))
-            gen.append(frechet_distance(z_gen[rng.choice(len(z_gen), n, replace=False)], z_train[perm[:n]]))
-            real.append(frechet_distance(z_train[perm[:n]], z_train[perm[n:2 * n]]))
-        row = {"n": n, "fid_generated": float(np.mean(gen)), "fid_real_vs_real": float(np.mean(real))}
-        row["ratio"] = row["fid_generated"] / row["fid_real_vs_real"]
-        out["by_size"].append(row)
+            pick = rng.choice(len(z_gen), n, replace=False)
+            for key, cols in (("by_size", slice(None)), ("common", common)):
+                fids[key][0].append(frechet_distance(z_gen[pick][:, cols], z_train[perm[:n]][:, cols]))
+                fids[key][1].append(frechet_distance(z_train[perm[:n]][:, cols], z_train[perm[n:2 * n]][:, cols]))
+        rows = {key: {"n": n, "fid_generated": float(np.mean(gen)), "fid_real_vs_real": float(np.mean(real)),
+                      "ratio": float(np.mean(gen) / np.mean(real))} for key, (gen, real) in fids.items()}
+        out["by_size"].append(rows["by_size"])
+        out["common"]["by_size"].append(rows["common"])
+        row = rows["by_size"]
         print(f"N = {n}: FID generated {row['fid_generated']:.2f}, real vs real {row['fid_real_vs_real']:.2f}, "
               f"ratio {row['ratio']:.2f} (mean of {args.draws} draws)")
-    groups = morphometry_groups(names)
+    print(f"{' + '.join(args.common)} ({common.sum()} numbers): FID whole library {out['common']['fid_all']:.2f}; "
+          + "; ".join(f"N = {r['n']}: {r['fid_generated']:.2f} / {r['fid_real_vs_real']:.2f} real, ratio {r['ratio']:.2f}"
+                      for r in out["common"]["by_size"]))
     for group, mask in groups.items():
         without = frechet_distance(z_gen[:, ~mask], z_train[:, ~mask])
         alone = frechet_distance(z_gen[:, mask], z_train[:, mask])
