@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         fids = {key: ([], []) for key in ("by_size", "common")}  # generated, real vs real; the same draws in both spaces
         for _ in range(args.draws):
             perm = rng.permutation(len(train))
-            pick = rng.choice(len(z_gen), n, replace=False)
+            gen, real_a, real_b = z_gen[rng.choice(len(z_gen), n, replace=False)], z_train[perm[:n]], z_train[perm[n:2 * n]]
             for key, cols in (("by_size", slice(None)), ("common", common)):
-                fids[key][0].append(frechet_distance(z_gen[pick][:, cols], z_train[perm[:n]][:, cols]))
-                fids[key][1].append(frechet_distance(z_train[perm[:n]][:, cols], z_train[perm[n:2 * n]][:, cols]))
+                fids[key][0].append(frechet_distance(gen[:, cols], real_a[:, cols]))
+                fids[key][1].append(frechet_distance(real_a[:, cols], real_b[:, cols]))
         rows = {key: {"n": n, "fid_generated": float(np.mean(gen)), "fid_real_vs_real": float(np.mean(real)),
                       "ratio": float(np.mean(gen) / np.mean(real))} for key, (gen, real) in fids.items()}
         out["by_size"].append(rows["by_size"])

@@ -311,9 +311,8 @@ class ClassReference:
         self.quantiles = torch.from_numpy(quantiles)  # (K, C, H*W), each row ascending
         self.stamp_quantiles = torch.from_numpy(stamp_quantiles)  # (K, C * bins, Q): the stamps' own log10 spectra
         profiles = stamp_profile(torch.from_numpy(stamps)).reshape(n, -1).numpy()  # (n, C * 8)
-        q_levels = (np.arange(self.N_STAMP_QUANTILES) + 0.5) / self.N_STAMP_QUANTILES
         self.profile_quantiles = torch.from_numpy(np.stack(
-            [np.quantile(profiles[m], q_levels, axis=0).T for m in members]).astype(np.float32))  # (K, C * 8, Q)
+            [self._quantiles(profiles[m]) for m in members]).astype(np.float32))  # (K, C * 8, Q)
         self.colour_quantiles = None  # (K, pairs * bins, Q): the same of their colour maps (band_differences)
         if colours:
             self.colour_quantiles = torch.from_numpy(
@@ -324,7 +323,6 @@ class ClassReference:
         """Each class's mean power spectrum ``(K, C, bins)`` and quantiles of its stamps' own log10 spectra
         ``(K, C * bins, Q)``."""
         weights = _bin_weights(stamps.shape[-1], torch.device("cpu"))
-        levels = (np.arange(cls.N_STAMP_QUANTILES) + 0.5) / cls.N_STAMP_QUANTILES
         power = np.zeros((len(members), stamps.shape[1], weights.shape[1]), dtype=np.float64)
         stamp_quantiles = np.zeros((len(members), power[0].size, cls.N_STAMP_QUANTILES), dtype=np.float32)
         for k, m in enumerate(members):
@@ -334,8 +332,13 @@ class ClassReference:
                 power[k] += p.sum(dim=0).double().numpy()
                 logs.append(torch.log10(p + 1e-12).reshape(len(p), -1).numpy())
             power[k] /= len(m)
-            stamp_quantiles[k] = np.quantile(np.concatenate(logs), levels, axis=0).T
+            stamp_quantiles[k] = cls._quantiles(np.concatenate(logs))
         return power.astype(np.float32), stamp_quantiles
+
+    @classmethod
+    def _quantiles(cls, values: np.ndarray) -> np.ndarray:
+        """``N_STAMP_QUANTILES`` quantiles, at levels ``(k + 1/2) / Q``, of each column of ``values`` ``(n, F)``: ``(F, Q)``."""
+        return np.quantile(values, (np.arange(cls.N_STAMP_QUANTILES) + 0.5) / cls.N_STAMP_QUANTILES, axis=0).T
 
     def to(self, device: torch.device | str) -> ClassReference:
         """Move the targets to ``device`` (in place); returns self."""
