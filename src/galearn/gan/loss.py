@@ -65,10 +65,16 @@ def _power_map(x: torch.Tensor) -> torch.Tensor:
     return (f.real.square() + f.imag.square()).reshape(n, c, h * w) / (h * w)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
+def _morphometry_weights(builder, size: int, device: torch.device) -> torch.Tensor:
+    """``builder(size)``, a :mod:`galearn.morphometry` weight matrix, as fp32 on ``device``, built once per stamp
+    size (read-only)."""
+    return torch.from_numpy(builder(size)).to(device=device, dtype=torch.float32)
+
+
 def _bin_weights(size: int, device: torch.device) -> torch.Tensor:
-    """:func:`galearn.morphometry.power_bin_weights` as fp32 on ``device``, built once per stamp size (read-only)."""
-    return torch.from_numpy(power_bin_weights(size)).to(device=device, dtype=torch.float32)
+    """:func:`galearn.morphometry.power_bin_weights` on ``device`` (cached)."""
+    return _morphometry_weights(power_bin_weights, size, device)
 
 
 def power_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
@@ -164,18 +170,12 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
                                     min_spread=0.05, name="stamp_power_penalty")  # 0.05 dex: near-identical stamps
 
 
-@functools.lru_cache(maxsize=8)
-def _annulus_weights(size: int, device: torch.device) -> torch.Tensor:
-    """:func:`galearn.morphometry.profile_annulus_weights` as fp32 on ``device``, built once per stamp size (read-only)."""
-    return torch.from_numpy(profile_annulus_weights(size)).to(device=device, dtype=torch.float32)
-
-
 def stamp_profile(x: torch.Tensor) -> torch.Tensor:
     """Each stamp's azimuthally averaged profile, :func:`galearn.morphometry.radial_profile` in torch
     (differentiable, fp32): the mean value in 8 annuli about the stamp centre, ``(N, C, 8)``."""
     x = x.float()
     n, c, h, w = x.shape
-    return x.reshape(n, c, h * w) @ _annulus_weights(h, x.device)
+    return x.reshape(n, c, h * w) @ _morphometry_weights(profile_annulus_weights, h, x.device)
 
 
 def profile_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
@@ -507,21 +507,17 @@ class GanLoss:
                 raise ValueError("GanLoss.g_loss: power_match needs this step's generated stamps and real batch")
             target = None if ref is None else ref.log_power(y)
             loss = loss + self.power_match * power_match_penalty(fake, real, target=target)
-        if self.stamp_power_match:
+        for name, penalty, class_target in (  # per-stamp statistics against the batch's or the classes' sorted values
+                ("stamp_power_match", stamp_power_penalty, "sorted_stamp_power"),
+                ("colour_power_match", colour_power_penalty, "sorted_colour_power"),
+                ("profile_match", profile_match_penalty, "sorted_stamp_profile")):
+            weight = getattr(self, name)
+            if not weight:
+                continue
             if (real is None and ref is None) or fake is None:
-                raise ValueError("GanLoss.g_loss: stamp_power_match needs this step's generated stamps and real batch")
-            target = None if ref is None else ref.sorted_stamp_power(y)
-            loss = loss + self.stamp_power_match * stamp_power_penalty(fake, real, target_sorted=target)
-        if self.colour_power_match:
-            if (real is None and ref is None) or fake is None:
-                raise ValueError("GanLoss.g_loss: colour_power_match needs this step's generated stamps and real batch")
-            target = None if ref is None else ref.sorted_colour_power(y)
-            loss = loss + self.colour_power_match * colour_power_penalty(fake, real, target_sorted=target)
-        if self.profile_match:
-            if (real is None and ref is None) or fake is None:
-                raise ValueError("GanLoss.g_loss: profile_match needs this step's generated stamps and real batch")
-            target = None if ref is None else ref.sorted_stamp_profile(y)
-            loss = loss + self.profile_match * profile_match_penalty(fake, real, target_sorted=target)
+                raise ValueError(f"GanLoss.g_loss: {name} needs this step's generated stamps and real batch")
+            target = None if ref is None else getattr(ref, class_target)(y)
+            loss = loss + weight * penalty(fake, real, target_sorted=target)
         if self.pixel_match:
             unclipped = self.G.last_unclipped  # from the training forward that made `fake`
             if (real is None and ref is None) or unclipped is None:
