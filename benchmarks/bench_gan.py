@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                 "colour_wasserstein_real_baseline", "fid_std", "fid_real_baseline_std", "fid_ratio_draws", "draws",
                 "realism_space", "verdict"):
         print(f"{key:40s} {metrics.get(key)}")
+    copying = metrics.get("data_copying")
+    if copying:
+        print(f"data-copying test (Meehan et al. 2020): C_T {copying['ct']:+.2f} over {copying['cells_used']} of "
+              f"{copying['n_cells']} cells (below -3: copies)")
     td = metrics.get("typical_distance")
     if td:
         print(f"typical (median Mahalanobis) distance: generated {td['generated_median']:.2f} "

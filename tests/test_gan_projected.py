@@ -312,6 +312,11 @@ def test_realism_verdict_says_under_trained():
     # the pixel-space test is shown beside the realism-space one, not graded (a quieter sky alone brings stamps nearer)
     far, text = realism_verdict({**good, "memorised_fraction_pixels": 0.05})
     assert not far and text.startswith("close to real") and "memorised 0.0 % (5.0 % nearer in pixels)" in text
+    # the data-copying test is shown beside them, not graded: the memorised flag stays the 1 %
+    far, text = realism_verdict({**good, "memorised_fraction": 0.021, "data_copying": {"ct": 0.7}})
+    assert far and text.startswith("memorising") and "memorised 2.1 %, data-copying test C_T +0.7 (no copies" in text
+    far, text = realism_verdict({**good, "data_copying": {"ct": -4.2}})
+    assert "C_T -4.2 (copies" in text
     # a generated sky noisier than the real one (G paints under the measured noise, round 25): never "close", and said
     real_sky = {"sigma": [[0.007, 0.013, 0.03]] * 3, "clipped_fraction": [0.04, 0.03, 0.12]}
     painted = {"sigma": [[0.018, 0.025, 0.04], [0.017, 0.023, 0.037], [0.017, 0.022, 0.034]],

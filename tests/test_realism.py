@@ -198,6 +198,30 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
     assert m["memorised_fraction"] > 0.9
     assert m["memorised_fraction_pixels"] > 0.9 and m["memorised_pixels_train_n"] == len(read_split(ws)["train"])
     assert "% nearer in pixels" in m["verdict"] and "memorising" in m["verdict"].split(";")[0]
+    assert m["data_copying"]["ct"] < -3 and "C_T" in m["verdict"] and "(copies" in m["verdict"]
+
+
+def test_data_copying_test_finds_copies_and_passes_fresh_draws():
+    from galearn.evaluate.realism import data_copying_statistic
+
+    rng = np.random.default_rng(7)
+
+    def draw(n: int) -> np.ndarray:  # half a dense core, half a broad halo, in 5 numbers
+        return np.where(rng.random(n)[:, None] < 0.5, 0.3, 2.0) * rng.normal(size=(n, 5))
+
+    train, held = draw(400), draw(100)
+    copies = train[rng.choice(400, 300)] + 0.01 * rng.normal(size=(300, 5))
+    got = data_copying_statistic(copies, train, held, random_state=1)
+    assert got["ct"] < -5 and got["n_cells"] == 5 and got["cells_used"] >= 3  # 100 held-out rows: 5 cells
+    assert sum(got["cell_heldout_share"]) == pytest.approx(1.0)
+    new = draw(300)
+    fresh = data_copying_statistic(new, train, held, random_state=1)
+    assert abs(fresh["ct"]) < 2 and fresh["cells_used"] >= 3
+    assert fresh == data_copying_statistic(new, train, held, random_state=1)  # seeded cells
+    few = data_copying_statistic(draw(10), train, held, random_state=1)  # too few generated rows for any cell
+    assert few["cells_used"] == 0 and np.isnan(few["ct"]) and few["cell_z"] == [None] * 5
+    half = data_copying_statistic(copies, train, held, n_cells=2, fit_max=200, random_state=1)
+    assert half["n_cells"] == 2 and half["ct"] < -3
 
 
 def test_pixel_copy_check_finds_turned_copies_and_not_fresh_galaxies():

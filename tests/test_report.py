@@ -111,7 +111,7 @@ def make_workspace(root, n=240, *, library=True, size=32, seed=0, metrics=True, 
         if metrics:
             store.update_metrics(ws.metrics, {"gan": {
                 "condition": "uvj_class", "steps": 600, "fid": 12.5, "fid_real_baseline": 4.25, "kid": 0.01,
-                "precision": 0.7, "recall": 0.55, "memorised_fraction": 0.0,
+                "precision": 0.7, "recall": 0.55, "memorised_fraction": 0.0, "data_copying": {"ct": 0.4},
                 "balancing": {"balanced_accuracy_real_only": 0.8, "balanced_accuracy_with_gan": 0.83},
                 # the layout of galearn.morphology.statistic_histograms
                 "morphology_histograms": {
@@ -178,6 +178,11 @@ def test_figures_are_written(built):
 def test_page_has_the_cluster_summary_table(built):
     _, _, _, text, _ = built
     assert "clusters.summary" in text and "truth_class fractions" in text and "elliptical 1.00" in text
+
+
+def test_page_states_the_memorised_fraction_with_the_data_copying_test(built):
+    _, _, _, text, _ = built
+    assert "memorised 0.0 % (data-copying test C_T +0.4; below -3: copies of training stamps)" in text
 
 
 def test_page_embeds_every_figure_as_png(built):

@@ -31,6 +31,12 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   stamps merely crowded next to a training stamp (at most
   ``COPY_CHECK_MAX_TRAIN`` training stamps, a seeded draw beyond that;
   ``memorised_pixels_train_n``).
+* ``data_copying`` (realism space): Meehan et al. 2020's data-copying test
+  (:func:`galearn.evaluate.realism.data_copying_statistic`): ``ct`` about 0
+  when the generated stamps of all draws lie, cell by cell, no nearer the
+  training stamps than the held-out real ones do; below about -3 for
+  copies. Within its cells it tells copies from stamps that only crowd
+  where real galaxies are dense, which the memorised fractions count alike.
 * ``morphology_wasserstein``: statmorph statistics + adjacent-band colours on
   physical stamps (:mod:`galearn.morphology`) of seeded subsets of
   ``gan.eval_morphology_n`` stamps of ``G`` and ``H``; baseline ``T`` against ``H``.
@@ -45,7 +51,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   stamps than numbers).
 * ``realism_untargeted`` (morphometry space, when G's loss matched some of
   its statistics: ``gan.g_power_match``, ``g_stamp_power_match``,
-  ``g_colour_power_match``, ``g_profile_match``, ``g_pixel_match``): FID / KID / precision / recall with those groups left
+  ``g_colour_power_match``, ``g_profile_match``, ``g_joint_match``, ``g_pixel_match``): FID / KID / precision / recall with those groups left
   out (:func:`untargeted_realism`); the verdict grades both.
 * ``sky``: each set's own skies (outer-ring level and sigma per stamp,
   pixels at black) per band, real held-out / real train / generated
@@ -526,7 +532,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         The ``gan`` metrics (see the module docstring).
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
-    from ..evaluate.realism import memorised_fraction, memorised_fraction_pixels
+    from ..evaluate.realism import data_copying_statistic, memorised_fraction, memorised_fraction_pixels
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -648,6 +654,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     s_G_all = sl(idx_G_all)
     metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H)
     metrics["memorised_n"] = int(len(idx_G_all))
+    # Near a training stamp is not copied: a stamp in the densest part of the real distribution is near one too.
+    metrics["data_copying"] = data_copying_statistic(s_G_all, s_train, s_H, random_state=seed)
     # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
     # stamps crowded next to a training stamp too, copies or not (docs/gan.md round 21).
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
@@ -923,8 +931,8 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
       N steps" when morphology (statmorph) Wasserstein is above 2x its real
       baseline, precision below 0.5 or recall below 0.3 (realism space);
       "memorising at N steps" when the memorised fraction is above 0.01
-      (realism space; the pixel-space one is shown beside it, not graded),
-      which more training does not cure;
+      (realism space; the pixel-space one and the data-copying test are
+      shown beside it, not graded), which more training does not cure;
     * precision, recall and FID are graded in the realism space and, when G's
       loss matched some of its statistics, also without them
       (``realism_untargeted``): an aim counts when met in both;
@@ -977,7 +985,10 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         memorising = mem > 0.01
         # The pixel test is shown, not graded: a quieter generated sky alone brings stamps nearer in RMS.
         near = f" ({100 * copies:.1f} % nearer in pixels)" if copies is not None else ""
-        parts.append(f"memorised {100 * mem:.1f} %{near}")
+        ct = (m.get("data_copying") or {}).get("ct")
+        copying = (f", data-copying test C_T {ct:+.1f} ({'copies' if ct < -3 else 'no copies'}: below -3 copies)"
+                   if ct is not None and np.isfinite(ct) else "")
+        parts.append(f"memorised {100 * mem:.1f} %{near}{copying}")
     for statement in (_orientation_statement(m), _sky_statement(m)):
         if statement:
             close = False

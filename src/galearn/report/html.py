@@ -81,7 +81,9 @@ def gan_realism_caption(gan: dict) -> str:
                      f"(median Mahalanobis distance {td['generated_median']:.1f} against {td['heldout_median']:.1f})")
     mem = gan.get("memorised_fraction")
     if mem is not None:
-        parts.append(f"memorised {100 * mem:.1f} %")
+        ct = (gan.get("data_copying") or {}).get("ct")
+        parts.append(f"memorised {100 * mem:.1f} %" + (
+            f" (data-copying test C_T {ct:+.1f}; below -3: copies of training stamps)" if ct is not None else ""))
     text = "; ".join(p for p in parts if p)
     verdict = gan.get("verdict") or ""
     space = gan.get("realism_space")
