@@ -2,7 +2,7 @@
 training set (mean power spectrum, pixel quantiles) instead of the step's real batch; gan.g_stamp_power_match: the
 distribution of the stamps' own spectra (docs/gan.md issue 14 round 21); gan.g_colour_power_match: the same of their
 colour maps, every pair of bands' difference (round 30); gan.g_profile_match: the distribution of the stamps' own
-light profiles (round 33)."""
+light profiles (round 33); gan.g_joint_match: the joint distribution of each stamp's spectrum and profile (round 35)."""
 
 from __future__ import annotations
 
@@ -151,6 +151,81 @@ def test_colour_power_penalty_sees_colour_structure_the_per_band_spectra_cannot(
         ClassReference(x, y, 2).sorted_colour_power(torch.tensor([0]))
 
 
+def test_joint_match_sees_how_the_numbers_move_together_which_the_per_number_terms_cannot():
+    from galearn.gan.loss import (ClassReference, GanLoss, joint_match_penalty, profile_match_penalty,
+                                  random_directions, stamp_power_penalty, stamp_spectrum_profile, stamp_profile)
+    from galearn.gan.loss import _bin_weights, stamp_log_power
+    from galearn.gan.loop import build_networks
+
+    rng = np.random.default_rng(5)
+    n = 64
+    amplitude = np.exp(rng.uniform(np.log(0.02), np.log(0.5), size=(n, 1, 1, 1)))  # textures from faint to strong
+    light = (amplitude * rng.normal(size=(n, 1, 32, 32))).astype("f4")
+    grey = torch.from_numpy(np.repeat(light, 3, axis=1))  # every band of a stamp as strong as the others
+    light_t = torch.from_numpy(light[:, 0])
+    shuffled = torch.stack([light_t[(np.arange(n) + 17 * b) % n] for b in range(3)], dim=1)  # bands from other stamps
+    features = stamp_spectrum_profile(grey)
+    assert features.shape == (n, 48)
+    torch.testing.assert_close(features[:, :24], stamp_log_power(grey, _bin_weights(32, grey.device)).flatten(1))
+    torch.testing.assert_close(features[:, 24:], stamp_profile(grey).flatten(1))
+    directions = random_directions(48, 64, torch.Generator().manual_seed(0))
+    assert directions.shape == (48, 64)
+    torch.testing.assert_close(directions.norm(dim=0), torch.ones(64))
+    # each band's spectra and profiles are the same numbers in both batches: the per-number terms read 0 ...
+    assert float(stamp_power_penalty(shuffled, grey)) == 0.0 and float(profile_match_penalty(shuffled, grey)) == 0.0
+    # ... the joint term sees that the bands no longer move together
+    assert float(joint_match_penalty(grey, grey, directions=directions)) == 0.0
+    assert float(joint_match_penalty(shuffled, grey, directions=directions)) > 0.3
+    # against the classes of a reference: the shuffled class's own vectors, not the grey class's
+    x, y_all = torch.cat([grey, shuffled]).numpy(), np.repeat([0, 1], n)
+    ref = ClassReference(x, y_all, 2)
+    torch.testing.assert_close(ref.joint.mean(dim=0), torch.zeros(48), atol=1e-4, rtol=0)
+
+    def against(k: int, batch=shuffled[:32]) -> torch.Tensor:
+        y = torch.full((len(batch),), k, dtype=torch.long)
+        return joint_match_penalty(batch, directions=directions, centre=ref.joint_centre, scale=ref.joint_scale,
+                                   target_sorted=ref.sorted_joint(y, directions))
+
+    assert ref.sorted_joint(torch.tensor([0, 1, 1]), directions).shape == (64, 3)
+    projected = (ref.joint @ directions).numpy()  # one stamp of class 1: its class's middle quantile, as numpy's
+    np.testing.assert_allclose(ref.sorted_joint(torch.ones(1, dtype=torch.long), directions)[:, 0].numpy(),
+                               np.quantile(projected[y_all == 1], 16.5 / 32, axis=0), rtol=1e-5, atol=1e-5)
+    assert float(against(1)) < 0.5 * float(against(0))
+    fake = shuffled[:32].clone().requires_grad_(True)
+    against(0, fake).backward()
+    assert bool(torch.isfinite(fake.grad).all()) and float(fake.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="centre and scale"):
+        joint_match_penalty(grey, directions=directions, target_sorted=ref.sorted_joint(torch.zeros(n, dtype=torch.long), directions))
+    with pytest.raises(ValueError, match="does not match"):
+        joint_match_penalty(grey[:4], directions=directions, centre=ref.joint_centre, scale=ref.joint_scale,
+                            target_sorted=ref.sorted_joint(torch.zeros(3, dtype=torch.long), directions))
+    with pytest.raises(ValueError, match="give the real batch"):
+        joint_match_penalty(grey, directions=directions)
+    # in G's loss: 64 directions from the step's generator, after D's augmentations
+    cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
+    G, D, _ = build_networks(2, 3, 32, cfg)
+    D.eval()
+    y = torch.tensor([0, 1, 0, 1])
+    fake = GanLoss(G, D).run_G(torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0)), y,
+                               torch.Generator().manual_seed(1)).detach()
+    gen = torch.Generator().manual_seed(2)
+    plain = GanLoss(G, D).g_loss(y, None, gen, fake=fake)
+    step_directions = random_directions(48, 64, gen)
+    want = plain + 0.8 * joint_match_penalty(fake, directions=step_directions, centre=ref.joint_centre,
+                                             scale=ref.joint_scale, target_sorted=ref.sorted_joint(y, step_directions))
+    got = GanLoss(G, D, joint_match=0.8, reference=ref).g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
+    torch.testing.assert_close(got, want)
+    real = grey[:4]
+    gen = torch.Generator().manual_seed(2)
+    plain = GanLoss(G, D).g_loss(y, None, gen, fake=fake)
+    step_directions = random_directions(48, 64, gen)
+    batch = GanLoss(G, D, joint_match=0.8)
+    torch.testing.assert_close(batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake, real=real),
+                               plain + 0.8 * joint_match_penalty(fake, real, directions=step_directions))
+    with pytest.raises(ValueError, match="joint_match needs"):
+        batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
+
+
 def test_g_loss_with_a_class_reference_needs_no_real_batch():
     from galearn.gan.loop import build_networks
     from galearn.gan.loss import (ClassReference, GanLoss, colour_power_penalty, pixel_match_penalty,
@@ -228,7 +303,7 @@ def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discri
     ws = make_workspace(tmp_path)
     cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
                               g_power_match=1.0, g_stamp_power_match=1.0, g_colour_power_match=1.0,
-                              g_profile_match=1.0, g_match_reference="class",
+                              g_profile_match=1.0, g_joint_match=1.0, g_match_reference="class",
                               sky_noise="measured",
                               d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)

@@ -147,6 +147,7 @@ def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
                                                ("g_stamp_power_match", 2.0, (-1.0, "strong", True)),
                                                ("g_colour_power_match", 2.0, (-1.0, "strong", True)),
                                                ("g_profile_match", 2.0, (-1.0, "strong", True)),
+                                               ("g_joint_match", 2.0, (-1.0, "strong", True)),
                                                ("g_mode_seeking", 1.0, (-1.0, "strong", True))])
 def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, name, value, bads):
     from galearn.errors import BadValueError
@@ -187,6 +188,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_stamp_power_match", 0.0, 2.0, -1),
                                                        ("g_colour_power_match", 0.0, 2.0, -1),
                                                        ("g_profile_match", 0.0, 2.0, -1),
+                                                       ("g_joint_match", 0.0, 2.0, -1),
                                                        ("g_mode_seeking", 0.0, 1.0, -1),
                                                        ("d_minibatch_std", 4, 0, "often"),
                                                        ("d_pixel_head", False, True, "often")])

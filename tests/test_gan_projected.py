@@ -445,6 +445,7 @@ def test_realism_without_the_statistics_gs_loss_matched_is_graded_too():
     assert targeted_morphometry_groups({"g_colour_power_match": 5, "g_pixel_match": 10}) == [
         "power spectrum", "colour", "pixel percentiles"]  # the colour maps' spectra: both spectra and colours
     assert targeted_morphometry_groups({"g_profile_match": 5, "g_stamp_power_match": 5}) == ["power spectrum", "profile"]
+    assert targeted_morphometry_groups({"g_joint_match": 5}) == ["power spectrum", "profile"]  # both, jointly
     names = morphometry_names(3, BANDS)
     rng = np.random.default_rng(4)
     held, base, gen = (rng.normal(size=(150, len(names))) for _ in range(3))

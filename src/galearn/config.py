@@ -229,8 +229,9 @@ class GanTrainConfig:
     g_stamp_power_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and radial bin, of the stamps' own log power spectra between the generated and the real batch, over the real spread (0: off; docs/gan.md round 21)
     g_colour_power_match: float = 0.0  # G loss + this x g_stamp_power_match's distance on the stamps' colour maps (every pair of bands' difference): colour structure at each scale, which the per-band terms cannot see (0: off; needs 2+ bands; docs/gan.md round 30)
     g_profile_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and annulus, of the stamps' own light profiles (the morphometry annuli) between the generated and the real batch, over the real spread: the spectral terms alone let the profiles drift (0: off; docs/gan.md round 33)
+    g_joint_match: float = 0.0  # G loss + this x the sliced Wasserstein-1 distance of the stamps' joint (log power spectrum, light profile) vectors, standardised by the real training stamps, along 64 random directions drawn each step: how those numbers move together, which the per-number terms cannot hold (0: off; docs/gan.md round 35)
     g_mode_seeking: float = 0.0  # G loss + this x MSGAN's mode-seeking term: 1 / the mean, over pairs of generated stamps of one class in the batch, of their difference (4x4-pixel blocks) over their latents' difference; rewards variety within a class (0: off; docs/gan.md round 22)
-    g_match_reference: str = "batch"  # what g_power_match / g_stamp_power_match / g_colour_power_match / g_profile_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class over the whole training set: its mean spectrum, its stamps' spectra and its pixel values; docs/gan.md round 21)
+    g_match_reference: str = "batch"  # what g_power_match / g_stamp_power_match / g_colour_power_match / g_profile_match / g_joint_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class over the whole training set: its mean spectrum, its stamps' spectra and its pixel values; docs/gan.md round 21)
     g_upsample: str = "nearest"  # how G's blocks double their input: "nearest" or "bilinear" (a low-pass interpolation; docs/gan.md round 11)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
     g_pin_sky_to: str = "measured"  # the level g_pin_sky pins to: "measured" (one per band) or "stamp" (per generated stamp, the sky level of the real stamp its sky depth comes from; needs sky_scatter; docs/gan.md round 26)
@@ -424,7 +425,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"), "g_asymmetry_radius": (0, 2, "[]"),
     "g_power_match": (0, None, "[)"), "g_pixel_match": (0, None, "[)"),
     "g_stamp_power_match": (0, None, "[)"), "g_mode_seeking": (0, None, "[)"), "g_colour_power_match": (0, None, "[)"),
-    "g_profile_match": (0, None, "[)"),
+    "g_profile_match": (0, None, "[)"), "g_joint_match": (0, None, "[)"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {

@@ -57,7 +57,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
-           "g_asymmetry_radius", "d_pixel_head", "g_profile_match")
+           "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -69,7 +69,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
-                   "g_asymmetry_radius": 0.0, "g_profile_match": 0.0}
+                   "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -765,6 +765,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                    stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference,
                    colour_power_match=float(getattr(cfg, "g_colour_power_match", 0.0)),
                    profile_match=float(getattr(cfg, "g_profile_match", 0.0)),
+                   joint_match=float(getattr(cfg, "g_joint_match", 0.0)),
                    mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)

@@ -14,10 +14,11 @@ __all__ = ["check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROU
 #: The morphometry groups (:data:`galearn.morphometry.MORPHOMETRY_GROUPS`) whose statistics a G-loss term
 #: matches to the real stamps': the azimuthally averaged power spectrum in the evaluation's own bins, and
 #: the pixel-value distribution whose percentiles the morphometry vector holds, and the light profile in
-#: its annuli; the colour maps' spectra (bands' differences) count against both the spectra and the colours.
+#: its annuli (alone, and jointly with the spectrum); the colour maps' spectra (bands' differences) count
+#: against both the spectra and the colours.
 TARGETED_MORPHOMETRY_GROUPS = {"g_power_match": ("power spectrum",), "g_stamp_power_match": ("power spectrum",),
                                "g_colour_power_match": ("power spectrum", "colour"), "g_pixel_match": ("pixel percentiles",),
-                               "g_profile_match": ("profile",)}
+                               "g_profile_match": ("profile",), "g_joint_match": ("power spectrum", "profile")}
 
 
 def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
