@@ -603,10 +603,20 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
                 tiles[: len(pick), pad:-pad, pad:-pad] = read_stamps_rgb(sample, pick, size=px)
             row.append(np.concatenate(list(tiles), axis=1))
         rows.append(row)
+    title = f"real vs generated stamps per {data.library_condition or 'class'}"
+    gan = (getattr(data, "metrics", None) or {}).get("gan") or {}
+    if gan.get("verdict"):  # the truth next to the samples (issue 14): how far from real, against the baselines
+        import textwrap
+
+        title += "\n" + "\n".join(textwrap.wrap(str(gan["verdict"]), width=70))
+    title_height = 0.18 * (title.count("\n") + 1)  # inches: the stamps keep their size under a long verdict
     plt = _plt()
     w = rows[0][0].shape[1]
-    fig, axes = plt.subplots(len(classes), 2, figsize=(2 * w / 100 + 1.6, len(classes) * (px + 2 * pad) / 100 + 0.7),
-                             squeeze=False, dpi=100)
+    width, row_height = 2 * w / 100 + 1.6, (px + 2 * pad) / 100
+    height = len(classes) * (row_height + 0.05) + 0.35 + title_height
+    fig, axes = plt.subplots(len(classes), 2, figsize=(width, height), squeeze=False, dpi=100)
+    fig.subplots_adjust(left=1.3 / width, right=1 - 0.1 / width, bottom=0.05 / height,
+                        top=1 - (title_height + 0.25) / height, wspace=0.2 / (w / 100), hspace=0.05 / row_height)
     for r, cls in enumerate(classes):
         for c in range(2):
             ax = axes[r, c]
@@ -618,15 +628,9 @@ def fig_class_grids(data, path: Path, *, per_class: int = 6, random_state: int =
         axes[r, 0].set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=9)
     axes[0, 0].set_title("real", fontsize=10)
     axes[0, 1].set_title("generated", fontsize=10)
-    title = f"real vs generated stamps per {data.library_condition or 'class'}"
-    gan = (getattr(data, "metrics", None) or {}).get("gan") or {}
-    if gan.get("verdict"):  # the truth next to the samples (issue 14): how far from real, against the baselines
-        import textwrap
-
-        title += "\n" + "\n".join(textwrap.wrap(str(gan["verdict"]), width=70))
-    fig.suptitle(title, fontsize=9 if gan.get("verdict") else 11, color="#b00000" if gan.get("far_from_real")
+    fig.suptitle(title, fontsize=9 if gan.get("verdict") else 11, y=1 - 0.05 / height, va="top",
+                 color="#b00000" if gan.get("far_from_real")
                  else "#a05a00" if str(gan.get("verdict", "")).startswith("rough") else "black")
-    fig.tight_layout()
     return _save(fig, path)
 
 
