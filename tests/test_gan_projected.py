@@ -317,6 +317,8 @@ def test_realism_verdict_says_under_trained():
     assert far and text.startswith("memorising") and "memorised 2.1 %, data-copying test C_T +0.7 (no copies" in text
     far, text = realism_verdict({**good, "data_copying": {"ct": -4.2}})
     assert "C_T -4.2 (copies" in text
+    far, text = realism_verdict({**good, "data_copying": {"ct": 7.2}})  # an under-trained G: its stamps lie farther off
+    assert "C_T +7.2 (no copies; farther from the training stamps" in text
     # a generated sky noisier than the real one (G paints under the measured noise, round 25): never "close", and said
     real_sky = {"sigma": [[0.007, 0.013, 0.03]] * 3, "clipped_fraction": [0.04, 0.03, 0.12]}
     painted = {"sigma": [[0.018, 0.025, 0.04], [0.017, 0.023, 0.037], [0.017, 0.022, 0.034]],

@@ -986,8 +986,12 @@ def realism_verdict(m: dict) -> tuple[bool, str]:
         # The pixel test is shown, not graded: a quieter generated sky alone brings stamps nearer in RMS.
         near = f" ({100 * copies:.1f} % nearer in pixels)" if copies is not None else ""
         ct = (m.get("data_copying") or {}).get("ct")
-        copying = (f", data-copying test C_T {ct:+.1f} ({'copies' if ct < -3 else 'no copies'}: below -3 copies)"
-                   if ct is not None and np.isfinite(ct) else "")
+        copying = ""
+        if ct is not None and np.isfinite(ct):
+            reading = ("copies: nearer the training stamps than new real galaxies are" if ct < -3 else
+                       "no copies; farther from the training stamps than new real galaxies are" if ct > 3 else
+                       "no copies")
+            copying = f", data-copying test C_T {ct:+.1f} ({reading})"
         parts.append(f"memorised {100 * mem:.1f} %{near}{copying}")
     for statement in (_orientation_statement(m), _sky_statement(m)):
         if statement:
