@@ -178,8 +178,11 @@ def test_joint_match_sees_how_the_numbers_move_together_which_the_per_number_ter
     assert float(joint_match_penalty(shuffled, grey, directions=directions)) > 0.3
     # against the classes of a reference: the shuffled class's own vectors, not the grey class's
     x, y_all = torch.cat([grey, shuffled]).numpy(), np.repeat([0, 1], n)
-    ref = ClassReference(x, y_all, 2)
+    ref = ClassReference(x, y_all, 2, chunk=50, joint=True)  # the vectors built in uneven chunks
     torch.testing.assert_close(ref.joint.mean(dim=0), torch.zeros(48), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ref.joint * ref.joint_scale + ref.joint_centre, stamp_spectrum_profile(torch.from_numpy(x)))
+    with pytest.raises(ValueError, match="joint=True"):
+        ClassReference(x, y_all, 2).sorted_joint(torch.tensor([0]), directions)
 
     def against(k: int, batch=shuffled[:32]) -> torch.Tensor:
         y = torch.full((len(batch),), k, dtype=torch.long)

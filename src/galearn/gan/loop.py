@@ -759,7 +759,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         from .loss import ClassReference  # the matching terms' targets: each class over the whole training set
 
         reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes),  # network units, as from_stretched
-                                   colours=bool(getattr(cfg, "g_colour_power_match", 0.0))).to(device)
+                                   colours=bool(getattr(cfg, "g_colour_power_match", 0.0)),
+                                   joint=bool(getattr(cfg, "g_joint_match", 0.0))).to(device)
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
                    pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)),
                    stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference,

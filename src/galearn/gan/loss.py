@@ -333,9 +333,10 @@ class ClassReference:
     With ``colours``, the same quantiles of the spectra of their colour maps
     (:func:`band_differences`), the target of ``gan.g_colour_power_match``;
     and 32 quantiles of its stamps' light profiles (:func:`stamp_profile`),
-    the target of ``gan.g_profile_match``; and its stamps' (log spectrum,
-    profile) vectors standardised by the whole training set, projected on each
-    step's directions (:meth:`sorted_joint`), the target of ``gan.g_joint_match``.
+    the target of ``gan.g_profile_match``. With ``joint``, its stamps' (log
+    spectrum, profile) vectors standardised by the whole training set,
+    projected on each step's directions (:meth:`sorted_joint`), the target of
+    ``gan.g_joint_match``.
 
     Parameters
     ----------
@@ -348,11 +349,14 @@ class ClassReference:
         Stamps per FFT chunk (memory only).
     colours : bool
         Also summarise the colour maps' spectra (:meth:`sorted_colour_power`).
+    joint : bool
+        Also keep the stamps' standardised (spectrum, profile) vectors (:meth:`sorted_joint`).
     """
 
     N_STAMP_QUANTILES = 32  # quantiles of each class's per-stamp log spectra (per band and bin)
 
-    def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256, colours: bool = False) -> None:
+    def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256, colours: bool = False,
+                 joint: bool = False) -> None:
         stamps = np.asarray(stamps, dtype=np.float32)
         y = np.asarray(y)
         n, c, h, w = stamps.shape
@@ -369,10 +373,13 @@ class ClassReference:
         profiles = stamp_profile(torch.from_numpy(stamps)).reshape(n, -1).numpy()  # (n, C * 8)
         self.profile_quantiles = torch.from_numpy(np.stack(
             [self._quantiles(profiles[m]) for m in members]).astype(np.float32))  # (K, C * 8, Q)
-        joint = stamp_spectrum_profile(torch.from_numpy(stamps))  # (n, 2 * C * 8), the target of joint_match
-        self.joint_centre, self.joint_scale = joint.mean(dim=0), joint.std(dim=0).clamp(min=1e-3)
-        self.joint = (joint - self.joint_centre) / self.joint_scale  # standardised by the whole training set
         self.members = [torch.from_numpy(m) for m in members]
+        self.joint = self.joint_centre = self.joint_scale = None  # (n, 2 * C * 8), standardised: sorted_joint
+        if joint:
+            vectors = torch.cat([stamp_spectrum_profile(torch.from_numpy(stamps[i:i + chunk]))
+                                 for i in range(0, n, chunk)])
+            self.joint_centre, self.joint_scale = vectors.mean(dim=0), vectors.std(dim=0).clamp(min=1e-3)
+            self.joint = (vectors - self.joint_centre) / self.joint_scale  # by the whole training set
         self.colour_quantiles = None  # (K, pairs * bins, Q): the same of their colour maps (band_differences)
         if colours:
             self.colour_quantiles = torch.from_numpy(
@@ -405,8 +412,9 @@ class ClassReference:
         self.power, self.quantiles = self.power.to(device), self.quantiles.to(device)
         self.stamp_quantiles = self.stamp_quantiles.to(device)
         self.profile_quantiles = self.profile_quantiles.to(device)
-        self.joint, self.joint_centre, self.joint_scale = (
-            t.to(device) for t in (self.joint, self.joint_centre, self.joint_scale))
+        if self.joint is not None:
+            self.joint, self.joint_centre, self.joint_scale = (
+                t.to(device) for t in (self.joint, self.joint_centre, self.joint_scale))
         self.members = [m.to(device) for m in self.members]
         if self.colour_quantiles is not None:
             self.colour_quantiles = self.colour_quantiles.to(device)
@@ -439,6 +447,8 @@ class ClassReference:
     def sorted_joint(self, y: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         """The standardised (log spectrum, profile) vectors (:func:`stamp_spectrum_profile`) of a batch of classes
         ``y`` projected on ``directions`` ``(F, P)``, as ``N`` quantiles of their classes' mixture: ``(P, N)``."""
+        if self.joint is None:
+            raise ValueError("ClassReference: built without joint=True, it holds no (spectrum, profile) vectors")
         projected = self.joint @ directions  # (n, P)
         levels = (torch.arange(self.N_STAMP_QUANTILES, device=projected.device) + 0.5) / self.N_STAMP_QUANTILES
         class_quantiles = []
