@@ -56,6 +56,10 @@ def test_metric_functions_on_gaussians():
     assert frac < 0.05
     frac, _ = memorised_fraction(a[:100] + 1e-6, a, b)
     assert frac == 1.0
+    from galearn.evaluate.realism import nearest_training_distances  # searched once, given to both tests
+
+    nearest = nearest_training_distances(b[:200], a, b[200:])
+    assert memorised_fraction(b[:200], a, b[200:], nearest=nearest) == memorised_fraction(b[:200], a, b[200:])
     with pytest.raises(BadValueError, match="2-D"):
         frechet_distance(a[0], b)
 
@@ -202,7 +206,7 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
 
 
 def test_data_copying_test_finds_copies_and_passes_fresh_draws():
-    from galearn.evaluate.realism import data_copying_statistic
+    from galearn.evaluate.realism import data_copying_statistic, nearest_training_distances
 
     rng = np.random.default_rng(7)
 
@@ -218,6 +222,8 @@ def test_data_copying_test_finds_copies_and_passes_fresh_draws():
     fresh = data_copying_statistic(new, train, held, random_state=1)
     assert abs(fresh["ct"]) < 2 and fresh["cells_used"] >= 3
     assert fresh == data_copying_statistic(new, train, held, random_state=1)  # seeded cells
+    assert fresh == data_copying_statistic(new, train, held, random_state=1,
+                                           nearest=nearest_training_distances(new, train, held))
     few = data_copying_statistic(draw(10), train, held, random_state=1)  # too few generated rows for any cell
     assert few["cells_used"] == 0 and np.isnan(few["ct"]) and few["cell_z"] == [None] * 5
     half = data_copying_statistic(copies, train, held, n_cells=2, fit_max=200, random_state=1)

@@ -32,6 +32,7 @@ __all__ = [
     "precision_recall",
     "nearest_distances",
     "memorised_fraction",
+    "nearest_training_distances",
     "pixel_nearest_distances",
     "memorised_fraction_pixels",
     "data_copying_statistic",
@@ -197,22 +198,32 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3) -> tuple
 
 
 def memorised_fraction(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray, *,
-                       percentile: float = 1.0) -> tuple[float, float]:
+                       percentile: float = 1.0, nearest: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
     """Fraction of generated rows nearer to a training row than real rows usually are.
 
     The threshold is the ``percentile``-th percentile of the nearest-training
     distances of ``heldout`` real rows (independent real galaxies that the
     generator never saw). A generator that does not copy its training set
     therefore scores about ``percentile / 100`` (0.01); copies score higher.
+    ``nearest``: the generated and the held-out rows' nearest-training
+    distances (:func:`nearest_training_distances`), when already at hand.
 
     Returns
     -------
     (fraction, threshold) : tuple of float
     """
-    generated, train, heldout = _check(generated, "generated", 1), _check(train, "train", 1), _check(heldout, "heldout", 1)
-    threshold = float(np.percentile(nearest_distances(heldout, train), percentile))
-    fraction = float(np.mean(nearest_distances(generated, train) < threshold))
+    d_generated, d_heldout = nearest or nearest_training_distances(generated, train, heldout)
+    threshold = float(np.percentile(d_heldout, percentile))
+    fraction = float(np.mean(d_generated < threshold))
     return fraction, threshold
+
+
+def nearest_training_distances(generated: np.ndarray, train: np.ndarray,
+                               heldout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each generated and each held-out row's distance to its nearest training row, the input of
+    :func:`memorised_fraction` and :func:`data_copying_statistic`."""
+    generated, train, heldout = _check(generated, "generated", 1), _check(train, "train", 1), _check(heldout, "heldout", 1)
+    return nearest_distances(generated, train), nearest_distances(heldout, train)
 
 
 def pixel_nearest_distances(stamps: np.ndarray, reference_chunks) -> np.ndarray:
@@ -268,7 +279,7 @@ def memorised_fraction_pixels(generated: np.ndarray, heldout: np.ndarray, train_
 
 def data_copying_statistic(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray, *,
                            n_cells: int | None = None, min_generated: int = 20, fit_max: int = 20000,
-                           random_state: int = 0) -> dict:
+                           random_state: int = 0, nearest: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The data-copying test of Meehan, Chaudhuri & Dasgupta 2020 (AISTATS), ``C_T``.
 
     :func:`memorised_fraction` flags a generated sample near a training one,
@@ -285,7 +296,8 @@ def data_copying_statistic(generated: np.ndarray, train: np.ndarray, heldout: np
     cells are fitted to at most ``fit_max`` training rows, a seeded draw). About 0
     for a generator that neither copies nor under-fits; clearly negative
     (below about -3) for copying, in any cell; positive where the generated
-    rows lie farther from the real ones than real galaxies do.
+    rows lie farther from the real ones than real galaxies do. ``nearest``: as
+    in :func:`memorised_fraction`.
 
     Returns
     -------
@@ -298,6 +310,7 @@ def data_copying_statistic(generated: np.ndarray, train: np.ndarray, heldout: np
     from sklearn.cluster import KMeans
 
     generated, train, heldout = _check(generated, "generated", 1), _check(train, "train", 2), _check(heldout, "heldout", 1)
+    d_g, d_h = nearest or nearest_training_distances(generated, train, heldout)
     if n_cells is None:
         n_cells = int(np.clip(len(heldout) // 20, 1, 10))
     n_cells = int(min(n_cells, len(train)))
@@ -305,7 +318,6 @@ def data_copying_statistic(generated: np.ndarray, train: np.ndarray, heldout: np
         np.random.default_rng(random_state).choice(len(train), fit_max, replace=False)]
     cells = KMeans(n_clusters=n_cells, n_init=10, random_state=random_state).fit(fit_rows)
     cell_g, cell_h = cells.predict(generated), cells.predict(heldout)
-    d_g, d_h = nearest_distances(generated, train), nearest_distances(heldout, train)
     z = np.full(n_cells, np.nan)
     share = np.bincount(cell_h, minlength=n_cells) / len(heldout)
     for c in range(n_cells):

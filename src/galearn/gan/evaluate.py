@@ -532,7 +532,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         The ``gan`` metrics (see the module docstring).
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
-    from ..evaluate.realism import data_copying_statistic, memorised_fraction, memorised_fraction_pixels
+    from ..evaluate.realism import (data_copying_statistic, memorised_fraction, memorised_fraction_pixels,
+                                    nearest_training_distances)
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -652,10 +653,12 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["n_eval"] = int(len(idx_H))
     # Copies are counted among every generated stamp of the draws (~10x one draw's: a stamp is 0.1 %, not 0.8 %).
     s_G_all = sl(idx_G_all)
-    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H)
+    nearest = nearest_training_distances(s_G_all, s_train, s_H)  # searched once for both tests
+    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H,
+                                                                                       nearest=nearest)
     metrics["memorised_n"] = int(len(idx_G_all))
     # Near a training stamp is not copied: a stamp in the densest part of the real distribution is near one too.
-    metrics["data_copying"] = data_copying_statistic(s_G_all, s_train, s_H, random_state=seed)
+    metrics["data_copying"] = data_copying_statistic(s_G_all, s_train, s_H, random_state=seed, nearest=nearest)
     # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
     # stamps crowded next to a training stamp too, copies or not (docs/gan.md round 21).
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
@@ -690,11 +693,12 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 
     per_class: dict = {}
     for c in classes:
-        h, g = idx_H[labels[idx_H] == c], idx_G_all[lib_labels[idx_G_all] == c]
-        entry = mean_over_draws([realism_metrics(sl(gd[lib_labels[gd] == c]), sr(h), sr(td[labels[td] == c]),
+        in_h, in_g = labels[idx_H] == c, lib_labels[idx_G_all] == c
+        entry = mean_over_draws([realism_metrics(sl(gd[lib_labels[gd] == c]), sr(idx_H[in_h]), sr(td[labels[td] == c]),
                                                  random_state=seed) for td, gd in draws])
-        if len(g) and len(h):
-            entry["memorised_fraction"], _ = memorised_fraction(sl(g), s_train, sr(h))
+        if in_g.any() and in_h.any():  # the class's rows of the nearest-training distances searched above
+            entry["memorised_fraction"], _ = memorised_fraction(sl(idx_G_all[in_g]), s_train, sr(idx_H[in_h]),
+                                                                nearest=(nearest[0][in_g], nearest[1][in_h]))
         per_class[c] = entry
 
     # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
