@@ -151,11 +151,22 @@ def test_colour_power_penalty_sees_colour_structure_the_per_band_spectra_cannot(
         ClassReference(x, y, 2).sorted_colour_power(torch.tensor([0]))
 
 
+def _tiny_networks_and_stamps(y: torch.Tensor):
+    """A tiny SNGAN G and D (D in eval mode) and G's stamps for classes ``y``, detached, from seeded latents."""
+    from galearn.gan.loop import build_networks
+    from galearn.gan.loss import GanLoss
+
+    G, D, _ = build_networks(2, 3, 32, dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured"))
+    D.eval()
+    fake = GanLoss(G, D).run_G(torch.randn(len(y), TINY.z_dim, generator=torch.Generator().manual_seed(0)), y,
+                               torch.Generator().manual_seed(1)).detach()
+    return G, D, fake
+
+
 def test_joint_match_sees_how_the_numbers_move_together_which_the_per_number_terms_cannot():
     from galearn.gan.loss import (ClassReference, GanLoss, joint_match_penalty, profile_match_penalty,
                                   random_directions, stamp_power_penalty, stamp_spectrum_profile, stamp_profile)
     from galearn.gan.loss import _bin_weights, stamp_log_power
-    from galearn.gan.loop import build_networks
 
     rng = np.random.default_rng(5)
     n = 64
@@ -205,12 +216,8 @@ def test_joint_match_sees_how_the_numbers_move_together_which_the_per_number_ter
     with pytest.raises(ValueError, match="give the real batch"):
         joint_match_penalty(grey, directions=directions)
     # in G's loss: 64 directions from the step's generator, after D's augmentations
-    cfg = dataclasses.replace(TINY, discriminator="sngan", sky_noise="measured")
-    G, D, _ = build_networks(2, 3, 32, cfg)
-    D.eval()
     y = torch.tensor([0, 1, 0, 1])
-    fake = GanLoss(G, D).run_G(torch.randn(4, TINY.z_dim, generator=torch.Generator().manual_seed(0)), y,
-                               torch.Generator().manual_seed(1)).detach()
+    G, D, fake = _tiny_networks_and_stamps(y)
     gen = torch.Generator().manual_seed(2)
     plain = GanLoss(G, D).g_loss(y, None, gen, fake=fake)
     step_directions = random_directions(48, 64, gen)
@@ -227,6 +234,62 @@ def test_joint_match_sees_how_the_numbers_move_together_which_the_per_number_ter
                                plain + 0.8 * joint_match_penalty(fake, real, directions=step_directions))
     with pytest.raises(ValueError, match="joint_match needs"):
         batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
+
+
+def test_joint_smoothing_is_a_smoothed_bootstrap_of_the_target_with_its_mean_and_spread(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.loop import _validate
+    from galearn.gan.loss import (ClassReference, GanLoss, joint_match_penalty, random_directions,
+                                  smooth_projections)
+
+    projected = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 2.0, 0.5]) + 3.0
+    assert smooth_projections(projected, 0.0, torch.Generator()) is projected  # off: the values themselves
+    smoothed = smooth_projections(projected, 0.5, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(smoothed, smooth_projections(projected, 0.5, torch.Generator().manual_seed(1)))
+    spread = projected.std(dim=0)
+    assert bool(((smoothed.mean(dim=0) - projected.mean(dim=0)).abs() < 0.05 * spread).all())  # the same mean ...
+    assert bool(((smoothed.std(dim=0) / spread - 1).abs() < 0.05).all())  # ... and spread
+    moved = (smoothed - projected).abs().mean(dim=0) / spread  # each value moved by ~0.5 / sqrt(1.25) of a spread
+    assert bool(((moved > 0.25) & (moved < 0.45)).all())
+    # the class reference's quantiles: smoothed per class, reproducible from the step's generator
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 3, 32, 32)).astype("f4") * np.exp(rng.uniform(-3, -1, size=(40, 1, 1, 1))).astype("f4")
+    y_all = np.repeat([0, 1], 20)
+    ref = ClassReference(x, y_all, 2, joint=True)
+    directions = random_directions(48, 16, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 1, 0])
+    plain = ref.sorted_joint(y, directions)
+    smooth = ref.sorted_joint(y, directions, 0.5, torch.Generator().manual_seed(4))
+    assert smooth.shape == plain.shape and not torch.equal(smooth, plain)
+    torch.testing.assert_close(smooth, ref.sorted_joint(y, directions, 0.5, torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError, match="generator"):
+        ref.sorted_joint(y, directions, 0.5)
+    with pytest.raises(ValueError, match="generator"):
+        joint_match_penalty(torch.from_numpy(x[:4]), torch.from_numpy(x[4:8]), directions=directions, smoothing=0.5)
+    # in G's loss: the step's directions, then the smoothing noise, from the step's generator
+    G, D, fake = _tiny_networks_and_stamps(y)
+    gen = torch.Generator().manual_seed(2)
+    base = GanLoss(G, D).g_loss(y, None, gen, fake=fake)
+    step_directions = random_directions(48, 64, gen)
+    want = base + 0.8 * joint_match_penalty(fake, directions=step_directions, centre=ref.joint_centre,
+                                            scale=ref.joint_scale,
+                                            target_sorted=ref.sorted_joint(y, step_directions, 0.5, gen))
+    got = GanLoss(G, D, joint_match=0.8, joint_smoothing=0.5, reference=ref).g_loss(
+        y, None, torch.Generator().manual_seed(2), fake=fake)
+    torch.testing.assert_close(got, want)
+    # a configuration key, frozen on resume, refused out of range or without the joint term
+    trained = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_joint_match=1.0, g_joint_smoothing=0.5,
+                                  g_match_reference="class")
+    ws, ckpt = assert_resume_exact(tmp_path, trained)
+    assert ckpt["config"]["g_joint_smoothing"] == 0.5
+    with pytest.raises(BadValueError, match="g_joint_smoothing"):
+        run_train(ws, dataclasses.replace(trained, steps=6, g_joint_smoothing=0.0), resume=True, progress=False)
+    for bad in (-0.1, 5.0, True, "wide"):
+        with pytest.raises(BadValueError, match="g_joint_smoothing"):
+            _validate(dataclasses.replace(trained, g_joint_smoothing=bad))
+    with pytest.raises(BadValueError, match="no effect without gan.g_joint_match"):
+        _validate(dataclasses.replace(TINY, g_joint_smoothing=0.5))
 
 
 def test_g_loss_with_a_class_reference_needs_no_real_batch():

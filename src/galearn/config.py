@@ -230,6 +230,7 @@ class GanTrainConfig:
     g_colour_power_match: float = 0.0  # G loss + this x g_stamp_power_match's distance on the stamps' colour maps (every pair of bands' difference): colour structure at each scale, which the per-band terms cannot see (0: off; needs 2+ bands; docs/gan.md round 30)
     g_profile_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and annulus, of the stamps' own light profiles (the morphometry annuli) between the generated and the real batch, over the real spread: the spectral terms alone let the profiles drift (0: off; docs/gan.md round 33)
     g_joint_match: float = 0.0  # G loss + this x the sliced Wasserstein-1 distance of the stamps' joint (log power spectrum, light profile) vectors, standardised by the real training stamps, along 64 random directions drawn each step: how those numbers move together, which the per-number terms cannot hold (0: off; docs/gan.md round 35)
+    g_joint_smoothing: float = 0.0  # the g_joint_match target smoothed: each real projection moved by Gaussian noise of this x its class's spread along the direction, then shrunk back to the class's mean and spread (a smoothed bootstrap), so the term pulls toward a smooth estimate of the class, not the training stamps' own vectors (0: off; docs/gan.md round 36)
     g_mode_seeking: float = 0.0  # G loss + this x MSGAN's mode-seeking term: 1 / the mean, over pairs of generated stamps of one class in the batch, of their difference (4x4-pixel blocks) over their latents' difference; rewards variety within a class (0: off; docs/gan.md round 22)
     g_match_reference: str = "batch"  # what g_power_match / g_stamp_power_match / g_colour_power_match / g_profile_match / g_joint_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class over the whole training set: its mean spectrum, its stamps' spectra and its pixel values; docs/gan.md round 21)
     g_upsample: str = "nearest"  # how G's blocks double their input: "nearest" or "bilinear" (a low-pass interpolation; docs/gan.md round 11)
@@ -425,7 +426,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "g_template_blur": (0, 8, "[]"), "sky_correlation_groups": (0, 16, "[]"), "g_asymmetry": (0, 1, "[]"), "g_asymmetry_radius": (0, 2, "[]"),
     "g_power_match": (0, None, "[)"), "g_pixel_match": (0, None, "[)"),
     "g_stamp_power_match": (0, None, "[)"), "g_mode_seeking": (0, None, "[)"), "g_colour_power_match": (0, None, "[)"),
-    "g_profile_match": (0, None, "[)"), "g_joint_match": (0, None, "[)"),
+    "g_profile_match": (0, None, "[)"), "g_joint_match": (0, None, "[)"), "g_joint_smoothing": (0, 4, "[]"),
 }
 #: field name -> allowed values (strings).
 FIELD_CHOICES: dict[str, tuple] = {

@@ -57,7 +57,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
-           "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match")
+           "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -69,7 +69,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_mode_seeking": 0.0, "g_colour_blur": 0.0, "g_sky_reference": "measured",
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
-                   "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0}
+                   "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -313,6 +313,12 @@ def _validate(cfg: GanTrainConfig) -> None:
         weight = getattr(cfg, name, 0.0)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
             raise BadValueError(f"gan.{name} must be a weight >= 0 (0: off), got {weight!r}")
+    smoothing = getattr(cfg, "g_joint_smoothing", 0.0)
+    if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and 0 <= smoothing <= 4):
+        raise BadValueError(f"gan.g_joint_smoothing must be a kernel width in class spreads, 0 (off) to 4, got {smoothing!r}")
+    if smoothing and not getattr(cfg, "g_joint_match", 0.0):
+        raise BadValueError("gan.g_joint_smoothing smooths the target of gan.g_joint_match: it has no effect without "
+                            "gan.g_joint_match > 0")
     reference = getattr(cfg, "g_match_reference", "batch")
     if reference not in MATCH_REFERENCES:
         raise BadValueError(f"gan.g_match_reference must be one of {', '.join(MATCH_REFERENCES)}, got {reference!r}")
@@ -767,6 +773,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                    colour_power_match=float(getattr(cfg, "g_colour_power_match", 0.0)),
                    profile_match=float(getattr(cfg, "g_profile_match", 0.0)),
                    joint_match=float(getattr(cfg, "g_joint_match", 0.0)),
+                   joint_smoothing=float(getattr(cfg, "g_joint_smoothing", 0.0)),
                    mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)

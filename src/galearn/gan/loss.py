@@ -22,7 +22,7 @@ from .augment import diff_augment, parse_policy
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
            "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "stamp_profile", "profile_match_penalty",
            "band_differences", "colour_power_penalty", "stamp_spectrum_profile", "random_directions",
-           "joint_match_penalty", "mode_seeking_penalty", "ClassReference"]
+           "joint_match_penalty", "smooth_projections", "mode_seeking_penalty", "ClassReference"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -225,9 +225,26 @@ def random_directions(n_features: int, n_directions: int, gen: torch.Generator,
     return (d / d.norm(dim=0, keepdim=True)).to(device)
 
 
+def smooth_projections(projected: torch.Tensor, smoothing: float, gen: torch.Generator) -> torch.Tensor:
+    """A smoothed bootstrap of real projections ``(n, P)``: each value moved by Gaussian noise of ``smoothing`` x its
+    column's spread and the column shrunk back to its mean and spread (Silverman 1986, section 6.4.1).
+
+    The target is then a kernel estimate of the real distribution along each
+    direction, not the training stamps' own values, with the same mean and
+    variance. The noise is drawn from ``gen`` (on the CPU, as
+    :func:`random_directions`).
+    """
+    if smoothing <= 0:
+        return projected
+    mean, spread = projected.mean(dim=0), projected.std(dim=0, correction=0)
+    noise = torch.randn(projected.shape, generator=gen).to(projected.device)
+    return mean + (projected - mean + smoothing * spread * noise) / (1.0 + smoothing ** 2) ** 0.5
+
+
 def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *, directions: torch.Tensor,
                         centre: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                        target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+                        target_sorted: torch.Tensor | None = None, smoothing: float = 0.0,
+                        gen: torch.Generator | None = None) -> torch.Tensor:
     """Sliced Wasserstein-1 distance between the stamps' joint (log power spectrum, light profile) vectors
     (:func:`stamp_spectrum_profile`) of a generated and a real batch.
 
@@ -244,7 +261,8 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     Deshpande et al. 2018): every direction of the joint distribution, not only
     the axes. ``target_sorted`` ``(P, N)``: the real projections given instead
     of ``real``, ascending per row (:meth:`ClassReference.sorted_joint`).
-    No gradient reaches ``real``.
+    ``smoothing``: the real batch's projections are first smoothed
+    (:func:`smooth_projections`, noise from ``gen``). No gradient reaches ``real``.
     """
     values = stamp_spectrum_profile(fake)
     if target_sorted is None:
@@ -254,7 +272,10 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
             r = stamp_spectrum_profile(real)
             if centre is None or scale is None:
                 centre, scale = r.mean(dim=0), r.std(dim=0).clamp(min=1e-3)
-            target_sorted = torch.sort(((r - centre) / scale @ directions).T, dim=1).values
+            if smoothing > 0 and gen is None:
+                raise ValueError("joint_match_penalty: smoothing needs the generator of the step's noise")
+            projected_real = smooth_projections((r - centre) / scale @ directions, smoothing, gen)
+            target_sorted = torch.sort(projected_real.T, dim=1).values
     elif centre is None or scale is None:
         raise ValueError("joint_match_penalty: sorted projections need the centre and scale they were made with")
     projected = ((values - centre) / scale @ directions).T  # (P, N)
@@ -444,16 +465,20 @@ class ClassReference:
             raise ValueError("ClassReference: built without colours=True, it holds no colour spectra")
         return self._mixture(self.colour_quantiles, y)
 
-    def sorted_joint(self, y: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    def sorted_joint(self, y: torch.Tensor, directions: torch.Tensor, smoothing: float = 0.0,
+                     gen: torch.Generator | None = None) -> torch.Tensor:
         """The standardised (log spectrum, profile) vectors (:func:`stamp_spectrum_profile`) of a batch of classes
-        ``y`` projected on ``directions`` ``(F, P)``, as ``N`` quantiles of their classes' mixture: ``(P, N)``."""
+        ``y`` projected on ``directions`` ``(F, P)``, as ``N`` quantiles of their classes' mixture: ``(P, N)``.
+        ``smoothing``: each class's projections smoothed first (:func:`smooth_projections`, noise from ``gen``)."""
         if self.joint is None:
             raise ValueError("ClassReference: built without joint=True, it holds no (spectrum, profile) vectors")
+        if smoothing > 0 and gen is None:
+            raise ValueError("ClassReference.sorted_joint: smoothing needs the generator of the step's noise")
         projected = self.joint @ directions  # (n, P)
         levels = (torch.arange(self.N_STAMP_QUANTILES, device=projected.device) + 0.5) / self.N_STAMP_QUANTILES
         class_quantiles = []
         for m in self.members:  # np.quantile's linear interpolation; torch.quantile refuses inputs over 2**24 values
-            ranked = torch.sort(projected[m], dim=0).values  # (n_k, P)
+            ranked = torch.sort(smooth_projections(projected[m], smoothing, gen), dim=0).values  # (n_k, P)
             position = levels * (len(m) - 1)
             low = position.floor().long()
             high = (low + 1).clamp(max=len(m) - 1)
@@ -491,6 +516,7 @@ class GanLoss:
     profile_match: float = 0.0  # gan.g_profile_match: G loss + this x profile_match_penalty(generated, real batch)
     joint_match: float = 0.0  # gan.g_joint_match: G loss + this x joint_match_penalty(generated, real batch)
     joint_directions: int = 64  # directions of joint_match_penalty, drawn each step from the step's generator
+    joint_smoothing: float = 0.0  # gan.g_joint_smoothing: its real projections smoothed (smooth_projections)
     mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
 
@@ -617,11 +643,12 @@ class GanLoss:
                                           + _morphometry_weights(profile_annulus_weights, size, fake.device).shape[1])
             directions = random_directions(n_features, self.joint_directions, gen, fake.device)
             if ref is None:
-                loss = loss + self.joint_match * joint_match_penalty(fake, real, directions=directions)
+                loss = loss + self.joint_match * joint_match_penalty(fake, real, directions=directions,
+                                                                     smoothing=self.joint_smoothing, gen=gen)
             else:
                 loss = loss + self.joint_match * joint_match_penalty(
                     fake, directions=directions, centre=ref.joint_centre, scale=ref.joint_scale,
-                    target_sorted=ref.sorted_joint(y, directions))
+                    target_sorted=ref.sorted_joint(y, directions, self.joint_smoothing, gen))
         if self.pixel_match:
             unclipped = self.G.last_unclipped  # from the training forward that made `fake`
             if (real is None and ref is None) or unclipped is None:
