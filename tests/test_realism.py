@@ -205,6 +205,36 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
     assert m["data_copying"]["ct"] < -3 and "C_T" in m["verdict"] and "(copies" in m["verdict"]
 
 
+def test_memorised_fraction_reads_one_percent_for_new_real_galaxies_and_all_copies():
+    from galearn.evaluate.realism import NearestTraining, memorised_fraction, nearest_distances, nearest_training_distances
+
+    rng = np.random.default_rng(11)
+
+    def draw(n: int) -> np.ndarray:  # two populations of unequal spread in 8 numbers
+        return np.where(rng.random(n)[:, None] < 0.6, 0.4, 1.5) * rng.normal(size=(n, 8))
+
+    fractions = []
+    for _ in range(60):  # a generator of new real galaxies: about 1 % on average (numpy's linear percentile of
+        train, held, new = draw(480), draw(120), draw(600)  # the 120 held-out rows alone read ~1.7 %)
+        fractions.append(memorised_fraction(new, train, held)[0])
+    assert 0.007 < np.mean(fractions) < 0.014
+    copies = train[:50] + 1e-6
+    assert memorised_fraction(copies, train, held)[0] == 1.0
+    # the threshold: the Weibull 1st percentile of the held-out rows' and the training rows' leave-one-out distances
+    train = np.concatenate([train, train[:1]])  # a duplicate row: its own leave-one-out distance is 0
+    got = nearest_training_distances(new, train, held)
+    assert isinstance(got, NearestTraining) and len(got.train) == len(train) and got.train[0] == got.train[-1] == 0.0
+    np.testing.assert_allclose(got.train[1:-1], nearest_distances(train[1:-1], train, exclude_self=True))
+    fraction, threshold = memorised_fraction(new, train, held, nearest=got)
+    assert threshold == np.percentile(np.concatenate([got.heldout, got.train]), 1, method="weibull")
+    assert fraction == np.mean(got.generated < threshold)
+    few = nearest_training_distances(new, train, held, train_rows=100, random_state=3)  # a survey: a seeded draw
+    assert len(few.train) == 100 and np.all(np.diff(few.train_index) > 0)
+    np.testing.assert_array_equal(few.train_index, nearest_training_distances(new, train, held, train_rows=100,
+                                                                              random_state=3).train_index)
+    np.testing.assert_allclose(few.train, got.train[few.train_index])
+
+
 def test_data_copying_test_finds_copies_and_passes_fresh_draws():
     from galearn.evaluate.realism import data_copying_statistic, nearest_training_distances
 

@@ -21,9 +21,11 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   set below is the first draw's, except the memorised fractions' (all draws).
 * ``memorised_fraction``: fraction of the generated stamps of all draws
   (``memorised_n`` of them) whose nearest neighbour among ALL training
-  stamps (feature space) is nearer than the 1st percentile of the held-out
-  stamps' nearest-training-stamp distances (~0.01 for a generator that does
-  not copy).
+  stamps (feature space) is nearer than the 1st percentile (Weibull plotting
+  position) of real stamps' distances to the training set: the held-out
+  stamps' and each training stamp's to the nearest other one
+  (``memorised_threshold_real_n`` real stamps; ~0.01 for a generator that
+  does not copy; docs/gan.md round 36).
 * ``memorised_fraction_pixels``: the same test on the stretched pixels, each
   generated / ``H`` stamp against its nearest training stamp in any of 8 rotations
   / flips (RMS difference; ``memorised_threshold_pixels``): no feature
@@ -532,8 +534,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         The ``gan`` metrics (see the module docstring).
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
-    from ..evaluate.realism import (data_copying_statistic, memorised_fraction, memorised_fraction_pixels,
-                                    nearest_training_distances)
+    from ..evaluate.realism import (NearestTraining, data_copying_statistic, memorised_fraction,
+                                    memorised_fraction_pixels, nearest_training_distances)
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -657,6 +659,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H,
                                                                                        nearest=nearest)
     metrics["memorised_n"] = int(len(idx_G_all))
+    metrics["memorised_threshold_real_n"] = int(len(nearest.heldout) + len(nearest.train))  # held-out + training rows
     # Near a training stamp is not copied: a stamp in the densest part of the real distribution is near one too.
     metrics["data_copying"] = data_copying_statistic(s_G_all, s_train, s_H, random_state=seed, nearest=nearest)
     # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
@@ -697,8 +700,11 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
         entry = mean_over_draws([realism_metrics(sl(gd[lib_labels[gd] == c]), sr(idx_H[in_h]), sr(td[labels[td] == c]),
                                                  random_state=seed) for td, gd in draws])
         if in_g.any() and in_h.any():  # the class's rows of the nearest-training distances searched above
-            entry["memorised_fraction"], _ = memorised_fraction(sl(idx_G_all[in_g]), s_train, sr(idx_H[in_h]),
-                                                                nearest=(nearest[0][in_g], nearest[1][in_h]))
+            in_t = labels[train[nearest.train_index]] == c
+            entry["memorised_fraction"], _ = memorised_fraction(
+                sl(idx_G_all[in_g]), s_train, sr(idx_H[in_h]),
+                nearest=NearestTraining(nearest.generated[in_g], nearest.heldout[in_h], nearest.train[in_t],
+                                        nearest.train_index[in_t]))
         per_class[c] = entry
 
     # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
