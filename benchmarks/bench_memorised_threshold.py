@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from galearn.evaluate.realism import memorised_fraction, nearest_training_distances  # noqa: E402
+from galearn.evaluate.realism import memorised_fraction_from, nearest_training_distances  # noqa: E402
 
 
 def _population(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -53,12 +53,12 @@ def simulate(trials: int, n_train: int, n_heldout: int, n_generated: int, dim: i
         nearest = nearest_training_distances(generated, train, heldout)
         for name, method in (("before round 36", "linear"), ("held-out, Weibull", "weibull")):
             got[name].append(float(np.mean(nearest.generated < np.percentile(nearest.heldout, 1, method=method))))
-        got["now"].append(memorised_fraction(generated, train, heldout, nearest=nearest)[0])
+        got["now"].append(memorised_fraction_from(nearest)[0])
         n_copies = n_generated // 20
         copies = train[rng.choice(n_train, n_copies)] + 0.01 * rng.normal(size=(n_copies, dim))
         copied = np.concatenate([copies, generated[n_copies:]])
         d_copied = nearest_training_distances(copied, train, heldout)
-        _, threshold = memorised_fraction(copied, train, heldout, nearest=d_copied)
+        _, threshold = memorised_fraction_from(d_copied)
         got["copies flagged"].append(float(np.mean(d_copied.generated[:n_copies] < threshold)))
     return {name: _summary(v) for name, v in got.items()}
 
@@ -77,7 +77,7 @@ def workspace_fractions(path: Path) -> dict:
     z_train, z_gen, z_held = standardise(f_train, f_train, f_gen, f_held)
     nearest = nearest_training_distances(z_gen, z_train, z_held)
     old_threshold = float(np.percentile(nearest.heldout, 1))
-    fraction, threshold = memorised_fraction(z_gen, z_train, z_held, nearest=nearest)
+    fraction, threshold = memorised_fraction_from(nearest)
     return {"generated": len(z_gen), "before_round_36": float(np.mean(nearest.generated < old_threshold)),
             "threshold_before": old_threshold, "now": fraction, "threshold_now": threshold,
             "real_rows_now": int(len(nearest.heldout) + len(nearest.train))}

@@ -206,7 +206,8 @@ def test_copied_training_stamps_count_as_memorised(tmp_path):
 
 
 def test_memorised_fraction_reads_one_percent_for_new_real_galaxies_and_all_copies():
-    from galearn.evaluate.realism import NearestTraining, memorised_fraction, nearest_distances, nearest_training_distances
+    from galearn.evaluate.realism import (NearestTraining, memorised_fraction, memorised_fraction_from,
+                                          nearest_distances, nearest_training_distances)
 
     rng = np.random.default_rng(11)
 
@@ -226,6 +227,7 @@ def test_memorised_fraction_reads_one_percent_for_new_real_galaxies_and_all_copi
     assert isinstance(got, NearestTraining) and len(got.train) == len(train) and got.train[0] == got.train[-1] == 0.0
     np.testing.assert_allclose(got.train[1:-1], nearest_distances(train[1:-1], train, exclude_self=True))
     fraction, threshold = memorised_fraction(new, train, held, nearest=got)
+    assert (fraction, threshold) == memorised_fraction_from(got)  # the same from distances already searched
     assert threshold == np.percentile(np.concatenate([got.heldout, got.train]), 1, method="weibull")
     assert fraction == np.mean(got.generated < threshold)
     few = nearest_training_distances(new, train, held, train_rows=100, random_state=3)  # a survey: a seeded draw

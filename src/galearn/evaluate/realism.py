@@ -35,6 +35,7 @@ __all__ = [
     "precision_recall",
     "nearest_distances",
     "memorised_fraction",
+    "memorised_fraction_from",
     "nearest_training_distances",
     "NearestTraining",
     "pixel_nearest_distances",
@@ -232,11 +233,15 @@ def memorised_fraction(generated: np.ndarray, train: np.ndarray, heldout: np.nda
     -------
     (fraction, threshold) : tuple of float
     """
-    nearest = nearest or nearest_training_distances(generated, train, heldout)
+    return memorised_fraction_from(nearest or nearest_training_distances(generated, train, heldout), percentile)
+
+
+def memorised_fraction_from(nearest: NearestTraining, percentile: float = 1.0) -> tuple[float, float]:
+    """:func:`memorised_fraction` from distances already searched (:func:`nearest_training_distances`, or some of
+    its rows, e.g. one class's): ``(fraction, threshold)``."""
     real = np.concatenate([nearest.heldout, nearest.train])
     threshold = float(np.percentile(real, percentile, method="weibull"))
-    fraction = float(np.mean(nearest.generated < threshold))
-    return fraction, threshold
+    return float(np.mean(nearest.generated < threshold)), threshold
 
 
 def nearest_training_distances(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray, *,

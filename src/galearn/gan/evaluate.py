@@ -535,7 +535,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     """
     from ..morphology import morphology_wasserstein, statistic_histograms
     from ..evaluate.realism import (NearestTraining, data_copying_statistic, memorised_fraction,
-                                    memorised_fraction_pixels, nearest_training_distances)
+                                    memorised_fraction_from, memorised_fraction_pixels, nearest_training_distances)
 
     t0 = time.perf_counter()
     gcfg = step_config(cfg, GanEvaluateConfig)
@@ -656,8 +656,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     # Copies are counted among every generated stamp of the draws (~10x one draw's: a stamp is 0.1 %, not 0.8 %).
     s_G_all = sl(idx_G_all)
     nearest = nearest_training_distances(s_G_all, s_train, s_H)  # searched once for both tests
-    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction(s_G_all, s_train, s_H,
-                                                                                       nearest=nearest)
+    metrics["memorised_fraction"], metrics["memorised_threshold"] = memorised_fraction_from(nearest)
     metrics["memorised_n"] = int(len(idx_G_all))
     metrics["memorised_threshold_real_n"] = int(len(nearest.heldout) + len(nearest.train))  # held-out + training rows
     # Near a training stamp is not copied: a stamp in the densest part of the real distribution is near one too.
@@ -701,10 +700,8 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
                                                  random_state=seed) for td, gd in draws])
         if in_g.any() and in_h.any():  # the class's rows of the nearest-training distances searched above
             in_t = labels[train[nearest.train_index]] == c
-            entry["memorised_fraction"], _ = memorised_fraction(
-                sl(idx_G_all[in_g]), s_train, sr(idx_H[in_h]),
-                nearest=NearestTraining(nearest.generated[in_g], nearest.heldout[in_h], nearest.train[in_t],
-                                        nearest.train_index[in_t]))
+            entry["memorised_fraction"], _ = memorised_fraction_from(NearestTraining(
+                nearest.generated[in_g], nearest.heldout[in_h], nearest.train[in_t], nearest.train_index[in_t]))
         per_class[c] = entry
 
     # -- Holzschuh et al. 2022: power spectrum, per-band flux and colour distributions (physical stamps, all eval stamps)
