@@ -218,6 +218,39 @@ def test_resumed_training_matches_uninterrupted_run(tmp_path):
         run_train(ws_a, dataclasses.replace(TINY, channels=8, steps=6), resume=True, progress=False)
 
 
+def test_training_rows_are_a_seeded_class_stratified_draw_beyond_train_max_n():
+    from galearn.gan.data import training_rows
+
+    labels = np.array(["disk"] * 900 + ["spheroid"] * 95 + ["merger"] * 5)
+    train = np.arange(1000)[::-1]  # order does not matter
+    assert training_rows(labels, train, None, 0) is train
+    assert training_rows(labels, train, 1000, 0) is train  # at or under the cap: every row
+    rows = training_rows(labels, train, 100, 0)
+    counts = {c: int((labels[rows] == c).sum()) for c in ("disk", "spheroid", "merger")}
+    assert counts == {"disk": 90, "spheroid": 9, "merger": 1}  # each class its share, at least one
+    assert np.all(np.diff(rows) > 0) and set(rows) <= set(train)
+    np.testing.assert_array_equal(rows, training_rows(labels, train, 100, 0))  # seeded
+    assert not np.array_equal(rows, training_rows(labels, train, 100, 1))
+
+
+def test_gan_trains_on_train_max_n_stamps_and_refuses_a_resume_that_changes_them(tmp_path):
+    """gan.train_max_n: the networks see only the capped draw (the evaluation keeps the whole split); gan/config.json
+    records both counts, and resuming with a cap that gives another number of stamps is refused."""
+    from galearn.gan import run_train
+
+    ws = make_workspace(tmp_path, n=60)
+    cfg = dataclasses.replace(TINY, steps=2, train_max_n=20)
+    run_train(ws, cfg, progress=False)
+    info = json.loads((ws.gan / "config.json").read_text())
+    split = json.loads((ws.gan / "split.json").read_text())
+    assert 18 <= info["n_train"] <= 20  # per-class shares, rounded down
+    assert info["n_train_split"] == len(split["train"]) > info["n_train"]
+    assert sum(info["class_counts_train"].values()) == info["n_train"]
+    run_train(ws, dataclasses.replace(cfg, steps=4), resume=True, progress=False)  # same cap: resumes
+    with pytest.raises(BadValueError, match="gan.train_max_n now gives"):
+        run_train(ws, dataclasses.replace(cfg, steps=6, train_max_n=None), resume=True, progress=False)
+
+
 def test_condition_errors_name_the_column(tmp_path):
     from galearn.gan import run_train
 

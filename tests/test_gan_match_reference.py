@@ -292,6 +292,31 @@ def test_joint_smoothing_is_a_smoothed_bootstrap_of_the_target_with_its_mean_and
         _validate(dataclasses.replace(TINY, g_joint_smoothing=0.5))
 
 
+def test_joint_target_of_a_large_class_is_a_seeded_draw_whose_quantiles_match_the_whole_class(monkeypatch):
+    """At survey scale each step projects at most JOINT_MAX_ROWS stamps of a class (drawn from the step's
+    generator), not the whole training set; below the cap nothing changes."""
+    from galearn.gan.loss import ClassReference, random_directions
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 3, 32, 32)).astype("f4") * np.exp(rng.uniform(-3, -1, size=(300, 1, 1, 1))).astype("f4")
+    x[250:] *= 10.0  # class 1 brighter: its target differs from class 0's
+    ref = ClassReference(x, np.repeat([0, 1], [250, 50]), 2, joint=True)
+    directions = random_directions(48, 16, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 1, 1, 0, 0, 0, 1])
+    whole = ref.sorted_joint(y, directions)  # no generator needed under the cap
+    monkeypatch.setattr(ClassReference, "JOINT_MAX_ROWS", 120)
+    with pytest.raises(ValueError, match="generator"):
+        ref.sorted_joint(y, directions)
+    drawn = ref.sorted_joint(y, directions, gen=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(drawn, ref.sorted_joint(y, directions, gen=torch.Generator().manual_seed(1)))
+    assert not torch.equal(drawn, ref.sorted_joint(y, directions, gen=torch.Generator().manual_seed(2)))
+    # the draw estimates the same quantiles: within a tenth of the projections' spread (another class's: far off)
+    spread = (ref.joint @ directions).std(dim=0)[:, None]
+    assert float(((drawn - whole).abs() / spread).median()) < 0.1
+    other = ref.sorted_joint(torch.ones_like(y), directions, gen=torch.Generator().manual_seed(1))
+    assert float(((other - whole).abs() / spread).median()) > 0.3
+
+
 def test_g_loss_with_a_class_reference_needs_no_real_batch():
     from galearn.gan.loop import build_networks
     from galearn.gan.loss import (ClassReference, GanLoss, colour_power_penalty, pixel_match_penalty,

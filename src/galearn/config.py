@@ -251,6 +251,7 @@ class GanTrainConfig:
     threads: int = 1  # torch CPU threads, 0: all cores (2 threads were 3-5x SLOWER than 1 on the shared 2-core machine)
     random_state: int = 0
     heldout_fraction: float = 0.2  # real stamps per class kept out of GAN training (evaluation, balancing test)
+    train_max_n: int | None = 20000  # train on at most this many training stamps (a seeded class-stratified draw; the stamps are held in memory); None: all
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "r1_every": (1, None, "[)"), "r1_gamma": (0, None, "[)"), "lr_g": (0, None, "()"), "lr_d": (0, None, "()"),
     "learning_rate": (0, None, "()"), "adam_beta1": (0, 1, "[)"), "adam_beta2": (0, 1, "[)"),
     "ema_beta": (0, 1, "[)"), "lr_decay_start": (0, None, "[)"), "lr_decay_end": (0, None, "[)"),
-    "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"),
+    "heldout_fraction": (0, 1, "[)"), "eval_max_n": (1, None, "[)"), "train_max_n": (1, None, "[)"),
     "balancing_repeats": (1, None, "[)"), "realism_draws": (1, None, "[)"), "eval_morphology_n": (0, None, "[)"), "n_per_class": (1, None, "[)"),
     "epochs": (1, None, "[)"), "budget_minutes": (0, None, "[)"), "temperature": (0, None, "()"),
     "freeze_stages": (0, None, "[)"), "input_size": (0, None, "[)"), "random_state": (0, None, "[)"),

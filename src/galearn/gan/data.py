@@ -16,7 +16,8 @@ from ..store import Sample, Workspace, atomic_write_text
 from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["condition_labels", "gan_condition", "class_condition", "split_cells", "redshift_bin_edges",
-           "redshift_bin_labels", "REDSHIFT_BIN", "make_split", "load_or_make_split", "read_split"]
+           "redshift_bin_labels", "REDSHIFT_BIN", "make_split", "load_or_make_split", "read_split", "stratified_like",
+           "training_rows"]
 
 #: Catalogue column of the generated library that holds each stamp's redshift bin (``gan.redshift_bins``).
 REDSHIFT_BIN = "redshift_bin"
@@ -209,6 +210,31 @@ def make_split(labels: np.ndarray, *, heldout_fraction: float, random_state: int
     balanced = np.sort(np.concatenate([held[c][:m] for c in classes])) if classes else np.zeros(0, int)
     train = np.setdiff1d(np.flatnonzero(labels != ""), heldout)
     return {"classes": classes, "heldout": heldout, "balanced_test": balanced, "train": train}
+
+
+def stratified_like(labels: np.ndarray, pool: np.ndarray, target_counts: dict[str, int], rng: np.random.Generator) -> np.ndarray:
+    """Indices from ``pool`` with (at most) ``target_counts[c]`` rows of each class ``c``, sorted."""
+    out = []
+    for c, n in target_counts.items():
+        cand = pool[labels[pool] == c]
+        out.append(cand[rng.permutation(len(cand))[: min(n, len(cand))]])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def training_rows(labels: np.ndarray, train: np.ndarray, max_n: int | None, random_state: int) -> np.ndarray:
+    """The training rows the GAN learns from: all of ``train``, or at most ``max_n`` of them (``gan.train_max_n``).
+
+    Beyond ``max_n`` rows each class keeps its share (at least one row), drawn with a generator of its
+    own from ``random_state``, so a survey of millions trains on a seeded, class-stratified subset that
+    fits in memory (the stamps are read whole; ``float32`` ``C x H x W`` each). Sorted row indices.
+    """
+    train = np.asarray(train)
+    if max_n is None or len(train) <= max_n:
+        return train
+    classes, counts = np.unique(labels[train], return_counts=True)
+    scale = max_n / len(train)
+    target = {c: max(1, int(n * scale)) for c, n in zip(classes, counts)}
+    return stratified_like(labels, train, target, np.random.default_rng([int(random_state), 912]))
 
 
 def load_or_make_split(ws: Workspace, sample: Sample, condition: str, labels: np.ndarray, *,

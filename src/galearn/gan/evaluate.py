@@ -92,7 +92,7 @@ from ..store import (Sample, Workspace, check_made_from, library_sample_checksum
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wasserstein, morphometry_features,
                            morphometry_groups, morphometry_names, orientation_isotropy, photometry_statistics)
-from .data import gan_condition, read_split
+from .data import gan_condition, read_split, stratified_like
 from .spaces import TARGETED_MORPHOMETRY_GROUPS, check_gan_config, check_realism_space, targeted_morphometry_groups
 
 __all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "typical_distance", "untargeted_realism", "sky_comparison",
@@ -103,15 +103,6 @@ log = logging.getLogger(__name__)
 COPY_CHECK_MAX_TRAIN = 20000  # training stamps the pixel-space copy check compares with (a seeded draw beyond)
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
-
-
-def stratified_like(labels: np.ndarray, pool: np.ndarray, target_counts: dict[str, int], rng: np.random.Generator) -> np.ndarray:
-    """Indices from ``pool`` with (at most) ``target_counts[c]`` rows of each class ``c``, sorted."""
-    out = []
-    for c, n in target_counts.items():
-        cand = pool[labels[pool] == c]
-        out.append(cand[rng.permutation(len(cand))[: min(n, len(cand))]])
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
 def realism_metrics(f_gen: np.ndarray, f_held: np.ndarray, f_base: np.ndarray, *, random_state: int = 0, k: int = 3) -> dict:

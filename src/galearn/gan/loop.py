@@ -38,7 +38,7 @@ from ..runtime import derive_seed, machine_description, resolve_device, stop_req
 from ..store import Workspace, atomic_path, atomic_write_text, open_sample, relative_to_workspace, update_manifest
 from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import gan_condition, load_or_make_split, redshift_bin_edges
+from .data import gan_condition, load_or_make_split, redshift_bin_edges, training_rows
 from .loss import GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
@@ -629,7 +629,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     split = load_or_make_split(ws, sample, condition, labels, heldout_fraction=cfg.heldout_fraction,
                                random_state=cfg.random_state, redshift_edges=redshift_edges)
     classes = split["classes"]
-    train_idx = split["train"]
+    train_idx = training_rows(labels, split["train"], cfg.train_max_n, cfg.random_state)  # gan.train_max_n
+    if len(train_idx) < len(split["train"]):
+        log.info("gan.train_max_n = %d: training on %d of the %d training stamps (seeded, per class)",
+                 cfg.train_max_n, len(train_idx), len(split["train"]))
+    if ckpt is not None and int(ckpt.get("n_train", len(split["train"]))) != len(train_idx):
+        raise BadValueError(f"cannot resume {ckpt_file}: it trained on {ckpt.get('n_train', len(split['train']))} "
+                            f"stamps, gan.train_max_n now gives {len(train_idx)} (train without --resume)")
     few = {c: int((labels[train_idx] == c).sum()) for c in classes}
     few = {c: n for c, n in few.items() if n < 8}
     if few:
@@ -738,7 +744,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
 
     info = {
         "config": dataclasses.asdict(cfg), "condition": condition, "redshift_edges": list(redshift_edges),
-        "classes": classes, "bands": bands, "stamp_size": size, "n_train": int(len(train_idx)), "n_heldout": int(len(split["heldout"])),
+        "classes": classes, "bands": bands, "stamp_size": size, "n_train": int(len(train_idx)), "n_train_split": int(len(split["train"])),
+        "n_heldout": int(len(split["heldout"])),
         "class_counts_train": {c: int((y_all == i).sum()) for i, c in enumerate(classes)},
         "device": str(device), "threads": n_threads, "machine": machine_description(str(device)),
         "sample": str(sample.path),
@@ -786,7 +793,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             "config": dataclasses.asdict(cfg), "version": __version__, "rng": rng_state(),
             "classes": list(classes), "bands": list(bands), "stamp_size": int(size), "n_bands": len(bands),
             "condition": condition, "redshift_edges": list(redshift_edges), "sample_checksum": sample.checksum,
-            "seconds": seconds,
+            "n_train": int(len(train_idx)), "seconds": seconds,
             "cpu_seconds": cpu_seconds, "discriminator": cfg.discriminator,
             "d_feature_network": getattr(D, "provenance", None),
         }

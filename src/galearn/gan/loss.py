@@ -375,6 +375,7 @@ class ClassReference:
     """
 
     N_STAMP_QUANTILES = 32  # quantiles of each class's per-stamp log spectra (per band and bin)
+    JOINT_MAX_ROWS = 2048  # sorted_joint: a larger class is a fresh draw of this many stamps each step
 
     def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256, colours: bool = False,
                  joint: bool = False) -> None:
@@ -469,16 +470,26 @@ class ClassReference:
                      gen: torch.Generator | None = None) -> torch.Tensor:
         """The standardised (log spectrum, profile) vectors (:func:`stamp_spectrum_profile`) of a batch of classes
         ``y`` projected on ``directions`` ``(F, P)``, as ``N`` quantiles of their classes' mixture: ``(P, N)``.
-        ``smoothing``: each class's projections smoothed first (:func:`smooth_projections`, noise from ``gen``)."""
+        ``smoothing``: each class's projections smoothed first (:func:`smooth_projections`, noise from ``gen``).
+        A class of more than ``JOINT_MAX_ROWS`` stamps is represented by that many, drawn (with replacement)
+        from ``gen`` each step, so the step's cost does not grow with the training set."""
         if self.joint is None:
             raise ValueError("ClassReference: built without joint=True, it holds no (spectrum, profile) vectors")
-        if smoothing > 0 and gen is None:
-            raise ValueError("ClassReference.sorted_joint: smoothing needs the generator of the step's noise")
-        projected = self.joint @ directions  # (n, P)
-        levels = (torch.arange(self.N_STAMP_QUANTILES, device=projected.device) + 0.5) / self.N_STAMP_QUANTILES
+        large = any(len(m) > self.JOINT_MAX_ROWS for m in self.members)
+        if (smoothing > 0 or large) and gen is None:
+            raise ValueError("ClassReference.sorted_joint: smoothing and classes of more than "
+                             f"{self.JOINT_MAX_ROWS} stamps need the generator of the step's noise")
+        levels = (torch.arange(self.N_STAMP_QUANTILES, device=directions.device) + 0.5) / self.N_STAMP_QUANTILES
+        projected = None if large else self.joint @ directions  # (n, P)
         class_quantiles = []
         for m in self.members:  # np.quantile's linear interpolation; torch.quantile refuses inputs over 2**24 values
-            ranked = torch.sort(smooth_projections(projected[m], smoothing, gen), dim=0).values  # (n_k, P)
+            if large:
+                if len(m) > self.JOINT_MAX_ROWS:
+                    m = m[torch.randint(len(m), (self.JOINT_MAX_ROWS,), generator=gen).to(m.device)]
+                values = self.joint[m] @ directions
+            else:
+                values = projected[m]
+            ranked = torch.sort(smooth_projections(values, smoothing, gen), dim=0).values  # (n_k, P)
             position = levels * (len(m) - 1)
             low = position.floor().long()
             high = (low + 1).clamp(max=len(m) - 1)
