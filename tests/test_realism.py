@@ -281,6 +281,19 @@ def test_pixel_copy_check_finds_turned_copies_and_not_fresh_galaxies():
     assert frac == pytest.approx(0.5, abs=0.06)
     with pytest.raises(Exception, match="empty"):
         pixel_nearest_distances(fresh, [])
+    # leave-one-out: a training stamp compared with the others finds itself in none of its 8 turns, in any chunk
+    positions = np.array([0, 6, 7, 29, 30, 49])
+    loo = pixel_nearest_distances(train[positions], [train[:7], train[7:30], train[30:]], exclude=positions)
+    assert loo.min() > 0.3  # not 0: itself is left out
+    others = np.array([pixel_nearest_distances(train[p:p + 1], [np.delete(train, p, axis=0)])[0] for p in positions])
+    np.testing.assert_allclose(loo, others, rtol=1e-5)
+    assert pixel_nearest_distances(train[positions], [train], exclude=np.full(6, -1)).max() < 1e-3  # -1: none
+    # ... and its distances join the held-out ones in the threshold
+    with_loo, threshold_loo = memorised_fraction_pixels(fresh, heldout[:5], [train], train_left_out=(train, np.arange(50)))
+    only_heldout = np.percentile(pixel_nearest_distances(heldout[:5], [train]), 1, method="weibull")
+    assert threshold_loo != pytest.approx(only_heldout) and threshold_loo == pytest.approx(np.percentile(
+        np.concatenate([pixel_nearest_distances(heldout[:5], [train]),
+                        pixel_nearest_distances(train, [train], exclude=np.arange(50))]), 1, method="weibull"))
 
 
 def test_frechet_low_rank_path_equals_the_covariance_path():

@@ -268,16 +268,20 @@ def _nearest_other(train: np.ndarray, index: np.ndarray, batch: int = 2048) -> n
     return out
 
 
-def pixel_nearest_distances(stamps: np.ndarray, reference_chunks) -> np.ndarray:
+def pixel_nearest_distances(stamps: np.ndarray, reference_chunks, exclude: np.ndarray | None = None) -> np.ndarray:
     """RMS pixel difference from each stamp to its nearest reference stamp, over the stamp's 8 rotations and flips.
 
     ``stamps``: ``(N, C, H, W)``; ``reference_chunks``: an iterable of
     ``(M_i, C, H, W)`` arrays (the reference set streamed in chunks, so a
     large training set need not be in memory at once). A copy of a reference
     stamp, turned or mirrored, scores ~0. In the stamps' own units.
+    ``exclude``: ``(N,)`` positions in the streamed reference that each stamp
+    must not be compared with, all 8 turns of it (a leave-one-out of a
+    reference stamp itself); -1: none.
     """
     x = np.asarray(stamps, dtype="f4")
     n, npix = len(x), int(np.prod(x.shape[1:]))
+    exclude = np.full(n, -1) if exclude is None else np.asarray(exclude, dtype=np.int64)
     q = x.reshape(n, npix)
     qn = (q * q).sum(1)
     best = np.full(n, np.inf, dtype="f8")
@@ -286,39 +290,49 @@ def pixel_nearest_distances(stamps: np.ndarray, reference_chunks) -> np.ndarray:
         chunk = np.asarray(chunk, dtype="f4")
         if not len(chunk):
             continue
-        seen += len(chunk)
         ref = np.concatenate([np.rot90(chunk, k, axes=(2, 3))[..., ::-1] if flip else np.rot90(chunk, k, axes=(2, 3))
                               for k in range(4) for flip in (False, True)]).reshape(-1, npix)
-        d2 = qn[:, None] + (ref * ref).sum(1)[None, :] - 2.0 * (q @ ref.T)
+        d2 = qn[:, None] + (ref * ref).sum(1)[None, :] - 2.0 * (q @ ref.T)  # (n, 8 * m): turn-major
+        own = np.flatnonzero((exclude >= seen) & (exclude < seen + len(chunk)))
+        if len(own):
+            d2[own[:, None], (exclude[own] - seen)[:, None] + len(chunk) * np.arange(8)[None, :]] = np.inf
         best = np.minimum(best, d2.min(axis=1))
+        seen += len(chunk)
     if not seen:
         raise BadValueError("pixel_nearest_distances: the reference set is empty")
     return np.sqrt(np.clip(best, 0.0, None) / npix)
 
 
 def memorised_fraction_pixels(generated: np.ndarray, heldout: np.ndarray, train_chunks, *,
-                              percentile: float = 1.0) -> tuple[float, float]:
+                              percentile: float = 1.0,
+                              train_left_out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
     """:func:`memorised_fraction` in pixel space, where no feature space can hide a copy.
 
     Fraction of ``generated`` stamps whose RMS pixel difference to the nearest
     training stamp (any of 8 rotations / flips; :func:`pixel_nearest_distances`)
     is below the ``percentile``-th percentile (Weibull plotting position, as
-    :func:`memorised_fraction`) of the same distance for the ``heldout`` real
-    stamps (not the training stamps' own: each would find itself among the
-    rotations). ``train_chunks``: an iterable of training-stamp
-    chunks, read once for both sets. About
-    ``percentile / 100`` for a generator that neither copies nor crowds into
-    the densest part of the training set (both score higher; look at the
-    flagged stamps beside their nearest training stamps to tell which).
+    :func:`memorised_fraction`) of the same distance for real stamps: the
+    ``heldout`` ones, and with ``train_left_out = (stamps, positions)`` also
+    those training stamps (at their ``positions`` in ``train_chunks``), each
+    to its nearest OTHER training stamp (its own 8 turns left out).
+    ``train_chunks``: an iterable of training-stamp chunks, read once for all
+    sets. About ``percentile / 100`` for a generator that neither copies nor
+    crowds into the densest part of the training set (both score higher; look
+    at the flagged stamps beside their nearest training stamps to tell which).
 
     Returns
     -------
     (fraction, threshold) : tuple of float
         The threshold in RMS pixel units of the stamps.
     """
-    d = pixel_nearest_distances(np.concatenate([np.asarray(heldout, "f4"), np.asarray(generated, "f4")]), train_chunks)
-    threshold = float(np.percentile(d[:len(heldout)], percentile, method="weibull"))
-    return float(np.mean(d[len(heldout):] < threshold)), threshold
+    heldout, generated = np.asarray(heldout, "f4"), np.asarray(generated, "f4")
+    left_out, positions = (np.zeros((0, *heldout.shape[1:]), "f4"), np.zeros(0, np.int64)) \
+        if train_left_out is None else (np.asarray(train_left_out[0], "f4"), np.asarray(train_left_out[1]))
+    exclude = np.concatenate([np.full(len(heldout) + len(generated), -1), positions])
+    d = pixel_nearest_distances(np.concatenate([heldout, generated, left_out]), train_chunks, exclude)
+    real = np.concatenate([d[:len(heldout)], d[len(heldout) + len(generated):]])
+    threshold = float(np.percentile(real, percentile, method="weibull"))
+    return float(np.mean(d[len(heldout):len(heldout) + len(generated)] < threshold)), threshold
 
 
 def data_copying_statistic(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray, *,

@@ -101,6 +101,7 @@ __all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "typical_dist
 
 log = logging.getLogger(__name__)
 COPY_CHECK_MAX_TRAIN = 20000  # training stamps the pixel-space copy check compares with (a seeded draw beyond)
+COPY_CHECK_LEFT_OUT = 500  # of them, at most this many give a leave-one-out distance to its threshold (a seeded draw)
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -660,9 +661,15 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     train_chunks = (sample.read("stretched", copy_train[i:i + 256]) for i in range(0, len(copy_train), 256))
     stretched_G_all, stretched_H = library.read("stretched", idx_G_all), sample.read("stretched", np.sort(idx_H))
     stretched_G = stretched_G_all[np.searchsorted(idx_G_all, np.sort(idx_G))]  # the first draw's, from the same read
+    # the real distances of the threshold: the held-out stamps' and (at most COPY_CHECK_LEFT_OUT) training stamps'
+    # own, each to its nearest other training stamp
+    left_out = (np.arange(len(copy_train)) if len(copy_train) <= COPY_CHECK_LEFT_OUT else
+                np.sort(np.random.default_rng([int(seed), 913]).choice(len(copy_train), COPY_CHECK_LEFT_OUT, replace=False)))
     metrics["memorised_fraction_pixels"], metrics["memorised_threshold_pixels"] = memorised_fraction_pixels(
-        stretched_G_all, stretched_H, train_chunks)
+        stretched_G_all, stretched_H, train_chunks,
+        train_left_out=(sample.read("stretched", copy_train[left_out]), left_out))
     metrics["memorised_pixels_train_n"] = int(len(copy_train))
+    metrics["memorised_pixels_threshold_real_n"] = int(len(stretched_H) + len(left_out))
     metrics["sky"] = sky_comparison({"real_heldout": stretched_H, "real_train": sample.read("stretched", np.sort(idx_T)),
                                      "generated": stretched_G}, sample.stretch, sample.bands)
     # The same numbers in the backbone's space, for comparison (a projected D may game it: Kynkäänniemi et al. 2023).
