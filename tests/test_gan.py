@@ -124,6 +124,14 @@ def test_diffaugment_is_a_symmetry_and_keeps_band_ratios():
     t32 = diff_augment(x, "translation32", torch.Generator().manual_seed(1))
     rolls = [torch.roll(x, (dy, dx), (2, 3)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     assert all(any(torch.equal(t32[i], r[i]) for r in rolls) for i in range(len(x)))
+    # translation-half: translation's rolls (up to 2 pixels at 32) on about half of the stamps, the others untouched
+    big = torch.rand(400, 3, 32, 32) * 2 - 1
+    th = diff_augment(big, "translation-half", torch.Generator().manual_seed(3))
+    rolls2 = [torch.roll(big, (dy, dx), (2, 3)) for dy in range(-2, 3) for dx in range(-2, 3)]
+    assert all(any(torch.equal(th[i], r[i]) for r in rolls2) for i in range(0, len(big), 7))
+    untouched = float((th == big).flatten(1).all(1).float().mean())  # 1/2 kept + 1/2 x 1/25 rolled by (0, 0)
+    assert 0.44 < untouched < 0.60
+    torch.testing.assert_close(th, diff_augment(big, "translation-half", torch.Generator().manual_seed(3)))
     # cutout: one square hole per stamp, up to half the side (clipped at the border), the same
     # pixels in every band, filled with that stamp's own per-band median (its sky level).
     c = diff_augment(x, "cutout", torch.Generator().manual_seed(2))

@@ -14,6 +14,12 @@ cannot learn the augmentation. Policies (comma-separated names):
 ``translation32``
     the same, up to 1/32 of the side (2 pixels at 64): real galaxies sit at
     the stamp centre, and a large shift lets G place sources off-centre.
+``translation-half``
+    ``translation`` applied to each stamp with probability 1/2: D also
+    sees unshifted stamps, so where the light sits (the real centroids'
+    scatter, 0.5 px on the galaxy-zoo-dev stamps) is not hidden from it.
+    Integer shifts with probability below 1 do not leak (Karras et al.
+    2020, ADA): G is not taught to shift its galaxies.
 ``cutout``
     one square of half the stamp side, at a random centre (clipped at the
     border), set to the stamp's own per-band median -- its sky level, so the
@@ -93,6 +99,13 @@ def _translation32(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return _translation(x, gen, ratio=1 / 32)
 
 
+def _translation_half(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    # ``translation``'s shifts on a random half of the stamps, the rest as they are: D then also sees where
+    # the light sits in the stamp, which shifts of up to 4 pixels on every stamp hide.
+    keep = _draw_int(0, 2, (len(x), 1, 1, 1), gen, x.device).bool()
+    return torch.where(keep, x, _translation(x, gen))
+
+
 def _cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, c, h, w = x.shape
     half_y, half_x = h * ratio / 2, w * ratio / 2
@@ -111,6 +124,7 @@ POLICIES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "rot90": _rot90,
     "translation": _translation,
     "translation32": _translation32,
+    "translation-half": _translation_half,
     "cutout": _cutout,
 }
 
