@@ -17,7 +17,7 @@ from ..survey.uvj import UVJ_COLUMN, uvj_class_of_catalog
 
 __all__ = ["condition_labels", "gan_condition", "class_condition", "split_cells", "redshift_bin_edges",
            "redshift_bin_labels", "REDSHIFT_BIN", "make_split", "load_or_make_split", "read_split", "stratified_like",
-           "training_rows"]
+           "capped_counts", "training_rows"]
 
 #: Catalogue column of the generated library that holds each stamp's redshift bin (``gan.redshift_bins``).
 REDSHIFT_BIN = "redshift_bin"
@@ -221,6 +221,16 @@ def stratified_like(labels: np.ndarray, pool: np.ndarray, target_counts: dict[st
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
+def capped_counts(counts: dict[str, int], max_n: int | None) -> dict[str, int]:
+    """Per-class ``counts`` as they are, or (over ``max_n`` in all) scaled to about ``max_n``: each class its share,
+    rounded down, and at least one."""
+    total = sum(counts.values())
+    if max_n is None or total <= max_n:
+        return dict(counts)
+    scale = max_n / total
+    return {c: max(1, int(n * scale)) for c, n in counts.items()}
+
+
 def training_rows(labels: np.ndarray, train: np.ndarray, max_n: int | None, random_state: int) -> np.ndarray:
     """The training rows the GAN learns from: all of ``train``, or at most ``max_n`` of them (``gan.train_max_n``).
 
@@ -231,9 +241,7 @@ def training_rows(labels: np.ndarray, train: np.ndarray, max_n: int | None, rand
     train = np.asarray(train)
     if max_n is None or len(train) <= max_n:
         return train
-    classes, counts = np.unique(labels[train], return_counts=True)
-    scale = max_n / len(train)
-    target = {c: max(1, int(n * scale)) for c, n in zip(classes, counts)}
+    target = capped_counts(dict(zip(*np.unique(labels[train], return_counts=True))), max_n)
     return stratified_like(labels, train, target, np.random.default_rng([int(random_state), 912]))
 
 

@@ -92,7 +92,7 @@ from ..store import (Sample, Workspace, check_made_from, library_sample_checksum
                      read_manifest, record_compute, resolve_backbone, update_metrics, write_table)
 from ..morphometry import (MIN_ELLIPTICITY_FOR_ANGLE, MORPHOMETRY, group_wasserstein, morphometry_features,
                            morphometry_groups, morphometry_names, orientation_isotropy, photometry_statistics)
-from .data import gan_condition, read_split, stratified_like
+from .data import capped_counts, gan_condition, read_split, stratified_like
 from .spaces import TARGETED_MORPHOMETRY_GROUPS, check_gan_config, check_realism_space, targeted_morphometry_groups
 
 __all__ = ["run_evaluate", "realism_metrics", "realism_diagnosis", "typical_distance", "untargeted_realism", "sky_comparison",
@@ -570,10 +570,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
 
     # -- the three equal-sized sets H (held out), T (train), G (generated)
     heldout, train = split["heldout"], split["train"]
-    held_counts = {c: int((labels[heldout] == c).sum()) for c in classes}
-    if sum(held_counts.values()) > gcfg.eval_max_n:
-        scale = gcfg.eval_max_n / sum(held_counts.values())
-        held_counts = {c: max(1, int(n * scale)) for c, n in held_counts.items()}
+    held_counts = capped_counts({c: int((labels[heldout] == c).sum()) for c in classes}, gcfg.eval_max_n)
     lib_pool = np.arange(library.n)
     counts = {c: min(n, int((labels[train] == c).sum()), int((lib_labels == c).sum())) for c, n in held_counts.items()}
     if sum(counts.values()) < 5:

@@ -633,9 +633,10 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     if len(train_idx) < len(split["train"]):
         log.info("gan.train_max_n = %d: training on %d of the %d training stamps (seeded, per class)",
                  cfg.train_max_n, len(train_idx), len(split["train"]))
-    if ckpt is not None and int(ckpt.get("n_train", len(split["train"]))) != len(train_idx):
-        raise BadValueError(f"cannot resume {ckpt_file}: it trained on {ckpt.get('n_train', len(split['train']))} "
-                            f"stamps, gan.train_max_n now gives {len(train_idx)} (train without --resume)")
+    trained_on = None if ckpt is None else int(ckpt.get("n_train", len(split["train"])))  # older: the whole split
+    if trained_on is not None and trained_on != len(train_idx):
+        raise BadValueError(f"cannot resume {ckpt_file}: it trained on {trained_on} stamps, gan.train_max_n now "
+                            f"gives {len(train_idx)} (train without --resume)")
     few = {c: int((labels[train_idx] == c).sum()) for c in classes}
     few = {c: n for c, n in few.items() if n < 8}
     if few:
