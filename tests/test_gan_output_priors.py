@@ -1,7 +1,7 @@
 """Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
 issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
-round 31) and FastGAN's skip-layer
-excitation (gan.g_skip_excitation, round 8)."""
+round 31), FastGAN's skip-layer
+excitation (gan.g_skip_excitation, round 8) and a drawn light centroid (gan.g_drawn_centroid, round 38)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
                                                ("g_asymmetry_radius", 0.4, (-0.1, 3.0, True, "far")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
+                                               ("g_drawn_centroid", True, ()),
                                                ("g_upsample", "bilinear", ("cubic", 2)),
                                                ("g_template_trainable", False, ()),
                                                ("g_template_blur", 1.0, (-1.0, "wide", 9, True)),
@@ -180,6 +181,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_skip_excitation", False, True, "often"),
                                                        ("sky_scatter", True, False, "often"),
                                                        ("g_random_rotation", False, True, "often"),
+                                                       ("g_drawn_centroid", False, True, "often"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -324,3 +326,52 @@ def test_a_smoothed_template_keeps_the_median_stamp_and_learns_no_pixel_scale_te
     torch.testing.assert_close(G.class_templates(), start, rtol=0, atol=0)  # the median itself is not smoothed
     with pytest.raises(BadValueError, match="g_template_trainable"):
         _validate(dataclasses.replace(TINY, g_template_blur=1.0, g_template_trainable=False))
+
+
+def _blobs(offsets: np.ndarray, size: int = 64, sky: float = 0.05) -> np.ndarray:
+    """Stretched stamps (N, 3, size, size): an elongated Gaussian galaxy at ``offsets`` (N, 2) pixels (x, y) from the centre."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    dx, dy = xx[None] - offsets[:, 0, None, None], yy[None] - offsets[:, 1, None, None]
+    light = np.exp(-0.5 * ((dx / 3.0) ** 2 + (dy / 2.0) ** 2))
+    return np.clip(sky + 0.8 * light[:, None] * np.array([0.6, 0.8, 1.0])[None, :, None, None], 0, 1).astype("f4")
+
+
+def test_drawn_centroid_measures_the_real_offsets_and_moves_each_stamp_to_its_draw():
+    """gan.g_drawn_centroid: the torch centroid is the morphometry one; the class means and the within-class spread of
+    the real offsets are recovered; a stamp is moved, shape unchanged, so that its centroid is the drawn offset;
+    gradient reaches the drawn offset's weights and G's own output."""
+    from galearn.gan.template import DrawnCentroid, measure_centroids, torch_light_centroids
+    from galearn.morphometry import light_centroids, morphometry_features, morphometry_names
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 200)
+    offsets = rng.normal(0.0, [0.5, 0.8], size=(400, 2)) + np.where(y[:, None] == 0, [1.0, -0.5], [-1.5, 0.0])
+    stamps = _blobs(offsets)
+    measured = light_centroids(stamps)
+    np.testing.assert_allclose(measured, offsets, atol=0.05)
+    names = morphometry_names(3)
+    np.testing.assert_allclose(np.hypot(*measured.T), morphometry_features(stamps)[:, names.index("offset")], rtol=1e-5)
+    np.testing.assert_allclose(torch_light_centroids(torch.from_numpy(stamps) * 2 - 1).numpy(), measured, atol=1e-4)
+    stats = measure_centroids(stamps, y, 3)
+    np.testing.assert_allclose(stats["mean"][:2], [[1.0, -0.5], [-1.5, 0.0]], atol=0.12)
+    np.testing.assert_allclose(stats["mean"][2], offsets.mean(0), atol=1e-2)  # no stamps: the pooled mean
+    np.testing.assert_allclose(stats["std"], [0.5, 0.8], rtol=0.12)
+
+    move = DrawnCentroid(3, 16)
+    move.set(stats, seed=5)
+    again = DrawnCentroid(3, 16)
+    again.set(stats, seed=5)
+    assert torch.equal(move.weight, again.weight)
+    z = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
+    drawn = (z @ move.weight.t()).detach().numpy()
+    np.testing.assert_allclose(drawn.std(0), stats["std"], rtol=0.05)
+    # Noiseless stamps wherever G put them land at the draw: the same galaxy, moved.
+    x = torch.from_numpy(_blobs(np.array([[2.0, 1.0], [-0.3, 0.4]]))) * 2 - 1
+    x.requires_grad_(True)
+    zz, yy = z[:2], torch.tensor([0, 1])
+    out = move(x, zz, yy)
+    want = (zz @ move.weight.t() + move.bias[yy]).detach().numpy()
+    np.testing.assert_allclose(torch_light_centroids(out.detach()).numpy(), want, atol=0.1)
+    np.testing.assert_allclose(out.detach().sum(dim=(2, 3)).numpy(), x.detach().sum(dim=(2, 3)).numpy(), rtol=0.02)
+    out.square().sum().backward()
+    assert move.weight.grad.abs().sum() > 0 and move.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0

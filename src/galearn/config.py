@@ -225,6 +225,7 @@ class GanTrainConfig:
     g_asymmetry: float = 0.5  # weight of the 180-degree point-ANTISYMMETRIC part of G's own output (1: off, 0: point-symmetric); 0.5 raised recall 0.25 -> 0.44 over 6 runs (docs/gan.md round 7)
     g_asymmetry_radius: float = 0.0  # g_asymmetry only within this radius (half sides of the stamp, from its centre), rising to 1 (free) 0.25 further out: a symmetric galaxy among free neighbours (0: the whole stamp; docs/gan.md round 31)
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
+    g_drawn_centroid: bool = False  # move each noiseless stamp so its light centroid sits at an offset drawn from z, started at the real stamps' class mean and within-class spread, learnt with G (docs/gan.md round 38)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
     g_stamp_power_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and radial bin, of the stamps' own log power spectra between the generated and the real batch, over the real spread (0: off; docs/gan.md round 21)
     g_colour_power_match: float = 0.0  # G loss + this x g_stamp_power_match's distance on the stamps' colour maps (every pair of bands' difference): colour structure at each scale, which the per-band terms cannot see (0: off; needs 2+ bands; docs/gan.md round 30)

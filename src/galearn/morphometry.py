@@ -36,7 +36,8 @@ from .errors import BadValueError
 from .morphology import scaled_wasserstein
 
 __all__ = ["MORPHOMETRY", "morphometry_features", "morphometry_names", "morphometry_groups", "photometry_statistics",
-           "power_spectrum", "power_bin_weights", "profile_annulus_weights", "radial_profile", "group_wasserstein", "shape_moments", "orientation_isotropy",
+           "power_spectrum", "power_bin_weights", "profile_annulus_weights", "radial_profile", "group_wasserstein", "shape_moments", "light_centroids",
+           "orientation_isotropy",
            "MIN_ELLIPTICITY_FOR_ANGLE"]
 
 #: Name of the space in metrics.json ``gan.realism_space``.
@@ -127,6 +128,18 @@ def shape_moments(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ell = np.hypot(qxx - qyy, 2 * qxy) / np.maximum(qxx + qyy, 1e-6)
     angle = np.degrees(0.5 * np.arctan2(2 * qxy, qxx - qyy)) % 180.0
     return ell.astype("f8"), angle.astype("f8")
+
+
+def light_centroids(stamps: np.ndarray) -> np.ndarray:
+    """Light-weighted centroid of each stamp ``(N, C, H, H)``, in pixels from the stamp centre: ``(N, 2)`` (x along columns, y along rows).
+
+    The band sum weighted by its flux above the stamp's median, inside ``H / 4``
+    pixels of the centre: the centroid whose distance from the centre is the
+    morphometry vector's ``offset``.
+    """
+    x = _check(stamps)
+    mx, my, *_ = _second_moments(x.sum(1), (_radius(x.shape[-1]) < x.shape[-1] / 4.0).astype("f4"))
+    return np.stack([mx, my], axis=1).astype("f8")
 
 
 #: Stamps rounder than this carry no position angle worth counting (moment ellipticity, 0 round .. 1 a line).

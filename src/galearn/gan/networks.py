@@ -310,6 +310,14 @@ class Generator(nn.Module):
         neighbours in the field around it, which make the real stamps'
         tails of centroid offset and asymmetry, are not halved by their
         mirror images (docs/gan.md round 31).
+    drawn_centroid : bool
+        ``gan.g_drawn_centroid``: the noiseless stamp (after the template and
+        any rotation, before the sky noise) is translated so that its light
+        centroid sits at an offset drawn from ``z``
+        (:class:`~galearn.gan.template.DrawnCentroid`), started at the real
+        stamps' class means and within-class spread: where a galaxy sits in
+        its cut-out no longer rides on the antisymmetric part of G's output,
+        which ``asymmetry`` scales down.
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -337,7 +345,7 @@ class Generator(nn.Module):
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
-                 sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured") -> None:
+                 sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -430,6 +438,12 @@ class Generator(nn.Module):
             self.warp = TemplateWarp(n_classes, z_dim)
         else:
             self.warp = None
+        if drawn_centroid:
+            from .template import DrawnCentroid
+
+            self.centroid = DrawnCentroid(n_classes, z_dim)
+        else:
+            self.centroid = None
         self._w0 = widths[0]
 
     def class_templates(self) -> torch.Tensor:
@@ -483,6 +497,8 @@ class Generator(nn.Module):
                 out = out - ring_median(out) + level.to(out.dtype)
         if self.random_rotation:  # galaxies' orientations on the sky are isotropic: the noiseless stamp at a seeded angle
             out = rotate_stamps(out, gen)
+        if self.centroid is not None:  # the noiseless stamp moved so its light sits at the offset drawn from z
+            out = self.centroid(out, z, y)
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 level = self.sky.ring_median(out).detach() if self.sky_reference == "stamp" else self.sky_ring_level

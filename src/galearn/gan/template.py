@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours"]
+__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid",
+           "torch_light_centroids"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
 _MAX_E = 0.9
@@ -176,3 +177,70 @@ class TemplateWarp(torch.nn.Module):
         warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
         sky = ring_median(src).detach()
         return sky + flux.to(src.dtype)[:, None, None, None] * (warped - sky)
+
+
+def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """Where the real stamps' light sits (``gan.g_drawn_centroid``): per class the mean centroid, and the within-class spread.
+
+    ``stamps``: stretched training stamps ``(N, C, H, W)`` in ``[0, 1]``;
+    ``y``: their class indices. Centroids as the morphometry vector measures
+    them (:func:`galearn.morphometry.light_centroids`, pixels from the stamp
+    centre, x along columns). Returns ``mean`` (``n_classes x 2``; a class
+    without stamps gets the pooled mean) and ``std`` (2: the pooled standard
+    deviation about each class's mean), in pixels.
+    """
+    from ..morphometry import light_centroids
+
+    c = light_centroids(np.asarray(stamps))
+    y = np.asarray(y)
+    pooled = c.mean(axis=0)
+    mean = np.stack([c[y == k].mean(axis=0) if np.any(y == k) else pooled for k in range(n_classes)])
+    return {"mean": mean.tolist(), "std": (c - mean[y]).std(axis=0).tolist()}
+
+
+def torch_light_centroids(x: torch.Tensor) -> torch.Tensor:
+    """:func:`galearn.morphometry.light_centroids` of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``(N, 2)`` pixels."""
+    size = x.shape[-1]
+    total = ((x.float() + 1.0) * 0.5).sum(dim=1)  # stretched band sum
+    coord = torch.arange(size, dtype=total.dtype, device=x.device) - (size - 1) / 2.0
+    inner = (coord[:, None].square() + coord[None, :].square()).sqrt() < size / 4.0
+    wgt = (total - total.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0.0) * inner
+    flux = wgt.sum(dim=(1, 2)).clamp(min=1e-6)
+    return torch.stack([(wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux,
+                        (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux], dim=1)
+
+
+class DrawnCentroid(torch.nn.Module):
+    """Each stamp moved so that its light centroid sits at ``W z + b[y]`` pixels from the stamp centre: ``(x, z, y) -> x``.
+
+    ``b`` ``(K, 2)`` starts at the real classes' mean centroids and ``W``
+    ``(2, z_dim)`` at their within-class spread (:meth:`set`); both are learnt
+    with G. The stamp's own centroid (:func:`torch_light_centroids`) is measured
+    without gradient and the whole stamp is translated by the difference
+    (bilinear, edge pixels extended), so G's own output keeps its shape and
+    the drawn offset decides where it sits.
+    """
+
+    def __init__(self, n_classes: int, z_dim: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2, z_dim))
+        self.bias = torch.nn.Parameter(torch.zeros(n_classes, 2))
+
+    @torch.no_grad()
+    def set(self, centroids: dict, seed: int) -> None:
+        """Class means from ``centroids["mean"]``; each row of ``W`` a seeded random direction of length ``std``, so
+        ``W z`` (``z ~ N(0, I)``) has exactly the measured spread."""
+        gen = torch.Generator().manual_seed(int(seed))
+        std = torch.as_tensor(centroids["std"], dtype=torch.float32)
+        w = torch.randn(self.weight.shape, generator=gen)
+        self.weight.copy_(w * (std / w.norm(dim=1))[:, None])
+        self.bias.copy_(torch.as_tensor(centroids["mean"], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-1]
+        target = z.to(self.weight.dtype) @ self.weight.t() + self.bias[y]  # (N, 2) pixels
+        shift = (target - torch_light_centroids(x.detach())).clamp(-size / 8.0, size / 8.0) * (2.0 / size)
+        eye = torch.eye(2, dtype=shift.dtype, device=x.device).expand(len(x), 2, 2)
+        theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
