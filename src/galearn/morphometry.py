@@ -116,6 +116,11 @@ def _second_moments(total: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, .
     return mx, my, (wgt * dx * dx).sum((1, 2)) / f, (wgt * dy * dy).sum((1, 2)) / f, (wgt * dx * dy).sum((1, 2)) / f
 
 
+def _band_sum_moments(x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_second_moments` of the band sum of stamps ``(N, C, H, H)`` inside ``H / 4`` pixels of the centre."""
+    return _second_moments(x.sum(1), (_radius(x.shape[-1]) < x.shape[-1] / 4.0).astype("f4"))
+
+
 def shape_moments(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ellipticity and position angle of each stamp ``(N, C, H, H)`` from the band sum's second moments inside ``H / 4`` pixels.
 
@@ -124,7 +129,7 @@ def shape_moments(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (column) axis towards +y (rows), as an image shows with ``origin="lower"``.
     """
     x = _check(stamps)
-    _, _, qxx, qyy, qxy = _second_moments(x.sum(1), (_radius(x.shape[-1]) < x.shape[-1] / 4.0).astype("f4"))
+    _, _, qxx, qyy, qxy = _band_sum_moments(x)
     ell = np.hypot(qxx - qyy, 2 * qxy) / np.maximum(qxx + qyy, 1e-6)
     angle = np.degrees(0.5 * np.arctan2(2 * qxy, qxx - qyy)) % 180.0
     return ell.astype("f8"), angle.astype("f8")
@@ -138,7 +143,7 @@ def light_centroids(stamps: np.ndarray) -> np.ndarray:
     morphometry vector's ``offset``.
     """
     x = _check(stamps)
-    mx, my, *_ = _second_moments(x.sum(1), (_radius(x.shape[-1]) < x.shape[-1] / 4.0).astype("f4"))
+    mx, my, *_ = _band_sum_moments(x)
     return np.stack([mx, my], axis=1).astype("f8")
 
 
