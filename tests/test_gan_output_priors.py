@@ -1,7 +1,8 @@
 """Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
 issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
 round 31), FastGAN's skip-layer
-excitation (gan.g_skip_excitation, round 8) and a drawn light centroid (gan.g_drawn_centroid, round 38)."""
+excitation (gan.g_skip_excitation, round 8) a drawn light centroid (gan.g_drawn_centroid, round 38)
+and a drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),
                                                ("g_drawn_centroid", True, ()),
+                                               ("g_drawn_ellipticity", True, ()),
                                                ("g_upsample", "bilinear", ("cubic", 2)),
                                                ("g_template_trainable", False, ()),
                                                ("g_template_blur", 1.0, (-1.0, "wide", 9, True)),
@@ -182,6 +184,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("sky_scatter", True, False, "often"),
                                                        ("g_random_rotation", False, True, "often"),
                                                        ("g_drawn_centroid", False, True, "often"),
+                                                       ("g_drawn_ellipticity", False, True, "often"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -336,6 +339,15 @@ def _blobs(offsets: np.ndarray, size: int = 64, sky: float = 0.05) -> np.ndarray
     return np.clip(sky + 0.8 * light[:, None] * np.array([0.6, 0.8, 1.0])[None, :, None, None], 0, 1).astype("f4")
 
 
+def _set_twice(module: type, stats: dict) -> torch.nn.Module:
+    """A drawn module (3 classes, z_dim 16) set from ``stats`` at seed 5, after checking that one seed sets one draw."""
+    first, again = module(3, 16), module(3, 16)
+    first.set(stats, seed=5)
+    again.set(stats, seed=5)
+    assert torch.equal(first.weight, again.weight)
+    return first
+
+
 def test_drawn_centroid_measures_the_real_offsets_and_moves_each_stamp_to_its_draw():
     """gan.g_drawn_centroid: the torch centroid is the morphometry one; the class means and the within-class spread of
     the real offsets are recovered; a stamp is moved, shape unchanged, so that its centroid is the drawn offset;
@@ -357,11 +369,7 @@ def test_drawn_centroid_measures_the_real_offsets_and_moves_each_stamp_to_its_dr
     np.testing.assert_allclose(stats["mean"][2], offsets.mean(0), atol=1e-2)  # no stamps: the pooled mean
     np.testing.assert_allclose(stats["std"], [0.5, 0.8], rtol=0.12)
 
-    move = DrawnCentroid(3, 16)
-    move.set(stats, seed=5)
-    again = DrawnCentroid(3, 16)
-    again.set(stats, seed=5)
-    assert torch.equal(move.weight, again.weight)
+    move = _set_twice(DrawnCentroid, stats)
     z = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
     drawn = (z @ move.weight.t()).detach().numpy()
     np.testing.assert_allclose(drawn.std(0), stats["std"], rtol=0.05)
@@ -375,3 +383,63 @@ def test_drawn_centroid_measures_the_real_offsets_and_moves_each_stamp_to_its_dr
     np.testing.assert_allclose(out.detach().sum(dim=(2, 3)).numpy(), x.detach().sum(dim=(2, 3)).numpy(), rtol=0.02)
     out.square().sum().backward()
     assert move.weight.grad.abs().sum() > 0 and move.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def _ellipses(major: np.ndarray, minor: np.ndarray, angle: np.ndarray, offsets: np.ndarray, size: int = 64) -> np.ndarray:
+    """Stretched stamps (N, 3, size, size): Gaussian galaxies of axes ``major`` x ``minor`` (pixels, sigma) with the major
+    axis at ``angle`` (radians, from +x towards +y), at ``offsets`` (N, 2) pixels from the centre, on a sky of 0.05."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    dx, dy = xx[None] - offsets[:, 0, None, None], yy[None] - offsets[:, 1, None, None]
+    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u, v = dx * c + dy * s, dy * c - dx * s
+    light = np.exp(-0.5 * ((u / major[:, None, None]) ** 2 + (v / minor[:, None, None]) ** 2))
+    return np.clip(0.05 + 0.8 * light[:, None] * np.array([0.6, 0.8, 1.0])[None, :, None, None], 0, 1).astype("f4")
+
+
+def test_drawn_ellipticity_measures_the_real_shapes_and_stretches_each_stamp_to_its_draw():
+    """gan.g_drawn_ellipticity: the torch moments are the morphometry ones; the class means and the within-class spread
+    of atanh(ellipticity) are recovered; a stamp is stretched along its own major axis and turned about its centroid,
+    flux kept, so that its ellipticity is the drawn one and its major axis at the seeded angle; gradient reaches the
+    draw's weights and G's output."""
+    from galearn.gan.template import DrawnEllipticity, measure_ellipticities, torch_light_moments
+    from galearn.morphometry import light_centroids, morphometry_features, morphometry_names, shape_moments
+
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 150)
+    ratio = np.exp(np.abs(rng.normal(np.where(y == 0, 0.15, 0.6), 0.1)))  # axis ratios: rounder class 0, flatter class 1
+    angle = rng.uniform(0.0, np.pi, len(y))
+    stamps = _ellipses(2.5 * np.sqrt(ratio), 2.5 / np.sqrt(ratio), angle, rng.normal(0.0, 1.0, (len(y), 2)))
+    ell, pa = shape_moments(stamps)
+    names = morphometry_names(3)
+    np.testing.assert_allclose(ell, morphometry_features(stamps)[:, names.index("ellipticity")], rtol=1e-5)
+    mx, my, qxx, qyy, qxy = (t.numpy() for t in torch_light_moments(torch.from_numpy(stamps) * 2 - 1))
+    np.testing.assert_allclose(np.hypot(qxx - qyy, 2 * qxy) / (qxx + qyy), ell, atol=2e-3)
+    np.testing.assert_allclose(np.stack([mx, my], 1), light_centroids(stamps), atol=1e-4)
+    stats = measure_ellipticities(stamps, y, 3)
+    u = np.arctanh(ell)
+    np.testing.assert_allclose(stats["mean"][:2], [u[y == 0].mean(), u[y == 1].mean()], rtol=1e-6)
+    assert stats["mean"][0] < stats["mean"][1] - 0.3  # the flatter class is recovered as flatter
+    assert stats["mean"][2] == pytest.approx(u.mean())  # no stamps: the pooled mean
+    assert stats["std"] == pytest.approx(np.concatenate([u[y == k] - u[y == k].mean() for k in (0, 1)]).std())
+
+    draw = _set_twice(DrawnEllipticity, stats)
+    z = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
+    assert float((z @ draw.weight).detach().std()) == pytest.approx(stats["std"], rel=0.05)
+    # Round, flat and tilted noiseless stamps wherever G put them leave with the drawn ellipticity, same place and angle.
+    x = torch.from_numpy(_ellipses(np.array([2.5, 4.0, 3.0, 2.6]), np.array([2.5, 1.6, 2.4, 2.0]),
+                                   np.array([0.0, 0.4, 2.0, 1.2]), np.array([[0.0, 0.0], [1.5, -1.0], [-2.0, 0.5], [0.5, 0.5]])))
+    x = (x * 2 - 1).requires_grad_(True)
+    zz, yy = z[:4], torch.tensor([0, 1, 1, 0])
+    out = draw(x, zz, yy, torch.Generator().manual_seed(7))
+    got, got_pa = shape_moments(((out.detach() + 1) / 2).numpy())
+    drawn = (zz @ draw.weight + draw.bias[yy]).detach().numpy()
+    np.testing.assert_allclose(got, np.tanh(np.abs(drawn)), atol=0.03)
+    # The major axis at the angle drawn from the generator (a negative draw has made the minor axis the major one).
+    angle = np.degrees(2 * np.pi * torch.rand(4, generator=torch.Generator().manual_seed(7)).numpy())
+    miss = got_pa - angle - np.where(drawn < 0, 90.0, 0.0)
+    assert np.all(np.abs((miss + 90.0) % 180.0 - 90.0) < 3.0)
+    assert torch.equal(out, draw(x, zz, yy, torch.Generator().manual_seed(7)))
+    np.testing.assert_allclose(torch_light_moments(out.detach())[0].numpy(), torch_light_moments(x.detach())[0].numpy(), atol=0.05)
+    np.testing.assert_allclose(out.detach().sum(dim=(2, 3)).numpy(), x.detach().sum(dim=(2, 3)).numpy(), rtol=0.02)
+    out.square().sum().backward()
+    assert draw.weight.grad.abs().sum() > 0 and draw.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0

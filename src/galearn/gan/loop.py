@@ -57,7 +57,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_template_trainable", "g_template_blur", "sky_correlation_groups", "g_power_match",
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
-           "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid")
+           "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
+           "g_drawn_ellipticity")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -70,7 +71,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
-                   "g_drawn_centroid": False}
+                   "g_drawn_centroid": False, "g_drawn_ellipticity": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -162,7 +163,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   upsample=getattr(cfg, "g_upsample", "nearest"),
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
                   sky_groups=int(getattr(cfg, "sky_correlation_groups", 0)),
-                  drawn_centroid=bool(getattr(cfg, "g_drawn_centroid", False)))
+                  drawn_centroid=bool(getattr(cfg, "g_drawn_centroid", False)),
+                  drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -461,7 +463,9 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     With a drawn centroid (``gan.g_drawn_centroid``) the real stamps' class
     mean centroids and within-class spread are measured
     (:func:`galearn.gan.template.measure_centroids`, kept as
-    ``G.centroid_stats``) and its weights drawn from ``seed``.
+    ``G.centroid_stats``) and its weights drawn from ``seed``; with a drawn
+    ellipticity (``gan.g_drawn_ellipticity``) likewise their ellipticities
+    (:func:`galearn.gan.template.measure_ellipticities`, ``G.ellipticity_stats``).
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
@@ -492,6 +496,12 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
         G.centroid_stats = measure_centroids(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes)
         for net in (G, G_ema):
             net.centroid.set(G.centroid_stats, derive_seed(seed, 0, 7118))
+    if G.ellipticity is not None:
+        from .template import measure_ellipticities
+
+        G.ellipticity_stats = measure_ellipticities(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes)
+        for net in (G, G_ema):
+            net.ellipticity.set(G.ellipticity_stats, derive_seed(seed, 0, 7119))
     for net in (G, G_ema):
         net.to_img.bias.copy_(torch.from_numpy(bias[: net.to_img.out_channels]))
     return bias
@@ -770,6 +780,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         "sky": sky,
         "template_shapes": getattr(G, "template_shapes", None),
         "centroid_stats": getattr(G, "centroid_stats", None),
+        "ellipticity_stats": getattr(G, "ellipticity_stats", None),
     }
     atomic_write_text(ws.gan_config, json.dumps(info, indent=2) + "\n")
 

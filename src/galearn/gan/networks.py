@@ -318,6 +318,15 @@ class Generator(nn.Module):
         stamps' class means and within-class spread: where a galaxy sits in
         its cut-out no longer rides on the antisymmetric part of G's output,
         which ``asymmetry`` scales down.
+    drawn_ellipticity : bool
+        ``gan.g_drawn_ellipticity``: the noiseless stamp (before any drawn
+        centroid) is stretched along its own major axis, about its light
+        centroid, so that its ellipticity is drawn from ``z``, and turned so
+        that the axis lies at an angle drawn from ``gen``
+        (:class:`~galearn.gan.template.DrawnEllipticity`), started at the
+        real stamps' class means and within-class spread of ``atanh(e)``:
+        how elongated a galaxy is no longer rides on G's convolutions, which
+        paint too round galaxies (docs/gan.md round 39).
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -345,7 +354,8 @@ class Generator(nn.Module):
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
-                 sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False) -> None:
+                 sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
+                 drawn_ellipticity: bool = False) -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -444,6 +454,12 @@ class Generator(nn.Module):
             self.centroid = DrawnCentroid(n_classes, z_dim)
         else:
             self.centroid = None
+        if drawn_ellipticity:
+            from .template import DrawnEllipticity
+
+            self.ellipticity = DrawnEllipticity(n_classes, z_dim)
+        else:
+            self.ellipticity = None
         self._w0 = widths[0]
 
     def class_templates(self) -> torch.Tensor:
@@ -497,6 +513,8 @@ class Generator(nn.Module):
                 out = out - ring_median(out) + level.to(out.dtype)
         if self.random_rotation:  # galaxies' orientations on the sky are isotropic: the noiseless stamp at a seeded angle
             out = rotate_stamps(out, gen)
+        if self.ellipticity is not None:  # stretched along its major axis to the ellipticity drawn from z, axis at a random angle
+            out = self.ellipticity(out, z, y, gen)
         if self.centroid is not None:  # the noiseless stamp moved so its light sits at the offset drawn from z
             out = self.centroid(out, z, y)
         if self.sky_noise:

@@ -23,6 +23,12 @@ function of the latent plus a per-class offset:
 So from the first step the library spreads over the real stamps' flux, size
 and shape distribution (as the windowed moments see it); G's own output
 adds the rest (structure, neighbours, colour gradients).
+
+Two later modules draw one number each of G's own output the same way,
+measured as the morphometry vector measures it (:mod:`galearn.morphometry`)
+and started at the real stamps' class means and within-class spread:
+:class:`DrawnCentroid` where the light sits (``gan.g_drawn_centroid``) and
+:class:`DrawnEllipticity` how elongated it is (``gan.g_drawn_ellipticity``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid",
-           "torch_light_centroids"]
+           "torch_light_centroids", "torch_light_moments", "measure_ellipticities", "DrawnEllipticity"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
 _MAX_E = 0.9
@@ -198,16 +204,31 @@ def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict
     return {"mean": mean.tolist(), "std": (c - mean[y]).std(axis=0).tolist()}
 
 
-def torch_light_centroids(x: torch.Tensor) -> torch.Tensor:
-    """:func:`galearn.morphometry.light_centroids` of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``(N, 2)`` pixels."""
+def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The morphometry moments of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``mx, my, qxx, qyy, qxy``.
+
+    As :func:`galearn.morphometry.shape_moments` and :func:`~galearn.morphometry.light_centroids`
+    measure them: the stretched band sum weighted by its flux above the
+    stamp's median, inside ``H / 4`` pixels of the centre; centroid in pixels
+    from the stamp centre (x along columns), second moments in pixels^2.
+    """
     size = x.shape[-1]
     total = ((x.float() + 1.0) * 0.5).sum(dim=1)  # stretched band sum
     coord = torch.arange(size, dtype=total.dtype, device=x.device) - (size - 1) / 2.0
     inner = (coord[:, None].square() + coord[None, :].square()).sqrt() < size / 4.0
     wgt = (total - total.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0.0) * inner
     flux = wgt.sum(dim=(1, 2)).clamp(min=1e-6)
-    return torch.stack([(wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux,
-                        (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux], dim=1)
+    mx = (wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux
+    my = (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux
+    dx, dy = coord[None, None, :] - mx[:, None, None], coord[None, :, None] - my[:, None, None]
+    return (mx, my, (wgt * dx * dx).sum(dim=(1, 2)) / flux, (wgt * dy * dy).sum(dim=(1, 2)) / flux,
+            (wgt * dx * dy).sum(dim=(1, 2)) / flux)
+
+
+def torch_light_centroids(x: torch.Tensor) -> torch.Tensor:
+    """:func:`galearn.morphometry.light_centroids` of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``(N, 2)`` pixels."""
+    mx, my, *_ = torch_light_moments(x)
+    return torch.stack([mx, my], dim=1)
 
 
 class DrawnCentroid(torch.nn.Module):
@@ -244,3 +265,90 @@ class DrawnCentroid(torch.nn.Module):
         theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
+
+
+_MAX_SHAPE_E = 0.95  # ellipticities are clipped here before atanh (a line has 1)
+_MAX_LOG_STRETCH = 0.75  # |ln s| of one stretch at most: axis ratio changed by at most e^1.5 ~ 4.5
+
+
+def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """How elongated the real stamps are (``gan.g_drawn_ellipticity``): per class the mean, and the within-class spread, of ``atanh(e)``.
+
+    ``e`` is the morphometry vector's ellipticity
+    (:func:`galearn.morphometry.shape_moments`, 0 round .. 1 a line, clipped
+    at 0.95); ``atanh(e) = ln(a / b)`` for the moments' axis ratio ``a / b``
+    (axes as standard deviations), so one stretch adds to it. Returns
+    ``mean`` (``n_classes``; a class without stamps gets the pooled mean) and
+    ``std`` (the pooled standard deviation about each class's mean).
+    """
+    from ..morphometry import shape_moments
+
+    u = np.arctanh(np.clip(shape_moments(np.asarray(stamps))[0], 0.0, _MAX_SHAPE_E))
+    y = np.asarray(y)
+    pooled = float(u.mean())
+    mean = np.array([u[y == k].mean() if np.any(y == k) else pooled for k in range(n_classes)])
+    return {"mean": mean.tolist(), "std": float((u - mean[y]).std())}
+
+
+class DrawnEllipticity(torch.nn.Module):
+    """Each stamp stretched along its own major axis to the ellipticity ``tanh(|w . z + b[y]|)``, the axis then turned to a
+    uniform random angle: ``(x, z, y, gen) -> x``.
+
+    The stamp's moments (:func:`torch_light_moments`) are measured without
+    gradient; with ``u = atanh(e)`` measured and ``v = w . z + b[y]`` drawn,
+    the stamp is stretched by ``s = exp((v - u) / 2)`` along its major axis
+    and ``1 / s`` across it, about its light centroid (area and flux kept,
+    bilinear; where it reads beyond the cut-out, the stamp's sky level, its
+    outer ring's median, so a squeezed stamp's edge is not drawn out into
+    stripes). For moments this sets ``atanh(e)`` to
+    ``v`` exactly (a negative ``v`` turns the major axis by 90 degrees); the
+    weighting inside ``H / 4`` makes it approximate. In the same resampling
+    the stamp is turned about its centroid so that the major axis lies at an
+    angle drawn uniformly from ``gen`` (seeded): stretching along G's own
+    axis would amplify any direction G's slightly elongated stamps share into
+    a library of galaxies leaning one way, while galaxies on the sky point
+    every way. ``b`` ``(K,)`` starts at the real classes' mean ``atanh(e)``
+    and ``w`` ``(z_dim,)`` at their within-class spread (:meth:`set`); both
+    are learnt with G. G's own output keeps its structure and asymmetry; the
+    drawn number decides how elongated the galaxy is.
+    """
+
+    def __init__(self, n_classes: int, z_dim: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(z_dim))
+        self.bias = torch.nn.Parameter(torch.zeros(n_classes))
+
+    @torch.no_grad()
+    def set(self, ellipticities: dict, seed: int) -> None:
+        """Class means from ``ellipticities["mean"]``; ``w`` a seeded random direction of length ``std``, so ``w . z``
+        (``z ~ N(0, I)``) has exactly the measured spread."""
+        gen = torch.Generator().manual_seed(int(seed))
+        w = torch.randn(self.weight.shape, generator=gen)
+        self.weight.copy_(w * (float(ellipticities["std"]) / w.norm()))
+        self.bias.copy_(torch.as_tensor(ellipticities["mean"], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        from .rng import seeded_draw
+
+        size = x.shape[-1]
+        mx, my, qxx, qyy, qxy = torch_light_moments(x.detach())
+        e = (torch.hypot(qxx - qyy, 2.0 * qxy) / (qxx + qyy).clamp(min=1e-6)).clamp(0.0, _MAX_SHAPE_E)
+        axis = 0.5 * torch.atan2(2.0 * qxy, qxx - qyy)  # major axis, from +x towards +y
+        target = z.to(self.weight.dtype) @ self.weight + self.bias[y]
+        log_s = (0.5 * (target - torch.atanh(e))).clamp(-_MAX_LOG_STRETCH, _MAX_LOG_STRETCH)
+        c, s = torch.cos(axis), torch.sin(axis)
+        major, minor = torch.exp(-log_s), torch.exp(log_s)  # the stretch: output q reads input c + A^-1 (q - c)
+        stretch = torch.stack([torch.stack([major * c * c + minor * s * s, (major - minor) * c * s], dim=1),
+                               torch.stack([(major - minor) * c * s, major * s * s + minor * c * c], dim=1)], dim=1)
+        turn = 2.0 * torch.pi * seeded_draw(torch.rand, len(x), gen=gen, device=x.device).to(axis.dtype) - axis
+        ct, st = torch.cos(turn), torch.sin(turn)  # then turned by `turn`: output p reads stretched c + R(-turn) (p - c)
+        back = torch.stack([torch.stack([ct, st], dim=1), torch.stack([-st, ct], dim=1)], dim=1)
+        a = stretch @ back
+        centre = torch.stack([mx, my], dim=1) * (2.0 / size)  # normalised coordinates (align_corners=False)
+        shift = centre - (a @ centre[:, :, None])[:, :, 0]
+        theta = torch.cat([a, shift[:, :, None]], dim=2)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        sky = ring_median(x.detach().float())  # what lies beyond the cut-out: empty sky, not its edge drawn out in stripes
+        moved = F.grid_sample(x.float() - sky, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return (sky + moved).to(x.dtype)
