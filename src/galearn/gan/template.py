@@ -185,6 +185,22 @@ class TemplateWarp(torch.nn.Module):
         return sky + flux.to(src.dtype)[:, None, None, None] * (warped - sky)
 
 
+def _class_mean_and_spread(values: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """Per class the mean of ``values`` (``(N,)`` or ``(N, D)``; a class without rows gets the pooled mean) and the pooled
+    standard deviation about each row's class mean, as JSON-ready lists (floats for ``(N,)`` values)."""
+    y = np.asarray(y)
+    pooled = values.mean(axis=0)
+    mean = np.stack([values[y == k].mean(axis=0) if np.any(y == k) else pooled for k in range(n_classes)])
+    return {"mean": mean.tolist(), "std": (values - mean[y]).std(axis=0).tolist()}
+
+
+def _seeded_directions(shape: tuple[int, ...], length: torch.Tensor | float, seed: int) -> torch.Tensor:
+    """Rows of a seeded Gaussian draw of ``shape`` scaled to ``length`` (the last axis a direction in latent space), so
+    that for ``z ~ N(0, I)`` each row's ``w . z`` has exactly that standard deviation."""
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
+    return w * (torch.as_tensor(length, dtype=torch.float32) / w.norm(dim=-1)).unsqueeze(-1)
+
+
 def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
     """Where the real stamps' light sits (``gan.g_drawn_centroid``): per class the mean centroid, and the within-class spread.
 
@@ -197,11 +213,7 @@ def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict
     """
     from ..morphometry import light_centroids
 
-    c = light_centroids(np.asarray(stamps))
-    y = np.asarray(y)
-    pooled = c.mean(axis=0)
-    mean = np.stack([c[y == k].mean(axis=0) if np.any(y == k) else pooled for k in range(n_classes)])
-    return {"mean": mean.tolist(), "std": (c - mean[y]).std(axis=0).tolist()}
+    return _class_mean_and_spread(light_centroids(np.asarray(stamps)), y, n_classes)
 
 
 def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -251,10 +263,7 @@ class DrawnCentroid(torch.nn.Module):
     def set(self, centroids: dict, seed: int) -> None:
         """Class means from ``centroids["mean"]``; each row of ``W`` a seeded random direction of length ``std``, so
         ``W z`` (``z ~ N(0, I)``) has exactly the measured spread."""
-        gen = torch.Generator().manual_seed(int(seed))
-        std = torch.as_tensor(centroids["std"], dtype=torch.float32)
-        w = torch.randn(self.weight.shape, generator=gen)
-        self.weight.copy_(w * (std / w.norm(dim=1))[:, None])
+        self.weight.copy_(_seeded_directions(tuple(self.weight.shape), centroids["std"], seed))
         self.bias.copy_(torch.as_tensor(centroids["mean"], dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -283,11 +292,7 @@ def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> 
     """
     from ..morphometry import shape_moments
 
-    u = np.arctanh(np.clip(shape_moments(np.asarray(stamps))[0], 0.0, _MAX_SHAPE_E))
-    y = np.asarray(y)
-    pooled = float(u.mean())
-    mean = np.array([u[y == k].mean() if np.any(y == k) else pooled for k in range(n_classes)])
-    return {"mean": mean.tolist(), "std": float((u - mean[y]).std())}
+    return _class_mean_and_spread(np.arctanh(np.clip(shape_moments(np.asarray(stamps))[0], 0.0, _MAX_SHAPE_E)), y, n_classes)
 
 
 class DrawnEllipticity(torch.nn.Module):
@@ -322,9 +327,7 @@ class DrawnEllipticity(torch.nn.Module):
     def set(self, ellipticities: dict, seed: int) -> None:
         """Class means from ``ellipticities["mean"]``; ``w`` a seeded random direction of length ``std``, so ``w . z``
         (``z ~ N(0, I)``) has exactly the measured spread."""
-        gen = torch.Generator().manual_seed(int(seed))
-        w = torch.randn(self.weight.shape, generator=gen)
-        self.weight.copy_(w * (float(ellipticities["std"]) / w.norm()))
+        self.weight.copy_(_seeded_directions(tuple(self.weight.shape), float(ellipticities["std"]), seed))
         self.bias.copy_(torch.as_tensor(ellipticities["mean"], dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
