@@ -417,6 +417,9 @@ def test_realism_numbers_are_means_over_draws_of_the_baseline_and_generated_sets
     assert five["n_eval"] == one["n_eval"] and five["sky"] == one["sky"]
     # ... but copies are counted among the generated stamps of every draw: more stamps, finer steps.
     assert one["memorised_n"] == one["n_eval"] < five["memorised_n"] <= 5 * one["n_eval"]
+    # ... and so are the orientations: every draw's generated stamps (the elongated ones), the real sets unchanged.
+    gen1, gen5 = one["orientation"]["sets"]["generated"], five["orientation"]["sets"]["generated"]
+    assert gen1["n"] < gen5["n"] and five["orientation"]["sets"]["real_heldout"] == one["orientation"]["sets"]["real_heldout"]
     for m in (one, five):
         for key in ("memorised_fraction", "memorised_fraction_pixels"):
             count = m[key] * m["memorised_n"]
