@@ -1,8 +1,8 @@
 """Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
 issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
 round 31), FastGAN's skip-layer
-excitation (gan.g_skip_excitation, round 8) a drawn light centroid (gan.g_drawn_centroid, round 38)
-and a drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
+excitation (gan.g_skip_excitation, round 8) a drawn light centroid (gan.g_drawn_centroid, round 38; its radii drawn
+from the measured ones, gan.g_centroid_radii, round 40) and a drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
 
 from __future__ import annotations
 
@@ -185,6 +185,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_random_rotation", False, True, "often"),
                                                        ("g_drawn_centroid", False, True, "often"),
                                                        ("g_drawn_ellipticity", False, True, "often"),
+                                                       ("g_centroid_radii", "normal", "measured", "uniform"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -383,6 +384,80 @@ def test_drawn_centroid_measures_the_real_offsets_and_moves_each_stamp_to_its_dr
     np.testing.assert_allclose(out.detach().sum(dim=(2, 3)).numpy(), x.detach().sum(dim=(2, 3)).numpy(), rtol=0.02)
     out.square().sum().backward()
     assert move.weight.grad.abs().sum() > 0 and move.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def test_measured_centroid_radii_give_the_draw_the_real_offsets_heavy_tails():
+    """gan.g_centroid_radii = "measured": the real offsets' distances from their class mean (in units of the spread) are
+    measured as quantiles; the drawn offsets keep their Gaussian directions and class means but take that distance
+    distribution, heavy tails included, where the normal draw has a Rayleigh's; a stamp still lands at its draw and
+    gradient still reaches the weights."""
+    from scipy import stats as st
+
+    from galearn.gan.template import N_RADIUS_QUANTILES, DrawnCentroid, measure_centroids, torch_light_centroids
+
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 300)
+    means = np.where(y[:, None] == 0, [1.0, -0.5], [-1.5, 0.0])
+    offsets = rng.standard_t(3, size=(600, 2)) * [0.4, 0.6] + means  # heavy-tailed, as real offsets are
+    stats = measure_centroids(_blobs(offsets), y, 3, radii=True)
+    assert "radius_quantiles" not in measure_centroids(_blobs(offsets[:20]), y[:20], 3)
+    radii = np.hypot(*((offsets - means) / stats["std"]).T)
+    want = np.quantile(radii, np.linspace(0, 1, N_RADIUS_QUANTILES))
+    np.testing.assert_allclose(stats["radius_quantiles"][1:-1], want[1:-1], atol=0.06)
+
+    draw, normal = DrawnCentroid(3, 16, radii="measured"), DrawnCentroid(3, 16)
+    draw.set(stats, seed=5)
+    normal.set(stats, seed=5)
+    assert torch.equal(draw.weight, normal.weight) and torch.equal(draw.radius_quantiles, torch.tensor(stats["radius_quantiles"], dtype=torch.float32))
+    z = torch.randn(20000, 16, generator=torch.Generator().manual_seed(0))
+    y0 = torch.zeros(len(z), dtype=torch.long)
+    with torch.no_grad():
+        got, plain = draw.offsets(z, y0) - draw.bias[0], normal.offsets(z, y0) - normal.bias[0]
+    inverse = np.linalg.inv((draw.weight @ draw.weight.t()).detach().numpy())  # radii about the draw's covariance
+    r_got, r_plain = (np.sqrt(np.einsum("ni,ij,nj->n", d.numpy(), inverse, d.numpy())) for d in (got, plain))
+    probs = [0.1, 0.5, 0.9, 0.99]
+    measured = np.interp(probs, np.linspace(0, 1, N_RADIUS_QUANTILES), stats["radius_quantiles"])
+    np.testing.assert_allclose(np.quantile(r_got, probs), measured, rtol=0.05)
+    assert np.quantile(r_got, 0.99) > 1.3 * np.quantile(r_plain, 0.99)  # the heavy tail
+    assert st.kstest(r_plain, "rayleigh").pvalue > 1e-3  # the normal draw: Rayleigh radii
+    assert st.kstest(r_got, "rayleigh").pvalue < 1e-6  # the measured draw: not
+    cos = (got * plain).sum(1) / (got.norm(dim=1) * plain.norm(dim=1))
+    assert float(cos.min()) > 0.9999  # same directions, other distances
+    with pytest.raises(ValueError, match="radii"):
+        DrawnCentroid(3, 16, radii="uniform")
+
+    x = (torch.from_numpy(_blobs(np.array([[2.0, 1.0], [-0.3, 0.4]]))) * 2 - 1).requires_grad_(True)
+    zz, yy = z[:2], torch.tensor([0, 1])
+    out = draw(x, zz, yy)
+    np.testing.assert_allclose(torch_light_centroids(out.detach()).numpy(), draw.offsets(zz, yy).detach().numpy(), atol=0.1)
+    out.square().sum().backward()
+    assert draw.weight.grad.abs().sum() > 0 and draw.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def test_measured_centroid_radii_resume_exactly_and_need_the_drawn_centroid(tmp_path):
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
+    from galearn.gan.loop import _validate
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_drawn_centroid=True, g_centroid_radii="measured")
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    assert ckpt["config"]["g_centroid_radii"] == "measured"
+    quantiles = ckpt["G"]["centroid.radius_quantiles"]
+    assert float(quantiles[-1]) > float(quantiles[0]) >= 0  # measured on the training stamps, kept in the checkpoint
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match="g_centroid_radii"):
+        run_train(ws, dataclasses.replace(cfg, steps=6, g_centroid_radii="normal"), resume=True, progress=False)
+    # A drawn-centroid checkpoint from before the option resumes with the normal draw.
+    plain = dataclasses.replace(cfg, g_centroid_radii="normal")
+    run_train(ws, plain, progress=False)
+    old = load_checkpoint(ws.gan / "ckpt-000004.pt")
+    old["config"] = {k: v for k, v in old["config"].items() if k != "g_centroid_radii"}
+    save_checkpoint(ws.gan / "ckpt-000004.pt", old)
+    run_train(ws, dataclasses.replace(plain, steps=5), resume=True, progress=False)
+    for bad in ({"g_centroid_radii": "uniform"}, {"g_centroid_radii": 2}, {"g_centroid_radii": "measured"}):
+        with pytest.raises(BadValueError, match="g_centroid_radii"):
+            _validate(dataclasses.replace(TINY, **bad))
 
 
 def _ellipses(major: np.ndarray, minor: np.ndarray, angle: np.ndarray, offsets: np.ndarray, size: int = 64) -> np.ndarray:

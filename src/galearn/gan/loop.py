@@ -42,6 +42,7 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges, trainin
 from .loss import GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
+from .template import CENTROID_RADII
 
 __all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
            "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
@@ -58,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity")
+           "g_drawn_ellipticity", "g_centroid_radii")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -71,7 +72,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_pin_sky_to": "measured", "diffaugment": "flip,rot90,translation", "sky_band_correlation": False,
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
-                   "g_drawn_centroid": False, "g_drawn_ellipticity": False}
+                   "g_drawn_centroid": False, "g_drawn_ellipticity": False,
+                   "g_centroid_radii": "normal"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -164,7 +166,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
                   sky_groups=int(getattr(cfg, "sky_correlation_groups", 0)),
                   drawn_centroid=bool(getattr(cfg, "g_drawn_centroid", False)),
-                  drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)))
+                  drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)),
+                  centroid_radii=getattr(cfg, "g_centroid_radii", "normal"))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -351,6 +354,12 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {radius!r}")
     if radius and cfg.g_asymmetry == 1:
         raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
+    radii = getattr(cfg, "g_centroid_radii", "normal")
+    if radii not in CENTROID_RADII:
+        raise BadValueError(f"gan.g_centroid_radii must be one of {', '.join(CENTROID_RADII)}, got {radii!r}")
+    if radii != "normal" and not getattr(cfg, "g_drawn_centroid", False):
+        raise BadValueError(f"gan.g_centroid_radii = {radii} shapes the drawn offsets of gan.g_drawn_centroid: it has no "
+                            "effect without gan.g_drawn_centroid = true")
     if cfg.g_upsample not in G_UPSAMPLE:
         raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
@@ -463,7 +472,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     With a drawn centroid (``gan.g_drawn_centroid``) the real stamps' class
     mean centroids and within-class spread are measured
     (:func:`galearn.gan.template.measure_centroids`, kept as
-    ``G.centroid_stats``) and its weights drawn from ``seed``; with a drawn
+    ``G.centroid_stats``; with ``gan.g_centroid_radii = "measured"`` their
+    radii's quantiles too) and its weights drawn from ``seed``; with a drawn
     ellipticity (``gan.g_drawn_ellipticity``) likewise their ellipticities
     (:func:`galearn.gan.template.measure_ellipticities`, ``G.ellipticity_stats``).
     """
@@ -493,7 +503,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     if G.centroid is not None:
         from .template import measure_centroids
 
-        G.centroid_stats = measure_centroids(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes)
+        G.centroid_stats = measure_centroids(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes,
+                                             radii=G.centroid.radii == "measured")
         for net in (G, G_ema):
             net.centroid.set(G.centroid_stats, derive_seed(seed, 0, 7118))
     if G.ellipticity is not None:

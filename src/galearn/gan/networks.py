@@ -318,6 +318,10 @@ class Generator(nn.Module):
         stamps' class means and within-class spread: where a galaxy sits in
         its cut-out no longer rides on the antisymmetric part of G's output,
         which ``asymmetry`` scales down.
+    centroid_radii : str
+        ``gan.g_centroid_radii``: ``"normal"`` (the drawn offset a Gaussian
+        about the class mean) or ``"measured"`` (its distance from the class
+        mean distributed as the real stamps' distances, heavy-tailed).
     drawn_ellipticity : bool
         ``gan.g_drawn_ellipticity``: the noiseless stamp (before any drawn
         centroid) is stretched along its own major axis, about its light
@@ -355,7 +359,7 @@ class Generator(nn.Module):
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
-                 drawn_ellipticity: bool = False) -> None:
+                 drawn_ellipticity: bool = False, centroid_radii: str = "normal") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -451,7 +455,7 @@ class Generator(nn.Module):
         if drawn_centroid:
             from .template import DrawnCentroid
 
-            self.centroid = DrawnCentroid(n_classes, z_dim)
+            self.centroid = DrawnCentroid(n_classes, z_dim, radii=centroid_radii)
         else:
             self.centroid = None
         if drawn_ellipticity:

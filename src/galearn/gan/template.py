@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid",
+__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid", "CENTROID_RADII",
            "torch_light_centroids", "torch_light_moments", "measure_ellipticities", "DrawnEllipticity"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
@@ -201,7 +201,7 @@ def _seeded_directions(shape: tuple[int, ...], length: torch.Tensor | float, see
     return w * (torch.as_tensor(length, dtype=torch.float32) / w.norm(dim=-1)).unsqueeze(-1)
 
 
-def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, radii: bool = False) -> dict:
     """Where the real stamps' light sits (``gan.g_drawn_centroid``): per class the mean centroid, and the within-class spread.
 
     ``stamps``: stretched training stamps ``(N, C, H, W)`` in ``[0, 1]``;
@@ -209,11 +209,22 @@ def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict
     them (:func:`galearn.morphometry.light_centroids`, pixels from the stamp
     centre, x along columns). Returns ``mean`` (``n_classes x 2``; a class
     without stamps gets the pooled mean) and ``std`` (2: the pooled standard
-    deviation about each class's mean), in pixels.
+    deviation about each class's mean), in pixels. With ``radii``
+    (``gan.g_centroid_radii = "measured"``) also ``radius_quantiles``: the
+    distribution of each stamp's distance from its class mean in units of
+    ``std`` (per axis), at the probabilities ``linspace(0, 1, N_RADIUS_QUANTILES)``.
     """
     from ..morphometry import light_centroids
 
-    return _class_mean_and_spread(light_centroids(np.asarray(stamps)), y, n_classes)
+    centroids = light_centroids(np.asarray(stamps))
+    stats = _class_mean_and_spread(centroids, y, n_classes)
+    if radii:
+        scaled = (centroids - np.asarray(stats["mean"])[np.asarray(y)]) / np.maximum(np.asarray(stats["std"]), 1e-6)
+        stats["radius_quantiles"] = np.quantile(np.hypot(*scaled.T), np.linspace(0.0, 1.0, N_RADIUS_QUANTILES)).tolist()
+    return stats
+
+
+N_RADIUS_QUANTILES = 65  # quantiles of the measured centroid radii (gan.g_centroid_radii = "measured")
 
 
 def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -252,28 +263,68 @@ class DrawnCentroid(torch.nn.Module):
     without gradient and the whole stamp is translated by the difference
     (bilinear, edge pixels extended), so G's own output keeps its shape and
     the drawn offset decides where it sits.
+
+    ``radii = "measured"`` (``gan.g_centroid_radii``) keeps the draw's
+    direction but gives its distance from the class mean the real stamps'
+    distribution instead of a Gaussian's: ``d = W z`` has the Mahalanobis
+    radius ``r`` (about its covariance ``W W^T``) of a 2-d standard normal, whose probability
+    ``1 - exp(-r^2 / 2)`` is read through the measured radii's quantiles
+    (buffer ``radius_quantiles``, from :func:`measure_centroids`) and ``d`` is
+    scaled by ``r_measured / r``. Real offsets are heavy-tailed (most galaxies
+    nearer the centre than a Gaussian of their spread puts them, a few far
+    out: neighbours and mergers move the light), which a Gaussian draw
+    cannot make (docs/gan.md round 40).
     """
 
-    def __init__(self, n_classes: int, z_dim: int) -> None:
+    def __init__(self, n_classes: int, z_dim: int, radii: str = "normal") -> None:
         super().__init__()
+        if radii not in CENTROID_RADII:
+            raise ValueError(f"radii must be one of {', '.join(CENTROID_RADII)}, got {radii!r}")
         self.weight = torch.nn.Parameter(torch.zeros(2, z_dim))
         self.bias = torch.nn.Parameter(torch.zeros(n_classes, 2))
+        self.radii = radii
+        if radii == "measured":
+            self.register_buffer("radius_quantiles", torch.zeros(N_RADIUS_QUANTILES))
 
     @torch.no_grad()
     def set(self, centroids: dict, seed: int) -> None:
         """Class means from ``centroids["mean"]``; each row of ``W`` a seeded random direction of length ``std``, so
-        ``W z`` (``z ~ N(0, I)``) has exactly the measured spread."""
+        ``W z`` (``z ~ N(0, I)``) has exactly the measured spread; the measured radii's quantiles where drawn from them."""
         self.weight.copy_(_seeded_directions(tuple(self.weight.shape), centroids["std"], seed))
         self.bias.copy_(torch.as_tensor(centroids["mean"], dtype=torch.float32))
+        if self.radii == "measured":
+            self.radius_quantiles.copy_(torch.as_tensor(centroids["radius_quantiles"], dtype=torch.float32))
+
+    def offsets(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The drawn offsets ``(N, 2)`` in pixels from the stamp centre."""
+        drawn = z.to(self.weight.dtype) @ self.weight.t()
+        if self.radii == "measured":
+            spread = (self.weight @ self.weight.t()).detach()  # the covariance of W z for z ~ N(0, I)
+            radius = ((drawn.detach() @ torch.linalg.inv(spread)) * drawn.detach()).sum(dim=1).clamp(min=1e-12).sqrt()
+            prob = -torch.expm1(-0.5 * radius.square())  # the 2-d standard normal's radial CDF
+            grid = torch.linspace(0.0, 1.0, len(self.radius_quantiles), dtype=prob.dtype, device=prob.device)
+            drawn = drawn * (_interp(prob, grid, self.radius_quantiles.to(prob.dtype)) / radius)[:, None]
+        return drawn + self.bias[y]
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
-        target = z.to(self.weight.dtype) @ self.weight.t() + self.bias[y]  # (N, 2) pixels
+        target = self.offsets(z, y)  # (N, 2) pixels
         shift = (target - torch_light_centroids(x.detach())).clamp(-size / 8.0, size / 8.0) * (2.0 / size)
         eye = torch.eye(2, dtype=shift.dtype, device=x.device).expand(len(x), 2, 2)
         theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
+
+
+CENTROID_RADII = ("normal", "measured")
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """``numpy.interp`` for increasing ``xp`` (values outside take the end values)."""
+    i = torch.searchsorted(xp, x.clamp(float(xp[0]), float(xp[-1]))).clamp(1, len(xp) - 1)
+    lo, hi = xp[i - 1], xp[i]
+    t = ((x - lo) / (hi - lo).clamp(min=1e-12)).clamp(0.0, 1.0)
+    return fp[i - 1] + t * (fp[i] - fp[i - 1])
 
 
 _MAX_SHAPE_E = 0.95  # ellipticities are clipped here before atanh (a line has 1)
