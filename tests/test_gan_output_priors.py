@@ -425,6 +425,9 @@ def test_measured_centroid_radii_give_the_draw_the_real_offsets_heavy_tails():
     assert float(cos.min()) > 0.9999  # same directions, other distances
     with pytest.raises(ValueError, match="radii"):
         DrawnCentroid(3, 16, radii="uniform")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the radius in float32 under bf16 autocast
+        low = draw.offsets(z[:256], y0[:256]).float() - draw.bias[0]
+    np.testing.assert_allclose(low.numpy(), got[:256].numpy(), rtol=0.03, atol=0.03 * max(stats["std"]))  # bf16 W z
 
     x = (torch.from_numpy(_blobs(np.array([[2.0, 1.0], [-0.3, 0.4]]))) * 2 - 1).requires_grad_(True)
     zz, yy = z[:2], torch.tensor([0, 1])

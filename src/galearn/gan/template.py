@@ -299,8 +299,12 @@ class DrawnCentroid(torch.nn.Module):
         """The drawn offsets ``(N, 2)`` in pixels from the stamp centre."""
         drawn = z.to(self.weight.dtype) @ self.weight.t()
         if self.radii == "measured":
-            spread = (self.weight @ self.weight.t()).detach()  # the covariance of W z for z ~ N(0, I)
-            radius = ((drawn.detach() @ torch.linalg.inv(spread)) * drawn.detach()).sum(dim=1).clamp(min=1e-12).sqrt()
+            # Mahalanobis radius about W W^T, the covariance of W z for z ~ N(0, I): written out for 2 x 2 in float32
+            # (no matmul, which autocast would run in bf16)
+            w, d = self.weight.detach().float(), drawn.detach().float()
+            sxx, sxy, syy = (w[0] * w[0]).sum(), (w[0] * w[1]).sum(), (w[1] * w[1]).sum()
+            radius = ((syy * d[:, 0].square() - 2.0 * sxy * d[:, 0] * d[:, 1] + sxx * d[:, 1].square())
+                      / (sxx * syy - sxy.square()).clamp(min=1e-12)).clamp(min=1e-12).sqrt()
             prob = -torch.expm1(-0.5 * radius.square())  # the 2-d standard normal's radial CDF
             grid = torch.linspace(0.0, 1.0, len(self.radius_quantiles), dtype=prob.dtype, device=prob.device)
             drawn = drawn * (_interp(prob, grid, self.radius_quantiles.to(prob.dtype)) / radius)[:, None]
