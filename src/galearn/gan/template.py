@@ -225,6 +225,7 @@ def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, radi
 
 
 N_RADIUS_QUANTILES = 65  # quantiles of the measured centroid radii (gan.g_centroid_radii = "measured")
+CENTROID_RADII = ("normal", "measured")  # how the drawn centroid's distance from the class mean is distributed
 
 
 def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -318,9 +319,6 @@ class DrawnCentroid(torch.nn.Module):
         theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
-
-
-CENTROID_RADII = ("normal", "measured")
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
