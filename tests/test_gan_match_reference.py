@@ -387,15 +387,18 @@ def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp
         load_config(None, parse_overrides(["gan.g_match_reference=whole"]))
 
 
-@pytest.mark.parametrize("discriminator, fast_step", [("sngan", False), ("projected", True)])
-def test_training_with_a_class_reference_runs_on_each_step_path(tmp_path, discriminator, fast_step):
+@pytest.mark.parametrize("discriminator, fast_step, reference, distance", [
+    ("sngan", False, "class", "wasserstein"), ("projected", True, "class", "wasserstein"),
+    ("sngan", False, "batch", "energy"), ("projected", True, "class", "energy")])  # gan.g_match_distance: round 41
+def test_training_with_each_matching_target_runs_on_each_step_path(tmp_path, discriminator, fast_step, reference,
+                                                                   distance):
     from galearn.gan import run_train
 
     ws = make_workspace(tmp_path)
     cfg = dataclasses.replace(TINY, steps=2, discriminator=discriminator, fast_step=fast_step, g_pixel_match=1.0,
                               g_power_match=1.0, g_stamp_power_match=1.0, g_colour_power_match=1.0,
-                              g_profile_match=1.0, g_joint_match=1.0, g_match_reference="class",
-                              sky_noise="measured",
+                              g_profile_match=1.0, g_joint_match=1.0, g_match_reference=reference,
+                              g_match_distance=distance, sky_noise="measured",
                               d_steps=1 if discriminator == "projected" else TINY.d_steps)
     run_train(ws, cfg, progress=False)
     assert (ws.gan / "ckpt-000002.pt").exists()

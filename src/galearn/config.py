@@ -235,6 +235,7 @@ class GanTrainConfig:
     g_joint_match: float = 0.0  # G loss + this x the sliced Wasserstein-1 distance of the stamps' joint (log power spectrum, light profile) vectors, standardised by the real training stamps, along 64 random directions drawn each step: how those numbers move together, which the per-number terms cannot hold (0: off; docs/gan.md round 35)
     g_joint_smoothing: float = 0.0  # the g_joint_match target smoothed: each real projection moved by Gaussian noise of this x its class's spread along the direction, then shrunk back to the class's mean and spread (a smoothed bootstrap), so the term pulls toward a smooth estimate of the class, not the training stamps' own vectors (0: off; docs/gan.md round 36)
     g_mode_seeking: float = 0.0  # G loss + this x MSGAN's mode-seeking term: 1 / the mean, over pairs of generated stamps of one class in the batch, of their difference (4x4-pixel blocks) over their latents' difference; rewards variety within a class (0: off; docs/gan.md round 22)
+    g_match_distance: str = "wasserstein"  # how g_stamp_power_match / g_colour_power_match / g_profile_match / g_joint_match compare each class's generated values with the real ones: "wasserstein" (sorted, 1-D Wasserstein-1; with 16 stamps a batch biased toward too narrow a spread) or "energy" (the energy distance, whose expectation is least at the real distribution; docs/gan.md round 41)
     g_match_reference: str = "batch"  # what g_power_match / g_stamp_power_match / g_colour_power_match / g_profile_match / g_joint_match / g_pixel_match compare the generated batch with: "batch" (the real batch of the step) or "class" (each class over the whole training set: its mean spectrum, its stamps' spectra and its pixel values; docs/gan.md round 21)
     g_upsample: str = "nearest"  # how G's blocks double their input: "nearest" or "bilinear" (a low-pass interpolation; docs/gan.md round 11)
     g_pin_sky: bool = False  # pin the noiseless stamp's outer-ring median to the real stamps' measured sky level (needs g_template; docs/gan.md round 4)
@@ -438,6 +439,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "g_pin_sky_to": ("measured", "stamp"), "g_centroid_radii": ("normal", "measured"),
+    "g_match_distance": ("wasserstein", "energy"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }
 _N_JOBS_FIELDS = ("n_jobs", "fuse_jobs")  # -1 (all cores) or >= 1

@@ -39,7 +39,7 @@ from ..store import Workspace, atomic_path, atomic_write_text, open_sample, rela
 from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import gan_condition, load_or_make_split, redshift_bin_edges, training_rows
-from .loss import GanLoss
+from .loss import MATCH_DISTANCES, GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
 from .template import CENTROID_RADII
@@ -59,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -73,11 +73,13 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
-                   "g_centroid_radii": "normal"}
+                   "g_centroid_radii": "normal", "g_match_distance": "wasserstein"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
 MATCH_TERMS = tuple(TARGETED_MORPHOMETRY_GROUPS)  # G-loss terms against real statistics (the groups each matches: spaces.py)
+STAMP_MATCH_TERMS = ("g_stamp_power_match", "g_colour_power_match", "g_profile_match", "g_joint_match")  # per-stamp
+                   # statistics' distributions, compared as gan.g_match_distance says
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
@@ -326,12 +328,14 @@ def _validate(cfg: GanTrainConfig) -> None:
     if smoothing and not getattr(cfg, "g_joint_match", 0.0):
         raise BadValueError("gan.g_joint_smoothing smooths the target of gan.g_joint_match: it has no effect without "
                             "gan.g_joint_match > 0")
-    reference = getattr(cfg, "g_match_reference", "batch")
-    if reference not in MATCH_REFERENCES:
-        raise BadValueError(f"gan.g_match_reference must be one of {', '.join(MATCH_REFERENCES)}, got {reference!r}")
-    if reference != "batch" and not any(getattr(cfg, name, 0.0) for name in MATCH_TERMS):
-        raise BadValueError(f"gan.g_match_reference = {reference} has no effect without one of "
-                            f"{', '.join('gan.' + name for name in MATCH_TERMS)} > 0")
+    for name, choices, terms in (("g_match_distance", MATCH_DISTANCES, STAMP_MATCH_TERMS),
+                                 ("g_match_reference", MATCH_REFERENCES, MATCH_TERMS)):
+        value = getattr(cfg, name, choices[0])  # the first choice: off
+        if value not in choices:
+            raise BadValueError(f"gan.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if value != choices[0] and not any(getattr(cfg, term, 0.0) for term in terms):
+            raise BadValueError(f"gan.{name} = {value} has no effect without one of "
+                                f"{', '.join('gan.' + term for term in terms)} > 0")
     if not (isinstance(cfg.g_template_blur, (int, float)) and not isinstance(cfg.g_template_blur, bool)
             and 0 <= cfg.g_template_blur <= 8):
         raise BadValueError(f"gan.g_template_blur must be a Gaussian sigma in pixels, 0 (off) to 8, "
@@ -817,7 +821,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                    profile_match=float(getattr(cfg, "g_profile_match", 0.0)),
                    joint_match=float(getattr(cfg, "g_joint_match", 0.0)),
                    joint_smoothing=float(getattr(cfg, "g_joint_smoothing", 0.0)),
-                   mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)))
+                   mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)),
+                   match_distance=getattr(cfg, "g_match_distance", "wasserstein"))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 

@@ -22,7 +22,8 @@ from .augment import diff_augment, parse_policy
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
            "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "stamp_profile", "profile_match_penalty",
            "band_differences", "colour_power_penalty", "stamp_spectrum_profile", "random_directions",
-           "joint_match_penalty", "smooth_projections", "mode_seeking_penalty", "ClassReference"]
+           "joint_match_penalty", "smooth_projections", "mode_seeking_penalty", "ClassReference",
+           "MATCH_DISTANCES"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -141,6 +142,48 @@ def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: fl
     return ((torch.sort(values, dim=1).values - target_sorted).abs().mean(dim=1) / spread).mean()
 
 
+MATCH_DISTANCES = ("wasserstein", "energy")  # gan.g_match_distance: how the per-stamp terms compare two sets of values
+
+
+def _energy_distance(values: torch.Tensor, y: torch.Tensor, target: torch.Tensor, target_y: torch.Tensor, *,
+                     min_spread: float) -> torch.Tensor:
+    """The energy distance (Szekely & Rizzo 2013) between the generated ``values`` ``(F, N)`` of classes ``y``
+    ``(N,)`` and the ``target`` values ``(F, M)`` of classes ``target_y`` ``(M,)``, each class against its own, per
+    row over the target row's standard deviation (at least ``min_spread``), mean over rows and stamps.
+
+    Per generated stamp ``i``: ``2 mean_j |g_i - t_j| - mean_i' |g_i - g_i'| - mean_jj' |t_j - t_j'|`` over the
+    targets and the OTHER generated stamps of its class: for two distributions far apart, twice their distance,
+    about what :func:`_sorted_w1` reads (the same weight pulls about as hard). Sorted matching (:func:`_sorted_w1`) of a small
+    batch is biased toward too narrow a distribution: its expected value is least when the generated values
+    are narrower than the target's (16 stamps of two classes: at about 0.8 of the spread; N(0, 1) drawn 8 at a
+    time: 0.75). This estimate's expectation is least exactly when each class's generated values are
+    distributed as its target's (the energy score is strictly proper, Gneiting & Raftery 2007): the repulsion
+    between a class's own stamps pays for their spread. A stamp alone in its class has no such partner and is
+    left out (if every stamp is alone, none is repelled). ``target`` takes no gradient.
+    """
+    same_class = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)  # (N, N)
+    with torch.no_grad():
+        to_target = (y[:, None] == target_y[None, :]).to(values.dtype)  # (N, M)
+        n_target = to_target.sum(dim=1)
+        target_spread = torch.zeros(target.shape[0], int(max(y.max(), target_y.max())) + 1,
+                                    dtype=values.dtype, device=values.device)  # (F, classes): mean |t_j - t_j'|
+        for k in torch.unique(target_y).tolist():  # a loop over classes, not stamps
+            ranked = torch.sort(target[:, target_y == k], dim=1).values
+            m = ranked.shape[1]
+            if m > 1:  # sum over pairs j < j' of t_(j') - t_(j) = sum_j (2 j - m + 1) t_(j)
+                rank_weight = 2 * torch.arange(m, device=values.device, dtype=values.dtype) - m + 1
+                target_spread[:, k] = 2 * (ranked * rank_weight).sum(dim=1) / (m * (m - 1))
+    cross = ((values[:, :, None] - target[:, None, :]).abs() * to_target).sum(dim=2) / n_target.clamp(min=1)
+    n_own = same_class.sum(dim=1)
+    own = ((values[:, :, None] - values[:, None, :]).abs() * same_class).sum(dim=2) / n_own.clamp(min=1)
+    counted = (n_target > 0) & (n_own > 0)
+    if not counted.any():
+        counted = n_target > 0
+    per_stamp = 2 * cross - own - target_spread[:, y]  # (F, N)
+    spread = target.std(dim=1).clamp(min=min_spread)
+    return ((per_stamp * counted).sum(dim=1) / counted.sum().clamp(min=1) / spread).mean()
+
+
 def stamp_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """log10 of each stamp's own azimuthally averaged power spectrum: ``(N, C, n_bins)``.
 
@@ -152,7 +195,9 @@ def stamp_log_power(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
-                        target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+                        target_sorted: torch.Tensor | None = None,
+                        distance: str = "wasserstein", y: torch.Tensor | None = None,
+                        target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """1-D Wasserstein-1 distance between the stamps' own log power spectra of a generated and a real batch, per
     band and radial bin, over the real values' standard deviation (mean over the ``C x 8`` bins).
 
@@ -164,10 +209,14 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     ``target_sorted`` ``(C * 8, N)``: the real values given instead of
     ``real``, ascending per row (:meth:`ClassReference.sorted_stamp_power`).
     A spread under 0.05 dex counts as 0.05 dex. No gradient reaches ``real``.
+    ``distance = "energy"`` (``gan.g_match_distance``): the energy distance
+    of each class's values instead (:func:`_energy_distance`; ``y``: the
+    generated stamps' classes, ``target``: :meth:`ClassReference.class_values`).
     """
     weights = _bin_weights(fake.shape[-1], fake.device)
     return _stamp_statistic_penalty(lambda x: stamp_log_power(x, weights), fake, real, target_sorted,
-                                    min_spread=0.05, name="stamp_power_penalty")  # 0.05 dex: near-identical stamps
+                                    min_spread=0.05, name="stamp_power_penalty",  # 0.05 dex: near-identical stamps
+                                    distance=distance, y=y, target=target)
 
 
 def stamp_profile(x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +228,9 @@ def stamp_profile(x: torch.Tensor) -> torch.Tensor:
 
 
 def profile_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
-                          target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+                          target_sorted: torch.Tensor | None = None,
+                          distance: str = "wasserstein", y: torch.Tensor | None = None,
+                          target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """1-D Wasserstein-1 distance between the stamps' own light profiles (:func:`stamp_profile`) of a generated
     and a real batch, per band and annulus, over the real values' standard deviation (mean over the ``C x 8``).
 
@@ -190,15 +241,22 @@ def profile_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, 
     to the real one. ``target_sorted`` ``(C * 8, N)``: the real values given
     instead of ``real`` (:meth:`ClassReference.sorted_stamp_profile`). A spread
     under 0.01 (network units, 0.5 % of the stretched range) counts as 0.01.
+    ``distance``, ``y``, ``target``: as :func:`stamp_power_penalty`.
     """
     return _stamp_statistic_penalty(stamp_profile, fake, real, target_sorted, min_spread=0.01,
-                                    name="profile_match_penalty")
+                                    name="profile_match_penalty", distance=distance, y=y, target=target)
 
 
 def _stamp_statistic_penalty(statistic, fake: torch.Tensor, real: torch.Tensor | None,
-                             target_sorted: torch.Tensor | None, *, min_spread: float, name: str) -> torch.Tensor:
-    """:func:`_sorted_w1` of a per-stamp ``statistic`` ``(N, ...)`` of ``fake`` against ``real``'s or ``target_sorted``."""
+                             target_sorted: torch.Tensor | None, *, min_spread: float, name: str,
+                             distance: str = "wasserstein", y: torch.Tensor | None = None,
+                             target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`_sorted_w1` of a per-stamp ``statistic`` ``(N, ...)`` of ``fake`` against ``real``'s or ``target_sorted``;
+    with ``distance = "energy"``, :func:`_energy_distance` of the stamps of classes ``y`` against ``real``'s (the
+    same classes) or ``target`` (values ``(F, M)``, their classes ``(M,)``: :meth:`ClassReference.class_values`)."""
     values = statistic(fake).reshape(len(fake), -1).T  # (F, N)
+    if distance == "energy":
+        return _energy_penalty(values, real, statistic, y, target, min_spread=min_spread, name=name)
     if target_sorted is None:
         if real is None:
             raise ValueError(f"{name}: give the real batch or its sorted values")
@@ -208,6 +266,22 @@ def _stamp_statistic_penalty(statistic, fake: torch.Tensor, real: torch.Tensor |
         raise ValueError(f"{name}: target {tuple(target_sorted.shape)} does not match the generated "
                          f"values {tuple(values.shape)}")
     return _sorted_w1(values, target_sorted, min_spread=min_spread)
+
+
+def _energy_penalty(values: torch.Tensor, real: torch.Tensor | None, statistic, y: torch.Tensor | None,
+                    target: tuple[torch.Tensor, torch.Tensor] | None, *, min_spread: float, name: str) -> torch.Tensor:
+    """:func:`_energy_distance` of ``values`` ``(F, N)`` (classes ``y``) against ``target`` or ``statistic(real)``."""
+    if y is None or len(y) != values.shape[1]:
+        raise ValueError(f"{name}: the energy distance needs the classes of the {values.shape[1]} generated stamps")
+    if target is None:
+        if real is None:
+            raise ValueError(f"{name}: give the real batch (of the same classes) or the class values")
+        with torch.no_grad():
+            target = (statistic(real).reshape(len(real), -1).T, y)
+    if target[0].shape[0] != values.shape[0] or target[0].shape[1] != len(target[1]):
+        raise ValueError(f"{name}: target {tuple(target[0].shape)} with {len(target[1])} classes does not match the "
+                         f"generated values {tuple(values.shape)}")
+    return _energy_distance(values, y, target[0], target[1], min_spread=min_spread)
 
 
 def stamp_spectrum_profile(x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +318,9 @@ def smooth_projections(projected: torch.Tensor, smoothing: float, gen: torch.Gen
 def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *, directions: torch.Tensor,
                         centre: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                         target_sorted: torch.Tensor | None = None, smoothing: float = 0.0,
-                        gen: torch.Generator | None = None) -> torch.Tensor:
+                        gen: torch.Generator | None = None, distance: str = "wasserstein",
+                        y: torch.Tensor | None = None,
+                        target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Sliced Wasserstein-1 distance between the stamps' joint (log power spectrum, light profile) vectors
     (:func:`stamp_spectrum_profile`) of a generated and a real batch.
 
@@ -263,8 +339,26 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     of ``real``, ascending per row (:meth:`ClassReference.sorted_joint`).
     ``smoothing``: the real batch's projections are first smoothed
     (:func:`smooth_projections`, noise from ``gen``). No gradient reaches ``real``.
+    ``distance = "energy"``: the energy distance of each class's projections
+    (:func:`_energy_distance`) against the real batch's of the same classes
+    ``y`` or ``target`` (:meth:`ClassReference.joint_class_values`).
     """
     values = stamp_spectrum_profile(fake)
+    if distance == "energy":
+        if target is None and real is not None and (centre is None or scale is None):
+            with torch.no_grad():
+                r = stamp_spectrum_profile(real)
+                centre, scale = r.mean(dim=0), r.std(dim=0).clamp(min=1e-3)
+        if centre is None or scale is None:
+            raise ValueError("joint_match_penalty: class values need the centre and scale they were made with")
+        if smoothing > 0 and target is None and gen is None:
+            raise ValueError("joint_match_penalty: smoothing needs the generator of the step's noise")
+
+        def project(x: torch.Tensor) -> torch.Tensor:
+            return smooth_projections((stamp_spectrum_profile(x) - centre) / scale @ directions, smoothing, gen)
+
+        return _energy_penalty(((values - centre) / scale @ directions).T, real, project, y, target,
+                               min_spread=0.05, name="joint_match_penalty")
     if target_sorted is None:
         if real is None:
             raise ValueError("joint_match_penalty: give the real batch or its sorted projections")
@@ -292,17 +386,20 @@ def band_differences(x: torch.Tensor) -> torch.Tensor:
 
 
 def colour_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
-                         target_sorted: torch.Tensor | None = None) -> torch.Tensor:
+                         target_sorted: torch.Tensor | None = None,
+                         distance: str = "wasserstein", y: torch.Tensor | None = None,
+                         target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """:func:`stamp_power_penalty` of the stamps' colour maps (:func:`band_differences`): how much colour structure
     each stamp has at each scale, its distribution against the real stamps'.
 
     The per-band terms cannot see whether the bands move together: a
     generator can match every band's spectrum while its colour varies from
     pixel to pixel where real galaxies' colours are smooth (docs/gan.md round
-    30). ``target_sorted``: :meth:`ClassReference.sorted_colour_power`.
+    30). ``target_sorted``: :meth:`ClassReference.sorted_colour_power`; ``distance``, ``y``, ``target``: as
+    :func:`stamp_power_penalty` (``target``: :meth:`ClassReference.class_values` of ``"colour"``).
     """
     return stamp_power_penalty(band_differences(fake), None if real is None else band_differences(real),
-                               target_sorted=target_sorted)
+                               target_sorted=target_sorted, distance=distance, y=y, target=target)
 
 
 def _block_pair_distances(x: torch.Tensor, y: torch.Tensor, pool: int) -> torch.Tensor:
@@ -466,6 +563,26 @@ class ClassReference:
             raise ValueError("ClassReference: built without colours=True, it holds no colour spectra")
         return self._mixture(self.colour_quantiles, y)
 
+    def class_values(self, statistic: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every class's quantiles of a per-stamp statistic side by side, the target of the energy distance
+        (``gan.g_match_distance = "energy"``): values ``(F, K * Q)`` and their classes ``(K * Q,)``.
+        ``statistic``: ``"power"`` (:meth:`sorted_stamp_power`), ``"profile"`` or ``"colour"``."""
+        quantiles = {"power": self.stamp_quantiles, "profile": self.profile_quantiles,
+                     "colour": self.colour_quantiles}[statistic]
+        if quantiles is None:
+            raise ValueError("ClassReference: built without colours=True, it holds no colour spectra")
+        return self._side_by_side(quantiles)
+
+    def _side_by_side(self, class_quantiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, f, q = class_quantiles.shape
+        classes = torch.arange(k, device=class_quantiles.device).repeat_interleave(q)
+        return class_quantiles.transpose(0, 1).reshape(f, k * q), classes
+
+    def joint_class_values(self, directions: torch.Tensor, smoothing: float = 0.0,
+                           gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sorted_joint`'s class quantiles side by side (:meth:`class_values`): ``(P, K * Q)`` and ``(K * Q,)``."""
+        return self._side_by_side(self._joint_quantiles(directions, smoothing, gen))
+
     def sorted_joint(self, y: torch.Tensor, directions: torch.Tensor, smoothing: float = 0.0,
                      gen: torch.Generator | None = None) -> torch.Tensor:
         """The standardised (log spectrum, profile) vectors (:func:`stamp_spectrum_profile`) of a batch of classes
@@ -473,6 +590,11 @@ class ClassReference:
         ``smoothing``: each class's projections smoothed first (:func:`smooth_projections`, noise from ``gen``).
         A class of more than ``JOINT_MAX_ROWS`` stamps is represented by that many, drawn (with replacement)
         from ``gen`` each step, so the step's cost does not grow with the training set."""
+        return self._mixture(self._joint_quantiles(directions, smoothing, gen), y)  # (K, P, Q) -> (P, N)
+
+    def _joint_quantiles(self, directions: torch.Tensor, smoothing: float,
+                         gen: torch.Generator | None) -> torch.Tensor:
+        """Each class's ``Q`` quantiles of its projections on ``directions``: ``(K, P, Q)``."""
         if self.joint is None:
             raise ValueError("ClassReference: built without joint=True, it holds no (spectrum, profile) vectors")
         large = any(len(m) > self.JOINT_MAX_ROWS for m in self.members)
@@ -495,7 +617,7 @@ class ClassReference:
             high = (low + 1).clamp(max=len(m) - 1)
             frac = (position - low)[:, None]
             class_quantiles.append((ranked[low] * (1 - frac) + ranked[high] * frac).T)  # (P, Q)
-        return self._mixture(torch.stack(class_quantiles), y)  # (K, P, Q) -> (P, N)
+        return torch.stack(class_quantiles)
 
     def _mixture(self, class_quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         q = self.N_STAMP_QUANTILES
@@ -530,9 +652,13 @@ class GanLoss:
     joint_smoothing: float = 0.0  # gan.g_joint_smoothing: its real projections smoothed (smooth_projections)
     mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
+    match_distance: str = "wasserstein"  # gan.g_match_distance: the per-stamp terms' distance, "wasserstein" or "energy"
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
+        if self.match_distance not in MATCH_DISTANCES:
+            raise ValueError(f"GanLoss: match_distance must be one of {', '.join(MATCH_DISTANCES)}, "
+                             f"got {self.match_distance!r}")
         if self.pixel_match:  # G keeps each training forward's output before its clip (Generator.last_unclipped)
             self.G.keep_unclipped = True
 
@@ -635,17 +761,22 @@ class GanLoss:
                 raise ValueError("GanLoss.g_loss: power_match needs this step's generated stamps and real batch")
             target = None if ref is None else ref.log_power(y)
             loss = loss + self.power_match * power_match_penalty(fake, real, target=target)
-        for name, penalty, class_target in (  # per-stamp statistics against the batch's or the classes' sorted values
-                ("stamp_power_match", stamp_power_penalty, "sorted_stamp_power"),
-                ("colour_power_match", colour_power_penalty, "sorted_colour_power"),
-                ("profile_match", profile_match_penalty, "sorted_stamp_profile")):
+        energy = self.match_distance == "energy"
+        for name, penalty, class_target, statistic in (  # per-stamp statistics against the batch's or the classes'
+                ("stamp_power_match", stamp_power_penalty, "sorted_stamp_power", "power"),
+                ("colour_power_match", colour_power_penalty, "sorted_colour_power", "colour"),
+                ("profile_match", profile_match_penalty, "sorted_stamp_profile", "profile")):
             weight = getattr(self, name)
             if not weight:
                 continue
             if (real is None and ref is None) or fake is None:
                 raise ValueError(f"GanLoss.g_loss: {name} needs this step's generated stamps and real batch")
-            target = None if ref is None else getattr(ref, class_target)(y)
-            loss = loss + weight * penalty(fake, real, target_sorted=target)
+            if energy:
+                target = None if ref is None else ref.class_values(statistic)
+                loss = loss + weight * penalty(fake, real, distance="energy", y=y, target=target)
+            else:
+                target = None if ref is None else getattr(ref, class_target)(y)
+                loss = loss + weight * penalty(fake, real, target_sorted=target)
         if self.joint_match:
             if (real is None and ref is None) or fake is None:
                 raise ValueError("GanLoss.g_loss: joint_match needs this step's generated stamps and real batch")
@@ -653,7 +784,14 @@ class GanLoss:
             n_features = fake.shape[1] * (_bin_weights(size, fake.device).shape[1]
                                           + _morphometry_weights(profile_annulus_weights, size, fake.device).shape[1])
             directions = random_directions(n_features, self.joint_directions, gen, fake.device)
-            if ref is None:
+            if energy:
+                target = (None if ref is None
+                          else ref.joint_class_values(directions, self.joint_smoothing, gen))
+                loss = loss + self.joint_match * joint_match_penalty(
+                    fake, real, directions=directions, centre=None if ref is None else ref.joint_centre,
+                    scale=None if ref is None else ref.joint_scale, smoothing=self.joint_smoothing, gen=gen,
+                    distance="energy", y=y, target=target)
+            elif ref is None:
                 loss = loss + self.joint_match * joint_match_penalty(fake, real, directions=directions,
                                                                      smoothing=self.joint_smoothing, gen=gen)
             else:
