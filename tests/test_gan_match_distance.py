@@ -10,12 +10,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from galearn.errors import BadValueError
-
 torch = pytest.importorskip("torch")
 
-from test_gan import TINY, assert_resume_exact, assert_sample_reproducible  # noqa: E402
-from test_gan_match_reference import _two_classes  # noqa: E402
+from test_gan import TINY  # noqa: E402
+from test_gan_match_reference import _two_classes, assert_match_setting_checked  # noqa: E402
 
 
 def _normal_quantiles(q: int) -> torch.Tensor:
@@ -123,25 +121,9 @@ def test_g_loss_with_the_energy_distance_against_the_classes_and_against_the_bat
 
 
 def test_match_distance_trains_resumes_exactly_and_is_checked(tmp_path):
-    from galearn.config import RunConfig, load_config, parse_overrides
-    from galearn.gan import run_train
-    from galearn.gan.loop import LEGACY_SETTINGS, _validate
-
-    assert RunConfig().gan.g_match_distance == LEGACY_SETTINGS["g_match_distance"] == "wasserstein"
     cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_stamp_power_match=1.0, g_joint_match=1.0,
                               g_match_reference="class", g_match_distance="energy")
-    ws, ckpt = assert_resume_exact(tmp_path, cfg)
-    assert ckpt["config"]["g_match_distance"] == "energy"
-    assert_sample_reproducible(ws, cfg)
-    with pytest.raises(BadValueError, match="g_match_distance"):  # frozen on resume
-        run_train(ws, dataclasses.replace(cfg, steps=6, g_match_distance="wasserstein"), resume=True, progress=False)
-    for bad in ("sorted", 1, None):
-        with pytest.raises(BadValueError, match="g_match_distance"):
-            _validate(dataclasses.replace(cfg, g_match_distance=bad))
-    with pytest.raises(BadValueError, match="no effect without"):  # the pixel and mean-spectrum terms stay sorted
-        _validate(dataclasses.replace(TINY, g_match_distance="energy", g_pixel_match=1.0, g_power_match=1.0))
-    got = load_config(None, parse_overrides(["gan.g_match_distance=energy", "gan.g_profile_match=1"])).gan
-    assert got.g_match_distance == "energy"
-    with pytest.raises(BadValueError, match="gan.g_match_distance"):
-        load_config(None, parse_overrides(["gan.g_match_distance=sorted"]))
-
+    assert_match_setting_checked(  # the pixel and mean-spectrum terms stay sorted: energy alone with them does nothing
+        tmp_path, cfg, "g_match_distance", "wasserstein", ("sorted", 1, None),
+        dataclasses.replace(TINY, g_match_distance="energy", g_pixel_match=1.0, g_power_match=1.0),
+        ["gan.g_match_distance=energy", "gan.g_profile_match=1"])

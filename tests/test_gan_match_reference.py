@@ -362,29 +362,42 @@ def test_g_loss_with_a_class_reference_needs_no_real_batch():
         batch.g_loss(y, None, torch.Generator().manual_seed(2), fake=fake)
 
 
-def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
+def assert_match_setting_checked(tmp_path, cfg, name: str, default: str, bad: tuple, without_terms,
+                                 overrides: list[str]) -> None:
+    """A string setting of the matching terms (``cfg`` sets it to another value than ``default``): the default
+    and the value old checkpoints read, kept in the checkpoint, resumed exactly, sampled reproducibly, frozen on
+    resume, ``bad`` values refused, refused in ``without_terms`` (a config without the terms it changes), read
+    from the command line (``overrides``)."""
     from galearn.config import RunConfig, load_config, parse_overrides
     from galearn.gan import run_train
     from galearn.gan.loop import LEGACY_SETTINGS, _validate
 
-    assert RunConfig().gan.g_match_reference == LEGACY_SETTINGS["g_match_reference"] == "batch"
+    assert getattr(RunConfig().gan, name) == LEGACY_SETTINGS[name] == default
+    value = getattr(cfg, name)
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    assert ckpt["config"][name] == value
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match=name):  # frozen on resume
+        run_train(ws, dataclasses.replace(cfg, steps=6, **{name: default}), resume=True, progress=False)
+    for b in bad:
+        with pytest.raises(BadValueError, match=name):
+            _validate(dataclasses.replace(cfg, **{name: b}))
+    with pytest.raises(BadValueError, match="no effect without"):
+        _validate(without_terms)
+    assert getattr(load_config(None, parse_overrides(overrides)).gan, name) == value
+    with pytest.raises(BadValueError, match=f"gan.{name}"):
+        load_config(None, parse_overrides([f"gan.{name}={bad[0]}"]))
+
+
+def test_class_reference_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
+    from galearn.gan.loop import _validate
+
     cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_power_match=2.0, g_pixel_match=1.0,
                               g_match_reference="class")
-    ws, ckpt = assert_resume_exact(tmp_path, cfg)
-    assert ckpt["config"]["g_match_reference"] == "class"
-    assert_sample_reproducible(ws, cfg)
-    with pytest.raises(BadValueError, match="g_match_reference"):  # frozen on resume
-        run_train(ws, dataclasses.replace(cfg, steps=6, g_match_reference="batch"), resume=True, progress=False)
-    for bad in ("whole", 1, None):
-        with pytest.raises(BadValueError, match="g_match_reference"):
-            _validate(dataclasses.replace(cfg, g_match_reference=bad))
-    with pytest.raises(BadValueError, match="no effect without"):
-        _validate(dataclasses.replace(TINY, g_match_reference="class"))
+    assert_match_setting_checked(tmp_path, cfg, "g_match_reference", "batch", ("whole", 1, None),
+                                 dataclasses.replace(TINY, g_match_reference="class"),
+                                 ["gan.g_match_reference=class", "gan.g_pixel_match=1"])
     _validate(dataclasses.replace(TINY, g_match_reference="class", g_stamp_power_match=1.0))  # any one term will do
-    got = load_config(None, parse_overrides(["gan.g_match_reference=class", "gan.g_pixel_match=1"])).gan
-    assert got.g_match_reference == "class"
-    with pytest.raises(BadValueError, match="gan.g_match_reference"):
-        load_config(None, parse_overrides(["gan.g_match_reference=whole"]))
 
 
 @pytest.mark.parametrize("discriminator, fast_step, reference, distance", [

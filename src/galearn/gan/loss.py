@@ -344,24 +344,11 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     ``y`` or ``target`` (:meth:`ClassReference.joint_class_values`).
     """
     values = stamp_spectrum_profile(fake)
-    if distance == "energy":
-        if target is None and real is not None and (centre is None or scale is None):
-            with torch.no_grad():
-                r = stamp_spectrum_profile(real)
-                centre, scale = r.mean(dim=0), r.std(dim=0).clamp(min=1e-3)
-        if centre is None or scale is None:
-            raise ValueError("joint_match_penalty: class values need the centre and scale they were made with")
-        if smoothing > 0 and target is None and gen is None:
-            raise ValueError("joint_match_penalty: smoothing needs the generator of the step's noise")
-
-        def project(x: torch.Tensor) -> torch.Tensor:
-            return smooth_projections((stamp_spectrum_profile(x) - centre) / scale @ directions, smoothing, gen)
-
-        return _energy_penalty(((values - centre) / scale @ directions).T, real, project, y, target,
-                               min_spread=0.05, name="joint_match_penalty")
-    if target_sorted is None:
+    energy = distance == "energy"
+    projected_real = None  # (N, P): the real batch's projections, when it is the target
+    if (target if energy else target_sorted) is None:
         if real is None:
-            raise ValueError("joint_match_penalty: give the real batch or its sorted projections")
+            raise ValueError("joint_match_penalty: give the real batch or its projections")
         with torch.no_grad():
             r = stamp_spectrum_profile(real)
             if centre is None or scale is None:
@@ -369,10 +356,15 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
             if smoothing > 0 and gen is None:
                 raise ValueError("joint_match_penalty: smoothing needs the generator of the step's noise")
             projected_real = smooth_projections((r - centre) / scale @ directions, smoothing, gen)
-            target_sorted = torch.sort(projected_real.T, dim=1).values
     elif centre is None or scale is None:
-        raise ValueError("joint_match_penalty: sorted projections need the centre and scale they were made with")
+        raise ValueError("joint_match_penalty: given projections need the centre and scale they were made with")
     projected = ((values - centre) / scale @ directions).T  # (P, N)
+    if energy:
+        if target is None:
+            target = (projected_real.T, y)
+        return _energy_penalty(projected, None, None, y, target, min_spread=0.05, name="joint_match_penalty")
+    if target_sorted is None:
+        target_sorted = torch.sort(projected_real.T, dim=1).values
     if target_sorted.shape != projected.shape:
         raise ValueError(f"joint_match_penalty: target {tuple(target_sorted.shape)} does not match the generated "
                          f"projections {tuple(projected.shape)}")
