@@ -2,7 +2,8 @@
 issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
 round 31), FastGAN's skip-layer
 excitation (gan.g_skip_excitation, round 8) a drawn light centroid (gan.g_drawn_centroid, round 38; its radii drawn
-from the measured ones, gan.g_centroid_radii, round 40) and a drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
+from the measured ones, gan.g_centroid_radii, round 40; reached by a lopsided move, gan.g_centroid_move, round 42) and a
+drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
 
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_drawn_centroid", False, True, "often"),
                                                        ("g_drawn_ellipticity", False, True, "often"),
                                                        ("g_centroid_radii", "normal", "measured", "uniform"),
+                                                       ("g_centroid_move", "translate", "lopsided", "shift"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -437,29 +439,75 @@ def test_measured_centroid_radii_give_the_draw_the_real_offsets_heavy_tails():
     assert draw.weight.grad.abs().sum() > 0 and draw.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
 
 
-def test_measured_centroid_radii_resume_exactly_and_need_the_drawn_centroid(tmp_path):
+def _disk_with_core(n: int, size: int = 64) -> np.ndarray:
+    """``n`` copies of a centred stretched stamp (3 bands): an inclined exponential disk (scale 5 px) and a compact core."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    r = np.hypot(xx, yy / 0.8)
+    light = 0.7 * np.exp(-r / 5.0) + 0.3 * np.exp(-r / 1.5)
+    one = np.clip(0.05 + light[None] * np.array([0.6, 0.8, 1.0])[:, None, None], 0, 1)
+    return np.repeat(one[None], n, axis=0).astype("f4")
+
+
+def test_lopsided_centroid_move_keeps_the_core_and_shifts_the_outskirts():
+    """gan.g_centroid_move = "lopsided": the stamp's peak stays at the centre while its light centroid lands near the
+    draw; at the offset it makes, the light is less asymmetric about the centre than a translated stamp's (which moves
+    the peak); gradient reaches the draw's weights and G's output."""
+    from galearn.gan.template import DrawnCentroid, torch_light_centroids
+    from galearn.morphometry import morphometry_features, morphometry_names
+
+    targets = torch.tensor([[0.8, 0.0], [1.5, -1.0], [-2.0, 1.5]])
+    x = (torch.from_numpy(_disk_with_core(len(targets))) * 2 - 1).requires_grad_(True)
+    z, y = torch.zeros(len(targets), 4), torch.arange(len(targets))
+    moved = {}
+    for move in ("translate", "lopsided"):
+        m = DrawnCentroid(len(targets), 4, move=move)
+        with torch.no_grad():
+            m.bias.copy_(targets)
+        out = m(x, z, y)
+        moved[move] = ((out.detach() + 1) / 2).numpy()
+        if move == "lopsided":
+            np.testing.assert_allclose(torch_light_centroids(out.detach()).numpy(), targets.numpy(), atol=0.2)
+            (out.square().sum() + (out * torch.linspace(-1, 1, 64)).sum()).backward()
+            assert m.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+    names = morphometry_names(3)
+    size = x.shape[-1]
+    for move, stamps in moved.items():
+        peak = np.array([np.unravel_index(np.argmax(s.sum(0)), (size, size)) for s in stamps]) - (size - 1) / 2.0
+        features = morphometry_features(stamps)
+        per_offset = features[:, names.index("asymmetry_b1")] / features[:, names.index("offset")]
+        moved[move] = (np.hypot(*peak.T), per_offset)
+    assert moved["lopsided"][0].max() < 1.0 < moved["translate"][0].max()  # the core stays; a translation moves it
+    assert np.all(moved["lopsided"][1] < moved["translate"][1])
+    with pytest.raises(ValueError, match="move"):
+        DrawnCentroid(3, 4, move="shift")
+
+
+@pytest.mark.parametrize("name, value, legacy", [("g_centroid_radii", "measured", "normal"),
+                                                   ("g_centroid_move", "lopsided", "translate")])
+def test_drawn_centroid_settings_resume_exactly_and_need_the_drawn_centroid(tmp_path, name, value, legacy):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
     from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
     from galearn.gan.loop import _validate
 
-    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_drawn_centroid=True, g_centroid_radii="measured")
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_drawn_centroid=True, **{name: value})
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
-    assert ckpt["config"]["g_centroid_radii"] == "measured"
-    quantiles = ckpt["G"]["centroid.radius_quantiles"]
-    assert float(quantiles[-1]) > float(quantiles[0]) >= 0  # measured on the training stamps, kept in the checkpoint
+    assert ckpt["config"][name] == value
+    if name == "g_centroid_radii":
+        quantiles = ckpt["G"]["centroid.radius_quantiles"]
+        assert float(quantiles[-1]) > float(quantiles[0]) >= 0  # measured on the training stamps, kept in the checkpoint
     assert_sample_reproducible(ws, cfg)
-    with pytest.raises(BadValueError, match="g_centroid_radii"):
-        run_train(ws, dataclasses.replace(cfg, steps=6, g_centroid_radii="normal"), resume=True, progress=False)
-    # A drawn-centroid checkpoint from before the option resumes with the normal draw.
-    plain = dataclasses.replace(cfg, g_centroid_radii="normal")
+    with pytest.raises(BadValueError, match=name):
+        run_train(ws, dataclasses.replace(cfg, steps=6, **{name: legacy}), resume=True, progress=False)
+    # A drawn-centroid checkpoint from before the option resumes with the option's first value.
+    plain = dataclasses.replace(cfg, **{name: legacy})
     run_train(ws, plain, progress=False)
     old = load_checkpoint(ws.gan / "ckpt-000004.pt")
-    old["config"] = {k: v for k, v in old["config"].items() if k != "g_centroid_radii"}
+    old["config"] = {k: v for k, v in old["config"].items() if k != name}
     save_checkpoint(ws.gan / "ckpt-000004.pt", old)
     run_train(ws, dataclasses.replace(plain, steps=5), resume=True, progress=False)
-    for bad in ({"g_centroid_radii": "uniform"}, {"g_centroid_radii": 2}, {"g_centroid_radii": "measured"}):
-        with pytest.raises(BadValueError, match="g_centroid_radii"):
+    for bad in ({name: "uniform"}, {name: 2}, {name: value}):  # the last: without gan.g_drawn_centroid
+        with pytest.raises(BadValueError, match=name):
             _validate(dataclasses.replace(TINY, **bad))
 
 

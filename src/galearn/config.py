@@ -228,6 +228,7 @@ class GanTrainConfig:
     g_drawn_centroid: bool = False  # move each noiseless stamp so its light centroid sits at an offset drawn from z, started at the real stamps' class mean and within-class spread, learnt with G (docs/gan.md round 38)
     g_drawn_ellipticity: bool = False  # stretch each noiseless stamp along its own major axis so its ellipticity is drawn from z (started at the real stamps' class mean and within-class spread of atanh(ellipticity), learnt with G) and turn the axis to a seeded uniform angle (docs/gan.md round 39)
     g_centroid_radii: str = "normal"  # with g_drawn_centroid: the drawn offset's distance from the class mean "normal" (a Gaussian's) or "measured" (distributed as the real stamps' distances, heavy-tailed; docs/gan.md round 40)
+    g_centroid_move: str = "translate"  # with g_drawn_centroid: how a stamp reaches its drawn centroid, "translate" (the whole stamp moved) or "lopsided" (its core kept in place, its outskirts shifted: the centroid off the peak, as in real stamps; docs/gan.md round 42)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan.md round 8)
     g_stamp_power_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and radial bin, of the stamps' own log power spectra between the generated and the real batch, over the real spread (0: off; docs/gan.md round 21)
     g_colour_power_match: float = 0.0  # G loss + this x g_stamp_power_match's distance on the stamps' colour maps (every pair of bands' difference): colour structure at each scale, which the per-band terms cannot see (0: off; needs 2+ bands; docs/gan.md round 30)
@@ -439,6 +440,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "g_pin_sky_to": ("measured", "stamp"), "g_centroid_radii": ("normal", "measured"),
+    "g_centroid_move": ("translate", "lopsided"),
     "g_match_distance": ("wasserstein", "energy"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }

@@ -42,7 +42,7 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges, trainin
 from .loss import MATCH_DISTANCES, GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
-from .template import CENTROID_RADII
+from .template import CENTROID_MOVES, CENTROID_RADII
 
 __all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
            "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
@@ -59,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -73,7 +73,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
-                   "g_centroid_radii": "normal", "g_match_distance": "wasserstein"}
+                   "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -169,7 +169,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_groups=int(getattr(cfg, "sky_correlation_groups", 0)),
                   drawn_centroid=bool(getattr(cfg, "g_drawn_centroid", False)),
                   drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)),
-                  centroid_radii=getattr(cfg, "g_centroid_radii", "normal"))
+                  centroid_radii=getattr(cfg, "g_centroid_radii", "normal"),
+                  centroid_move=getattr(cfg, "g_centroid_move", "translate"))
     D = None
     if with_D:
         kind = getattr(cfg, "discriminator", "sngan")
@@ -358,12 +359,14 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {radius!r}")
     if radius and cfg.g_asymmetry == 1:
         raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
-    radii = getattr(cfg, "g_centroid_radii", "normal")
-    if radii not in CENTROID_RADII:
-        raise BadValueError(f"gan.g_centroid_radii must be one of {', '.join(CENTROID_RADII)}, got {radii!r}")
-    if radii != "normal" and not getattr(cfg, "g_drawn_centroid", False):
-        raise BadValueError(f"gan.g_centroid_radii = {radii} shapes the drawn offsets of gan.g_drawn_centroid: it has no "
-                            "effect without gan.g_drawn_centroid = true")
+    for name, choices, what in (("g_centroid_radii", CENTROID_RADII, "shapes the drawn offsets"),
+                                ("g_centroid_move", CENTROID_MOVES, "moves the stamps to the drawn offsets")):
+        value = getattr(cfg, name, choices[0])
+        if value not in choices:
+            raise BadValueError(f"gan.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if value != choices[0] and not getattr(cfg, "g_drawn_centroid", False):
+            raise BadValueError(f"gan.{name} = {value} {what} of gan.g_drawn_centroid: it has no "
+                                "effect without gan.g_drawn_centroid = true")
     if cfg.g_upsample not in G_UPSAMPLE:
         raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:

@@ -322,6 +322,10 @@ class Generator(nn.Module):
         ``gan.g_centroid_radii``: ``"normal"`` (the drawn offset a Gaussian
         about the class mean) or ``"measured"`` (its distance from the class
         mean distributed as the real stamps' distances, heavy-tailed).
+    centroid_move : str
+        ``gan.g_centroid_move``: ``"translate"`` (the whole noiseless stamp
+        moved to the drawn centroid) or ``"lopsided"`` (its core left in place
+        and its outskirts shifted, so the centroid moves off the peak).
     drawn_ellipticity : bool
         ``gan.g_drawn_ellipticity``: the noiseless stamp (before any drawn
         centroid) is stretched along its own major axis, about its light
@@ -359,7 +363,8 @@ class Generator(nn.Module):
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
                  random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
-                 drawn_ellipticity: bool = False, centroid_radii: str = "normal") -> None:
+                 drawn_ellipticity: bool = False, centroid_radii: str = "normal",
+                 centroid_move: str = "translate") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
         widths = _widths(stamp_size, channels)
@@ -455,7 +460,7 @@ class Generator(nn.Module):
         if drawn_centroid:
             from .template import DrawnCentroid
 
-            self.centroid = DrawnCentroid(n_classes, z_dim, radii=centroid_radii)
+            self.centroid = DrawnCentroid(n_classes, z_dim, radii=centroid_radii, move=centroid_move)
         else:
             self.centroid = None
         if drawn_ellipticity:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid", "CENTROID_RADII",
+__all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid", "CENTROID_RADII", "CENTROID_MOVES",
            "torch_light_centroids", "torch_light_moments", "measure_ellipticities", "DrawnEllipticity"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
@@ -226,6 +226,19 @@ def measure_centroids(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, radi
 
 N_RADIUS_QUANTILES = 65  # quantiles of the measured centroid radii (gan.g_centroid_radii = "measured")
 CENTROID_RADII = ("normal", "measured")  # how the drawn centroid's distance from the class mean is distributed
+CENTROID_MOVES = ("translate", "lopsided")  # how a stamp is moved to its drawn centroid (gan.g_centroid_move)
+LOPSIDED_CORE = 1.0 / 16.0  # the core a lopsided move leaves in place: the Gaussian radius of its taper, in stamp sides
+_MIN_LOPSIDED_LEVER = 0.2  # a lopsided move shifts the centroid by at least this fraction of its outer displacement
+
+
+def _light_weights(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The morphometry moments' pixel weights ``(N, H, W)`` of stamps ``x`` in network units, and the pixel coordinates
+    ``(H,)`` from the stamp centre: the stretched band sum above the stamp's median, inside ``H / 4`` pixels."""
+    size = x.shape[-1]
+    total = ((x.float() + 1.0) * 0.5).sum(dim=1)  # stretched band sum
+    coord = torch.arange(size, dtype=total.dtype, device=x.device) - (size - 1) / 2.0
+    inner = (coord[:, None].square() + coord[None, :].square()).sqrt() < size / 4.0
+    return (total - total.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0.0) * inner, coord
 
 
 def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -236,11 +249,7 @@ def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     stamp's median, inside ``H / 4`` pixels of the centre; centroid in pixels
     from the stamp centre (x along columns), second moments in pixels^2.
     """
-    size = x.shape[-1]
-    total = ((x.float() + 1.0) * 0.5).sum(dim=1)  # stretched band sum
-    coord = torch.arange(size, dtype=total.dtype, device=x.device) - (size - 1) / 2.0
-    inner = (coord[:, None].square() + coord[None, :].square()).sqrt() < size / 4.0
-    wgt = (total - total.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0.0) * inner
+    wgt, coord = _light_weights(x)
     flux = wgt.sum(dim=(1, 2)).clamp(min=1e-6)
     mx = (wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux
     my = (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux
@@ -275,12 +284,26 @@ class DrawnCentroid(torch.nn.Module):
     nearer the centre than a Gaussian of their spread puts them, a few far
     out: neighbours and mergers move the light), which a Gaussian draw
     cannot make (docs/gan.md round 40).
+
+    ``move = "lopsided"`` (``gan.g_centroid_move``) moves the light round the
+    core instead of the whole stamp: output pixel ``p`` reads input
+    ``p - s (1 - exp(-r^2 / 2 r0^2))``, ``r`` its distance from the stamp centre,
+    ``r0 = LOPSIDED_CORE x H``. The core stays where G put it (a catalogue's
+    stamp is centred on the galaxy's peak) and the outskirts shift by ``s``,
+    an m = 1 lopsided distortion; ``s`` is the centroid's needed move over the
+    taper's light-weighted mean (at least ``_MIN_LOPSIDED_LEVER``), so the
+    centroid lands near the draw. Real stamps' centroids sit off their peaks
+    this way, which a translation makes with too much asymmetry about the
+    centre (docs/gan.md round 42).
     """
 
-    def __init__(self, n_classes: int, z_dim: int, radii: str = "normal") -> None:
+    def __init__(self, n_classes: int, z_dim: int, radii: str = "normal", move: str = "translate") -> None:
         super().__init__()
         if radii not in CENTROID_RADII:
             raise ValueError(f"radii must be one of {', '.join(CENTROID_RADII)}, got {radii!r}")
+        if move not in CENTROID_MOVES:
+            raise ValueError(f"move must be one of {', '.join(CENTROID_MOVES)}, got {move!r}")
+        self.move = move
         self.weight = torch.nn.Parameter(torch.zeros(2, z_dim))
         self.bias = torch.nn.Parameter(torch.zeros(n_classes, 2))
         self.radii = radii
@@ -314,11 +337,21 @@ class DrawnCentroid(torch.nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
         target = self.offsets(z, y)  # (N, 2) pixels
-        shift = (target - torch_light_centroids(x.detach())).clamp(-size / 8.0, size / 8.0) * (2.0 / size)
-        eye = torch.eye(2, dtype=shift.dtype, device=x.device).expand(len(x), 2, 2)
-        theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
+        needed = target - torch_light_centroids(x.detach())
+        eye = torch.eye(2, dtype=target.dtype, device=x.device).expand(len(x), 2, 2)
+        if self.move == "translate":
+            shift = needed.clamp(-size / 8.0, size / 8.0) * (2.0 / size)
+            theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        else:  # output pixel p reads input p - shift x taper(p): the core stays, the outskirts move
+            wgt, coord = _light_weights(x.detach())
+            r2 = coord[:, None].square() + coord[None, :].square()
+            taper = -torch.expm1(-r2 / (2.0 * (LOPSIDED_CORE * size) ** 2))  # (H, W), 0 at the centre, 1 far out
+            lever = (wgt * taper).sum(dim=(1, 2)) / wgt.sum(dim=(1, 2)).clamp(min=1e-6)
+            shift = (needed / lever.clamp(min=_MIN_LOPSIDED_LEVER)[:, None]).clamp(-size / 8.0, size / 8.0) * (2.0 / size)
+            base = F.affine_grid(torch.cat([eye, torch.zeros_like(eye[:, :, :1])], dim=2), list(x.shape), align_corners=False)
+            grid = base - shift[:, None, None, :] * taper.to(shift.dtype)[None, :, :, None]
+        return F.grid_sample(x.float(), grid.float(), mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
