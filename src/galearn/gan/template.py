@@ -292,9 +292,10 @@ class DrawnCentroid(torch.nn.Module):
     stamp is centred on the galaxy's peak) and the outskirts shift by ``s``,
     an m = 1 lopsided distortion; ``s`` is the centroid's needed move over the
     taper's light-weighted mean (at least ``_MIN_LOPSIDED_LEVER``), so the
-    centroid lands near the draw. Real stamps' centroids sit off their peaks
-    this way, which a translation makes with too much asymmetry about the
-    centre (docs/gan.md round 42).
+    centroid lands near the draw. Real stamps' peaks sit at the centre and
+    their centroids off it, where a translation moves the peak too; on the
+    dev images this gave the real peaks and offsets but more asymmetry about
+    the centre, not less (docs/gan.md round 42).
     """
 
     def __init__(self, n_classes: int, z_dim: int, radii: str = "normal", move: str = "translate") -> None:
@@ -338,7 +339,7 @@ class DrawnCentroid(torch.nn.Module):
         size = x.shape[-1]
         target = self.offsets(z, y)  # (N, 2) pixels
         needed = target - torch_light_centroids(x.detach())
-        eye = torch.eye(2, dtype=target.dtype, device=x.device).expand(len(x), 2, 2)
+        eye = torch.eye(2, dtype=needed.dtype, device=x.device).expand(len(x), 2, 2)
         if self.move == "translate":
             shift = needed.clamp(-size / 8.0, size / 8.0) * (2.0 / size)
             theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
