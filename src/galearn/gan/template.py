@@ -241,6 +241,13 @@ def _light_weights(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (total - total.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0.0) * inner, coord
 
 
+def _weighted_centroid(wgt: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """The centroid ``(N, 2)`` (x, y; pixels from the stamp centre) of :func:`_light_weights`' ``wgt`` about ``coord``."""
+    flux = wgt.sum(dim=(1, 2)).clamp(min=1e-6)
+    return torch.stack([(wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux,
+                        (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux], dim=1)
+
+
 def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The morphometry moments of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``mx, my, qxx, qyy, qxy``.
 
@@ -251,8 +258,7 @@ def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """
     wgt, coord = _light_weights(x)
     flux = wgt.sum(dim=(1, 2)).clamp(min=1e-6)
-    mx = (wgt * coord[None, None, :]).sum(dim=(1, 2)) / flux
-    my = (wgt * coord[None, :, None]).sum(dim=(1, 2)) / flux
+    mx, my = _weighted_centroid(wgt, coord).unbind(dim=1)
     dx, dy = coord[None, None, :] - mx[:, None, None], coord[None, :, None] - my[:, None, None]
     return (mx, my, (wgt * dx * dx).sum(dim=(1, 2)) / flux, (wgt * dy * dy).sum(dim=(1, 2)) / flux,
             (wgt * dx * dy).sum(dim=(1, 2)) / flux)
@@ -260,8 +266,7 @@ def torch_light_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def torch_light_centroids(x: torch.Tensor) -> torch.Tensor:
     """:func:`galearn.morphometry.light_centroids` of stamps ``x (N, C, H, W)`` in network units ``[-1, 1]``: ``(N, 2)`` pixels."""
-    mx, my, *_ = torch_light_moments(x)
-    return torch.stack([mx, my], dim=1)
+    return _weighted_centroid(*_light_weights(x))
 
 
 class DrawnCentroid(torch.nn.Module):
@@ -338,14 +343,14 @@ class DrawnCentroid(torch.nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
         target = self.offsets(z, y)  # (N, 2) pixels
-        needed = target - torch_light_centroids(x.detach())
+        wgt, coord = _light_weights(x.detach())
+        needed = target - _weighted_centroid(wgt, coord)
         eye = torch.eye(2, dtype=needed.dtype, device=x.device).expand(len(x), 2, 2)
         if self.move == "translate":
             shift = needed.clamp(-size / 8.0, size / 8.0) * (2.0 / size)
             theta = torch.cat([eye, -shift[:, :, None]], dim=2)  # output pixel p reads input p - shift
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         else:  # output pixel p reads input p - shift x taper(p): the core stays, the outskirts move
-            wgt, coord = _light_weights(x.detach())
             r2 = coord[:, None].square() + coord[None, :].square()
             taper = -torch.expm1(-r2 / (2.0 * (LOPSIDED_CORE * size) ** 2))  # (H, W), 0 at the centre, 1 far out
             lever = (wgt * taper).sum(dim=(1, 2)) / wgt.sum(dim=(1, 2)).clamp(min=1e-6)
