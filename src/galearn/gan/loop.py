@@ -59,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -73,7 +73,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "lr_decay_start": 0, "lr_decay_end": 0, "g_colour_power_match": 0.0,
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
-                   "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate"}
+                   "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
+                   "sky_noise_gain": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -163,6 +164,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
+                  sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
                   upsample=getattr(cfg, "g_upsample", "nearest"),
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
@@ -724,6 +726,13 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             sky["band_correlation_applied"] = bool(off >= SKY_BAND_CORRELATION_MIN)
             if not sky["band_correlation_applied"]:  # separate exposures: independent bands, as before, number for number
                 band_rho = None
+        gain = None
+        if G.sky_noise and G.sky.level_gain:  # the real pixel noise under the galaxy, over the sky's
+            from .sky import measure_noise_gain
+
+            gain = measure_noise_gain(stamps, sample.stretch, sky)
+            sky["noise_gain"] = {"level": [[round(float(v), 5) for v in row] for row in gain[0]],
+                                 "gain": [[round(float(v), 3) for v in row] for row in gain[1]]}
         ratios = row_group = None
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
@@ -751,6 +760,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_correlation(drawn)
                 if band_rho is not None:
                     net.sky.set_band_correlation(band_rho)
+                if gain is not None:
+                    net.sky.set_noise_gain(*gain)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
                 if G.sky.row_levels:

@@ -16,6 +16,10 @@ noise, and G spends its capacity on the galaxy.
   one by one, so one noise level for every generated stamp would be a tell.
 * :func:`measure_sky_band_correlation` -- the correlation between bands of
   the real sky's pixel-scale noise (``gan.sky_band_correlation``).
+* :func:`measure_noise_gain` -- how the real pixel noise under a galaxy
+  differs from the sky's, as a function of the light (``gan.sky_noise_gain``):
+  photon noise raises it in physical units, an 8-bit asinh-like colour
+  composite compresses it where the galaxy is bright.
 * :func:`sky_per_stamp` -- each stamp's own ring level, sigma and clipped
   fraction (``galearn gan evaluate``'s ``sky``: real against generated).
 * :func:`measure_sky_correlation` -- per-band 2-D autocorrelation of the
@@ -57,7 +61,7 @@ from ..errors import BadValueError
 from .rng import seeded_draw
 
 __all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
-           "SKY_BAND_CORRELATION_MIN", "quantisation_step", "measure_sky_correlation",
+           "SKY_BAND_CORRELATION_MIN", "measure_noise_gain", "NOISE_GAIN_BINS", "quantisation_step", "measure_sky_correlation",
            "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
@@ -75,6 +79,8 @@ SHORT_RANGE_CUT = 4
 SKY_BAND_CORRELATION_MIN = 0.3
 #: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
 SCATTER_ROWS = 256
+#: Level bins of the noise gain under the galaxy (``gan.sky_noise_gain``; a fixed buffer shape).
+NOISE_GAIN_BINS = 12
 
 
 def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,6 +333,79 @@ def measure_sky_band_correlation(stretched: np.ndarray, stretch: dict | None = N
     rho = (vec * np.maximum(w, 0.01)) @ vec.T
     d = np.sqrt(np.diag(rho))
     return rho / d[:, None] / d[None, :]
+
+
+def measure_noise_gain(stretched: np.ndarray, stretch: dict | None, sky: dict, *, bins: int = NOISE_GAIN_BINS,
+                       min_pixels: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """How the real stamps' pixel noise changes with the light under it (``gan.sky_noise_gain``), per band.
+
+    The sky noise of :func:`measure_sky` is what a stamp has where there is
+    no galaxy. Under a galaxy it differs: in physical units the source's
+    own photon noise adds to it, and an 8-bit colour image made with an
+    asinh-like stretch (Galaxy Zoo's SDSS composites) compresses it where
+    the galaxy is bright (there the real pixel noise is about half the
+    sky's; docs/gan.md, round 43). A generator given the sky's noise alone
+    is then too noisy, or not noisy enough, exactly where the galaxy is.
+
+    Each pixel's noiseless level is read as its 5x5 mean (linear units) and
+    its noise as the linear value less its 3x3 mean. The levels from
+    ``sky level + 3 sigma`` (no clip at 0 there) to the 99.9th percentile
+    are split into ``bins`` log-spaced bins of their excess over the sky
+    level, and each bin's noise is the MAD of its pixels' noise (galaxy
+    structure in a bin is a tail the MAD ignores). The gain of a bin is its
+    noise over the first bin's, clipped to ``[0.1, 10]``; a bin of fewer
+    than ``min_pixels`` pixels takes the bin below's gain.
+
+    Returns
+    -------
+    levels, gains : arrays (C, bins)
+        Each bin's median level (linear units, increasing) and its noise
+        gain (1 in the first bin). :class:`SkyNoise` multiplies a pixel's
+        noise by the gain interpolated at its noiseless level (1 below the
+        first level, the last gain above the last). A band without
+        ``min_pixels`` pixels above ``sky level + 3 sigma`` keeps gain 1.
+    """
+    from scipy.ndimage import uniform_filter
+
+    x, _ = _stamps_and_ring(stretched, None, "measure_noise_gain")
+    c = x.shape[1]
+    lin, _, _ = _linearise(x, stretch)
+    level = uniform_filter(lin, size=(1, 1, 5, 5), mode="reflect")
+    high = lin - uniform_filter(lin, size=(1, 1, 3, 3), mode="reflect")
+    sky_level = np.asarray(sky["level"], dtype="f8")
+    sky_sigma = np.asarray(sky["sigma"], dtype="f8")
+    levels = np.tile(np.arange(1, bins + 1, dtype="f8"), (c, 1))
+    gains = np.ones((c, bins))
+    for b in range(c):
+        lv, hv = level[:, b].ravel(), high[:, b].ravel()
+        start = sky_level[b] + 3.0 * sky_sigma[b]
+        keep = lv >= start
+        if keep.sum() < min_pixels:
+            levels[b] = start + sky_sigma[b] * np.arange(bins)
+            continue
+        lv, hv = lv[keep], hv[keep]
+        excess = lv - sky_level[b]
+        top = max(float(np.quantile(excess, 0.999)), 3.0 * sky_sigma[b] * 1.01)
+        edges = np.geomspace(3.0 * sky_sigma[b], top, bins + 1)
+        which = np.clip(np.searchsorted(edges, excess, side="right") - 1, 0, bins - 1)
+        noise = np.full(bins, np.nan)
+        for k in range(bins):
+            m = which == k
+            mid = sky_level[b] + np.sqrt(edges[k] * edges[k + 1])
+            levels[b, k] = float(np.median(lv[m])) if m.sum() >= min_pixels else mid
+            if m.sum() >= min_pixels:
+                v = hv[m]
+                noise[k] = 1.4826 * np.median(np.abs(v - np.median(v)))
+        if not np.isfinite(noise[0]) or noise[0] <= 0:
+            continue
+        gain = noise / noise[0]
+        for k in range(1, bins):  # too few pixels: the bin below's gain
+            if not np.isfinite(gain[k]):
+                gain[k] = gain[k - 1]
+        gains[b] = np.clip(gain, 0.1, 10.0)
+        levels[b] = np.maximum.accumulate(levels[b])  # medians of adjacent bins are increasing; guard ties
+        levels[b] += 1e-9 * np.arange(bins) * max(abs(levels[b, -1]), 1.0)
+    return levels.astype("f4"), gains.astype("f4")
 
 
 def _low_threshold(values: np.ndarray) -> np.ndarray:
@@ -585,10 +664,13 @@ class SkyNoise(torch.nn.Module):
     depth and its sky texture from the same real stamp. With
     ``band_correlated`` also ``band_mix`` ``(C, C)`` (placeholder: identity),
     the Cholesky factor of :func:`measure_sky_band_correlation`'s matrix.
+    With ``level_gain`` also ``gain_level`` and ``gain`` ``(C, NOISE_GAIN_BINS)``
+    (placeholder: gain 1), from :func:`measure_noise_gain`: each pixel's noise
+    is multiplied by the gain at its noiseless linear value.
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
-                 row_levels: bool = False, band_correlated: bool = False) -> None:
+                 row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -614,6 +696,37 @@ class SkyNoise(torch.nn.Module):
         self.band_correlated = bool(band_correlated)
         if self.band_correlated:
             self.register_buffer("band_mix", torch.eye(n_bands))
+        self.level_gain = bool(level_gain)
+        if self.level_gain:
+            self.register_buffer("gain_level", torch.arange(1.0, NOISE_GAIN_BINS + 1).repeat(n_bands, 1))
+            self.register_buffer("gain", torch.ones(n_bands, NOISE_GAIN_BINS))
+
+    @torch.no_grad()
+    def set_noise_gain(self, levels: np.ndarray, gains: np.ndarray) -> None:
+        """Set ``gain_level`` / ``gain`` from a :func:`measure_noise_gain` result (``gan.sky_noise_gain`` only)."""
+        if not self.level_gain:
+            raise BadValueError("this generator's sky noise is the same under the galaxy (gan.sky_noise_gain = false)")
+        levels, gains = np.asarray(levels), np.asarray(gains)
+        if levels.shape != tuple(self.gain.shape) or gains.shape != levels.shape:
+            raise BadValueError(f"a noise gain of shapes {levels.shape} / {gains.shape} for a sky of {tuple(self.gain.shape)}")
+        if np.any(np.diff(levels, axis=1) <= 0):
+            raise BadValueError("the noise gain's levels must increase along each band")
+        self.gain_level.copy_(torch.as_tensor(levels, dtype=torch.float32))
+        self.gain.copy_(torch.as_tensor(gains, dtype=torch.float32))
+
+    @torch.no_grad()
+    def noise_gain(self, linear: torch.Tensor) -> torch.Tensor:
+        """The noise gain at each noiseless linear value ``(N, C, H, W)``: ``gain`` linearly interpolated in
+        ``gain_level`` per band (its first / last value beyond the ends)."""
+        n, c, h, w = linear.shape
+        flat = linear.float().transpose(0, 1).reshape(c, -1).contiguous()
+        lv, g = self.gain_level.to(flat.device), self.gain.to(flat.device)
+        hi = torch.searchsorted(lv, flat).clamp(1, lv.shape[1] - 1)
+        lo = hi - 1
+        x0, x1 = lv.gather(1, lo), lv.gather(1, hi)
+        t = ((flat - x0) / (x1 - x0)).clamp(0.0, 1.0)
+        out = torch.lerp(g.gather(1, lo), g.gather(1, hi), t)
+        return out.reshape(c, n, h, w).transpose(0, 1).to(linear.dtype)
 
     @torch.no_grad()
     def set_band_correlation(self, rho: np.ndarray) -> None:
@@ -759,6 +872,8 @@ class SkyNoise(torch.nn.Module):
         asinh = a > 0
         a_safe = torch.where(asinh, a, torch.ones_like(a))
         linear = torch.where(asinh, a_safe * torch.sinh(u * nrm), u)
+        if self.level_gain:  # the real pixel noise under the galaxy, over the sky's (gan.sky_noise_gain)
+            noise = noise * self.noise_gain(linear.detach())
         noisy = linear + sigma * noise
         out = torch.where(asinh, torch.asinh(noisy / a_safe) / nrm, noisy) * 2.0 - 1.0
         return out.clamp(-1.0, 1.0) if clip else out
