@@ -427,3 +427,68 @@ def test_sky_noise_gain_scales_the_noise_with_the_noiseless_level_and_resumes(tm
     np.testing.assert_allclose(ckpt["G_ema"]["sky.gain"].numpy(), recorded["gain"], atol=1e-3)
     np.testing.assert_allclose(ckpt["G_ema"]["sky.gain_level"].numpy(), recorded["level"], rtol=1e-3, atol=1e-5)
     assert_sample_reproducible(ws, cfg)
+
+
+def _field_with_neighbours(n=120, size=48, seed=0):
+    """Physical stamps on an asinh stretch: a bright central galaxy and 0-3 point-like neighbours (Gaussian sigma
+    1.2 px, flux 300 in every band) at known offsets; returns the stretched stamps, stretch, counts and offsets."""
+    from galearn.imaging import AsinhStretch
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    phys = np.zeros((n, 3, size, size)) + 40.0 * np.exp(-(xx**2 + yy**2) / (2 * 3.0**2))[None, None]
+    counts = rng.integers(0, 4, n)
+    offsets = []
+    for i in range(n):
+        turn = rng.uniform(0, 2 * np.pi)
+        for j in range(counts[i]):  # a third of a turn apart: separate sources
+            r, a = rng.uniform(15, 20), turn + 2 * np.pi * j / 3 + rng.uniform(-0.3, 0.3)
+            dx, dy = r * np.cos(a), r * np.sin(a)
+            offsets.append((i, dx, dy))
+            phys[i] += 300.0 / (2 * np.pi * 1.2**2) * np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / (2 * 1.2**2))
+    phys += rng.standard_normal(phys.shape) * SIGMA[None, :, None, None]
+    stretch = AsinhStretch.fit(phys, noise_sigma=SIGMA)
+    d = {"method": "asinh", "softening": stretch.softening.tolist(), "maximum": stretch.maximum.tolist()}
+    return stretch.forward(phys).astype("f4"), d, counts, offsets
+
+
+def test_neighbours_are_measured_and_drawn_as_in_the_real_stamps(tmp_path, monkeypatch):
+    """measure_neighbours finds the constructed neighbours away from the central galaxy (counts per stamp, flux
+    per band within 25 %, distance from the centre within 0.5 px, size near their sigma); render_neighbours draws
+    a stamp's real count of real sources at their distance with their flux; gan.g_neighbours trains with them
+    (gan/config.json records them), resumes exactly and samples reproducibly, and needs a measured sky."""
+    from galearn.gan.loop import build_networks
+    from galearn.gan.neighbours import NEIGHBOUR_COUNT_ROWS, measure_neighbours, render_neighbours
+    from galearn.gan.sky import _linearise, measure_sky
+
+    stretched, stretch, counts, offsets = _field_with_neighbours()
+    sky = measure_sky(stretched, stretch)
+    got_counts, sources = measure_neighbours(_linearise(stretched, stretch)[0], sky["level"], sky["sigma"])
+    np.testing.assert_array_equal(got_counts, counts)
+    assert len(sources) == len(offsets)
+    np.testing.assert_allclose(sources[:, :3], 300.0, rtol=0.25)
+    true_r = np.sort([np.hypot(dx, dy) for _, dx, dy in offsets])
+    np.testing.assert_allclose(np.sort(np.hypot(sources[:, 4], sources[:, 5])), true_r, atol=0.5)
+    assert 0.8 < np.median(sources[:, 3]) < 1.4
+
+    one = torch.from_numpy(np.array([[300.0, 300.0, 300.0, 1.2, 15.0, 0.0]], dtype="f4"))
+    image = render_neighbours(torch.ones(NEIGHBOUR_COUNT_ROWS, dtype=torch.long), one, 1, (8, 3, 48, 48),
+                              torch.Generator().manual_seed(0), torch.device("cpu"), torch.float32)
+    np.testing.assert_allclose(image.sum(dim=(2, 3)).numpy(), 300.0, rtol=0.01)
+    yy, xx = torch.meshgrid(torch.arange(48.0) - 23.5, torch.arange(48.0) - 23.5, indexing="ij")
+    w = image[:, 0]
+    r = torch.hypot((w * xx).sum((1, 2)) / w.sum((1, 2)), (w * yy).sum((1, 2)) / w.sum((1, 2)))
+    np.testing.assert_allclose(r.numpy(), 15.0, atol=0.05)
+
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", g_neighbours=True)
+    G, _, _ = build_networks(2, 3, 32, cfg)
+    assert G.sky.neighbours
+    # the tiny test field's stamps hold none: the measured neighbours of the constructed field stand in
+    monkeypatch.setattr("galearn.gan.neighbours.measure_neighbours", lambda *a, **k: (got_counts, sources * [1, 1, 1, 1, 0.5, 0.5]))
+    ws, ckpt = assert_resume_exact(tmp_path / "neighbours", cfg)
+    recorded = json.loads((ws.gan / "config.json").read_text())["sky"]["neighbours"]
+    assert recorded["sources"] == len(sources) and int(ckpt["G_ema"]["sky.neighbour_sources"]) == min(len(sources), 512)
+    assert abs(recorded["per_stamp_mean"] - got_counts.mean()) < 1e-3
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match="g_neighbours needs a measured"):
+        build_networks(2, 3, 32, dataclasses.replace(TINY, sky_noise="learnt", g_neighbours=True))

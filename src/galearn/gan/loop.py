@@ -59,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -74,7 +74,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
-                   "sky_noise_gain": False}
+                   "sky_noise_gain": False, "g_neighbours": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -165,6 +165,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
+                  neighbours=bool(getattr(cfg, "g_neighbours", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
                   upsample=getattr(cfg, "g_upsample", "nearest"),
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),
@@ -733,6 +734,17 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             gain = measure_noise_gain(stamps, sample.stretch, sky)
             sky["noise_gain"] = {"level": [[round(float(v), 5) for v in row] for row in gain[0]],
                                  "gain": [[round(float(v), 3) for v in row] for row in gain[1]]}
+        neighbours = None
+        if G.sky_noise and G.sky.neighbours:  # the real stamps' neighbouring sources (gan.g_neighbours)
+            from .neighbours import measure_neighbours
+            from .sky import _linearise
+
+            neighbours = measure_neighbours(_linearise(stamps, sample.stretch)[0], sky["level"], sky["sigma"])
+            counts, sources = neighbours
+            sky["neighbours"] = {"per_stamp_mean": round(float(counts.mean()), 3),
+                                 "stamps_with_any": round(float((counts > 0).mean()), 3), "sources": int(len(sources)),
+                                 "sigma_px_quantiles": [round(float(v), 2) for v in
+                                                        (np.quantile(sources[:, -3], (0.05, 0.5, 0.95)) if len(sources) else ())]}
         ratios = row_group = None
         if G.sky_noise and G.sky.scatter:  # each real stamp's own sigma over the pooled one (gan.sky_scatter)
             from .sky import measure_sky_scatter
@@ -762,6 +774,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_band_correlation(band_rho)
                 if gain is not None:
                     net.sky.set_noise_gain(*gain)
+                if neighbours is not None:
+                    net.sky.set_neighbours(*neighbours, random_state=cfg.random_state)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
                 if G.sky.row_levels:

@@ -243,6 +243,11 @@ class Generator(nn.Module):
         correlation (buffer ``sky.band_mix``, set from
         :func:`galearn.gan.sky.measure_sky_band_correlation` by
         :func:`galearn.gan.loop.run_train`; ignored without ``sky_noise``).
+    neighbours : bool
+        ``gan.g_neighbours``: real neighbouring sources (counts and sources
+        from :func:`galearn.gan.neighbours.measure_neighbours`, set by
+        :func:`galearn.gan.loop.run_train`) drawn into each noiseless stamp
+        before the sky noise (needs ``sky_noise``).
     sky_noise_gain : bool
         ``gan.sky_noise_gain``: the measured sky noise multiplied, pixel by
         pixel, by the real stamps' noise gain at the noiseless level (buffers
@@ -367,7 +372,7 @@ class Generator(nn.Module):
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
-                 sky_noise_gain: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
+                 sky_noise_gain: bool = False, neighbours: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, centroid_radii: str = "normal",
                  centroid_move: str = "translate") -> None:
@@ -424,8 +429,10 @@ class Generator(nn.Module):
 
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
-                                level_gain=sky_noise_gain)
+                                level_gain=sky_noise_gain, neighbours=neighbours)
         else:
+            if neighbours:
+                raise BadValueError("gan.g_neighbours needs a measured gan.sky_noise (auto, measured or measured-correlated)")
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
         self.random_rotation = bool(random_rotation)

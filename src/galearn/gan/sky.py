@@ -666,11 +666,15 @@ class SkyNoise(torch.nn.Module):
     the Cholesky factor of :func:`measure_sky_band_correlation`'s matrix.
     With ``level_gain`` also ``gain_level`` and ``gain`` ``(C, NOISE_GAIN_BINS)``
     (placeholder: gain 1), from :func:`measure_noise_gain`: each pixel's noise
-    is multiplied by the gain at its noiseless linear value.
+    is multiplied by the gain at its noiseless linear value. With ``neighbours``
+    also ``neighbour_count``, ``neighbour_source`` and ``neighbour_sources``
+    (placeholder: none), from :meth:`set_neighbours`: real neighbouring sources
+    drawn into each noiseless stamp before its noise (:mod:`galearn.gan.neighbours`).
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
-                 row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False) -> None:
+                 row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False,
+                 neighbours: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -696,10 +700,34 @@ class SkyNoise(torch.nn.Module):
         self.band_correlated = bool(band_correlated)
         if self.band_correlated:
             self.register_buffer("band_mix", torch.eye(n_bands))
+        self.neighbours = bool(neighbours)
+        if self.neighbours:  # real stamps' neighbour counts and sources (gan.g_neighbours; gan/neighbours.py)
+            from .neighbours import NEIGHBOUR_COUNT_ROWS, NEIGHBOUR_SOURCE_ROWS
+
+            self.register_buffer("neighbour_count", torch.zeros(NEIGHBOUR_COUNT_ROWS, dtype=torch.long))
+            self.register_buffer("neighbour_source", torch.zeros(NEIGHBOUR_SOURCE_ROWS, n_bands + 3))
+            self.register_buffer("neighbour_sources", torch.zeros((), dtype=torch.long))
         self.level_gain = bool(level_gain)
         if self.level_gain:
             self.register_buffer("gain_level", torch.arange(1.0, NOISE_GAIN_BINS + 1).repeat(n_bands, 1))
             self.register_buffer("gain", torch.ones(n_bands, NOISE_GAIN_BINS))
+
+    @torch.no_grad()
+    def set_neighbours(self, counts: np.ndarray, sources: np.ndarray, random_state: int = 0) -> None:
+        """Keep ``NEIGHBOUR_COUNT_ROWS`` real stamps' neighbour counts and up to ``NEIGHBOUR_SOURCE_ROWS`` of their
+        sources (a seeded draw; :func:`~galearn.gan.neighbours.measure_neighbours`; ``gan.g_neighbours`` only)."""
+        if not self.neighbours:
+            raise BadValueError("this generator draws no neighbours (gan.g_neighbours = false)")
+        counts, sources = np.asarray(counts, dtype=np.int64), np.asarray(sources, dtype=np.float32)
+        if sources.ndim != 2 or sources.shape[1] != self.neighbour_source.shape[1]:
+            raise BadValueError(f"neighbour sources of shape {sources.shape} for a {len(self.sigma)}-band sky")
+        rng = np.random.default_rng(random_state)
+        self.neighbour_count.copy_(torch.from_numpy(rng.choice(counts, size=len(self.neighbour_count))))
+        m = min(len(sources), len(self.neighbour_source))
+        chosen = sources[rng.choice(len(sources), size=m, replace=False)] if m else sources[:0]
+        self.neighbour_source.zero_()
+        self.neighbour_source[:m] = torch.from_numpy(chosen)
+        self.neighbour_sources.fill_(m)
 
     @torch.no_grad()
     def set_noise_gain(self, levels: np.ndarray, gains: np.ndarray) -> None:
@@ -872,6 +900,11 @@ class SkyNoise(torch.nn.Module):
         asinh = a > 0
         a_safe = torch.where(asinh, a, torch.ones_like(a))
         linear = torch.where(asinh, a_safe * torch.sinh(u * nrm), u)
+        if self.neighbours:  # real stamps' neighbours, drawn into the noiseless stamp (gan.g_neighbours)
+            from .neighbours import render_neighbours
+
+            linear = linear + render_neighbours(self.neighbour_count, self.neighbour_source,
+                                                int(self.neighbour_sources), tuple(h.shape), gen, h.device, h.dtype)
         if self.level_gain:  # the real pixel noise under the galaxy, over the sky's (gan.sky_noise_gain)
             noise = noise * self.noise_gain(linear.detach())
         noisy = linear + sigma * noise
