@@ -492,3 +492,14 @@ def test_neighbours_are_measured_and_drawn_as_in_the_real_stamps(tmp_path, monke
     assert_sample_reproducible(ws, cfg)
     with pytest.raises(BadValueError, match="g_neighbours needs a measured"):
         build_networks(2, 3, 32, dataclasses.replace(TINY, sky_noise="learnt", g_neighbours=True))
+
+
+def test_pixel_level_sky_measures_read_a_seeded_subset_of_a_large_training_set():
+    """The noise gain and the neighbours read at most MEASURED_STAMPS_MAX stamps: a seeded, sorted draw."""
+    from galearn.gan.loop import MEASURED_STAMPS_MAX, _measured_subset
+
+    stamps = np.arange(MEASURED_STAMPS_MAX + 500, dtype="f4")[:, None, None, None]
+    a, b = _measured_subset(stamps, 3), _measured_subset(stamps, 3)
+    assert len(a) == MEASURED_STAMPS_MAX and np.array_equal(a, b) and np.all(np.diff(a.ravel()) > 0)
+    assert not np.array_equal(a, _measured_subset(stamps, 4))
+    assert _measured_subset(stamps[:10], 3) is not None and len(_measured_subset(stamps[:10], 3)) == 10

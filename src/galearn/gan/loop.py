@@ -84,6 +84,17 @@ STAMP_MATCH_TERMS = ("g_stamp_power_match", "g_colour_power_match", "g_profile_m
 STATS_COLUMNS = ("step", "loss_G", "loss_D", "D_real", "D_fake", "seconds", "cpu_seconds")
 
 
+#: Pixel-level sky measurements that hold several float64 copies of the stamps read at most this many of them.
+MEASURED_STAMPS_MAX = 2000
+
+
+def _measured_subset(stamps: np.ndarray, seed: int, limit: int = MEASURED_STAMPS_MAX) -> np.ndarray:
+    """``stamps``, or a seeded draw of ``limit`` of them (sorted) when there are more: memory for pixel-level measures."""
+    if len(stamps) <= limit:
+        return stamps
+    return stamps[np.sort(np.random.default_rng(seed).choice(len(stamps), size=limit, replace=False))]
+
+
 def set_threads(threads: int | None = None) -> int:
     """Set torch's intra-op CPU threads: ``threads``, or (None / 0) every core this process may run on.
 
@@ -731,7 +742,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         if G.sky_noise and G.sky.level_gain:  # the real pixel noise under the galaxy, over the sky's
             from .sky import measure_noise_gain
 
-            gain = measure_noise_gain(stamps, sample.stretch, sky)
+            gain = measure_noise_gain(_measured_subset(stamps, cfg.random_state), sample.stretch, sky)
             sky["noise_gain"] = {"level": [[round(float(v), 5) for v in row] for row in gain[0]],
                                  "gain": [[round(float(v), 3) for v in row] for row in gain[1]]}
         neighbours = None
@@ -739,7 +750,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
             from .neighbours import measure_neighbours
             from .sky import _linearise
 
-            neighbours = measure_neighbours(_linearise(stamps, sample.stretch)[0], sky["level"], sky["sigma"])
+            neighbours = measure_neighbours(_linearise(_measured_subset(stamps, cfg.random_state), sample.stretch)[0],
+                                            sky["level"], sky["sigma"])
             counts, sources = neighbours
             sky["neighbours"] = {"per_stamp_mean": round(float(counts.mean()), 3),
                                  "stamps_with_any": round(float((counts > 0).mean()), 3), "sources": int(len(sources)),
