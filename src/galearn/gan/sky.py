@@ -403,9 +403,10 @@ def measure_noise_gain(stretched: np.ndarray, stretch: dict | None, sky: dict, *
             if not np.isfinite(gain[k]):
                 gain[k] = gain[k - 1]
         gains[b] = np.clip(gain, 0.1, 10.0)
-        levels[b] = np.maximum.accumulate(levels[b])  # medians of adjacent bins are increasing; guard ties
-        levels[b] += 1e-9 * np.arange(bins) * max(abs(levels[b, -1]), 1.0)
-    return levels.astype("f4"), gains.astype("f4")
+    levels = levels.astype("f4")
+    for k in range(1, bins):  # strictly increasing in float32 (equal medians of two sparse bins: one ulp apart)
+        levels[:, k] = np.maximum(levels[:, k], np.nextafter(levels[:, k - 1], np.float32(np.inf)))
+    return levels, gains.astype("f4")
 
 
 def _low_threshold(values: np.ndarray) -> np.ndarray:
