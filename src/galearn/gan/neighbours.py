@@ -40,18 +40,16 @@ NEIGHBOURS_MAX = 8
 MIN_NEIGHBOUR_SIGMA = 0.6
 
 
-def measure_neighbours(stretched: np.ndarray, stretch: dict | None, sky: dict, *, threshold: float = 5.0,
+def measure_neighbours(linear: np.ndarray, level: np.ndarray, sigma: np.ndarray, *, threshold: float = 5.0,
                        min_pixels: int = 4, core: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The compact sources of real stamps away from their centre.
 
     Parameters
     ----------
-    stretched : array (N, C, H, W)
-        Real stretched stamps in ``[0, 1]``; measured in the stretch's linear units.
-    stretch : dict or None
-        The sample's stretch description (as for :func:`galearn.gan.sky.measure_sky`).
-    sky : dict
-        :func:`galearn.gan.sky.measure_sky` of the same stamps: its per-band ``level`` and ``sigma``.
+    linear : array (N, C, H, W)
+        Real stamps in the stretch's linear units (:func:`galearn.gan.sky._linearise`).
+    level, sigma : arrays (C,)
+        The sky's level and noise per band (:func:`galearn.gan.sky.measure_sky`).
     threshold : float
         Detection threshold on the band-summed excess ``sum_b (x_b - level_b) / sigma_b`` averaged over
         3x3 pixels, in units of that map's own robust spread on the real stamps' outer rings (median and
@@ -73,16 +71,14 @@ def measure_neighbours(stretched: np.ndarray, stretch: dict | None, sky: dict, *
     """
     from scipy import ndimage
 
-    from .sky import _linearise, _stamps_and_ring
-
-    stamps, ring = _stamps_and_ring(stretched, None, "measure_neighbours")
-    x = _linearise(stamps, stretch)[0]
+    x = np.asarray(linear, dtype="f8")
     n, c, h, w = x.shape
-    level = np.asarray(sky["level"], "f8")[None, :, None, None]
-    above = (x - level) / np.maximum(np.asarray(sky["sigma"], "f8"), 1e-12)[None, :, None, None]
+    above = (x - np.asarray(level, "f8")[None, :, None, None]) / np.maximum(np.asarray(sigma, "f8"), 1e-12)[None, :, None, None]
     box = ndimage.uniform_filter(above.sum(axis=1), size=(1, 3, 3), mode="nearest")
     # In units of its own spread on the sky: the bands' noise may be correlated (a colour JPEG's is grey) and so
     # may neighbouring pixels', so the spread is measured (outer ring, median and MAD), not assumed.
+    ring = np.ones((h, w), dtype=bool)
+    ring[h // 8:h - h // 8, w // 8:w - w // 8] = False
     sky_box = box[:, ring]
     centre = np.median(sky_box)
     spread = 1.4826 * np.median(np.abs(sky_box - centre))
@@ -103,7 +99,7 @@ def measure_neighbours(stretched: np.ndarray, stretch: dict | None, sky: dict, *
     central[np.unique(labels[:, radius <= core])] = True
     stamp = np.zeros(size, dtype=np.int64)
     stamp[flat] = np.repeat(np.arange(n), h * w)
-    excess = x - level
+    excess = x - np.asarray(level, "f8")[None, :, None, None]
     flux = np.stack([np.bincount(flat, weights=excess[:, b].ravel(), minlength=size) for b in range(c)], axis=1)
     weight = np.clip(above.sum(axis=1), 0.0, None).ravel()  # the band-summed significance, for the moments
     wsum = np.bincount(flat, weights=weight, minlength=size)
