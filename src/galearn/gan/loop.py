@@ -59,7 +59,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -74,7 +74,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
-                   "sky_noise_gain": False, "g_neighbours": False}
+                   "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -177,6 +177,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
                   neighbours=bool(getattr(cfg, "g_neighbours", False)),
+                  sky_floor=bool(getattr(cfg, "g_sky_floor", False)),
                   random_rotation=bool(getattr(cfg, "g_random_rotation", False)),
                   upsample=getattr(cfg, "g_upsample", "nearest"),
                   template_blur=float(getattr(cfg, "g_template_blur", 0.0)),

@@ -248,6 +248,11 @@ class Generator(nn.Module):
         from :func:`galearn.gan.neighbours.measure_neighbours`, set by
         :func:`galearn.gan.loop.run_train`) drawn into each noiseless stamp
         before the sky noise (needs ``sky_noise``).
+    sky_floor : bool
+        ``gan.g_sky_floor``: the final noiseless stamp floored, per stamp and
+        band, at its own outer-ring median before the sky noise is added: G
+        adds light to its sky and never takes any away, so the sky's pixels
+        below the sky level come from the noise alone (needs ``sky_noise``).
     sky_noise_gain : bool
         ``gan.sky_noise_gain``: the measured sky noise multiplied, pixel by
         pixel, by the real stamps' noise gain at the noiseless level (buffers
@@ -372,7 +377,7 @@ class Generator(nn.Module):
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
-                 sky_noise_gain: bool = False, neighbours: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
+                 sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, centroid_radii: str = "normal",
                  centroid_move: str = "translate") -> None:
@@ -431,11 +436,14 @@ class Generator(nn.Module):
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
                                 level_gain=sky_noise_gain, neighbours=neighbours)
         else:
+            if sky_floor:
+                raise BadValueError("gan.g_sky_floor needs a measured gan.sky_noise (auto, measured or measured-correlated)")
             if neighbours:
                 raise BadValueError("gan.g_neighbours needs a measured gan.sky_noise (auto, measured or measured-correlated)")
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
         self.random_rotation = bool(random_rotation)
+        self.sky_floor = bool(sky_floor)
         self.sky_penalty = float(sky_penalty)
         if self.sky_penalty:
             if not sky_noise:
@@ -540,6 +548,10 @@ class Generator(nn.Module):
             out = self.ellipticity(out, z, y, gen)
         if self.centroid is not None:  # the noiseless stamp moved so its light sits at the offset drawn from z
             out = self.centroid(out, z, y)
+        if self.sky_floor:  # light adds to the sky: no noiseless pixel below the stamp's own sky level
+            from .template import ring_median
+
+            out = torch.maximum(out, ring_median(out))
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 level = self.sky.ring_median(out).detach() if self.sky_reference == "stamp" else self.sky_ring_level
