@@ -459,11 +459,11 @@ def test_neighbours_are_measured_and_drawn_as_in_the_real_stamps(tmp_path, monke
     (gan/config.json records them), resumes exactly and samples reproducibly, and needs a measured sky."""
     from galearn.gan.loop import build_networks
     from galearn.gan.neighbours import NEIGHBOUR_COUNT_ROWS, measure_neighbours, render_neighbours
-    from galearn.gan.sky import _linearise, measure_sky
+    from galearn.gan.sky import linearise, measure_sky
 
     stretched, stretch, counts, offsets = _field_with_neighbours()
     sky = measure_sky(stretched, stretch)
-    got_counts, sources = measure_neighbours(_linearise(stretched, stretch)[0], sky["level"], sky["sigma"])
+    got_counts, sources = measure_neighbours(linearise(stretched, stretch)[0], sky["level"], sky["sigma"])
     np.testing.assert_array_equal(got_counts, counts)
     assert len(sources) == len(offsets)
     np.testing.assert_allclose(sources[:, :3], 300.0, rtol=0.25)

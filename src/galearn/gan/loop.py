@@ -749,9 +749,9 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
         neighbours = None
         if G.sky_noise and G.sky.neighbours:  # the real stamps' neighbouring sources (gan.g_neighbours)
             from .neighbours import measure_neighbours
-            from .sky import _linearise
+            from .sky import linearise
 
-            neighbours = measure_neighbours(_linearise(_measured_subset(stamps, cfg.random_state), sample.stretch)[0],
+            neighbours = measure_neighbours(linearise(_measured_subset(stamps, cfg.random_state), sample.stretch)[0],
                                             sky["level"], sky["sigma"])
             counts, sources = neighbours
             sky["neighbours"] = {"per_stamp_mean": round(float(counts.mean()), 3),

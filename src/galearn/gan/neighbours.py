@@ -47,7 +47,7 @@ def measure_neighbours(linear: np.ndarray, level: np.ndarray, sigma: np.ndarray,
     Parameters
     ----------
     linear : array (N, C, H, W)
-        Real stamps in the stretch's linear units (:func:`galearn.gan.sky._linearise`).
+        Real stamps in the stretch's linear units (:func:`galearn.gan.sky.linearise`).
     level, sigma : arrays (C,)
         The sky's level and noise per band (:func:`galearn.gan.sky.measure_sky`).
     threshold : float

@@ -14,6 +14,8 @@ noise, and G spends its capacity on the galaxy.
   pooled one, per band (``gan.sky_scatter``): depth varies across a mosaic
   (tile overlaps, deep fields inside wide ones) and 8-bit images are scaled
   one by one, so one noise level for every generated stamp would be a tell.
+* :func:`linearise` -- stretched stamps back to the stretch's linear units,
+  where the sky noise is added and the sky measures are read.
 * :func:`measure_sky_band_correlation` -- the correlation between bands of
   the real sky's pixel-scale noise (``gan.sky_band_correlation``).
 * :func:`measure_noise_gain` -- how the real pixel noise under a galaxy
@@ -60,7 +62,7 @@ from scipy.stats import norm
 from ..errors import BadValueError
 from .rng import seeded_draw
 
-__all__ = ["measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
+__all__ = ["linearise", "measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
            "SKY_BAND_CORRELATION_MIN", "measure_noise_gain", "NOISE_GAIN_BINS", "quantisation_step", "measure_sky_correlation",
            "noise_correlation", "short_range_correlation",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
@@ -83,7 +85,7 @@ SCATTER_ROWS = 256
 NOISE_GAIN_BINS = 12
 
 
-def _linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linearise(stretched: np.ndarray, stretch: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stretched stamps -> linear units; returns ``(values, softening, norm)`` (softening 0: identity)."""
     n_bands = stretched.shape[1]
     if stretch and stretch.get("method") == "asinh":
@@ -178,7 +180,7 @@ def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: i
     ``sigma = (x_q2 - x_q1) / (z_q2 - z_q1)`` and ``level = x_q1 - sigma z_q1``.
     """
     x, ring = _stamps_and_ring(stretched, border, "measure_sky")
-    lin, a, nrm = _linearise(x, stretch)
+    lin, a, nrm = linearise(x, stretch)
     v = np.moveaxis(lin[:, :, ring], 1, 0).reshape(x.shape[1], -1)  # (C, N * ring pixels)
     clipped = np.moveaxis(x[:, :, ring], 1, 0).reshape(x.shape[1], -1) <= 0
     s, x1, z1 = _sky_quantiles(v, clipped, axis=1, step=quantisation_step(x, stretch))
@@ -282,7 +284,7 @@ def sky_per_stamp(stretched: np.ndarray, stretch: dict | None = None, *, border:
         the whole stamp's pixels at or below 0.
     """
     x, ring = _stamps_and_ring(stretched, border, "sky_per_stamp")
-    lin, _, _ = _linearise(x, stretch)
+    lin, _, _ = linearise(x, stretch)
     sigma, x1, z1 = _sky_quantiles(lin[:, :, ring], x[:, :, ring] <= 0, axis=2, step=quantisation_step(x, stretch))
     return {"level": x1 - sigma * z1, "sigma": sigma, "clipped": (x <= 0).mean(axis=(2, 3))}
 
@@ -312,7 +314,7 @@ def measure_sky_band_correlation(stretched: np.ndarray, stretch: dict | None = N
     c = x.shape[1]
     if c < 2:
         return np.ones((c, c))
-    lin, _, _ = _linearise(x, stretch)
+    lin, _, _ = linearise(x, stretch)
     high = lin - uniform_filter(lin, size=(1, 1, 3, 3), mode="reflect")
     unclipped = minimum_filter((x > 0).all(axis=1), size=(1, 3, 3), mode="nearest")  # (N, H, W)
     use = unclipped & ring[None]
@@ -369,7 +371,7 @@ def measure_noise_gain(stretched: np.ndarray, stretch: dict | None, sky: dict, *
 
     x, _ = _stamps_and_ring(stretched, None, "measure_noise_gain")
     c = x.shape[1]
-    lin, _, _ = _linearise(x, stretch)
+    lin, _, _ = linearise(x, stretch)
     level = uniform_filter(lin, size=(1, 1, 5, 5), mode="reflect")
     high = lin - uniform_filter(lin, size=(1, 1, 3, 3), mode="reflect")
     sky_level = np.asarray(sky["level"], dtype="f8")
