@@ -28,6 +28,7 @@ from torch.nn.utils import spectral_norm
 
 from ..errors import BadValueError
 from .rng import seeded_draw
+from .template import ring_median
 
 __all__ = ["Generator", "Discriminator", "G_UPSAMPLE", "NoiseInjection", "minibatch_stddev", "D_HEADS", "to_stretched", "from_stretched", "check_stamp_size", "n_parameters",
            "gaussian_blur", "SkipExcitation"]
@@ -436,10 +437,9 @@ class Generator(nn.Module):
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
                                 level_gain=sky_noise_gain, neighbours=neighbours)
         else:
-            if sky_floor:
-                raise BadValueError("gan.g_sky_floor needs a measured gan.sky_noise (auto, measured or measured-correlated)")
-            if neighbours:
-                raise BadValueError("gan.g_neighbours needs a measured gan.sky_noise (auto, measured or measured-correlated)")
+            for name, on in (("gan.g_sky_floor", sky_floor), ("gan.g_neighbours", neighbours)):  # parts of the measured sky
+                if on:
+                    raise BadValueError(f"{name} needs a measured gan.sky_noise (auto, measured or measured-correlated)")
             self.out_noise = NoiseInjection(n_bands, per_channel=True, init=0.3)
         self.sky_noise = bool(sky_noise)
         self.random_rotation = bool(random_rotation)
@@ -527,8 +527,6 @@ class Generator(nn.Module):
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
         if self.template is not None:
-            from .template import ring_median
-
             templates = self.class_templates()
             base = self.warp(templates, z, y) if self.warp is not None else templates[y]
             if self.envelope:  # the source's light above its sky, 0..1: G paints only where the template has light
@@ -549,8 +547,6 @@ class Generator(nn.Module):
         if self.centroid is not None:  # the noiseless stamp moved so its light sits at the offset drawn from z
             out = self.centroid(out, z, y)
         if self.sky_floor:  # light adds to the sky: no noiseless pixel below the stamp's own sky level
-            from .template import ring_median
-
             out = torch.maximum(out, ring_median(out))
         if self.sky_noise:
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
