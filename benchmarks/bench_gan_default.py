@@ -5,7 +5,7 @@ Copies ``sample.h5`` / ``sample.parts`` / ``features`` / ``config.toml`` /
 ``gan train`` (``--steps``, one torch thread) -> ``gan sample`` ->
 ``gan evaluate`` with the workspace's configuration and the JSON overrides of
 ``[gan]``, and writes the headline metrics, CPU seconds and the overrides to
-``OUT_DIR/NAME.json``. Used for the per-seed tables of docs/gan.md (issue 14)::
+``OUT_DIR/NAME.json``. Used for the per-seed tables of docs/gan-experiments.md (issue 14)::
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bench_gan_default.py \\
         /tmp/15r3-s1 wg0-s1 '{"g_template_warp": true, "g_out_scale": 0.0}' --out-dir /tmp/14r3

@@ -18,7 +18,7 @@ numbers standardised by the real training stamps (``gan.realism_space = morphome
   (training + held-out) against generated;
 * the FID of the whole library once each generated number is mapped by rank onto the training stamps' own
   distribution of it (every marginal then matches exactly): what is left lies in how the numbers move together,
-  which no per-number term in G's loss can hold (docs/gan.md round 35), for all numbers and for the spectrum and
+  which no per-number term in G's loss can hold (docs/gan-experiments.md round 35), for all numbers and for the spectrum and
   profile together.
 
     .venv/bin/python benchmarks/bench_gan_fid_n.py WS [--sizes 120 240] [--draws 5] [--seed 0] [--common GROUP ...] [--out OUT.json]

@@ -81,7 +81,7 @@ def test_gan_steps_read_only_their_own_settings():
 
 
 def test_the_shipped_30_minute_gan_setting_loads_and_is_valid():
-    """docs/gan-30min.toml (docs/gan.md round 23) stays a configuration `gan train --config` accepts."""
+    """docs/gan-30min.toml (docs/gan-experiments.md round 23) stays a configuration `gan train --config` accepts."""
     from pathlib import Path
 
     pytest.importorskip("torch")

@@ -1,7 +1,7 @@
 """gan.g_match_distance = "energy": the per-stamp matching terms (stamp spectra, colour spectra, light profiles and
 their joint projections) compare each class's generated values with the real ones by the energy distance, whose
 expectation is least at the real distribution; sorted matching of a 16-stamp batch favours too narrow a spread
-(docs/gan.md issue 14 round 41)."""
+(docs/gan-experiments.md issue 14 round 41)."""
 
 from __future__ import annotations
 

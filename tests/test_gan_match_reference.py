@@ -1,6 +1,6 @@
 """gan.g_match_reference = "class": the matching terms compare each generated batch with its classes over the whole
 training set (mean power spectrum, pixel quantiles) instead of the step's real batch; gan.g_stamp_power_match: the
-distribution of the stamps' own spectra (docs/gan.md issue 14 round 21); gan.g_colour_power_match: the same of their
+distribution of the stamps' own spectra (docs/gan-experiments.md issue 14 round 21); gan.g_colour_power_match: the same of their
 colour maps, every pair of bands' difference (round 30); gan.g_profile_match: the distribution of the stamps' own
 light profiles (round 33); gan.g_joint_match: the joint distribution of each stamp's spectrum and profile (round 35)."""
 

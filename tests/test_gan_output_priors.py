@@ -1,4 +1,4 @@
-"""Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan.md
+"""Options of G's own output before the template and the sky noise: a fixed Gaussian blur (gan.g_blur, docs/gan-experiments.md
 issue 14 round 6), a weight on its point-antisymmetric part (gan.g_asymmetry, round 7; within gan.g_asymmetry_radius,
 round 31), FastGAN's skip-layer
 excitation (gan.g_skip_excitation, round 8) a drawn light centroid (gan.g_drawn_centroid, round 38; its radii drawn

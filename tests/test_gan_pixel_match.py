@@ -1,5 +1,5 @@
 """gan.g_pixel_match: a G loss term pulling the generated batch's per-band pixel-value distribution to the real
-batch's, seeing through the clip to black (docs/gan.md issue 14 round 20)."""
+batch's, seeing through the clip to black (docs/gan-experiments.md issue 14 round 20)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """gan.g_power_match: a G loss term pulling the generated batch's log power spectrum to the real batch's
-(docs/gan.md issue 14 round 19)."""
+(docs/gan-experiments.md issue 14 round 19)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conditioning the GAN on redshift as well as class (gan.redshift_bins; issue 14 item 5, docs/gan.md round 7)."""
+"""Conditioning the GAN on redshift as well as class (gan.redshift_bins; issue 14 item 5, docs/gan-experiments.md round 7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """G's residual restricted to the class template's colours (gan.g_residual = "luminance") and the noiseless
-sky level pinned to the template's (gan.g_pin_sky): docs/gan.md, issue 14 round 4."""
+sky level pinned to the template's (gan.g_pin_sky): docs/gan-experiments.md, issue 14 round 4."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_config_round_trip_of_the_new_options(tmp_path):
     from galearn.config import RunConfig, load_config
 
     cfg = RunConfig()
-    assert cfg.gan.g_residual == "bands" and cfg.gan.g_pin_sky is False and cfg.gan.g_envelope is False  # off by default (docs/gan.md round 4)
+    assert cfg.gan.g_residual == "bands" and cfg.gan.g_pin_sky is False and cfg.gan.g_envelope is False  # off by default (docs/gan-experiments.md round 4)
     cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, g_residual="luminance", g_pin_sky=True))
     path = tmp_path / "cfg.toml"
     path.write_text(cfg.to_toml())

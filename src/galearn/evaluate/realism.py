@@ -225,7 +225,7 @@ def memorised_fraction(generated: np.ndarray, train: np.ndarray, heldout: np.nda
     (``"linear"``) on 120 held-out rows reads between the 2nd and 3rd
     nearest, about the 1.8th percentile, so that a generator drawing new
     real galaxies scored 1.7 % on average (``benchmarks/bench_memorised_threshold.py``,
-    docs/gan.md round 36). A generator that does not copy its training set
+    docs/gan-experiments.md round 36). A generator that does not copy its training set
     therefore scores about ``percentile / 100`` (0.01); copies score higher.
     ``nearest``: :func:`nearest_training_distances`, when already at hand.
 

@@ -27,7 +27,7 @@ cannot learn the augmentation. Policies (comma-separated names):
     Hides part of every galaxy from D, a regulariser against a D that
     separates a few hundred real stamps too easily -- but it LEAKS: applied
     to every stamp, G learns to paint the noiseless hole (flat dark squares
-    in up to 7.5 % of 30-CPU-minute libraries, docs/gan.md round 15). Kept
+    in up to 7.5 % of 30-CPU-minute libraries, docs/gan-experiments.md round 15). Kept
     to repeat those runs; not part of ``auto``.
 
 There is deliberately no colour/brightness policy: band ratios (colours) are
@@ -131,7 +131,7 @@ POLICIES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
 
 #: What ``gan.diffaugment = "auto"`` is for each discriminator. The projected D sees no flips or turns, so
 #: it sees orientation: with them, 30-CPU-minute libraries leaned one way (axial resultant 0.64-0.97
-#: against 0.07-0.13 real); without, 0.09-0.41 (docs/gan.md rounds 13-14). The short SNGAN run
+#: against 0.07-0.13 real); without, 0.09-0.41 (docs/gan-experiments.md rounds 13-14). The short SNGAN run
 #: keeps all three (its libraries are not flagged).
 AUTO_POLICY = {"sngan": "flip,rot90,translation", "projected": "translation"}
 

@@ -25,7 +25,7 @@ equal size" (``T`` against ``H``), directly comparable with ``G`` against ``H``.
   position) of real stamps' distances to the training set: the held-out
   stamps' and each training stamp's to the nearest other one
   (``memorised_threshold_real_n`` real stamps; ~0.01 for a generator that
-  does not copy; docs/gan.md round 36).
+  does not copy; docs/gan-experiments.md round 36).
 * ``memorised_fraction_pixels``: the same test on the stretched pixels, each
   generated / ``H`` stamp against its nearest training stamp in any of 8 rotations
   / flips (RMS difference; ``memorised_threshold_pixels``): no feature
@@ -216,7 +216,7 @@ def typical_distance(f_gen_draws: list[np.ndarray], f_held: np.ndarray, f_train:
     ``generated_median`` (mean over the draws of each draw's median), its
     ``generated_median_std`` over the draws and their ``ratio``. A per-stamp
     statistic, so it is steadier than an FID of ~120 stamps in 67 dimensions
-    (docs/gan.md round 30); its whitening makes a combination the real stamps
+    (docs/gan-experiments.md round 30); its whitening makes a combination the real stamps
     hold tight (e.g. a colour) count as much as one they spread along. Like
     precision it is one-sided: a generator of average stamps reads below 1,
     so read it beside recall.
@@ -322,7 +322,7 @@ def morphology_ratio_interval(heldout, generated, train, *, n_boot: int = 200, r
     percentiles: resampling with replacement pulls the ratio towards 1, so
     percentiles sit low, while the bootstrap standard deviation matched the
     spread of the ratio over fresh 40-stamp draws (0.35 vs 0.35 and 0.43 vs
-    0.52 on two mock libraries, docs/gan.md round 6). None when the ratio or
+    0.52 on two mock libraries, docs/gan-experiments.md round 6). None when the ratio or
     fewer than 20 resamples are finite.
     """
     centre = morphology_ratio(heldout, generated, train)
@@ -580,7 +580,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     idx_T = stratified_like(labels, train, counts, rng)
     idx_G = stratified_like(lib_labels, lib_pool, counts, rng)
     # Further draws of T and G for the realism numbers (H is fixed): one draw of 120 stamps in a 67-number space
-    # moves the FID ratio by 2x (docs/gan.md round 29). They have a generator of their own, so draw 0 and every
+    # moves the FID ratio by 2x (docs/gan-experiments.md round 29). They have a generator of their own, so draw 0 and every
     # other set are those of a one-draw evaluation.
     rng_draws = np.random.default_rng([int(seed), 910])
     draws = [(idx_T, idx_G)] + [(stratified_like(labels, train, counts, rng_draws),
@@ -652,7 +652,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     # Near a training stamp is not copied: a stamp in the densest part of the real distribution is near one too.
     metrics["data_copying"] = data_copying_statistic(s_G_all, s_train, s_H, random_state=seed, nearest=nearest)
     # The same test in pixel space (any of 8 rotations / flips), where no feature space can hide a copy; it flags
-    # stamps crowded next to a training stamp too, copies or not (docs/gan.md round 21).
+    # stamps crowded next to a training stamp too, copies or not (docs/gan-experiments.md round 21).
     copy_train = np.sort(train if len(train) <= COPY_CHECK_MAX_TRAIN
                          else np.random.default_rng([int(seed), 911]).choice(train, COPY_CHECK_MAX_TRAIN, replace=False))
 
@@ -719,7 +719,7 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
             per_class[c][f"{group}_wasserstein"], _ = group_wasserstein(sel["real_heldout"], sel["generated"], prefix)
             per_class[c][f"{group}_wasserstein_real_baseline"], _ = group_wasserstein(sel["real_heldout"], sel["real_train"], prefix)
     # Orientations of the generated stamps of every realism draw (up to realism_draws x the held-out size), not only
-    # the first draw's: an isotropic library of 600 read resultants of 0.20-0.27 on one draw's 120 (docs/gan.md round 40).
+    # the first draw's: an isotropic library of 600 read resultants of 0.20-0.27 on one draw's 120 (docs/gan-experiments.md round 40).
     phot_angles, cls_angles = dict(phot), dict(cls_of)
     if len(idx_G_all) > len(idx_G):
         phot_angles["generated"] = photometry_statistics(physical_stamps(library, idx_G_all, subtract_background=bkg), sample.bands)

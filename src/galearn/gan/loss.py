@@ -84,7 +84,7 @@ def power_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
 
     An explicit spectral target (Holzschuh et al. 2022 compare these spectra):
     a discriminator on ImageNet features rewards pixel-scale texture that the
-    real stamps do not have (docs/gan.md round 19); this term pulls the
+    real stamps do not have (docs/gan-experiments.md round 19); this term pulls the
     generated batch's spectrum -- the stamps D sees, sky noise included --
     to the real batch's of the same step (same classes), or to ``target``
     ``(C, 8)``, a log10 spectrum given instead (:meth:`ClassReference.log_power`).
@@ -112,7 +112,7 @@ def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor | None 
     quantile, the generated ones clipped as D sees them but with the clip's
     gradient passed straight through: a generated pixel clipped to black
     where the real quantile is brighter is still pulled up, so a generator
-    cannot hide a too-dark sky at the floor (docs/gan.md round 20). The
+    cannot hide a too-dark sky at the floor (docs/gan-experiments.md round 20). The
     absolute (not squared) difference gives every quantile the same pull, so
     the faint sky is not drowned by the bright pixels of whichever galaxies
     the two batches hold. 0 when the batches hold the same values; no
@@ -203,7 +203,7 @@ def stamp_power_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
 
     :func:`power_match_penalty` matches the log of the batch-MEAN spectrum,
     which bright, large galaxies dominate: a batch of uniformly middling
-    spectra can match it while each stamp's spectrum is off (docs/gan.md
+    spectra can match it while each stamp's spectrum is off (docs/gan-experiments.md
     round 21: generated mid-frequency power +0.8 sd, with 0.4 of the real
     spread). This term compares the distributions of the per-stamp values.
     ``target_sorted`` ``(C * 8, N)``: the real values given instead of
@@ -236,7 +236,7 @@ def profile_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, 
 
     The spectral terms let G trade the light profile for the matched texture:
     trained twice as long, the profiles drift from the real ones while the
-    spectra come nearer (docs/gan.md round 32). This term holds each annulus's
+    spectra come nearer (docs/gan-experiments.md round 32). This term holds each annulus's
     distribution of surface brightness -- brightness, size and concentration --
     to the real one. ``target_sorted`` ``(C * 8, N)``: the real values given
     instead of ``real`` (:meth:`ClassReference.sorted_stamp_profile`). A spread
@@ -328,7 +328,7 @@ def joint_match_penalty(fake: torch.Tensor, real: torch.Tensor | None = None, *,
     distribution alone; a generator can meet all of them while the numbers
     move together as no real galaxy's do -- steep spectra with flat profiles,
     one band's power without the others'. Matching each of the 48 marginals of
-    three generators left 88-105 % of their FID in these numbers (docs/gan.md
+    three generators left 88-105 % of their FID in these numbers (docs/gan-experiments.md
     round 35). Here the vectors, standardised by ``centre`` / ``scale`` (the
     real training stamps'; else the real batch's), are projected on
     ``directions`` ``(2 * C * 8, P)`` (:func:`random_directions`, fresh each

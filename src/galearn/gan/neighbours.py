@@ -2,7 +2,7 @@
 
 A real stamp holds more than its galaxy: stars and other galaxies fall in
 its outskirts (on the 600 galaxy-zoo-dev stamps about half of the outer
-strips hold a source 6 sky sigma above the sky; docs/gan.md, round 43).
+strips hold a source 6 sky sigma above the sky; docs/gan-experiments.md, round 43).
 They move the light centroid off the peak, raise the asymmetry and add
 pixel-scale power that has nothing to do with the galaxy's own light. A
 generator without them paints smooth structure on the sky instead.

@@ -225,14 +225,14 @@ class Generator(nn.Module):
         Learn the class template with G (``gan.g_template_trainable``);
         ``False`` keeps it the class's median real stamp. Learnt, it is one
         image shared by every sample of the class, and a long run paints
-        texture into it (docs/gan.md round 12).
+        texture into it (docs/gan-experiments.md round 12).
     template_blur : float
         ``gan.g_template_blur``: the learnt template's departure from the
         median real stamp it started at (buffer ``template_start``) is
         smoothed by a fixed Gaussian of this sigma (pixels; 0: off), so the
         template learns shape and light but no pixel-scale texture; the
         median stamp itself is kept unsmoothed (needs ``template`` and
-        ``template_trainable``; docs/gan.md round 18).
+        ``template_trainable``; docs/gan-experiments.md round 18).
     sky_groups : int
         ``gan.sky_correlation_groups``: the correlated sky's kernel per group
         of real stamps by sky smoothness, drawn per stamp with its depth
@@ -291,7 +291,7 @@ class Generator(nn.Module):
         ``template``): G's output cannot raise or lower the sky on which the
         measured noise is added and clipped. (Not the template's ring median:
         the pixel-wise median over stamps holds the neighbours' light and sat
-        0.1-0.4 linear units above the measured level, docs/gan.md round 4.)
+        0.1-0.4 linear units above the measured level, docs/gan-experiments.md round 4.)
     pin_sky_to : {"measured", "stamp"}
         ``gan.g_pin_sky_to``, with ``pin_sky``: the one measured level per
         band, or per generated stamp the noiseless sky level of the real
@@ -316,7 +316,7 @@ class Generator(nn.Module):
         a 180-degree rotation about the stamp centre, and the antisymmetric
         part is scaled by this weight (1: off; 0: G can add only
         point-symmetric light). A prior against the lopsided blobs a short
-        run paints (statmorph asymmetry, docs/gan.md round 7) that still lets
+        run paints (statmorph asymmetry, docs/gan-experiments.md round 7) that still lets
         G make real asymmetry (neighbours, mergers) at a weight above 0.
     asymmetry_radius : float
         ``gan.g_asymmetry_radius``: where ``asymmetry`` applies (0: the whole
@@ -326,7 +326,7 @@ class Generator(nn.Module):
         ramp: the central galaxy stays nearly point-symmetric, while
         neighbours in the field around it, which make the real stamps'
         tails of centroid offset and asymmetry, are not halved by their
-        mirror images (docs/gan.md round 31).
+        mirror images (docs/gan-experiments.md round 31).
     drawn_centroid : bool
         ``gan.g_drawn_centroid``: the noiseless stamp (after the template and
         any rotation, before the sky noise) is translated so that its light
@@ -351,7 +351,7 @@ class Generator(nn.Module):
         (:class:`~galearn.gan.template.DrawnEllipticity`), started at the
         real stamps' class means and within-class spread of ``atanh(e)``:
         how elongated a galaxy is no longer rides on G's convolutions, which
-        paint too round galaxies (docs/gan.md round 39).
+        paint too round galaxies (docs/gan-experiments.md round 39).
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -365,7 +365,7 @@ class Generator(nn.Module):
         resampling of ingested images), and on the 600 real dev images the
         generated stamps carried 0.4-0.6 dex more power at the highest
         spatial frequencies than the real ones, all of it in G's noiseless
-        output (docs/gan.md round 11).
+        output (docs/gan-experiments.md round 11).
     envelope : bool
         Multiply G's own output by the sample's (drawn) template light above
         its ring median, summed over bands and divided by its peak

@@ -70,14 +70,14 @@ __all__ = ["linearise", "measure_sky", "measure_sky_scatter", "sky_per_stamp", "
 
 SKY_NOISE = ("auto", "measured", "measured-correlated", "learnt")
 #: ``gan.sky_noise = "auto"`` picks the correlated sky when the median band's lag-1 noise correlation
-#: (:func:`short_range_correlation`) reaches this (docs/gan.md round 10).
+#: (:func:`short_range_correlation`) reaches this (docs/gan-experiments.md round 10).
 CORRELATED_SKY_THRESHOLD = 0.15
 #: Lag length (pixels) from which the measured sky correlation counts as galaxy light, not noise (noise_correlation).
 SHORT_RANGE_CUT = 4
 #: gan.sky_band_correlation mixes the bands' sky noise only when the real sky's correlation reaches this in some pair
 #: of bands. A colour JPEG's noise reads 0.98 (galaxy-zoo-dev); separate exposures through each filter have
 #: independent noise, and the faint sources in their rings read 0.15-0.2 (the GalSim mock: light, not noise), so
-#: below this the bands stay independent (docs/gan.md round 27).
+#: below this the bands stay independent (docs/gan-experiments.md round 27).
 SKY_BAND_CORRELATION_MIN = 0.3
 #: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
 SCATTER_ROWS = 256
@@ -104,7 +104,7 @@ def quantisation_step(stretched: np.ndarray, stretch: dict | None) -> float:
     8-bit images (a linear ``identity`` stretch, ``value / 255``) hold every
     value on the grid ``k / 255``: their quantiles interpolate between whole
     levels, which at a sky sigma of a few levels biases a quantile-based
-    sigma by tens of percent per band (docs/gan.md, round 25).
+    sigma by tens of percent per band (docs/gan-experiments.md, round 25).
     """
     if stretch and stretch.get("method") == "asinh":
         return 0.0
@@ -296,7 +296,7 @@ def measure_sky_band_correlation(stretched: np.ndarray, stretch: dict | None = N
     Independent exposures through each filter (HST, GalSim) have noise
     uncorrelated between bands; a colour JPEG (Galaxy Zoo's SDSS
     composites) keeps its colour at lower resolution than its light, so its
-    pixel noise is nearly the same in R, G and B (docs/gan.md, round 27),
+    pixel noise is nearly the same in R, G and B (docs/gan-experiments.md, round 27),
     and a sky drawn independently per band would be a tell.
 
     Each band's pixel-scale part (the linear value less its 3x3 mean) is
@@ -346,7 +346,7 @@ def measure_noise_gain(stretched: np.ndarray, stretch: dict | None, sky: dict, *
     own photon noise adds to it, and an 8-bit colour image made with an
     asinh-like stretch (Galaxy Zoo's SDSS composites) compresses it where
     the galaxy is bright (there the real pixel noise is about half the
-    sky's; docs/gan.md, round 43). A generator given the sky's noise alone
+    sky's; docs/gan-experiments.md, round 43). A generator given the sky's noise alone
     is then too noisy, or not noisy enough, exactly where the galaxy is.
 
     Each pixel's noiseless level is read as its 5x5 mean (linear units) and
@@ -608,7 +608,7 @@ def choose_sky_noise(rho: np.ndarray, *, threshold: float = CORRELATED_SKY_THRES
     white ``"measured"`` sky. Measured: at most 0.011 per band on the mock
     fields (white noise; their ring's galaxy light correlates it by 0.02-0.09
     at every lag up to 8 pixels), about 0.5 on 8-bit JPEG survey images
-    (docs/gan.md round 10), 0.28-0.53 on noise drizzled at the settings of
+    (docs/gan-experiments.md round 10), 0.28-0.53 on noise drizzled at the settings of
     GOODS and CANDELS (``benchmarks/bench_sky_drizzle.py``).
     """
     return "measured-correlated" if float(np.median(short_range_correlation(rho))) >= threshold else "measured"

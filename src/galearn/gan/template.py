@@ -288,7 +288,7 @@ class DrawnCentroid(torch.nn.Module):
     scaled by ``r_measured / r``. Real offsets are heavy-tailed (most galaxies
     nearer the centre than a Gaussian of their spread puts them, a few far
     out: neighbours and mergers move the light), which a Gaussian draw
-    cannot make (docs/gan.md round 40).
+    cannot make (docs/gan-experiments.md round 40).
 
     ``move = "lopsided"`` (``gan.g_centroid_move``) moves the light round the
     core instead of the whole stamp: output pixel ``p`` reads input
@@ -300,7 +300,7 @@ class DrawnCentroid(torch.nn.Module):
     centroid lands near the draw. Real stamps' peaks sit at the centre and
     their centroids off it, where a translation moves the peak too; on the
     dev images this gave the real peaks and offsets but more asymmetry about
-    the centre, not less (docs/gan.md round 42).
+    the centre, not less (docs/gan-experiments.md round 42).
     """
 
     def __init__(self, n_classes: int, z_dim: int, radii: str = "normal", move: str = "translate") -> None:
