@@ -1,0 +1,95 @@
+"""Where a trained GAN's sky differs from the real one: per-stamp sky levels, black rings, and the noise's share.
+
+Usage::
+
+    python benchmarks/bench_gan_sky.py WS [--n 200] [--seed 0]
+
+``WS`` is a workspace with ``sample.h5`` and a trained GAN (``WS/gan/ckpt-*.pt``) whose sky is measured
+(``gan.sky_noise`` auto / measured / measured-correlated). Prints, for the real stamps and ``--n`` generated
+stamps per class (the EMA generator, as ``gan sample`` draws them), in 8-bit levels of the first band (the
+stretched 0..1 values x 255):
+
+* each stamp's outer-ring median (ring ``H // 8`` wide): 5 / 25 / 50 / 75 / 95 % over stamps, and the share of
+  stamps with more than a quarter of their ring at black;
+* each stamp's sky sigma (:func:`galearn.gan.sky.sky_per_stamp`, median over stamps, every band, the
+  stretch's linear units x 255: 8-bit levels for linear 8-bit images) for the generated stamps as drawn, for
+  the noise alone (each stamp's noiseless ring median as a flat sky, through the same sky module: neighbours,
+  depth draws) and for G's noiseless stamps alone. The noise alone near the real sigma and the full stamps
+  above it says the excess is G's, not the noise model's.
+
+Used for docs/gan-experiments.md round 45.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from galearn.gan.sample import load_generator, sample_class  # noqa: E402
+from galearn.gan.sky import sky_per_stamp  # noqa: E402
+from galearn.store import Workspace, open_sample  # noqa: E402
+
+
+def ring_mask(size: int) -> np.ndarray:
+    """The outer ring, ``size // 8`` pixels wide, of a ``size`` x ``size`` stamp."""
+    k = max(1, size // 8)
+    ring = np.ones((size, size), dtype=bool)
+    ring[k:-k, k:-k] = False
+    return ring
+
+
+def ring_summary(stretched: np.ndarray) -> tuple[np.ndarray, float]:
+    """First band: per-stamp ring median quantiles (5-95 %, 8-bit levels) and the share of stamps whose ring is
+    more than a quarter black."""
+    ring = stretched[:, 0][:, ring_mask(stretched.shape[-1])] * 255.0
+    return np.percentile(np.median(ring, axis=1), [5, 25, 50, 75, 95]), float(((ring <= 0).mean(axis=1) > 0.25).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workspace")
+    ap.add_argument("--n", type=int, default=200, help="generated stamps per class (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="latent and noise seed (default 0)")
+    args = ap.parse_args(argv)
+    import torch
+
+    ws = Workspace(args.workspace)
+    sample = open_sample(ws.sample)
+    stretch = sample.stretch
+    G, ckpt, path = load_generator(ws, device="cpu")
+    if getattr(G, "sky", None) is None:
+        print(f"{path}: this generator has no measured sky (gan.sky_noise = learnt)", file=sys.stderr)
+        return 2
+    z_dim = int(ckpt["config"].get("z_dim", 128))
+    noiseless = []  # G's noiseless stamps, network units, as they enter the sky module
+    hook = G.sky.register_forward_pre_hook(lambda module, inputs: noiseless.append(inputs[0].detach().clone()))
+    try:
+        full = np.concatenate([sample_class(G, k, args.n, z_dim, random_state=args.seed)
+                               for k in range(len(ckpt["classes"]))])
+    finally:
+        hook.remove()
+    h = torch.cat(noiseless)
+    ring = torch.as_tensor(ring_mask(h.shape[-1]))
+    flat = h[..., ring].median(dim=-1).values[..., None, None].expand_as(h).contiguous()
+    with torch.no_grad():
+        noise_only = ((G.sky(flat, torch.Generator().manual_seed(args.seed)) + 1.0) * 0.5).numpy()
+    noiseless_stretched = ((h.clamp(-1.0, 1.0) + 1.0) * 0.5).numpy()
+    real = sample.read("stretched")
+    print(f"{path} ({len(full)} generated stamps; real: {len(real)} stamps of {ws.sample})")
+    print("first band, x 255 (8-bit levels)  ring median 5/25/50/75/95 %    rings > 1/4 black    "
+          "sky sigma per band (median; linear units x 255)")
+    for name, x in (("real", real), ("generated", full), ("noise alone, flat sky", noise_only),
+                    ("G's noiseless stamps", noiseless_stretched)):
+        q, black = ring_summary(x)
+        sigma = np.median(sky_per_stamp(x, stretch)["sigma"], axis=0) * 255.0
+        print(f"{name:28s} {np.array2string(np.round(q, 1)):32s} {100 * black:5.1f} %             {np.round(sigma, 2)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
