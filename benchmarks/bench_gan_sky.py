@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from galearn.gan.sample import load_generator, sample_class  # noqa: E402
 from galearn.gan.sky import sky_per_stamp  # noqa: E402
+from galearn.gan.template import ring_median  # noqa: E402
 from galearn.store import Workspace, open_sample  # noqa: E402
 
 
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         hook.remove()
     h = torch.cat(noiseless)
-    ring = torch.as_tensor(ring_mask(h.shape[-1]))
-    flat = h[..., ring].median(dim=-1).values[..., None, None].expand_as(h).contiguous()
+    flat = ring_median(h).expand_as(h).contiguous()
     with torch.no_grad():
         noise_only = ((G.sky(flat, torch.Generator().manual_seed(args.seed)) + 1.0) * 0.5).numpy()
     noiseless_stretched = ((h.clamp(-1.0, 1.0) + 1.0) * 0.5).numpy()
