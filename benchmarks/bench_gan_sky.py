@@ -15,9 +15,12 @@ stretched 0..1 values x 255):
   stretch's linear units x 255: 8-bit levels for linear 8-bit images) for the generated stamps as drawn, for
   the noise alone (each stamp's noiseless ring median as a flat sky, through the same sky module: neighbours,
   depth draws) and for G's noiseless stamps alone. The noise alone near the real sigma and the full stamps
-  above it says the excess is G's, not the noise model's.
+  above it says the excess is G's, not the noise model's;
+* the rank correlation (Spearman) of each stamp's sky level and sky sigma, first band: in the real 8-bit composites
+  a dark sky is a quiet one (dev images: +0.91), which a sky depth drawn without regard to the level loses
+  (``gan.sky_scatter_by_level``, round 46).
 
-Used for docs/gan-experiments.md round 45.
+Used for docs/gan-experiments.md rounds 45-46.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -82,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     real = sample.read("stretched")
     print(f"{path} ({len(full)} generated stamps; real: {len(real)} stamps of {ws.sample})")
     print("first band, x 255 (8-bit levels)  ring median 5/25/50/75/95 %    rings > 1/4 black    "
-          "sky sigma per band (median; linear units x 255)")
+          "sky sigma per band (median; linear units x 255)    level-sigma rank corr. (first band)")
     for name, x in (("real", real), ("generated", full), ("noise alone, flat sky", noise_only),
                     ("G's noiseless stamps", noiseless_stretched)):
         q, black = ring_summary(x)
-        sigma = np.median(sky_per_stamp(x, stretch)["sigma"], axis=0) * 255.0
-        print(f"{name:28s} {np.array2string(np.round(q, 1)):32s} {100 * black:5.1f} %             {np.round(sigma, 2)}")
+        own = sky_per_stamp(x, stretch)
+        sigma = np.median(own["sigma"], axis=0) * 255.0
+        rank = spearmanr(own["level"][:, 0], own["sigma"][:, 0], nan_policy="omit")[0]
+        print(f"{name:28s} {np.array2string(np.round(q, 1)):32s} {100 * black:5.1f} %             "
+              f"{np.array2string(np.round(sigma, 2)):38s} {rank:+.2f}")
     return 0
 
 

@@ -59,7 +59,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_pixel_match", "g_match_reference", "g_stamp_power_match", "g_mode_seeking", "g_colour_blur",
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
-           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor")
+           "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
+           "g_sky_level_match", "sky_scatter_by_level")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -74,7 +75,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_asymmetry_radius": 0.0, "g_profile_match": 0.0, "g_joint_match": 0.0, "g_joint_smoothing": 0.0,
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
-                   "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False}
+                   "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
+                   "g_sky_level_match": 0.0, "sky_scatter_by_level": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -93,6 +95,17 @@ def _measured_subset(stamps: np.ndarray, seed: int, limit: int = MEASURED_STAMPS
     if len(stamps) <= limit:
         return stamps
     return stamps[np.sort(np.random.default_rng(seed).choice(len(stamps), size=limit, replace=False))]
+
+
+def _stamp_sky_levels(stamps: np.ndarray, stretch: dict | None) -> np.ndarray:
+    """Each stamp's own noiseless sky level ``(n, C)``, linear units (:func:`galearn.gan.sky.sky_per_stamp`, in
+    chunks of ``MEASURED_STAMPS_MAX``); a band whose level cannot be measured takes the median of the others'."""
+    from .sky import sky_per_stamp
+
+    levels = np.concatenate([sky_per_stamp(stamps[i:i + MEASURED_STAMPS_MAX], stretch)["level"]
+                             for i in range(0, len(stamps), MEASURED_STAMPS_MAX)])
+    fill = np.nanmedian(np.where(np.isfinite(levels), levels, np.nan), axis=0)
+    return np.where(np.isfinite(levels), levels, np.nan_to_num(fill)[None])
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -174,6 +187,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   asymmetry_radius=float(getattr(cfg, "g_asymmetry_radius", 0.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
+                  sky_scatter_by_level=bool(getattr(cfg, "sky_scatter_by_level", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
                   neighbours=bool(getattr(cfg, "g_neighbours", False)),
@@ -344,6 +358,22 @@ def _validate(cfg: GanTrainConfig) -> None:
     if smoothing and not getattr(cfg, "g_joint_match", 0.0):
         raise BadValueError("gan.g_joint_smoothing smooths the target of gan.g_joint_match: it has no effect without "
                             "gan.g_joint_match > 0")
+    if getattr(cfg, "sky_scatter_by_level", False) is not False:
+        if getattr(cfg, "sky_scatter_by_level") is not True:
+            raise BadValueError(f"gan.sky_scatter_by_level must be true or false, got {cfg.sky_scatter_by_level!r}")
+        if not (cfg.sky_scatter and cfg.sky_noise in ("auto", "measured", "measured-correlated")):
+            raise BadValueError("gan.sky_scatter_by_level draws each stamp's depth row by its sky level: it needs "
+                                "gan.sky_scatter = true and a measured gan.sky_noise")
+        if cfg.g_pin_sky_to == "stamp":
+            raise BadValueError("gan.sky_scatter_by_level and gan.g_pin_sky_to = stamp: the one draws the row from the "
+                                "level, the other the level from the row; use one of them")
+    if getattr(cfg, "g_sky_level_match", 0.0):
+        if getattr(cfg, "g_match_reference", "batch") != "class":
+            raise BadValueError("gan.g_sky_level_match holds G's sky levels to the real stamps' of each class: "
+                                "it needs gan.g_match_reference = class")
+        if cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
+            raise BadValueError(f"gan.g_sky_level_match needs gan.sky_noise = auto, measured or measured-correlated, "
+                                f"got {cfg.sky_noise!r}")
     for name, choices, terms in (("g_match_distance", MATCH_DISTANCES, STAMP_MATCH_TERMS),
                                  ("g_match_reference", MATCH_REFERENCES, MATCH_TERMS)):
         value = getattr(cfg, name, choices[0])  # the first choice: off
@@ -764,7 +794,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
 
             ratios, rows, own = measure_sky_scatter(stamps, sample.stretch, sky, random_state=cfg.random_state,
                                                     return_stamps=True)
-            if G.sky.row_levels:  # each row's real stamp's own noiseless sky level (gan.g_pin_sky_to = stamp)
+            if G.sky.row_levels or G.sky.by_level:  # each row's real stamp's own noiseless sky level
                 own = np.where(np.isfinite(own), own, np.asarray(sky["level"], dtype="f8")[None])
                 row_levels = 2.0 * stretched_level({**sky, "level": own}) - 1.0
                 sky["row_level_quantiles"] = {str(q): [round(float(v), 5) for v in np.quantile(own, q, axis=0)]
@@ -791,7 +821,7 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_neighbours(*neighbours, random_state=cfg.random_state)
                 if ratios is not None:
                     net.sky.set_scatter(ratios)
-                if G.sky.row_levels:
+                if G.sky.row_levels or G.sky.by_level:
                     net.sky.set_row_levels(row_levels)
                 if row_group is not None:
                     net.sky.set_groups(row_group)
@@ -852,9 +882,12 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     if getattr(cfg, "g_match_reference", "batch") == "class" and any(getattr(cfg, n, 0.0) for n in MATCH_TERMS):
         from .loss import ClassReference  # the matching terms' targets: each class over the whole training set
 
+        sky_levels = None
+        if getattr(cfg, "g_sky_level_match", 0.0):  # each real stamp's own noiseless sky level, linear units
+            sky_levels = _stamp_sky_levels(stamps, sample.stretch)
         reference = ClassReference(stamps * 2.0 - 1.0, y_all, len(classes),  # network units, as from_stretched
                                    colours=bool(getattr(cfg, "g_colour_power_match", 0.0)),
-                                   joint=bool(getattr(cfg, "g_joint_match", 0.0))).to(device)
+                                   joint=bool(getattr(cfg, "g_joint_match", 0.0)), sky_levels=sky_levels).to(device)
     loss = GanLoss(G, D, cfg.diffaugment, autocast_dtype=amp_dtype, power_match=float(getattr(cfg, "g_power_match", 0.0)),
                    pixel_match=float(getattr(cfg, "g_pixel_match", 0.0)),
                    stamp_power_match=float(getattr(cfg, "g_stamp_power_match", 0.0)), reference=reference,
@@ -863,7 +896,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                    joint_match=float(getattr(cfg, "g_joint_match", 0.0)),
                    joint_smoothing=float(getattr(cfg, "g_joint_smoothing", 0.0)),
                    mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)),
-                   match_distance=getattr(cfg, "g_match_distance", "wasserstein"))
+                   match_distance=getattr(cfg, "g_match_distance", "wasserstein"),
+                   sky_level_match=float(getattr(cfg, "g_sky_level_match", 0.0)))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 

@@ -20,7 +20,7 @@ from ..morphometry import power_bin_weights, profile_annulus_weights
 from .augment import diff_augment, parse_policy
 
 __all__ = ["GanLoss", "hinge_d_loss", "hinge_g_loss", "r1_penalty", "batch_log_power", "power_match_penalty",
-           "pixel_match_penalty", "stamp_log_power", "stamp_power_penalty", "stamp_profile", "profile_match_penalty",
+           "pixel_match_penalty", "sky_level_penalty", "stamp_log_power", "stamp_power_penalty", "stamp_profile", "profile_match_penalty",
            "band_differences", "colour_power_penalty", "stamp_spectrum_profile", "random_directions",
            "joint_match_penalty", "smooth_projections", "mode_seeking_penalty", "ClassReference",
            "MATCH_DISTANCES"]
@@ -135,9 +135,10 @@ def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor | None 
     return _sorted_w1(fake.transpose(0, 1).reshape(c, -1), target_sorted)
 
 
-def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: float = 1e-4) -> torch.Tensor:
+def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: float | torch.Tensor = 1e-4) -> torch.Tensor:
     """Mean over rows of the 1-D Wasserstein-1 distance between ``values`` ``(F, M)`` and the ascending rows of
-    ``target_sorted`` ``(F, M)``, each over its target row's standard deviation (at least ``min_spread``)."""
+    ``target_sorted`` ``(F, M)``, each over its target row's standard deviation (at least ``min_spread``, one
+    number or one per row ``(F,)``)."""
     spread = target_sorted.std(dim=1).clamp(min=min_spread)
     return ((torch.sort(values, dim=1).values - target_sorted).abs().mean(dim=1) / spread).mean()
 
@@ -282,6 +283,20 @@ def _energy_penalty(values: torch.Tensor, real: torch.Tensor | None, statistic, 
         raise ValueError(f"{name}: target {tuple(target[0].shape)} with {len(target[1])} classes does not match the "
                          f"generated values {tuple(values.shape)}")
     return _energy_distance(values, y, target[0], target[1], min_spread=min_spread)
+
+
+def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """1-D Wasserstein-1 distance between generated noiseless sky levels ``(N, C)`` and the real ones' (ascending
+    rows ``(C, N)``, :meth:`ClassReference.sorted_sky_level`), per band over the real levels' spread (at least a
+    tenth of the band's sky ``sigma`` ``(C,)``), mean over bands; linear units.
+
+    G picks each stamp's sky level; a sky level pinned to a real stamp's
+    takes that choice away and costs realism (docs/gan-experiments.md round
+    45). This term holds only the levels' distribution over each class to the
+    real one: G may still put any stamp's sky where a real one lies, but not
+    a quarter of them at black.
+    """
+    return _sorted_w1(levels.float().T, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6))
 
 
 def stamp_spectrum_profile(x: torch.Tensor) -> torch.Tensor:
@@ -461,13 +476,17 @@ class ClassReference:
         Also summarise the colour maps' spectra (:meth:`sorted_colour_power`).
     joint : bool
         Also keep the stamps' standardised (spectrum, profile) vectors (:meth:`sorted_joint`).
+    sky_levels : numpy.ndarray, optional
+        ``(n, C)`` the stamps' own noiseless sky levels (linear units,
+        :func:`galearn.gan.sky.sky_per_stamp`): their quantiles per class are
+        the target of ``gan.g_sky_level_match`` (:meth:`sorted_sky_level`).
     """
 
     N_STAMP_QUANTILES = 32  # quantiles of each class's per-stamp log spectra (per band and bin)
     JOINT_MAX_ROWS = 2048  # sorted_joint: a larger class is a fresh draw of this many stamps each step
 
     def __init__(self, stamps, y, n_classes: int, *, chunk: int = 256, colours: bool = False,
-                 joint: bool = False) -> None:
+                 joint: bool = False, sky_levels: np.ndarray | None = None) -> None:
         stamps = np.asarray(stamps, dtype=np.float32)
         y = np.asarray(y)
         n, c, h, w = stamps.shape
@@ -495,6 +514,13 @@ class ClassReference:
         if colours:
             self.colour_quantiles = torch.from_numpy(
                 self._spectra(band_differences(torch.from_numpy(stamps)).numpy(), members, chunk)[1])
+        self.sky_level_quantiles = None  # (K, C, Q): the stamps' own noiseless sky levels, linear units
+        if sky_levels is not None:
+            sky_levels = np.asarray(sky_levels, dtype=np.float64)
+            if sky_levels.shape != (n, c):
+                raise ValueError(f"ClassReference: sky levels of shape {sky_levels.shape} for {n} stamps of {c} bands")
+            self.sky_level_quantiles = torch.from_numpy(np.stack(
+                [self._quantiles(sky_levels[m]) for m in members]).astype(np.float32))
 
     @classmethod
     def _spectra(cls, stamps: np.ndarray, members: list[np.ndarray], chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -529,6 +555,8 @@ class ClassReference:
         self.members = [m.to(device) for m in self.members]
         if self.colour_quantiles is not None:
             self.colour_quantiles = self.colour_quantiles.to(device)
+        if self.sky_level_quantiles is not None:
+            self.sky_level_quantiles = self.sky_level_quantiles.to(device)
         return self
 
     def log_power(self, y: torch.Tensor) -> torch.Tensor:
@@ -548,6 +576,12 @@ class ClassReference:
     def sorted_stamp_profile(self, y: torch.Tensor) -> torch.Tensor:
         """:meth:`sorted_stamp_power` of the stamps' light profiles (:func:`stamp_profile`): ``(C * 8, N)``."""
         return self._mixture(self.profile_quantiles, y)
+
+    def sorted_sky_level(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`sorted_stamp_power` of the stamps' noiseless sky levels (built with ``sky_levels``): ``(C, N)``."""
+        if self.sky_level_quantiles is None:
+            raise ValueError("ClassReference: built without sky_levels, it holds no sky levels")
+        return self._mixture(self.sky_level_quantiles, y)
 
     def sorted_colour_power(self, y: torch.Tensor) -> torch.Tensor:
         """:meth:`sorted_stamp_power` of the stamps' colour maps (built with ``colours=True``): ``(pairs * bins, N)``."""
@@ -645,6 +679,7 @@ class GanLoss:
     mode_seeking: float = 0.0  # gan.g_mode_seeking: G loss + this x mode_seeking_penalty(generated, z, y)
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
     match_distance: str = "wasserstein"  # gan.g_match_distance: the per-stamp terms' distance, "wasserstein" or "energy"
+    sky_level_match: float = 0.0  # gan.g_sky_level_match: G loss + this x sky_level_penalty(G's sky levels, class reference)
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
@@ -653,6 +688,10 @@ class GanLoss:
                              f"got {self.match_distance!r}")
         if self.pixel_match:  # G keeps each training forward's output before its clip (Generator.last_unclipped)
             self.G.keep_unclipped = True
+        if self.sky_level_match:  # G keeps each training forward's noiseless sky levels (Generator.last_ring_level)
+            if not getattr(self.G, "sky_noise", False):
+                raise ValueError("GanLoss: sky_level_match needs a generator with a measured sky noise")
+            self.G.keep_ring_level = True
 
     def _autocast(self, like: torch.Tensor):
         if self.autocast_dtype is None:
@@ -800,6 +839,11 @@ class GanLoss:
             if fake is None or z is None:
                 raise ValueError("GanLoss.g_loss: mode_seeking needs this step's generated stamps and their latents")
             loss = loss + self.mode_seeking * mode_seeking_penalty(fake, z, y)
+        if self.sky_level_match:
+            levels = self.G.last_ring_level  # from the training forward that made `fake`
+            if ref is None or levels is None:
+                raise ValueError("GanLoss.g_loss: sky_level_match needs the class reference and a training-mode G forward")
+            loss = loss + self.sky_level_match * sky_level_penalty(levels, ref.sorted_sky_level(y), self.G.sky.sigma)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()

@@ -238,6 +238,10 @@ class Generator(nn.Module):
         of real stamps by sky smoothness, drawn per stamp with its depth
         (:class:`~galearn.gan.sky.SkyNoise`; ignored unless ``sky_noise`` is
         ``"correlated"``; needs ``sky_scatter``).
+    sky_scatter_by_level : bool
+        ``gan.sky_scatter_by_level``: each stamp's depth row drawn among the
+        rows whose real stamps' noiseless sky levels lie nearest its own
+        (:meth:`galearn.gan.sky.SkyNoise.rows_by_level`; needs ``sky_scatter``).
     sky_band_correlation : bool
         ``gan.sky_band_correlation``: the measured sky's unit noise mixed
         between bands by the Cholesky factor of the real sky's band
@@ -377,7 +381,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_band_correlation: bool = False,
+                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_band_correlation: bool = False,
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, centroid_radii: str = "normal",
@@ -435,7 +439,7 @@ class Generator(nn.Module):
 
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
-                                level_gain=sky_noise_gain, neighbours=neighbours)
+                                level_gain=sky_noise_gain, neighbours=neighbours, by_level=sky_scatter_by_level)
         else:
             for name, on in (("gan.g_sky_floor", sky_floor), ("gan.g_neighbours", neighbours)):  # parts of the measured sky
                 if on:
@@ -457,6 +461,10 @@ class Generator(nn.Module):
         # output before the final clip to [-1, 1] (with its graph) in ``last_unclipped``.
         self.keep_unclipped = False
         self.last_unclipped: torch.Tensor | None = None
+        # Set by GanLoss for gan.g_sky_level_match: each training-mode forward then stores its noiseless stamps'
+        # sky levels (SkyNoise.ring_level, (N, C), linear units, with their graph) in ``last_ring_level``.
+        self.keep_ring_level = False
+        self.last_ring_level: torch.Tensor | None = None
         if template:  # per-class image added to the output; set from the real stamps (loop.init_output_bias)
             start = torch.zeros(n_classes, n_bands, stamp_size, stamp_size)
             if template_trainable:
@@ -552,6 +560,8 @@ class Generator(nn.Module):
             if self.sky_penalty and self.training:  # read by GanLoss.g_loss, with its graph
                 level = self.sky.ring_median(out).detach() if self.sky_reference == "stamp" else self.sky_ring_level
                 self.last_sky_penalty = self.sky.ring_deviation(out, level)
+            if self.keep_ring_level and self.training:
+                self.last_ring_level = self.sky.ring_level(out)
             out = self.sky(out, gen, clip=False, row=row)
         else:
             out = self.out_noise(out, gen)

@@ -64,7 +64,7 @@ from .rng import seeded_draw
 
 __all__ = ["linearise", "measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
            "SKY_BAND_CORRELATION_MIN", "measure_noise_gain", "NOISE_GAIN_BINS", "quantisation_step", "measure_sky_correlation",
-           "noise_correlation", "short_range_correlation",
+           "noise_correlation", "short_range_correlation", "ring_iq_mean", "LEVEL_NEIGHBOUR_ROWS",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
 
@@ -81,6 +81,9 @@ SHORT_RANGE_CUT = 4
 SKY_BAND_CORRELATION_MIN = 0.3
 #: Rows of real per-stamp sigma ratios a generator keeps (``gan.sky_scatter``; a fixed buffer shape).
 SCATTER_ROWS = 256
+#: ``gan.sky_scatter_by_level``: a generated stamp's depth row is drawn from this many rows whose real stamps' sky
+#: levels lie nearest its own (of ``SCATTER_ROWS``): the sigma follows the level, and the draw keeps a spread.
+LEVEL_NEIGHBOUR_ROWS = 16
 #: Level bins of the noise gain under the galaxy (``gan.sky_noise_gain``; a fixed buffer shape).
 NOISE_GAIN_BINS = 12
 
@@ -649,6 +652,15 @@ def stretched_level(sky: dict) -> np.ndarray:
     return out.astype("f4")
 
 
+def ring_iq_mean(x: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
+    """The mean of the middle half (25-75 %) of each stamp's values on ``ring`` (a boolean ``(H, W)`` mask) per band:
+    ``(N, C)``, with ``x``'s graph. As robust to a galaxy's wings on the ring as the median; its gradient reaches
+    half the ring, the median's one pixel."""
+    values = torch.sort(x[..., ring], dim=-1).values
+    n = values.shape[-1]
+    return values[..., n // 4: n - n // 4].mean(dim=-1)
+
+
 class SkyNoise(torch.nn.Module):
     """Add the measured sky noise to noiseless generated stamps (network range ``[-1, 1]``).
 
@@ -673,11 +685,16 @@ class SkyNoise(torch.nn.Module):
     also ``neighbour_count``, ``neighbour_source`` and ``neighbour_sources``
     (placeholder: none), from :meth:`set_neighbours`: real neighbouring sources
     drawn into each noiseless stamp before its noise (:mod:`galearn.gan.neighbours`).
+    With ``by_level`` (scatter only) also ``row_level`` ``(SCATTER_ROWS, C)``,
+    each row's real stamp's noiseless sky level (network units): a stamp's
+    row is drawn from the ``LEVEL_NEIGHBOUR_ROWS`` rows whose levels lie
+    nearest its own noiseless sky level (:meth:`rows_by_level`), so its sky
+    sigma is one a real stamp of that sky level has.
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
                  row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False,
-                 neighbours: bool = False) -> None:
+                 neighbours: bool = False, by_level: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -695,10 +712,15 @@ class SkyNoise(torch.nn.Module):
         self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
         if self.scatter:
             self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
-        self.row_levels = bool(row_levels)
-        if self.row_levels:
-            if not self.scatter:
-                raise BadValueError("gan.g_pin_sky_to = stamp needs gan.sky_scatter = true (a real stamp per row)")
+        self.row_levels, self.by_level = bool(row_levels), bool(by_level)
+        if self.row_levels and not self.scatter:
+            raise BadValueError("gan.g_pin_sky_to = stamp needs gan.sky_scatter = true (a real stamp per row)")
+        if self.by_level and not self.scatter:
+            raise BadValueError("gan.sky_scatter_by_level needs gan.sky_scatter = true (a real stamp per row)")
+        if self.by_level and self.row_levels:
+            raise BadValueError("gan.sky_scatter_by_level draws each stamp's depth row by its own sky level; "
+                                "gan.g_pin_sky_to = stamp sets the level from the row: use one of them")
+        if self.row_levels or self.by_level:
             self.register_buffer("row_level", torch.full((SCATTER_ROWS, n_bands), -1.0))
         self.band_correlated = bool(band_correlated)
         if self.band_correlated:
@@ -780,14 +802,28 @@ class SkyNoise(torch.nn.Module):
     @torch.no_grad()
     def set_row_levels(self, levels: np.ndarray) -> None:
         """Set ``row_level`` ``(SCATTER_ROWS, C)``: the noiseless sky level (network units) of each scatter row's
-        real stamp (``gan.g_pin_sky_to = stamp`` only)."""
-        if not self.row_levels:
+        real stamp (``gan.g_pin_sky_to = stamp`` or ``gan.sky_scatter_by_level`` only)."""
+        if not (self.row_levels or self.by_level):
             raise BadValueError("this generator pins its sky to one level per band (gan.g_pin_sky_to = measured)")
         self.row_level.copy_(torch.as_tensor(np.asarray(levels), dtype=torch.float32))
 
     def draw_rows(self, n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
         """``n`` scatter rows ``(n,)`` int64 drawn from ``gen``: the real stamp each generated stamp takes its sky from."""
         return seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=device)
+
+    @torch.no_grad()
+    def rows_by_level(self, h: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Each noiseless stamp's scatter row ``(N,)``, drawn from ``gen`` among the ``LEVEL_NEIGHBOUR_ROWS`` rows whose
+        real stamps' sky levels (``row_level``) lie nearest the stamp's own (:func:`ring_iq_mean` of ``h``, network
+        units): the distance summed over bands, each in the rows' spread of levels (``gan.sky_scatter_by_level``)."""
+        level = ring_iq_mean(h.float(), self._ring_mask(h))  # (N, C)
+        rows = self.row_level.to(level)
+        spread = rows.std(dim=0).clamp(min=1e-6)
+        distance = ((level[:, None, :] - rows[None]) / spread).abs().sum(dim=-1)  # (N, rows)
+        k = min(LEVEL_NEIGHBOUR_ROWS, len(rows))
+        nearest = torch.topk(distance, k, dim=1, largest=False).indices  # (N, k)
+        pick = seeded_draw(torch.randint, k, (len(h),), gen=gen, device=h.device)
+        return nearest[torch.arange(len(h), device=h.device), pick]
 
     @torch.no_grad()
     def set_correlation(self, rho: np.ndarray) -> None:
@@ -855,6 +891,16 @@ class SkyNoise(torch.nn.Module):
         lin = self._linear(h.float())
         return lin[..., self._ring_mask(h)].median(dim=-1).values
 
+    def ring_level(self, h: torch.Tensor) -> torch.Tensor:
+        """Each noiseless stamp's sky level per band ``(N, C)``, linear units, with its graph: the mean of the outer
+        ring's middle half of values (25-75 %; ``gan.g_sky_level_match``).
+
+        A median moves only by its one middle pixel; the interquartile mean is
+        as robust to a galaxy's wings in the ring and takes its gradient from
+        half the ring.
+        """
+        return ring_iq_mean(self._linear(h.float()), self._ring_mask(h))
+
     def ring_deviation(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Mean over stamps, bands and outer-ring pixels (``H // 8`` wide) of ``((x - level) / sigma_b)^2``.
 
@@ -881,6 +927,8 @@ class SkyNoise(torch.nn.Module):
         """
         n, c = h.shape[:2]
         shape = (1, c, 1, 1)
+        if self.by_level and row is None:  # a real stamp of this stamp's sky level gives its depth (and texture)
+            row = self.rows_by_level(h, gen)
         if self.groups:  # the real stamp's row first: its depth and its sky texture
             if row is None:
                 row = self.draw_rows(n, gen, h.device)

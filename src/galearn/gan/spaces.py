@@ -15,10 +15,12 @@ __all__ = ["check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROU
 #: matches to the real stamps': the azimuthally averaged power spectrum in the evaluation's own bins, and
 #: the pixel-value distribution whose percentiles the morphometry vector holds, and the light profile in
 #: its annuli (alone, and jointly with the spectrum); the colour maps' spectra (bands' differences) count
-#: against both the spectra and the colours.
+#: against both the spectra and the colours; the noiseless sky levels' distribution counts against the pixel
+#: percentiles.
 TARGETED_MORPHOMETRY_GROUPS = {"g_power_match": ("power spectrum",), "g_stamp_power_match": ("power spectrum",),
                                "g_colour_power_match": ("power spectrum", "colour"), "g_pixel_match": ("pixel percentiles",),
-                               "g_profile_match": ("profile",), "g_joint_match": ("power spectrum", "profile")}
+                               "g_profile_match": ("profile",), "g_joint_match": ("power spectrum", "profile"),
+                               "g_sky_level_match": ("pixel percentiles",)}
 
 
 def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
