@@ -892,13 +892,8 @@ class SkyNoise(torch.nn.Module):
         return lin[..., self._ring_mask(h)].median(dim=-1).values
 
     def ring_level(self, h: torch.Tensor) -> torch.Tensor:
-        """Each noiseless stamp's sky level per band ``(N, C)``, linear units, with its graph: the mean of the outer
-        ring's middle half of values (25-75 %; ``gan.g_sky_level_match``).
-
-        A median moves only by its one middle pixel; the interquartile mean is
-        as robust to a galaxy's wings in the ring and takes its gradient from
-        half the ring.
-        """
+        """Each noiseless stamp's sky level per band ``(N, C)``, linear units, with its graph: :func:`ring_iq_mean` of
+        its linear values on the outer ring (``gan.g_sky_level_match``)."""
         return ring_iq_mean(self._linear(h.float()), self._ring_mask(h))
 
     def ring_deviation(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
