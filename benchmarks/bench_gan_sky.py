@@ -35,23 +35,15 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from galearn.gan.sample import load_generator, sample_class  # noqa: E402
-from galearn.gan.sky import sky_per_stamp  # noqa: E402
+from galearn.gan.sky import outer_ring, sky_per_stamp  # noqa: E402
 from galearn.gan.template import ring_median  # noqa: E402
 from galearn.store import Workspace, open_sample  # noqa: E402
-
-
-def ring_mask(size: int) -> np.ndarray:
-    """The outer ring, ``size // 8`` pixels wide, of a ``size`` x ``size`` stamp."""
-    k = max(1, size // 8)
-    ring = np.ones((size, size), dtype=bool)
-    ring[k:-k, k:-k] = False
-    return ring
 
 
 def ring_summary(stretched: np.ndarray) -> tuple[np.ndarray, float]:
     """First band: per-stamp ring median quantiles (5-95 %, 8-bit levels) and the share of stamps whose ring is
     more than a quarter black."""
-    ring = stretched[:, 0][:, ring_mask(stretched.shape[-1])] * 255.0
+    ring = stretched[:, 0][:, outer_ring(*stretched.shape[-2:])] * 255.0
     return np.percentile(np.median(ring, axis=1), [5, 25, 50, 75, 95]), float(((ring <= 0).mean(axis=1) > 0.25).mean())
 
 

@@ -64,7 +64,7 @@ from .rng import seeded_draw
 
 __all__ = ["linearise", "measure_sky", "measure_sky_scatter", "sky_per_stamp", "measure_sky_band_correlation",
            "SKY_BAND_CORRELATION_MIN", "measure_noise_gain", "NOISE_GAIN_BINS", "quantisation_step", "measure_sky_correlation",
-           "noise_correlation", "short_range_correlation", "ring_iq_mean", "LEVEL_NEIGHBOUR_ROWS",
+           "noise_correlation", "short_range_correlation", "ring_iq_mean", "outer_ring", "LEVEL_NEIGHBOUR_ROWS",
            "sky_smoothness", "measure_grouped_sky_correlation", "choose_sky_noise", "noise_amplitude", "stretched_level",
            "SkyNoise", "SKY_NOISE"]
 
@@ -142,16 +142,21 @@ def _dequantised_quantile(values: np.ndarray, q: np.ndarray, step: float, axis: 
     return np.moveaxis(out.reshape(*lead, 1), -1, axis)
 
 
+def outer_ring(height: int, width: int, border: int | None = None) -> np.ndarray:
+    """A stamp's outer ring, ``border`` (default ``height // 8``, at least 1) pixels wide: a boolean ``(height, width)``
+    mask, where the sky is measured."""
+    bw = max(1, int(border if border is not None else height // 8))
+    ring = np.ones((height, width), dtype=bool)
+    ring[bw:-bw, bw:-bw] = False
+    return ring
+
+
 def _stamps_and_ring(stretched: np.ndarray, border: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(stamps (N, C, H, W), outer-ring mask (H, W))``; the ring is ``border`` (default ``H // 8``) pixels wide."""
     x = np.asarray(stretched)
     if x.ndim != 4 or x.shape[0] < 1:
         raise BadValueError(f"{what} needs stamps (N, C, H, W), got shape {x.shape}")
-    h, w = x.shape[-2:]
-    bw = max(1, int(border if border is not None else h // 8))
-    ring = np.ones((h, w), dtype=bool)
-    ring[bw:-bw, bw:-bw] = False
-    return x, ring
+    return x, outer_ring(*x.shape[-2:], border)
 
 
 def measure_sky(stretched: np.ndarray, stretch: dict | None = None, *, border: int | None = None) -> dict:
@@ -880,11 +885,8 @@ class SkyNoise(torch.nn.Module):
 
     @staticmethod
     def _ring_mask(h: torch.Tensor) -> torch.Tensor:
-        """The outer ring (``H // 8`` wide) of stamps ``h``, a boolean ``(H, W)`` mask."""
-        k = max(1, h.shape[-1] // 8)
-        ring = torch.ones(h.shape[-2:], dtype=torch.bool, device=h.device)
-        ring[k:-k, k:-k] = False
-        return ring
+        """The outer ring (``H // 8`` wide) of stamps ``h``, a boolean ``(H, W)`` mask (:func:`outer_ring`)."""
+        return torch.from_numpy(outer_ring(*h.shape[-2:])).to(h.device)
 
     def ring_median(self, h: torch.Tensor) -> torch.Tensor:
         """Each noiseless stamp's outer-ring median per band ``(N, C)``, linear units (``gan.g_sky_reference = stamp``)."""
