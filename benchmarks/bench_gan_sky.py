@@ -18,9 +18,14 @@ stretched 0..1 values x 255):
   above it says the excess is G's, not the noise model's;
 * the rank correlation (Spearman) of each stamp's sky level and sky sigma, first band: in the real 8-bit composites
   a dark sky is a quiet one (dev images: +0.91), which a sky depth drawn without regard to the level loses
-  (``gan.sky_scatter_by_level``, round 46).
+  (``gan.sky_scatter_by_level``, round 46);
+* the pixel-scale texture: the root mean square of each stamp's Laplacian (first band, 8-bit levels) on the outer
+  ring and on the central 18 x 18 pixels, the centre's on the faintest and the brightest quarter of the stamps by
+  their central light above their ring, and the rank correlation of that light and the centre's texture. In the
+  real dev stamps the centre's texture falls steeply with the light (-0.80); in the round-45 library it hardly
+  does (-0.29), and most of it is G's noiseless texture (round 47).
 
-Used for docs/gan-experiments.md rounds 45-46.
+Used for docs/gan-experiments.md rounds 45-47.
 """
 
 from __future__ import annotations
@@ -45,6 +50,29 @@ def ring_summary(stretched: np.ndarray) -> tuple[np.ndarray, float]:
     more than a quarter black."""
     ring = stretched[:, 0][:, outer_ring(*stretched.shape[-2:])] * 255.0
     return np.percentile(np.median(ring, axis=1), [5, 25, 50, 75, 95]), float(((ring <= 0).mean(axis=1) > 0.25).mean())
+
+
+def central_light(stretched: np.ndarray) -> np.ndarray:
+    """First band: each stamp's central 16 x 16 mean above its outer-ring median (8-bit levels)."""
+    x = stretched[:, 0].astype("f8") * 255.0
+    cy, cx = x.shape[-2] // 2, x.shape[-1] // 2
+    return x[:, cy - 8:cy + 8, cx - 8:cx + 8].mean(axis=(1, 2)) - np.median(x[:, outer_ring(*x.shape[-2:])], axis=1)
+
+
+def texture_summary(stretched: np.ndarray, light: np.ndarray) -> list[float]:
+    """First band, 8-bit levels: the Laplacian's rms on the outer ring and on the central 18 x 18 pixels (median over
+    stamps), and the centre's median over the faintest and the brightest quarter of the stamps by ``light``
+    (:func:`central_light`; for the generated stamps, their noiseless stamps')."""
+    x = stretched[:, 0].astype("f8") * 255.0
+    lap = 4.0 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    height, width = x.shape[-2:]
+    cy, cx = height // 2, width // 2
+    ring = outer_ring(height, width)
+    ring_rms = np.sqrt(np.mean(lap[:, ring[1:-1, 1:-1]] ** 2, axis=1))
+    centre_rms = np.sqrt(np.mean(lap[:, cy - 10:cy + 8, cx - 10:cx + 8] ** 2, axis=(1, 2)))
+    faint, bright = np.quantile(light, [0.25, 0.75])
+    return [float(np.median(ring_rms)), float(np.median(centre_rms)), float(np.median(centre_rms[light <= faint])),
+            float(np.median(centre_rms[light >= bright])), float(spearmanr(light, centre_rms)[0])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         rank = spearmanr(own["level"][:, 0], own["sigma"][:, 0], nan_policy="omit")[0]
         print(f"{name:28s} {np.array2string(np.round(q, 1)):32s} {100 * black:5.1f} %             "
               f"{np.array2string(np.round(sigma, 2)):38s} {rank:+.2f}")
+    print("\npixel-scale texture, first band: Laplacian rms (8-bit levels)   ring    centre   centre, faintest / "
+          "brightest quarter by central light   light-texture rank corr.\n(generated: by their noiseless stamps' light)")
+    light = central_light(noiseless_stretched)
+    for name, x, by in (("real", real, central_light(real)), ("generated", full, light),
+                        ("noise alone, flat sky", noise_only, light), ("G's noiseless stamps", noiseless_stretched, light)):
+        ring_rms, centre_rms, faint, bright, rank = texture_summary(x, by)
+        print(f"{name:64s} {ring_rms:6.2f}  {centre_rms:6.2f}   {faint:6.2f} / {bright:6.2f}{'':27s}{rank:+.2f}")
     return 0
 
 
