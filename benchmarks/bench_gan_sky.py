@@ -23,9 +23,13 @@ stretched 0..1 values x 255):
   ring and on the central 18 x 18 pixels, the centre's on the faintest and the brightest quarter of the stamps by
   their central light above their ring, and the rank correlation of that light and the centre's texture. In the
   real dev stamps the centre's texture falls steeply with the light (-0.80); in the round-45 library it hardly
-  does (-0.31), and most of it is G's noiseless texture (round 47).
+  does (-0.31), and most of it is G's noiseless texture (round 47);
+* per band, the rank correlation over stamps of each stamp's lowest-frequency power (|k| < 0.06 cycles per pixel,
+  the constant left out: the galaxy's size and brightness) and its highest (|k| > 0.35: the pixel-scale noise and
+  texture). In the real dev stamps it is negative (R / G / B -0.26 / -0.30 / -0.15: a big bright galaxy sits in a
+  smoother stamp); every library of rounds 43-47 has it positive (round 47).
 
-Used for docs/gan-experiments.md rounds 45-47.
+Used for docs/gan-experiments.md rounds 45-48.
 """
 
 from __future__ import annotations
@@ -78,6 +82,20 @@ def texture_summary(stretched: np.ndarray, light: np.ndarray) -> list[float]:
             float(np.median(centre_rms[light >= bright])), float(spearmanr(light, centre_rms)[0])]
 
 
+#: Spatial frequencies (cycles per pixel) of the lowest and the highest power in :func:`frequency_covariance`.
+LOWEST_K, HIGHEST_K = 0.06, 0.35
+
+
+def frequency_covariance(stretched: np.ndarray) -> np.ndarray:
+    """Per band, the rank correlation over stamps of each stamp's mean power at ``0 < |k| < LOWEST_K`` and at
+    ``|k| > HIGHEST_K`` (cycles per pixel; the 2-d power spectrum of the stamp less its mean): ``(C,)``."""
+    x = stretched.astype("f8")
+    power = np.abs(np.fft.fft2(x - x.mean(axis=(2, 3), keepdims=True))) ** 2
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(x.shape[-2]), np.fft.fftfreq(x.shape[-1]), indexing="ij"))
+    low, high = power[..., (k > 0) & (k < LOWEST_K)].mean(axis=-1), power[..., k > HIGHEST_K].mean(axis=-1)
+    return np.array([spearmanr(low[:, b], high[:, b])[0] for b in range(x.shape[1])])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workspace")
@@ -125,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                         ("noise alone, flat sky", noise_only, light), ("G's noiseless stamps", noiseless_stretched, light)):
         ring_rms, centre_rms, faint, bright, rank = texture_summary(x, by)
         print(f"{name:64s} {ring_rms:6.2f}  {centre_rms:6.2f}   {faint:6.2f} / {bright:6.2f}{'':27s}{rank:+.2f}")
+    print(f"\nlowest (|k| < {LOWEST_K}) - highest (|k| > {HIGHEST_K} cycles per pixel) power rank corr., per band")
+    for name, x in (("real", real), ("generated", full), ("G's noiseless stamps", noiseless_stretched)):
+        print(f"{name:28s} {' '.join(f'{r:+.2f}' for r in frequency_covariance(x))}")
     return 0
 
 

@@ -8,6 +8,7 @@ drawn ellipticity (gan.g_drawn_ellipticity, round 39)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -188,6 +189,8 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_drawn_ellipticity", False, True, "often"),
                                                        ("g_centroid_radii", "normal", "measured", "uniform"),
                                                        ("g_centroid_move", "translate", "lopsided", "shift"),
+                                                       ("g_ellipticity_draw", "normal", "measured", "skewed"),
+                                                       ("g_ellipticity_trainable", True, False, "often"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -482,20 +485,28 @@ def test_lopsided_centroid_move_keeps_the_core_and_shifts_the_outskirts():
         DrawnCentroid(3, 4, move="shift")
 
 
-@pytest.mark.parametrize("name, value, legacy", [("g_centroid_radii", "measured", "normal"),
-                                                   ("g_centroid_move", "lopsided", "translate")])
-def test_drawn_centroid_settings_resume_exactly_and_need_the_drawn_centroid(tmp_path, name, value, legacy):
+@pytest.mark.parametrize("name, value, legacy, needs", [("g_centroid_radii", "measured", "normal", "g_drawn_centroid"),
+                                                          ("g_centroid_move", "lopsided", "translate", "g_drawn_centroid"),
+                                                          ("g_ellipticity_draw", "measured", "normal", "g_drawn_ellipticity"),
+                                                          ("g_ellipticity_trainable", False, True, "g_drawn_ellipticity")])
+def test_drawn_shape_settings_resume_exactly_and_need_their_draw(tmp_path, name, value, legacy, needs):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
     from galearn.gan.checkpoint import load_checkpoint, save_checkpoint
     from galearn.gan.loop import _validate
 
-    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, g_drawn_centroid=True, **{name: value})
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, **{needs: True, name: value})
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
     assert ckpt["config"][name] == value
-    if name == "g_centroid_radii":
-        quantiles = ckpt["G"]["centroid.radius_quantiles"]
-        assert float(quantiles[-1]) > float(quantiles[0]) >= 0  # measured on the training stamps, kept in the checkpoint
+    buffer = {"g_centroid_radii": "centroid.radius_quantiles", "g_ellipticity_draw": "ellipticity.deviation_quantiles"}
+    if name in buffer:
+        quantiles = ckpt["G"][buffer[name]]
+        assert torch.all(quantiles[..., -1] > quantiles[..., 0])  # measured on the training stamps, kept in the checkpoint
+    if name == "g_ellipticity_trainable":  # frozen: after 4 steps still the real stamps' class means and spread
+        stats = json.loads((ws.gan / "config.json").read_text())["ellipticity_stats"]
+        for net in ("G", "G_ema"):
+            np.testing.assert_allclose(ckpt[net]["ellipticity.bias"].numpy(), stats["mean"], rtol=1e-6)
+            assert float(ckpt[net]["ellipticity.weight"].norm()) == pytest.approx(stats["std"], rel=1e-5)
     assert_sample_reproducible(ws, cfg)
     with pytest.raises(BadValueError, match=name):
         run_train(ws, dataclasses.replace(cfg, steps=6, **{name: legacy}), resume=True, progress=False)
@@ -506,7 +517,7 @@ def test_drawn_centroid_settings_resume_exactly_and_need_the_drawn_centroid(tmp_
     old["config"] = {k: v for k, v in old["config"].items() if k != name}
     save_checkpoint(ws.gan / "ckpt-000004.pt", old)
     run_train(ws, dataclasses.replace(plain, steps=5), resume=True, progress=False)
-    for bad in ({name: "uniform"}, {name: 2}, {name: value}):  # the last: without gan.g_drawn_centroid
+    for bad in ({name: "uniform"}, {name: 2}, {name: value}):  # the last: without its drawn centroid / ellipticity
         with pytest.raises(BadValueError, match=name):
             _validate(dataclasses.replace(TINY, **bad))
 
@@ -569,3 +580,65 @@ def test_drawn_ellipticity_measures_the_real_shapes_and_stretches_each_stamp_to_
     np.testing.assert_allclose(out.detach().sum(dim=(2, 3)).numpy(), x.detach().sum(dim=(2, 3)).numpy(), rtol=0.02)
     out.square().sum().backward()
     assert draw.weight.grad.abs().sum() > 0 and draw.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def test_measured_ellipticity_draw_gives_the_real_skewed_shapes():
+    """gan.g_ellipticity_draw = "measured": the real atanh(ellipticity)'s deviations from their class mean (in units of
+    the pooled spread) are measured as quantiles per class; the drawn values keep the Gaussian draw's order but take
+    each class's own skewed distribution and spread (more nearly round galaxies than a folded Gaussian of the same mean
+    and spread makes); a stamp still leaves with its drawn ellipticity, and gradient still reaches the weights."""
+    from scipy.stats import spearmanr
+
+    from galearn.gan.template import N_RADIUS_QUANTILES, DrawnEllipticity, measure_ellipticities
+    from galearn.morphometry import shape_moments
+
+    rng = np.random.default_rng(6)
+    y = np.repeat([0, 1], 300)
+    u_true = rng.gamma(1.5, np.where(y == 0, 0.1, 0.25), len(y)) + np.where(y == 0, 0.0, 0.2)  # atanh(e): skewed toward
+    # round, as real shapes, and narrower in the rounder class
+    ratio = np.exp(u_true)
+    stamps = _ellipses(2.5 * np.sqrt(ratio), 2.5 / np.sqrt(ratio), rng.uniform(0.0, np.pi, len(y)), np.zeros((len(y), 2)))
+    stats = measure_ellipticities(stamps, y, 3, quantiles=True)
+    assert "deviation_quantiles" not in measure_ellipticities(stamps, y, 3)
+    u = np.arctanh(shape_moments(stamps)[0])
+    scaled = (u - np.asarray(stats["mean"])[y]) / stats["std"]
+    probs = np.linspace(0, 1, N_RADIUS_QUANTILES)
+    want = [np.quantile(scaled[y == 0], probs), np.quantile(scaled[y == 1], probs), np.quantile(scaled, probs)]
+    np.testing.assert_allclose(stats["deviation_quantiles"], want)  # class 2 has no stamps: every stamp's
+
+    draw, normal = DrawnEllipticity(3, 16, draw="measured"), DrawnEllipticity(3, 16)
+    draw.set(stats, seed=5)
+    normal.set(stats, seed=5)
+    assert torch.equal(draw.weight, normal.weight) and torch.equal(draw.bias, normal.bias)
+    z = torch.randn(20000, 16, generator=torch.Generator().manual_seed(0))
+    levels = [0.1, 0.25, 0.5, 0.75, 0.9]
+    for k in (0, 1):  # at the measured w and b each class's draw is its real distribution
+        yk = torch.full((len(z),), k, dtype=torch.long)
+        with torch.no_grad():
+            got, plain = draw.targets(z, yk).numpy(), normal.targets(z, yk).numpy()
+        real = u[y == k]
+        np.testing.assert_allclose(np.quantile(got, levels), np.quantile(real, levels), atol=0.03)
+        assert abs(np.median(np.tanh(np.abs(got))) - np.median(np.tanh(real))) < 0.02
+        assert spearmanr(got, plain)[0] > 0.999  # the same order: the draw keeps which z is the most elongated
+        if k == 0:  # the narrow round class: a Gaussian of the pooled spread, folded at 0, makes it too elongated
+            assert np.median(np.tanh(np.abs(plain))) > np.median(np.tanh(real)) + 0.03
+    y0 = torch.zeros(len(z), dtype=torch.long)
+    with torch.no_grad():
+        got = draw.targets(z, y0).numpy()
+    with pytest.raises(ValueError, match="draw"):
+        DrawnEllipticity(3, 16, draw="skewed")
+    frozen = DrawnEllipticity(3, 16, draw="measured", trainable=False)  # gan.g_ellipticity_trainable = false
+    frozen.set(stats, seed=5)
+    assert not list(frozen.parameters()) and torch.equal(frozen.weight, draw.weight.detach())
+    with torch.no_grad():
+        np.testing.assert_array_equal(frozen.targets(z[:64], y0[:64]).numpy(), got[:64])
+
+    x = torch.from_numpy(_ellipses(np.array([2.5, 4.0]), np.array([2.5, 1.6]), np.array([0.0, 0.4]), np.zeros((2, 2))))
+    x = (x * 2 - 1).requires_grad_(True)
+    zz, yy = z[:2], torch.tensor([0, 1])
+    out = draw(x, zz, yy, torch.Generator().manual_seed(7))
+    got2, _ = shape_moments(((out.detach() + 1) / 2).numpy())
+    np.testing.assert_allclose(got2, np.tanh(np.abs(draw.targets(zz, yy).detach().numpy())), atol=0.03)
+    out.square().sum().backward()
+    assert draw.weight.grad.abs().sum() > 0 and draw.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+

@@ -228,6 +228,8 @@ class GanTrainConfig:
     g_random_rotation: bool = False  # rotate G's noiseless stamp by a seeded uniform angle before the sky noise (orientations on the sky are isotropic; D's 90-degree augmentations cannot ask for it)
     g_drawn_centroid: bool = False  # move each noiseless stamp so its light centroid sits at an offset drawn from z, started at the real stamps' class mean and within-class spread, learnt with G (docs/gan-experiments.md round 38)
     g_drawn_ellipticity: bool = False  # stretch each noiseless stamp along its own major axis so its ellipticity is drawn from z (started at the real stamps' class mean and within-class spread of atanh(ellipticity), learnt with G) and turn the axis to a seeded uniform angle (docs/gan-experiments.md round 39)
+    g_ellipticity_draw: str = "normal"  # with g_drawn_ellipticity: the drawn atanh(ellipticity) about its class mean "normal" (a Gaussian's) or "measured" (distributed as the real class's stamps are, each class its own skewed shape and spread; docs/gan-experiments.md round 48)
+    g_ellipticity_trainable: bool = True  # with g_drawn_ellipticity: learn its class means and spread with G; false: they stay the real stamps' (learnt, they drift toward elongated galaxies; docs/gan-experiments.md round 48)
     g_centroid_radii: str = "normal"  # with g_drawn_centroid: the drawn offset's distance from the class mean "normal" (a Gaussian's) or "measured" (distributed as the real stamps' distances, heavy-tailed; docs/gan-experiments.md round 40)
     g_centroid_move: str = "translate"  # with g_drawn_centroid: how a stamp reaches its drawn centroid, "translate" (the whole stamp moved) or "lopsided" (its core kept in place, its outskirts shifted: the centroid off the peak, as in real stamps; docs/gan-experiments.md round 42)
     g_neighbours: bool = False  # draw real neighbouring sources into each noiseless stamp before the sky noise: each stamp takes one real stamp's number of compact sources away from its centre, each a real one's flux per band, size and distance from the centre at a seeded angle, a circular Gaussian (gan/neighbours.py; needs a measured sky_noise; docs/gan-experiments.md round 43)
@@ -445,7 +447,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "clusterer": ("auto", "kmeans", "gmm", "ward", "merge", "graph", "spectral", "hdbscan"), "bn": ("frozen", "train"), "d_head": ("sum", "dense"), "g_upsample": ("nearest", "bilinear"),
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "g_pin_sky_to": ("measured", "stamp"), "g_centroid_radii": ("normal", "measured"),
-    "g_centroid_move": ("translate", "lopsided"),
+    "g_centroid_move": ("translate", "lopsided"), "g_ellipticity_draw": ("normal", "measured"),
     "g_match_distance": ("wasserstein", "energy"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }

@@ -42,7 +42,7 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges, trainin
 from .loss import MATCH_DISTANCES, GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
-from .template import CENTROID_MOVES, CENTROID_RADII
+from .template import CENTROID_MOVES, CENTROID_RADII, ELLIPTICITY_DRAWS
 
 __all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
            "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
@@ -60,7 +60,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_colour_power_match", "g_sky_reference", "g_pin_sky_to", "sky_band_correlation", "lr_decay_start", "lr_decay_end",
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
            "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
-           "g_sky_level_match", "sky_scatter_by_level")
+           "g_sky_level_match", "sky_scatter_by_level", "g_ellipticity_draw",
+           "g_ellipticity_trainable")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -76,7 +77,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_drawn_centroid": False, "g_drawn_ellipticity": False,
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
                    "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
-                   "g_sky_level_match": 0.0, "sky_scatter_by_level": False}
+                   "g_sky_level_match": 0.0, "sky_scatter_by_level": False, "g_ellipticity_draw": "normal",
+                   "g_ellipticity_trainable": True}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -198,6 +200,8 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_groups=int(getattr(cfg, "sky_correlation_groups", 0)),
                   drawn_centroid=bool(getattr(cfg, "g_drawn_centroid", False)),
                   drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)),
+                  ellipticity_draw=getattr(cfg, "g_ellipticity_draw", "normal"),
+                  ellipticity_trainable=bool(getattr(cfg, "g_ellipticity_trainable", True)),
                   centroid_radii=getattr(cfg, "g_centroid_radii", "normal"),
                   centroid_move=getattr(cfg, "g_centroid_move", "translate"))
     D = None
@@ -412,6 +416,18 @@ def _validate(cfg: GanTrainConfig) -> None:
         if value != choices[0] and not getattr(cfg, "g_drawn_centroid", False):
             raise BadValueError(f"gan.{name} = {value} {what} of gan.g_drawn_centroid: it has no "
                                 "effect without gan.g_drawn_centroid = true")
+    draw = getattr(cfg, "g_ellipticity_draw", "normal")
+    if draw not in ELLIPTICITY_DRAWS:
+        raise BadValueError(f"gan.g_ellipticity_draw must be one of {', '.join(ELLIPTICITY_DRAWS)}, got {draw!r}")
+    if draw != "normal" and not getattr(cfg, "g_drawn_ellipticity", False):
+        raise BadValueError(f"gan.g_ellipticity_draw = {draw} shapes the drawn ellipticities of gan.g_drawn_ellipticity: "
+                            "it has no effect without gan.g_drawn_ellipticity = true")
+    trainable = getattr(cfg, "g_ellipticity_trainable", True)
+    if not isinstance(trainable, bool):
+        raise BadValueError(f"gan.g_ellipticity_trainable must be true or false, got {trainable!r}")
+    if not trainable and not getattr(cfg, "g_drawn_ellipticity", False):
+        raise BadValueError("gan.g_ellipticity_trainable = false freezes the drawn ellipticities of "
+                            "gan.g_drawn_ellipticity: it has no effect without gan.g_drawn_ellipticity = true")
     if cfg.g_upsample not in G_UPSAMPLE:
         raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
     if not 0.0 <= cfg.g_out_scale <= 1.0:
@@ -527,7 +543,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     ``G.centroid_stats``; with ``gan.g_centroid_radii = "measured"`` their
     radii's quantiles too) and its weights drawn from ``seed``; with a drawn
     ellipticity (``gan.g_drawn_ellipticity``) likewise their ellipticities
-    (:func:`galearn.gan.template.measure_ellipticities`, ``G.ellipticity_stats``).
+    (:func:`galearn.gan.template.measure_ellipticities`, ``G.ellipticity_stats``;
+    with ``gan.g_ellipticity_draw = "measured"`` their deviations' quantiles too).
     """
     med = np.median(np.asarray(stamps, dtype="f4").transpose(1, 0, 2, 3).reshape(stamps.shape[1], -1), axis=1)
     bias = (2.0 * med - 1.0).astype("f4")
@@ -562,7 +579,8 @@ def init_output_bias(G: Generator, G_ema: Generator, stamps: np.ndarray, y: np.n
     if G.ellipticity is not None:
         from .template import measure_ellipticities
 
-        G.ellipticity_stats = measure_ellipticities(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes)
+        G.ellipticity_stats = measure_ellipticities(stamps, np.zeros(len(stamps), int) if y is None else y, G.n_classes,
+                                                    quantiles=G.ellipticity.draw == "measured")
         for net in (G, G_ema):
             net.ellipticity.set(G.ellipticity_stats, derive_seed(seed, 0, 7119))
     for net in (G, G_ema):

@@ -356,6 +356,13 @@ class Generator(nn.Module):
         real stamps' class means and within-class spread of ``atanh(e)``:
         how elongated a galaxy is no longer rides on G's convolutions, which
         paint too round galaxies (docs/gan-experiments.md round 39).
+    ellipticity_draw : str
+        ``gan.g_ellipticity_draw``: ``"normal"`` (the drawn ``atanh(e)`` a
+        Gaussian about the class mean) or ``"measured"`` (distributed about it
+        as the real stamps' are, skewed toward round).
+    ellipticity_trainable : bool
+        ``gan.g_ellipticity_trainable``: learn the drawn ellipticity's class
+        means and spread with G (default), or keep them at the real stamps'.
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -384,7 +391,8 @@ class Generator(nn.Module):
                  asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_band_correlation: bool = False,
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
-                 drawn_ellipticity: bool = False, centroid_radii: str = "normal",
+                 drawn_ellipticity: bool = False, ellipticity_draw: str = "normal",
+                 ellipticity_trainable: bool = True, centroid_radii: str = "normal",
                  centroid_move: str = "translate") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
@@ -496,7 +504,7 @@ class Generator(nn.Module):
         if drawn_ellipticity:
             from .template import DrawnEllipticity
 
-            self.ellipticity = DrawnEllipticity(n_classes, z_dim)
+            self.ellipticity = DrawnEllipticity(n_classes, z_dim, draw=ellipticity_draw, trainable=ellipticity_trainable)
         else:
             self.ellipticity = None
         self._w0 = widths[0]

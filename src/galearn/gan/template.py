@@ -33,12 +33,15 @@ and started at the real stamps' class means and within-class spread:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 __all__ = ["measure_shapes", "TemplateWarp", "N_WARP", "ring_median", "template_colours", "measure_centroids", "DrawnCentroid", "CENTROID_RADII", "CENTROID_MOVES",
-           "torch_light_centroids", "torch_light_moments", "measure_ellipticities", "DrawnEllipticity"]
+           "torch_light_centroids", "torch_light_moments", "measure_ellipticities", "DrawnEllipticity",
+           "ELLIPTICITY_DRAWS"]
 
 N_WARP = 4  # log surface-brightness ratio, log size ratio, distortion e1, e2
 _MAX_E = 0.9
@@ -372,7 +375,10 @@ _MAX_SHAPE_E = 0.95  # ellipticities are clipped here before atanh (a line has 1
 _MAX_LOG_STRETCH = 0.75  # |ln s| of one stretch at most: axis ratio changed by at most e^1.5 ~ 4.5
 
 
-def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+ELLIPTICITY_DRAWS = ("normal", "measured")  # how the drawn atanh(e) lies about its class mean (gan.g_ellipticity_draw)
+
+
+def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, quantiles: bool = False) -> dict:
     """How elongated the real stamps are (``gan.g_drawn_ellipticity``): per class the mean, and the within-class spread, of ``atanh(e)``.
 
     ``e`` is the morphometry vector's ellipticity
@@ -380,11 +386,30 @@ def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int) -> 
     at 0.95); ``atanh(e) = ln(a / b)`` for the moments' axis ratio ``a / b``
     (axes as standard deviations), so one stretch adds to it. Returns
     ``mean`` (``n_classes``; a class without stamps gets the pooled mean) and
-    ``std`` (the pooled standard deviation about each class's mean).
+    ``std`` (the pooled standard deviation about each class's mean). With
+    ``quantiles`` (``gan.g_ellipticity_draw = "measured"``) also
+    ``deviation_quantiles`` ``(n_classes, N_RADIUS_QUANTILES)``: per class, its
+    stamps' ``atanh(e)`` less the class mean, in units of ``std``, at the
+    probabilities ``linspace(0, 1, N_RADIUS_QUANTILES)`` (a class of fewer
+    than ``MIN_CLASS_QUANTILE_STAMPS`` stamps gets every stamp's). The classes'
+    shapes and spreads differ (dev images: elliptical 0.14, spiral 0.27).
     """
     from ..morphometry import shape_moments
 
-    return _class_mean_and_spread(np.arctanh(np.clip(shape_moments(np.asarray(stamps))[0], 0.0, _MAX_SHAPE_E)), y, n_classes)
+    values = np.arctanh(np.clip(shape_moments(np.asarray(stamps))[0], 0.0, _MAX_SHAPE_E))
+    stats = _class_mean_and_spread(values, y, n_classes)
+    if quantiles:
+        y = np.asarray(y)
+        scaled = (values - np.asarray(stats["mean"])[y]) / max(float(stats["std"]), 1e-6)
+        probs = np.linspace(0.0, 1.0, N_RADIUS_QUANTILES)
+        pooled = np.quantile(scaled, probs)
+        stats["deviation_quantiles"] = np.stack([np.quantile(scaled[y == k], probs)
+                                                 if np.sum(y == k) >= MIN_CLASS_QUANTILE_STAMPS else pooled
+                                                 for k in range(n_classes)]).tolist()
+    return stats
+
+
+MIN_CLASS_QUANTILE_STAMPS = 16  # a class with fewer real stamps draws its ellipticities from every stamp's deviations
 
 
 class DrawnEllipticity(torch.nn.Module):
@@ -408,19 +433,63 @@ class DrawnEllipticity(torch.nn.Module):
     and ``w`` ``(z_dim,)`` at their within-class spread (:meth:`set`); both
     are learnt with G. G's own output keeps its structure and asymmetry; the
     drawn number decides how elongated the galaxy is.
+
+    ``draw = "measured"`` (``gan.g_ellipticity_draw``) gives the deviation
+    ``w . z`` the real class's distribution instead of a Gaussian's: its
+    probability ``Phi(w . z / |w|)`` is read through the class's measured
+    deviations' quantiles (buffer ``deviation_quantiles`` ``(K, Q)``, in units of
+    the pooled spread, from :func:`measure_ellipticities`) and scaled by
+    ``|w|``; at the measured ``w`` and ``b`` the draw is the class's real
+    ``atanh(e)`` distribution. Real ``atanh(e)`` is skewed (many nearly
+    round galaxies, a tail of elongated ones) and its spread differs by class:
+    on the dev images the median ``e`` is 0.27, where Gaussians of the class
+    means and the pooled spread, folded at 0, put it at 0.33
+    (docs/gan-experiments.md round 48).
+
+    ``trainable = False`` (``gan.g_ellipticity_trainable``) keeps ``w`` and
+    ``b`` at the measured values (buffers, not parameters): learnt with G on
+    the dev images (three runs read, round 48), the spiral class's mean
+    ``atanh(e)`` rose from 0.47-0.48 to 0.67-0.70 and the spread from 0.21 to
+    0.34-0.40, the library's galaxies more elongated than the real ones.
     """
 
-    def __init__(self, n_classes: int, z_dim: int) -> None:
+    def __init__(self, n_classes: int, z_dim: int, draw: str = "normal", trainable: bool = True) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(z_dim))
-        self.bias = torch.nn.Parameter(torch.zeros(n_classes))
+        if draw not in ELLIPTICITY_DRAWS:
+            raise ValueError(f"draw must be one of {', '.join(ELLIPTICITY_DRAWS)}, got {draw!r}")
+        if trainable:
+            self.weight = torch.nn.Parameter(torch.zeros(z_dim))
+            self.bias = torch.nn.Parameter(torch.zeros(n_classes))
+        else:
+            self.register_buffer("weight", torch.zeros(z_dim))
+            self.register_buffer("bias", torch.zeros(n_classes))
+        self.draw = draw
+        if draw == "measured":
+            self.register_buffer("deviation_quantiles", torch.zeros(n_classes, N_RADIUS_QUANTILES))
 
     @torch.no_grad()
     def set(self, ellipticities: dict, seed: int) -> None:
         """Class means from ``ellipticities["mean"]``; ``w`` a seeded random direction of length ``std``, so ``w . z``
-        (``z ~ N(0, I)``) has exactly the measured spread."""
+        (``z ~ N(0, I)``) has exactly the measured spread; the measured deviations' quantiles where drawn from them."""
         self.weight.copy_(_seeded_directions(tuple(self.weight.shape), float(ellipticities["std"]), seed))
         self.bias.copy_(torch.as_tensor(ellipticities["mean"], dtype=torch.float32))
+        if self.draw == "measured":
+            self.deviation_quantiles.copy_(torch.as_tensor(ellipticities["deviation_quantiles"], dtype=torch.float32))
+
+    def targets(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The drawn ``atanh(e)`` of each stamp ``(N,)`` (a negative value: the major axis turned by 90 degrees)."""
+        drawn = z.to(self.weight.dtype) @ self.weight
+        if self.draw == "measured":
+            spread = self.weight.float().norm().clamp(min=1e-6)
+            prob = 0.5 * torch.erfc(-drawn.detach().float() / (spread.detach() * math.sqrt(2.0)))  # Phi(w . z / |w|)
+            quantiles = self.deviation_quantiles.to(prob.dtype)  # (K, Q), on the uniform grid linspace(0, 1, Q)
+            position = prob * (quantiles.shape[1] - 1)
+            low = position.floor().long().clamp(0, quantiles.shape[1] - 2)
+            frac = (position - low.to(prob.dtype)).clamp(0.0, 1.0)
+            row = quantiles[y]  # each stamp read through its own class's quantiles
+            deviation = torch.lerp(row.gather(1, low[:, None])[:, 0], row.gather(1, low[:, None] + 1)[:, 0], frac)
+            drawn = spread * deviation
+        return drawn + self.bias[y]
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
                 gen: torch.Generator | None = None) -> torch.Tensor:
@@ -430,7 +499,7 @@ class DrawnEllipticity(torch.nn.Module):
         mx, my, qxx, qyy, qxy = torch_light_moments(x.detach())
         e = (torch.hypot(qxx - qyy, 2.0 * qxy) / (qxx + qyy).clamp(min=1e-6)).clamp(0.0, _MAX_SHAPE_E)
         axis = 0.5 * torch.atan2(2.0 * qxy, qxx - qyy)  # major axis, from +x towards +y
-        target = z.to(self.weight.dtype) @ self.weight + self.bias[y]
+        target = self.targets(z, y)
         log_s = (0.5 * (target - torch.atanh(e))).clamp(-_MAX_LOG_STRETCH, _MAX_LOG_STRETCH)
         c, s = torch.cos(axis), torch.sin(axis)
         major, minor = torch.exp(-log_s), torch.exp(log_s)  # the stretch: output q reads input c + A^-1 (q - c)
