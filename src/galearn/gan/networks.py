@@ -358,8 +358,8 @@ class Generator(nn.Module):
         paint too round galaxies (docs/gan-experiments.md round 39).
     ellipticity_draw : str
         ``gan.g_ellipticity_draw``: ``"normal"`` (the drawn ``atanh(e)`` a
-        Gaussian about the class mean) or ``"measured"`` (distributed about it
-        as the real stamps' are, skewed toward round).
+        Gaussian about the class mean) or ``"measured"`` (distributed as the
+        real class's stamps are, skewed toward round).
     ellipticity_trainable : bool
         ``gan.g_ellipticity_trainable``: learn the drawn ellipticity's class
         means and spread with G (default), or keep them at the real stamps'.
