@@ -364,11 +364,13 @@ class DrawnCentroid(torch.nn.Module):
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """``numpy.interp`` for increasing ``xp`` (values outside take the end values)."""
+    """``numpy.interp`` for increasing ``xp`` (values outside take the end values); ``fp`` one row of values for all
+    ``x`` ``(Q,)``, or a row per ``x`` ``(N, Q)``."""
     i = torch.searchsorted(xp, x.clamp(float(xp[0]), float(xp[-1]))).clamp(1, len(xp) - 1)
     lo, hi = xp[i - 1], xp[i]
     t = ((x - lo) / (hi - lo).clamp(min=1e-12)).clamp(0.0, 1.0)
-    return fp[i - 1] + t * (fp[i] - fp[i - 1])
+    below, above = (fp[i - 1], fp[i]) if fp.dim() == 1 else (fp.gather(1, (i - 1)[:, None])[:, 0], fp.gather(1, i[:, None])[:, 0])
+    return below + t * (above - below)
 
 
 _MAX_SHAPE_E = 0.95  # ellipticities are clipped here before atanh (a line has 1)
@@ -376,6 +378,7 @@ _MAX_LOG_STRETCH = 0.75  # |ln s| of one stretch at most: axis ratio changed by 
 
 
 ELLIPTICITY_DRAWS = ("normal", "measured")  # how the drawn atanh(e) lies about its class mean (gan.g_ellipticity_draw)
+MIN_CLASS_QUANTILE_STAMPS = 16  # a class with fewer real stamps draws its ellipticities from every stamp's deviations
 
 
 def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, quantiles: bool = False) -> dict:
@@ -407,9 +410,6 @@ def measure_ellipticities(stamps: np.ndarray, y: np.ndarray, n_classes: int, *, 
                                                  if np.sum(y == k) >= MIN_CLASS_QUANTILE_STAMPS else pooled
                                                  for k in range(n_classes)]).tolist()
     return stats
-
-
-MIN_CLASS_QUANTILE_STAMPS = 16  # a class with fewer real stamps draws its ellipticities from every stamp's deviations
 
 
 class DrawnEllipticity(torch.nn.Module):
@@ -482,13 +482,8 @@ class DrawnEllipticity(torch.nn.Module):
         if self.draw == "measured":
             spread = self.weight.float().norm().clamp(min=1e-6)
             prob = 0.5 * torch.erfc(-drawn.detach().float() / (spread.detach() * math.sqrt(2.0)))  # Phi(w . z / |w|)
-            quantiles = self.deviation_quantiles.to(prob.dtype)  # (K, Q), on the uniform grid linspace(0, 1, Q)
-            position = prob * (quantiles.shape[1] - 1)
-            low = position.floor().long().clamp(0, quantiles.shape[1] - 2)
-            frac = (position - low.to(prob.dtype)).clamp(0.0, 1.0)
-            row = quantiles[y]  # each stamp read through its own class's quantiles
-            deviation = torch.lerp(row.gather(1, low[:, None])[:, 0], row.gather(1, low[:, None] + 1)[:, 0], frac)
-            drawn = spread * deviation
+            grid = torch.linspace(0.0, 1.0, self.deviation_quantiles.shape[1], dtype=prob.dtype, device=prob.device)
+            drawn = spread * _interp(prob, grid, self.deviation_quantiles.to(prob.dtype)[y])  # each stamp: its class's
         return drawn + self.bias[y]
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
