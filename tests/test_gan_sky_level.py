@@ -191,22 +191,69 @@ def test_rows_by_level_give_a_dark_sky_a_dark_real_stamp_s_depth():
         SkyNoise(3, scatter=True, by_level=True, row_levels=True)
 
 
-def test_sky_scatter_by_level_trains_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path):
+@pytest.mark.parametrize("option, buffer, other", [("sky_scatter_by_level", "sky.row_level", {}),
+                                                   ("sky_scatter_by_light", "sky.row_light", {"sky_scatter_by_level": True})])
+def test_sky_scatter_by_a_key_trains_resumes_exactly_samples_reproducibly_and_is_checked(tmp_path, option, buffer, other):
+    """gan.sky_scatter_by_level / gan.sky_scatter_by_light: the rows' keys are measured on the real stamps and kept in
+    the checkpoint; the option is frozen on resume and refused without a measured, scattered sky."""
     from galearn.gan import run_train
     from galearn.gan.checkpoint import load_checkpoint
     from galearn.gan.loop import LEGACY_SETTINGS, _validate
 
-    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_scatter_by_level=True, sky_noise="measured")
-    assert LEGACY_SETTINGS["sky_scatter_by_level"] is False
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured", **{option: True})
+    assert LEGACY_SETTINGS[option] is False
     ws, ckpt = assert_resume_exact(tmp_path, cfg)
-    assert ckpt["config"]["sky_scatter_by_level"] is True
-    levels = ckpt["G"]["sky.row_level"]
-    assert levels.shape[1] == 3 and float(levels.std()) > 0  # the real rows' levels, set (not the placeholder)
+    assert ckpt["config"][option] is True
+    keys = ckpt["G"][buffer]
+    assert keys.shape[1] == 3 and float(keys.std()) > 0  # the real rows' keys, set (not the placeholder)
     assert_sample_reproducible(ws, cfg)
-    with pytest.raises(BadValueError, match="sky_scatter_by_level"):  # frozen on resume
-        run_train(ws, dataclasses.replace(cfg, steps=6, sky_scatter_by_level=False), resume=True, progress=False)
-    for bad in ({"sky_scatter_by_level": "yes"}, {"sky_scatter": False}, {"sky_noise": "learnt"},
-                {"g_pin_sky": True, "g_template": True, "g_pin_sky_to": "stamp"}):
-        with pytest.raises(BadValueError, match="sky_scatter_by_level"):
-            _validate(dataclasses.replace(cfg, **bad))
-    assert load_checkpoint(ws.gan / "ckpt-000004.pt")["G_ema"]["sky.row_level"].shape == levels.shape
+    with pytest.raises(BadValueError, match=option):  # frozen on resume
+        run_train(ws, dataclasses.replace(cfg, steps=6, **{option: False}), resume=True, progress=False)
+    for bad in ({option: "yes"}, {"sky_scatter": False}, {"sky_noise": "learnt"},
+                {"g_pin_sky": True, "g_template": True, "g_pin_sky_to": "stamp"}, other):
+        if bad:
+            with pytest.raises(BadValueError, match=option):
+                _validate(dataclasses.replace(cfg, **bad))
+    assert load_checkpoint(ws.gan / "ckpt-000004.pt")["G_ema"][buffer].shape == keys.shape
+
+
+def test_central_light_is_the_centre_above_the_ring_in_numpy_and_torch():
+    from galearn.gan.sky import central_light
+
+    x = np.full((4, 3, 32, 32), 0.05, dtype="f4")
+    x[:, :, 12:20, 12:20] += np.array([0.0, 0.1, 0.2, 0.4], dtype="f4")[:, None, None, None]  # the central box
+    x[:, :, :2, :2] = 0.9  # a neighbour on the ring's corner moves its median not at all
+    got = central_light(x)
+    np.testing.assert_allclose(got, np.array([0.0, 0.1, 0.2, 0.4])[:, None].repeat(3, axis=1), atol=1e-6)
+    np.testing.assert_allclose(central_light(torch.from_numpy(x)).numpy(), got, atol=1e-6)
+
+
+def test_rows_by_light_give_a_bright_galaxy_a_bright_real_stamp_s_sky():
+    """gan.sky_scatter_by_light: a stamp's depth row (and with sky_correlation_groups its sky texture) is drawn among
+    the rows whose real stamps' central light lies nearest its own, seeded."""
+    from galearn.gan.sky import LEVEL_NEIGHBOUR_ROWS, SCATTER_ROWS, SkyNoise
+
+    sky = SkyNoise(3, 32, scatter=True, by_light=True, groups=2)
+    sky.set({"sigma": np.full(3, 0.01), "softening": np.zeros(3), "norm": np.ones(3)})
+    light = np.linspace(0.0, 0.5, SCATTER_ROWS)[:, None].repeat(3, axis=1)
+    sky.set_row_light(light)
+    sky.set_groups((np.arange(SCATTER_ROWS) >= SCATTER_ROWS // 2).astype(int))  # bright rows: group 1
+    stamps = np.full((64, 3, 32, 32), 0.05, dtype="f4")
+    faint, bright = stamps.copy(), stamps.copy()
+    faint[:, :, 12:20, 12:20] += 0.02
+    bright[:, :, 12:20, 12:20] += 0.45
+    faint, bright = torch.from_numpy(faint) * 2 - 1, torch.from_numpy(bright) * 2 - 1
+    got_faint = sky.rows_by_light(faint, torch.Generator().manual_seed(0))
+    got_bright = sky.rows_by_light(bright, torch.Generator().manual_seed(0))
+    nearest = np.argsort(np.abs(light[:, 0] - 0.02))[:LEVEL_NEIGHBOUR_ROWS]
+    assert set(got_faint.tolist()) <= set(nearest.tolist()) and len(set(got_faint.tolist())) > 4
+    assert set(got_bright.tolist()) <= set(np.argsort(np.abs(light[:, 0] - 0.45))[:LEVEL_NEIGHBOUR_ROWS].tolist())
+    assert bool((sky.row_group[got_bright] == 1).all()) and bool((sky.row_group[got_faint] == 0).all())
+    torch.testing.assert_close(got_faint, sky.rows_by_light(faint, torch.Generator().manual_seed(0)))  # seeded
+    for bad in ({"by_light": True}, {"scatter": True, "by_light": True, "by_level": True},
+                {"scatter": True, "by_light": True, "row_levels": True}):
+        with pytest.raises(BadValueError, match="sky_scatter_by_light"):
+            SkyNoise(3, **bad)
+    with pytest.raises(BadValueError, match="sky_scatter_by_light"):
+        SkyNoise(3, scatter=True).set_row_light(light)
+

@@ -61,7 +61,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
            "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
            "g_sky_level_match", "sky_scatter_by_level", "g_ellipticity_draw",
-           "g_ellipticity_trainable")
+           "g_ellipticity_trainable", "g_ellipticity_passes", "sky_scatter_by_light")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -78,7 +78,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
                    "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
                    "g_sky_level_match": 0.0, "sky_scatter_by_level": False, "g_ellipticity_draw": "normal",
-                   "g_ellipticity_trainable": True}
+                   "g_ellipticity_trainable": True, "g_ellipticity_passes": 1, "sky_scatter_by_light": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -190,6 +190,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   sky_scatter_by_level=bool(getattr(cfg, "sky_scatter_by_level", False)),
+                  sky_scatter_by_light=bool(getattr(cfg, "sky_scatter_by_light", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
                   neighbours=bool(getattr(cfg, "g_neighbours", False)),
@@ -202,6 +203,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   drawn_ellipticity=bool(getattr(cfg, "g_drawn_ellipticity", False)),
                   ellipticity_draw=getattr(cfg, "g_ellipticity_draw", "normal"),
                   ellipticity_trainable=bool(getattr(cfg, "g_ellipticity_trainable", True)),
+                  ellipticity_passes=int(getattr(cfg, "g_ellipticity_passes", 1)),
                   centroid_radii=getattr(cfg, "g_centroid_radii", "normal"),
                   centroid_move=getattr(cfg, "g_centroid_move", "translate"))
     D = None
@@ -371,6 +373,16 @@ def _validate(cfg: GanTrainConfig) -> None:
         if cfg.g_pin_sky_to == "stamp":
             raise BadValueError("gan.sky_scatter_by_level and gan.g_pin_sky_to = stamp: the one draws the row from the "
                                 "level, the other the level from the row; use one of them")
+    by_light = getattr(cfg, "sky_scatter_by_light", False)
+    if by_light is not False:
+        if by_light is not True:
+            raise BadValueError(f"gan.sky_scatter_by_light must be true or false, got {by_light!r}")
+        if not (cfg.sky_scatter and cfg.sky_noise in ("auto", "measured", "measured-correlated")):
+            raise BadValueError("gan.sky_scatter_by_light draws each stamp's depth row by its central light: it needs "
+                                "gan.sky_scatter = true and a measured gan.sky_noise")
+        if cfg.g_pin_sky_to == "stamp" or getattr(cfg, "sky_scatter_by_level", False):
+            raise BadValueError("gan.sky_scatter_by_light draws each stamp's depth row by its central light; "
+                                "gan.sky_scatter_by_level and gan.g_pin_sky_to = stamp choose the row otherwise: use one")
     if getattr(cfg, "g_sky_level_match", 0.0):
         if getattr(cfg, "g_match_reference", "batch") != "class":
             raise BadValueError("gan.g_sky_level_match holds G's sky levels to the real stamps' of each class: "
@@ -427,6 +439,10 @@ def _validate(cfg: GanTrainConfig) -> None:
         raise BadValueError(f"gan.g_ellipticity_trainable must be true or false, got {trainable!r}")
     if not trainable and not getattr(cfg, "g_drawn_ellipticity", False):
         raise BadValueError("gan.g_ellipticity_trainable = false freezes the drawn ellipticities of "
+                            "gan.g_drawn_ellipticity: it has no effect without gan.g_drawn_ellipticity = true")
+    passes = getattr(cfg, "g_ellipticity_passes", 1)
+    if passes != 1 and not getattr(cfg, "g_drawn_ellipticity", False):
+        raise BadValueError(f"gan.g_ellipticity_passes = {passes} stretches to the drawn ellipticities of "
                             "gan.g_drawn_ellipticity: it has no effect without gan.g_drawn_ellipticity = true")
     if cfg.g_upsample not in G_UPSAMPLE:
         raise BadValueError(f"gan.g_upsample must be one of {', '.join(G_UPSAMPLE)}, got {cfg.g_upsample!r}")
@@ -817,6 +833,12 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                 row_levels = 2.0 * stretched_level({**sky, "level": own}) - 1.0
                 sky["row_level_quantiles"] = {str(q): [round(float(v), 5) for v in np.quantile(own, q, axis=0)]
                                               for q in (0.05, 0.5, 0.95)}  # linear units, as "level"
+            if G.sky.by_light:  # each row's real stamp's central light (gan.sky_scatter_by_light)
+                from .sky import central_light
+
+                row_light = central_light(np.asarray(stamps[rows], dtype="f4"))
+                sky["row_light_quantiles"] = {str(q): [round(float(v), 5) for v in np.quantile(row_light, q, axis=0)]
+                                              for q in (0.05, 0.5, 0.95)}  # stretched units
             sky["sigma_ratio_quantiles"] = {str(q): [round(float(r), 3) for r in np.quantile(ratios, q, axis=0)]
                                             for q in (0.05, 0.5, 0.95)}
             if G.sky.groups:  # a sky kernel per group of real stamps by sky smoothness (gan.sky_correlation_groups)
@@ -841,6 +863,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                     net.sky.set_scatter(ratios)
                 if G.sky.row_levels or G.sky.by_level:
                     net.sky.set_row_levels(row_levels)
+                if G.sky.by_light:
+                    net.sky.set_row_light(row_light)
                 if row_group is not None:
                     net.sky.set_groups(row_group)
             if G.sky_penalty:  # the ring's target: the real stamps' noiseless sky level, linear units

@@ -242,6 +242,11 @@ class Generator(nn.Module):
         ``gan.sky_scatter_by_level``: each stamp's depth row drawn among the
         rows whose real stamps' noiseless sky levels lie nearest its own
         (:meth:`galearn.gan.sky.SkyNoise.rows_by_level`; needs ``sky_scatter``).
+    sky_scatter_by_light : bool
+        ``gan.sky_scatter_by_light``: each stamp's depth row (and sky texture
+        group) drawn among the rows whose real stamps' central light lies
+        nearest its own (:meth:`galearn.gan.sky.SkyNoise.rows_by_light`;
+        needs ``sky_scatter``).
     sky_band_correlation : bool
         ``gan.sky_band_correlation``: the measured sky's unit noise mixed
         between bands by the Cholesky factor of the real sky's band
@@ -363,6 +368,10 @@ class Generator(nn.Module):
     ellipticity_trainable : bool
         ``gan.g_ellipticity_trainable``: learn the drawn ellipticity's class
         means and spread with G (default), or keep them at the real stamps'.
+    ellipticity_passes : int
+        ``gan.g_ellipticity_passes``: measure and stretch this many times; one
+        pass falls short of the drawn ellipticity on G's elongated round-class
+        galaxies (docs/gan-experiments.md rounds 48-49).
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -388,11 +397,11 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_band_correlation: bool = False,
+                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_scatter_by_light: bool = False, sky_band_correlation: bool = False,
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, ellipticity_draw: str = "normal",
-                 ellipticity_trainable: bool = True, centroid_radii: str = "normal",
+                 ellipticity_trainable: bool = True, ellipticity_passes: int = 1, centroid_radii: str = "normal",
                  centroid_move: str = "translate") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
@@ -447,7 +456,8 @@ class Generator(nn.Module):
 
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
-                                level_gain=sky_noise_gain, neighbours=neighbours, by_level=sky_scatter_by_level)
+                                level_gain=sky_noise_gain, neighbours=neighbours, by_level=sky_scatter_by_level,
+                                by_light=sky_scatter_by_light)
         else:
             for name, on in (("gan.g_sky_floor", sky_floor), ("gan.g_neighbours", neighbours)):  # parts of the measured sky
                 if on:
@@ -504,7 +514,8 @@ class Generator(nn.Module):
         if drawn_ellipticity:
             from .template import DrawnEllipticity
 
-            self.ellipticity = DrawnEllipticity(n_classes, z_dim, draw=ellipticity_draw, trainable=ellipticity_trainable)
+            self.ellipticity = DrawnEllipticity(n_classes, z_dim, draw=ellipticity_draw, trainable=ellipticity_trainable,
+                                                passes=ellipticity_passes)
         else:
             self.ellipticity = None
         self._w0 = widths[0]

@@ -84,6 +84,9 @@ SCATTER_ROWS = 256
 #: ``gan.sky_scatter_by_level``: a generated stamp's depth row is drawn from this many rows whose real stamps' sky
 #: levels lie nearest its own (of ``SCATTER_ROWS``): the sigma follows the level, and the draw keeps a spread.
 LEVEL_NEIGHBOUR_ROWS = 16
+#: ``gan.sky_scatter_by_light``: the central box (half side, in stamp sides) whose mean light above the outer ring's
+#: median keys a stamp's depth row: the galaxy's light at its centre.
+CENTRAL_LIGHT_HALF_SIDE = 1.0 / 8.0
 #: Level bins of the noise gain under the galaxy (``gan.sky_noise_gain``; a fixed buffer shape).
 NOISE_GAIN_BINS = 12
 
@@ -647,6 +650,24 @@ def noise_amplitude(rho: np.ndarray) -> np.ndarray:
     return np.sqrt(power).astype("f4")
 
 
+def central_light(x):
+    """The galaxy's light at the stamp centre ``(N, C)``: the mean of the central box (half side
+    ``CENTRAL_LIGHT_HALF_SIDE`` of the side) less the outer ring's median, per band, of stretched stamps ``x``
+    ``(N, C, H, W)`` in ``[0, 1]`` (numpy or torch, returned as given).
+
+    On the 600 dev images the ring's sky sigma rises with it (Spearman +0.45 in R) and the stamp's highest-frequency
+    power falls (-0.35): a bright galaxy's cut-out is a smoother one (docs/gan-experiments.md round 49).
+    """
+    h = x.shape[-1]
+    lo, hi = int(round(h * (0.5 - CENTRAL_LIGHT_HALF_SIDE))), int(round(h * (0.5 + CENTRAL_LIGHT_HALF_SIDE)))
+    ring = outer_ring(x.shape[-2], h)
+    if isinstance(x, torch.Tensor):
+        sky = torch.quantile(x[..., torch.as_tensor(ring, device=x.device)], 0.5, dim=-1)
+    else:
+        sky = np.median(x[..., ring], axis=-1)
+    return x[..., lo:hi, lo:hi].mean((-2, -1)) - sky
+
+
 def stretched_level(sky: dict) -> np.ndarray:
     """The noiseless sky level of a :func:`measure_sky` result in stretched units (per band, ``float32``)."""
     level = np.asarray(sky["level"], dtype="f8")
@@ -694,12 +715,16 @@ class SkyNoise(torch.nn.Module):
     each row's real stamp's noiseless sky level (network units): a stamp's
     row is drawn from the ``LEVEL_NEIGHBOUR_ROWS`` rows whose levels lie
     nearest its own noiseless sky level (:meth:`rows_by_level`), so its sky
-    sigma is one a real stamp of that sky level has.
+    sigma is one a real stamp of that sky level has. With ``by_light``
+    (scatter only) ``row_light`` ``(SCATTER_ROWS, C)`` instead: each row's
+    real stamp's central light (:func:`central_light`), a stamp's row drawn
+    among those of the nearest central light (:meth:`rows_by_light`), so its
+    sky's depth and texture are those of a real stamp of that light.
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
                  row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False,
-                 neighbours: bool = False, by_level: bool = False) -> None:
+                 neighbours: bool = False, by_level: bool = False, by_light: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -727,6 +752,14 @@ class SkyNoise(torch.nn.Module):
                                 "gan.g_pin_sky_to = stamp sets the level from the row: use one of them")
         if self.row_levels or self.by_level:
             self.register_buffer("row_level", torch.full((SCATTER_ROWS, n_bands), -1.0))
+        self.by_light = bool(by_light)
+        if self.by_light and not self.scatter:
+            raise BadValueError("gan.sky_scatter_by_light needs gan.sky_scatter = true (a real stamp per row)")
+        if self.by_light and (self.by_level or self.row_levels):
+            raise BadValueError("gan.sky_scatter_by_light draws each stamp's depth row by its central light; "
+                                "gan.sky_scatter_by_level and gan.g_pin_sky_to = stamp choose the row otherwise: use one")
+        if self.by_light:
+            self.register_buffer("row_light", torch.zeros(SCATTER_ROWS, n_bands))
         self.band_correlated = bool(band_correlated)
         if self.band_correlated:
             self.register_buffer("band_mix", torch.eye(n_bands))
@@ -817,18 +850,38 @@ class SkyNoise(torch.nn.Module):
         return seeded_draw(torch.randint, len(self.scales), (n,), gen=gen, device=device)
 
     @torch.no_grad()
+    def set_row_light(self, light: np.ndarray) -> None:
+        """Set ``row_light`` ``(SCATTER_ROWS, C)``: each scatter row's real stamp's :func:`central_light`
+        (``gan.sky_scatter_by_light`` only)."""
+        if not self.by_light:
+            raise BadValueError("this generator draws its sky rows at random (gan.sky_scatter_by_light = false)")
+        self.row_light.copy_(torch.as_tensor(np.asarray(light), dtype=torch.float32))
+
+    @staticmethod
+    def _nearest_rows(values: torch.Tensor, rows: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Each stamp's row ``(N,)``, drawn from ``gen`` among the ``LEVEL_NEIGHBOUR_ROWS`` rows nearest its ``values``
+        ``(N, C)``: the distance summed over bands, each in the rows' spread."""
+        rows = rows.to(values)
+        spread = rows.std(dim=0).clamp(min=1e-6)
+        distance = ((values[:, None, :] - rows[None]) / spread).abs().sum(dim=-1)  # (N, rows)
+        k = min(LEVEL_NEIGHBOUR_ROWS, len(rows))
+        nearest = torch.topk(distance, k, dim=1, largest=False).indices  # (N, k)
+        pick = seeded_draw(torch.randint, k, (len(values),), gen=gen, device=values.device)
+        return nearest[torch.arange(len(values), device=values.device), pick]
+
+    @torch.no_grad()
     def rows_by_level(self, h: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         """Each noiseless stamp's scatter row ``(N,)``, drawn from ``gen`` among the ``LEVEL_NEIGHBOUR_ROWS`` rows whose
         real stamps' sky levels (``row_level``) lie nearest the stamp's own (:func:`ring_iq_mean` of ``h``, network
         units): the distance summed over bands, each in the rows' spread of levels (``gan.sky_scatter_by_level``)."""
-        level = ring_iq_mean(h.float(), self._ring_mask(h))  # (N, C)
-        rows = self.row_level.to(level)
-        spread = rows.std(dim=0).clamp(min=1e-6)
-        distance = ((level[:, None, :] - rows[None]) / spread).abs().sum(dim=-1)  # (N, rows)
-        k = min(LEVEL_NEIGHBOUR_ROWS, len(rows))
-        nearest = torch.topk(distance, k, dim=1, largest=False).indices  # (N, k)
-        pick = seeded_draw(torch.randint, k, (len(h),), gen=gen, device=h.device)
-        return nearest[torch.arange(len(h), device=h.device), pick]
+        return self._nearest_rows(ring_iq_mean(h.float(), self._ring_mask(h)), self.row_level, gen)
+
+    @torch.no_grad()
+    def rows_by_light(self, h: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Each noiseless stamp's scatter row ``(N,)``, drawn from ``gen`` among the ``LEVEL_NEIGHBOUR_ROWS`` rows whose
+        real stamps' central light (``row_light``) lies nearest the stamp's own (:func:`central_light` of ``h``
+        clipped and stretched to ``[0, 1]``; ``gan.sky_scatter_by_light``)."""
+        return self._nearest_rows(central_light((h.float().clamp(-1.0, 1.0) + 1.0) * 0.5), self.row_light, gen)
 
     @torch.no_grad()
     def set_correlation(self, rho: np.ndarray) -> None:
@@ -926,6 +979,8 @@ class SkyNoise(torch.nn.Module):
         shape = (1, c, 1, 1)
         if self.by_level and row is None:  # a real stamp of this stamp's sky level gives its depth (and texture)
             row = self.rows_by_level(h, gen)
+        if self.by_light and row is None:  # a real stamp of this stamp's central light gives its depth (and texture)
+            row = self.rows_by_light(h, gen)
         if self.groups:  # the real stamp's row first: its depth and its sky texture
             if row is None:
                 row = self.draw_rows(n, gen, h.device)

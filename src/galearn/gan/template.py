@@ -453,10 +453,14 @@ class DrawnEllipticity(torch.nn.Module):
     0.34-0.40, the library's galaxies more elongated than the real ones.
     """
 
-    def __init__(self, n_classes: int, z_dim: int, draw: str = "normal", trainable: bool = True) -> None:
+    def __init__(self, n_classes: int, z_dim: int, draw: str = "normal", trainable: bool = True,
+                 passes: int = 1) -> None:
         super().__init__()
         if draw not in ELLIPTICITY_DRAWS:
             raise ValueError(f"draw must be one of {', '.join(ELLIPTICITY_DRAWS)}, got {draw!r}")
+        if int(passes) < 1:
+            raise ValueError(f"passes must be at least 1, got {passes!r}")
+        self.passes = int(passes)
         if trainable:
             self.weight = torch.nn.Parameter(torch.zeros(z_dim))
             self.bias = torch.nn.Parameter(torch.zeros(n_classes))
@@ -486,28 +490,44 @@ class DrawnEllipticity(torch.nn.Module):
             drawn = spread * _interp(prob, grid, self.deviation_quantiles.to(prob.dtype)[y])  # each stamp: its class's
         return drawn + self.bias[y]
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                gen: torch.Generator | None = None) -> torch.Tensor:
-        from .rng import seeded_draw
-
+    @staticmethod
+    def _stretch_to(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass: measured on ``x``, the map ``a`` ``(N, 2, 2)`` (output to input, normalised coordinates, about
+        the light centroid ``centre`` ``(N, 2)``) that stretches ``x`` to ``atanh(e) = target``, and the major axis."""
         size = x.shape[-1]
-        mx, my, qxx, qyy, qxy = torch_light_moments(x.detach())
+        mx, my, qxx, qyy, qxy = torch_light_moments(x)
         e = (torch.hypot(qxx - qyy, 2.0 * qxy) / (qxx + qyy).clamp(min=1e-6)).clamp(0.0, _MAX_SHAPE_E)
         axis = 0.5 * torch.atan2(2.0 * qxy, qxx - qyy)  # major axis, from +x towards +y
-        target = self.targets(z, y)
         log_s = (0.5 * (target - torch.atanh(e))).clamp(-_MAX_LOG_STRETCH, _MAX_LOG_STRETCH)
         c, s = torch.cos(axis), torch.sin(axis)
         major, minor = torch.exp(-log_s), torch.exp(log_s)  # the stretch: output q reads input c + A^-1 (q - c)
         stretch = torch.stack([torch.stack([major * c * c + minor * s * s, (major - minor) * c * s], dim=1),
                                torch.stack([(major - minor) * c * s, major * s * s + minor * c * c], dim=1)], dim=1)
+        return stretch, torch.stack([mx, my], dim=1) * (2.0 / size), axis  # centre in normalised coordinates
+
+    @staticmethod
+    def _resample(x: torch.Tensor, sky: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return sky + F.grid_sample(x.float() - sky, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        from .rng import seeded_draw
+
+        target = self.targets(z, y)
+        x_meas = x.detach()
+        sky = ring_median(x_meas.float())  # what lies beyond the cut-out: empty sky, not its edge drawn out in stripes
+        stretch, centre, axis = self._stretch_to(x_meas, target)  # the drawn number's gradient through the first pass
         turn = 2.0 * torch.pi * seeded_draw(torch.rand, len(x), gen=gen, device=x.device).to(axis.dtype) - axis
         ct, st = torch.cos(turn), torch.sin(turn)  # then turned by `turn`: output p reads stretched c + R(-turn) (p - c)
         back = torch.stack([torch.stack([ct, st], dim=1), torch.stack([-st, ct], dim=1)], dim=1)
         a = stretch @ back
-        centre = torch.stack([mx, my], dim=1) * (2.0 / size)  # normalised coordinates (align_corners=False)
         shift = centre - (a @ centre[:, :, None])[:, :, 0]
-        theta = torch.cat([a, shift[:, :, None]], dim=2)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        sky = ring_median(x.detach().float())  # what lies beyond the cut-out: empty sky, not its edge drawn out in stripes
-        moved = F.grid_sample(x.float() - sky, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (sky + moved).to(x.dtype)
+        for _ in range(self.passes - 1):  # measure the stretched stamp again, stretch what is left (one resampling in all)
+            with torch.no_grad():
+                stretch, centre, _ = self._stretch_to(self._resample(x_meas, sky, torch.cat([a, shift[:, :, None]], 2)),
+                                                      target.detach())
+            # output p -> stretched stamp's c + A2 (p - c) -> input through (a, shift)
+            shift = shift + (a @ (centre - (stretch @ centre[:, :, None])[:, :, 0])[:, :, None])[:, :, 0]
+            a = a @ stretch
+        return self._resample(x, sky, torch.cat([a, shift[:, :, None]], dim=2)).to(x.dtype)
