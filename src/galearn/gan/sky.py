@@ -650,7 +650,7 @@ def noise_amplitude(rho: np.ndarray) -> np.ndarray:
     return np.sqrt(power).astype("f4")
 
 
-def central_light(x):
+def central_light(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """The galaxy's light at the stamp centre ``(N, C)``: the mean of the central box (half side
     ``CENTRAL_LIGHT_HALF_SIDE`` of the side) less the outer ring's median, per band, of stretched stamps ``x``
     ``(N, C, H, W)`` in ``[0, 1]`` (numpy or torch, returned as given).
