@@ -397,6 +397,66 @@ def test_training_with_grouped_sky_kernels_resumes_exactly_and_the_option_is_che
         _validate(dataclasses.replace(TINY, sky_correlation_groups=2, sky_scatter=False))
 
 
+def _two_group_correlations(size: int) -> np.ndarray:
+    """Noise correlations ``(2, 3, 2 size - 1, 2 size - 1)``: group 0 white, group 1 a Gaussian of sigma 1.5 pixels."""
+    c = size - 1
+    yy, xx = np.mgrid[-c:c + 1, -c:c + 1]
+    rho = np.zeros((2, 3, 2 * size - 1, 2 * size - 1))
+    rho[0, :, c, c] = 1.0
+    rho[1] = np.exp(-(yy ** 2 + xx ** 2) / (4 * 1.5 ** 2))[None]  # white noise smoothed by a sigma-1.5 Gaussian
+    return rho
+
+
+def test_smooth_light_filters_a_smooth_sky_group_s_light_and_leaves_the_whitest_alone():
+    """gan.sky_smooth_light: each group's transfer beyond group 0's, 1 at k = 0; a flat stamp stays flat, a point's
+    light is kept but spread in the smooth group and untouched in the white one."""
+    from galearn.errors import BadValueError
+    from galearn.gan.sky import SkyNoise, light_transfer, noise_amplitude
+
+    size = 32
+    rho = _two_group_correlations(size)
+    transfer = light_transfer(np.stack([noise_amplitude(r) for r in rho]))
+    assert transfer.shape == (2, 3, 2 * size, size + 1)
+    np.testing.assert_allclose(transfer[0], 1.0, atol=1e-5)
+    assert transfer[1, :, 0, 0] == pytest.approx(1.0) and transfer[1].min() >= 0 and transfer[1].max() <= 1.0 + 1e-6
+    assert transfer[1, :, size, size].max() < 0.1  # the highest frequencies of the smooth group's light go
+
+    module = SkyNoise(3, size, scatter=True, groups=2, smooth_light=True)
+    module.set({"sigma": [0.05] * 3, "softening": [0.0] * 3, "norm": [1.0] * 3})
+    module.set_correlation(rho)
+    torch.testing.assert_close(module.light_transfer, torch.from_numpy(transfer))
+    flat = torch.full((2, 3, size, size), 0.3)
+    torch.testing.assert_close(module.smooth_as_sky(flat, torch.tensor([0, 1])), flat)
+    point = flat.clone()
+    point[:, :, 16, 16] += 1.0
+    out = module.smooth_as_sky(point, torch.tensor([0, 1]))
+    torch.testing.assert_close(out[0], point[0], atol=1e-5, rtol=0)  # the whitest group: unchanged
+    assert float(out[1, :, 16, 16].max()) < 0.5 + 0.3  # the smooth group: spread ...
+    torch.testing.assert_close((out[1] - 0.3).sum(dim=(-2, -1)), torch.ones(3), atol=1e-3, rtol=0)  # ... flux kept
+    with pytest.raises(BadValueError, match="sky_smooth_light"):
+        SkyNoise(3, size, scatter=True, smooth_light=True)
+
+
+def test_training_with_smooth_light_resumes_exactly_and_the_option_is_checked(tmp_path):
+    from galearn.config import RunConfig
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.loop import LEGACY_SETTINGS, _validate
+
+    assert RunConfig().gan.sky_smooth_light is False and LEGACY_SETTINGS["sky_smooth_light"] is False
+    cfg = dataclasses.replace(TINY, steps=4, checkpoint_every=2, sky_noise="measured-correlated", g_template=True,
+                              sky_scatter=True, sky_correlation_groups=2, sky_smooth_light=True)
+    ws, ckpt = assert_resume_exact(tmp_path, cfg)
+    transfer = ckpt["G_ema"]["sky.light_transfer"]
+    assert transfer.shape == (2, 3, 64, 33) and float(transfer[1].min()) < 0.99  # measured, not the placeholder
+    assert_sample_reproducible(ws, cfg)
+    with pytest.raises(BadValueError, match="sky_smooth_light"):  # frozen on resume
+        run_train(ws, dataclasses.replace(cfg, steps=6, sky_smooth_light=False), resume=True, progress=False)
+    for bad in ({"sky_smooth_light": "yes"}, {"sky_correlation_groups": 0}):
+        with pytest.raises(BadValueError, match="sky_smooth_light"):
+            _validate(dataclasses.replace(cfg, **bad))
+
+
 def _grey_sky(rho_bands, *, n=200, size=64, level=1.2, sigma_levels=3.5, neighbours=False, seed=1):
     """8-bit stamps (values k / 255) of a sky ``level`` sigmas above black, its noise correlated between bands by
     ``rho_bands``; with ``neighbours``, a bright blob in the outer ring of every stamp, redder in one band."""

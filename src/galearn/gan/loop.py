@@ -61,7 +61,8 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_asymmetry_radius", "d_pixel_head", "g_profile_match", "g_joint_match", "g_joint_smoothing", "g_drawn_centroid",
            "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
            "g_sky_level_match", "sky_scatter_by_level", "g_ellipticity_draw",
-           "g_ellipticity_trainable", "g_ellipticity_passes", "sky_scatter_by_light")
+           "g_ellipticity_trainable", "g_ellipticity_passes", "sky_scatter_by_light",
+           "sky_smooth_light")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -78,7 +79,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "g_centroid_radii": "normal", "g_match_distance": "wasserstein", "g_centroid_move": "translate",
                    "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
                    "g_sky_level_match": 0.0, "sky_scatter_by_level": False, "g_ellipticity_draw": "normal",
-                   "g_ellipticity_trainable": True, "g_ellipticity_passes": 1, "sky_scatter_by_light": False}
+                   "g_ellipticity_trainable": True, "g_ellipticity_passes": 1, "sky_scatter_by_light": False,
+                   "sky_smooth_light": False}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -191,6 +193,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
                   sky_scatter_by_level=bool(getattr(cfg, "sky_scatter_by_level", False)),
                   sky_scatter_by_light=bool(getattr(cfg, "sky_scatter_by_light", False)),
+                  sky_smooth_light=bool(getattr(cfg, "sky_smooth_light", False)),
                   sky_band_correlation=bool(getattr(cfg, "sky_band_correlation", False)),
                   sky_noise_gain=bool(getattr(cfg, "sky_noise_gain", False)),
                   neighbours=bool(getattr(cfg, "g_neighbours", False)),
@@ -410,6 +413,13 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {groups!r}")
     if groups and not cfg.sky_scatter:
         raise BadValueError("gan.sky_correlation_groups needs gan.sky_scatter = true (a group per depth row)")
+    smooth = getattr(cfg, "sky_smooth_light", False)
+    if smooth is not False:
+        if smooth is not True:
+            raise BadValueError(f"gan.sky_smooth_light must be true or false, got {smooth!r}")
+        if not groups:
+            raise BadValueError("gan.sky_smooth_light smooths each stamp's light as its sky group's noise: it needs "
+                                "gan.sky_correlation_groups > 0")
     if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
             and 0 <= cfg.g_asymmetry <= 1):
         raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "

@@ -247,6 +247,11 @@ class Generator(nn.Module):
         group) drawn among the rows whose real stamps' central light lies
         nearest its own (:meth:`galearn.gan.sky.SkyNoise.rows_by_light`;
         needs ``sky_scatter``).
+    sky_smooth_light : bool
+        ``gan.sky_smooth_light``: the noiseless light (before the neighbours
+        and the noise) filtered by its sky group's smoothing beyond the
+        least-smoothed group's (:func:`galearn.gan.sky.light_transfer`;
+        needs ``sky_groups``).
     sky_band_correlation : bool
         ``gan.sky_band_correlation``: the measured sky's unit noise mixed
         between bands by the Cholesky factor of the real sky's band
@@ -397,7 +402,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_scatter_by_light: bool = False, sky_band_correlation: bool = False,
+                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_scatter_by_light: bool = False, sky_smooth_light: bool = False, sky_band_correlation: bool = False,
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, ellipticity_draw: str = "normal",
@@ -457,7 +462,7 @@ class Generator(nn.Module):
             self.sky = SkyNoise(n_bands, stamp_size if sky_noise == "correlated" else None, scatter=sky_scatter,
                                 groups=sky_groups, row_levels=pin_sky_to == "stamp", band_correlated=sky_band_correlation,
                                 level_gain=sky_noise_gain, neighbours=neighbours, by_level=sky_scatter_by_level,
-                                by_light=sky_scatter_by_light)
+                                by_light=sky_scatter_by_light, smooth_light=sky_smooth_light)
         else:
             for name, on in (("gan.g_sky_floor", sky_floor), ("gan.g_neighbours", neighbours)):  # parts of the measured sky
                 if on:

@@ -650,6 +650,25 @@ def noise_amplitude(rho: np.ndarray) -> np.ndarray:
     return np.sqrt(power).astype("f4")
 
 
+def light_transfer(amplitude: np.ndarray) -> np.ndarray:
+    """Per group, the smoothing its cut-outs apply to light beyond the least-smoothed group's (``gan.sky_smooth_light``).
+
+    ``amplitude``: :func:`noise_amplitude` per group ``(groups, C, 2H, W + 1)``,
+    group 0 the least correlated sky (:func:`measure_grouped_sky_correlation`).
+    White noise filtered by a transfer function ``T(k)`` has amplitude ``|T(k)|``
+    (up to a constant); the same filter -- the cut-out's resampling,
+    compression or drizzling -- acts on the light. Returns ``T_g(k) / T_0(k)``,
+    each normalised to 1 at ``k = 0`` (flux kept) and clipped to ``[0, 1]``, so group 0
+    is left as it is and a smoother group's light loses its pixel-scale
+    texture as its sky does. float32, the shape of ``amplitude``.
+    """
+    amp = np.asarray(amplitude, dtype="f8")
+    dc = amp[..., :1, :1]
+    t = np.divide(amp, dc, out=np.ones_like(amp), where=dc > 0)
+    ratio = np.divide(t, t[:1], out=np.ones_like(t), where=t[:1] > 1e-6)
+    return np.clip(ratio, 0.0, 1.0).astype("f4")
+
+
 def central_light(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """The galaxy's light at the stamp centre ``(N, C)``: the mean of the central box (half side
     ``CENTRAL_LIGHT_HALF_SIDE`` of the side) less the outer ring's median, per band, of stretched stamps ``x``
@@ -724,7 +743,8 @@ class SkyNoise(torch.nn.Module):
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
                  row_levels: bool = False, band_correlated: bool = False, level_gain: bool = False,
-                 neighbours: bool = False, by_level: bool = False, by_light: bool = False) -> None:
+                 neighbours: bool = False, by_level: bool = False, by_light: bool = False,
+                 smooth_light: bool = False) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.zeros(n_bands))
         self.register_buffer("softening", torch.zeros(n_bands))
@@ -739,6 +759,12 @@ class SkyNoise(torch.nn.Module):
             self.register_buffer("amplitude", torch.ones((self.groups, *grid) if self.groups else grid))
         if self.groups:
             self.register_buffer("row_group", torch.zeros(SCATTER_ROWS, dtype=torch.long))
+        self.smooth_light = bool(smooth_light) and bool(self.groups)  # gan.sky_smooth_light (ignored with a white sky)
+        if smooth_light and self.correlated and not self.groups:
+            raise BadValueError("gan.sky_smooth_light smooths each stamp's light as its sky group's noise: it needs "
+                                "gan.sky_correlation_groups > 0")
+        if self.smooth_light:
+            self.register_buffer("light_transfer", torch.ones(self.groups, *grid))
         self.last_scales: torch.Tensor | None = None  # (N, C) ratios of the last forward (scatter only)
         if self.scatter:
             self.register_buffer("scales", torch.ones(SCATTER_ROWS, n_bands))
@@ -895,6 +921,18 @@ class SkyNoise(torch.nn.Module):
                                 f"got correlations of shape {rho.shape}")
         amp = np.stack([noise_amplitude(r) for r in rho]) if rho.ndim == 4 else noise_amplitude(rho)
         self.amplitude.copy_(torch.from_numpy(amp))
+        if self.smooth_light:
+            self.light_transfer.copy_(torch.from_numpy(light_transfer(amp)))
+
+    def smooth_as_sky(self, linear: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """``linear`` (noiseless stamps, linear units ``(N, C, H, W)``) filtered by each stamp's sky group's
+        :func:`light_transfer` (``gan.sky_smooth_light``): light above the outer ring's median, zero-padded to the
+        doubled grid, multiplied in Fourier space; the ring's median (a constant) added back unchanged."""
+        n, c, height, width = linear.shape
+        level = linear.detach()[..., self._ring_mask(linear)].median(dim=-1).values[..., None, None]
+        padded = torch.nn.functional.pad((linear - level).float(), (0, width, 0, height))
+        spec = torch.fft.rfft2(padded) * self.light_transfer[group].to(linear.device)
+        return torch.fft.irfft2(spec, s=padded.shape[-2:])[..., :height, :width].to(linear.dtype) + level
 
     @torch.no_grad()
     def set_groups(self, row_group: np.ndarray) -> None:
@@ -1003,6 +1041,8 @@ class SkyNoise(torch.nn.Module):
         asinh = a > 0
         a_safe = torch.where(asinh, a, torch.ones_like(a))
         linear = torch.where(asinh, a_safe * torch.sinh(u * nrm), u)
+        if self.smooth_light:  # G's light smoothed as its sky group's cut-outs smooth theirs (gan.sky_smooth_light)
+            linear = self.smooth_as_sky(linear, self.row_group[row])
         if self.neighbours:  # real stamps' neighbours, drawn into the noiseless stamp (gan.g_neighbours)
             from .neighbours import render_neighbours
 
