@@ -739,6 +739,11 @@ class SkyNoise(torch.nn.Module):
     real stamp's central light (:func:`central_light`), a stamp's row drawn
     among those of the nearest central light (:meth:`rows_by_light`), so its
     sky's depth and texture are those of a real stamp of that light.
+    With ``smooth_light`` (groups only) also ``light_transfer`` ``(groups, C,
+    2H, H + 1)`` (placeholder: 1), from :func:`light_transfer` when
+    :meth:`set_correlation` sets the groups' amplitudes: each stamp's noiseless
+    light is filtered by its group's (:meth:`smooth_as_sky`) before the
+    neighbours and the noise.
     """
 
     def __init__(self, n_bands: int, stamp_size: int | None = None, *, scatter: bool = False, groups: int = 0,
@@ -928,7 +933,7 @@ class SkyNoise(torch.nn.Module):
         """``linear`` (noiseless stamps, linear units ``(N, C, H, W)``) filtered by each stamp's sky group's
         :func:`light_transfer` (``gan.sky_smooth_light``): light above the outer ring's median, zero-padded to the
         doubled grid, multiplied in Fourier space; the ring's median (a constant) added back unchanged."""
-        n, c, height, width = linear.shape
+        height, width = linear.shape[-2:]
         level = linear.detach()[..., self._ring_mask(linear)].median(dim=-1).values[..., None, None]
         padded = torch.nn.functional.pad((linear - level).float(), (0, width, 0, height))
         spec = torch.fft.rfft2(padded) * self.light_transfer[group].to(linear.device)
