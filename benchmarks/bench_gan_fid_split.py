@@ -19,7 +19,7 @@ training stamps, as ``gan evaluate`` does. Prints, per workspace:
 * the library's standard deviation over the real one per power-spectrum bin (the spread of the stamps' own
   pixel-scale power) and its 5 % / 95 % quantiles against the real ones;
 * the held-out FID with the whole draw: FID(library, held-out) over FID(training stamps, held-out), over all
-  numbers and over the ten G's loss does not match (``realism_untargeted``).
+  numbers and over those G's loss does not match (``realism_untargeted``'s groups, from the run's settings).
 
 Less noisy than the evaluation's 120-stamp draws for comparing settings at one seed; the held-out set differs
 between seeds, so compare the held-out ratios only at a seed. Used for docs/gan-experiments.md round 50.
@@ -28,6 +28,7 @@ between seeds, so compare the held-out ratios only at a seed. Used for docs/gan-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,11 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from galearn.evaluate.realism import frechet_distance  # noqa: E402
 from galearn.gan.data import read_split  # noqa: E402
 from galearn.gan.evaluate import standardise  # noqa: E402
-from galearn.morphometry import morphometry_features, morphometry_names  # noqa: E402
+from galearn.gan.spaces import targeted_morphometry_groups  # noqa: E402
+from galearn.morphometry import morphometry_features, morphometry_groups, morphometry_names  # noqa: E402
 from galearn.store import Workspace, open_sample  # noqa: E402
-
-#: the numbers G's loss matches (``realism_untargeted`` leaves them out)
-MATCHED_PREFIXES = ("profile_", "power_", "p50", "p90", "p99")
 
 
 def transport_split(real: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,15 +57,13 @@ def transport_split(real: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np
 
 
 def groups_of(names: list[str]) -> dict[str, np.ndarray]:
-    """Morphometry groups, with the power spectrum also per band and per radial bin."""
-    out: dict[str, list[int]] = {}
-    for j, name in enumerate(names):
-        parts = name.split("_")
-        out.setdefault(parts[0] if parts[0] not in ("p50", "p90", "p99") else "percentiles", []).append(j)
-        if parts[0] == "power":
-            out.setdefault(f"power {parts[1]}", []).append(j)
-            out.setdefault(f"power bin {parts[2]}", []).append(j)
-    return {k: np.asarray(v) for k, v in out.items()}
+    """:func:`~galearn.morphometry.morphometry_groups`, with the power spectrum also per band and per radial bin."""
+    out = dict(morphometry_groups(names))
+    power = [n.split("_") for n in names if n.startswith("power_")]
+    for label, part in (("band", 1), ("bin", 2)):
+        for key in dict.fromkeys(p[part] for p in power):
+            out[f"power {label} {key}"] = np.array([n.startswith("power_") and n.split("_")[part] == key for n in names])
+    return out
 
 
 def report(path: str, n: int, seed: int) -> None:
@@ -88,17 +85,19 @@ def report(path: str, n: int, seed: int) -> None:
     print(f"== {path}: {len(lib)} library stamps against {len(real)} real")
     print(f"Frechet distance {cov_g.sum() + mean_g.sum():.2f} = mean {mean_g.sum():.2f} + covariance {cov_g.sum():.2f}"
           f" | real halves: mean {mean_n.sum():.2f} + covariance {cov_n.sum():.2f}")
-    print(f"{'group':16s} {'covariance':>10s} {'(halves)':>9s} {'spreads':>8s} {'mean':>6s}")
+    print(f"{'group':18s} {'covariance':>10s} {'(halves)':>9s} {'spreads':>8s} {'mean':>6s}")
     for group, cols in groups_of(names).items():
         spreads = float(np.sum((real[:, cols].std(0) - lib[:, cols].std(0)) ** 2))
-        print(f"{group:16s} {cov_g[cols].sum():10.2f} {cov_n[cols].sum():9.2f} {spreads:8.2f} {mean_g[cols].sum():6.2f}")
+        print(f"{group:18s} {cov_g[cols].sum():10.2f} {cov_n[cols].sum():9.2f} {spreads:8.2f} {mean_g[cols].sum():6.2f}")
     for j, name in enumerate(names):
         if name.startswith("power_"):
             qr, ql = np.percentile(real[:, j], [5, 95]), np.percentile(lib[:, j], [5, 95])
             print(f"  {name:12s} sd library / real {lib[:, j].std() / real[:, j].std():.2f}; 5 / 95 %: real "
                   f"{qr[0]:+.2f} / {qr[1]:+.2f}, library {ql[0]:+.2f} / {ql[1]:+.2f}")
     held, tr = numbers(sample, split["heldout"]), standardise(train, train)[0]
-    free = np.array([not nm.startswith(MATCHED_PREFIXES) for nm in names])
+    masks = morphometry_groups(names)
+    trained = json.loads((ws.gan / "config.json").read_text())["config"]
+    free = ~np.any([masks[g] for g in targeted_morphometry_groups(trained)] or [np.zeros(len(names), bool)], axis=0)
     for label, cols in (("all numbers", slice(None)), (f"untargeted ({free.sum()})", free)):
         f_lib, f_tr = frechet_distance(lib[:, cols], held[:, cols]), frechet_distance(tr[:, cols], held[:, cols])
         print(f"held-out FID, {label}: library {f_lib:.3f} / training stamps {f_tr:.3f} = {f_lib / f_tr:.2f}x")

@@ -933,8 +933,10 @@ class SkyNoise(torch.nn.Module):
         """``linear`` (noiseless stamps, linear units ``(N, C, H, W)``) filtered by each stamp's sky group's
         :func:`light_transfer` (``gan.sky_smooth_light``): light above the outer ring's median, zero-padded to the
         doubled grid, multiplied in Fourier space; the ring's median (a constant) added back unchanged."""
+        from .template import ring_median
+
         height, width = linear.shape[-2:]
-        level = linear.detach()[..., self._ring_mask(linear)].median(dim=-1).values[..., None, None]
+        level = ring_median(linear.detach())
         padded = torch.nn.functional.pad((linear - level).float(), (0, width, 0, height))
         spec = torch.fft.rfft2(padded) * self.light_transfer[group].to(linear.device)
         return torch.fft.irfft2(spec, s=padded.shape[-2:])[..., :height, :width].to(linear.dtype) + level
