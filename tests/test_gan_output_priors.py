@@ -192,6 +192,7 @@ def test_output_prior_resumes_exactly_samples_reproducibly_and_is_checked(tmp_pa
                                                        ("g_ellipticity_draw", "normal", "measured", "skewed"),
                                                        ("g_ellipticity_trainable", True, False, "often"),
                                                        ("g_ellipticity_passes", 1, 3, 0),
+                                                       ("g_ellipticity_fill", "sky", "reflection", "mirror"),
                                                        ("g_upsample", "nearest", "bilinear", "cubic"),
                                                        ("g_template_trainable", True, False, "often"),
                                                        ("g_template_blur", 0.0, 1.0, -1),
@@ -490,7 +491,8 @@ def test_lopsided_centroid_move_keeps_the_core_and_shifts_the_outskirts():
                                                           ("g_centroid_move", "lopsided", "translate", "g_drawn_centroid"),
                                                           ("g_ellipticity_draw", "measured", "normal", "g_drawn_ellipticity"),
                                                           ("g_ellipticity_trainable", False, True, "g_drawn_ellipticity"),
-                                                          ("g_ellipticity_passes", 3, 1, "g_drawn_ellipticity")])
+                                                          ("g_ellipticity_passes", 3, 1, "g_drawn_ellipticity"),
+                                                          ("g_ellipticity_fill", "reflection", "sky", "g_drawn_ellipticity")])
 def test_drawn_shape_settings_resume_exactly_and_need_their_draw(tmp_path, name, value, legacy, needs):
     from galearn.errors import BadValueError
     from galearn.gan import run_train
@@ -674,3 +676,26 @@ def test_later_ellipticity_passes_stretch_what_the_first_left_short():
     np.testing.assert_allclose(outputs[3].sum(dim=(1, 2, 3)).numpy(), x.sum(dim=(1, 2, 3)).numpy(), rtol=0.02)
     with pytest.raises(ValueError, match="passes"):
         DrawnEllipticity(1, 8, passes=0)
+
+
+def test_reflection_fill_continues_the_edge_where_the_sky_fill_steps():
+    """gan.g_ellipticity_fill: a turned stamp reads beyond its cut-out in the corners. Filled with the ring median,
+    a stamp whose edge differs from that median (a sky gradient here, G's uneven edge in training) shows a step, the
+    rotated box; mirrored at the edge, the fill continues the stamp, no larger a step than its own gradient."""
+    from galearn.gan.template import DrawnEllipticity
+
+    n, size = 4, 48
+    ramp = torch.linspace(-0.6, 0.6, size)
+    x = (ramp[None, None, None, :] + 0.5 * ramp[None, None, :, None]).expand(n, 3, size, size).clone()
+    z, y = torch.randn(n, 8, generator=torch.Generator().manual_seed(3)), torch.zeros(n, dtype=torch.long)
+    own = max(float(x.diff(dim=-1).abs().max()), float(x.diff(dim=-2).abs().max()))
+    steps = {}
+    for fill in ("sky", "reflection"):
+        draw = DrawnEllipticity(1, 8, fill=fill)
+        draw.set({"mean": [0.3], "std": 0.1}, seed=0)
+        out = draw(x, z, y, torch.Generator().manual_seed(4)).detach()
+        steps[fill] = max(float(out.diff(dim=-1).abs().max()), float(out.diff(dim=-2).abs().max()))
+    assert steps["sky"] > 8 * own  # the box's edge
+    assert steps["reflection"] < 3 * own  # stretched by at most e^0.75, turned: no step
+    with pytest.raises(ValueError, match="fill"):
+        DrawnEllipticity(1, 8, fill="mirror")

@@ -230,6 +230,7 @@ class GanTrainConfig:
     g_drawn_ellipticity: bool = False  # stretch each noiseless stamp along its own major axis so its ellipticity is drawn from z (started at the real stamps' class mean and within-class spread of atanh(ellipticity), learnt with G) and turn the axis to a seeded uniform angle (docs/gan-experiments.md round 39)
     g_ellipticity_draw: str = "normal"  # with g_drawn_ellipticity: the drawn atanh(ellipticity) about its class mean "normal" (a Gaussian's) or "measured" (distributed as the real class's stamps are, each class its own skewed shape and spread; docs/gan-experiments.md round 48)
     g_ellipticity_passes: int = 1  # with g_drawn_ellipticity: measure and stretch this many times (the later passes stretch what the first left short of the drawn ellipticity; one resampling in all; docs/gan-experiments.md round 49)
+    g_ellipticity_fill: str = "sky"  # with g_drawn_ellipticity: where the stretched, turned stamp reads beyond the cut-out, "sky" (its ring median) or "reflection" (the stamp mirrored at its edge: no rotated box where G's edge differs from the ring median; docs/gan-experiments.md round 51)
     g_ellipticity_trainable: bool = True  # with g_drawn_ellipticity: learn its class means and spread with G; false: they stay the real stamps' (learnt, they drift toward elongated galaxies; docs/gan-experiments.md round 48)
     g_centroid_radii: str = "normal"  # with g_drawn_centroid: the drawn offset's distance from the class mean "normal" (a Gaussian's) or "measured" (distributed as the real stamps' distances, heavy-tailed; docs/gan-experiments.md round 40)
     g_centroid_move: str = "translate"  # with g_drawn_centroid: how a stamp reaches its drawn centroid, "translate" (the whole stamp moved) or "lopsided" (its core kept in place, its outskirts shifted: the centroid off the peak, as in real stamps; docs/gan-experiments.md round 42)
@@ -451,6 +452,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "g_pin_sky_to": ("measured", "stamp"), "g_centroid_radii": ("normal", "measured"),
     "g_centroid_move": ("translate", "lopsided"), "g_ellipticity_draw": ("normal", "measured"),
+    "g_ellipticity_fill": ("sky", "reflection"),
     "g_match_distance": ("wasserstein", "energy"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }

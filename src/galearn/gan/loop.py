@@ -42,7 +42,7 @@ from .data import gan_condition, load_or_make_split, redshift_bin_edges, trainin
 from .loss import MATCH_DISTANCES, GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
-from .template import CENTROID_MOVES, CENTROID_RADII, ELLIPTICITY_DRAWS
+from .template import CENTROID_MOVES, CENTROID_RADII, ELLIPTICITY_DRAWS, ELLIPTICITY_FILLS
 
 __all__ = ["run_train", "build_networks", "resolve_auto_settings", "resolve_sky_noise", "set_threads", "save_grid",
            "class_filename", "train_step", "autocast_dtype", "DISCRIMINATORS"]
@@ -62,7 +62,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
            "g_sky_level_match", "sky_scatter_by_level", "g_ellipticity_draw",
            "g_ellipticity_trainable", "g_ellipticity_passes", "sky_scatter_by_light",
-           "sky_smooth_light")
+           "sky_smooth_light", "g_ellipticity_fill")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -80,7 +80,7 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
                    "g_sky_level_match": 0.0, "sky_scatter_by_level": False, "g_ellipticity_draw": "normal",
                    "g_ellipticity_trainable": True, "g_ellipticity_passes": 1, "sky_scatter_by_light": False,
-                   "sky_smooth_light": False}
+                   "sky_smooth_light": False, "g_ellipticity_fill": "sky"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -207,6 +207,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   ellipticity_draw=getattr(cfg, "g_ellipticity_draw", "normal"),
                   ellipticity_trainable=bool(getattr(cfg, "g_ellipticity_trainable", True)),
                   ellipticity_passes=int(getattr(cfg, "g_ellipticity_passes", 1)),
+                  ellipticity_fill=getattr(cfg, "g_ellipticity_fill", "sky"),
                   centroid_radii=getattr(cfg, "g_centroid_radii", "normal"),
                   centroid_move=getattr(cfg, "g_centroid_move", "translate"))
     D = None
@@ -430,20 +431,17 @@ def _validate(cfg: GanTrainConfig) -> None:
                             f"got {radius!r}")
     if radius and cfg.g_asymmetry == 1:
         raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
-    for name, choices, what in (("g_centroid_radii", CENTROID_RADII, "shapes the drawn offsets"),
-                                ("g_centroid_move", CENTROID_MOVES, "moves the stamps to the drawn offsets")):
+    for name, choices, what, needs in (
+            ("g_centroid_radii", CENTROID_RADII, "shapes the drawn offsets", "g_drawn_centroid"),
+            ("g_centroid_move", CENTROID_MOVES, "moves the stamps to the drawn offsets", "g_drawn_centroid"),
+            ("g_ellipticity_draw", ELLIPTICITY_DRAWS, "shapes the drawn ellipticities", "g_drawn_ellipticity"),
+            ("g_ellipticity_fill", ELLIPTICITY_FILLS, "fills the stretched stamps", "g_drawn_ellipticity")):
         value = getattr(cfg, name, choices[0])
         if value not in choices:
             raise BadValueError(f"gan.{name} must be one of {', '.join(choices)}, got {value!r}")
-        if value != choices[0] and not getattr(cfg, "g_drawn_centroid", False):
-            raise BadValueError(f"gan.{name} = {value} {what} of gan.g_drawn_centroid: it has no "
-                                "effect without gan.g_drawn_centroid = true")
-    draw = getattr(cfg, "g_ellipticity_draw", "normal")
-    if draw not in ELLIPTICITY_DRAWS:
-        raise BadValueError(f"gan.g_ellipticity_draw must be one of {', '.join(ELLIPTICITY_DRAWS)}, got {draw!r}")
-    if draw != "normal" and not getattr(cfg, "g_drawn_ellipticity", False):
-        raise BadValueError(f"gan.g_ellipticity_draw = {draw} shapes the drawn ellipticities of gan.g_drawn_ellipticity: "
-                            "it has no effect without gan.g_drawn_ellipticity = true")
+        if value != choices[0] and not getattr(cfg, needs, False):
+            raise BadValueError(f"gan.{name} = {value} {what} of gan.{needs}: it has no "
+                                f"effect without gan.{needs} = true")
     trainable = getattr(cfg, "g_ellipticity_trainable", True)
     if not isinstance(trainable, bool):
         raise BadValueError(f"gan.g_ellipticity_trainable must be true or false, got {trainable!r}")

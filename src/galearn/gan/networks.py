@@ -377,6 +377,10 @@ class Generator(nn.Module):
         ``gan.g_ellipticity_passes``: measure and stretch this many times; one
         pass falls short of the drawn ellipticity on G's elongated round-class
         galaxies (docs/gan-experiments.md rounds 48-49).
+    ellipticity_fill : {"sky", "reflection"}
+        ``gan.g_ellipticity_fill``: where the stretched, turned stamp reads
+        beyond the cut-out, its ring median (default) or the stamp mirrored
+        at its edge (no step between G's edge and the fill).
     skip_excitation : bool
         ``gan.g_skip_excitation``: FastGAN's skip-layer excitation
         (:class:`SkipExcitation`): the output of every block at resolution
@@ -406,7 +410,7 @@ class Generator(nn.Module):
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, ellipticity_draw: str = "normal",
-                 ellipticity_trainable: bool = True, ellipticity_passes: int = 1, centroid_radii: str = "normal",
+                 ellipticity_trainable: bool = True, ellipticity_passes: int = 1, ellipticity_fill: str = "sky", centroid_radii: str = "normal",
                  centroid_move: str = "translate") -> None:
         super().__init__()
         self.n_classes, self.n_bands, self.stamp_size, self.z_dim = int(n_classes), int(n_bands), int(stamp_size), int(z_dim)
@@ -520,7 +524,7 @@ class Generator(nn.Module):
             from .template import DrawnEllipticity
 
             self.ellipticity = DrawnEllipticity(n_classes, z_dim, draw=ellipticity_draw, trainable=ellipticity_trainable,
-                                                passes=ellipticity_passes)
+                                                passes=ellipticity_passes, fill=ellipticity_fill)
         else:
             self.ellipticity = None
         self._w0 = widths[0]

@@ -378,6 +378,7 @@ _MAX_LOG_STRETCH = 0.75  # |ln s| of one stretch at most: axis ratio changed by 
 
 
 ELLIPTICITY_DRAWS = ("normal", "measured")  # how the drawn atanh(e) lies about its class mean (gan.g_ellipticity_draw)
+ELLIPTICITY_FILLS = ("sky", "reflection")  # what a stretched stamp shows where it reads beyond the cut-out (gan.g_ellipticity_fill)
 MIN_CLASS_QUANTILE_STAMPS = 16  # a class with fewer real stamps draws its ellipticities from every stamp's deviations
 
 
@@ -446,6 +447,14 @@ class DrawnEllipticity(torch.nn.Module):
     means and the pooled spread, folded at 0, put it at 0.33
     (docs/gan-experiments.md round 48).
 
+    ``fill = "reflection"`` (``gan.g_ellipticity_fill``) shows, where the
+    resampling reads beyond the cut-out, the stamp mirrored at its edge
+    instead of its ring median: G's noiseless edge differs from the ring
+    median (round 50, the shipped setting at seed 3: by about 4 / 9 / 15 grey
+    levels at the median / 90th / 99th percentile of stamps), which a turned
+    stamp shows as a rotated box of brighter sky; mirrored, the fill
+    continues the edge (docs/gan-experiments.md round 51).
+
     ``trainable = False`` (``gan.g_ellipticity_trainable``) keeps ``w`` and
     ``b`` at the measured values (buffers, not parameters): learnt with G on
     the dev images (three runs read, round 48), the spiral class's mean
@@ -461,10 +470,13 @@ class DrawnEllipticity(torch.nn.Module):
     """
 
     def __init__(self, n_classes: int, z_dim: int, draw: str = "normal", trainable: bool = True,
-                 passes: int = 1) -> None:
+                 passes: int = 1, fill: str = "sky") -> None:
         super().__init__()
         if draw not in ELLIPTICITY_DRAWS:
             raise ValueError(f"draw must be one of {', '.join(ELLIPTICITY_DRAWS)}, got {draw!r}")
+        if fill not in ELLIPTICITY_FILLS:
+            raise ValueError(f"fill must be one of {', '.join(ELLIPTICITY_FILLS)}, got {fill!r}")
+        self.fill = fill
         if int(passes) < 1:
             raise ValueError(f"passes must be at least 1, got {passes!r}")
         self.passes = int(passes)
@@ -512,9 +524,10 @@ class DrawnEllipticity(torch.nn.Module):
                                torch.stack([(major - minor) * c * s, major * s * s + minor * c * c], dim=1)], dim=1)
         return stretch, torch.stack([mx, my], dim=1) * (2.0 / size), axis  # centre in normalised coordinates
 
-    @staticmethod
-    def _resample(x: torch.Tensor, sky: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    def _resample(self, x: torch.Tensor, sky: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if self.fill == "reflection":
+            return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         return sky + F.grid_sample(x.float() - sky, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
