@@ -524,9 +524,9 @@ class DrawnEllipticity(torch.nn.Module):
                                torch.stack([(major - minor) * c * s, major * s * s + minor * c * c], dim=1)], dim=1)
         return stretch, torch.stack([mx, my], dim=1) * (2.0 / size), axis  # centre in normalised coordinates
 
-    def _resample(self, x: torch.Tensor, sky: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    def _resample(self, x: torch.Tensor, sky: torch.Tensor | None, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        if self.fill == "reflection":
+        if sky is None:  # fill = "reflection"
             return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         return sky + F.grid_sample(x.float() - sky, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -536,7 +536,8 @@ class DrawnEllipticity(torch.nn.Module):
 
         target = self.targets(z, y)
         x_meas = x.detach()
-        sky = ring_median(x_meas.float())  # what lies beyond the cut-out: empty sky, not its edge drawn out in stripes
+        # what lies beyond the cut-out: empty sky, not its edge drawn out in stripes (or the stamp mirrored at its edge)
+        sky = ring_median(x_meas.float()) if self.fill == "sky" else None
         stretch, centre, axis = self._stretch_to(x_meas, target)  # the drawn number's gradient through the first pass
         turn = 2.0 * torch.pi * seeded_draw(torch.rand, len(x), gen=gen, device=x.device).to(axis.dtype) - axis
         ct, st = torch.cos(turn), torch.sin(turn)  # then turned by `turn`: output p reads stretched c + R(-turn) (p - c)
