@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--morphology-n", type=int, default=None, help="statmorph stamps per set")
     p.add_argument("--discriminator", default=None, help="sngan or projected (default: GanConfig)")
     p.add_argument("--precision", default=None, help="fp32, bf16 or auto (default: GanConfig)")
-    p.add_argument("--realism-space", default=None, help="morphometry (default), backbone, or a backbone name")
+    p.add_argument("--realism-space", default=None, help="morphometry (default), self-supervised, backbone, or a backbone name")
     p.add_argument("--cpu-minutes", type=float, default=None,
                    help="train until this much CPU time (process time of the G+D steps) instead of --minutes of wall time")
     p.add_argument("--image-folder", default=None, help="real RGB images (ingest-images) instead of the mock field")

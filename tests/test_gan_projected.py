@@ -163,6 +163,7 @@ def test_realism_space_refused_when_it_is_the_discriminators_network(tmp_path, c
     with pytest.raises(BadValueError, match="trained through"):
         check_realism_space("backbone", trained, backbone="efficientnet-lite0")
     assert check_realism_space("morphometry", trained) == "morphometry"
+    assert check_realism_space("self-supervised", trained) == "self-supervised"  # learnt from the real stamps alone
     assert check_realism_space("efficientnet-lite0", {"discriminator": "sngan"}) == "efficientnet-lite0"
     with pytest.raises(BadValueError, match="not known"):
         check_realism_space("inception", trained)

@@ -288,7 +288,7 @@ class GanEvaluateConfig:
     eval_max_n: int = 2000  # at most this many held-out stamps in the feature-space metrics
     balancing_repeats: int = 10  # minority cuts / generated draws averaged in gan.balancing
     realism_draws: int = 10  # draws of the real baseline T and the generated G (H fixed) averaged in FID / KID / precision / recall (1: one draw, as before round 29; docs/gan.md)
-    realism_space: str = "morphometry"  # FID / KID / precision / recall / memorisation space; never the D's own network
+    realism_space: str = "morphometry"  # FID / KID / precision / recall / memorisation space: morphometry, self-supervised (small CNNs learnt from the real training stamps, ~2.3 CPU min for 240 stamps), or a backbone; never the D's own network
     eval_morphology_n: int = 40  # statmorph stamps per compared set (~0.3-0.5 s each, one core); use 300+ for a real evaluation
     random_state: int = 0
 

@@ -282,6 +282,10 @@ class Workspace:
         """Folder of sample grids of the GAN run (PNG)."""
         return self.gan / "grids"
 
+    def gan_realism_encoder(self, k: int = 0) -> Path:
+        """Encoder ``k`` of the ``self-supervised`` realism space, trained on the GAN's real training stamps."""
+        return self.gan / f"realism-encoder-{int(k)}.pt"
+
     @property
     def gan_morphology(self) -> Path:
         """statmorph table of the sets compared by ``galearn gan evaluate``."""

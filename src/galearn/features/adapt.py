@@ -96,6 +96,12 @@ class AugmentSettings:
         Range of the Gaussian blur sigma, pixels of the network input.
     noise_sigma : tuple of 2 floats
         Range of the Gaussian noise sigma, stretched units (stamps are ~0..1).
+    right_angles : bool
+        Rotations only by multiples of 90 degrees (with ``flip``: the 8 symmetries
+        of the square), so no pixel is interpolated.
+    whole_pixels : bool
+        Shifts rounded to whole pixels. With ``right_angles``, ``scale = (1, 1)``
+        and no blur or noise, every view holds the stamp's own pixel values.
     """
 
     flip: bool = True
@@ -104,6 +110,8 @@ class AugmentSettings:
     scale: tuple[float, float] = (0.85, 1.15)
     blur_sigma: tuple[float, float] = (0.0, 1.2)
     noise_sigma: tuple[float, float] = (0.0, 0.03)
+    right_angles: bool = False
+    whole_pixels: bool = False
 
     def validate(self) -> None:
         if not 0 <= self.max_shift < 0.5:
@@ -118,6 +126,9 @@ class AugmentSettings:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        for exact in ("right_angles", "whole_pixels"):  # left out when off: adapt fingerprints from before them hold
+            if not d[exact]:
+                del d[exact]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -171,9 +182,14 @@ def augment_views(
     n, c = x.shape[:2]
     dev, dt = x.device, x.dtype
     angle = _uniform(gen, n, 0.0, 2 * math.pi) if settings.rotate else torch.zeros(n)
+    if settings.right_angles:
+        angle = torch.round(angle / (math.pi / 2)) % 4 * (math.pi / 2)
     flip = (torch.rand(n, generator=gen) < 0.5).float() * 2 - 1 if settings.flip else torch.ones(n)
     zoom = torch.exp(_uniform(gen, n, math.log(settings.scale[0]), math.log(settings.scale[1])))
     shift = _uniform(gen, 2 * n, -2 * settings.max_shift, 2 * settings.max_shift).view(n, 2)  # grid units: side = 2
+    if settings.whole_pixels:  # (x, y) in grid units of one pixel: 2 / width, 2 / height
+        pixel = torch.tensor([2.0 / x.shape[-1], 2.0 / x.shape[-2]])
+        shift = torch.round(shift / pixel) * pixel
     blur = _uniform(gen, n, *settings.blur_sigma)
     noise = _uniform(gen, n, *settings.noise_sigma)
     eps = torch.randn(x.shape, generator=gen)
@@ -368,7 +384,10 @@ def adapt_backbone(
             opt.load_state_dict(state["optimizer"])
             step = resumed_from = int(state["step"])
             losses = [float(v) for v in state["losses"]]
-            log.warning("adapt: resuming from %s at step %d of %d", ckpt, step, total)
+            if step < total:
+                log.warning("adapt: resuming from %s at step %d of %d", ckpt, step, total)
+            else:
+                log.info("adapt: %s has finished its %d steps; reusing it", ckpt, total)
         elif state is not None:
             log.warning("adapt: checkpoint %s was made with other settings or stamps; starting afresh", ckpt)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from ..errors import BadValueError
 from ..morphometry import MORPHOMETRY
 
+#: ``gan.realism_space`` of the encoder learnt from the real training stamps (:mod:`galearn.gan.realism_encoder`).
+SELF_SUPERVISED = "self-supervised"
+
 __all__ = ["check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROUPS", "targeted_morphometry_groups"]
 
 #: The morphometry groups (:data:`galearn.morphometry.MORPHOMETRY_GROUPS`) whose statistics a G-loss term
@@ -26,8 +29,9 @@ TARGETED_MORPHOMETRY_GROUPS = {"g_power_match": ("power spectrum",), "g_stamp_po
 def check_realism_space(space: str, trained: dict, backbone: str | None = None) -> str:
     """Resolve ``gan.realism_space`` and refuse the discriminator's own feature network.
 
-    ``space``: ``"morphometry"`` (:mod:`galearn.morphometry`), ``"backbone"``
-    (the run's feature backbone ``backbone``) or a registered backbone name.
+    ``space``: ``"morphometry"`` (:mod:`galearn.morphometry`), ``"self-supervised"``
+    (:mod:`galearn.gan.realism_encoder`, learnt from the real training stamps alone),
+    ``"backbone"`` (the run's feature backbone ``backbone``) or a registered backbone name.
     ``trained``: ``{"discriminator", "d_backbone"}`` of the GAN run. A
     generator trained against a network's features can lower distances
     measured in that network's space without becoming more realistic
@@ -38,8 +42,10 @@ def check_realism_space(space: str, trained: dict, backbone: str | None = None) 
     name = str(space or "").strip()
     if name == "backbone":
         name = backbone or ""
-    if name != MORPHOMETRY and name not in list_backbones() and name != "custom" and not name.startswith("timm:"):
-        raise BadValueError(f"gan.realism_space={space!r} is not known; use {MORPHOMETRY!r}, 'backbone' or one of "
+    if (name not in (MORPHOMETRY, SELF_SUPERVISED, "custom") and name not in list_backbones()
+            and not name.startswith("timm:")):
+        raise BadValueError(f"gan.realism_space={space!r} is not known; use {MORPHOMETRY!r}, {SELF_SUPERVISED!r}, "
+                            "'backbone' or one of "
                             f"{', '.join(list_backbones())}")
     if trained.get("discriminator") == "projected" and name == trained.get("d_backbone"):
         raise BadValueError(
