@@ -303,6 +303,7 @@ def adapt_backbone(
     fingerprint: str = "",
     max_steps: int | None = None,
     progress: bool = True,
+    desc: str = "adapt",
 ) -> dict:
     """SimCLR fine-tuning of ``backbone.model`` in place on prepared images.
 
@@ -340,6 +341,8 @@ def adapt_backbone(
         Stop after this many steps in this call (checkpointed, like the budget).
     progress : bool
         tqdm progress bar.
+    desc : str
+        Its label.
 
     Returns
     -------
@@ -408,7 +411,7 @@ def adapt_backbone(
     epoch_losses: list[float] = []
     std = tuple(backbone.std)
     with stop_requests("adapt") as stop, \
-            tqdm(total=total, initial=step, desc="adapt", unit="step", disable=None if progress else True) as bar:
+            tqdm(total=total, initial=step, desc=desc, unit="step", disable=None if progress else True) as bar:
         while step < stop_at:
             if time.perf_counter() > deadline:
                 log.warning("adapt: budget of %.1f min reached at step %d of %d (re-run to continue)",
@@ -517,6 +520,8 @@ def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path
         ranges, ``random_state``, ``device``.
     progress : bool
         tqdm progress bar.
+    desc : str
+        Its label.
 
     Returns
     -------

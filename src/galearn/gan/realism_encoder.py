@@ -127,14 +127,16 @@ def _standardised(stamps: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torc
 
 
 def train_realism_encoder(stamps: np.ndarray, *, settings: EncoderSettings = EncoderSettings(), random_state: int = 0,
-                          checkpoint=None, fingerprint: str = "", progress: bool = True) -> tuple[Callable, dict]:
+                          checkpoint=None, fingerprint: str = "", progress: bool = True,
+                          desc: str = "realism encoder") -> tuple[Callable, dict]:
     """Train a :class:`StampEncoder` on ``stamps`` (N, C, H, W; stretched, ~0..1) and return its feature function.
 
     Returns ``(features, info)``: ``features(stretched) -> (n, dim)`` float64
     array, each row of unit length (eval mode, batches of 256; the raw pooled
     features are heavy-tailed, their length following a stamp's brightness), and ``info`` (settings, band mean / std,
     training history). The same ``random_state`` gives the same encoder.
-    ``checkpoint`` / ``fingerprint``: see :func:`~galearn.features.adapt.adapt_backbone`.
+    ``checkpoint`` / ``fingerprint`` / ``desc`` (the progress bar's label): see
+    :func:`~galearn.features.adapt.adapt_backbone`.
     """
     stamps = np.asarray(stamps, dtype="f4")
     mean, std = _band_statistics(stamps)
@@ -146,7 +148,7 @@ def train_realism_encoder(stamps: np.ndarray, *, settings: EncoderSettings = Enc
                              batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                              head_learning_rate=settings.learning_rate, temperature=settings.temperature, bn="train",
                              augment=settings.augment(), random_state=random_state, checkpoint=checkpoint,
-                             checkpoint_every=50, fingerprint=fingerprint, progress=progress)
+                             checkpoint_every=50, fingerprint=fingerprint, progress=progress, desc=desc)
     model.eval()
 
     def features(stretched: np.ndarray) -> np.ndarray:
@@ -186,7 +188,8 @@ def realism_encoder_features(ws: Workspace, sample: Sample, train: np.ndarray, *
                "train_rows": hashlib.sha256(train.tobytes()).hexdigest()}
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         fn, info = train_realism_encoder(stamps, settings=settings, random_state=seed,
-                                         checkpoint=ws.gan_realism_encoder(k), fingerprint=fingerprint, progress=progress)
+                                         checkpoint=ws.gan_realism_encoder(k), fingerprint=fingerprint, progress=progress,
+                                         desc=f"realism encoder {k + 1}/{settings.encoders}")
         own = fn(stamps)
         encoders.append((fn, own.mean(axis=0), np.where(own.std(axis=0) > 0, own.std(axis=0), 1.0)))
         infos.append(info)
