@@ -520,8 +520,6 @@ def run_adapt(ws: Workspace, cfg: AdaptConfig, *, progress: bool = True) -> Path
         ranges, ``random_state``, ``device``.
     progress : bool
         tqdm progress bar.
-    desc : str
-        Its label.
 
     Returns
     -------

@@ -12,7 +12,8 @@ from ..morphometry import MORPHOMETRY
 #: ``gan.realism_space`` of the encoder learnt from the real training stamps (:mod:`galearn.gan.realism_encoder`).
 SELF_SUPERVISED = "self-supervised"
 
-__all__ = ["check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROUPS", "targeted_morphometry_groups"]
+__all__ = ["SELF_SUPERVISED", "check_realism_space", "check_gan_config", "TARGETED_MORPHOMETRY_GROUPS",
+           "targeted_morphometry_groups"]
 
 #: The morphometry groups (:data:`galearn.morphometry.MORPHOMETRY_GROUPS`) whose statistics a G-loss term
 #: matches to the real stamps': the azimuthally averaged power spectrum in the evaluation's own bins, and
