@@ -593,8 +593,9 @@ def run_evaluate(ws: Workspace, cfg: GanEvaluateConfig | GanConfig | RunConfig, 
     space_draws = draws
     if space == SELF_SUPERVISED:
         # SimCLR learns to tell its own training stamps apart, which can set them off from the held-out ones (raw
-        # features: FID 0.40 against 0.27 for unseen rows, docs/gan-experiments.md round 52). So the encoders learn
-        # from half the training rows and the baseline's draws come from the other half, unseen like H and G.
+        # features: FID 0.40 against 0.27 for unseen rows, round 52; encoders on all training rows: a baseline of
+        # those rows 27-29 % farther at three seeds of four, round 53; docs/gan-experiments.md). So the encoders
+        # learn from half the training rows and the baseline's draws come from the other half, unseen like H and G.
         from .realism_encoder import realism_encoder_features
 
         n_train = {c: int((labels[train] == c).sum()) for c in counts}

@@ -18,11 +18,11 @@ generator must get right.
 
 Three encoders of different seeds are trained and their features, each of
 unit length and standardised, put side by side (one alone moves the FID
-ratio by up to 4x with its seed). Each is kept in ``WS/gan/realism-encoder-K.pt`` (the
-resumable state of :func:`~galearn.features.adapt.adapt_backbone`) under a
-fingerprint of the settings, its seed, the sample and the training rows, and
-reused by every later evaluation of the same run; an interrupted training
-continues.
+ratio by up to 4x with its seed). Each is kept in
+``WS/gan/realism-encoder-K.pt`` (the resumable state of
+:func:`~galearn.features.adapt.adapt_backbone`) under a fingerprint of the
+settings, its seed, the sample and the training rows, and reused by every
+later evaluation of the same run; an interrupted training continues.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def train_realism_encoder(stamps: np.ndarray, *, settings: EncoderSettings = Enc
     Returns ``(features, info)``: ``features(stretched) -> (n, dim)`` float64
     array, each row of unit length (eval mode, batches of 256; the raw pooled
     features are heavy-tailed, their length following a stamp's brightness),
-    and ``info`` (settings, band mean / std, training history). The same ``random_state`` gives the same encoder.
+    and ``info`` (settings, band mean / std, training history). The same
+    ``random_state`` gives the same encoder.
     ``checkpoint`` / ``fingerprint`` / ``desc`` (the progress bar's label): see
     :func:`~galearn.features.adapt.adapt_backbone`.
     """
