@@ -84,6 +84,32 @@ def test_sky_level_penalty_reads_the_spread_and_pulls_toward_the_class_levels():
         ClassReference(stamps, y, 2, sky_levels=real[:10])
 
 
+def test_sky_level_penalty_below_lifts_only_the_dark_tail():
+    """gan.g_sky_level_side = "below": only the sorted levels darker than the real level of their rank cost, and
+    their gradient is upward; a sky brighter than every real one costs nothing; "both" is the Wasserstein term."""
+    from galearn.gan.loss import sky_level_penalty
+
+    rng = np.random.default_rng(2)
+    target = torch.from_numpy(np.sort(0.05 + 0.01 * rng.normal(size=(3, 64)), axis=1)).float()
+    sigma = torch.full((3,), 0.01)
+    brighter = target.T + 0.02
+    darker = target.T - 0.02
+    assert float(sky_level_penalty(brighter, target, sigma, side="below")) == 0.0
+    assert float(sky_level_penalty(brighter, target, sigma)) > 1.0
+    both = float(sky_level_penalty(darker, target, sigma))
+    np.testing.assert_allclose(float(sky_level_penalty(darker, target, sigma, side="below")), both, rtol=1e-5)
+    # a set with a dark tail: the tail pulled up, the rest untouched
+    levels = target.T.clone()
+    levels[:8] -= 0.04
+    levels = levels[torch.randperm(64, generator=torch.Generator().manual_seed(0))].requires_grad_(True)
+    sky_level_penalty(levels, target, sigma, side="below").backward()
+    dark = levels.detach() < target.min(dim=1).values
+    assert (levels.grad[dark] < 0).all()  # descent raises them
+    assert int((levels.grad != 0).sum()) <= int(dark.sum()) + 3 * 8  # the tail and at most its ranks' neighbours
+    with pytest.raises(ValueError, match="side"):
+        sky_level_penalty(levels, target, sigma, side="above")
+
+
 def test_stamp_sky_levels_are_the_real_stamps_own_levels():
     from galearn.gan.loop import _stamp_sky_levels
     from galearn.gan.sky import sky_per_stamp
@@ -115,6 +141,14 @@ def test_sky_level_match_trains_resumes_exactly_samples_reproducibly_and_is_chec
         with pytest.raises(BadValueError, match="g_sky_level_match"):
             _validate(dataclasses.replace(cfg, **bad))
     assert targeted_morphometry_groups({"g_sky_level_match": 2.0}) == ["pixel percentiles"]
+    assert LEGACY_SETTINGS["g_sky_level_side"] == "both"
+    _validate(dataclasses.replace(cfg, g_sky_level_side="below"))
+    with pytest.raises(BadValueError, match="g_sky_level_side must be one of both, below"):
+        _validate(dataclasses.replace(cfg, g_sky_level_side="above"))
+    with pytest.raises(BadValueError, match="g_sky_level_side = below .* no effect without"):
+        _validate(dataclasses.replace(cfg, g_sky_level_side="below", g_sky_level_match=0.0))
+    with pytest.raises(BadValueError, match="g_sky_level_side"):  # frozen on resume
+        run_train(ws, dataclasses.replace(cfg, steps=6, g_sky_level_side="below"), resume=True, progress=False)
     got = load_config(None, parse_overrides(["gan.g_sky_level_match=2", "gan.g_match_reference=class"])).gan
     assert got.g_sky_level_match == 2.0
 

@@ -239,6 +239,7 @@ class GanTrainConfig:
     sky_scatter_by_light: bool = False  # with sky_scatter: each stamp's depth row (its sky sigma, and texture group) drawn among the 16 of 256 rows whose real stamps' central light (the central quarter-side box above the ring's median) lies nearest the stamp's own: on the dev images a bright galaxy's cut-out has a deeper but smoother sky, its highest-frequency power falling with the light (Spearman -0.35 in R), where the library's rose (docs/gan-experiments.md round 49)
     sky_smooth_light: bool = False  # with sky_correlation_groups: G's noiseless light (before neighbours and noise) filtered by its stamp's sky group's smoothing beyond the least-smoothed group's, the transfer function its noise amplitude measures: a cut-out's resampling or compression smooths its galaxy as it smooths its sky, where G's texture was the same on every sky (gan/sky.py light_transfer; docs/gan-experiments.md round 50)
     sky_scatter_by_level: bool = False  # with sky_scatter: each stamp's depth row (its sky sigma, and texture group) drawn among the 16 of 256 rows whose real stamps' noiseless sky levels lie nearest the stamp's own, not at random: in the real stamps the sky sigma rises with the sky level (dev JPEGs: Spearman 0.91 in R), so a dark sky with a bright sky's noise goes black (docs/gan-experiments.md round 46)
+    g_sky_level_side: str = "both"  # which generated sky levels g_sky_level_match pulls: "both" (every sorted level toward the real one of its rank) or "below" (only those darker than the real one of their rank: the dark tail lifted, no level pulled down; docs/gan-experiments.md round 54)
     g_sky_level_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band, between the noiseless generated stamps' sky levels (the middle half of their outer ring) and the real stamps' own noiseless levels of the same classes, over the real spread: G still picks each stamp's sky, but their spread is held to the real one (0: off; needs g_match_reference = class and a measured sky_noise; docs/gan-experiments.md round 46)
     g_skip_excitation: bool = False  # FastGAN's skip-layer excitation in G: blocks at >= 32 px gated per channel by the block at 1/4 their resolution (docs/gan-experiments.md round 8)
     g_stamp_power_match: float = 0.0  # G loss + this x the 1-D Wasserstein-1 distance, per band and radial bin, of the stamps' own log power spectra between the generated and the real batch, over the real spread (0: off; docs/gan-experiments.md round 21)
@@ -452,7 +453,7 @@ FIELD_CHOICES: dict[str, tuple] = {
     "g_match_reference": ("batch", "class"), "g_sky_reference": ("measured", "stamp"),
     "g_pin_sky_to": ("measured", "stamp"), "g_centroid_radii": ("normal", "measured"),
     "g_centroid_move": ("translate", "lopsided"), "g_ellipticity_draw": ("normal", "measured"),
-    "g_ellipticity_fill": ("sky", "reflection"),
+    "g_ellipticity_fill": ("sky", "reflection"), "g_sky_level_side": ("both", "below"),
     "g_match_distance": ("wasserstein", "energy"),
     "fuse": ("none", "morphology"), "colours": ("auto", "on", "off"),
 }

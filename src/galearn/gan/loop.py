@@ -39,7 +39,7 @@ from ..store import Workspace, atomic_path, atomic_write_text, open_sample, rela
 from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import gan_condition, load_or_make_split, redshift_bin_edges, training_rows
-from .loss import MATCH_DISTANCES, GanLoss
+from .loss import MATCH_DISTANCES, SKY_LEVEL_SIDES, GanLoss
 from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
 from .template import CENTROID_MOVES, CENTROID_RADII, ELLIPTICITY_DRAWS, ELLIPTICITY_FILLS
@@ -62,7 +62,7 @@ _FROZEN = ("condition", "redshift_bins", "batch_size", "z_dim", "channels", "lr_
            "g_drawn_ellipticity", "g_centroid_radii", "g_match_distance", "g_centroid_move", "sky_noise_gain", "g_neighbours", "g_sky_floor",
            "g_sky_level_match", "sky_scatter_by_level", "g_ellipticity_draw",
            "g_ellipticity_trainable", "g_ellipticity_passes", "sky_scatter_by_light",
-           "sky_smooth_light", "g_ellipticity_fill")
+           "sky_smooth_light", "g_ellipticity_fill", "g_sky_level_side")
 DISCRIMINATORS = ("sngan", "projected")
 # Values of settings a checkpoint written before they existed was trained with (not today's defaults).
 LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False, "g_out_scale": 1.0, "g_template_warp": False,
@@ -80,7 +80,8 @@ LEGACY_SETTINGS = {"sky_noise": "learnt", "d_radius": False, "g_template": False
                    "sky_noise_gain": False, "g_neighbours": False, "g_sky_floor": False,
                    "g_sky_level_match": 0.0, "sky_scatter_by_level": False, "g_ellipticity_draw": "normal",
                    "g_ellipticity_trainable": True, "g_ellipticity_passes": 1, "sky_scatter_by_light": False,
-                   "sky_smooth_light": False, "g_ellipticity_fill": "sky"}
+                   "sky_smooth_light": False, "g_ellipticity_fill": "sky",
+                   "g_sky_level_side": "both"}
 G_RESIDUALS = ("bands", "luminance")
 PRECISIONS = ("fp32", "bf16", "auto")
 MATCH_REFERENCES = ("batch", "class")
@@ -394,6 +395,12 @@ def _validate(cfg: GanTrainConfig) -> None:
         if cfg.sky_noise not in ("auto", "measured", "measured-correlated"):
             raise BadValueError(f"gan.g_sky_level_match needs gan.sky_noise = auto, measured or measured-correlated, "
                                 f"got {cfg.sky_noise!r}")
+    side = getattr(cfg, "g_sky_level_side", "both")
+    if side not in SKY_LEVEL_SIDES:
+        raise BadValueError(f"gan.g_sky_level_side must be one of {', '.join(SKY_LEVEL_SIDES)}, got {side!r}")
+    if side != "both" and not getattr(cfg, "g_sky_level_match", 0.0):
+        raise BadValueError(f"gan.g_sky_level_side = {side} chooses which sky levels gan.g_sky_level_match pulls: "
+                            f"it has no effect without a gan.g_sky_level_match weight above 0")
     for name, choices, terms in (("g_match_distance", MATCH_DISTANCES, STAMP_MATCH_TERMS),
                                  ("g_match_reference", MATCH_REFERENCES, MATCH_TERMS)):
         value = getattr(cfg, name, choices[0])  # the first choice: off
@@ -947,7 +954,8 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
                    joint_smoothing=float(getattr(cfg, "g_joint_smoothing", 0.0)),
                    mode_seeking=float(getattr(cfg, "g_mode_seeking", 0.0)),
                    match_distance=getattr(cfg, "g_match_distance", "wasserstein"),
-                   sky_level_match=float(getattr(cfg, "g_sky_level_match", 0.0)))
+                   sky_level_match=float(getattr(cfg, "g_sky_level_match", 0.0)),
+                   sky_level_side=getattr(cfg, "g_sky_level_side", "both"))
     grid_z = _grid_latents(cfg.random_state, 8, cfg.z_dim)
     n_train = len(train_idx)
 

@@ -285,7 +285,8 @@ def _energy_penalty(values: torch.Tensor, real: torch.Tensor | None, statistic, 
     return _energy_distance(values, y, target[0], target[1], min_spread=min_spread)
 
 
-def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: torch.Tensor, *,
+                      side: str = "both") -> torch.Tensor:
     """1-D Wasserstein-1 distance between generated noiseless sky levels ``(N, C)`` and the real ones' (ascending
     rows ``(C, N)``, :meth:`ClassReference.sorted_sky_level`), per band over the real levels' spread (at least a
     tenth of the band's sky ``sigma`` ``(C,)``), mean over bands; linear units.
@@ -295,8 +296,22 @@ def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: 
     45). This term holds only the levels' distribution over each class to the
     real one: G may still put any stamp's sky where a real one lies, but not
     a quarter of them at black.
+
+    ``side = "below"`` (``gan.g_sky_level_side``) counts only the sorted
+    levels darker than the real level of the same rank: the dark tail is
+    lifted, no sky is pulled down.
     """
-    return _sorted_w1(levels.float().T, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6))
+    if side not in SKY_LEVEL_SIDES:
+        raise ValueError(f"sky_level_penalty: side must be one of {', '.join(SKY_LEVEL_SIDES)}, got {side!r}")
+    values = levels.float().T
+    if side == "both":
+        return _sorted_w1(values, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6))
+    spread = target_sorted.std(dim=1).clamp(min=(0.1 * sigma.float()).clamp(min=1e-6))
+    shortfall = (target_sorted - torch.sort(values, dim=1).values).clamp(min=0.0)
+    return (shortfall.mean(dim=1) / spread).mean()
+
+
+SKY_LEVEL_SIDES = ("both", "below")  # gan.g_sky_level_side: which generated sky levels sky_level_penalty pulls
 
 
 def stamp_spectrum_profile(x: torch.Tensor) -> torch.Tensor:
@@ -680,6 +695,7 @@ class GanLoss:
     reference: ClassReference | None = None  # gan.g_match_reference = "class": the terms' targets from the classes, not the batch
     match_distance: str = "wasserstein"  # gan.g_match_distance: the per-stamp terms' distance, "wasserstein" or "energy"
     sky_level_match: float = 0.0  # gan.g_sky_level_match: G loss + this x sky_level_penalty(G's sky levels, class reference)
+    sky_level_side: str = "both"  # gan.g_sky_level_side: sky_level_penalty's side, "both" or "below"
 
     def __post_init__(self) -> None:
         self._names = parse_policy(self.policy)
@@ -843,7 +859,8 @@ class GanLoss:
             levels = self.G.last_ring_level  # from the training forward that made `fake`
             if ref is None or levels is None:
                 raise ValueError("GanLoss.g_loss: sky_level_match needs the class reference and a training-mode G forward")
-            loss = loss + self.sky_level_match * sky_level_penalty(levels, ref.sorted_sky_level(y), self.G.sky.sigma)
+            loss = loss + self.sky_level_match * sky_level_penalty(levels, ref.sorted_sky_level(y), self.G.sky.sigma,
+                                                                   side=self.sky_level_side)
         weight = float(getattr(self.G, "sky_penalty", 0.0))
         if weight and self.G.last_sky_penalty is not None:  # gan.g_sky_penalty: from the forward that made `fake`
             loss = loss + weight * self.G.last_sky_penalty.float()
