@@ -135,12 +135,14 @@ def pixel_match_penalty(fake_unclipped: torch.Tensor, real: torch.Tensor | None 
     return _sorted_w1(fake.transpose(0, 1).reshape(c, -1), target_sorted)
 
 
-def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: float | torch.Tensor = 1e-4) -> torch.Tensor:
+def _sorted_w1(values: torch.Tensor, target_sorted: torch.Tensor, min_spread: float | torch.Tensor = 1e-4, *,
+               below_only: bool = False) -> torch.Tensor:
     """Mean over rows of the 1-D Wasserstein-1 distance between ``values`` ``(F, M)`` and the ascending rows of
     ``target_sorted`` ``(F, M)``, each over its target row's standard deviation (at least ``min_spread``, one
-    number or one per row ``(F,)``)."""
+    number or one per row ``(F,)``). ``below_only``: only the sorted values under the target of their rank count."""
     spread = target_sorted.std(dim=1).clamp(min=min_spread)
-    return ((torch.sort(values, dim=1).values - target_sorted).abs().mean(dim=1) / spread).mean()
+    gap = target_sorted - torch.sort(values, dim=1).values
+    return ((gap.clamp(min=0.0) if below_only else gap.abs()).mean(dim=1) / spread).mean()
 
 
 MATCH_DISTANCES = ("wasserstein", "energy")  # gan.g_match_distance: how the per-stamp terms compare two sets of values
@@ -303,12 +305,8 @@ def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: 
     """
     if side not in SKY_LEVEL_SIDES:
         raise ValueError(f"sky_level_penalty: side must be one of {', '.join(SKY_LEVEL_SIDES)}, got {side!r}")
-    values = levels.float().T
-    if side == "both":
-        return _sorted_w1(values, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6))
-    spread = target_sorted.std(dim=1).clamp(min=(0.1 * sigma.float()).clamp(min=1e-6))
-    shortfall = (target_sorted - torch.sort(values, dim=1).values).clamp(min=0.0)
-    return (shortfall.mean(dim=1) / spread).mean()
+    return _sorted_w1(levels.float().T, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6),
+                      below_only=side == "below")
 
 
 SKY_LEVEL_SIDES = ("both", "below")  # gan.g_sky_level_side: which generated sky levels sky_level_penalty pulls
