@@ -287,6 +287,9 @@ def _energy_penalty(values: torch.Tensor, real: torch.Tensor | None, statistic, 
     return _energy_distance(values, y, target[0], target[1], min_spread=min_spread)
 
 
+SKY_LEVEL_SIDES = ("both", "below")  # gan.g_sky_level_side: which generated sky levels sky_level_penalty pulls
+
+
 def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: torch.Tensor, *,
                       side: str = "both") -> torch.Tensor:
     """1-D Wasserstein-1 distance between generated noiseless sky levels ``(N, C)`` and the real ones' (ascending
@@ -307,9 +310,6 @@ def sky_level_penalty(levels: torch.Tensor, target_sorted: torch.Tensor, sigma: 
         raise ValueError(f"sky_level_penalty: side must be one of {', '.join(SKY_LEVEL_SIDES)}, got {side!r}")
     return _sorted_w1(levels.float().T, target_sorted, min_spread=(0.1 * sigma.float()).clamp(min=1e-6),
                       below_only=side == "below")
-
-
-SKY_LEVEL_SIDES = ("both", "below")  # gan.g_sky_level_side: which generated sky levels sky_level_penalty pulls
 
 
 def stamp_spectrum_profile(x: torch.Tensor) -> torch.Tensor:
