@@ -92,5 +92,5 @@ def test_the_shipped_30_minute_gan_setting_loads_and_is_valid():
     assert (cfg.discriminator, cfg.steps, cfg.g_mode_seeking, cfg.g_stamp_power_match, cfg.g_profile_match,
             cfg.g_joint_match, cfg.g_asymmetry) == ("projected", 4500, 0.1, 5.0, 2.0, 5.0, 0.1)
     assert cfg.g_neighbours and cfg.sky_noise_gain  # round 45
-    assert cfg.g_sky_level_match == 2.0 and cfg.g_sky_level_side == "both"  # round 56
+    assert cfg.g_sky_level_match == 4.0 and cfg.g_sky_level_side == "both"  # round 56
     assert cfg.condition == RunConfig().gan.condition  # the label column is the user's: --condition
