@@ -104,6 +104,42 @@ def test_asymmetry_weight_scales_only_the_point_antisymmetric_part():
     torch.testing.assert_close(none, torch.flip(none, dims=(2, 3)), rtol=1e-5, atol=1e-8)
 
 
+def test_asymmetry_weights_per_band_scale_each_bands_antisymmetric_part(tmp_path):
+    """``gan.g_asymmetry`` as a list: one weight per band (round 58), also within ``gan.g_asymmetry_radius``; a list
+    of the wrong length is refused when training starts, naming the sample's bands."""
+    from galearn.errors import BadValueError
+    from galearn.gan import run_train
+    from galearn.gan.loop import _validate
+    from galearn.gan.networks import asymmetry_weight_map, asymmetry_weights
+
+    def parts(x):
+        rotated = torch.flip(x, dims=(2, 3))
+        return 0.5 * (x + rotated), 0.5 * (x - rotated)
+
+    weights = (0.5, 0.1, 0.0)
+    free, banded = _noiseless_stamps(g_asymmetry=1.0), _noiseless_stamps(g_asymmetry=weights)
+    sym_free, anti_free = parts(free)
+    sym, anti = parts(banded)
+    torch.testing.assert_close(sym, sym_free, rtol=1e-5, atol=1e-8)
+    for band, w in enumerate(weights):
+        torch.testing.assert_close(anti[:, band], w * anti_free[:, band], rtol=1e-5, atol=1e-8)
+    # Equal weights are the one number's prior, value for value.
+    torch.testing.assert_close(_noiseless_stamps(g_asymmetry=(0.1,) * 3), _noiseless_stamps(g_asymmetry=0.1),
+                               rtol=0, atol=0)
+    # Within a radius: each band's own map.
+    confined = _noiseless_stamps(g_asymmetry=weights, g_asymmetry_radius=0.4)
+    for band, w in enumerate(weights):
+        torch.testing.assert_close(parts(confined)[1][:, band],
+                                   asymmetry_weight_map(32, w, 0.4)[0, 0] * anti_free[:, band], rtol=1e-5, atol=1e-7)
+    assert asymmetry_weights(0.25, 3) == (0.25, 0.25, 0.25) and asymmetry_weights([0.3, 0.1], 2) == (0.3, 0.1)
+    for bad in ([0.1, 1.5, 0.1], [0.1, True, 0.1], [], ["a"]):
+        with pytest.raises(BadValueError, match="g_asymmetry"):
+            _validate(dataclasses.replace(TINY, g_asymmetry=bad))
+    ws = make_workspace(tmp_path)
+    with pytest.raises(BadValueError, match=r"g_asymmetry.*list of 3.*sample\.h5 holds the bands"):
+        run_train(ws, dataclasses.replace(TINY, g_asymmetry=(0.3, 0.1)), progress=False)
+
+
 def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
     """``gan.g_asymmetry_radius``: the antisymmetric part keeps g_asymmetry's weight near the centre and its own
     full value far out (neighbours), with the symmetric part untouched."""
@@ -139,6 +175,7 @@ def test_asymmetry_radius_confines_the_prior_to_the_centre_of_the_stamp():
 @pytest.mark.parametrize("name, value, bads", [("g_blur", 0.8, (-1.0, "wide", 9)),
                                                ("g_colour_blur", 1.0, (-1.0, "wide", 9, True)),
                                                ("g_asymmetry", 0.25, (-0.1, 1.5, True, "half")),
+                                               ("g_asymmetry", (0.3, 0.1, 0.1), ((0.3, 1.5, 0.1), (0.3, None, 0.1))),
                                                ("g_asymmetry_radius", 0.4, (-0.1, 3.0, True, "far")),
                                                ("g_skip_excitation", True, ()), ("sky_scatter", True, ()),
                                                ("g_random_rotation", True, ()),

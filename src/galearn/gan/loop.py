@@ -40,7 +40,8 @@ from .augment import parse_policy, resolve_policy
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import gan_condition, load_or_make_split, redshift_bin_edges, training_rows
 from .loss import MATCH_DISTANCES, SKY_LEVEL_SIDES, GanLoss
-from .networks import G_UPSAMPLE, Discriminator, Generator, check_stamp_size, from_stretched, to_stretched
+from .networks import (G_UPSAMPLE, Discriminator, Generator, asymmetry_weights, check_stamp_size, from_stretched,
+                       to_stretched)
 from .spaces import TARGETED_MORPHOMETRY_GROUPS
 from .template import CENTROID_MOVES, CENTROID_RADII, ELLIPTICITY_DRAWS, ELLIPTICITY_FILLS
 
@@ -188,7 +189,7 @@ def build_networks(n_classes: int, n_bands: int, stamp_size: int, cfg: GanTrainC
                   sky_reference=getattr(cfg, "g_sky_reference", "measured"),
                   blur=float(getattr(cfg, "g_blur", 0.0)),
                   colour_blur=float(getattr(cfg, "g_colour_blur", 0.0)),
-                  asymmetry=float(getattr(cfg, "g_asymmetry", 1.0)),
+                  asymmetry=getattr(cfg, "g_asymmetry", 1.0),
                   asymmetry_radius=float(getattr(cfg, "g_asymmetry_radius", 0.0)),
                   skip_excitation=bool(getattr(cfg, "g_skip_excitation", False)),
                   sky_scatter=bool(getattr(cfg, "sky_scatter", False)),
@@ -428,15 +429,15 @@ def _validate(cfg: GanTrainConfig) -> None:
         if not groups:
             raise BadValueError("gan.sky_smooth_light smooths each stamp's light as its sky group's noise: it needs "
                                 "gan.sky_correlation_groups > 0")
-    if not (isinstance(cfg.g_asymmetry, (int, float)) and not isinstance(cfg.g_asymmetry, bool)
-            and 0 <= cfg.g_asymmetry <= 1):
-        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), "
-                            f"got {cfg.g_asymmetry!r}")
+    weights = cfg.g_asymmetry if isinstance(cfg.g_asymmetry, (list, tuple)) else [cfg.g_asymmetry]
+    if not (weights and all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1 for w in weights)):
+        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), or a list "
+                            f"of them, one per band, got {cfg.g_asymmetry!r}")
     radius = getattr(cfg, "g_asymmetry_radius", 0.0)
     if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and 0 <= radius <= 2):
         raise BadValueError(f"gan.g_asymmetry_radius must be a radius in half sides of the stamp, 0 (off) to 2, "
                             f"got {radius!r}")
-    if radius and cfg.g_asymmetry == 1:
+    if radius and all(w == 1 for w in weights):
         raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
     for name, choices, what, needs in (
             ("g_centroid_radii", CENTROID_RADII, "shapes the drawn offsets", "g_drawn_centroid"),
@@ -726,6 +727,10 @@ def run_train(ws: Workspace, cfg: GanTrainConfig | GanConfig, *, resume: bool = 
     n_threads = set_threads(cfg.threads)
     sample = open_sample(ws.require(ws.sample, "cutouts"))
     check_stamp_size(sample.stamp_size)
+    try:  # a list of per-band weights: one per band of the sample
+        asymmetry_weights(cfg.g_asymmetry, len(sample.bands))
+    except BadValueError as exc:
+        raise BadValueError(f"{exc}; {sample.path} holds the bands {', '.join(sample.bands)}") from None
     if getattr(cfg, "g_colour_power_match", 0.0) and len(sample.bands) < 2:
         raise BadValueError(f"gan.g_colour_power_match compares the stamps' colours, but {sample.path} holds one band "
                             f"({sample.bands[0]}); set it to 0")

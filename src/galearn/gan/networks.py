@@ -20,6 +20,7 @@ feature maps, so ``channels`` is the width of the highest-resolution block.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -178,6 +179,20 @@ def asymmetry_weight_map(stamp_size: int, weight: float, radius: float, ramp: fl
     return (weight + (1.0 - weight) * rise)[None, None]
 
 
+def asymmetry_weights(asymmetry: float | Sequence[float], n_bands: int) -> tuple[float, ...]:
+    """``gan.g_asymmetry`` as one weight per band, each in [0, 1]: a number applies to every band."""
+    many = isinstance(asymmetry, (list, tuple))
+    try:
+        weights = tuple(float(w) for w in asymmetry) if many else (float(asymmetry),) * n_bands
+    except (TypeError, ValueError):
+        weights = ()
+    if (len(weights) != n_bands or any(isinstance(w, bool) for w in (asymmetry if many else [asymmetry]))
+            or not all(0.0 <= w <= 1.0 for w in weights)):
+        raise BadValueError(f"gan.g_asymmetry must be a weight in [0, 1] or a list of {n_bands} (one per band), "
+                            f"got {asymmetry!r}")
+    return weights
+
+
 class Generator(nn.Module):
     """Class-conditional generator: ``(z (N, z_dim), y (N,) int64) -> (N, C, H, W)`` in ``[-1, 1]``.
 
@@ -324,7 +339,7 @@ class Generator(nn.Module):
         sharp. A galaxy's colour changes over about a PSF or more, so bands
         drawn a pixel apart (a red and a blue edge on opposite sides) are
         not real; ``residual = "bands"`` only.
-    asymmetry : float
+    asymmetry : float or sequence of float
         ``gan.g_asymmetry``: G's own output (after ``blur``, before the
         template) is split into its parts symmetric and antisymmetric under
         a 180-degree rotation about the stamp centre, and the antisymmetric
@@ -332,6 +347,9 @@ class Generator(nn.Module):
         point-symmetric light). A prior against the lopsided blobs a short
         run paints (statmorph asymmetry, docs/gan-experiments.md round 7) that still lets
         G make real asymmetry (neighbours, mergers) at a weight above 0.
+        One weight per band (in the bands' order) sets each band's own: a
+        blue band's star-forming knots are more lopsided than a red band's
+        old stars (docs/gan-experiments.md round 58).
     asymmetry_radius : float
         ``gan.g_asymmetry_radius``: where ``asymmetry`` applies (0: the whole
         stamp). Otherwise the weight rises from ``asymmetry`` inside this
@@ -406,7 +424,7 @@ class Generator(nn.Module):
                  sky_noise: bool | str = False, template: bool = False, out_scale: float = 1.0,
                  template_warp: bool = False, template_trainable: bool = True, residual: str = "bands", pin_sky: bool = False,
                  envelope: bool = False, sky_penalty: float = 0.0, sky_reference: str = "measured", blur: float = 0.0,
-                 asymmetry: float = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_scatter_by_light: bool = False, sky_smooth_light: bool = False, sky_band_correlation: bool = False,
+                 asymmetry: float | Sequence[float] = 1.0, asymmetry_radius: float = 0.0, skip_excitation: bool = False, sky_scatter: bool = False, sky_scatter_by_level: bool = False, sky_scatter_by_light: bool = False, sky_smooth_light: bool = False, sky_band_correlation: bool = False,
                  sky_noise_gain: bool = False, neighbours: bool = False, sky_floor: bool = False, random_rotation: bool = False, upsample: str = "nearest", template_blur: float = 0.0,
                  sky_groups: int = 0, colour_blur: float = 0.0, pin_sky_to: str = "measured", drawn_centroid: bool = False,
                  drawn_ellipticity: bool = False, ellipticity_draw: str = "normal",
@@ -436,16 +454,20 @@ class Generator(nn.Module):
         self.colour_blur = float(colour_blur)
         if self.colour_blur < 0 or (self.colour_blur and residual != "bands"):
             raise BadValueError(f"gan.g_colour_blur must be >= 0 (pixels) and needs gan.g_residual = bands, got {colour_blur!r}")
-        self.asymmetry = float(asymmetry)
-        if not 0.0 <= self.asymmetry <= 1.0:
-            raise BadValueError(f"gan.g_asymmetry must be in [0, 1], got {asymmetry!r}")
+        weights = asymmetry_weights(asymmetry, n_bands)
+        # One weight for all bands stays a number (the arithmetic of the runs before per-band weights).
+        self.asymmetry = weights[0] if len(set(weights)) == 1 else weights
         self.asymmetry_radius = float(asymmetry_radius)
         if self.asymmetry_radius < 0:
             raise BadValueError(f"gan.g_asymmetry_radius must be >= 0 (half sides of the stamp), got {asymmetry_radius!r}")
         if self.asymmetry_radius and self.asymmetry == 1.0:
             raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
-        if self.asymmetry_radius:  # the antisymmetric weight per pixel; not saved (made from the settings)
-            self.register_buffer("asymmetry_map", asymmetry_weight_map(stamp_size, self.asymmetry, self.asymmetry_radius),
+        if self.asymmetry_radius:  # the antisymmetric weight per pixel (and band); not saved (made from the settings)
+            maps = [asymmetry_weight_map(stamp_size, w, self.asymmetry_radius) for w in weights]
+            self.register_buffer("asymmetry_map", torch.cat(maps, dim=1) if isinstance(self.asymmetry, tuple) else maps[0],
+                                 persistent=False)
+        elif isinstance(self.asymmetry, tuple):
+            self.register_buffer("asymmetry_map", torch.tensor(weights, dtype=torch.float32)[None, :, None, None],
                                  persistent=False)
         if pin_sky_to not in ("measured", "stamp"):
             raise BadValueError(f"gan.g_pin_sky_to must be measured or stamp, got {pin_sky_to!r}")
@@ -558,7 +580,7 @@ class Generator(nn.Module):
             out = light + gaussian_blur(out - light, self.colour_blur)
         if self.asymmetry != 1.0:  # symmetric part + weight x antisymmetric part, about the stamp centre
             rotated = torch.flip(out, dims=(2, 3))
-            weight = self.asymmetry_map if self.asymmetry_radius else self.asymmetry
+            weight = self.asymmetry_map if self.asymmetry_radius or isinstance(self.asymmetry, tuple) else self.asymmetry
             out = 0.5 * (1.0 + weight) * out + 0.5 * (1.0 - weight) * rotated
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
