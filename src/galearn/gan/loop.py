@@ -429,10 +429,7 @@ def _validate(cfg: GanTrainConfig) -> None:
         if not groups:
             raise BadValueError("gan.sky_smooth_light smooths each stamp's light as its sky group's noise: it needs "
                                 "gan.sky_correlation_groups > 0")
-    weights = cfg.g_asymmetry if isinstance(cfg.g_asymmetry, (list, tuple)) else [cfg.g_asymmetry]
-    if not (weights and all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1 for w in weights)):
-        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), or a list "
-                            f"of them, one per band, got {cfg.g_asymmetry!r}")
+    weights = asymmetry_weights(cfg.g_asymmetry)
     radius = getattr(cfg, "g_asymmetry_radius", 0.0)
     if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and 0 <= radius <= 2):
         raise BadValueError(f"gan.g_asymmetry_radius must be a radius in half sides of the stamp, 0 (off) to 2, "

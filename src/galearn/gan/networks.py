@@ -20,6 +20,7 @@ feature maps, so ``channels`` is the width of the highest-resolution block.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -179,18 +180,19 @@ def asymmetry_weight_map(stamp_size: int, weight: float, radius: float, ramp: fl
     return (weight + (1.0 - weight) * rise)[None, None]
 
 
-def asymmetry_weights(asymmetry: float | Sequence[float], n_bands: int) -> tuple[float, ...]:
-    """``gan.g_asymmetry`` as one weight per band, each in [0, 1]: a number applies to every band."""
+def asymmetry_weights(asymmetry: float | Sequence[float], n_bands: int | None = None) -> tuple[float, ...]:
+    """``gan.g_asymmetry`` as one weight per band, each in [0, 1]: a number applies to every band.
+
+    ``n_bands`` None: the weights checked without the band count (one number gives one weight).
+    """
     many = isinstance(asymmetry, (list, tuple))
-    try:
-        weights = tuple(float(w) for w in asymmetry) if many else (float(asymmetry),) * n_bands
-    except (TypeError, ValueError):
-        weights = ()
-    if (len(weights) != n_bands or any(isinstance(w, bool) for w in (asymmetry if many else [asymmetry]))
-            or not all(0.0 <= w <= 1.0 for w in weights)):
-        raise BadValueError(f"gan.g_asymmetry must be a weight in [0, 1] or a list of {n_bands} (one per band), "
-                            f"got {asymmetry!r}")
-    return weights
+    values = list(asymmetry) if many else [asymmetry] * (n_bands or 1)
+    if not (values and (n_bands is None or len(values) == n_bands)
+            and all(isinstance(w, numbers.Real) and not isinstance(w, bool) and 0 <= w <= 1 for w in values)):
+        count = f"{n_bands} (one per band)" if n_bands else "them, one per band"
+        raise BadValueError(f"gan.g_asymmetry must be a weight from 0 (point-symmetric residual) to 1 (off), or a list "
+                            f"of {count}, got {asymmetry!r}")
+    return tuple(float(w) for w in values)
 
 
 class Generator(nn.Module):
@@ -462,13 +464,15 @@ class Generator(nn.Module):
             raise BadValueError(f"gan.g_asymmetry_radius must be >= 0 (half sides of the stamp), got {asymmetry_radius!r}")
         if self.asymmetry_radius and self.asymmetry == 1.0:
             raise BadValueError("gan.g_asymmetry_radius needs gan.g_asymmetry < 1 (with 1 there is no prior to confine)")
-        if self.asymmetry_radius:  # the antisymmetric weight per pixel (and band); not saved (made from the settings)
-            maps = [asymmetry_weight_map(stamp_size, w, self.asymmetry_radius) for w in weights]
-            self.register_buffer("asymmetry_map", torch.cat(maps, dim=1) if isinstance(self.asymmetry, tuple) else maps[0],
-                                 persistent=False)
+        # The antisymmetric weight per band (and pixel, within a radius); None: the one number. Not saved (made from
+        # the settings).
+        if self.asymmetry_radius:
+            weight_map = torch.cat([asymmetry_weight_map(stamp_size, w, self.asymmetry_radius) for w in weights], dim=1)
         elif isinstance(self.asymmetry, tuple):
-            self.register_buffer("asymmetry_map", torch.tensor(weights, dtype=torch.float32)[None, :, None, None],
-                                 persistent=False)
+            weight_map = torch.tensor(weights, dtype=torch.float32)[None, :, None, None]
+        else:
+            weight_map = None
+        self.register_buffer("asymmetry_map", weight_map, persistent=False)
         if pin_sky_to not in ("measured", "stamp"):
             raise BadValueError(f"gan.g_pin_sky_to must be measured or stamp, got {pin_sky_to!r}")
         if pin_sky_to == "stamp" and not (pin_sky and sky_noise and sky_scatter):
@@ -580,7 +584,7 @@ class Generator(nn.Module):
             out = light + gaussian_blur(out - light, self.colour_blur)
         if self.asymmetry != 1.0:  # symmetric part + weight x antisymmetric part, about the stamp centre
             rotated = torch.flip(out, dims=(2, 3))
-            weight = self.asymmetry_map if self.asymmetry_radius or isinstance(self.asymmetry, tuple) else self.asymmetry
+            weight = self.asymmetry if self.asymmetry_map is None else self.asymmetry_map
             out = 0.5 * (1.0 + weight) * out + 0.5 * (1.0 - weight) * rotated
         if self.residual == "luminance":
             out = out * self.colour[y][:, :, None, None]
